@@ -1,0 +1,32 @@
+//! Generates the etcd v3 API types and gRPC stubs from `proto/`.
+//!
+//! protoc comes from `protoc-bin-vendored`, so no system protoc is needed.
+
+use std::io;
+use std::path::PathBuf;
+
+fn main() -> io::Result<()> {
+    let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;
+    // prost-build looks protoc up through PROTOC. The build script is
+    // single-threaded, so changing our own environment here is fine.
+    std::env::set_var("PROTOC", protoc);
+
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(io::Error::other)?).join("proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+
+    let protos = [
+        root.join("mvccpb/kv.proto"),
+        root.join("authpb/auth.proto"),
+        root.join("etcdserverpb/rpc.proto"),
+    ];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .generate_default_stubs(true)
+        .compile_protos(&protos, &[root])
+}

@@ -1,0 +1,143 @@
+//! The deterministic state machine: etcd's KV requests applied to the MVCC store.
+//!
+//! Given the same store and the same request, every member computes the same
+//! changes and the same response; nothing here reads a clock or talks to the
+//! network. Validation that etcd does before a request enters raft lives in
+//! [`crate::grpc::validate`]; what etcd checks while applying (lease existence,
+//! `ignore_value` on a missing key, revisions inside a txn) is here.
+//!
+//! Response headers carry only the revision; the member fills the rest.
+
+mod range;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+use cairn_proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, ResponseHeader,
+};
+
+use crate::error::EtcdError;
+use crate::mvcc::{KeyRange, RangeOptions, RangeResult, Store, WriteTxn};
+
+pub use range::range;
+pub use txn::txn;
+
+/// Something ranges can be read from: the store itself (a read-only request) or
+/// a write transaction (which sees its own writes).
+pub trait ReadView {
+    /// Reads `range` with `opts`.
+    fn read(&self, range: &KeyRange, opts: RangeOptions)
+        -> Result<RangeResult, crate::mvcc::Error>;
+}
+
+impl ReadView for Store {
+    fn read(
+        &self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<RangeResult, crate::mvcc::Error> {
+        self.range(range, opts)
+    }
+}
+
+impl ReadView for WriteTxn<'_> {
+    fn read(
+        &self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<RangeResult, crate::mvcc::Error> {
+        self.range(range, opts)
+    }
+}
+
+/// Answers whether a lease exists. Until the lessor exists (the Watch/Lease
+/// work), no lease does, and a put naming one is refused as etcd refuses an
+/// unknown lease.
+pub trait Leases {
+    /// True when `id` names a live lease.
+    fn exists(&self, id: i64) -> bool;
+}
+
+/// The lease table of a member without a lessor: empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLeases;
+
+impl Leases for NoLeases {
+    fn exists(&self, _id: i64) -> bool {
+        false
+    }
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
+/// The current value of exactly `key` as this transaction sees it.
+fn current(
+    view: &dyn ReadView,
+    key: &[u8],
+) -> Result<Option<cairn_proto::mvccpb::KeyValue>, EtcdError> {
+    let rr = view.read(&KeyRange::new(key, b""), RangeOptions::default())?;
+    Ok(rr.kvs.into_iter().next())
+}
+
+/// Checks what a put needs before anything is written: the key for
+/// `ignore_value`/`ignore_lease`, the lease otherwise.
+fn check_put(view: &dyn ReadView, leases: &dyn Leases, req: &PutRequest) -> Result<(), EtcdError> {
+    if (req.ignore_value || req.ignore_lease) && current(view, &req.key)?.is_none() {
+        return Err(EtcdError::KeyNotFound);
+    }
+    if !req.ignore_lease && req.lease != 0 && !leases.exists(req.lease) {
+        return Err(EtcdError::LeaseNotFound);
+    }
+    Ok(())
+}
+
+/// Applies a Put.
+pub fn put(
+    txn: &mut WriteTxn<'_>,
+    leases: &dyn Leases,
+    req: &PutRequest,
+) -> Result<PutResponse, EtcdError> {
+    check_put(txn, leases, req)?;
+    let prev = current(txn, &req.key)?;
+    let mut value = req.value.clone();
+    let mut lease = req.lease;
+    if let Some(prev) = &prev {
+        if req.ignore_value {
+            value = prev.value.clone();
+        }
+        if req.ignore_lease {
+            lease = prev.lease;
+        }
+    }
+    txn.put(&req.key, value, lease);
+    Ok(PutResponse {
+        header: header(txn.revision()),
+        prev_kv: if req.prev_kv { prev } else { None },
+    })
+}
+
+/// Applies a DeleteRange.
+pub fn delete_range(
+    txn: &mut WriteTxn<'_>,
+    req: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, EtcdError> {
+    let range = KeyRange::new(&req.key, &req.range_end);
+    let prev_kvs = if req.prev_kv {
+        txn.range(&range, RangeOptions::default())?.kvs
+    } else {
+        Vec::new()
+    };
+    let deleted = txn.delete_range(&range);
+    Ok(DeleteRangeResponse {
+        header: header(txn.revision()),
+        deleted: deleted as i64,
+        prev_kvs,
+    })
+}

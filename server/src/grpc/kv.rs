@@ -1,0 +1,82 @@
+//! `etcdserverpb.KV`: validate, call the member, map the error, fill the header.
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::validate;
+use crate::member::Member;
+
+/// The KV service of one member.
+#[derive(Debug, Clone)]
+pub struct KvService {
+    /// The member the requests are served by.
+    member: Arc<Member>,
+}
+
+impl KvService {
+    /// A KV service over `member`.
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+
+    /// Completes a header that apply filled with the revision only.
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(self.member.header(revision));
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        validate::range(&req)?;
+        let mut resp = self.member.range(req).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        validate::put(&req)?;
+        let mut resp = self.member.put(req).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        validate::delete_range(&req)?;
+        let mut resp = self.member.delete_range(req).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        validate::txn(&req, self.member.limits().max_txn_ops)?;
+        let mut resp = self.member.txn(req).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let resp = self.member.compact(request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,219 @@
+//! The in-memory ordered index: user key -> [`KeyIndex`].
+//!
+//! It is never stored: at start-up it is rebuilt from the revision records
+//! (etcd's treeIndex does the same), which is what lets the encryption layer
+//! keep user keys sealed on disk.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+
+use super::key_index::{KeyAt, KeyIndex};
+use super::revision::Revision;
+
+/// Which keys a request addresses, decoded from etcd's `key` / `range_end` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// `range_end` empty: exactly `key`.
+    Single(Vec<u8>),
+    /// `[start, end)`; `end == None` is etcd's `range_end = "\0"`: every key >= start.
+    Range {
+        /// First key (inclusive).
+        start: Vec<u8>,
+        /// Bound (exclusive), or none.
+        end: Option<Vec<u8>>,
+    },
+}
+
+impl KeyRange {
+    /// Decodes etcd's conventions: empty `range_end` = one key, `"\0"` = from `key` on.
+    pub fn new(key: &[u8], range_end: &[u8]) -> Self {
+        match range_end {
+            [] => KeyRange::Single(key.to_vec()),
+            [0] => KeyRange::Range {
+                start: key.to_vec(),
+                end: None,
+            },
+            end => KeyRange::Range {
+                start: key.to_vec(),
+                end: Some(end.to_vec()),
+            },
+        }
+    }
+
+    /// True when `key` is inside the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(k) => k == key,
+            KeyRange::Range { start, end } => {
+                key >= start.as_slice() && end.as_ref().is_none_or(|e| key < e.as_slice())
+            }
+        }
+    }
+
+    /// The map bounds, or `None` when the range is empty (end <= start).
+    fn bounds(&self) -> Option<KeyBounds<'_>> {
+        match self {
+            KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
+            KeyRange::Range { start, end: None } => {
+                Some((Bound::Included(start), Bound::Unbounded))
+            }
+            KeyRange::Range {
+                start,
+                end: Some(end),
+            } if end > start => Some((Bound::Included(start), Bound::Excluded(end))),
+            KeyRange::Range { .. } => None,
+        }
+    }
+}
+
+/// Lower and upper bound of a non-empty [`KeyRange`] over the index.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// Every key's history, ordered by key.
+#[derive(Debug, Default, Clone)]
+pub struct TreeIndex {
+    /// Keys with any history left (live, or deleted but not yet compacted away).
+    keys: BTreeMap<Vec<u8>, KeyIndex>,
+}
+
+impl TreeIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The history of one key.
+    pub fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
+        self.keys.get(key)
+    }
+
+    /// Replaces (or removes, with `None`) one key's history: used to roll back a
+    /// failed transaction.
+    pub fn set_key_index(&mut self, key: Vec<u8>, ki: Option<KeyIndex>) {
+        match ki {
+            Some(ki) => self.keys.insert(key, ki),
+            None => self.keys.remove(&key),
+        };
+    }
+
+    /// Records a put of `key` at `rev`.
+    pub fn put(&mut self, key: &[u8], rev: Revision) {
+        self.keys.entry(key.to_vec()).or_default().put(rev);
+    }
+
+    /// Records a delete of `key` at `rev`; false if the key was not live.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
+        self.keys.get_mut(key).is_some_and(|ki| ki.tombstone(rev))
+    }
+
+    /// Start-up: inserts a record read from disk.
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        tombstone: bool,
+        created: i64,
+        version: i64,
+    ) {
+        match self.keys.get_mut(key) {
+            Some(ki) if tombstone => {
+                ki.tombstone(rev);
+            }
+            Some(ki) => ki.put(rev),
+            // A tombstone whose puts were all compacted away: nothing to rebuild.
+            None if tombstone => {}
+            None => {
+                let ki = KeyIndex::restore(Revision::new(created, 0), rev, version);
+                self.keys.insert(key.to_vec(), ki);
+            }
+        }
+    }
+
+    /// The key at main revision `at`.
+    pub fn get(&self, key: &[u8], at: i64) -> Option<KeyAt> {
+        self.keys.get(key)?.get(at)
+    }
+
+    /// Keys of `range` that exist at `at`, in key order, with their state then.
+    pub fn range<'a>(
+        &'a self,
+        range: &KeyRange,
+        at: i64,
+    ) -> impl Iterator<Item = (&'a [u8], KeyAt)> + 'a {
+        let iter = range.bounds().map(|b| self.keys.range::<[u8], _>(b));
+        iter.into_iter()
+            .flatten()
+            .filter_map(move |(k, ki)| ki.get(at).map(|state| (k.as_slice(), state)))
+    }
+
+    /// Compacts every key at `at`; returns the revisions at or below `at` that
+    /// must be kept on disk.
+    pub fn compact(&mut self, at: i64) -> HashSet<Revision> {
+        let mut available = HashSet::new();
+        self.keys.retain(|_, ki| {
+            ki.compact(at, &mut available);
+            !ki.is_empty()
+        });
+        available
+    }
+
+    /// Number of keys with any history (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key has any history.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn key_range_conventions() {
+        let table: &[(&[u8], &[u8], &[u8], bool)] = &[
+            // key, range_end, probe, contained
+            (b"a", b"", b"a", true),
+            (b"a", b"", b"ab", false),
+            (b"a", b"\0", b"zzz", true),
+            (b"b", b"\0", b"a", false),
+            (b"a", b"c", b"b", true),
+            (b"a", b"c", b"c", false),
+            (b"\0", b"\0", b"anything", true),
+        ];
+        for (key, end, probe, want) in table {
+            assert_eq!(
+                KeyRange::new(key, end).contains(probe),
+                *want,
+                "{key:?} {end:?} {probe:?}"
+            );
+        }
+        // An inverted range is empty instead of panicking.
+        let mut idx = TreeIndex::new();
+        idx.put(b"b", Revision::new(2, 0));
+        assert_eq!(idx.range(&KeyRange::new(b"c", b"a"), 2).count(), 0);
+    }
+
+    #[test]
+    fn range_sees_only_live_keys_at_revision() {
+        let mut idx = TreeIndex::new();
+        idx.put(b"a", Revision::new(2, 0));
+        idx.put(b"b", Revision::new(3, 0));
+        assert!(idx.tombstone(b"a", Revision::new(4, 0)));
+        let keys = |at| {
+            idx.range(&KeyRange::new(b"a", b"\0"), at)
+                .map(|(k, _)| k.to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(2), vec![b"a".to_vec()]);
+        assert_eq!(keys(3), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(keys(4), vec![b"b".to_vec()]);
+        let available = idx.compact(4);
+        assert_eq!(available, HashSet::from([Revision::new(3, 0)]));
+        assert_eq!(idx.len(), 1);
+    }
+}

@@ -1,0 +1,378 @@
+//! The history of one key, as a list of generations.
+//!
+//! A *generation* is one life of a key: from the put that created it to the
+//! delete (tombstone) that ended it. The last generation is the current one; it
+//! is empty while the key does not exist.
+//!
+//! # Worked example
+//!
+//! ```text
+//! put(foo) @ 1.0, put(foo) @ 2.0, delete(foo) @ 3.0,
+//! put(foo) @ 4.0, put(foo) @ 5.0, delete(foo) @ 6.0, put(foo) @ 7.0
+//!
+//! generations:
+//!   {created 1.0, ver 3, revs [1.0, 2.0, 3.0(t)]}
+//!   {created 4.0, ver 3, revs [4.0, 5.0, 6.0(t)]}
+//!   {created 7.0, ver 1, revs [7.0]}            <- current
+//! ```
+//!
+//! `get(at = 2)` finds 2.0 (created 1, version 2); `get(at = 3)` finds nothing:
+//! at revision 3 the key is deleted. `get(at = 5)` finds 5.0 (version 2).
+//!
+//! Compaction at revision R keeps, for every generation still needed, the
+//! latest revision at or below R (reads at R must still see it) and everything
+//! above R; generations that ended at or below R disappear, tombstone included.
+//! Compacting the example:
+//!
+//! ```text
+//! compact(2): keeps 2.0, drops 1.0
+//!   {created 1.0, ver 3, revs [2.0, 3.0(t)]} {4.0 ..} {7.0 ..}
+//! compact(4): the first generation ended at 3 <= 4: it goes, tombstone too;
+//!             4.0 is the latest revision <= 4 of the next one
+//!   {created 4.0, ver 3, revs [4.0, 5.0, 6.0(t)]} {7.0 ..}
+//! compact(6): the second generation ended at 6: it goes
+//!   {created 7.0, ver 1, revs [7.0]}
+//! ```
+//!
+//! The kept revisions are reported to the caller (`available`), which deletes
+//! every other stored record at or below R.
+
+use std::collections::HashSet;
+
+use super::revision::Revision;
+
+/// One life of a key: its revisions from creation to (possibly) deletion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Generation {
+    /// The key's version at the last revision in `revs` (compaction trims
+    /// `revs` but not the count, so versions of older revisions are derived
+    /// from it by distance).
+    ver: i64,
+    /// The revision that created the key in this generation.
+    created: Revision,
+    /// Every revision of this generation still known, oldest first; the last
+    /// one is the tombstone if the generation ended.
+    revs: Vec<Revision>,
+}
+
+impl Generation {
+    fn is_empty(&self) -> bool {
+        self.revs.is_empty()
+    }
+}
+
+/// What a key looked like at some revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAt {
+    /// The revision of the record holding the key's value then.
+    pub modified: Revision,
+    /// The revision that created the key (start of its generation).
+    pub created: Revision,
+    /// How many times the key had been put in this generation.
+    pub version: i64,
+}
+
+/// The whole known history of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIndex {
+    /// The latest revision that touched the key (put or tombstone).
+    modified: Revision,
+    /// Oldest first; never empty; the last is the current generation.
+    generations: Vec<Generation>,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        Self {
+            modified: Revision::default(),
+            generations: vec![Generation::default()],
+        }
+    }
+}
+
+impl KeyIndex {
+    /// A key with no history yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the index of a key from a stored record, at start-up: the
+    /// record's own create revision and version are authoritative because
+    /// compaction may have removed the key's earlier records.
+    pub fn restore(created: Revision, modified: Revision, version: i64) -> Self {
+        Self {
+            modified,
+            generations: vec![Generation {
+                ver: version,
+                created,
+                revs: vec![modified],
+            }],
+        }
+    }
+
+    /// Records a put at `rev`, which must be newer than every known revision.
+    pub fn put(&mut self, rev: Revision) {
+        debug_assert!(rev > self.modified, "put {rev} not after {}", self.modified);
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        let last = self.generations.len() - 1;
+        let g = &mut self.generations[last];
+        if g.is_empty() {
+            g.created = rev;
+        }
+        g.revs.push(rev);
+        g.ver += 1;
+        self.modified = rev;
+    }
+
+    /// Records a delete at `rev`: ends the current generation. Returns false
+    /// (and changes nothing) when the key does not currently exist.
+    pub fn tombstone(&mut self, rev: Revision) -> bool {
+        if self.generations.last().is_none_or(Generation::is_empty) {
+            return false;
+        }
+        self.put(rev);
+        self.generations.push(Generation::default());
+        true
+    }
+
+    /// True when the key has no history left (fully compacted away).
+    pub fn is_empty(&self) -> bool {
+        self.generations.len() == 1 && self.generations[0].is_empty()
+    }
+
+    /// True when the key exists at the latest revision.
+    pub fn is_live(&self) -> bool {
+        self.generations.last().is_some_and(|g| !g.is_empty())
+    }
+
+    /// The latest revision that touched the key.
+    pub fn modified(&self) -> Revision {
+        self.modified
+    }
+
+    /// The key as it was at main revision `at`, or `None` if it did not exist then.
+    pub fn get(&self, at: i64) -> Option<KeyAt> {
+        let g = self.find_generation(at)?;
+        let n = g.revs.iter().rposition(|r| r.main <= at)?;
+        Some(KeyAt {
+            modified: g.revs[n],
+            created: g.created,
+            version: g.ver - (g.revs.len() - n - 1) as i64,
+        })
+    }
+
+    /// The generation alive at `at`, if any.
+    fn find_generation(&self, at: i64) -> Option<&Generation> {
+        let last = self.generations.len().checked_sub(1)?;
+        for (i, g) in self.generations.iter().enumerate().rev() {
+            let (Some(first), Some(end)) = (g.revs.first(), g.revs.last()) else {
+                continue;
+            };
+            // A finished generation ends at its tombstone: at or after it the key is gone.
+            if i != last && end.main <= at {
+                return None;
+            }
+            if first.main <= at {
+                return Some(g);
+            }
+        }
+        None
+    }
+
+    /// Revisions of this key's records newer than `since` (for watch replay and
+    /// the model tests), oldest first.
+    pub fn revisions_since(&self, since: i64) -> Vec<Revision> {
+        self.generations
+            .iter()
+            .flat_map(|g| g.revs.iter())
+            .filter(|r| r.main > since)
+            .copied()
+            .collect()
+    }
+
+    /// Compacts the history at main revision `at` (see the module doc) and adds
+    /// the revisions at or below `at` that must be kept to `available`.
+    pub fn compact(&mut self, at: i64, available: &mut HashSet<Revision>) {
+        // Skip generations that ended at or before `at`; stop at the first one
+        // still alive at `at` or created after it (the current one at the latest).
+        let mut gen_idx = 0;
+        while gen_idx < self.generations.len() - 1 {
+            match self.generations[gen_idx].revs.last() {
+                Some(tomb) if tomb.main > at => break,
+                _ => gen_idx += 1,
+            }
+        }
+        let last_gen = self.generations.len() - 1;
+        let g = &mut self.generations[gen_idx];
+        if let Some(keep) = g.revs.iter().rposition(|r| r.main <= at) {
+            available.insert(g.revs[keep]);
+            g.revs.drain(..keep);
+            // Only a tombstone can be left alone in a finished generation: the
+            // key is deleted at `at`, so nothing needs the generation any more.
+            if g.revs.len() == 1 && gen_idx != last_gen {
+                available.remove(&g.revs[0]);
+                gen_idx += 1;
+            }
+        }
+        self.generations.drain(..gen_idx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    /// The history of the module doc's worked example.
+    fn example() -> KeyIndex {
+        let mut ki = KeyIndex::new();
+        ki.put(r(1));
+        ki.put(r(2));
+        assert!(ki.tombstone(r(3)));
+        ki.put(r(4));
+        ki.put(r(5));
+        assert!(ki.tombstone(r(6)));
+        ki.put(r(7));
+        ki
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases
+    fn get_table() {
+        let ki = example();
+        // (at, expected (modified, created, version))
+        let table: &[(i64, Option<(i64, i64, i64)>)] = &[
+            (0, None),
+            (1, Some((1, 1, 1))),
+            (2, Some((2, 1, 2))),
+            (3, None),
+            (4, Some((4, 4, 1))),
+            (5, Some((5, 4, 2))),
+            (6, None),
+            (7, Some((7, 7, 1))),
+            (100, Some((7, 7, 1))),
+        ];
+        for (at, want) in table {
+            let got = ki
+                .get(*at)
+                .map(|k| (k.modified.main, k.created.main, k.version));
+            assert_eq!(got, *want, "get({at})");
+        }
+    }
+
+    #[test]
+    fn tombstone_of_missing_key_is_refused() {
+        let mut ki = KeyIndex::new();
+        assert!(!ki.tombstone(r(1)));
+        ki.put(r(2));
+        assert!(ki.tombstone(r(3)));
+        assert!(!ki.tombstone(r(4)));
+        assert!(!ki.is_live());
+    }
+
+    #[test]
+    fn compact_table() {
+        // (compact at, kept revisions, revisions still readable, whether empty after)
+        struct Case {
+            at: i64,
+            available: Vec<i64>,
+            remaining: Vec<i64>,
+        }
+        let cases = [
+            Case {
+                at: 1,
+                available: vec![1],
+                remaining: vec![1, 2, 3, 4, 5, 6, 7],
+            },
+            Case {
+                at: 2,
+                available: vec![2],
+                remaining: vec![2, 3, 4, 5, 6, 7],
+            },
+            Case {
+                at: 3,
+                available: vec![],
+                remaining: vec![4, 5, 6, 7],
+            },
+            Case {
+                at: 4,
+                available: vec![4],
+                remaining: vec![4, 5, 6, 7],
+            },
+            Case {
+                at: 5,
+                available: vec![5],
+                remaining: vec![5, 6, 7],
+            },
+            Case {
+                at: 6,
+                available: vec![],
+                remaining: vec![7],
+            },
+            Case {
+                at: 7,
+                available: vec![7],
+                remaining: vec![7],
+            },
+            Case {
+                at: 9,
+                available: vec![7],
+                remaining: vec![7],
+            },
+        ];
+        for case in cases {
+            let mut ki = example();
+            let mut available = HashSet::new();
+            ki.compact(case.at, &mut available);
+            let mut got: Vec<i64> = available.iter().map(|r| r.main).collect();
+            got.sort();
+            assert_eq!(got, case.available, "available after compact({})", case.at);
+            let remaining: Vec<i64> = ki.revisions_since(0).iter().map(|r| r.main).collect();
+            assert_eq!(
+                remaining, case.remaining,
+                "revisions after compact({})",
+                case.at
+            );
+            // Reads at and above the compaction point are unchanged.
+            let reference = example();
+            for at in case.at..=8 {
+                assert_eq!(
+                    ki.get(at),
+                    reference.get(at),
+                    "get({at}) after compact({})",
+                    case.at
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compacting_a_deleted_key_empties_it() {
+        let mut ki = KeyIndex::new();
+        ki.put(r(1));
+        assert!(ki.tombstone(r(2)));
+        let mut available = HashSet::new();
+        ki.compact(1, &mut available);
+        assert!(!ki.is_empty());
+        ki.compact(2, &mut available);
+        assert!(ki.is_empty());
+        assert_eq!(available, HashSet::from([r(1)]));
+    }
+
+    #[test]
+    fn restore_keeps_version_and_creation() {
+        let mut ki = KeyIndex::restore(r(3), r(9), 4);
+        assert_eq!(ki.get(9).map(|k| (k.created.main, k.version)), Some((3, 4)));
+        assert_eq!(ki.get(8), None);
+        ki.put(r(10));
+        assert_eq!(
+            ki.get(10).map(|k| (k.created.main, k.version)),
+            Some((3, 5))
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! The multi-version key-value store: revision records on an [`Engine`], an
+//! in-memory [`TreeIndex`] over them, and compaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+
+use super::index::{KeyRange, TreeIndex};
+use super::key_index::KeyIndex;
+use super::revision::{Revision, REV_BYTES_LEN};
+use super::Error;
+use crate::storage::{Cf, Engine, Scan, WriteBatch};
+
+/// Meta key: the last applied index whose effects are in the store.
+const META_APPLIED_INDEX: &[u8] = b"applied_index";
+/// Meta key: the revision of the latest requested compaction.
+const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
+/// Meta key: the revision of the latest compaction whose records are all deleted.
+const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
+/// How many obsolete records one compaction batch deletes: bounds the size of
+/// each write so compaction never stalls writers behind one huge batch.
+const COMPACTION_BATCH: usize = 1000;
+
+/// Options of a range read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many keys (0 = no limit).
+    pub limit: usize,
+    /// Read at this revision (0 or less = the current one).
+    pub rev: i64,
+    /// Count the keys only, return no key-values.
+    pub count_only: bool,
+}
+
+/// The result of a range read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeResult {
+    /// Key-values in key order (empty with `count_only`).
+    pub kvs: Vec<KeyValue>,
+    /// Number of keys in the range at the read revision, regardless of the limit.
+    pub count: usize,
+    /// The store's current revision when the read was served.
+    pub rev: i64,
+}
+
+/// State guarded by the store's lock.
+#[derive(Debug)]
+struct State {
+    /// Every key's history.
+    index: TreeIndex,
+    /// The revision of the latest committed write transaction (1 for a new store,
+    /// as in etcd: the first write gets revision 2).
+    current_rev: i64,
+    /// Reads below this revision are refused (-1: never compacted).
+    compact_rev: i64,
+    /// Applied index recorded with the latest commit.
+    applied_index: u64,
+}
+
+/// An MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
+/// write transactions one at a time.
+pub struct Store {
+    /// Where records live. Every disk write goes through it.
+    engine: Arc<dyn Engine>,
+    /// Index and revisions. Write transactions hold the write lock for their
+    /// whole life, which is what makes a transaction atomic to readers.
+    state: RwLock<State>,
+    /// Serialises the physical phase of compactions (they run without `state`).
+    compaction: Mutex<()>,
+    /// Whether commits wait for stable storage. On for a single member, whose
+    /// store is the only copy; raft may turn it off once its log is the durable copy.
+    sync_writes: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("sync_writes", &self.sync_writes)
+            .finish()
+    }
+}
+
+fn read_i64(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, Error> {
+    match engine.get(Cf::Meta, key)? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::Corrupt {
+                what: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("expected 8 bytes, found {}", v.len()),
+            })?;
+            Ok(Some(i64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue, Error> {
+    KeyValue::decode(bytes).map_err(|e| Error::Corrupt {
+        what: format!("record {rev}"),
+        reason: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Opens the store on `engine`: rebuilds the index from every stored
+    /// record and finishes a compaction a crash interrupted.
+    pub fn open(engine: Arc<dyn Engine>, sync_writes: bool) -> Result<Self, Error> {
+        let mut index = TreeIndex::new();
+        let mut current_rev = 1;
+        let mut failure = None;
+        engine.scan(Cf::Kv, &[], None, &mut |key, value| {
+            let Some((rev, tombstone)) = Revision::from_record_key(key) else {
+                failure = Some(Error::Corrupt {
+                    what: "record key".into(),
+                    reason: format!("{} bytes is not a revision", key.len()),
+                });
+                return Scan::Stop;
+            };
+            match decode_kv(rev, value) {
+                Ok(kv) => {
+                    index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+                    current_rev = current_rev.max(rev.main);
+                    Scan::Continue
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    Scan::Stop
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let scheduled = read_i64(engine.as_ref(), META_SCHEDULED_COMPACT)?.unwrap_or(-1);
+        let finished = read_i64(engine.as_ref(), META_FINISHED_COMPACT)?.unwrap_or(-1);
+        let applied_index = read_i64(engine.as_ref(), META_APPLIED_INDEX)?.unwrap_or(0) as u64;
+        let mut compact_rev = -1;
+        let mut unfinished = None;
+        if scheduled >= 0 {
+            let available = index.compact(scheduled);
+            compact_rev = scheduled;
+            // Compaction may have removed the newest record (a tombstone): the
+            // revision never goes backwards past a compaction point.
+            current_rev = current_rev.max(scheduled);
+            if finished < scheduled {
+                unfinished = Some(available);
+            }
+        }
+        let store = Self {
+            engine,
+            state: RwLock::new(State {
+                index,
+                current_rev,
+                compact_rev,
+                applied_index,
+            }),
+            compaction: Mutex::new(()),
+            sync_writes,
+        };
+        if let Some(available) = unfinished {
+            tracing::info!(
+                revision = scheduled,
+                "finishing a compaction interrupted by a restart"
+            );
+            store.delete_compacted(scheduled, &available)?;
+        }
+        Ok(store)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // The state is only mutated through WriteTxn, which restores the index
+        // on any early exit, so a poisoned lock still guards consistent data.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.read().current_rev
+    }
+
+    /// The compacted revision (-1 when never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.read().compact_rev
+    }
+
+    /// The applied index recorded with the latest commit.
+    pub fn applied_index(&self) -> u64 {
+        self.read().applied_index
+    }
+
+    /// The engine underneath (for size figures and defragmentation).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// Reads a range at a revision.
+    pub fn range(&self, range: &KeyRange, opts: RangeOptions) -> Result<RangeResult, Error> {
+        let state = self.read();
+        range_at(
+            &state,
+            self.engine.as_ref(),
+            &HashMap::new(),
+            state.current_rev,
+            range,
+            opts,
+        )
+    }
+
+    /// Starts a write transaction. It holds the store's write lock until it is
+    /// committed or dropped (dropping it undoes everything it did).
+    pub fn write(&self) -> WriteTxn<'_> {
+        let state = self.write_lock();
+        let main = state.current_rev + 1;
+        WriteTxn {
+            store: self,
+            state,
+            main,
+            changes: Vec::new(),
+            pending: HashMap::new(),
+            undo: HashMap::new(),
+            committed: false,
+        }
+    }
+
+    /// Compacts the history at `rev`. The logical part (refusing reads below
+    /// `rev`) is done when this returns; the returned job deletes the obsolete
+    /// records and must be run (see [`CompactionJob::run`]).
+    pub fn compact(self: &Arc<Self>, rev: i64) -> Result<CompactionJob, Error> {
+        let mut state = self.write_lock();
+        if rev <= state.compact_rev {
+            return Err(Error::Compacted);
+        }
+        if rev > state.current_rev {
+            return Err(Error::FutureRev);
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, META_SCHEDULED_COMPACT, rev.to_be_bytes());
+        self.engine.write(batch, self.sync_writes)?;
+        let available = state.index.compact(rev);
+        state.compact_rev = rev;
+        Ok(CompactionJob {
+            store: Arc::clone(self),
+            rev,
+            available,
+        })
+    }
+
+    /// Deletes every record at or below `rev` that is not in `available`, in
+    /// bounded batches, then records the compaction as finished.
+    fn delete_compacted(&self, rev: i64, available: &HashSet<Revision>) -> Result<(), Error> {
+        let _serial = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let end = Revision::new(rev + 1, 0).to_bytes();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let mut obsolete = Vec::new();
+            let mut next = None;
+            self.engine
+                .scan(Cf::Kv, &start, Some(&end), &mut |key, _| {
+                    if obsolete.len() == COMPACTION_BATCH {
+                        next = Some(key.to_vec());
+                        return Scan::Stop;
+                    }
+                    let keep =
+                        Revision::from_record_key(key).is_some_and(|(r, _)| available.contains(&r));
+                    if !keep && key.len() >= REV_BYTES_LEN {
+                        obsolete.push(key.to_vec());
+                    }
+                    Scan::Continue
+                })?;
+            if !obsolete.is_empty() {
+                let mut batch = WriteBatch::new();
+                for key in obsolete {
+                    batch.delete(Cf::Kv, key);
+                }
+                self.engine.write(batch, false)?;
+            }
+            match next {
+                Some(key) => start = key,
+                None => break,
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, META_FINISHED_COMPACT, rev.to_be_bytes());
+        self.engine.write(batch, self.sync_writes)?;
+        tracing::debug!(revision = rev, "compaction finished");
+        Ok(())
+    }
+}
+
+/// The physical part of a compaction: deleting records nothing can read any more.
+#[derive(Debug)]
+pub struct CompactionJob {
+    /// The store to clean.
+    store: Arc<Store>,
+    /// The compaction point.
+    rev: i64,
+    /// Records at or below `rev` that stay (the latest of each key).
+    available: HashSet<Revision>,
+}
+
+impl CompactionJob {
+    /// Deletes the obsolete records (blocking; run it on a blocking thread).
+    pub fn run(self) -> Result<(), Error> {
+        self.store.delete_compacted(self.rev, &self.available)
+    }
+}
+
+/// Reads `range` as of `view_rev` (the newest revision the reader may see),
+/// with `pending` records not yet on disk (a write transaction's own writes).
+fn range_at(
+    state: &State,
+    engine: &dyn Engine,
+    pending: &HashMap<Revision, KeyValue>,
+    view_rev: i64,
+    range: &KeyRange,
+    opts: RangeOptions,
+) -> Result<RangeResult, Error> {
+    let rev = if opts.rev <= 0 { view_rev } else { opts.rev };
+    if rev > view_rev {
+        return Err(Error::FutureRev);
+    }
+    if rev < state.compact_rev {
+        return Err(Error::Compacted);
+    }
+    let mut count = 0;
+    let mut revs = Vec::new();
+    for (_, at) in state.index.range(range, rev) {
+        count += 1;
+        if !opts.count_only && (opts.limit == 0 || revs.len() < opts.limit) {
+            revs.push(at.modified);
+        }
+    }
+    let mut kvs = Vec::with_capacity(revs.len());
+    for r in revs {
+        let kv = match pending.get(&r) {
+            Some(kv) => kv.clone(),
+            None => {
+                let bytes =
+                    engine
+                        .get(Cf::Kv, &r.record_key(false))?
+                        .ok_or_else(|| Error::Corrupt {
+                            what: format!("record {r}"),
+                            reason: "indexed but missing from storage".into(),
+                        })?;
+                decode_kv(r, &bytes)?
+            }
+        };
+        kvs.push(kv);
+    }
+    Ok(RangeResult {
+        kvs,
+        count,
+        rev: view_rev,
+    })
+}
+
+/// A write transaction: every change it makes shares one main revision.
+///
+/// Changes are visible to the transaction's own reads at once and to everyone
+/// else after [`WriteTxn::commit`]. Dropping an uncommitted transaction rolls
+/// the index back, so a failed disk write leaves the store as it was.
+pub struct WriteTxn<'a> {
+    /// The store being written.
+    store: &'a Store,
+    /// Exclusive access for the whole transaction.
+    state: RwLockWriteGuard<'a, State>,
+    /// The main revision this transaction's changes get.
+    main: i64,
+    /// Records to write, in sub-revision order: (revision, tombstone, record).
+    changes: Vec<(Revision, bool, KeyValue)>,
+    /// The put records of `changes` by revision, for reads inside the transaction.
+    pending: HashMap<Revision, KeyValue>,
+    /// Each touched key's history before the transaction (None = was absent).
+    undo: HashMap<Vec<u8>, Option<KeyIndex>>,
+    /// Set by a successful commit; otherwise drop rolls back.
+    committed: bool,
+}
+
+impl WriteTxn<'_> {
+    /// The newest revision this transaction's reads see: its own, once it
+    /// changed something, else the store's current one.
+    pub fn revision(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.state.current_rev
+        } else {
+            self.main
+        }
+    }
+
+    /// The compacted revision (-1 when never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.state.compact_rev
+    }
+
+    /// The applied index recorded by the latest commit before this transaction.
+    pub fn applied_index(&self) -> u64 {
+        self.state.applied_index
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if !self.undo.contains_key(key) {
+            let before = self.state.index.key_index(key).cloned();
+            self.undo.insert(key.to_vec(), before);
+        }
+    }
+
+    fn next_rev(&self) -> Revision {
+        Revision::new(self.main, self.changes.len() as i64)
+    }
+
+    /// Reads inside the transaction (sees its own writes).
+    pub fn range(&self, range: &KeyRange, opts: RangeOptions) -> Result<RangeResult, Error> {
+        range_at(
+            &self.state,
+            self.store.engine.as_ref(),
+            &self.pending,
+            self.revision(),
+            range,
+            opts,
+        )
+    }
+
+    /// Puts `key`; creation revision and version follow from its history.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) {
+        let rev = self.next_rev();
+        let (create_revision, version) = match self.state.index.get(key, self.revision()) {
+            Some(at) => (at.created.main, at.version + 1),
+            None => (rev.main, 1),
+        };
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        self.remember(key);
+        self.state.index.put(key, rev);
+        self.pending.insert(rev, kv.clone());
+        self.changes.push((rev, false, kv));
+    }
+
+    /// Deletes every live key of `range`; returns how many were deleted.
+    pub fn delete_range(&mut self, range: &KeyRange) -> usize {
+        let view = self.revision();
+        let keys: Vec<Vec<u8>> = self
+            .state
+            .index
+            .range(range, view)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for key in &keys {
+            let rev = self.next_rev();
+            self.remember(key);
+            if self.state.index.tombstone(key, rev) {
+                let kv = KeyValue {
+                    key: key.clone(),
+                    mod_revision: rev.main,
+                    ..KeyValue::default()
+                };
+                self.changes.push((rev, true, kv));
+            }
+        }
+        keys.len()
+    }
+
+    /// True when the transaction changed something (and so takes a new revision).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Writes the changes and `applied_index` in one atomic batch; returns the
+    /// store's revision after the commit.
+    pub fn commit(mut self, applied_index: Option<u64>) -> Result<i64, Error> {
+        let mut batch = WriteBatch::new();
+        for (rev, tombstone, kv) in &self.changes {
+            // A tombstone record holds only the key, as in etcd.
+            let record = if *tombstone {
+                KeyValue {
+                    key: kv.key.clone(),
+                    ..KeyValue::default()
+                }
+            } else {
+                kv.clone()
+            };
+            batch.put(Cf::Kv, rev.record_key(*tombstone), record.encode_to_vec());
+        }
+        if let Some(index) = applied_index {
+            batch.put(Cf::Meta, META_APPLIED_INDEX, (index as i64).to_be_bytes());
+        }
+        if !batch.is_empty() {
+            self.store.engine.write(batch, self.store.sync_writes)?;
+        }
+        if !self.changes.is_empty() {
+            self.state.current_rev = self.main;
+        }
+        if let Some(index) = applied_index {
+            self.state.applied_index = index;
+        }
+        self.committed = true;
+        Ok(self.state.current_rev)
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (key, before) in self.undo.drain() {
+            self.state.index.set_key_index(key, before);
+        }
+    }
+}

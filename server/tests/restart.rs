@@ -1,0 +1,69 @@
+//! Restart: everything acknowledged before a stop is there after, at the same revisions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+mod common;
+
+use cairn_client::{Delete, Get, Op, Put, Txn};
+
+#[tokio::test]
+async fn restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = common::start(dir.path()).await;
+    let c = common::client(&member).await;
+    for i in 0..30 {
+        c.put(Put::new(format!("k{:02}", i % 10), format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    c.delete(Delete::key("k05")).await.unwrap();
+    c.txn(Txn::new().and_then(vec![
+        Op::put(Put::new("t1", "x")),
+        Op::put(Put::new("t2", "y")),
+    ]))
+    .await
+    .unwrap();
+    c.compact(10, true).await.unwrap();
+    let last = c
+        .get(Get::key("").all())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let snapshots: Vec<_> = {
+        let mut v = Vec::new();
+        for rev in 10..=last {
+            v.push(c.get(Get::key("").all().revision(rev)).await.unwrap().kvs);
+        }
+        v
+    };
+    let status = c.status().await.unwrap();
+    member.stop().await.unwrap();
+
+    let member = common::start(dir.path()).await;
+    let c = common::client(&member).await;
+    let now = c.get(Get::key("").all()).await.unwrap();
+    assert_eq!(now.header.unwrap().revision, last);
+    for (i, rev) in (10..=last).enumerate() {
+        assert_eq!(
+            c.get(Get::key("").all().revision(rev)).await.unwrap().kvs,
+            snapshots[i],
+            "revision {rev}"
+        );
+    }
+    assert!(
+        c.get(Get::key("").all().revision(9)).await.is_err(),
+        "compaction survives restart"
+    );
+    let after = c.status().await.unwrap();
+    assert_eq!(after.raft_applied_index, status.raft_applied_index);
+    assert_eq!(
+        after.header.unwrap().member_id,
+        status.header.unwrap().member_id
+    );
+    // Writing continues the numbering.
+    let r = c.put(Put::new("k00", "after")).await.unwrap();
+    assert_eq!(r.header.unwrap().revision, last + 1);
+    member.stop().await.unwrap();
+}
