@@ -261,6 +261,7 @@ async fn maintenance_status_and_alarms() {
     assert_eq!(s.leader, h.member_id);
     assert_eq!((s.raft_index, s.raft_applied_index), (2, 2));
     assert!(s.db_size > 0);
+    assert!(s.db_size_in_use <= s.db_size);
     assert!(!s.is_learner);
     assert!(c.alarms().await.unwrap().alarms.is_empty());
     member.stop().await.unwrap();

@@ -135,7 +135,7 @@ fn check_path(
     for op in branch(req, succeeded) {
         match &op.request {
             Some(Request::RequestPut(p)) => check_put(view, leases, p)?,
-            Some(Request::RequestRange(r)) if r.revision > 0 => {
+            Some(Request::RequestRange(r)) if r.revision != 0 => {
                 if r.revision > view.revision() {
                     return Err(EtcdError::FutureRev);
                 }

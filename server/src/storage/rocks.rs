@@ -119,11 +119,14 @@ impl Engine for RocksEngine {
     }
 
     fn size(&self) -> SizeInfo {
+        let total = dir_size(&self.path);
+        // Memtables count at their allocated size, which can exceed what is on
+        // disk for a small database; "in use" is never more than the total.
         let in_use = self.property_sum("rocksdb.estimate-live-data-size")
             + self.property_sum("rocksdb.cur-size-all-mem-tables");
         SizeInfo {
-            total: dir_size(&self.path),
-            in_use,
+            total,
+            in_use: in_use.min(total),
         }
     }
 
