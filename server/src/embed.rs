@@ -90,6 +90,10 @@ impl Default for Config {
     }
 }
 
+/// How long [`Handle::stop`] waits for clients to finish before it closes
+/// their connections.
+pub const GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running member: where it listens, and how to stop it.
 #[derive(Debug)]
 pub struct Handle {
@@ -114,12 +118,32 @@ impl Handle {
         &self.member
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, waits for the
-    /// servers to exit. Every acknowledged write is already on disk.
-    pub async fn stop(self) -> Result<(), Error> {
+    /// Stops accepting requests, lets in-flight ones finish (for at most
+    /// [`GRACE_PERIOD`]; connections still open then are dropped), waits for
+    /// the servers to exit. Every acknowledged write is already on disk.
+    pub async fn stop(mut self) -> Result<(), Error> {
         // No receiver left only means every server already exited.
         let _ = self.stop.send(true);
-        self.wait().await
+        let aborts: Vec<_> = self.servers.iter().map(JoinHandle::abort_handle).collect();
+        let servers = std::mem::take(&mut self.servers);
+        let all = async {
+            for server in servers {
+                match server.await {
+                    Err(e) if e.is_cancelled() => {}
+                    joined => joined??,
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        tokio::pin!(all);
+        match tokio::time::timeout(GRACE_PERIOD, &mut all).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace = ?GRACE_PERIOD, "clients still connected after the grace period; closing them");
+                aborts.iter().for_each(|a| a.abort());
+                all.await
+            }
+        }
     }
 
     /// Waits until the servers exit (after [`Handle::stop`] or a failure).

@@ -67,3 +67,18 @@ async fn restart_keeps_every_acknowledged_write() {
     assert_eq!(r.header.unwrap().revision, last + 1);
     member.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_does_not_wait_forever_for_a_silent_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = common::start(dir.path()).await;
+    let addr = member.client_urls()[0]
+        .trim_start_matches("http://")
+        .to_string();
+    // A connection that never speaks HTTP/2 and never closes.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let c = common::client(&member).await;
+    c.put(Put::new("k", "v")).await.unwrap();
+    // With the clock paused, the grace period passes as soon as nothing else can run.
+    member.stop().await.unwrap();
+}

@@ -1,0 +1,92 @@
+//! The `cairn` binary: flags, readiness, graceful SIGTERM, restart on the same data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_client::{Client, Get, Put};
+
+/// Starts the binary on a free port and returns it with its client URL, read
+/// from its log (the log is drained in the background afterwards).
+fn spawn(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--name",
+            "bin-test",
+            "--listen-client-urls",
+            "http://127.0.0.1:0",
+            "--log-level",
+            "info",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("cairn exited before serving").unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
+}
+
+async fn sigterm_and_wait(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "cairn exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "cairn did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = spawn(dir.path());
+    let c = Client::connect(url).await.unwrap();
+    for i in 0..20 {
+        c.put(Put::new(format!("k{i}"), format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    sigterm_and_wait(child).await;
+
+    let (child, url) = spawn(dir.path());
+    let c = Client::connect(url).await.unwrap();
+    let all = c.get(Get::key("k").prefix()).await.unwrap();
+    assert_eq!(all.count, 20);
+    assert_eq!(all.header.unwrap().revision, 21);
+    assert_eq!(c.get(Get::key("k7")).await.unwrap().kvs[0].value, b"v7");
+    drop(c);
+    sigterm_and_wait(child).await;
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--listen-client-urls", "127.0.0.1:2379"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
