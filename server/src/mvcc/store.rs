@@ -11,7 +11,7 @@ use super::index::{KeyRange, TreeIndex};
 use super::key_index::KeyIndex;
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::Error;
-use crate::storage::{Cf, Engine, Scan, WriteBatch};
+use crate::storage::{BatchOp, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
 const META_APPLIED_INDEX: &[u8] = b"applied_index";
@@ -223,6 +223,7 @@ impl Store {
             changes: Vec::new(),
             pending: HashMap::new(),
             undo: HashMap::new(),
+            staged: WriteBatch::new(),
             committed: false,
         }
     }
@@ -377,6 +378,9 @@ pub struct WriteTxn<'a> {
     pending: HashMap<Revision, KeyValue>,
     /// Each touched key's history before the transaction (None = was absent).
     undo: HashMap<Vec<u8>, Option<KeyIndex>>,
+    /// Writes outside the key space (e.g. lease records) that must commit
+    /// atomically with this transaction's records.
+    staged: WriteBatch,
     /// Set by a successful commit; otherwise drop rolls back.
     committed: bool,
 }
@@ -470,6 +474,13 @@ impl WriteTxn<'_> {
         keys.len()
     }
 
+    /// Adds a write outside the key space (another column family than
+    /// [`Cf::Kv`]) to this transaction's commit, so that it lands atomically
+    /// with the revision records. It does not take a revision by itself.
+    pub fn stage(&mut self, op: BatchOp) {
+        self.staged.ops.push(op);
+    }
+
     /// True when the transaction changed something (and so takes a new revision).
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
@@ -491,6 +502,7 @@ impl WriteTxn<'_> {
             };
             batch.put(Cf::Kv, rev.record_key(*tombstone), record.encode_to_vec());
         }
+        batch.ops.append(&mut self.staged.ops);
         if let Some(index) = applied_index {
             batch.put(Cf::Meta, META_APPLIED_INDEX, (index as i64).to_be_bytes());
         }

@@ -39,17 +39,20 @@ pub enum Cf {
     Kv,
     /// Small named values: applied index, compaction progress, member identity.
     Meta,
+    /// Leases: lease id -> encoded lease record (TTL, checkpointed remaining TTL).
+    Lease,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (used when opening the engine).
-    pub const ALL: [Cf; 2] = [Cf::Kv, Cf::Meta];
+    pub const ALL: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
 
     /// The column family's name on disk.
     pub fn name(self) -> &'static str {
         match self {
             Cf::Kv => "kv",
             Cf::Meta => "meta",
+            Cf::Lease => "lease",
         }
     }
 }
