@@ -19,6 +19,7 @@ fn main() -> io::Result<()> {
         root.join("mvccpb/kv.proto"),
         root.join("authpb/auth.proto"),
         root.join("etcdserverpb/rpc.proto"),
+        root.join("cairnpb/lease.proto"),
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());

@@ -55,6 +55,11 @@ impl Client {
         self.channel.clone()
     }
 
+    /// Starts watching (`Watch.Watch`); returns once the server created the watch.
+    pub async fn watch(&self, watch: crate::Watch) -> Result<crate::Watcher, Error> {
+        crate::Watcher::start(self.channel.clone(), watch).await
+    }
+
     /// Read a key or range (`KV.Range`).
     pub async fn get(&self, get: Get) -> Result<RangeResponse, Error> {
         let mut kv = self.kv.clone();

@@ -16,6 +16,19 @@ pub enum Error {
     /// is not a usable URI.
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
+
+    /// A watch needed history that the server has compacted away. Re-read the
+    /// state (for example with a range read) and watch again from
+    /// `compact_revision + 1` or later.
+    #[error("watch canceled: required revision {compact_revision} has been compacted")]
+    Compacted {
+        /// The server's compacted revision.
+        compact_revision: i64,
+    },
+
+    /// The server refused or canceled a watch, with its reason.
+    #[error("watch canceled: {0}")]
+    WatchCanceled(String),
 }
 
 impl Error {
@@ -23,7 +36,10 @@ impl Error {
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {
             Error::Status(status) => Some(status),
-            Error::Transport(_) | Error::InvalidEndpoint(_) => None,
+            Error::Transport(_)
+            | Error::InvalidEndpoint(_)
+            | Error::Compacted { .. }
+            | Error::WatchCanceled(_) => None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Async Rust client for Cairn and any etcd v3 endpoint.
 //!
-//! Covers the KV service (get, put, delete, txn, compact) and the parts of
-//! Maintenance needed day to day (status, alarms); Watch and Lease come later.
+//! Covers the KV service (get, put, delete, txn, compact), the parts of
+//! Maintenance needed day to day (status, alarms), and the Lease service
+//! ([`Client::lease_grant`], [`Client::lease_keep_alive`] -> [`KeepAlive`]).
 //! Requests are built with small builder values ([`Get`], [`Put`], [`Delete`],
 //! [`Txn`], [`Compare`], [`Op`]); responses are the raw `etcdserverpb` messages,
 //! re-exported under [`proto`].
@@ -37,6 +38,8 @@
 mod client;
 mod error;
 mod kv;
+mod lease;
+mod watch;
 
 /// The generated etcd v3 protocol types (`etcdserverpb`, `mvccpb`, `authpb`).
 pub use cairn_proto as proto;
@@ -44,3 +47,5 @@ pub use cairn_proto as proto;
 pub use client::Client;
 pub use error::Error;
 pub use kv::{prefix_end, Compare, CompareOp, Delete, Get, Op, Put, SortOrder, SortTarget, Txn};
+pub use lease::KeepAlive;
+pub use watch::{Watch, WatchEvent, Watcher};

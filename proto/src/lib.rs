@@ -52,6 +52,20 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// Cairn's own storage records: the persistent lease record (same field
+/// numbers as etcd's `leasepb.Lease`). Not part of the client API.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+pub mod cairnpb {
+    tonic::include_proto!("cairnpb");
+}
+
 #[cfg(test)]
 mod tests {
     //! Wire-format checks: each test pins the tag bytes of a few fields, so a
@@ -232,6 +246,21 @@ mod tests {
             is_learner: true,
         };
         assert_eq!(add.encode_to_vec(), [0x0a, 1, b'x', 0x10, 1]);
+    }
+
+    #[test]
+    fn lease_record_matches_etcd_leasepb() {
+        // etcd's leasepb.Lease: ID=1, TTL=2, RemainingTTL=3, all varints.
+        let record = super::cairnpb::Lease {
+            id: 5,
+            ttl: 60,
+            remaining_ttl: 7,
+        };
+        assert_eq!(record.encode_to_vec(), [0x08, 5, 0x10, 60, 0x18, 7]);
+        assert_eq!(
+            super::cairnpb::Lease::decode(&[0x08, 5, 0x10, 60, 0x18, 7][..]),
+            Ok(record)
+        );
     }
 
     #[test]

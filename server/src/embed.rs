@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::lease::{Lessor, LessorConfig, TokioClock};
 use crate::member::{Identity, Limits, Member};
 use crate::mvcc::Store;
 use crate::storage::{Cf, Engine, RocksEngine, WriteBatch};
@@ -69,10 +70,26 @@ pub struct Config {
     pub initial_advertise_peer_urls: Vec<String>,
     /// Cluster token (`--initial-cluster-token`).
     pub initial_cluster_token: String,
+    /// Raft election timeout (`--election-timeout`, default 1000 ms). Before
+    /// raft exists it sets the lease rules that derive from it: the minimum
+    /// lease TTL, ceil(1.5 × timeout) seconds, and the extension every lease
+    /// gets when a leader (or a restarted member) takes over.
+    pub election_timeout: std::time::Duration,
+    /// Periodically checkpoint the remaining TTL of long leases, so that a
+    /// restart resumes them instead of granting their full TTL again
+    /// (`--experimental-enable-lease-checkpoint`; on by default in Cairn, off
+    /// in etcd 3.5).
+    pub experimental_enable_lease_checkpoint: bool,
+    /// How often a lease is checkpointed
+    /// (`--experimental-lease-checkpoint-interval`, default 5 minutes).
+    pub experimental_lease_checkpoint_interval: std::time::Duration,
     /// Largest write request accepted (`--max-request-bytes`).
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (`--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// How often watchers that asked for it get a progress notification
+    /// (`--experimental-watch-progress-notify-interval`, default 10 minutes).
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 impl Default for Config {
@@ -84,8 +101,24 @@ impl Default for Config {
             advertise_client_urls: vec!["http://localhost:2379".into()],
             initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
             initial_cluster_token: "etcd-cluster".into(),
+            election_timeout: std::time::Duration::from_millis(1000),
+            experimental_enable_lease_checkpoint: true,
+            experimental_lease_checkpoint_interval: std::time::Duration::from_secs(5 * 60),
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            watch_progress_notify_interval: crate::member::DEFAULT_WATCH_PROGRESS_INTERVAL,
+        }
+    }
+}
+
+impl Config {
+    /// The lessor settings these flags give (see [`Config::election_timeout`]).
+    pub fn lessor_config(&self) -> LessorConfig {
+        LessorConfig {
+            checkpoint_interval: self
+                .experimental_enable_lease_checkpoint
+                .then_some(self.experimental_lease_checkpoint_interval),
+            ..LessorConfig::from_election_timeout(self.election_timeout)
         }
     }
 }
@@ -105,6 +138,10 @@ pub struct Handle {
     stop: watch::Sender<bool>,
     /// One server task per listener.
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// Catches up watchers that need history.
+    sync_task: JoinHandle<()>,
+    /// Revokes expired leases and checkpoints long ones; stops with the servers.
+    lease_task: JoinHandle<()>,
 }
 
 impl Handle {
@@ -122,6 +159,7 @@ impl Handle {
     /// [`GRACE_PERIOD`]; connections still open then are dropped), waits for
     /// the servers to exit. Every acknowledged write is already on disk.
     pub async fn stop(mut self) -> Result<(), Error> {
+        self.member.begin_stop();
         // No receiver left only means every server already exited.
         let _ = self.stop.send(true);
         let aborts: Vec<_> = self.servers.iter().map(JoinHandle::abort_handle).collect();
@@ -136,14 +174,30 @@ impl Handle {
             Ok::<(), Error>(())
         };
         tokio::pin!(all);
-        match tokio::time::timeout(GRACE_PERIOD, &mut all).await {
+        let result = match tokio::time::timeout(GRACE_PERIOD, &mut all).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(grace = ?GRACE_PERIOD, "clients still connected after the grace period; closing them");
                 aborts.iter().for_each(|a| a.abort());
                 all.await
             }
+        };
+        // It watches the stop flag; a panic in it has been logged already.
+        let _ = (&mut self.sync_task).await;
+        // Likewise; a write it has started completes before it returns.
+        let _ = (&mut self.lease_task).await;
+        // Store work already handed to the blocking pool finishes by itself;
+        // wait for it so that the data directory is closed when we return
+        // (an in-process restart reopens it at once).
+        let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
+        while Arc::strong_count(&self.member) > 1 || Arc::strong_count(self.member.store()) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("store still in use after the grace period");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        result
     }
 
     /// Waits until the servers exit (after [`Handle::stop`] or a failure).
@@ -151,6 +205,9 @@ impl Handle {
         for server in self.servers {
             server.await??;
         }
+        self.sync_task.abort();
+        let _ = self.stop.send(true);
+        let _ = self.lease_task.await;
         Ok(())
     }
 }
@@ -241,30 +298,42 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
     }
     let db_dir = config.data_dir.join("db");
     let id_config = config.clone();
-    let (store, identity) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+    let lessor_config = config.lessor_config();
+    let (store, identity, lessor) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
         let identity = load_identity(engine.as_ref(), &id_config)?;
         let store = Store::open(engine, true)?;
-        Ok((store, identity))
+        let lessor = Lessor::recover(lessor_config, Arc::new(TokioClock), &store)?;
+        Ok((store, identity, lessor))
     })
     .await??;
-    let member = Arc::new(Member::new(
-        Arc::new(store),
-        identity,
-        Limits {
-            max_request_bytes: config.max_request_bytes,
-            max_txn_ops: config.max_txn_ops,
-        },
-    ));
+    let member = Arc::new(
+        Member::new(
+            Arc::new(store),
+            identity,
+            Limits {
+                max_request_bytes: config.max_request_bytes,
+                max_txn_ops: config.max_txn_ops,
+            },
+        )
+        .with_lessor(lessor)
+        .with_watch_progress_interval(config.watch_progress_notify_interval),
+    );
     tracing::info!(
         name = %config.name,
         member_id = format!("{:x}", identity.member_id),
         cluster_id = format!("{:x}", identity.cluster_id),
         revision = member.header(0).revision,
+        leases = member.lessor().len(),
         "member started"
     );
 
     let (stop, stopped) = watch::channel(false);
+    let sync_task = tokio::spawn(sync_watchers(Arc::clone(member.store()), stopped.clone()));
+    let lease_task = tokio::spawn(crate::lease::task::run(
+        Arc::clone(&member),
+        stopped.clone(),
+    ));
     let mut client_urls = Vec::new();
     let mut servers = Vec::new();
     for listener in listeners {
@@ -290,7 +359,43 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
         client_urls,
         stop,
         servers,
+        sync_task,
+        lease_task,
     })
+}
+
+/// How often unsynced watchers are caught up even without a wake-up.
+const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Records read per catch-up round: bounds how long a round holds the store's
+/// read lock (and so delays writers).
+const WATCH_SYNC_BATCH: usize = 1000;
+
+/// Catches up unsynced watchers from history until the member stops.
+async fn sync_watchers(store: Arc<Store>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(WATCH_SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = store.watch_hub().wait_for_work() => {}
+            _ = tick.tick() => {}
+        }
+        loop {
+            let round = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || round.sync_watchers(WATCH_SYNC_BATCH)).await {
+                Ok(Ok(outcome)) if outcome.unsynced > 0 && outcome.progressed => continue,
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "watch catch-up failed");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "watch catch-up task failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,9 +37,16 @@ pub enum EtcdError {
     /// The NOSPACE alarm is raised.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
-    /// A put attached to a lease that does not exist.
+    /// A put attached to a lease that does not exist, or a lease request
+    /// naming one.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A LeaseGrant with the id of a lease that exists.
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    /// A LeaseGrant with a TTL above 9,000,000,000 seconds.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A request larger than `--max-request-bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,

@@ -12,6 +12,9 @@
 //!   applied index.
 //! - [`apply`]: the deterministic state machine: etcd's Range/Put/DeleteRange/Txn
 //!   semantics on top of the store.
+//! - [`lease`]: the lessor: leases and their attached keys (changed only by
+//!   applied operations), plus the leader-only expiry clock and the task that
+//!   revokes expired leases through the write path.
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
@@ -24,6 +27,7 @@ pub mod apply;
 pub mod embed;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod member;
 pub mod mvcc;
 pub mod storage;

@@ -6,8 +6,14 @@
 //! [`crate::grpc::validate`]; what etcd checks while applying (lease existence,
 //! `ignore_value` on a missing key, revisions inside a txn) is here.
 //!
+//! Lease operations (grant, revoke, checkpoint; [`lease_grant`] and friends)
+//! are applied the same way, and every put and delete tells the lessor which
+//! keys changed lease, through [`Leases`]: the lessor's changes commit or fail
+//! with the write.
+//!
 //! Response headers carry only the revision; the member fills the rest.
 
+mod lease;
 mod range;
 mod txn;
 
@@ -21,6 +27,7 @@ use cairn_proto::etcdserverpb::{
 use crate::error::EtcdError;
 use crate::mvcc::{KeyRange, RangeOptions, RangeResult, Store, WriteTxn};
 
+pub use lease::{lease_checkpoint, lease_grant, lease_revoke};
 pub use range::range;
 pub use txn::txn;
 
@@ -52,21 +59,41 @@ impl ReadView for WriteTxn<'_> {
     }
 }
 
-/// Answers whether a lease exists. Until the lessor exists (the Watch/Lease
-/// work), no lease does, and a put naming one is refused as etcd refuses an
-/// unknown lease.
+/// The lessor as a write sees it: whether a lease exists, and where keys
+/// are attached. The member's implementation is [`crate::lease::LeaseTxn`],
+/// whose changes reach the lessor only if the write commits.
 pub trait Leases {
     /// True when `id` names a live lease.
     fn exists(&self, id: i64) -> bool;
+    /// `key` was put with `lease` (0 = none): attach it there, detaching it
+    /// from its previous lease.
+    fn attach(&mut self, key: &[u8], lease: i64);
+    /// Every key of `range` was deleted: detach those attached to a lease.
+    fn detach_range(&mut self, range: &KeyRange);
 }
 
-/// The lease table of a member without a lessor: empty.
+/// An empty lease table that stays empty (for tests of plain KV semantics):
+/// a put naming a lease is refused as etcd refuses an unknown lease.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoLeases;
 
 impl Leases for NoLeases {
     fn exists(&self, _id: i64) -> bool {
         false
+    }
+    fn attach(&mut self, _key: &[u8], _lease: i64) {}
+    fn detach_range(&mut self, _range: &KeyRange) {}
+}
+
+impl Leases for crate::lease::LeaseTxn<'_> {
+    fn exists(&self, id: i64) -> bool {
+        crate::lease::LeaseTxn::exists(self, id)
+    }
+    fn attach(&mut self, key: &[u8], lease: i64) {
+        crate::lease::LeaseTxn::attach(self, key, lease);
+    }
+    fn detach_range(&mut self, range: &KeyRange) {
+        crate::lease::LeaseTxn::detach_range(self, range);
     }
 }
 
@@ -101,7 +128,7 @@ fn check_put(view: &dyn ReadView, leases: &dyn Leases, req: &PutRequest) -> Resu
 /// Applies a Put.
 pub fn put(
     txn: &mut WriteTxn<'_>,
-    leases: &dyn Leases,
+    leases: &mut dyn Leases,
     req: &PutRequest,
 ) -> Result<PutResponse, EtcdError> {
     check_put(txn, leases, req)?;
@@ -117,6 +144,7 @@ pub fn put(
         }
     }
     txn.put(&req.key, value, lease);
+    leases.attach(&req.key, lease);
     Ok(PutResponse {
         header: header(txn.revision()),
         prev_kv: if req.prev_kv { prev } else { None },
@@ -126,6 +154,7 @@ pub fn put(
 /// Applies a DeleteRange.
 pub fn delete_range(
     txn: &mut WriteTxn<'_>,
+    leases: &mut dyn Leases,
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, EtcdError> {
     let range = KeyRange::new(&req.key, &req.range_end);
@@ -135,6 +164,9 @@ pub fn delete_range(
         Vec::new()
     };
     let deleted = txn.delete_range(&range);
+    if deleted > 0 {
+        leases.detach_range(&range);
+    }
     Ok(DeleteRangeResponse {
         header: header(txn.revision()),
         deleted: deleted as i64,

@@ -20,6 +20,8 @@ impl Leases for OddLeases {
     fn exists(&self, id: i64) -> bool {
         id % 2 == 1
     }
+    fn attach(&mut self, _key: &[u8], _lease: i64) {}
+    fn detach_range(&mut self, _range: &KeyRange) {}
 }
 
 fn store() -> Store {
@@ -28,7 +30,7 @@ fn store() -> Store {
 
 fn do_put(s: &Store, req: PutRequest) -> Result<PutResponse, EtcdError> {
     let mut t = s.write();
-    let r = put(&mut t, &OddLeases, &req)?;
+    let r = put(&mut t, &mut OddLeases, &req)?;
     t.commit(None).unwrap();
     Ok(r)
 }
@@ -303,6 +305,7 @@ fn delete_range_reports_and_takes_one_revision() {
     let mut t = s.write();
     let r = delete_range(
         &mut t,
+        &mut OddLeases,
         &DeleteRangeRequest {
             key: b"a".to_vec(),
             range_end: b"c".to_vec(),
@@ -318,6 +321,7 @@ fn delete_range_reports_and_takes_one_revision() {
     let mut t = s.write();
     let r = delete_range(
         &mut t,
+        &mut OddLeases,
         &DeleteRangeRequest {
             key: b"nope".to_vec(),
             ..Default::default()
@@ -344,7 +348,7 @@ fn op(r: Request) -> RequestOp {
 
 fn run_txn(s: &Store, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
     let mut t = s.write();
-    let r = txn(&mut t, &OddLeases, req)?;
+    let r = txn(&mut t, &mut OddLeases, req)?;
     t.commit(None).unwrap();
     Ok(r)
 }

@@ -23,12 +23,12 @@ use crate::mvcc::{KeyRange, RangeOptions, WriteTxn};
 /// Applies a Txn.
 pub fn txn(
     w: &mut WriteTxn<'_>,
-    leases: &dyn Leases,
+    leases: &mut dyn Leases,
     req: &TxnRequest,
 ) -> Result<TxnResponse, EtcdError> {
     let mut path = Vec::new();
     compare_to_path(w, req, &mut path)?;
-    check_path(w, leases, req, &mut path.iter().copied())?;
+    check_path(w, &*leases, req, &mut path.iter().copied())?;
     let mut resp = execute(w, leases, req, &mut path.into_iter())?;
     resp.header = header(w.revision());
     Ok(resp)
@@ -152,7 +152,7 @@ fn check_path(
 
 fn execute(
     w: &mut WriteTxn<'_>,
-    leases: &dyn Leases,
+    leases: &mut dyn Leases,
     req: &TxnRequest,
     path: &mut impl Iterator<Item = bool>,
 ) -> Result<TxnResponse, EtcdError> {
@@ -163,7 +163,7 @@ fn execute(
             Some(Request::RequestRange(r)) => Response::ResponseRange(range(w, r)?),
             Some(Request::RequestPut(p)) => Response::ResponsePut(put(w, leases, p)?),
             Some(Request::RequestDeleteRange(d)) => {
-                Response::ResponseDeleteRange(delete_range(w, d)?)
+                Response::ResponseDeleteRange(delete_range(w, leases, d)?)
             }
             Some(Request::RequestTxn(nested)) => {
                 Response::ResponseTxn(execute(w, leases, nested, path)?)

@@ -33,15 +33,49 @@ struct Flags {
     /// Initial cluster token (it determines the member and cluster ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
+    /// Time (in milliseconds) of an election timeout; the minimum lease TTL is
+    /// 1.5 times it, rounded up to whole seconds.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    /// Checkpoint the remaining TTL of leases periodically, so that a restart
+    /// does not reset them to their full TTL (`=false` to turn off).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    experimental_enable_lease_checkpoint: bool,
+    /// Duration of periodic lease checkpoints (e.g. 5m, 30s).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    experimental_lease_checkpoint_interval: std::time::Duration,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    watch_progress_notify_interval: std::time::Duration,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+/// Parses a Go-style duration with one unit: `500ms`, `30s`, `10m`, `1h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
+    };
+    if ms == 0 {
+        return Err(format!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
@@ -81,8 +115,12 @@ async fn main() -> anyhow::Result<()> {
         advertise_client_urls: flags.advertise_client_urls,
         initial_advertise_peer_urls: flags.initial_advertise_peer_urls,
         initial_cluster_token: flags.initial_cluster_token,
+        election_timeout: std::time::Duration::from_millis(flags.election_timeout),
+        experimental_enable_lease_checkpoint: flags.experimental_enable_lease_checkpoint,
+        experimental_lease_checkpoint_interval: flags.experimental_lease_checkpoint_interval,
         max_request_bytes: flags.max_request_bytes,
         max_txn_ops: flags.max_txn_ops,
+        watch_progress_notify_interval: flags.watch_progress_notify_interval,
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");

@@ -5,20 +5,25 @@
 //! mapping table), fill the response header.
 
 mod kv;
+mod lease;
 mod maintenance;
 pub mod status;
 pub mod validate;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use watch::WatchService;
 
 use crate::member::Member;
 
@@ -44,7 +49,17 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(kv)
+        .add_service(
+            cairn_proto::etcdserverpb::lease_server::LeaseServer::new(LeaseService::new(
+                Arc::clone(&member),
+            ))
+            .max_decoding_message_size(max_message),
+        )
         .add_service(maintenance)
+        .add_service(
+            WatchServer::new(WatchService::new(Arc::clone(&member)))
+                .max_decoding_message_size(max_message),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -15,7 +15,10 @@ fn code(e: &EtcdError) -> Code {
         | EtcdError::TooManyOps
         | EtcdError::DuplicateKey
         | EtcdError::RequestTooLarge => Code::InvalidArgument,
-        EtcdError::Compacted | EtcdError::FutureRev => Code::OutOfRange,
+        EtcdError::Compacted | EtcdError::FutureRev | EtcdError::LeaseTtlTooLarge => {
+            Code::OutOfRange
+        }
+        EtcdError::LeaseExist => Code::FailedPrecondition,
         EtcdError::NoSpace => Code::ResourceExhausted,
         EtcdError::LeaseNotFound => Code::NotFound,
         EtcdError::Stopped => Code::Unavailable,
@@ -92,6 +95,16 @@ mod tests {
                 EtcdError::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                EtcdError::LeaseExist,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                EtcdError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
             (
                 EtcdError::RequestTooLarge,

@@ -16,14 +16,18 @@ mod index;
 mod key_index;
 mod revision;
 mod store;
+mod watch;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 pub use index::{KeyRange, TreeIndex};
 pub use key_index::{KeyAt, KeyIndex};
 pub use revision::Revision;
 pub use store::{CompactionJob, RangeOptions, RangeResult, Store, WriteTxn};
+pub use watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 
 /// Errors of the MVCC layer.
 #[derive(Debug, thiserror::Error)]

@@ -4,12 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
+use tokio::sync::mpsc;
 
 use super::index::{KeyRange, TreeIndex};
 use super::key_index::KeyIndex;
 use super::revision::{Revision, REV_BYTES_LEN};
+use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::Error;
 use crate::storage::{BatchOp, Cf, Engine, Scan, WriteBatch};
 
@@ -72,6 +75,8 @@ pub struct Store {
     /// Whether commits wait for stable storage. On for a single member, whose
     /// store is the only copy; raft may turn it off once its log is the durable copy.
     sync_writes: bool,
+    /// Watchers, notified by every commit.
+    hub: WatchHub,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,6 +162,7 @@ impl Store {
             }),
             compaction: Mutex::new(()),
             sync_writes,
+            hub: WatchHub::default(),
         };
         if let Some(available) = unfinished {
             tracing::info!(
@@ -226,6 +232,95 @@ impl Store {
             staged: WriteBatch::new(),
             committed: false,
         }
+    }
+
+    /// The watch hub (stream keys, wake-ups, watcher count).
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// Adds a watcher whose messages go to `tx`; returns its key.
+    pub fn watch(
+        &self,
+        spec: WatchSpec,
+        stream: StreamKey,
+        tx: mpsc::Sender<WatchMessage>,
+    ) -> WatcherKey {
+        let state = self.read();
+        self.hub.add(spec, stream, tx, state.current_rev)
+    }
+
+    /// Asks for a progress notification for one watcher (sent only if it is
+    /// synced: then every event up to the current revision was delivered).
+    pub fn request_progress(&self, watcher: WatcherKey) {
+        let state = self.read();
+        self.hub.progress(watcher, state.current_rev);
+    }
+
+    /// Asks for a stream-wide progress notification, sent once every watcher
+    /// of the stream is synced.
+    pub fn request_progress_all(&self, stream: StreamKey, tx: mpsc::Sender<WatchMessage>) {
+        let state = self.read();
+        self.hub.progress_all(stream, tx, state.current_rev);
+    }
+
+    /// One round of catching up unsynced watchers from the stored history:
+    /// reads at most about `max_records` records (always whole revisions).
+    pub fn sync_watchers(&self, max_records: usize) -> Result<SyncOutcome, Error> {
+        let state = self.read();
+        let (current, compacted) = (state.current_rev, state.compact_rev);
+        let pending = self.hub.unsynced();
+        if pending.is_empty() {
+            return Ok(SyncOutcome::default());
+        }
+        let from = pending
+            .iter()
+            .map(|(_, rev)| *rev)
+            .filter(|rev| *rev > compacted)
+            .min();
+        let mut events = Vec::new();
+        let mut to = current;
+        if let Some(from) = from.filter(|f| *f <= current) {
+            let end = Revision::new(current + 1, 0).to_bytes();
+            let mut failure = None;
+            let mut last_rev = from - 1;
+            self.engine.scan(
+                Cf::Kv,
+                &Revision::new(from, 0).to_bytes(),
+                Some(&end),
+                &mut |key, value| {
+                    let Some((rev, tombstone)) = Revision::from_record_key(key) else {
+                        failure = Some(Error::Corrupt {
+                            what: "record key".into(),
+                            reason: format!("{} bytes is not a revision", key.len()),
+                        });
+                        return Scan::Stop;
+                    };
+                    if events.len() >= max_records && rev.main != last_rev {
+                        to = last_rev;
+                        return Scan::Stop;
+                    }
+                    last_rev = rev.main;
+                    match decode_kv(rev, value) {
+                        Ok(mut kv) => {
+                            if tombstone {
+                                kv.mod_revision = rev.main;
+                            }
+                            events.push(to_event(tombstone, kv));
+                            Scan::Continue
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            Scan::Stop
+                        }
+                    }
+                },
+            )?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(self.hub.deliver_history(&events, to, current, compacted))
     }
 
     /// Compacts the history at `rev`. The logical part (refusing reads below
@@ -308,6 +403,21 @@ impl CompactionJob {
     /// Deletes the obsolete records (blocking; run it on a blocking thread).
     pub fn run(self) -> Result<(), Error> {
         self.store.delete_compacted(self.rev, &self.available)
+    }
+}
+
+/// A change as a watch event. A deletion's key-value carries only the key and
+/// the deletion revision as `mod_revision` (etcd's convention).
+fn to_event(tombstone: bool, kv: KeyValue) -> Event {
+    let r#type = if tombstone {
+        EventType::Delete
+    } else {
+        EventType::Put
+    };
+    Event {
+        r#type: r#type as i32,
+        kv: Some(kv),
+        prev_kv: None,
     }
 }
 
@@ -509,13 +619,20 @@ impl WriteTxn<'_> {
         if !batch.is_empty() {
             self.store.engine.write(batch, self.store.sync_writes)?;
         }
-        if !self.changes.is_empty() {
-            self.state.current_rev = self.main;
-        }
         if let Some(index) = applied_index {
             self.state.applied_index = index;
         }
         self.committed = true;
+        if !self.changes.is_empty() {
+            self.state.current_rev = self.main;
+            let events: Vec<Event> = self
+                .changes
+                .drain(..)
+                .map(|(_, tombstone, kv)| to_event(tombstone, kv))
+                .collect();
+            // Still under the write lock: watchers see revisions in order.
+            self.store.hub.notify(self.main, &events);
+        }
         Ok(self.state.current_rev)
     }
 }

@@ -1,0 +1,143 @@
+//! `etcdserverpb.Lease`: call the member, map the error, fill the header.
+//!
+//! As in etcd, LeaseTimeToLive answers an unknown lease with TTL -1 instead
+//! of an error, and a keep-alive for an unknown (or expired) lease with TTL 0.
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::EtcdError;
+use crate::member::Member;
+
+/// Keep-alive responses buffered per stream before the sender waits for the
+/// client to read.
+const KEEP_ALIVE_BUFFER: usize = 16;
+
+/// The Lease service of one member.
+#[derive(Debug, Clone)]
+pub struct LeaseService {
+    /// The member the requests are served by.
+    member: Arc<Member>,
+}
+
+impl LeaseService {
+    /// A Lease service over `member`.
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+
+    /// Completes a header that apply filled with the revision only.
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(self.member.header(revision));
+    }
+}
+
+/// Answers the keep-alive requests of one stream, in order, until the client
+/// closes its side (or goes away).
+async fn keep_alive(
+    member: Arc<Member>,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+) {
+    loop {
+        let req = match requests.message().await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(error = %status, "lease keep-alive stream failed");
+                return;
+            }
+        };
+        // The header is taken before the renewal, as etcd does: a client
+        // never sees a successful keep-alive at a revision after the one that
+        // revoked the lease.
+        let header = member.header(0);
+        let ttl = match member.lease_renew(req.id).await {
+            Ok(ttl) => ttl,
+            Err(EtcdError::LeaseNotFound) => 0,
+            Err(e) => {
+                let _ = responses.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let resp = LeaseKeepAliveResponse {
+            header: Some(header),
+            id: req.id,
+            ttl,
+        };
+        if responses.send(Ok(resp)).await.is_err() {
+            // The client is gone.
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut resp = self.member.lease_grant(request.into_inner()).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let mut resp = self.member.lease_revoke(request.into_inner()).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
+        tokio::spawn(keep_alive(
+            Arc::clone(&self.member),
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.id;
+        match self.member.lease_time_to_live(req) {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(EtcdError::LeaseNotFound) => Ok(Response::new(LeaseTimeToLiveResponse {
+                header: Some(self.member.header(0)),
+                id,
+                ttl: -1,
+                ..LeaseTimeToLiveResponse::default()
+            })),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        Ok(Response::new(self.member.lease_leases()))
+    }
+}

@@ -1,0 +1,401 @@
+//! The watch hub: who watches what, and delivering committed events to them
+//! (etcd's watchableStore).
+//!
+//! Every watcher is either **synced** — it has seen every revision up to the
+//! store's current one, so a commit's events go straight to it — or
+//! **unsynced** — it still needs history (a start revision in the past, or it
+//! fell behind), which [`Store::sync_watchers`](super::Store::sync_watchers)
+//! reads from the stored records in bounded batches and delivers.
+//!
+//! Delivery never blocks a writer: a commit offers events to a watcher's stream
+//! with `try_send`; if the stream's buffer is full the watcher simply becomes
+//! unsynced at that revision and is caught up from history later (etcd's
+//! victims). A watcher whose next revision was compacted away gets one
+//! `Compacted` message and is removed, so nothing is ever dropped silently.
+//!
+//! Guarantees, per watcher: events arrive in revision order, each once, with no
+//! gap, and all events of one revision in one message.
+//!
+//! Lock order: the store's state lock, then the hub's lock. Commits notify
+//! while holding the write lock; syncing holds the read lock, so a revision
+//! can never be both delivered live and replayed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::Event;
+use tokio::sync::{mpsc, Notify};
+
+use super::index::KeyRange;
+
+/// Identifies a watcher inside the hub (unique for the hub's life, unlike
+/// client-chosen watch ids, so a late message can never reach a new watcher
+/// that reused an id).
+pub type WatcherKey = u64;
+
+/// Identifies one client stream (a group of watchers sharing a buffer).
+pub type StreamKey = u64;
+
+/// What the hub sends to a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchMessage {
+    /// Events for one watcher, covering whole revisions, up to `revision`.
+    Events {
+        /// The watcher.
+        watcher: WatcherKey,
+        /// The newest revision covered by this message.
+        revision: i64,
+        /// The events, in revision order.
+        events: Vec<Event>,
+    },
+    /// The watcher needs history that compaction removed; it is cancelled.
+    Compacted {
+        /// The watcher.
+        watcher: WatcherKey,
+        /// The store's compacted revision.
+        compact_revision: i64,
+    },
+    /// Every event up to `revision` has been delivered (to `watcher`, or to
+    /// every watcher of the stream when `None`).
+    Progress {
+        /// The watcher, or `None` for the whole stream.
+        watcher: Option<WatcherKey>,
+        /// The progress point.
+        revision: i64,
+    },
+}
+
+/// What a new watcher asks for.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    /// The keys watched.
+    pub range: KeyRange,
+    /// First revision wanted; 0 = from the next commit.
+    pub start_revision: i64,
+    /// Skip put events.
+    pub no_put: bool,
+    /// Skip delete events.
+    pub no_delete: bool,
+}
+
+/// One watcher's state.
+#[derive(Debug)]
+struct Watcher {
+    /// Its stream, for stream-wide progress and clean-up.
+    stream: StreamKey,
+    /// Which keys.
+    range: KeyRange,
+    /// The next revision it needs; every event below it has been delivered.
+    next_rev: i64,
+    /// Filters.
+    no_put: bool,
+    no_delete: bool,
+    /// True when it has seen everything up to the current revision.
+    synced: bool,
+    /// The stream's buffer.
+    tx: mpsc::Sender<WatchMessage>,
+}
+
+impl Watcher {
+    fn wants(&self, ev: &Event) -> bool {
+        let Some(kv) = &ev.kv else { return false };
+        if kv.mod_revision < self.next_rev || !self.range.contains(&kv.key) {
+            return false;
+        }
+        let is_put = ev.r#type == EventType::Put as i32;
+        !(is_put && self.no_put || !is_put && self.no_delete)
+    }
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    /// Every live watcher.
+    watchers: HashMap<WatcherKey, Watcher>,
+    /// The unsynced ones (a subset of `watchers`' keys).
+    unsynced: HashSet<WatcherKey>,
+    /// Streams that asked for progress while some of their watchers were
+    /// unsynced: answered once they are all synced.
+    progress_pending: HashMap<StreamKey, mpsc::Sender<WatchMessage>>,
+}
+
+/// The registry of watchers. Owned by the [`Store`](super::Store).
+#[derive(Debug, Default)]
+pub struct WatchHub {
+    /// Watchers and their sync state.
+    state: Mutex<HubState>,
+    /// Wakes the sync task when there is history to deliver.
+    wake: Notify,
+    /// Next watcher key.
+    next_watcher: AtomicU64,
+    /// Next stream key.
+    next_stream: AtomicU64,
+}
+
+/// Outcome of one sync round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncOutcome {
+    /// Watchers still unsynced after the round.
+    pub unsynced: usize,
+    /// Whether the round moved any watcher forward (if not, its buffers are
+    /// full: wait before trying again).
+    pub progressed: bool,
+}
+
+impl WatchHub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Hub state changes are single map operations: a panic elsewhere
+        // cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A key for a new client stream.
+    pub fn new_stream(&self) -> StreamKey {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolves when a sync round may have work (a watcher became unsynced).
+    pub async fn wait_for_work(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Number of watchers (for tests and leak checks).
+    pub fn len(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
+    /// True when nobody watches.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers a watcher; `current` is the store's revision (caller holds
+    /// the store lock).
+    pub(super) fn add(
+        &self,
+        spec: WatchSpec,
+        stream: StreamKey,
+        tx: mpsc::Sender<WatchMessage>,
+        current: i64,
+    ) -> WatcherKey {
+        let key = self.next_watcher.fetch_add(1, Ordering::Relaxed);
+        let (next_rev, synced) = if spec.start_revision <= 0 || spec.start_revision > current {
+            (spec.start_revision.max(current + 1), true)
+        } else {
+            (spec.start_revision, false)
+        };
+        let mut state = self.lock();
+        state.watchers.insert(
+            key,
+            Watcher {
+                stream,
+                range: spec.range,
+                next_rev,
+                no_put: spec.no_put,
+                no_delete: spec.no_delete,
+                synced,
+                tx,
+            },
+        );
+        if !synced {
+            state.unsynced.insert(key);
+            drop(state);
+            self.wake.notify_one();
+        }
+        key
+    }
+
+    /// Removes a watcher; false if it was not there.
+    pub fn remove(&self, key: WatcherKey) -> bool {
+        let mut state = self.lock();
+        state.unsynced.remove(&key);
+        state.watchers.remove(&key).is_some()
+    }
+
+    /// Removes every watcher of a closed stream.
+    pub fn remove_stream(&self, stream: StreamKey) {
+        let mut state = self.lock();
+        let keys: Vec<WatcherKey> = state
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.stream == stream)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            state.unsynced.remove(&k);
+            state.watchers.remove(&k);
+        }
+        state.progress_pending.remove(&stream);
+    }
+
+    /// Delivers the events of a just-committed revision to synced watchers
+    /// (caller holds the store's write lock).
+    pub(super) fn notify(&self, revision: i64, events: &[Event]) {
+        let mut state = self.lock();
+        let mut fell_behind = Vec::new();
+        for (key, w) in state.watchers.iter_mut().filter(|(_, w)| w.synced) {
+            if w.next_rev > revision {
+                continue;
+            }
+            let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
+            if !mine.is_empty() {
+                let msg = WatchMessage::Events {
+                    watcher: *key,
+                    revision,
+                    events: mine,
+                };
+                if w.tx.try_send(msg).is_err() {
+                    // Buffer full (or stream gone): catch up from history later.
+                    w.synced = false;
+                    fell_behind.push(*key);
+                    continue;
+                }
+            }
+            w.next_rev = revision + 1;
+        }
+        if !fell_behind.is_empty() {
+            state.unsynced.extend(fell_behind);
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends progress to one synced watcher (caller holds the store lock).
+    pub(super) fn progress(&self, key: WatcherKey, current: i64) {
+        let state = self.lock();
+        if let Some(w) = state.watchers.get(&key).filter(|w| w.synced) {
+            // A full buffer skips this notification; the next one will do.
+            let _ = w.tx.try_send(WatchMessage::Progress {
+                watcher: Some(key),
+                revision: current,
+            });
+        }
+    }
+
+    /// Sends stream-wide progress now if every watcher of the stream is
+    /// synced, else as soon as they are (caller holds the store lock).
+    pub(super) fn progress_all(
+        &self,
+        stream: StreamKey,
+        tx: mpsc::Sender<WatchMessage>,
+        current: i64,
+    ) {
+        let mut state = self.lock();
+        let lagging = state
+            .watchers
+            .values()
+            .any(|w| w.stream == stream && !w.synced);
+        let progress = WatchMessage::Progress {
+            watcher: None,
+            revision: current,
+        };
+        // Lagging watchers, or a full buffer: answer once they are synced.
+        if lagging || tx.try_send(progress).is_err() {
+            state.progress_pending.insert(stream, tx);
+        }
+    }
+
+    /// The unsynced watchers' needs: (key, next revision), and the smallest.
+    pub(super) fn unsynced(&self) -> Vec<(WatcherKey, i64)> {
+        let state = self.lock();
+        state
+            .unsynced
+            .iter()
+            .filter_map(|k| state.watchers.get(k).map(|w| (*k, w.next_rev)))
+            .collect()
+    }
+
+    /// Delivers history `events` (every event of revisions `from..=to`, in
+    /// order) to the unsynced watchers; `current` is the store's revision and
+    /// `compacted` its compacted revision (caller holds the store's read lock).
+    pub(super) fn deliver_history(
+        &self,
+        events: &[Event],
+        to: i64,
+        current: i64,
+        compacted: i64,
+    ) -> SyncOutcome {
+        let mut state = self.lock();
+        let keys: Vec<WatcherKey> = state.unsynced.iter().copied().collect();
+        let mut done = Vec::new();
+        let mut gone = Vec::new();
+        let mut progressed = false;
+        for key in keys {
+            let Some(w) = state.watchers.get_mut(&key) else {
+                done.push(key);
+                continue;
+            };
+            if w.next_rev <= compacted {
+                let msg = WatchMessage::Compacted {
+                    watcher: key,
+                    compact_revision: compacted,
+                };
+                // On a full buffer, try again next round.
+                if w.tx.try_send(msg).is_ok() {
+                    gone.push(key);
+                    progressed = true;
+                }
+                continue;
+            }
+            if w.next_rev > to {
+                if w.next_rev > current {
+                    w.synced = true;
+                    done.push(key);
+                }
+                continue;
+            }
+            let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
+            if !mine.is_empty() {
+                let msg = WatchMessage::Events {
+                    watcher: key,
+                    revision: to,
+                    events: mine,
+                };
+                if w.tx.try_send(msg).is_err() {
+                    continue;
+                }
+            }
+            w.next_rev = to + 1;
+            progressed = true;
+            if to >= current {
+                w.synced = true;
+                done.push(key);
+            }
+        }
+        for key in &done {
+            state.unsynced.remove(key);
+        }
+        for key in &gone {
+            state.unsynced.remove(key);
+            state.watchers.remove(key);
+        }
+        // Streams waiting for progress whose watchers are now all synced.
+        let ready: Vec<StreamKey> = state
+            .progress_pending
+            .keys()
+            .filter(|s| {
+                !state
+                    .watchers
+                    .values()
+                    .any(|w| w.stream == **s && !w.synced)
+            })
+            .copied()
+            .collect();
+        for s in ready {
+            if let Some(tx) = state.progress_pending.get(&s) {
+                let sent = tx.try_send(WatchMessage::Progress {
+                    watcher: None,
+                    revision: current,
+                });
+                if sent.is_ok() {
+                    state.progress_pending.remove(&s);
+                }
+            }
+        }
+        SyncOutcome {
+            unsynced: state.unsynced.len(),
+            progressed,
+        }
+    }
+}
