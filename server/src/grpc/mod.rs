@@ -18,7 +18,7 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use kv::KvService;
 pub use lease::LeaseService;
@@ -47,6 +47,9 @@ pub async fn serve(
         KvServer::new(KvService::new(Arc::clone(&member))).max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member)))
         .max_decoding_message_size(max_message);
+    // Without TCP_NODELAY a response written in several frames waits for the
+    // client's delayed ACK: ~40 ms per unary call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(
@@ -60,6 +63,6 @@ pub async fn serve(
             WatchServer::new(WatchService::new(Arc::clone(&member)))
                 .max_decoding_message_size(max_message),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
