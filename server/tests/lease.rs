@@ -213,6 +213,25 @@ async fn keep_alive_stream_answers_each_request_and_ends_cleanly() {
 }
 
 #[tokio::test]
+async fn stop_ends_keep_alive_streams_without_waiting_for_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = start(dir.path()).await;
+    let c = common::client(&member).await;
+    let id = c.lease_grant(30, 0).await.unwrap().id;
+    let keep = c.lease_keep_alive(id).await.unwrap();
+    let started = tokio::time::Instant::now();
+    member.stop().await.unwrap();
+    assert!(
+        started.elapsed() < embed::GRACE_PERIOD,
+        "stop waited {:?} for the keep-alive stream",
+        started.elapsed()
+    );
+    // The handle's task sees the stream end on its next renewal.
+    let err = keep.stop().await;
+    assert!(err.is_ok() || err.unwrap_err().status().is_some());
+}
+
+#[tokio::test]
 async fn expiry_deletes_every_attached_key_in_one_revision() {
     let dir = tempfile::tempdir().unwrap();
     let member = start(dir.path()).await;

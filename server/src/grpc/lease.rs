@@ -44,14 +44,23 @@ impl LeaseService {
 }
 
 /// Answers the keep-alive requests of one stream, in order, until the client
-/// closes its side (or goes away).
+/// closes its side (or goes away), or the member stops (the stream then ends
+/// with "etcdserver: server stopped", so the client renews elsewhere).
 async fn keep_alive(
     member: Arc<Member>,
     mut requests: Streaming<LeaseKeepAliveRequest>,
     responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
 ) {
+    let mut stopping = member.stopping();
     loop {
-        let req = match requests.message().await {
+        let next = tokio::select! {
+            _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                let _ = responses.send(Err(EtcdError::Stopped.into())).await;
+                return;
+            }
+            next = requests.message() => next,
+        };
+        let req = match next {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(status) => {
