@@ -51,7 +51,13 @@ case "${1:-}" in
         ;;
     test)
         deps
-        cargo test --workspace
+        if cargo nextest --version >/dev/null 2>&1; then
+            # nextest names and kills a hung test (.config/nextest.toml).
+            cargo nextest run --workspace
+            cargo test --workspace --doc
+        else
+            cargo test --workspace
+        fi
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         ;;
     *)
