@@ -333,3 +333,53 @@ async fn periodic_progress_notifications_are_bookmarks() {
     assert_eq!(w.next_revision(), 4);
     member.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn closed_streams_and_cancelled_watchers_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = common::start(dir.path()).await;
+    let hub_len = || member.member().store().watch_hub().len();
+    let (tx, mut rx) = raw(&member.client_urls()[0]).await;
+    for i in 0..2000 {
+        tx.send(create(WatchCreateRequest {
+            key: format!("k{i}").into_bytes(),
+            start_revision: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let id = recv(&mut rx).await.watch_id;
+        tx.send(WatchRequest {
+            request_union: Some(RequestUnion::CancelRequest(
+                cairn_client::proto::etcdserverpb::WatchCancelRequest { watch_id: id },
+            )),
+        })
+        .await
+        .unwrap();
+        assert!(recv(&mut rx).await.canceled);
+    }
+    assert_eq!(hub_len(), 0);
+    // Watchers left open are removed when their stream goes away.
+    for i in 0..100 {
+        tx.send(create(WatchCreateRequest {
+            key: format!("o{i}").into_bytes(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        assert!(recv(&mut rx).await.created);
+    }
+    assert_eq!(hub_len(), 100);
+    drop(tx);
+    drop(rx);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hub_len() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} watchers left after the stream closed",
+            hub_len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    member.stop().await.unwrap();
+}
