@@ -3,7 +3,6 @@
 //! (`start_paused`, `tokio::time::advance`): no sleeps, no wall clock.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use super::*;
 use crate::error::EtcdError;
 use crate::member::{Identity, Limits, Member};
 use crate::mvcc::{Revision, Store};
-use crate::storage::{Cf, Engine, MemoryEngine, Scan, SizeInfo, WriteBatch};
+use crate::storage::{Cf, Engine, MemoryEngine, Scan};
 
 const IDENTITY: Identity = Identity {
     cluster_id: 0xc1,
@@ -30,39 +29,7 @@ const LIMITS: Limits = Limits {
     max_txn_ops: 128,
 };
 
-/// An engine whose writes can be made to fail.
-#[derive(Debug, Default)]
-struct FlakyEngine {
-    inner: MemoryEngine,
-    fail: AtomicBool,
-}
-
-impl Engine for FlakyEngine {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, crate::storage::Error> {
-        self.inner.get(cf, key)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
-    ) -> Result<(), crate::storage::Error> {
-        self.inner.scan(cf, start, end, visit)
-    }
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), crate::storage::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(crate::storage::Error::Engine("injected failure".into()));
-        }
-        self.inner.write(batch, sync)
-    }
-    fn size(&self) -> SizeInfo {
-        self.inner.size()
-    }
-    fn defragment(&self) -> Result<(), crate::storage::Error> {
-        Ok(())
-    }
-}
+use crate::storage::flaky::FlakyEngine;
 
 /// A member on `engine` (recovering what it holds), lessor promoted now.
 fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> Member {
@@ -490,7 +457,7 @@ async fn failed_commits_leave_the_lessor_unchanged() {
     let before = m.lessor().snapshot();
     let items = m.lessor().items();
 
-    engine.fail.store(true, Ordering::SeqCst);
+    engine.set_failing(true);
     assert_eq!(grant(&m, 2, 60).await, Err(EtcdError::Internal));
     assert_eq!(put(&m, "b", 1).await, Err(EtcdError::Internal));
     assert_eq!(put(&m, "a", 0).await, Err(EtcdError::Internal));
@@ -507,7 +474,7 @@ async fn failed_commits_leave_the_lessor_unchanged() {
     assert_eq!(m.lessor().items(), items);
 
     // And everything works once the disk does.
-    engine.fail.store(false, Ordering::SeqCst);
+    engine.set_failing(false);
     assert_eq!(grant(&m, 2, 60).await, Ok(60));
     put(&m, "b", 2).await.unwrap();
     assert_eq!(keys_of(&m, 2).await, ["b"]);

@@ -2,14 +2,13 @@
 //! map-per-revision model of etcd's semantics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cairn_proto::mvccpb::KeyValue;
 use proptest::prelude::*;
 
 use super::*;
-use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, Scan, SizeInfo, WriteBatch};
+use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, Scan};
 
 fn kv(key: &str, value: &str, create: i64, modr: i64, version: i64) -> KeyValue {
     KeyValue {
@@ -250,54 +249,20 @@ fn interrupted_compaction_is_finished_at_open() {
     assert_eq!(store.compact_revision(), 3);
 }
 
-/// An engine whose writes fail on demand.
-struct FlakyEngine {
-    inner: MemoryEngine,
-    fail: AtomicBool,
-}
-
-impl Engine for FlakyEngine {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, crate::storage::Error> {
-        self.inner.get(cf, key)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
-    ) -> Result<(), crate::storage::Error> {
-        self.inner.scan(cf, start, end, visit)
-    }
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), crate::storage::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(crate::storage::Error::Engine("injected failure".into()));
-        }
-        self.inner.write(batch, sync)
-    }
-    fn size(&self) -> SizeInfo {
-        self.inner.size()
-    }
-    fn defragment(&self) -> Result<(), crate::storage::Error> {
-        Ok(())
-    }
-}
+use crate::storage::flaky::FlakyEngine;
 
 #[test]
 fn failed_commit_changes_nothing() {
-    let engine = Arc::new(FlakyEngine {
-        inner: MemoryEngine::new(),
-        fail: AtomicBool::new(false),
-    });
+    let engine = Arc::new(FlakyEngine::default());
     let store = Store::open(engine.clone(), true).unwrap();
     put(&store, "a", "1");
-    engine.fail.store(true, Ordering::SeqCst);
+    engine.set_failing(true);
     let mut txn = store.write();
     txn.put(b"a", b"2".to_vec(), 0);
     txn.put(b"new", b"x".to_vec(), 0);
     txn.delete_range(&KeyRange::new(b"a", b""));
     assert!(txn.commit(Some(5)).is_err());
-    engine.fail.store(false, Ordering::SeqCst);
+    engine.set_failing(false);
     assert_eq!(store.current_revision(), 2);
     assert_eq!(store.applied_index(), 0);
     assert_eq!(

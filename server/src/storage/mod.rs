@@ -10,6 +10,8 @@
 //! of one transaction and the applied index that produced them in the same
 //! batch, so a crash never applies an entry twice or loses half of one.
 
+#[cfg(test)]
+pub(crate) mod flaky;
 mod memory;
 mod rocks;
 
