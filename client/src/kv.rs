@@ -32,7 +32,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// Sets `key`/`range_end` to cover every key starting with `key`. An empty
 /// key becomes `"\0"`..`"\0"` (the whole keyspace), as clientv3 does, because
 /// etcd rejects an empty key.
-fn apply_prefix(key: &mut Vec<u8>, range_end: &mut Vec<u8>) {
+pub(crate) fn apply_prefix(key: &mut Vec<u8>, range_end: &mut Vec<u8>) {
     if key.is_empty() {
         *key = vec![0];
         *range_end = vec![0];
@@ -40,6 +40,38 @@ fn apply_prefix(key: &mut Vec<u8>, range_end: &mut Vec<u8>) {
         *range_end = prefix_end(key);
     }
 }
+
+/// The key-range setters shared by every builder with `req.key` and
+/// `req.range_end` (etcd's range conventions); `$verb` starts their docs.
+macro_rules! key_range_setters {
+    ($verb:literal) => {
+        #[doc = concat!($verb, " `[key, end)`.")]
+        pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
+            self.req.range_end = end.into();
+            self
+        }
+
+        #[doc = concat!($verb, " every key that starts with the key (see [`prefix_end`](crate::prefix_end)).")]
+        pub fn prefix(mut self) -> Self {
+            $crate::kv::apply_prefix(&mut self.req.key, &mut self.req.range_end);
+            self
+        }
+
+        #[doc = concat!($verb, " every key `>=` the key (`range_end = \"\\0\"`).")]
+        pub fn from_key(mut self) -> Self {
+            self.req.range_end = vec![0];
+            self
+        }
+
+        #[doc = concat!($verb, " the whole keyspace (`key = range_end = \"\\0\"`), whatever the key was.")]
+        pub fn all(mut self) -> Self {
+            self.req.key = vec![0];
+            self.req.range_end = vec![0];
+            self
+        }
+    };
+}
+pub(crate) use key_range_setters;
 
 /// A range read (`KV.Range`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,30 +90,7 @@ impl Get {
         }
     }
 
-    /// Read `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.req.range_end = end.into();
-        self
-    }
-
-    /// Read every key that starts with the key (see [`prefix_end`]).
-    pub fn prefix(mut self) -> Self {
-        apply_prefix(&mut self.req.key, &mut self.req.range_end);
-        self
-    }
-
-    /// Read every key `>=` the key (`range_end = "\0"`).
-    pub fn from_key(mut self) -> Self {
-        self.req.range_end = vec![0];
-        self
-    }
-
-    /// Read the whole keyspace (`key = range_end = "\0"`), whatever the key was.
-    pub fn all(mut self) -> Self {
-        self.req.key = vec![0];
-        self.req.range_end = vec![0];
-        self
-    }
+    key_range_setters!("Read");
 
     /// Return at most `limit` keys (0 means no limit).
     pub fn limit(mut self, limit: i64) -> Self {
@@ -215,30 +224,7 @@ impl Delete {
         }
     }
 
-    /// Delete `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.req.range_end = end.into();
-        self
-    }
-
-    /// Delete every key that starts with the key (see [`prefix_end`]).
-    pub fn prefix(mut self) -> Self {
-        apply_prefix(&mut self.req.key, &mut self.req.range_end);
-        self
-    }
-
-    /// Delete every key `>=` the key (`range_end = "\0"`).
-    pub fn from_key(mut self) -> Self {
-        self.req.range_end = vec![0];
-        self
-    }
-
-    /// Delete the whole keyspace (`key = range_end = "\0"`), whatever the key was.
-    pub fn all(mut self) -> Self {
-        self.req.key = vec![0];
-        self.req.range_end = vec![0];
-        self
-    }
+    key_range_setters!("Delete");
 
     /// Return the deleted key-values in the response.
     pub fn prev_kv(mut self) -> Self {

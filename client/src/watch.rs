@@ -21,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::kv::prefix_end;
 use crate::Error;
 
 /// Reconnection attempts before `next` gives up with the last error.
@@ -48,28 +47,7 @@ impl Watch {
         }
     }
 
-    /// Watch `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.req.range_end = end.into();
-        self
-    }
-
-    /// Watch every key starting with the key.
-    pub fn prefix(mut self) -> Self {
-        if self.req.key.is_empty() {
-            self.req.key = vec![0];
-            self.req.range_end = vec![0];
-        } else {
-            self.req.range_end = prefix_end(&self.req.key);
-        }
-        self
-    }
-
-    /// Watch every key `>=` the key.
-    pub fn from_key(mut self) -> Self {
-        self.req.range_end = vec![0];
-        self
-    }
+    crate::kv::key_range_setters!("Watch");
 
     /// Start at `revision` (past revisions are replayed); 0 = from now on.
     pub fn start_revision(mut self, revision: i64) -> Self {
