@@ -89,7 +89,22 @@ async fn replay_from_a_past_revision_and_compaction_is_reported() {
     }
     assert_eq!(got, vec![3, 4, 5, 6]);
     c.compact(5, true).await.unwrap();
-    // As etcd: the watch is created, then canceled with the compacted revision.
+    // As etcd: the watch is created, then canceled with the compacted revision
+    // (and, as etcd, no revision in that response's header).
+    let (tx, mut rx) = raw(&member.client_urls()[0]).await;
+    tx.send(create(WatchCreateRequest {
+        key: b"k".to_vec(),
+        start_revision: 4,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert!(recv(&mut rx).await.created);
+    let r = recv(&mut rx).await;
+    assert_eq!(
+        (r.canceled, r.compact_revision, r.header.unwrap().revision),
+        (true, 5, 0)
+    );
     let mut w = c.watch(Watch::key("k").start_revision(4)).await.unwrap();
     match w.next().await {
         Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, 5),

@@ -38,6 +38,29 @@
 #                  (their "error" field, with the gRPC status code and message, is kept)
 #   - table layout: cells of `-w table` output are trimmed and border lines collapsed,
 #                  because column widths follow the (normalised) cell contents.
+#   - lease ids   (time/member based)                           -> <LEASE_1>, <LEASE_2>, ...
+#                  numbered in order of first appearance, so that the transcripts
+#                  still show WHICH lease each command and output refers to. The ids
+#                  are taken from where the server announces them: `lease grant`,
+#                  `keep-alive`, `timetolive` (hex), `lease list` (hex lines; JSON
+#                  {"id":N}), JSON "ID"/"lease" and fields "ID"/"Lease" (decimal), and
+#                  the session's lock/election keys mylock/<hex>, myelection/<hex>;
+#                  then every hex or decimal token equal to one of them (the hex may
+#                  be zero-padded, as in timetolive) is replaced, anywhere, including
+#                  the echoed commands (`lease revoke <hex>`, `put --lease=<hex>`).
+#                  Lease ids the session makes up itself (1234) and lease 0 are kept.
+#   - remaining lease TTL (`timetolive`: "remaining(Rs)", JSON "ttl":R, fields
+#                  "TTL" : R) -> <REMAINING>, but only when 0 <= R <= granted TTL and
+#                  R >= granted TTL - 30 (TTL_SLACK): the seconds left depend on when
+#                  the command ran and on rounding, but a value outside that window
+#                  (e.g. -1, 0 for a lease granted for more than 30 s, or more than
+#                  the granted TTL) is kept
+#                  and shows up in the diff. The granted TTL itself, the TTL in
+#                  `lease grant` / `keep-alive` output and "ttl":-1 of an expired or
+#                  unknown lease are compared exactly.
+#   - the keys attached to a lease (`timetolive --keys`: simple, JSON "keys", fields
+#                  "Key" lines) are sorted: etcd lists them in Go map order, which
+#                  differs from run to run.
 # Numeric ids/terms/indexes/sizes are replaced only when NON-ZERO: etcd never reports
 # 0 for them in a response's outer header or in a status, while the headers of the
 # responses nested in a txn really carry 0 there (visible with `txn -w fields`),
@@ -45,7 +68,9 @@
 # server reporting e.g. raft_term 0 shows up as a missing field in the diff.)
 # Everything else is compared byte for byte, in particular: revisions, versions,
 # create/mod revisions, count, more, kvs (keys and values, base64 in JSON), which
-# fields are present or omitted, error messages, gRPC codes and exit codes.
+# fields are present or omitted, error messages, gRPC codes and exit codes, watch
+# events and how they are grouped into responses (one JSON line per response),
+# the order of `lease list` (etcd: by expiry), lock/election keys and revisions.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -265,10 +290,75 @@ table_cols = {"ID": "<MEMBER_ID>", "VERSION": "<VERSION>", "DB SIZE": "<DB_SIZE>
 # is learner, raft term, raft index, raft applied index, errors
 status_line = re.compile(r"^(<ENDPOINT>), [0-9a-f]+, [^,]*, [^,]*, (true|false), (true|false), \d+, \d+, \d+, ")
 
+lines = sys.stdin.read().split("\n")
+
+# Lease ids (see the header of this script). First collect the ids the server
+# assigned, as integers, from the places where they appear: lease grant / list /
+# timetolive / keep-alive output (hex in simple output, decimal in JSON and
+# fields), the lease of a key (JSON "lease", fields "Lease") and the lock and
+# election keys <name>/<lease id in hex> of the session (mylock/, myelection/).
+lease_ids = set()
+in_list = False
+for line in lines:
+    for pat, base in ((r"^lease ([0-9a-f]+) (?:granted with TTL|keepalived with TTL)", 16),
+                      (r"\b(?:mylock|myelection)/([0-9a-f]+)\b", 16),
+                      (r"\"(?:ID|lease)\":(\d+)", 10), (r"\{\"id\":(\d+)\}", 10),
+                      (r"^\"(?:ID|Lease)\" : (\d+)$", 10)):
+        for m in re.finditer(pat, line):
+            lease_ids.add(int(m.group(1), base))
+    if in_list and re.fullmatch(r"[0-9a-f]+", line):
+        lease_ids.add(int(line, 16))
+    else:
+        in_list = re.fullmatch(r"found \d+ leases", line) is not None
+lease_ids.discard(0)  # 0 = no lease: compared as is
+lease_names = {}
+def lease_token(m):  # then every token (hex or decimal) that is one of them
+    tok = m.group(0)
+    v = int(tok, 16)
+    if v not in lease_ids:
+        if not tok.isdigit() or int(tok) not in lease_ids:
+            return tok
+        v = int(tok)
+    if v not in lease_names:
+        lease_names[v] = "<LEASE_%d>" % (len(lease_names) + 1)
+    return lease_names[v]
+
+# Remaining TTLs: replaced only when within [granted - TTL_SLACK, granted].
+TTL_SLACK = 30
+def remaining(r, g):
+    return "<REMAINING>" if g > 0 and max(0, g - TTL_SLACK) <= int(r) <= g else r
+# `lease timetolive -w fields`: "TTL" : R is followed by "GrantedTTL" : G, then
+# one "Key" : K line per attached key (unordered: sorted here, see the header)
+for i, line in enumerate(lines):
+    m = re.fullmatch(r"\"GrantedTTL\" : (\d+)", line)
+    if m and i > 0:
+        r = re.fullmatch(r"(\"TTL\" : )(-?\d+)", lines[i - 1])
+        if r:
+            lines[i - 1] = r.group(1) + remaining(r.group(2), int(m.group(1)))
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("\"Key\" : "):
+            j += 1
+        lines[i + 1:j] = sorted(lines[i + 1:j])
+
+def timetolive_simple(m):  # lease X granted with TTL(Gs), remaining(Rs)[, attached keys([k1 k2])]
+    g = int(m.group(2))
+    keys = "" if m.group(4) is None else ", attached keys([%s])" % " ".join(sorted(m.group(4).split()))
+    r = remaining(m.group(3), g)
+    return m.group(1) + (r + ")" if r == "<REMAINING>" else r + "s)") + keys
+def timetolive_json(m):  # "ttl":R,"granted-ttl":G,"keys":[...]
+    keys = m.group(3)
+    if keys is not None:
+        keys = ",\"keys\":[%s]" % ",".join(sorted(keys.split(","))) if keys else ",\"keys\":[]"
+    return "\"ttl\":%s,\"granted-ttl\":%s%s" % (remaining(m.group(1), int(m.group(2))), m.group(2), keys or "")
+
 out = []
 header = None
-for line in sys.stdin.read().split("\n"):
+for line in lines:
     line = line.replace(endpoint, "<ENDPOINT>")
+    line = re.sub(r"\b[0-9a-f]+\b", lease_token, line)
+    line = re.sub(r"^(lease \S+ granted with TTL\((\d+)s\), remaining\()(-?\d+)s\)(?:, attached keys\(\[(.*)\]\))?$",
+                  timetolive_simple, line)
+    line = re.sub(r"\"ttl\":(-?\d+),\"granted-ttl\":(\d+)(?:,\"keys\":\[([^]]*)\])?", timetolive_json, line)
     if line.startswith("+-") and line.endswith("+"):
         out.append("+-+")
         continue

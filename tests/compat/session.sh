@@ -17,6 +17,14 @@
 #
 # Commands that only one etcdctl version has (e.g. `get --count-only`, 3.5+) are
 # run only with that version, and a `# skipped: ...` line says so otherwise.
+#
+# Blocking commands (watch, lock, elect, lease keep-alive) run as background jobs:
+# `$ etcdctl ... &  # job NAME`, and their output appears where the session stops
+# them or they exit (`# job NAME output:` ... `[job NAME <how it ended>, exit N]`).
+# The session never sleeps to let time decide what a job prints: it waits for the
+# number of lines etcd prints (or for keys to appear or disappear), and watches
+# start at a given revision (--rev). Lease ids are the server's: the session takes
+# them from the output that announces them (the comparison script normalises them).
 set -uo pipefail
 
 : "${ETCDCTL:?set ETCDCTL to the etcdctl binary}"
@@ -29,7 +37,14 @@ export LC_ALL=C  # stable quoting of the echoed commands (printf %q) on any mach
 
 tmp=$(mktemp)
 tmp_in=$(mktemp)
-trap 'rm -f "$tmp" "$tmp_in"' EXIT
+bg_dir=$(mktemp -d)  # output files of background jobs
+declare -A bg_pid=()
+cleanup_session() {
+  local pid
+  for pid in "${bg_pid[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp" "$tmp_in" "$bg_dir"
+}
+trap cleanup_session EXIT
 
 ctl_version=$("$ETCDCTL" version 2>/dev/null | sed -n 's/^etcdctl version: //p')
 case "$ctl_version" in
@@ -86,6 +101,124 @@ only35() { # only35 ARGS... : run only with etcdctl >= 3.5
   if [ "$ctl_minor" -ge 5 ]; then run "$@"; else
     printf '# skipped (etcdctl %s lacks it): etcdctl' "$ctl_version"; printf ' %q' "$@"; printf '\n'
   fi
+}
+
+# --- background jobs (watch, lock, elect block until stopped) -------------------
+# A background job's output goes to a file and is printed, with how the job
+# ended, only when the job is stopped (bg_stop) or has exited (bg_end), so the
+# transcript does not depend on timing. The session only ever waits for output
+# that etcd prints deterministically (bg_wait counts lines), and before stopping
+# a job it gives it BG_GRACE seconds to print anything unexpected on top.
+BG_TIMEOUT=${BG_TIMEOUT:-20}  # seconds: longest wait for a job's output or exit
+BG_GRACE=${BG_GRACE:-0.3}
+
+# bg NAME ARGS... : start `etcdctl ARGS` in the background as job NAME.
+bg() {
+  local name=$1
+  shift
+  printf '$ etcdctl'
+  printf ' %q' "$@"
+  printf ' &  # job %s\n' "$name"
+  : >"$bg_dir/$name"  # (created here: the job's own redirection happens asynchronously)
+  "$ETCDCTL" --endpoints="$ENDPOINT" "$@" </dev/null >>"$bg_dir/$name" 2>&1 &
+  bg_pid[$name]=$!
+}
+
+# bg_wait NAME LINES : wait until job NAME has printed LINES complete lines (or
+# has exited); prints a comment line only (and the deadline if it passed).
+bg_wait() {
+  local name=$1 want=$2 deadline=$((SECONDS + BG_TIMEOUT)) n
+  while :; do
+    n=$(wc -l <"$bg_dir/$name")
+    [ "$n" -lt "$want" ] || break
+    if ! kill -0 "${bg_pid[$name]}" 2>/dev/null; then
+      printf '# job %s exited after %s of %s lines\n' "$name" "$(wc -l <"$bg_dir/$name")" "$want"
+      return
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      printf '# job %s: still only %s of %s lines after %ss\n' "$name" "$n" "$want" "$BG_TIMEOUT"
+      return
+    fi
+    sleep 0.05
+  done
+  printf '# (job %s has printed %s lines)\n' "$name" "$want"
+}
+
+# bg_report NAME HOW : print job NAME's output and how it ended; forget it.
+bg_report() {
+  local name=$1 how=$2 rc
+  wait "${bg_pid[$name]}" 2>/dev/null
+  rc=$?
+  unset "bg_pid[$name]"
+  printf '# job %s output:\n' "$name"
+  emit "$bg_dir/$name"
+  printf '[job %s %s, exit %s]\n' "$name" "$how" "$rc"
+}
+
+# bg_kill_wait PID : wait up to BG_TIMEOUT seconds for PID to end, then SIGKILL it.
+bg_kill_wait() {
+  local deadline=$((SECONDS + BG_TIMEOUT))
+  while kill -0 "$1" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then kill -9 "$1" 2>/dev/null; return 1; fi
+    sleep 0.05
+  done
+}
+
+# bg_stop NAME [SIGNAL] : after BG_GRACE seconds, send SIGNAL (default TERM) to
+# job NAME if it still runs; print its output and exit status.
+bg_stop() {
+  local name=$1 sig=${2:-TERM} pid=${bg_pid[$1]} how
+  sleep "$BG_GRACE"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "-$sig" "$pid" 2>/dev/null
+    how="stopped with SIG$sig"
+    bg_kill_wait "$pid" || how="$how (did not exit within ${BG_TIMEOUT}s: SIGKILLed)"
+  else
+    how="had exited by itself"
+  fi
+  bg_report "$name" "$how"
+}
+
+# bg_end NAME : wait for job NAME to exit by itself; print its output and exit status.
+bg_end() {
+  local name=$1 how="exited by itself"
+  bg_kill_wait "${bg_pid[$name]}" || how="did not exit within ${BG_TIMEOUT}s: SIGKILLed"
+  bg_report "$name" "$how"
+}
+
+# quiet ARGS... : etcdctl ARGS, output only in $tmp (not in the transcript).
+quiet() {
+  "$ETCDCTL" --endpoints="$ENDPOINT" "$@" </dev/null >"$tmp" 2>&1
+}
+
+# wait_keys PREFIX N : wait (silently, up to BG_TIMEOUT s) until exactly N keys
+# start with PREFIX; prints a comment line.
+wait_keys() {
+  local deadline=$((SECONDS + BG_TIMEOUT)) n
+  while :; do
+    quiet get "$1" --prefix --keys-only
+    n=$(grep -c . "$tmp")
+    [ "$n" != "$2" ] || break
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      printf '# %s keys under %s, not %s, after %ss\n' "$n" "$1" "$2" "$BG_TIMEOUT"
+      return
+    fi
+    sleep 0.05
+  done
+  printf '# (waited until %s keys exist under %s)\n' "$2" "$1"
+}
+
+# Lease ids are chosen by the server. The session takes them from the output of
+# the command that created them (last_lease_hex / last_lease_dec) and passes them
+# on; the comparison script normalises them everywhere.
+last_lease_hex() { sed -n 's/^lease \([0-9a-f][0-9a-f]*\) granted with TTL.*/\1/p' "$tmp" | head -n 1; }
+last_lease_dec() { # "ID":N (json) or "ID" : N (fields) in $tmp, printed as hex
+  local d
+  d=$(sed -n 's/.*"ID":\([0-9][0-9]*\).*/\1/p; s/^"ID" : \([0-9][0-9]*\)$/\1/p' "$tmp" | head -n 1)
+  [ -z "$d" ] || printf '%x\n' "$d"
+}
+key_lease() { # key_lease PREFIX FILE : the hex lease id suffix of the first PREFIX<hex> line
+  sed -n "s|^$1\\([0-9a-f][0-9a-f]*\\)\$|\\1|p" "$2" | head -n 1
 }
 
 # ---------------------------------------------------------------------------
@@ -509,3 +642,231 @@ run endpoint status -w fields
 run endpoint health
 run endpoint health -w json
 run endpoint health -w table
+
+# ---------------------------------------------------------------------------
+# watch, lease, lock, elect. Current revision 37, compacted at 36.
+# Watches never wait for time to pass: history is replayed with --rev, and the
+# "live" watch starts at the next revision (--rev), so that it reports the same
+# events whether it is connected before the writes or only after them.
+section "watch: replay with --rev (history: revisions 38..46)"
+run put w/a a1                                   # rev 38
+run put w/b b1                                   # rev 39
+run put w/a a2                                   # rev 40
+run del w/b                                      # rev 41
+txn <<'EOF2'
+
+put w/c c1
+put w/a a3
+del w/nothing
+
+
+EOF2
+# ^ rev 42: two events in one revision
+run put x/other o1                               # rev 43 (outside w/)
+run del w/ --prefix                              # rev 44 (deletes w/a and w/c)
+run put w/a a5                                   # rev 45 (created again: version 1)
+run put w/end end                                # rev 46
+# Each watch replays the history from --rev and then waits for more: the session
+# waits for the lines that etcd prints (bg_wait), then stops it (bg_stop).
+bg w1 watch --rev=38 --prefix w/
+bg_wait w1 30
+bg_stop w1
+bg w2 watch --rev=38 --prefix w/ --prev-kv
+bg_wait w2 40
+bg_stop w2
+bg w3 watch --rev=38 --prefix w/ -w json
+bg_wait w3 1
+bg_stop w3
+bg w4 watch --rev=42 w/a --prev-kv -w json
+bg_wait w4 1
+bg_stop w4
+bg w5 watch --rev=40 w/b w/d                     # range [w/b, w/d)
+bg_wait w5 9
+bg_stop w5
+bg w6 watch --rev=43 "" --prefix -w fields       # every key
+bg_wait w6 1
+bg_stop w6
+# with a command run per event (ETCD_WATCH_REVISION is the response's header revision)
+bg w7 watch --rev=42 --prefix w/ -- sh -c 'echo "exec: rev=$ETCD_WATCH_REVISION type=$ETCD_WATCH_EVENT_TYPE key=$ETCD_WATCH_KEY value=$ETCD_WATCH_VALUE"'
+bg_wait w7 24
+bg_stop w7
+bg w8 watch --rev=37 "" --prefix                 # the first revision after the compaction
+bg_wait w8 45
+bg_stop w8
+
+section "watch: compacted revisions (compacted at 36)"
+# (no watch starting exactly AT the compacted revision: see README)
+# the server cancels the watch, etcdctl reports it and exits
+bg c1 watch --rev=35 --prefix ""
+bg_end c1
+bg c2 watch --rev=2 k/a -w json
+bg_end c2
+bg c3 watch --rev=1 k/a
+bg_end c3
+
+section "watch: live events (from the next revision, 47)"
+bg live watch --rev=47 --prefix w/ --prev-kv
+bg live2 watch --rev=47 w/b
+sleep 0.5  # (usually connected by now; the simple output is the same either way, but
+           # not JSON's: replayed events come in one response with the current revision)
+run put w/a a6                                   # rev 47
+txn <<'EOF2'
+
+put w/b b2
+put w/c c2
+
+
+EOF2
+# ^ rev 48
+run del w/a --prev-kv                            # rev 49
+run put w/b b3                                   # rev 50
+bg_wait live 16
+bg_stop live
+bg_wait live2 6
+bg_stop live2
+bg future watch --rev=1000 w/                    # nothing to report yet
+bg_stop future
+
+# ---------------------------------------------------------------------------
+# Lease TTLs are far above the minimum so that nothing expires by accident.
+section "lease: grant, list (current revision 50)"
+run lease grant 120
+L1=$(last_lease_hex)
+run lease grant 60 -w json                       # expires before L1: listed first
+L2=$(last_lease_dec)
+run lease grant 300 -w fields
+L3=$(last_lease_dec)
+run lease list
+run lease list -w json
+
+section "lease: put --lease, timetolive, keep-alive"
+run put w/l1 v1 --lease="$L1"                    # rev 51
+run put w/l2 v2 --lease="$L1"                    # rev 52
+run put w/l3 v3 --lease="$L2" -w json            # rev 53
+txn <<EOF2
+
+put w/l4 v4 --lease=$L1
+get w/l4
+
+
+EOF2
+# ^ rev 54
+run get w/l --prefix -w json
+run get w/l1 -w fields
+run lease timetolive "$L1"
+run lease timetolive "$L1" --keys
+run lease timetolive "$L1" --keys -w json
+run lease timetolive "$L1" --keys -w fields
+run lease timetolive "$L3" --keys
+run lease keep-alive --once "$L1"
+run lease keep-alive --once "$L2" -w json
+run lease keep-alive --once "$L3" -w fields
+bg ka lease keep-alive "$L3"                    # renews now, then every TTL/3 (100 s)
+bg_wait ka 1
+bg_stop ka
+run put w/l1 v1b --ignore-lease                  # rev 55: stays attached to L1
+run put w/l2 v2b                                 # rev 56: detached (no lease)
+run put w/l3 v3b --lease="$L1"                   # rev 57: moved from L2 to L1
+run del w/l4                                     # rev 58
+run lease timetolive "$L1" --keys
+run lease timetolive "$L2" --keys
+run get w/l --prefix -w json
+
+section "lease: errors (unknown lease 1234, ...)"
+run put w/x v --lease=1234
+run put w/x v --lease=1234 -w json
+run put w/x v --lease=zz
+run put w/nope v --ignore-lease                # missing key
+run put w/l1 v --ignore-lease --lease="$L1"
+txn <<'EOF2'
+
+put w/x v --lease=1234
+
+
+EOF2
+run lease timetolive 1234
+run lease timetolive 1234 --keys -w json
+run lease keep-alive --once 1234
+run lease revoke 1234
+run lease grant 9000000001
+run lease grant 9000000000 -w json
+L4=$(last_lease_dec)
+
+section "lease: revoke"
+run lease revoke "$L1"                           # rev 59: deletes w/l1 and w/l3
+run lease revoke "$L1"
+run lease timetolive "$L1" --keys
+run lease keep-alive --once "$L1"
+run get w/l --prefix
+run get w/l --prefix --rev 58 --keys-only
+bg wl watch --rev=51 --prefix w/l --prev-kv
+bg_wait wl 42
+bg_stop wl
+run lease list
+run lease revoke "$L2" -w json                   # no keys: no revision
+run lease revoke "$L4" -w fields
+run lease list -w json
+run put w/l9 v --lease="$L2"
+
+section "lease: minimum TTL, expiry"
+run lease grant 1                                # etcd raises it to its minimum TTL
+run lease grant 0 -w json
+run lease grant 5
+L5=$(last_lease_hex)
+run put w/expiring soon --lease="$L5"            # rev 60
+wait_keys w/expiring 0                           # the lease expires after 5 s
+run get w/expiring --rev 60                      # the key expired with the lease at rev 61
+run get w/expiring -w json
+run lease timetolive "$L5" --keys
+bg we watch --rev=60 w/expiring
+bg_wait we 6
+bg_stop we
+run lease revoke "$L3"
+run get "" --prefix --keys-only
+
+# ---------------------------------------------------------------------------
+# etcdctl builds lock and elect on Lease + Txn + Watch (client/v3/concurrency):
+# a key <name>/<lease id in hex> per contender, the oldest (lowest create
+# revision) holds the lock / is the leader. Their sessions' leases (lock --ttl,
+# default 10 s; elect: 60 s) are not revoked when etcdctl exits.
+section "lock"
+run lock mylock -- echo locked
+run lock mylock -- sh -c 'echo "key=$ETCD_LOCK_KEY rev=$ETCD_LOCK_REV"; "$ETCDCTL" --endpoints="$ENDPOINT" get mylock/ --prefix -w fields'
+run lock --ttl 30 mylock -- sh -c 'exit 3'
+run get mylock/ --prefix
+bg lk1 lock mylock                               # holds the lock, prints its key
+bg_wait lk1 2
+LK1=$(key_lease mylock/ "$bg_dir/lk1")
+bg lk2 lock mylock -- sh -c 'echo "lk2 got the lock: key=$ETCD_LOCK_KEY rev=$ETCD_LOCK_REV"'
+wait_keys mylock/ 2
+run get mylock/ --prefix --sort-by=CREATE -w fields
+run lease timetolive "$LK1" --keys
+run lease revoke "$LK1"                          # lk1 loses the lock, lk2 gets it
+bg_end lk2
+bg_end lk1                                       # its next keep-alive finds the lease gone
+bg lk3 lock mylock
+bg_wait lk3 2
+bg_stop lk3 INT                                  # unlocks: deletes its key
+run get mylock/ --prefix
+
+section "elect"
+bg e1 elect myelection proposal1                 # becomes leader, prints its key
+bg_wait e1 2
+E1=$(key_lease myelection/ "$bg_dir/e1")
+bg obs elect --listen myelection                 # prints each new leader
+bg_wait obs 2
+bg e2 elect myelection proposal2                 # waits for e1
+wait_keys myelection/ 2
+run get myelection/ --prefix --sort-by=CREATE
+run lease timetolive "$E1" --keys
+bg_stop e1                                       # resigns: e2 becomes leader
+bg_wait e2 2
+bg_wait obs 4
+E2=$(key_lease myelection/ "$bg_dir/e2")
+run get myelection/ --prefix -w fields
+run lease revoke "$E2"                           # deletes e2's key: no leader
+run get myelection/ --prefix
+bg_stop e2
+bg_stop obs
+run elect myelection
+run elect --listen myelection proposal3

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::Event;
 use prost::Message;
@@ -147,7 +147,7 @@ impl WatchStream {
         self.member.store().watch_hub().remove_stream(self.key);
     }
 
-    fn header(&self, revision: i64) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(self.member.header(revision))
     }
 
@@ -295,8 +295,10 @@ impl WatchStream {
                     return Ok(());
                 };
                 self.ids.remove(&active.watch_id);
+                // etcd's compaction cancel carries no revision in its header.
+                let header = self.header(0).map(|h| ResponseHeader { revision: 0, ..h });
                 self.send(WatchResponse {
-                    header: self.header(0),
+                    header,
                     watch_id: active.watch_id,
                     canceled: true,
                     compact_revision,
