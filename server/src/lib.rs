@@ -17,6 +17,8 @@
 //!   revokes expired leases through the write path.
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
+//! - [`raft`]: raft replication; so far the raft log and state on the engine
+//!   ([`raft::RaftStorage`]).
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
@@ -30,4 +32,5 @@ pub mod grpc;
 pub mod lease;
 pub mod member;
 pub mod mvcc;
+pub mod raft;
 pub mod storage;

@@ -1,7 +1,7 @@
 //! The storage-engine boundary.
 //!
 //! Every byte the server persists goes through [`Engine`]: the MVCC store's
-//! revision records, its metadata, and (later) the raft log. Keeping the
+//! revision records, its metadata, leases, and the raft log. Keeping the
 //! boundary this small is deliberate: the encryption-at-rest layer wraps an
 //! `Engine` and seals every value in one place, and tests run the whole store on
 //! [`MemoryEngine`] without touching the disk.
@@ -43,11 +43,15 @@ pub enum Cf {
     Meta,
     /// Leases: lease id -> encoded lease record (TTL, checkpointed remaining TTL).
     Lease,
+    /// The raft log and raft's own state: entries (prefix + index, big-endian),
+    /// hard state, conf state, snapshot metadata, compaction point
+    /// (see `crate::raft::storage`).
+    Raft,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (used when opening the engine).
-    pub const ALL: [Cf; 3] = [Cf::Kv, Cf::Meta, Cf::Lease];
+    pub const ALL: [Cf; 4] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Raft];
 
     /// The column family's name on disk.
     pub fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Cf {
             Cf::Kv => "kv",
             Cf::Meta => "meta",
             Cf::Lease => "lease",
+            Cf::Raft => "raft",
         }
     }
 }
