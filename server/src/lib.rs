@@ -4,7 +4,7 @@
 //!
 //! From the wire down:
 //!
-//! - [`grpc`]: tonic services (KV, Maintenance). Validate the request, call the
+//! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
 //!   [`member::Member`], map the error through one table, fill the header. The
 //!   only module that knows tonic.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
