@@ -10,9 +10,11 @@
 //! - `keys`: the record layout of the `raft` column family and its codecs.
 //! - `error`: this module's errors and their mapping into `raft::Error`.
 //! - `storage`: [`RaftStorage`].
+//! - `log`: [`log::logger`], raft's slog records forwarded to `tracing`.
 
 mod error;
 mod keys;
+pub mod log;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
