@@ -3,8 +3,6 @@
 //!
 //! `cargo run --release -p cairn-server --example seq_putget -- [count]`
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: fail loudly
-
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, Get, Put};
@@ -25,22 +23,19 @@ fn report(what: &str, mut samples: Vec<Duration>, total: Duration) {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     let count: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5000);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir()?;
     let member = embed::start(Config {
         data_dir: dir.path().to_path_buf(),
         listen_client_urls: vec!["http://127.0.0.1:0".into()],
         ..Config::default()
     })
-    .await
-    .unwrap();
-    let client = Client::connect(member.client_urls()[0].clone())
-        .await
-        .unwrap();
+    .await?;
+    let client = Client::connect(member.client_urls()[0].clone()).await?;
     let value = vec![b'v'; 256];
 
     let mut samples = Vec::with_capacity(count);
@@ -49,8 +44,7 @@ async fn main() {
         let t = Instant::now();
         client
             .put(Put::new(format!("key{i:08}"), value.clone()))
-            .await
-            .unwrap();
+            .await?;
         samples.push(t.elapsed());
     }
     report("put (256 B values, fsync each)", samples, start.elapsed());
@@ -59,10 +53,11 @@ async fn main() {
     let start = Instant::now();
     for i in 0..count {
         let t = Instant::now();
-        let r = client.get(Get::key(format!("key{i:08}"))).await.unwrap();
-        assert_eq!(r.kvs.len(), 1);
+        let r = client.get(Get::key(format!("key{i:08}"))).await?;
+        anyhow::ensure!(r.kvs.len() == 1, "key{i:08} missing");
         samples.push(t.elapsed());
     }
     report("get", samples, start.elapsed());
-    member.stop().await.unwrap();
+    member.stop().await?;
+    Ok(())
 }

@@ -11,8 +11,6 @@
 //! server's pid, the idle-watcher memory is read from the server's
 //! `/proc/PID/status` (VmRSS) before and after creating the watchers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: fail loudly
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +22,14 @@ use cairn_client::{Client, Put};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
+    let kib = line.split_whitespace().nth(1).unwrap_or_default();
+    Ok(kib.parse()?)
 }
 
 fn create(key: &str) -> WatchRequest {
@@ -48,23 +50,23 @@ async fn open(
     watchers: usize,
     streams: usize,
     counter: Arc<AtomicUsize>,
-) -> Vec<mpsc::Sender<WatchRequest>> {
+) -> anyhow::Result<Vec<mpsc::Sender<WatchRequest>>> {
     let per_stream = watchers / streams;
     let mut keep = Vec::new();
     for _ in 0..streams {
-        let mut client = WatchClient::connect(url.to_string()).await.unwrap();
+        let mut client = WatchClient::connect(url.to_string()).await?;
         let (tx, rx) = mpsc::channel(per_stream + 1);
         for _ in 0..per_stream {
-            tx.send(create(key)).await.unwrap();
+            tx.send(create(key)).await?;
         }
-        let mut responses = client
-            .watch(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut responses = client.watch(ReceiverStream::new(rx)).await?.into_inner();
         let mut created = 0;
         while created < per_stream {
-            if responses.message().await.unwrap().unwrap().created {
+            let resp = responses
+                .message()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("stream closed"))?;
+            if resp.created {
                 created += 1;
             }
         }
@@ -76,25 +78,28 @@ async fn open(
         });
         keep.push(tx);
     }
-    keep
+    Ok(keep)
 }
 
-async fn fanout(client: &Client, url: &str, watchers: usize, streams: usize, puts: usize) {
+async fn fanout(
+    client: &Client,
+    url: &str,
+    watchers: usize,
+    streams: usize,
+    puts: usize,
+) -> anyhow::Result<()> {
     let key = format!("fan/{streams}");
     let counter = Arc::new(AtomicUsize::new(0));
-    let keep = open(url, &key, watchers, streams, Arc::clone(&counter)).await;
+    let keep = open(url, &key, watchers, streams, Arc::clone(&counter)).await?;
     let expected = (watchers / streams) * streams * puts;
     let start = Instant::now();
     for i in 0..puts {
-        client
-            .put(Put::new(key.clone(), format!("{i}")))
-            .await
-            .unwrap();
+        client.put(Put::new(key.clone(), format!("{i}"))).await?;
     }
     let writes = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while counter.load(Ordering::Relaxed) < expected {
-        assert!(Instant::now() < deadline, "events not delivered in time");
+        anyhow::ensure!(Instant::now() < deadline, "events not delivered in time");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.elapsed();
@@ -106,37 +111,37 @@ async fn fanout(client: &Client, url: &str, watchers: usize, streams: usize, put
         expected as f64 / elapsed.as_secs_f64()
     );
     drop(keep);
+    Ok(())
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let watchers: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let puts: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir()?;
     let (url, pid, member) = match (args.get(3), args.get(4)) {
-        (Some(url), Some(pid)) => (url.clone(), Some(pid.parse::<u32>().unwrap()), None),
+        (Some(url), Some(pid)) => (url.clone(), Some(pid.parse::<u32>()?), None),
         _ => {
             let member = cairn_server::embed::start(cairn_server::embed::Config {
                 data_dir: dir.path().to_path_buf(),
                 listen_client_urls: vec!["http://127.0.0.1:0".into()],
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await?;
             (member.client_urls()[0].clone(), None, Some(member))
         }
     };
-    let client = Client::connect(url.clone()).await.unwrap();
-    fanout(&client, &url, watchers, 1, puts).await;
-    fanout(&client, &url, watchers, watchers.min(100), puts).await;
+    let client = Client::connect(url.clone()).await?;
+    fanout(&client, &url, watchers, 1, puts).await?;
+    fanout(&client, &url, watchers, watchers.min(100), puts).await?;
 
     if let Some(pid) = pid {
         let idle = 10_000;
-        let before = rss_kib(pid);
-        let keep = open(&url, "idle", idle, 100, Arc::new(AtomicUsize::new(0))).await;
+        let before = rss_kib(pid)?;
+        let keep = open(&url, "idle", idle, 100, Arc::new(AtomicUsize::new(0))).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = rss_kib(pid);
+        let after = rss_kib(pid)?;
         println!(
             "{idle} idle watchers on 100 streams: server RSS {before} KiB -> {after} KiB = {:.0} bytes per watcher",
             (after.saturating_sub(before) * 1024) as f64 / idle as f64
@@ -144,6 +149,7 @@ async fn main() {
         drop(keep);
     }
     if let Some(member) = member {
-        member.stop().await.unwrap();
+        member.stop().await?;
     }
+    Ok(())
 }
