@@ -11,7 +11,7 @@ use cairn_proto::cairnpb;
 use prost::Message;
 
 use crate::mvcc::Error;
-use crate::storage::{BatchOp, Cf, Engine, Scan};
+use crate::storage::{try_scan, BatchOp, Cf, Engine, Scan};
 
 /// The record key of lease `id`.
 pub fn key(id: i64) -> Vec<u8> {
@@ -38,29 +38,19 @@ pub fn delete(id: i64) -> BatchOp {
 /// Every stored lease record, in id-byte order.
 pub fn load_all(engine: &dyn Engine) -> Result<Vec<cairnpb::Lease>, Error> {
     let mut records = Vec::new();
-    let mut failure = None;
-    engine.scan(Cf::Lease, &[], None, &mut |k, v| {
-        match cairnpb::Lease::decode(v) {
-            Ok(record) if k == key(record.id).as_slice() => records.push(record),
-            Ok(record) => {
-                failure = Some(Error::Corrupt {
-                    what: "lease record".into(),
-                    reason: format!("key {k:02x?} holds lease {}", record.id),
-                });
-                return Scan::Stop;
-            }
-            Err(e) => {
-                failure = Some(Error::Corrupt {
-                    what: format!("lease record {k:02x?}"),
-                    reason: e.to_string(),
-                });
-                return Scan::Stop;
-            }
+    try_scan::<Error>(engine, Cf::Lease, &[], None, |k, v| {
+        let record = cairnpb::Lease::decode(v).map_err(|e| Error::Corrupt {
+            what: format!("lease record {k:02x?}"),
+            reason: e.to_string(),
+        })?;
+        if k != key(record.id).as_slice() {
+            return Err(Error::Corrupt {
+                what: "lease record".into(),
+                reason: format!("key {k:02x?} holds lease {}", record.id),
+            });
         }
-        Scan::Continue
+        records.push(record);
+        Ok(Scan::Continue)
     })?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(records),
-    }
+    Ok(records)
 }

@@ -14,7 +14,7 @@ use super::key_index::KeyIndex;
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::Error;
-use crate::storage::{BatchOp, Cf, Engine, Scan, WriteBatch};
+use crate::storage::{try_scan, BatchOp, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
 const META_APPLIED_INDEX: &[u8] = b"applied_index";
@@ -107,36 +107,27 @@ fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue, Error> {
     })
 }
 
+/// Decodes a `kv` record: its revision, whether it is a tombstone, its key-value.
+fn decode_record(key: &[u8], value: &[u8]) -> Result<(Revision, bool, KeyValue), Error> {
+    let (rev, tombstone) = Revision::from_record_key(key).ok_or_else(|| Error::Corrupt {
+        what: "record key".into(),
+        reason: format!("{} bytes is not a revision", key.len()),
+    })?;
+    Ok((rev, tombstone, decode_kv(rev, value)?))
+}
+
 impl Store {
     /// Opens the store on `engine`: rebuilds the index from every stored
     /// record and finishes a compaction a crash interrupted.
     pub fn open(engine: Arc<dyn Engine>, sync_writes: bool) -> Result<Self, Error> {
         let mut index = TreeIndex::new();
         let mut current_rev = 1;
-        let mut failure = None;
-        engine.scan(Cf::Kv, &[], None, &mut |key, value| {
-            let Some((rev, tombstone)) = Revision::from_record_key(key) else {
-                failure = Some(Error::Corrupt {
-                    what: "record key".into(),
-                    reason: format!("{} bytes is not a revision", key.len()),
-                });
-                return Scan::Stop;
-            };
-            match decode_kv(rev, value) {
-                Ok(kv) => {
-                    index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
-                    current_rev = current_rev.max(rev.main);
-                    Scan::Continue
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    Scan::Stop
-                }
-            }
+        try_scan::<Error>(engine.as_ref(), Cf::Kv, &[], None, |key, value| {
+            let (rev, tombstone, kv) = decode_record(key, value)?;
+            index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+            current_rev = current_rev.max(rev.main);
+            Ok(Scan::Continue)
         })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
         let scheduled = read_i64(engine.as_ref(), META_SCHEDULED_COMPACT)?.unwrap_or(-1);
         let finished = read_i64(engine.as_ref(), META_FINISHED_COMPACT)?.unwrap_or(-1);
         let applied_index = read_i64(engine.as_ref(), META_APPLIED_INDEX)?.unwrap_or(0) as u64;
@@ -282,43 +273,27 @@ impl Store {
         let mut to = current;
         if let Some(from) = from.filter(|f| *f <= current) {
             let end = Revision::new(current + 1, 0).to_bytes();
-            let mut failure = None;
             let mut last_rev = from - 1;
-            self.engine.scan(
+            let start = Revision::new(from, 0).to_bytes();
+            try_scan::<Error>(
+                self.engine.as_ref(),
                 Cf::Kv,
-                &Revision::new(from, 0).to_bytes(),
+                &start,
                 Some(&end),
-                &mut |key, value| {
-                    let Some((rev, tombstone)) = Revision::from_record_key(key) else {
-                        failure = Some(Error::Corrupt {
-                            what: "record key".into(),
-                            reason: format!("{} bytes is not a revision", key.len()),
-                        });
-                        return Scan::Stop;
-                    };
+                |key, value| {
+                    let (rev, tombstone, mut kv) = decode_record(key, value)?;
                     if events.len() >= max_records && rev.main != last_rev {
                         to = last_rev;
-                        return Scan::Stop;
+                        return Ok(Scan::Stop);
                     }
                     last_rev = rev.main;
-                    match decode_kv(rev, value) {
-                        Ok(mut kv) => {
-                            if tombstone {
-                                kv.mod_revision = rev.main;
-                            }
-                            events.push(to_event(tombstone, kv));
-                            Scan::Continue
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            Scan::Stop
-                        }
+                    if tombstone {
+                        kv.mod_revision = rev.main;
                     }
+                    events.push(to_event(tombstone, kv));
+                    Ok(Scan::Continue)
                 },
             )?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
         }
         Ok(self.hub.deliver_history(&events, to, current, compacted))
     }

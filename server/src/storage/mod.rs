@@ -170,6 +170,26 @@ pub trait Engine: Send + Sync + 'static {
     fn defragment(&self) -> Result<(), Error>;
 }
 
+/// [`Engine::scan`] with a visitor that can fail: the first error stops the
+/// scan and is returned (engine errors convert into the caller's error type).
+pub fn try_scan<E: From<Error>>(
+    engine: &dyn Engine,
+    cf: Cf,
+    start: &[u8],
+    end: Option<&[u8]>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<Scan, E>,
+) -> Result<(), E> {
+    let mut failure = None;
+    engine.scan(cf, start, end, &mut |k, v| match visit(k, v) {
+        Ok(next) => next,
+        Err(e) => {
+            failure = Some(e);
+            Scan::Stop
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 pub(crate) mod conformance {
     //! One behaviour test run against every engine, so that the memory engine
