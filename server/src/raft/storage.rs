@@ -8,7 +8,7 @@ use protobuf::Message;
 
 use super::keys::{self, LogId};
 use super::Error;
-use crate::storage::{Cf, Engine, Scan, WriteBatch};
+use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// The raft log, hard state and conf state of one member, in column family
 /// `raft` of an [`Engine`] (record layout in `keys`).
@@ -83,33 +83,24 @@ impl RaftStorage {
             None => LogId::default(),
         };
         let mut last_index = truncated.index;
-        let mut failure = None;
         let start = keys::entry_key(truncated.index + 1);
-        engine.scan(
+        try_scan::<Error>(
+            engine.as_ref(),
             Cf::Raft,
             &start,
             Some(keys::ENTRIES_END),
-            &mut |k, _| match keys::entry_index(k) {
-                Ok(index) if index == last_index + 1 => {
-                    last_index = index;
-                    Scan::Continue
-                }
-                Ok(_) => {
-                    failure = Some(keys::corrupt(
+            |k, _| {
+                let index = keys::entry_index(k)?;
+                if index != last_index + 1 {
+                    return Err(keys::corrupt(
                         k,
                         format!("log has a hole: entry {} is missing", last_index + 1),
                     ));
-                    Scan::Stop
                 }
-                Err(e) => {
-                    failure = Some(e);
-                    Scan::Stop
-                }
+                last_index = index;
+                Ok(Scan::Continue)
             },
         )?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
         Ok(Self {
             engine,
             bounds: RwLock::new(Bounds {
@@ -347,40 +338,31 @@ impl RaftStorage {
         let mut out = Vec::new();
         let mut size = 0u64;
         let mut limited = false;
-        let mut failure = None;
         let (start, end) = (keys::entry_key(low), keys::entry_key(high));
-        self.engine
-            .scan(Cf::Raft, &start, Some(&end), &mut |k, v| {
+        try_scan::<Error>(
+            self.engine.as_ref(),
+            Cf::Raft,
+            &start,
+            Some(&end),
+            |k, v| {
                 let expected = low + out.len() as u64;
-                let entry = keys::entry_index(k).and_then(|index| {
-                    let entry: Entry = keys::decode(k, v)?;
-                    if index != expected || entry.index != index {
-                        return Err(keys::corrupt(
-                            k,
-                            format!("expected entry {expected}, found {}", entry.index),
-                        ));
-                    }
-                    Ok(entry)
-                });
-                match entry {
-                    Ok(entry) => {
-                        size = size.saturating_add(u64::from(entry.compute_size()));
-                        if !out.is_empty() && size > limit {
-                            limited = true;
-                            return Scan::Stop;
-                        }
-                        out.push(entry);
-                        Scan::Continue
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        Scan::Stop
-                    }
+                let index = keys::entry_index(k)?;
+                let entry: Entry = keys::decode(k, v)?;
+                if index != expected || entry.index != index {
+                    return Err(keys::corrupt(
+                        k,
+                        format!("expected entry {expected}, found {}", entry.index),
+                    ));
                 }
-            })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+                size = size.saturating_add(u64::from(entry.compute_size()));
+                if !out.is_empty() && size > limit {
+                    limited = true;
+                    return Ok(Scan::Stop);
+                }
+                out.push(entry);
+                Ok(Scan::Continue)
+            },
+        )?;
         let wanted = high - low;
         if !limited && (out.len() as u64) < wanted {
             let missing = low + out.len() as u64;
