@@ -414,50 +414,18 @@ fn deliberate_differences_from_memstorage() {
     );
 }
 
-/// An engine that records every write, to check what goes into one batch.
-#[derive(Default)]
-struct RecordingEngine {
-    inner: MemoryEngine,
-    writes: std::sync::Mutex<Vec<(WriteBatch, bool)>>,
-}
-
-impl Engine for RecordingEngine {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, crate::storage::Error> {
-        self.inner.get(cf, key)
-    }
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> crate::storage::Scan,
-    ) -> Result<(), crate::storage::Error> {
-        self.inner.scan(cf, start, end, visit)
-    }
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), crate::storage::Error> {
-        self.writes.lock().unwrap().push((batch.clone(), sync));
-        self.inner.write(batch, sync)
-    }
-    fn size(&self) -> crate::storage::SizeInfo {
-        self.inner.size()
-    }
-    fn defragment(&self) -> Result<(), crate::storage::Error> {
-        Ok(())
-    }
-}
-
 #[test]
 fn append_is_one_synced_batch_with_the_hard_state() {
-    let engine = Arc::new(RecordingEngine::default());
+    let engine = Arc::new(FlakyEngine::default());
     let s = RaftStorage::open(engine.clone()).unwrap();
     s.append(&entries(1..=5), None, true).unwrap();
-    engine.writes.lock().unwrap().clear();
+    engine.take_writes();
 
     // A conflict at 3: puts 3 and 4, deletes the stale 5, with the hard state.
     let hs = hard_state(6, 2, 2);
     s.append(&[entry(3, 6), entry(4, 6)], Some(&hs), true)
         .unwrap();
-    let writes = engine.writes.lock().unwrap().clone();
+    let writes = engine.take_writes();
     assert_eq!(writes.len(), 1, "one write");
     let (batch, sync) = &writes[0];
     assert!(sync);

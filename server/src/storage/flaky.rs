@@ -1,7 +1,9 @@
 //! Test support: an engine whose writes fail on demand, to prove that a failed
-//! commit changes nothing above the storage layer.
+//! commit changes nothing above the storage layer, and which records the
+//! writes it accepted, to check what went into one batch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use super::{Cf, Engine, Error, MemoryEngine, Scan, SizeInfo, WriteBatch};
 
@@ -12,12 +14,19 @@ pub struct FlakyEngine {
     pub inner: MemoryEngine,
     /// When set, every write fails with an engine error.
     pub fail: AtomicBool,
+    /// Every accepted write, with its sync flag, oldest first.
+    writes: Mutex<Vec<(WriteBatch, bool)>>,
 }
 
 impl FlakyEngine {
     /// Makes writes fail (`true`) or succeed again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.fail.store(failing, Ordering::SeqCst);
+    }
+
+    /// The writes accepted since the last call, oldest first.
+    pub fn take_writes(&self) -> Vec<(WriteBatch, bool)> {
+        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -40,7 +49,13 @@ impl Engine for FlakyEngine {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::Engine("injected failure".into()));
         }
-        self.inner.write(batch, sync)
+        let record = (batch.clone(), sync);
+        self.inner.write(batch, sync)?;
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
+        Ok(())
     }
 
     fn size(&self) -> SizeInfo {
