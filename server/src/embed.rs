@@ -380,7 +380,8 @@ async fn sync_watchers(store: Arc<Store>, mut stopped: watch::Receiver<bool>) {
             _ = store.watch_hub().wait_for_work() => {}
             _ = tick.tick() => {}
         }
-        loop {
+        // Nothing to catch up (the usual case): no round on the blocking pool.
+        while store.watch_hub().has_unsynced() {
             let round = Arc::clone(&store);
             match tokio::task::spawn_blocking(move || round.sync_watchers(WATCH_SYNC_BATCH)).await {
                 Ok(Ok(outcome)) if outcome.unsynced > 0 && outcome.progressed => continue,

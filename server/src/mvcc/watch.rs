@@ -165,6 +165,11 @@ impl WatchHub {
         self.lock().watchers.len()
     }
 
+    /// True when some watcher still needs history.
+    pub fn has_unsynced(&self) -> bool {
+        !self.lock().unsynced.is_empty()
+    }
+
     /// True when nobody watches.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
