@@ -20,6 +20,7 @@ fn main() -> io::Result<()> {
         root.join("authpb/auth.proto"),
         root.join("etcdserverpb/rpc.proto"),
         root.join("cairnpb/lease.proto"),
+        root.join("cairnpb/raft.proto"),
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());

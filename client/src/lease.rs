@@ -6,6 +6,12 @@
 //! [`KeepAlive::stop`], ends the task and closes the stream; the lease then
 //! expires after its TTL unless something else renews it.
 //!
+//! The stream is opened on the client's current endpoint, failing over like
+//! a read. If it breaks (the member went away, "etcdserver: no leader"), the
+//! task moves the client past that member and reopens it on the next one
+//! before its next renewal is due; only if no member answers does it end
+//! with the error.
+//!
 //! ```no_run
 //! # async fn demo(client: cairn_client::Client) -> Result<(), cairn_client::Error> {
 //! use cairn_client::Put;
@@ -33,6 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
+use crate::retry::{self, Kind};
 use crate::{Client, Error};
 
 /// The error clientv3 reports for a keep-alive of a lease that is gone (the
@@ -49,19 +56,57 @@ struct Stream {
     requests: mpsc::Sender<LeaseKeepAliveRequest>,
     /// The server's answers, one per request.
     responses: Streaming<LeaseKeepAliveResponse>,
+    /// The endpoint (index into the client's list) the stream is on, so a
+    /// break moves the client past that member and not past another one.
+    endpoint: usize,
 }
 
 impl Stream {
-    async fn open(channel: Channel) -> Result<Self, Error> {
+    async fn open(client: &Client, endpoint: usize, channel: Channel) -> Result<Self, Error> {
         let (requests, rx) = mpsc::channel(1);
         let responses = LeaseClient::new(channel)
-            .lease_keep_alive(ReceiverStream::new(rx))
+            .lease_keep_alive(client.request(ReceiverStream::new(rx)))
             .await?
             .into_inner();
         Ok(Self {
             requests,
             responses,
+            endpoint,
         })
+    }
+
+    /// Opens a stream on the client's current endpoint and renews `id` once
+    /// on it, failing over like a read (a renewal only extends a lease, so
+    /// repeating it elsewhere is harmless).
+    async fn open_and_renew(
+        client: &Client,
+        id: i64,
+    ) -> Result<(Stream, LeaseKeepAliveResponse), Error> {
+        client
+            .run(Kind::Read, |endpoint, channel| async move {
+                let mut stream = Stream::open(client, endpoint, channel).await?;
+                let resp = stream.renew(id).await?;
+                Ok((stream, resp))
+            })
+            .await
+    }
+
+    /// Renews `id`; if the stream has broken in a way that says "try another
+    /// member", reopens it through failover and renews there.
+    async fn renew_or_reopen(
+        &mut self,
+        client: &Client,
+        id: i64,
+    ) -> Result<LeaseKeepAliveResponse, Error> {
+        match self.renew(id).await {
+            Err(err) if retry::read_should_fail_over(&err) => {
+                client.fail_over(self.endpoint);
+                let (fresh, resp) = Stream::open_and_renew(client, id).await?;
+                *self = fresh;
+                Ok(resp)
+            }
+            other => other,
+        }
     }
 
     /// Sends one keep-alive for `id` and waits for its answer.
@@ -162,8 +207,10 @@ impl Drop for KeepAlive {
     }
 }
 
-/// Renews `id` every TTL/3 until stopped, the lease is gone, or the stream fails.
+/// Renews `id` every TTL/3 until stopped, the lease is gone, or no member
+/// answers.
 async fn renew_loop(
+    client: Client,
     id: i64,
     mut stream: Stream,
     first_ttl: i64,
@@ -179,7 +226,7 @@ async fn renew_loop(
         }
         let resp = tokio::select! {
             _ = &mut stop => return Ok(()),
-            resp = stream.renew(id) => resp?,
+            resp = stream.renew_or_reopen(&client, id) => resp?,
         };
         ttl = resp.ttl;
         progress.send_modify(|p| {
@@ -193,46 +240,49 @@ async fn renew_loop(
 }
 
 impl Client {
-    fn lease_client(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel())
-    }
-
     /// Grant a lease of `ttl` seconds (`Lease.LeaseGrant`). `id` 0 lets the
     /// server choose the id. The server may raise a short TTL to its minimum;
-    /// the response has the TTL granted.
+    /// the response has the TTL granted. A write (repeating it could grant
+    /// two leases).
     pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse, Error> {
-        let req = LeaseGrantRequest { ttl, id };
-        Ok(self.lease_client().lease_grant(req).await?.into_inner())
+        let message = LeaseGrantRequest { ttl, id };
+        self.unary(Kind::Write, message, |ch, req| async move {
+            LeaseClient::new(ch).lease_grant(req).await
+        })
+        .await
     }
 
     /// Revoke a lease, deleting every key attached to it (`Lease.LeaseRevoke`).
+    /// A write.
     pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, Error> {
-        let req = LeaseRevokeRequest { id };
-        Ok(self.lease_client().lease_revoke(req).await?.into_inner())
+        self.unary(
+            Kind::Write,
+            LeaseRevokeRequest { id },
+            |ch, req| async move { LeaseClient::new(ch).lease_revoke(req).await },
+        )
+        .await
     }
 
     /// Remaining and granted TTL of a lease, with its keys if `keys`
-    /// (`Lease.LeaseTimeToLive`). An unknown lease answers TTL -1.
+    /// (`Lease.LeaseTimeToLive`). An unknown lease answers TTL -1. A read.
     pub async fn lease_time_to_live(
         &self,
         id: i64,
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
-        let req = LeaseTimeToLiveRequest { id, keys };
-        Ok(self
-            .lease_client()
-            .lease_time_to_live(req)
-            .await?
-            .into_inner())
+        let message = LeaseTimeToLiveRequest { id, keys };
+        self.unary(Kind::Read, message, |ch, req| async move {
+            LeaseClient::new(ch).lease_time_to_live(req).await
+        })
+        .await
     }
 
-    /// Every lease (`Lease.LeaseLeases`).
+    /// Every lease (`Lease.LeaseLeases`). A read.
     pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, Error> {
-        Ok(self
-            .lease_client()
-            .lease_leases(LeaseLeasesRequest {})
-            .await?
-            .into_inner())
+        self.unary(Kind::Read, LeaseLeasesRequest {}, |ch, req| async move {
+            LeaseClient::new(ch).lease_leases(req).await
+        })
+        .await
     }
 
     /// Renew a lease once (`Lease.LeaseKeepAlive`, one request on a fresh
@@ -240,8 +290,7 @@ impl Client {
     /// server answers TTL 0) is the error "etcdserver: requested lease not
     /// found" (gRPC `NotFound`).
     pub async fn keep_alive_once(&self, id: i64) -> Result<LeaseKeepAliveResponse, Error> {
-        let mut stream = Stream::open(self.channel()).await?;
-        let resp = stream.renew(id).await?;
+        let (_stream, resp) = Stream::open_and_renew(self, id).await?;
         if resp.ttl <= 0 {
             return Err(lease_not_found());
         }
@@ -252,8 +301,7 @@ impl Client {
     /// Renews once before returning (so a lease that is gone is the error
     /// "etcdserver: requested lease not found"), then every TTL/3.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<KeepAlive, Error> {
-        let mut stream = Stream::open(self.channel()).await?;
-        let first = stream.renew(id).await?;
+        let (stream, first) = Stream::open_and_renew(self, id).await?;
         if first.ttl <= 0 {
             return Err(lease_not_found());
         }
@@ -263,7 +311,14 @@ impl Client {
             latest: Some(first),
         });
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(renew_loop(id, stream, ttl, progress_tx, stop_rx));
+        let task = tokio::spawn(renew_loop(
+            self.clone(),
+            id,
+            stream,
+            ttl,
+            progress_tx,
+            stop_rx,
+        ));
         Ok(KeepAlive {
             id,
             progress,

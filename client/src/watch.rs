@@ -6,6 +6,13 @@
 //! the caller sees every revision once, in order, with no gap. If the server
 //! compacted the history the watcher needs, `next` returns
 //! [`Error::Compacted`] instead of silently skipping ahead.
+//!
+//! Streams are opened on the client's current endpoint and fail over like a
+//! read: a stream that breaks with an error meaning "try another member"
+//! (`Unavailable`, such as "etcdserver: no leader" on a client
+//! [`with_require_leader`](crate::Client::with_require_leader), or a
+//! connection failure) moves the client past that member, and every reopen
+//! that fails that way moves it again.
 
 use std::time::Duration;
 
@@ -21,7 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::Error;
+use crate::retry::{self, Kind};
+use crate::{Client, Error};
 
 /// Reconnection attempts before `next` gives up with the last error.
 const MAX_RECONNECTS: u32 = 20;
@@ -111,8 +119,12 @@ pub enum WatchEvent {
 /// A live watch that resumes after disconnects.
 #[derive(Debug)]
 pub struct Watcher {
-    /// For reopening the stream.
-    client: WatchClient<Channel>,
+    /// For reopening the stream on the current endpoint, with failover (and
+    /// the require-leader setting the watch was started with).
+    client: Client,
+    /// The endpoint (index into the client's list) the stream is on, so a
+    /// break moves the client past that member and not past another one.
+    endpoint: usize,
     /// The original request; `start_revision` is replaced on reconnects.
     spec: WatchCreateRequest,
     /// The next revision this watcher needs (0 until the server says where "now" is).
@@ -127,9 +139,10 @@ pub struct Watcher {
     partial: Vec<Event>,
 }
 
-/// Opens a stream and waits for the created response.
+/// Opens a stream on `channel` and waits for the created response.
 async fn open(
-    client: &mut WatchClient<Channel>,
+    client: &Client,
+    channel: Channel,
     spec: &WatchCreateRequest,
 ) -> Result<
     (
@@ -147,7 +160,10 @@ async fn open(
     tx.send(create)
         .await
         .map_err(|_| Error::WatchCanceled("request stream closed".into()))?;
-    let mut responses = client.watch(ReceiverStream::new(rx)).await?.into_inner();
+    let mut responses = WatchClient::new(channel)
+        .watch(client.request(ReceiverStream::new(rx)))
+        .await?
+        .into_inner();
     loop {
         let Some(resp) = responses.message().await? else {
             return Err(Error::WatchCanceled(
@@ -174,10 +190,14 @@ fn canceled(resp: &WatchResponse) -> Error {
 }
 
 impl Watcher {
-    pub(crate) async fn start(channel: Channel, watch: Watch) -> Result<Watcher, Error> {
-        let mut client = WatchClient::new(channel);
+    pub(crate) async fn start(client: Client, watch: Watch) -> Result<Watcher, Error> {
         let spec = watch.into_request();
-        let (requests, responses, created) = open(&mut client, &spec).await?;
+        let (endpoint, (requests, responses, created)) = client
+            .run(Kind::Read, |endpoint, channel| {
+                let (client, spec) = (&client, &spec);
+                async move { Ok((endpoint, open(client, channel, spec).await?)) }
+            })
+            .await?;
         let next_rev = if spec.start_revision > 0 {
             spec.start_revision
         } else {
@@ -185,6 +205,7 @@ impl Watcher {
         };
         Ok(Watcher {
             client,
+            endpoint,
             spec,
             next_rev,
             requests,
@@ -211,7 +232,14 @@ impl Watcher {
                         return Ok(event);
                     }
                 }
-                Ok(None) | Err(_) => {
+                Ok(None) => {
+                    failures += 1;
+                    self.reconnect(&mut failures).await?;
+                }
+                Err(status) => {
+                    if retry::read_should_fail_over(&Error::Status(status)) {
+                        self.client.fail_over(self.endpoint);
+                    }
                     failures += 1;
                     self.reconnect(&mut failures).await?;
                 }
@@ -261,6 +289,11 @@ impl Watcher {
         Ok(Some(WatchEvent::Events { revision, events }))
     }
 
+    /// Reopens the stream from the next revision on the current endpoint,
+    /// with backoff; a failure that means "try another member" moves the
+    /// client on first. Gives up after `MAX_RECONNECTS` failures in a row,
+    /// or at once on an error another member would repeat (a compaction, a
+    /// refusal).
     async fn reconnect(&mut self, failures: &mut u32) -> Result<(), Error> {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -269,15 +302,18 @@ impl Watcher {
             let mut spec = self.spec.clone();
             spec.start_revision = self.next_rev;
             self.partial.clear();
-            match open(&mut self.client, &spec).await {
+            let (endpoint, channel) = self.client.current();
+            match open(&self.client, channel, &spec).await {
                 Ok((requests, responses, created)) => {
+                    self.endpoint = endpoint;
                     self.requests = requests;
                     self.responses = responses;
                     self.watch_id = created.watch_id;
                     return Ok(());
                 }
-                Err(e @ (Error::Compacted { .. } | Error::WatchCanceled(_))) => return Err(e),
+                Err(e) if !retry::read_should_fail_over(&e) => return Err(e),
                 Err(e) => {
+                    self.client.fail_over(endpoint);
                     *failures += 1;
                     if *failures > MAX_RECONNECTS {
                         return Err(e);

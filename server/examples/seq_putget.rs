@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let member = embed::start(Config {
         data_dir: dir.path().to_path_buf(),
         listen_client_urls: vec!["http://127.0.0.1:0".into()],
+        listen_peer_urls: vec!["http://127.0.0.1:0".into()],
         ..Config::default()
     })
     .await?;

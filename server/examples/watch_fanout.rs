@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             let member = cairn_server::embed::start(cairn_server::embed::Config {
                 data_dir: dir.path().to_path_buf(),
                 listen_client_urls: vec!["http://127.0.0.1:0".into()],
+                listen_peer_urls: vec!["http://127.0.0.1:0".into()],
                 ..Default::default()
             })
             .await?;

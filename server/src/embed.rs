@@ -21,9 +21,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use cairn_proto::cairnpb;
+use tonic::transport::server::TcpIncoming;
+
 use crate::lease::{Lessor, LessorConfig, TokioClock};
-use crate::member::{Identity, Limits, Member};
+use crate::machine::Machine;
+use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
+use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
 use crate::storage::{Cf, Engine, RocksEngine, WriteBatch};
 
 /// Errors starting or stopping a member.
@@ -46,12 +51,31 @@ pub enum Error {
     /// The stored data could not be loaded.
     #[error(transparent)]
     Mvcc(#[from] crate::mvcc::Error),
+    /// `--initial-cluster` is malformed or does not name this member.
+    #[error("--initial-cluster: {0}")]
+    BadCluster(String),
+    /// Raft could not start.
+    #[error(transparent)]
+    Raft(#[from] crate::raft::Error),
+    /// The state machine could not be loaded.
+    #[error(transparent)]
+    Machine(#[from] crate::machine::Error),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `--initial-cluster`.
+    #[default]
+    New,
+    /// Join a cluster that already added this member.
+    Existing,
 }
 
 /// Everything a member needs to start. Defaults are etcd's.
@@ -70,6 +94,28 @@ pub struct Config {
     pub initial_advertise_peer_urls: Vec<String>,
     /// Cluster token (`--initial-cluster-token`).
     pub initial_cluster_token: String,
+    /// Peer URLs to listen on (`--listen-peer-urls`); port 0 picks a free port.
+    pub listen_peer_urls: Vec<String>,
+    /// The bootstrap membership, `name=url,name=url,...`
+    /// (`--initial-cluster`); empty = this member alone, `name=` its
+    /// advertised peer URLs (etcd's default).
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`: bootstrap a new cluster, or join an
+    /// existing one (after a MemberAdd).
+    pub initial_cluster_state: ClusterState,
+    /// This member's availability zone (`--zone`).
+    pub zone: String,
+    /// One raft tick (`--heartbeat-interval`, default 100 ms).
+    pub heartbeat_interval: std::time::Duration,
+    /// Compact the raft log every this many applied entries
+    /// (`--snapshot-count`, default 10,000).
+    pub snapshot_count: u64,
+    /// Entries kept after a log compaction for slow followers
+    /// (`--experimental-snapshot-catchup-entries`, default 5,000).
+    pub snapshot_catchup_entries: u64,
+    /// Database size past which writes are refused with NOSPACE
+    /// (`--quota-backend-bytes`, default 2 GiB).
+    pub quota_backend_bytes: u64,
     /// Raft election timeout (`--election-timeout`, default 1000 ms). Before
     /// raft exists it sets the lease rules that derive from it: the minimum
     /// lease TTL, ceil(1.5 × timeout) seconds, and the extension every lease
@@ -101,6 +147,14 @@ impl Default for Config {
             advertise_client_urls: vec!["http://localhost:2379".into()],
             initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
             initial_cluster_token: "etcd-cluster".into(),
+            listen_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: String::new(),
+            initial_cluster_state: ClusterState::New,
+            zone: String::new(),
+            heartbeat_interval: std::time::Duration::from_millis(100),
+            snapshot_count: 10_000,
+            snapshot_catchup_entries: 5_000,
+            quota_backend_bytes: crate::member::DEFAULT_QUOTA_BACKEND_BYTES,
             election_timeout: std::time::Duration::from_millis(1000),
             experimental_enable_lease_checkpoint: true,
             experimental_lease_checkpoint_interval: std::time::Duration::from_secs(5 * 60),
@@ -112,6 +166,33 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The bootstrap membership: (name, peer URLs) in the order given.
+    pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, Error> {
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(vec![(
+                self.name.clone(),
+                self.initial_advertise_peer_urls.clone(),
+            )]);
+        }
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for part in self.initial_cluster.split(',').map(str::trim) {
+            let Some((name, url)) = part.split_once('=') else {
+                return Err(Error::BadCluster(format!("{part:?} is not name=url")));
+            };
+            host_port(url)?;
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        Ok(members)
+    }
+
+    /// How long a proposal may wait (etcd: 5 s + 2 election timeouts).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
     /// The lessor settings these flags give (see [`Config::election_timeout`]).
     pub fn lessor_config(&self) -> LessorConfig {
         LessorConfig {
@@ -134,14 +215,19 @@ pub struct Handle {
     member: Arc<Member>,
     /// The client URLs actually bound (ports resolved when 0 was asked).
     client_urls: Vec<String>,
-    /// Flipped to true to ask every listener to stop.
+    /// The peer URLs actually bound.
+    peer_urls: Vec<String>,
+    /// Flipped to true to ask every listener and task to stop.
     stop: watch::Sender<bool>,
-    /// One server task per listener.
+    /// One server task per client listener.
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
-    /// Catches up watchers that need history.
-    sync_task: JoinHandle<()>,
-    /// Revokes expired leases and checkpoints long ones; stops with the servers.
-    lease_task: JoinHandle<()>,
+    /// One server task per peer listener.
+    peer_servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    /// Background tasks that end when `stop` flips: watch catch-up, lease
+    /// expiry, leadership changes, attribute publication.
+    tasks: Vec<JoinHandle<()>>,
+    /// The raft thread.
+    raft_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Handle {
@@ -150,14 +236,20 @@ impl Handle {
         &self.client_urls
     }
 
+    /// The bound peer URLs.
+    pub fn peer_urls(&self) -> &[String] {
+        &self.peer_urls
+    }
+
     /// The member being served.
     pub fn member(&self) -> &Arc<Member> {
         &self.member
     }
 
     /// Stops accepting requests, lets in-flight ones finish (for at most
-    /// [`GRACE_PERIOD`]; connections still open then are dropped), waits for
-    /// the servers to exit. Every acknowledged write is already on disk.
+    /// [`GRACE_PERIOD`]; connections still open then are dropped), stops
+    /// raft, waits for the servers to exit. Every acknowledged write is
+    /// already on disk.
     pub async fn stop(mut self) -> Result<(), Error> {
         self.member.begin_stop();
         // No receiver left only means every server already exited.
@@ -182,32 +274,48 @@ impl Handle {
                 all.await
             }
         };
-        // It watches the stop flag; a panic in it has been logged already.
-        let _ = (&mut self.sync_task).await;
-        // Likewise; a write it has started completes before it returns.
-        let _ = (&mut self.lease_task).await;
+        self.shutdown_rest().await;
+        result
+    }
+
+    /// Stops raft, the peer servers and the background tasks, and waits
+    /// until the store is released.
+    async fn shutdown_rest(&mut self) {
+        // Peers stream forever: abort their servers rather than wait.
+        for server in self.peer_servers.drain(..) {
+            server.abort();
+            let _ = server.await;
+        }
+        for task in self.tasks.drain(..) {
+            // They watch the stop flag; a panic in one was logged already.
+            let _ = task.await;
+        }
+        if let Some(replication) = self.member.replication() {
+            replication.raft.send(crate::raft::Input::Stop);
+        }
+        if let Some(thread) = self.raft_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         // Store work already handed to the blocking pool finishes by itself;
         // wait for it so that the data directory is closed when we return
         // (an in-process restart reopens it at once).
         let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
-        while Arc::strong_count(&self.member) > 1 || Arc::strong_count(self.member.store()) > 1 {
+        while Arc::strong_count(&self.member) > 1 || Arc::strong_count(self.member.store()) > 2 {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("store still in use after the grace period");
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        result
     }
 
     /// Waits until the servers exit (after [`Handle::stop`] or a failure).
-    pub async fn wait(self) -> Result<(), Error> {
-        for server in self.servers {
+    pub async fn wait(mut self) -> Result<(), Error> {
+        for server in std::mem::take(&mut self.servers) {
             server.await??;
         }
-        self.sync_task.abort();
         let _ = self.stop.send(true);
-        let _ = self.lease_task.await;
+        self.shutdown_rest().await;
         Ok(())
     }
 }
@@ -250,43 +358,47 @@ fn sha1_prefix(bytes: &[u8]) -> u64 {
 }
 
 const META_MEMBER_ID: &[u8] = b"member_id";
-const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
-/// The identity stored in the data directory, or a new one from the config
-/// (stored at once, so that it never changes for this data directory).
-fn load_identity(engine: &dyn Engine, config: &Config) -> Result<Identity, crate::storage::Error> {
-    let read = |key| -> Result<Option<u64>, crate::storage::Error> {
-        Ok(engine
-            .get(Cf::Meta, key)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes))
-    };
-    if let (Some(member_id), Some(cluster_id)) = (read(META_MEMBER_ID)?, read(META_CLUSTER_ID)?) {
-        return Ok(Identity {
-            cluster_id,
-            member_id,
-        });
+/// This member's id: the one stored in the data directory, or a new one from
+/// its advertised peer URLs and the cluster token (stored at once, so that
+/// it never changes for this data directory).
+fn load_member_id(
+    engine: &dyn Engine,
+    config: &Config,
+    joined: Option<u64>,
+) -> Result<u64, crate::storage::Error> {
+    if let Some(id) = engine
+        .get(Cf::Meta, META_MEMBER_ID)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes)
+    {
+        return Ok(id);
     }
-    let member_id = member_id(
-        &config.initial_advertise_peer_urls,
-        &config.initial_cluster_token,
-    );
-    let cluster_id = cluster_id(&[member_id]);
+    let id = joined.unwrap_or_else(|| {
+        member_id(
+            &config.initial_advertise_peer_urls,
+            &config.initial_cluster_token,
+        )
+    });
     let mut batch = WriteBatch::new();
-    batch.put(Cf::Meta, META_MEMBER_ID, member_id.to_be_bytes());
-    batch.put(Cf::Meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
+    batch.put(Cf::Meta, META_MEMBER_ID, id.to_be_bytes());
     engine.write(batch, true)?;
-    Ok(Identity {
-        cluster_id,
-        member_id,
-    })
+    Ok(id)
 }
 
-/// Opens the data directory and starts serving the client API.
-pub async fn start(config: Config) -> Result<Handle, Error> {
-    // Bind first: a taken port should fail before the data directory is touched.
+/// Listeners bound before [`start_with`] (tests bind port 0 and learn the
+/// ports before the cluster's URLs are decided).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Client listeners; when empty, `listen_client_urls` are bound.
+    pub client: Vec<TcpListener>,
+    /// Peer listeners; when empty, `listen_peer_urls` are bound.
+    pub peer: Vec<TcpListener>,
+}
+
+async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, Error> {
     let mut listeners = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let addr = host_port(url)?;
         let listener = TcpListener::bind(addr)
             .await
@@ -296,53 +408,267 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
             })?;
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+fn local_url(listener: &TcpListener) -> Result<String, Error> {
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        url: "bound listener".into(),
+        source,
+    })?;
+    Ok(format!("http://{local}"))
+}
+
+/// Opens the data directory and starts serving the client API.
+pub async fn start(config: Config) -> Result<Handle, Error> {
+    start_with(config, Listeners::default()).await
+}
+
+/// What opening the data directory produced.
+struct Opened {
+    member_id: u64,
+    cluster_id: u64,
+    machine: Arc<Machine>,
+    log: Arc<RaftStorage>,
+}
+
+/// Opens the engine, the store and the raft log; bootstraps a new cluster's
+/// first state when there is no raft state yet and the cluster is new.
+fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     let db_dir = config.data_dir.join("db");
-    let id_config = config.clone();
-    let lessor_config = config.lessor_config();
-    let (store, identity, lessor) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
-        let identity = load_identity(engine.as_ref(), &id_config)?;
-        let store = Store::open(engine, true)?;
-        let lessor = Lessor::recover(lessor_config, Arc::new(TokioClock), &store)?;
-        Ok((store, identity, lessor))
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
+    let member_id = load_member_id(engine.as_ref(), config, joined)?;
+    let initial = config.initial_members()?;
+    let members: Vec<cairnpb::Member> = initial
+        .iter()
+        .map(|(name, urls)| cairnpb::Member {
+            id: self::member_id(urls, &config.initial_cluster_token),
+            name: if *name == config.name {
+                name.clone()
+            } else {
+                String::new()
+            },
+            peer_urls: urls.clone(),
+            ..cairnpb::Member::default()
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let cluster_id = cluster_id(&ids);
+    // Raft's log goes through the same engine; the store's commits need
+    // not be synced, since raft's log is the durable copy and a restart
+    // replays it from the applied index.
+    let store = Arc::new(Store::open(Arc::clone(&engine), false)?);
+    let lessor = Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)?;
+    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?);
+    let log = Arc::new(RaftStorage::open(Arc::clone(&engine))?);
+    let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
+    let fresh = state.hard_state.term == 0
+        && state.conf_state.voters.is_empty()
+        && state.conf_state.learners.is_empty();
+    if fresh && config.initial_cluster_state == ClusterState::New {
+        if !ids.contains(&member_id) {
+            return Err(Error::BadCluster(format!(
+                "no member named {:?} with this member's peer URLs {:?}",
+                config.name, config.initial_advertise_peer_urls
+            )));
+        }
+        bootstrap(&machine, &log, cluster_id, &members)?;
+        tracing::info!(
+            members = members.len(),
+            cluster_id = format!("{cluster_id:x}"),
+            "bootstrapped a new cluster"
+        );
+    }
+    Ok(Opened {
+        member_id,
+        cluster_id,
+        machine,
+        log,
     })
-    .await??;
+}
+
+/// For a new member joining an existing cluster: its id, as MemberAdd chose
+/// it, found by its peer URLs in the member table of a member listed in
+/// `--initial-cluster` (etcd does the same). None when not joining, or when
+/// the data directory already has an id.
+async fn join_id(config: &Config) -> Result<Option<u64>, Error> {
+    if config.initial_cluster_state != ClusterState::Existing || config.data_dir.join("db").exists()
+    {
+        return Ok(None);
+    }
+    let others: Vec<String> = config
+        .initial_members()?
+        .into_iter()
+        .filter(|(name, _)| *name != config.name)
+        .flat_map(|(_, urls)| urls)
+        .collect();
+    let table = crate::raft::transport::fetch_members(&others)
+        .await
+        .ok_or_else(|| Error::BadCluster("no member of --initial-cluster answers".into()))?;
+    table
+        .members
+        .iter()
+        .find(|m| {
+            m.peer_urls
+                .iter()
+                .any(|u| config.initial_advertise_peer_urls.contains(u))
+        })
+        .map(|m| Some(m.id))
+        .ok_or_else(|| {
+            Error::BadCluster(format!(
+                "the cluster has no member with peer URLs {:?}: add it with MemberAdd first",
+                config.initial_advertise_peer_urls
+            ))
+        })
+}
+
+/// Writes a new cluster's first state: the member table and the raft
+/// configuration, as a snapshot at the store's applied index (1 for an
+/// empty store; a restored store keeps its index). Members that join later
+/// start empty and receive this state from the leader by snapshot.
+pub fn bootstrap(
+    machine: &Machine,
+    log: &RaftStorage,
+    cluster_id: u64,
+    members: &[cairnpb::Member],
+) -> Result<(), Error> {
+    let index = machine.applied_index().max(1);
+    machine.bootstrap(index, cluster_id, members)?;
+    let mut meta = ::raft::eraftpb::SnapshotMetadata {
+        index,
+        term: 1,
+        ..Default::default()
+    };
+    meta.mut_conf_state().voters = members.iter().map(|m| m.id).collect();
+    log.apply_snapshot(&meta)?;
+    Ok(())
+}
+
+/// Starts a member on listeners already bound (those missing are bound
+/// from the config).
+pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, Error> {
+    // Bind first: a taken port should fail before the data directory is touched.
+    let client_listeners = if listeners.client.is_empty() {
+        bind_all(&config.listen_client_urls).await?
+    } else {
+        listeners.client
+    };
+    let peer_listeners = if listeners.peer.is_empty() {
+        bind_all(&config.listen_peer_urls).await?
+    } else {
+        listeners.peer
+    };
+    let joined = join_id(&config).await?;
+    let open_config = config.clone();
+    let opened = tokio::task::spawn_blocking(move || open(&open_config, joined)).await??;
+    let identity = Identity {
+        cluster_id: opened.cluster_id,
+        member_id: opened.member_id,
+    };
+
+    // Raft: the node's input channel first, so the transport can report to it.
+    let (inputs, inputs_rx) = std::sync::mpsc::channel();
+    let resolver_machine = Arc::clone(&opened.machine);
+    // Until the member table is known (a joining member before its first
+    // snapshot), peers are found from `--initial-cluster`.
+    let initial: std::collections::HashMap<u64, String> = config
+        .initial_members()?
+        .into_iter()
+        .filter_map(|(_, urls)| {
+            let id = member_id(&urls, &config.initial_cluster_token);
+            urls.first().map(|u| (id, u.clone()))
+        })
+        .collect();
+    let resolve: crate::raft::transport::Resolver = Arc::new(move |id| {
+        resolver_machine
+            .member(id)
+            .and_then(|m| m.peer_urls.first().cloned())
+            .or_else(|| initial.get(&id).cloned())
+    });
+    let peers = Arc::new(Peers::new(opened.member_id, resolve, inputs.clone()));
+    let election_ticks = (config.election_timeout.as_millis()
+        / config.heartbeat_interval.as_millis().max(1))
+    .max(2) as usize;
+    let node_config = NodeConfig {
+        id: opened.member_id,
+        heartbeat: config.heartbeat_interval,
+        election_ticks,
+        snapshot_count: config.snapshot_count,
+        catch_up_entries: config.snapshot_catchup_entries,
+    };
+    let (raft, raft_thread) = crate::raft::node::start(
+        node_config,
+        Arc::clone(&opened.log),
+        Arc::clone(&opened.machine),
+        peers,
+        (inputs.clone(), inputs_rx),
+    )?;
     let member = Arc::new(
-        Member::new(
-            Arc::new(store),
+        Member::with_machine(
+            Arc::clone(&opened.machine),
             identity,
             Limits {
                 max_request_bytes: config.max_request_bytes,
                 max_txn_ops: config.max_txn_ops,
             },
+            Some(Replication {
+                raft: raft.clone(),
+                request_timeout: config.request_timeout(),
+            }),
         )
-        .with_lessor(lessor)
-        .with_watch_progress_interval(config.watch_progress_notify_interval),
-    );
-    tracing::info!(
-        name = %config.name,
-        member_id = format!("{:x}", identity.member_id),
-        cluster_id = format!("{:x}", identity.cluster_id),
-        revision = member.header(0).revision,
-        leases = member.lessor().len(),
-        "member started"
+        .with_watch_progress_interval(config.watch_progress_notify_interval)
+        .with_quota(config.quota_backend_bytes)
+        .with_zone(config.zone.clone()),
     );
 
     let (stop, stopped) = watch::channel(false);
-    let sync_task = tokio::spawn(sync_watchers(Arc::clone(member.store()), stopped.clone()));
-    let lease_task = tokio::spawn(crate::lease::task::run(
-        Arc::clone(&member),
-        stopped.clone(),
-    ));
+    let mut peer_urls = Vec::new();
+    let mut peer_servers = Vec::new();
+    for listener in peer_listeners {
+        peer_urls.push(local_url(&listener)?);
+        let service = PeerService::new(inputs.clone(), Arc::clone(&member)).into_server();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stopped = stopped.clone();
+        peer_servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }),
+        ));
+    }
+
+    // A lone voter leads at once: wait for it, so that the first client
+    // request finds a leader (and the lessor promoted).
+    if raft.status().voters.len() <= 1 {
+        let mut status = raft.subscribe();
+        let _ = tokio::time::timeout(
+            config.request_timeout(),
+            status.wait_for(|s| s.is_leader || s.failed),
+        )
+        .await;
+        if raft.status().is_leader {
+            member.lessor().promote();
+        }
+    }
+
+    tracing::info!(
+        name = %config.name,
+        member_id = format!("{:x}", identity.member_id),
+        cluster_id = format!("{:x}", member.cluster_id()),
+        revision = member.header(0).revision,
+        applied_index = member.machine().applied_index(),
+        leases = member.lessor().len(),
+        zone = %config.zone,
+        "member started"
+    );
+
     let mut client_urls = Vec::new();
     let mut servers = Vec::new();
-    for listener in listeners {
-        let local = listener.local_addr().map_err(|source| Error::Listen {
-            url: "bound listener".into(),
-            source,
-        })?;
-        client_urls.push(format!("http://{local}"));
-        tracing::info!(address = %local, "serving client requests");
+    for listener in client_listeners {
+        let url = local_url(&listener)?;
+        tracing::info!(address = %url.trim_start_matches("http://"), "serving client requests");
+        client_urls.push(url);
         let mut stopped = stopped.clone();
         let shutdown = async move {
             // An error means the handle was dropped: stop as well.
@@ -354,14 +680,98 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
             shutdown,
         )));
     }
+    let advertised = if config.advertise_client_urls.is_empty()
+        || config.listen_client_urls.iter().any(|u| u.ends_with(":0"))
+    {
+        client_urls.clone()
+    } else {
+        config.advertise_client_urls.clone()
+    };
+    let tasks = vec![
+        tokio::spawn(sync_watchers(Arc::clone(member.store()), stopped.clone())),
+        tokio::spawn(crate::lease::task::run(
+            Arc::clone(&member),
+            stopped.clone(),
+        )),
+        tokio::spawn(follow_leadership(Arc::clone(&member), stopped.clone())),
+        tokio::spawn(publish(
+            Arc::clone(&member),
+            config.name.clone(),
+            advertised,
+            stopped.clone(),
+        )),
+    ];
     Ok(Handle {
         member,
         client_urls,
+        peer_urls,
         stop,
         servers,
-        sync_task,
-        lease_task,
+        peer_servers,
+        tasks,
+        raft_thread: Some(raft_thread),
     })
+}
+
+/// Promotes the lessor when this member becomes the leader and demotes it
+/// when it stops being one: only the leader keeps lease expiries.
+async fn follow_leadership(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
+    let Some(replication) = member.replication() else {
+        return;
+    };
+    let mut status = replication.raft.subscribe();
+    let mut leading = member.lessor().is_primary();
+    loop {
+        let is_leader = status.borrow_and_update().is_leader;
+        if is_leader != leading {
+            leading = is_leader;
+            if leading {
+                tracing::info!("became the leader: lease expiries start here");
+                member.lessor().promote();
+            } else {
+                tracing::info!("no longer the leader: lease expiries are the leader's");
+                member.lessor().demote();
+            }
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Announces this member's name, client URLs and zone, retrying until the
+/// cluster has applied them (a new cluster may not have a leader yet).
+async fn publish(
+    member: Arc<Member>,
+    name: String,
+    client_urls: Vec<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let me = member.machine().member(member.identity().member_id);
+        if me.as_ref().is_some_and(|m| {
+            m.name == name && m.client_urls == client_urls && m.zone == member.zone()
+        }) {
+            return;
+        }
+        if me.is_some() {
+            match member
+                .publish_attributes(name.clone(), client_urls.clone())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%name, "published member attributes");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 /// How often unsynced watchers are caught up even without a wake-up.

@@ -56,10 +56,78 @@ pub enum EtcdError {
     /// Stored data failed a consistency check; nothing read from it is returned.
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// This member knows no leader (raft has none, or it is cut off).
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// A leader-only operation reached a follower.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// The leader changed while a linearizable read waited for it.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// A proposal was not applied within the request timeout.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// A proposal timed out after the leader changed under it: it may still
+    /// be applied, or may have been lost with the old leader.
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutDueToLeaderFail,
+    /// Applying lags committing by too much; new proposals are refused.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// MemberAdd with an id that exists.
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    /// MemberAdd/MemberUpdate with peer URLs another member has.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    /// MemberAdd/MemberRemove that would leave too few started members.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    /// Peer URLs that are not `http://host:port`.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// No member with that id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// MemberPromote on a voting member.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// MemberPromote on a learner whose log is behind the leader's.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// MemberAdd of a learner when the cluster has the most it allows.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// MoveLeader to a member that cannot lead (unknown, or a learner).
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// A request a learner cannot serve (writes, linearizable reads).
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     /// A local failure with no etcd equivalent (for example a disk error). The
     /// detail is logged, not sent.
     #[error("etcdserver: internal error")]
     Internal,
+}
+
+impl EtcdError {
+    /// The error whose message is `message`, for errors that come back from
+    /// another member over the wire (only those a peer can answer with).
+    pub fn from_message(message: &str) -> Option<Self> {
+        [
+            EtcdError::LeaseNotFound,
+            EtcdError::LeaseExist,
+            EtcdError::NoLeader,
+            EtcdError::NotLeader,
+            EtcdError::LeaderChanged,
+            EtcdError::Timeout,
+            EtcdError::Stopped,
+            EtcdError::TooManyRequests,
+        ]
+        .into_iter()
+        .find(|e| e.to_string() == message)
+    }
 }
 
 impl From<mvcc::Error> for EtcdError {

@@ -1,18 +1,25 @@
 //! One Cairn member: the internal API the gRPC services call (etcd's `EtcdServer`).
 //!
-//! A single member applies each write directly to the store, under the store's
-//! write lock, recording an applied index with it; the raft work replaces
-//! "apply directly" with "propose, wait for commit, apply" behind these same
-//! methods. Store work is blocking (RocksDB, fsync), so it runs on tokio's
+//! Every write becomes a `cairnpb.RaftRequest` with a cluster-unique
+//! proposal id, is proposed to raft, and returns when this member has applied
+//! the entry (the state machine wakes the waiter registered under the id), or
+//! fails with etcd's error: "no leader" when raft has none to take it,
+//! "request timed out" (or "... possibly due to previous leader failure")
+//! when it was not applied in time. Linearizable reads wait for a ReadIndex
+//! round; serializable reads are served from the local state at once.
+//!
+//! Without raft (unit tests drive a member directly), the same encoded
+//! request is applied at once with the next index, by the same state-machine
+//! code. Store work is blocking (RocksDB, fsync), so it runs on tokio's
 //! blocking pool, never on a runtime worker.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cairn_proto::cairnpb::{lease_forward, raft_request::Request, LeaseForward, RaftRequest};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
@@ -25,16 +32,18 @@ use prost::Message;
 
 use crate::apply;
 use crate::error::EtcdError;
-use crate::lease::{IdGenerator, LeaseTxn, Lessor, LessorConfig, TokioClock};
-use crate::mvcc::{Store, WriteTxn};
+use crate::lease::{IdGenerator, Lessor, LessorConfig, TokioClock};
+use crate::machine::{Applied, Machine};
+use crate::mvcc::Store;
+use crate::raft::{RaftHandle, RaftStatus};
 
 /// The etcd version Cairn reports. Clients gate features on it: kube-apiserver
 /// enables WatchProgressRequest only from 3.5.8 on (and 3.4.25).
 pub const ETCD_VERSION: &str = "3.5.17";
 
-/// The raft term a single member reports until raft replication exists: what a
-/// freshly started single etcd member shows (term 1 at bootstrap, 2 once it
-/// has elected itself).
+/// The raft term a member without raft reports: what a freshly started
+/// single etcd member shows (term 1 at bootstrap, 2 once it has elected
+/// itself).
 pub const SINGLE_MEMBER_TERM: u64 = 2;
 
 /// etcd's default watch progress notification interval: 10 minutes.
@@ -63,24 +72,42 @@ pub struct Limits {
     pub max_txn_ops: usize,
 }
 
+/// How a member reaches raft (absent: a member applying its own writes).
+#[derive(Debug, Clone)]
+pub struct Replication {
+    /// The raft thread.
+    pub raft: RaftHandle,
+    /// How long a proposal or a linearizable read may wait (etcd: 5 s plus
+    /// two election timeouts).
+    pub request_timeout: Duration,
+}
+
 /// A running member's state, shared by every gRPC service.
 #[derive(Debug)]
 pub struct Member {
-    /// The MVCC store: all user data.
-    store: Arc<Store>,
+    /// The state machine: store, leases, member table, alarms, waiters.
+    machine: Arc<Machine>,
     /// Ids reported in every response header.
     identity: Identity,
-    /// Size limits, checked before applying.
+    /// Size limits, checked before proposing.
     limits: Limits,
-    /// Active alarms. NOSPACE refuses writes while raised.
-    alarms: Mutex<BTreeSet<(u64, i32)>>,
-    /// The lease table. Its replicated half changes only inside [`Member::write`].
-    lessor: Arc<Lessor>,
+    /// Raft, when replicated.
+    replication: Option<Replication>,
+    /// Serialises local applies (no raft): each takes the next index.
+    local_apply: Arc<Mutex<()>>,
+    /// Chooses proposal ids (etcd's idutil: member id prefix, time, counter)
+    /// so that ids are unique across the cluster.
+    proposal_ids: IdGenerator,
     /// Chooses the id of a LeaseGrant that asks for 0, before it is applied.
     lease_ids: IdGenerator,
     /// How often watchers that asked for progress notifications get one
     /// (etcd's `--experimental-watch-progress-notify-interval`).
     watch_progress_interval: Duration,
+    /// `--quota-backend-bytes`: past this database size, writes that add
+    /// data raise the NOSPACE alarm and are refused.
+    quota_backend_bytes: u64,
+    /// This member's zone (`--zone`), reported by Status.
+    zone: String,
     /// Set when the member begins to stop, so long-lived per-client tasks
     /// (watch streams) end and release the store.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -91,17 +118,43 @@ fn blocking_failed(e: tokio::task::JoinError) -> EtcdError {
     EtcdError::Internal
 }
 
+/// etcd's default `--quota-backend-bytes`: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Proposals are refused while applying lags committing by more than this
+/// (etcd's maxGapBetweenApplyAndCommitIndex).
+const MAX_APPLY_LAG: u64 = 5000;
+
 impl Member {
-    /// A member serving `store`.
+    /// A member applying its own writes (no raft), on a new store.
     pub fn new(store: Arc<Store>, identity: Identity, limits: Limits) -> Self {
-        Self {
-            store,
+        let lessor = promoted(Lessor::new(LessorConfig::default(), Arc::new(TokioClock)));
+        Self::with_machine(
+            Arc::new(Machine::new(store, lessor)),
             identity,
             limits,
-            alarms: Mutex::new(BTreeSet::new()),
-            lessor: promoted(Lessor::new(LessorConfig::default(), Arc::new(TokioClock))),
+            None,
+        )
+    }
+
+    /// A member over `machine`, replicated through `replication` if given.
+    pub fn with_machine(
+        machine: Arc<Machine>,
+        identity: Identity,
+        limits: Limits,
+        replication: Option<Replication>,
+    ) -> Self {
+        Self {
+            machine,
+            identity,
+            limits,
+            replication,
+            local_apply: Arc::new(Mutex::new(())),
+            proposal_ids: IdGenerator::now(identity.member_id),
             lease_ids: IdGenerator::now(identity.member_id),
             watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
+            zone: String::new(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -122,6 +175,18 @@ impl Member {
         self
     }
 
+    /// Sets the backend quota (`--quota-backend-bytes`).
+    pub fn with_quota(mut self, bytes: u64) -> Self {
+        self.quota_backend_bytes = bytes;
+        self
+    }
+
+    /// Sets this member's zone.
+    pub fn with_zone(mut self, zone: String) -> Self {
+        self.zone = zone;
+        self
+    }
+
     /// The watch progress notification interval.
     pub fn watch_progress_interval(&self) -> Duration {
         self.watch_progress_interval
@@ -129,7 +194,36 @@ impl Member {
 
     /// The store (for watches).
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
+        self.machine.store()
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+
+    /// Raft, when replicated.
+    pub fn replication(&self) -> Option<&Replication> {
+        self.replication.as_ref()
+    }
+
+    /// The raft status (a lone leader's when not replicated).
+    pub fn raft_status(&self) -> RaftStatus {
+        match &self.replication {
+            Some(r) => r.raft.status(),
+            None => {
+                let applied = self.machine.applied_index();
+                RaftStatus {
+                    id: self.identity.member_id,
+                    leader: self.identity.member_id,
+                    term: SINGLE_MEMBER_TERM,
+                    commit: applied,
+                    applied,
+                    is_leader: true,
+                    ..RaftStatus::default()
+                }
+            }
+        }
     }
 
     /// The member's identity.
@@ -137,22 +231,40 @@ impl Member {
         self.identity
     }
 
+    /// The cluster id: the replicated one once known (a member that joined
+    /// an existing cluster learns it with its first snapshot).
+    pub fn cluster_id(&self) -> u64 {
+        match self.machine.cluster_id() {
+            0 => self.identity.cluster_id,
+            id => id,
+        }
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// This member's zone.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
     /// A complete response header at `revision` (0 = the current revision).
     pub fn header(&self, revision: i64) -> ResponseHeader {
+        let raft_term = match &self.replication {
+            Some(r) => r.raft.status().term,
+            None => SINGLE_MEMBER_TERM,
+        };
         ResponseHeader {
-            cluster_id: self.identity.cluster_id,
+            cluster_id: self.cluster_id(),
             member_id: self.identity.member_id,
             revision: if revision == 0 {
-                self.store.current_revision()
+                self.store().current_revision()
             } else {
                 revision
             },
-            raft_term: SINGLE_MEMBER_TERM,
+            raft_term,
         }
     }
 
@@ -163,44 +275,123 @@ impl Member {
         Ok(())
     }
 
-    fn check_space(&self) -> Result<(), EtcdError> {
-        let alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
-        if alarms.iter().any(|(_, a)| *a == AlarmType::Nospace as i32) {
+    /// Refuses writes that add data while NOSPACE is raised; raises it when
+    /// the database has grown past the quota (etcd's quota check).
+    async fn check_space(&self, cost: usize) -> Result<(), EtcdError> {
+        if self.machine.has_alarm(AlarmType::Nospace) {
+            return Err(EtcdError::NoSpace);
+        }
+        let store = Arc::clone(self.store());
+        let size = tokio::task::spawn_blocking(move || store.engine().size())
+            .await
+            .map_err(blocking_failed)?;
+        if size.total.saturating_add(cost as u64) > self.quota_backend_bytes {
+            tracing::warn!(
+                db_size = size.total,
+                quota = self.quota_backend_bytes,
+                "database space exceeded; raising the NOSPACE alarm"
+            );
+            let raise = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.identity.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            let _ = self.propose(Request::Alarm(raise)).await;
             return Err(EtcdError::NoSpace);
         }
         Ok(())
     }
 
-    /// Runs `f` in a write transaction on the blocking pool and commits it with
-    /// the next applied index. An error drops the transaction: nothing is written.
-    ///
-    /// `f` also gets the lessor as this write sees it; the lease changes it
-    /// makes are staged into the same batch and applied to the lessor only
-    /// once the commit succeeded.
-    async fn write<R, F>(&self, f: F) -> Result<R, EtcdError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut WriteTxn<'_>, &mut LeaseTxn<'_>) -> Result<R, EtcdError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        let lessor = Arc::clone(&self.lessor);
-        tokio::task::spawn_blocking(move || {
-            let mut txn = store.write();
-            let index = txn.applied_index() + 1;
-            let mut leases = LeaseTxn::new(&lessor);
-            let resp = f(&mut txn, &mut leases)?;
-            let changes = leases.finish(&mut txn);
-            lessor.apply_committed(changes, || txn.commit(Some(index)))?;
-            Ok(resp)
-        })
-        .await
-        .map_err(blocking_failed)?
+    /// Refuses what a learner cannot do.
+    fn check_not_learner(&self) -> Result<(), EtcdError> {
+        if let Some(r) = &self.replication {
+            if r.raft.status().is_learner {
+                return Err(EtcdError::NotSupportedForLearner);
+            }
+        }
+        Ok(())
     }
 
-    /// Range. A single member's own state is linearizable, so `serializable`
-    /// changes nothing here.
+    /// Proposes `request` and waits until this member has applied it.
+    pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
+        let id = self.next_proposal_id();
+        let data = RaftRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        let Some(replication) = &self.replication else {
+            return self.apply_locally(id, data).await;
+        };
+        let status = replication.raft.status();
+        if status.is_learner {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        if status.commit > status.applied + MAX_APPLY_LAG {
+            return Err(EtcdError::TooManyRequests);
+        }
+        let waiter = self.machine.register(id);
+        if let Err(e) = replication.raft.propose(data).await {
+            self.machine.cancel(id);
+            return Err(e);
+        }
+        match tokio::time::timeout(replication.request_timeout, waiter).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.machine.cancel(id);
+                if replication.raft.status().leader != status.leader {
+                    Err(EtcdError::TimeoutDueToLeaderFail)
+                } else {
+                    Err(EtcdError::Timeout)
+                }
+            }
+        }
+    }
+
+    /// A cluster-unique proposal id.
+    pub(crate) fn next_proposal_id(&self) -> u64 {
+        self.proposal_ids.next_lease_id() as u64
+    }
+
+    /// Applies an encoded request at the next index, on the blocking pool.
+    async fn apply_locally(&self, id: u64, data: Vec<u8>) -> Result<Applied, EtcdError> {
+        let machine = Arc::clone(&self.machine);
+        let serial = Arc::clone(&self.local_apply);
+        let waiter = machine.register(id);
+        tokio::task::spawn_blocking(move || {
+            let _serial = serial.lock().unwrap_or_else(|e| e.into_inner());
+            let index = machine.applied_index() + 1;
+            machine.apply_entry(index, &data).map_err(|e| {
+                tracing::error!(error = %e, "applying a write failed");
+                EtcdError::Internal
+            })
+        })
+        .await
+        .map_err(blocking_failed)??;
+        waiter.await.map_err(|_| EtcdError::Internal)?
+    }
+
+    /// Waits until this member may serve a linearizable read.
+    pub async fn barrier(&self) -> Result<(), EtcdError> {
+        let Some(replication) = &self.replication else {
+            return Ok(());
+        };
+        self.check_not_learner()?;
+        match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
+        {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
+    /// Range. Linearizable (the default) waits for a ReadIndex round;
+    /// `serializable` reads the local state at once.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
-        let store = Arc::clone(&self.store);
+        if !req.serializable {
+            self.barrier().await?;
+        }
+        let store = Arc::clone(self.store());
         tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
             .await
             .map_err(blocking_failed)?
@@ -209,9 +400,11 @@ impl Member {
     /// Put.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
         self.check_size(&req)?;
-        self.check_space()?;
-        self.write(move |txn, leases| apply::put(txn, leases, &req))
-            .await
+        self.check_space(req.encoded_len()).await?;
+        match self.propose(Request::Put(req)).await? {
+            Applied::Put(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// DeleteRange.
@@ -220,107 +413,100 @@ impl Member {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
         self.check_size(&req)?;
-        self.write(move |txn, leases| apply::delete_range(txn, leases, &req))
-            .await
+        match self.propose(Request::DeleteRange(req)).await? {
+            Applied::DeleteRange(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
-    /// Txn.
+    /// Txn (always through raft, read-only ones included).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
         self.check_size(&req)?;
         if has_put(&req) {
-            self.check_space()?;
+            self.check_space(req.encoded_len()).await?;
         }
-        self.write(move |txn, leases| apply::txn(txn, leases, &req))
-            .await
+        match self.propose(Request::Txn(req)).await? {
+            Applied::Txn(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
-    /// Compact. With `physical`, returns once the obsolete records are deleted;
-    /// otherwise they are deleted in the background.
+    /// Compact. With `physical`, returns once the obsolete records are deleted
+    /// on this member; otherwise they are deleted in the background.
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        let store = Arc::clone(&self.store);
-        let rev = req.revision;
-        let job = tokio::task::spawn_blocking(move || store.compact(rev))
-            .await
-            .map_err(blocking_failed)??;
-        let physical = tokio::task::spawn_blocking(move || {
-            if let Err(e) = job.run() {
-                tracing::error!(error = %e, revision = rev, "compaction failed");
-                return Err(EtcdError::from(e));
+        let physical = req.physical;
+        match self.propose(Request::Compaction(req)).await? {
+            Applied::Compaction(_, done) => {
+                if physical {
+                    done.await.map_err(|_| EtcdError::Internal)??;
+                }
+                Ok(CompactionResponse {
+                    header: Some(self.header(0)),
+                })
             }
-            Ok(())
-        });
-        if req.physical {
-            physical.await.map_err(blocking_failed)??;
+            other => Err(unexpected(other)),
         }
-        Ok(CompactionResponse {
-            header: Some(self.header(0)),
-        })
     }
 
     /// Maintenance.Status.
     pub async fn status(&self) -> Result<StatusResponse, EtcdError> {
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(self.store());
         let size = tokio::task::spawn_blocking(move || store.engine().size())
             .await
             .map_err(blocking_failed)?;
-        let applied = self.store.applied_index();
+        let raft = self.raft_status();
+        let mut errors = Vec::new();
+        if raft.leader == 0 {
+            errors.push(EtcdError::NoLeader.to_string());
+        }
+        for alarm in self.machine.alarms() {
+            if alarm.member_id == self.identity.member_id || alarm.member_id == 0 {
+                let name = AlarmType::try_from(alarm.alarm)
+                    .map(|a| a.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                errors.push(format!("memberID:{} alarm:{name} ", alarm.member_id));
+            }
+        }
         Ok(StatusResponse {
             header: Some(self.header(0)),
             version: ETCD_VERSION.to_string(),
             db_size: size.total as i64,
-            leader: self.identity.member_id,
-            raft_index: applied,
-            raft_term: SINGLE_MEMBER_TERM,
-            raft_applied_index: applied,
-            errors: Vec::new(),
+            leader: raft.leader,
+            raft_index: raft.commit,
+            raft_term: raft.term,
+            raft_applied_index: raft.applied,
+            errors,
             db_size_in_use: size.in_use as i64,
-            is_learner: false,
+            is_learner: raft.is_learner,
+            zone: self.zone.clone(),
         })
     }
 
-    /// Maintenance.Alarm: list, raise or clear alarms.
-    pub fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
-        let mut alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
-        let member = if req.member_id == 0 {
-            self.identity.member_id
-        } else {
-            req.member_id
-        };
-        let listed = |set: &BTreeSet<(u64, i32)>, only: Option<(u64, i32)>| {
-            set.iter()
-                .filter(|a| only.is_none_or(|o| o == **a))
-                .map(|(member_id, alarm)| AlarmMember {
-                    member_id: *member_id,
-                    alarm: *alarm,
-                })
-                .collect::<Vec<_>>()
-        };
-        let alarm_list = match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Get) => listed(&alarms, None),
-            Ok(AlarmAction::Activate) => {
-                if req.alarm == AlarmType::None as i32 {
-                    Vec::new()
-                } else {
-                    alarms.insert((member, req.alarm));
-                    listed(&alarms, Some((member, req.alarm)))
-                }
-            }
-            Ok(AlarmAction::Deactivate) => {
-                let was = listed(&alarms, Some((member, req.alarm)));
-                alarms.remove(&(member, req.alarm));
-                was
-            }
-            Err(_) => Vec::new(),
-        };
-        Ok(AlarmResponse {
-            header: Some(self.header(0)),
-            alarms: alarm_list,
-        })
+    /// Maintenance.Alarm: list, raise or clear alarms. Raising and clearing
+    /// are replicated, so every member refuses (or accepts) writes alike.
+    pub async fn alarm(&self, mut req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
+        let action = AlarmAction::try_from(req.action).unwrap_or(AlarmAction::Get);
+        if action == AlarmAction::Get {
+            return Ok(AlarmResponse {
+                header: Some(self.header(0)),
+                alarms: self.machine.alarms(),
+            });
+        }
+        if req.member_id == 0 {
+            req.member_id = self.identity.member_id;
+        }
+        match self.propose(Request::Alarm(req)).await? {
+            Applied::Alarm(r) => Ok(AlarmResponse {
+                header: Some(self.header(0)),
+                alarms: r.alarms,
+            }),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Maintenance.Defragment: reclaims the space of deleted records.
     pub async fn defragment(&self) -> Result<(), EtcdError> {
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(self.store());
         tokio::task::spawn_blocking(move || store.engine().defragment())
             .await
             .map_err(blocking_failed)??;
@@ -335,34 +521,39 @@ fn promoted(lessor: Lessor) -> Arc<Lessor> {
 }
 
 /// Leases: grant, revoke and checkpoint are writes (state-machine
-/// operations); renewals and reads use the lessor's leader-only state.
+/// operations); renewals and TTLs use the leader's expiry clock, so a
+/// follower forwards them to the leader.
 impl Member {
     /// Replaces the lessor with `lessor` (recovered from the data directory)
     /// and promotes it: every lease gets a fresh expiry, extended by the
     /// promotion extension, instead of expiring all at once after a restart.
+    /// For a member without raft only.
     pub fn with_lessor(mut self, lessor: Lessor) -> Self {
-        self.lessor = promoted(lessor);
+        let store = Arc::clone(self.machine.store());
+        self.machine = Arc::new(Machine::new(store, promoted(lessor)));
         self
     }
 
     /// The lessor.
     pub fn lessor(&self) -> &Arc<Lessor> {
-        &self.lessor
+        self.machine.lessor()
     }
 
     /// LeaseGrant. An id of 0 is replaced by one from the member's id
-    /// generator before the grant is applied, so applying stays deterministic.
+    /// generator before the grant is proposed, so applying stays deterministic.
     pub async fn lease_grant(
         &self,
         mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, EtcdError> {
         self.check_size(&req)?;
-        self.check_space()?;
+        self.check_space(req.encoded_len()).await?;
         if req.id == 0 {
             req.id = self.lease_ids.next_lease_id();
         }
-        self.write(move |txn, leases| apply::lease_grant(txn, leases, &req))
-            .await
+        match self.propose(Request::LeaseGrant(req)).await? {
+            Applied::LeaseGrant(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// LeaseRevoke: deletes the attached keys and the lease in one write.
@@ -370,8 +561,10 @@ impl Member {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, EtcdError> {
-        self.write(move |txn, leases| apply::lease_revoke(txn, leases, &req))
-            .await
+        match self.propose(Request::LeaseRevoke(req)).await? {
+            Applied::LeaseRevoke(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// LeaseCheckpoint (leader-internal): records remaining TTLs.
@@ -379,17 +572,53 @@ impl Member {
         &self,
         req: LeaseCheckpointRequest,
     ) -> Result<LeaseCheckpointResponse, EtcdError> {
-        self.write(move |txn, leases| apply::lease_checkpoint(txn, leases, &req))
-            .await
+        match self.propose(Request::LeaseCheckpoint(req)).await? {
+            Applied::LeaseCheckpoint(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
-    /// One keep-alive: renews lease `id` and returns its TTL. As in etcd, a
-    /// checkpointed remaining TTL is first cleared through the state machine
-    /// (so a restart does not resume from a stale checkpoint), then the
-    /// lease expires its full TTL from now. `LeaseNotFound` for a lease that
-    /// does not exist or has already expired.
+    /// The leader's peer URL when this member is a follower (None when this
+    /// member leads, or is not replicated); NoLeader when there is none.
+    fn leader_url(&self) -> Result<Option<String>, EtcdError> {
+        let Some(r) = &self.replication else {
+            return Ok(None);
+        };
+        let status = r.raft.status();
+        if status.is_leader {
+            return Ok(None);
+        }
+        if status.leader == 0 {
+            return Err(EtcdError::NoLeader);
+        }
+        self.machine
+            .member(status.leader)
+            .and_then(|m| m.peer_urls.first().cloned())
+            .map(Some)
+            .ok_or(EtcdError::NoLeader)
+    }
+
+    /// One keep-alive: renews lease `id` and returns its TTL (on the leader;
+    /// a follower forwards it). As in etcd, a checkpointed remaining TTL is
+    /// first cleared through the state machine (so a restart does not resume
+    /// from a stale checkpoint), then the lease expires its full TTL from
+    /// now. `LeaseNotFound` for a lease that does not exist or has expired.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, EtcdError> {
-        if self.lessor.renew_needs_clear(id)? {
+        if let Some(url) = self.leader_url()? {
+            let req = LeaseForward {
+                request: Some(lease_forward::Request::Renew(id)),
+            };
+            return Ok(crate::raft::forward_lease(&url, req).await?.ttl);
+        }
+        self.lease_renew_here(id).await
+    }
+
+    /// Renews lease `id` on this member, which must be the leader.
+    pub async fn lease_renew_here(&self, id: i64) -> Result<i64, EtcdError> {
+        if !self.raft_status().is_leader {
+            return Err(EtcdError::NotLeader);
+        }
+        if self.lessor().renew_needs_clear(id)? {
             self.lease_checkpoint(LeaseCheckpointRequest {
                 checkpoints: vec![LeaseCheckpoint {
                     id,
@@ -398,18 +627,36 @@ impl Member {
             })
             .await?;
         }
-        self.lessor.renew(id)
+        self.lessor().renew(id)
     }
 
-    /// LeaseTimeToLive. `LeaseNotFound` for an unknown lease (the service
-    /// answers it with TTL -1, as etcd does).
-    pub fn lease_time_to_live(
+    /// LeaseTimeToLive (on the leader; a follower forwards it).
+    /// `LeaseNotFound` for an unknown lease (the service answers it with
+    /// TTL -1, as etcd does).
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        if let Some(url) = self.leader_url()? {
+            let forward = LeaseForward {
+                request: Some(lease_forward::Request::TimeToLive(req)),
+            };
+            let resp = crate::raft::forward_lease(&url, forward).await?;
+            let mut ttl = resp.time_to_live.ok_or(EtcdError::Internal)?;
+            ttl.header = Some(self.header(0));
+            return Ok(ttl);
+        }
+        self.lease_time_to_live_here(req)
+    }
+
+    /// LeaseTimeToLive from this member's lessor.
+    pub fn lease_time_to_live_here(
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
         let header = self.header(0);
         let ttl = self
-            .lessor
+            .lessor()
             .time_to_live(req.id, req.keys)
             .ok_or(EtcdError::LeaseNotFound)?;
         Ok(LeaseTimeToLiveResponse {
@@ -426,7 +673,7 @@ impl Member {
         LeaseLeasesResponse {
             header: Some(self.header(0)),
             leases: self
-                .lessor
+                .lessor()
                 .leases()
                 .into_iter()
                 .map(|id| LeaseStatus { id })
@@ -438,7 +685,7 @@ impl Member {
     /// call), each through the same write path as a client's LeaseRevoke.
     /// Called by the lease task every check interval.
     pub async fn revoke_expired_leases(&self) {
-        for id in self.lessor.expired(crate::lease::REVOKE_RATE / 2) {
+        for id in self.lessor().expired(crate::lease::REVOKE_RATE / 2) {
             match self.lease_revoke(LeaseRevokeRequest { id }).await {
                 Ok(_) => tracing::debug!(lease = format!("{id:x}"), "expired lease revoked"),
                 // Revoked by a client meanwhile.
@@ -458,7 +705,9 @@ impl Member {
         // etcd applies at most half its checkpoint rate (1000/s) of batches
         // per round.
         for _ in 0..crate::lease::REVOKE_RATE / 2 {
-            let due = self.lessor.due_checkpoints(crate::lease::CHECKPOINT_BATCH);
+            let due = self
+                .lessor()
+                .due_checkpoints(crate::lease::CHECKPOINT_BATCH);
             let full = due.len() == crate::lease::CHECKPOINT_BATCH;
             if due.is_empty() {
                 return;
@@ -477,6 +726,34 @@ impl Member {
                 return;
             }
         }
+    }
+}
+
+/// A waiter got the outcome of another kind of request: a bug, never a
+/// client's fault.
+fn unexpected(applied: Applied) -> EtcdError {
+    tracing::error!(?applied, "proposal answered with the wrong kind of result");
+    EtcdError::Internal
+}
+
+#[tonic::async_trait]
+impl crate::raft::LeaseAuthority for Member {
+    fn members(&self) -> (u64, Vec<cairn_proto::cairnpb::Member>) {
+        (self.cluster_id(), self.machine.members())
+    }
+
+    async fn renew(&self, id: i64) -> Result<i64, EtcdError> {
+        self.lease_renew_here(id).await
+    }
+
+    async fn time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        if !self.raft_status().is_leader {
+            return Err(EtcdError::NotLeader);
+        }
+        self.lease_time_to_live_here(req)
     }
 }
 

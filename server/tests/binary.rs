@@ -17,6 +17,8 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
             "bin-test",
             "--listen-client-urls",
             "http://127.0.0.1:0",
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
             "--log-level",
             "info",
         ])

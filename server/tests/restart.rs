@@ -57,7 +57,8 @@ async fn restart_keeps_every_acknowledged_write() {
         "compaction survives restart"
     );
     let after = c.status().await.unwrap();
-    assert_eq!(after.raft_applied_index, status.raft_applied_index);
+    // The new term's no-op (and the member's new client URL) are applied on top.
+    assert!(after.raft_applied_index > status.raft_applied_index);
     assert_eq!(
         after.header.unwrap().member_id,
         status.header.unwrap().member_id
@@ -68,7 +69,7 @@ async fn restart_keeps_every_acknowledged_write() {
     member.stop().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn stop_does_not_wait_forever_for_a_silent_client() {
     let dir = tempfile::tempdir().unwrap();
     let member = common::start(dir.path()).await;
@@ -79,6 +80,9 @@ async fn stop_does_not_wait_forever_for_a_silent_client() {
     let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let c = common::client(&member).await;
     c.put(Put::new("k", "v")).await.unwrap();
-    // With the clock paused, the grace period passes as soon as nothing else can run.
+    // With the clock paused, the grace period passes as soon as nothing else
+    // can run. (Paused only now: raft runs on its own thread, in real time,
+    // and a paused clock would time a proposal out at once.)
+    tokio::time::pause();
     member.stop().await.unwrap();
 }

@@ -30,6 +30,32 @@ struct Flags {
     /// Comma-separated peer URLs to advertise to the cluster (they determine the member id).
     #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
     initial_advertise_peer_urls: Vec<String>,
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    listen_peer_urls: Vec<String>,
+    /// Initial cluster configuration for bootstrapping: name=url,name=url,...
+    /// (default: this member alone, with its advertised peer URLs).
+    #[arg(long, default_value = "")]
+    initial_cluster: String,
+    /// Initial cluster state: 'new' (bootstrap) or 'existing' (join a
+    /// cluster that already added this member with MemberAdd).
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    initial_cluster_state: String,
+    /// Availability zone of this member, shown in member lists and Status.
+    #[arg(long, default_value = "")]
+    zone: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Number of committed transactions to trigger a raft log compaction.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Entries kept after a raft log compaction, for slow followers.
+    #[arg(long, default_value_t = 5_000)]
+    experimental_snapshot_catchup_entries: u64,
+    /// Raise an alarm (and refuse writes) when the backend size exceeds this many bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    quota_backend_bytes: u64,
     /// Initial cluster token (it determines the member and cluster ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -123,6 +149,18 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: flags.max_request_bytes,
         max_txn_ops: flags.max_txn_ops,
         watch_progress_notify_interval: flags.watch_progress_notify_interval,
+        listen_peer_urls: flags.listen_peer_urls,
+        initial_cluster: flags.initial_cluster,
+        initial_cluster_state: if flags.initial_cluster_state == "existing" {
+            embed::ClusterState::Existing
+        } else {
+            embed::ClusterState::New
+        },
+        zone: flags.zone,
+        heartbeat_interval: std::time::Duration::from_millis(flags.heartbeat_interval),
+        snapshot_count: flags.snapshot_count,
+        snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
+        quota_backend_bytes: flags.quota_backend_bytes,
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");

@@ -131,7 +131,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let id = req.id;
-        match self.member.lease_time_to_live(req) {
+        match self.member.lease_time_to_live(req).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(EtcdError::LeaseNotFound) => Ok(Response::new(LeaseTimeToLiveResponse {
                 header: Some(self.member.header(0)),

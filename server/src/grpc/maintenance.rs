@@ -1,17 +1,23 @@
-//! `etcdserverpb.Maintenance`: Status, Alarm and Defragment. The rpcs that need
-//! a cluster or snapshots (Hash, HashKV, Snapshot, MoveLeader, Downgrade) come
-//! with the raft work; until then they answer `Unimplemented` (tonic's default).
+//! `etcdserverpb.Maintenance`: Status, Alarm, Defragment, HashKV,
+//! MoveLeader and Snapshot. Hash (the v2-era whole-database hash) and
+//! Downgrade answer `Unimplemented` (tonic's default).
 
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, StatusRequest,
-    StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::member::Member;
+
+/// Bytes per Snapshot response message (etcd sends 32 KiB pieces; larger
+/// ones cost fewer messages and stay far below the gRPC limit).
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
 /// The Maintenance service of one member.
 #[derive(Debug, Clone)]
@@ -33,7 +39,9 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        Ok(Response::new(self.member.alarm(request.into_inner())?))
+        Ok(Response::new(
+            self.member.alarm(request.into_inner()).await?,
+        ))
     }
 
     async fn status(
@@ -51,5 +59,47 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(DefragmentResponse {
             header: Some(self.member.header(0)),
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        Ok(Response::new(self.member.hash_kv(rev).await?))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.member
+            .move_leader(request.into_inner().target_id)
+            .await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.member.header(0)),
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        let file = self.member.snapshot_file().await?;
+        let header = self.member.header(0);
+        let total = file.len();
+        let mut sent = 0;
+        let responses: Vec<Result<SnapshotResponse, Status>> = file
+            .chunks(SNAPSHOT_CHUNK)
+            .map(|chunk| {
+                sent += chunk.len();
+                Ok(SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - sent) as u64,
+                    blob: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(responses))))
     }
 }

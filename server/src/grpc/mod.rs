@@ -4,6 +4,7 @@
 //! [`Member`](crate::member::Member), map the error ([`status`], the one
 //! mapping table), fill the response header.
 
+mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
@@ -20,6 +21,7 @@ use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
@@ -59,6 +61,12 @@ pub async fn serve(
             .max_decoding_message_size(max_message),
         )
         .add_service(maintenance)
+        .add_service(
+            cairn_proto::etcdserverpb::cluster_server::ClusterServer::new(ClusterService::new(
+                Arc::clone(&member),
+            ))
+            .max_decoding_message_size(max_message),
+        )
         .add_service(
             WatchServer::new(WatchService::new(Arc::clone(&member)))
                 .max_decoding_message_size(max_message),

@@ -18,7 +18,23 @@ fn code(e: &EtcdError) -> Code {
         EtcdError::Compacted | EtcdError::FutureRev | EtcdError::LeaseTtlTooLarge => {
             Code::OutOfRange
         }
-        EtcdError::LeaseExist => Code::FailedPrecondition,
+        EtcdError::LeaseExist
+        | EtcdError::NotLeader
+        | EtcdError::MemberExist
+        | EtcdError::PeerUrlExist
+        | EtcdError::MemberNotEnoughStarted
+        | EtcdError::MemberNotLearner
+        | EtcdError::LearnerNotReady
+        | EtcdError::TooManyLearners
+        | EtcdError::BadLeaderTransferee => Code::FailedPrecondition,
+        EtcdError::MemberBadUrls => Code::InvalidArgument,
+        EtcdError::MemberNotFound => Code::NotFound,
+        EtcdError::TooManyRequests => Code::ResourceExhausted,
+        EtcdError::NoLeader
+        | EtcdError::LeaderChanged
+        | EtcdError::Timeout
+        | EtcdError::TimeoutDueToLeaderFail
+        | EtcdError::NotSupportedForLearner => Code::Unavailable,
         EtcdError::NoSpace => Code::ResourceExhausted,
         EtcdError::LeaseNotFound => Code::NotFound,
         EtcdError::Stopped => Code::Unavailable,
@@ -46,6 +62,86 @@ mod tests {
     #[test]
     fn mapping_table() {
         let table = [
+            (
+                EtcdError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                EtcdError::NotLeader,
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ),
+            (
+                EtcdError::LeaderChanged,
+                Code::Unavailable,
+                "etcdserver: leader changed",
+            ),
+            (
+                EtcdError::Timeout,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                EtcdError::TimeoutDueToLeaderFail,
+                Code::Unavailable,
+                "etcdserver: request timed out, possibly due to previous leader failure",
+            ),
+            (
+                EtcdError::TooManyRequests,
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+            ),
+            (
+                EtcdError::MemberExist,
+                Code::FailedPrecondition,
+                "etcdserver: member ID already exist",
+            ),
+            (
+                EtcdError::PeerUrlExist,
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            (
+                EtcdError::MemberNotEnoughStarted,
+                Code::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            (
+                EtcdError::MemberBadUrls,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            (
+                EtcdError::MemberNotFound,
+                Code::NotFound,
+                "etcdserver: member not found",
+            ),
+            (
+                EtcdError::MemberNotLearner,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            (
+                EtcdError::LearnerNotReady,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            (
+                EtcdError::TooManyLearners,
+                Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+            ),
+            (
+                EtcdError::BadLeaderTransferee,
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ),
+            (
+                EtcdError::NotSupportedForLearner,
+                Code::Unavailable,
+                "etcdserver: rpc not supported for learner",
+            ),
             (
                 EtcdError::EmptyKey,
                 Code::InvalidArgument,

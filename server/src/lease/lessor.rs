@@ -418,6 +418,41 @@ impl Lessor {
 
     // ---- Leader-only state ----
 
+    /// Stops being the primary (this member lost the leadership): expiries
+    /// and checkpoints are the new leader's business. Keeps every lease.
+    pub fn demote(&self) {
+        let mut table = self.lock();
+        table.primary = false;
+        table.checkpoint_queue.clear();
+        table.expiry_queue.clear();
+        for lease in table.leases.values_mut() {
+            lease.expiry = None;
+            lease.queued_at = None;
+        }
+    }
+
+    /// Whether this lessor is the primary (the leader's).
+    pub fn is_primary(&self) -> bool {
+        self.lock().primary
+    }
+
+    /// Replaces the table with the one stored in `store` (after a raft
+    /// snapshot was installed); a primary stays primary, with fresh expiries.
+    pub fn reload(&self, store: &Store) -> Result<(), crate::mvcc::Error> {
+        let fresh = Self::recover(self.config, Arc::clone(&self.clock), store)?;
+        let table = std::mem::take(&mut *fresh.lock());
+        let primary = {
+            let mut mine = self.lock();
+            let primary = mine.primary;
+            *mine = table;
+            primary
+        };
+        if primary {
+            self.promote();
+        }
+        Ok(())
+    }
+
     /// Makes this lessor the primary: every lease expires its effective TTL
     /// (checkpointed remaining TTL, else TTL) plus the promotion extension
     /// from now, and when there are many leases, expiries are spread so that

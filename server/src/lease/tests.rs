@@ -90,7 +90,7 @@ async fn live_keys(m: &Member) -> Vec<String> {
 }
 
 fn ttl_now(m: &Member, id: i64) -> Option<i64> {
-    m.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+    m.lease_time_to_live_here(LeaseTimeToLiveRequest { id, keys: false })
         .ok()
         .map(|r| r.ttl)
 }
@@ -353,7 +353,7 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
     assert_eq!(ttl_now(&m, 1), Some(81));
     assert_eq!(keys_of(&m, 1).await, ["a"]);
     let ttl = m
-        .lease_time_to_live(LeaseTimeToLiveRequest { id: 1, keys: true })
+        .lease_time_to_live_here(LeaseTimeToLiveRequest { id: 1, keys: true })
         .unwrap();
     assert_eq!((ttl.granted_ttl, ttl.keys), (100, vec![b"a".to_vec()]));
 

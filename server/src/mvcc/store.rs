@@ -120,17 +120,46 @@ impl Store {
     /// Opens the store on `engine`: rebuilds the index from every stored
     /// record and finishes a compaction a crash interrupted.
     pub fn open(engine: Arc<dyn Engine>, sync_writes: bool) -> Result<Self, Error> {
+        let (state, unfinished) = Self::load(engine.as_ref())?;
+        let store = Self {
+            engine,
+            state: RwLock::new(state),
+            compaction: Mutex::new(()),
+            sync_writes,
+            hub: WatchHub::default(),
+        };
+        store.finish_compaction(unfinished)?;
+        Ok(store)
+    }
+
+    /// Reloads the index after the engine's records were replaced wholesale
+    /// (a raft snapshot was installed underneath). Every watcher becomes
+    /// unsynced and catches up from the new history (or learns that it was
+    /// compacted away), since the commits in between were never notified.
+    pub fn reload(&self) -> Result<(), Error> {
+        let mut state = self.write_lock();
+        let (fresh, unfinished) = Self::load(self.engine.as_ref())?;
+        *state = fresh;
+        self.hub.unsync_all();
+        drop(state);
+        self.finish_compaction(unfinished)
+    }
+
+    /// The state stored in `engine`, and the compaction a crash left
+    /// unfinished (its revision and the revisions it must keep).
+    #[allow(clippy::type_complexity)]
+    fn load(engine: &dyn Engine) -> Result<(State, Option<(i64, HashSet<Revision>)>), Error> {
         let mut index = TreeIndex::new();
         let mut current_rev = 1;
-        try_scan::<Error>(engine.as_ref(), Cf::Kv, &[], None, |key, value| {
+        try_scan::<Error>(engine, Cf::Kv, &[], None, |key, value| {
             let (rev, tombstone, kv) = decode_record(key, value)?;
             index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
             current_rev = current_rev.max(rev.main);
             Ok(Scan::Continue)
         })?;
-        let scheduled = read_i64(engine.as_ref(), META_SCHEDULED_COMPACT)?.unwrap_or(-1);
-        let finished = read_i64(engine.as_ref(), META_FINISHED_COMPACT)?.unwrap_or(-1);
-        let applied_index = read_i64(engine.as_ref(), META_APPLIED_INDEX)?.unwrap_or(0) as u64;
+        let scheduled = read_i64(engine, META_SCHEDULED_COMPACT)?.unwrap_or(-1);
+        let finished = read_i64(engine, META_FINISHED_COMPACT)?.unwrap_or(-1);
+        let applied_index = read_i64(engine, META_APPLIED_INDEX)?.unwrap_or(0) as u64;
         let mut compact_rev = -1;
         let mut unfinished = None;
         if scheduled >= 0 {
@@ -140,29 +169,27 @@ impl Store {
             // revision never goes backwards past a compaction point.
             current_rev = current_rev.max(scheduled);
             if finished < scheduled {
-                unfinished = Some(available);
+                unfinished = Some((scheduled, available));
             }
         }
-        let store = Self {
-            engine,
-            state: RwLock::new(State {
-                index,
-                current_rev,
-                compact_rev,
-                applied_index,
-            }),
-            compaction: Mutex::new(()),
-            sync_writes,
-            hub: WatchHub::default(),
+        let state = State {
+            index,
+            current_rev,
+            compact_rev,
+            applied_index,
         };
-        if let Some(available) = unfinished {
+        Ok((state, unfinished))
+    }
+
+    fn finish_compaction(&self, unfinished: Option<(i64, HashSet<Revision>)>) -> Result<(), Error> {
+        if let Some((scheduled, available)) = unfinished {
             tracing::info!(
                 revision = scheduled,
                 "finishing a compaction interrupted by a restart"
             );
-            store.delete_compacted(scheduled, &available)?;
+            self.delete_compacted(scheduled, &available)?;
         }
-        Ok(store)
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -300,6 +327,51 @@ impl Store {
 
     /// Compacts the history at `rev`. The logical part (refusing reads below
     /// `rev`) is done when this returns; the returned job deletes the obsolete
+    /// The consistency hash of the store up to revision `rev` (0 = the
+    /// current one): the compacted revision, every live key-value at the
+    /// compacted revision, then every record after it up to `rev`, in
+    /// revision order. The same history gives the same hash on every member,
+    /// however far each one's physical compaction has got. Returns (hash,
+    /// compacted revision, hashed revision). SHA-256 truncated to 32 bits
+    /// (etcd uses CRC-32C over its own records; the values are not
+    /// comparable with etcd's, only between Cairn members).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), Error> {
+        let (compact_rev, current) = {
+            let state = self.read();
+            (state.compact_rev, state.current_rev)
+        };
+        let rev = if rev <= 0 { current } else { rev };
+        if rev > current {
+            return Err(Error::FutureRev);
+        }
+        if rev < compact_rev {
+            return Err(Error::Compacted);
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&compact_rev.to_be_bytes());
+        if compact_rev > 0 {
+            let opts = RangeOptions {
+                rev: compact_rev,
+                ..RangeOptions::default()
+            };
+            let base = self.range(&KeyRange::new(b"", b"\0"), opts)?;
+            for kv in base.kvs {
+                ctx.update(&kv.encode_to_vec());
+            }
+        }
+        let start = Revision::new(compact_rev.max(0) + 1, 0).record_key(false);
+        let end = Revision::new(rev + 1, 0).record_key(false);
+        try_scan::<Error>(self.engine.as_ref(), Cf::Kv, &start, Some(&end), |k, v| {
+            ctx.update(k);
+            ctx.update(v);
+            Ok(Scan::Continue)
+        })?;
+        let digest = ctx.finish();
+        let mut first = [0u8; 4];
+        first.copy_from_slice(&digest.as_ref()[..4]);
+        Ok((u32::from_be_bytes(first), compact_rev, rev))
+    }
+
     /// records and must be run (see [`CompactionJob::run`]).
     pub fn compact(self: &Arc<Self>, rev: i64) -> Result<CompactionJob, Error> {
         let mut state = self.write_lock();

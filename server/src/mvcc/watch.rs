@@ -234,6 +234,20 @@ impl WatchHub {
         state.progress_pending.remove(&stream);
     }
 
+    /// Marks every watcher unsynced (caller holds the store's write lock):
+    /// the store's history was replaced underneath them, so each catches up
+    /// from its next revision through the history reads.
+    pub(super) fn unsync_all(&self) {
+        let mut state = self.lock();
+        let keys: Vec<WatcherKey> = state.watchers.keys().copied().collect();
+        for w in state.watchers.values_mut() {
+            w.synced = false;
+        }
+        state.unsynced.extend(keys);
+        drop(state);
+        self.wake.notify_one();
+    }
+
     /// Delivers the events of a just-committed revision to synced watchers
     /// (caller holds the store's write lock).
     pub(super) fn notify(&self, revision: i64, events: &[Event]) {

@@ -1,4 +1,4 @@
-//! Errors of the raft log storage, and how raft sees them.
+//! Errors of the raft layer (log storage, node, transport), and how raft sees them.
 
 use ::raft::StorageError;
 
@@ -68,6 +68,21 @@ pub enum Error {
     /// The engine failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// raft itself refused (bad configuration, or a storage error it saw).
+    #[error("raft: {0}")]
+    Raft(#[from] ::raft::Error),
+    /// Applying to the state machine failed: the member cannot go on.
+    #[error(transparent)]
+    Machine(#[from] crate::machine::Error),
+    /// A committed entry does not decode.
+    #[error("raft: corrupt {0}: {1}")]
+    Decode(&'static str, String),
+    /// The raft thread could not be started.
+    #[error("cannot start the raft thread: {0}")]
+    Thread(std::io::Error),
+    /// The peer transport failed to start.
+    #[error("peer transport: {0}")]
+    Transport(String),
 }
 
 impl From<Error> for ::raft::Error {

@@ -15,9 +15,13 @@
 mod error;
 mod keys;
 pub mod log;
+pub mod node;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
+pub mod transport;
 
 pub use error::Error;
+pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
 pub use storage::RaftStorage;
+pub use transport::{forward_lease, LeaseAuthority, PeerService, Peers};

@@ -13,6 +13,7 @@ pub fn config(dir: &Path) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         listen_client_urls: vec!["http://127.0.0.1:0".into()],
+        listen_peer_urls: vec!["http://127.0.0.1:0".into()],
         ..Config::default()
     }
 }
@@ -28,3 +29,4 @@ pub async fn client(member: &Handle) -> Client {
         .await
         .expect("client connects")
 }
+pub mod cluster;

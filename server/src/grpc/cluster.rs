@@ -1,0 +1,99 @@
+//! `etcdserverpb.Cluster`: the member table, changed through raft conf changes.
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::cluster_server::Cluster;
+use cairn_proto::etcdserverpb::{
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::member::Member;
+use crate::membership::to_pb;
+
+/// The Cluster service of one member.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    /// The member asked.
+    member: Arc<Member>,
+}
+
+impl ClusterService {
+    /// A Cluster service over `member`.
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+}
+
+fn list(members: &[cairn_proto::cairnpb::Member]) -> Vec<cairn_proto::etcdserverpb::Member> {
+    members.iter().map(to_pb).collect()
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let req = request.into_inner();
+        let (added, members) = self
+            .member
+            .member_add(req.peer_ur_ls, req.is_learner)
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.member.header(0)),
+            member: Some(to_pb(&added)),
+            members: list(&members),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let members = self.member.member_remove(request.into_inner().id).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.member.header(0)),
+            members: list(&members),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let members = self.member.member_update(req.id, req.peer_ur_ls).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.member.header(0)),
+            members: list(&members),
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        // `linearizable` (3.5): the list as of a ReadIndex round.
+        if request.into_inner().linearizable {
+            self.member.barrier().await?;
+        }
+        Ok(Response::new(MemberListResponse {
+            header: Some(self.member.header(0)),
+            members: list(&self.member.member_list()),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let members = self.member.member_promote(request.into_inner().id).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.member.header(0)),
+            members: list(&members),
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! Test support: a cluster of members in this process, on loopback ports
+//! bound before the members start (so the peer URLs are known up front).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_client::Client;
+use cairn_server::embed::{self, ClusterState, Config, Handle, Listeners};
+use tokio::net::TcpListener;
+
+/// One member slot: its config (fixed ports) and, while running, its handle.
+pub struct Slot {
+    /// The member's config (ports fixed at creation).
+    pub config: Config,
+    /// The running member, if any.
+    pub handle: Option<Handle>,
+}
+
+/// An in-process cluster.
+pub struct Cluster {
+    /// Holds the data directories.
+    pub dir: tempfile::TempDir,
+    /// Members by index.
+    pub slots: Vec<Slot>,
+}
+
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Configs for `n` members named m0.. in zones az-a, az-b, az-c, ...
+pub async fn configs(dir: &std::path::Path, n: usize, tweak: impl Fn(&mut Config)) -> Vec<Config> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        ports.push((free_port().await, free_port().await));
+    }
+    let initial_cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let mut c = Config {
+                name: format!("m{i}"),
+                data_dir: dir.join(format!("m{i}")),
+                listen_client_urls: vec![format!("http://127.0.0.1:{client}")],
+                advertise_client_urls: vec![format!("http://127.0.0.1:{client}")],
+                listen_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
+                initial_advertise_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
+                initial_cluster: initial_cluster.clone(),
+                zone: format!("az-{}", (b'a' + i as u8) as char),
+                // Fast elections keep the tests short; the ratio is etcd's.
+                heartbeat_interval: Duration::from_millis(50),
+                election_timeout: Duration::from_millis(500),
+                ..Config::default()
+            };
+            tweak(&mut c);
+            c
+        })
+        .collect()
+}
+
+/// Starts a member from `config`, retrying while its ports are still held
+/// by a member that just stopped.
+pub async fn start_member(config: Config) -> Handle {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match embed::start_with(config.clone(), Listeners::default()).await {
+            Ok(h) => return h,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("start {}: {e}; retrying", config.name);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("member {} does not start: {e}", config.name),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `n` members.
+    pub async fn start(n: usize, tweak: impl Fn(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = configs(dir.path(), n, tweak).await;
+        let mut slots = Vec::new();
+        let starts = configs.iter().cloned().map(start_member);
+        let handles = futures_join_all(starts).await;
+        for (config, handle) in configs.into_iter().zip(handles) {
+            slots.push(Slot {
+                config,
+                handle: Some(handle),
+            });
+        }
+        Cluster { dir, slots }
+    }
+
+    /// The client URL of member `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.slots[i].config.listen_client_urls[0].clone()
+    }
+
+    /// A client of member `i` only.
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect(self.url(i)).await.unwrap()
+    }
+
+    /// A client of every running member, with failover.
+    pub async fn client_all(&self) -> Client {
+        let urls: Vec<String> = self.running().map(|i| self.url(i)).collect();
+        Client::connect_all(urls).await.unwrap()
+    }
+
+    /// Indexes of the running members.
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots.len()).filter(|i| self.slots[*i].handle.is_some())
+    }
+
+    /// The member handle of slot `i`.
+    pub fn handle(&self, i: usize) -> &Handle {
+        self.slots[i].handle.as_ref().unwrap()
+    }
+
+    /// Waits until every running member agrees on one leader; returns its slot.
+    pub async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let leaders: Vec<u64> = self
+                .running()
+                .map(|i| self.handle(i).member().raft_status().leader)
+                .collect();
+            if let Some(&first) = leaders.first() {
+                if first != 0 && leaders.iter().all(|l| *l == first) {
+                    if let Some(i) = self
+                        .running()
+                        .find(|i| self.handle(*i).member().identity().member_id == first)
+                    {
+                        return i;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops member `i` (its data stays).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(h) = self.slots[i].handle.take() {
+            h.stop().await.unwrap();
+        }
+    }
+
+    /// Restarts member `i` from its data directory.
+    pub async fn restart(&mut self, i: usize) {
+        let handle = start_member(self.slots[i].config.clone()).await;
+        self.slots[i].handle = Some(handle);
+    }
+
+    /// Waits until every running member has applied what the leader has.
+    pub async fn converge(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let leader = self.leader().await;
+            let target = self.handle(leader).member().raft_status().commit;
+            if self
+                .running()
+                .all(|i| self.handle(i).member().raft_status().applied >= target)
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "members do not converge"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every running member.
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.stop(i).await;
+        }
+    }
+
+    /// A config for a new member joining this cluster (slot `slots.len()`).
+    pub async fn joiner_config(&self, initial_cluster: String) -> Config {
+        let i = self.slots.len();
+        let (client, peer) = (free_port().await, free_port().await);
+        let template = &self.slots[0].config;
+        Config {
+            name: format!("m{i}"),
+            data_dir: self.dir.path().join(format!("m{i}")),
+            listen_client_urls: vec![format!("http://127.0.0.1:{client}")],
+            advertise_client_urls: vec![format!("http://127.0.0.1:{client}")],
+            listen_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
+            initial_advertise_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
+            initial_cluster,
+            initial_cluster_state: ClusterState::Existing,
+            zone: "az-d".into(),
+            ..template.clone()
+        }
+    }
+
+    /// Data directory of slot `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.slots[i].config.data_dir.clone()
+    }
+}
+
+/// Runs futures concurrently (no extra dependency for join_all).
+pub async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
