@@ -278,6 +278,19 @@ impl Handle {
         result
     }
 
+    /// Stops at once, as close to a crash as a process can get while keeping
+    /// its threads: connections are dropped without a grace period and
+    /// raft stops. (Nothing acknowledged is lost either way: it is on disk.)
+    pub async fn kill(mut self) {
+        self.member.begin_stop();
+        let _ = self.stop.send(true);
+        for server in self.servers.drain(..) {
+            server.abort();
+            let _ = server.await;
+        }
+        self.shutdown_rest().await;
+    }
+
     /// Stops raft, the peer servers and the background tasks, and waits
     /// until the store is released.
     async fn shutdown_rest(&mut self) {
@@ -300,7 +313,10 @@ impl Handle {
         // wait for it so that the data directory is closed when we return
         // (an in-process restart reopens it at once).
         let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
-        while Arc::strong_count(&self.member) > 1 || Arc::strong_count(self.member.store()) > 2 {
+        while Arc::strong_count(&self.member) > 1
+            || Arc::strong_count(self.member.machine()) > 1
+            || Arc::strong_count(self.member.store()) > 1
+        {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("store still in use after the grace period");
                 break;
@@ -568,7 +584,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
 
     // Raft: the node's input channel first, so the transport can report to it.
     let (inputs, inputs_rx) = std::sync::mpsc::channel();
-    let resolver_machine = Arc::clone(&opened.machine);
+    // Weak: peer tasks that outlive a stop must not keep the data open.
+    let resolver_machine = Arc::downgrade(&opened.machine);
     // Until the member table is known (a joining member before its first
     // snapshot), peers are found from `--initial-cluster`.
     let initial: std::collections::HashMap<u64, String> = config
@@ -581,7 +598,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         .collect();
     let resolve: crate::raft::transport::Resolver = Arc::new(move |id| {
         resolver_machine
-            .member(id)
+            .upgrade()
+            .and_then(|machine| machine.member(id))
             .and_then(|m| m.peer_urls.first().cloned())
             .or_else(|| initial.get(&id).cloned())
     });

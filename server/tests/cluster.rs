@@ -113,8 +113,8 @@ async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() {
         acked.push(i);
     }
     // Phase 1: the leader goes away.
+    cluster.kill(leader).await;
     let lost_at = Instant::now();
-    cluster.stop(leader).await;
     // Phase 2: the others elect a new leader; the next write succeeds.
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader);
@@ -164,7 +164,7 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     .await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
-    cluster.stop(follower).await;
+    cluster.kill(follower).await;
     // Phase 1: 20,000 writes and a compaction while it is away.
     let c = cluster.client(leader).await;
     let writers: Vec<_> = (0..50)
@@ -288,7 +288,7 @@ async fn learner_added_promoted_and_a_member_removed_under_load() {
     let r = lc.member_remove(victim_id).await.unwrap();
     assert_eq!(r.members.len(), 3);
     assert!(r.members.iter().all(|m| m.id != victim_id));
-    cluster.stop(victim).await;
+    cluster.kill(victim).await;
     // Removing an unknown member fails as etcd does.
     let missing = lc.member_remove(victim_id).await.unwrap_err();
     assert!(
@@ -426,7 +426,7 @@ async fn histories_stay_linearizable_while_the_leader_is_killed() {
         tasks.push(tokio::spawn(run_register_client(id, client, start, 150)));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.stop(leader).await;
+    cluster.kill(leader).await;
     let mut history = Vec::new();
     for t in tasks {
         history.extend(t.await.unwrap());
