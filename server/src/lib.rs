@@ -8,8 +8,12 @@
 //!   [`member::Member`], map the error through one table, fill the header. The
 //!   only module that knows tonic.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
-//!   alarms, and running each write as one store transaction with the next
-//!   applied index.
+//!   quota, proposing each write to raft and waiting for it to be applied,
+//!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
+//!   operations, HashKV, MoveLeader, Snapshot.
+//! - [`machine`]: the replicated state machine: applies raft entries (one
+//!   write transaction per entry, committed with its index), the member
+//!   table, alarms, snapshot data; wakes the proposer's waiter.
 //! - [`apply`]: the deterministic state machine: etcd's Range/Put/DeleteRange/Txn
 //!   semantics on top of the store.
 //! - [`lease`]: the lessor: leases and their attached keys (changed only by
@@ -17,8 +21,10 @@
 //!   revokes expired leases through the write path.
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
-//! - [`raft`]: raft replication; so far the raft log and state on the engine
-//!   ([`raft::RaftStorage`]).
+//! - [`raft`]: raft replication: the Ready loop thread ([`raft::node`]), the
+//!   log on the engine ([`raft::RaftStorage`]), the peer transport
+//!   ([`raft::transport`]).
+//! - [`snapshot`]: the `snapshot save` file format.
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
