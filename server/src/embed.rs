@@ -60,6 +60,9 @@ pub enum Error {
     /// The state machine could not be loaded.
     #[error(transparent)]
     Machine(#[from] crate::machine::Error),
+    /// A snapshot could not be restored.
+    #[error("snapshot restore: {0}")]
+    Restore(String),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -116,6 +119,10 @@ pub struct Config {
     /// Database size past which writes are refused with NOSPACE
     /// (`--quota-backend-bytes`, default 2 GiB).
     pub quota_backend_bytes: u64,
+    /// How often the leader compares members' HashKV and raises CORRUPT on
+    /// a mismatch (`--experimental-corrupt-check-time`; zero = off, etcd's
+    /// default).
+    pub corrupt_check_time: std::time::Duration,
     /// Raft election timeout (`--election-timeout`, default 1000 ms). Before
     /// raft exists it sets the lease rules that derive from it: the minimum
     /// lease TTL, ceil(1.5 × timeout) seconds, and the extension every lease
@@ -155,6 +162,7 @@ impl Default for Config {
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
             quota_backend_bytes: crate::member::DEFAULT_QUOTA_BACKEND_BYTES,
+            corrupt_check_time: std::time::Duration::ZERO,
             election_timeout: std::time::Duration::from_millis(1000),
             experimental_enable_lease_checkpoint: true,
             experimental_lease_checkpoint_interval: std::time::Duration::from_secs(5 * 60),
@@ -440,6 +448,61 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
     start_with(config, Listeners::default()).await
 }
 
+/// The bootstrap member table from `--initial-cluster` (this member's name
+/// filled in; the others publish theirs when they start) and its cluster id.
+fn initial_member_records(config: &Config) -> Result<(Vec<cairnpb::Member>, u64), Error> {
+    let members: Vec<cairnpb::Member> = config
+        .initial_members()?
+        .into_iter()
+        .map(|(name, urls)| cairnpb::Member {
+            id: self::member_id(&urls, &config.initial_cluster_token),
+            name: if name == config.name {
+                name
+            } else {
+                String::new()
+            },
+            peer_urls: urls,
+            ..cairnpb::Member::default()
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok((members, cluster_id(&ids)))
+}
+
+/// `cairn snapshot restore`: writes the state of a `snapshot save` file
+/// into a new data directory and bootstraps a new cluster from it, with the
+/// membership of `config` (`--name`, `--initial-cluster`,
+/// `--initial-cluster-token`, `--initial-advertise-peer-urls`). Run once per
+/// member with the same file; then start each member with the same flags.
+/// Returns the restored revision.
+pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
+    let (_, data) =
+        crate::snapshot::decode_file(file).map_err(|e| Error::Restore(e.to_string()))?;
+    let db_dir = config.data_dir.join("db");
+    if db_dir.exists() {
+        return Err(Error::Restore(format!(
+            "data directory {} already exists",
+            config.data_dir.display()
+        )));
+    }
+    let (members, cluster_id) = initial_member_records(config)?;
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
+    let member_id = load_member_id(engine.as_ref(), config, None)?;
+    if !members.iter().any(|m| m.id == member_id) {
+        return Err(Error::BadCluster(format!(
+            "no member named {:?} with this member's peer URLs {:?}",
+            config.name, config.initial_advertise_peer_urls
+        )));
+    }
+    let store = Arc::new(Store::open(Arc::clone(&engine), true)?);
+    let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
+    let machine = Machine::new(Arc::clone(&store), lessor);
+    machine.restore(data)?;
+    let log = RaftStorage::open(Arc::clone(&engine))?;
+    bootstrap(&machine, &log, cluster_id, &members)?;
+    Ok(store.current_revision())
+}
+
 /// What opening the data directory produced.
 struct Opened {
     member_id: u64,
@@ -454,22 +517,8 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     let db_dir = config.data_dir.join("db");
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
-    let initial = config.initial_members()?;
-    let members: Vec<cairnpb::Member> = initial
-        .iter()
-        .map(|(name, urls)| cairnpb::Member {
-            id: self::member_id(urls, &config.initial_cluster_token),
-            name: if *name == config.name {
-                name.clone()
-            } else {
-                String::new()
-            },
-            peer_urls: urls.clone(),
-            ..cairnpb::Member::default()
-        })
-        .collect();
+    let (members, cluster_id) = initial_member_records(config)?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    let cluster_id = cluster_id(&ids);
     // Raft's log goes through the same engine; the store's commits need
     // not be synced, since raft's log is the durable copy and a restart
     // replays it from the applied index.
@@ -644,7 +693,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let mut peer_servers = Vec::new();
     for listener in peer_listeners {
         peer_urls.push(local_url(&listener)?);
-        let service = PeerService::new(inputs.clone(), Arc::clone(&member)).into_server();
+        let service = PeerService::new(inputs.clone(), &member).into_server();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stopped = stopped.clone();
         peer_servers.push(tokio::spawn(
@@ -658,7 +707,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
 
     // A lone voter leads at once: wait for it, so that the first client
     // request finds a leader (and the lessor promoted).
-    if raft.status().voters.len() <= 1 {
+    if raft.status().voters.len() <= 1 && !raft.status().learners.contains(&identity.member_id) {
         let mut status = raft.subscribe();
         let _ = tokio::time::timeout(
             config.request_timeout(),
@@ -705,7 +754,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     } else {
         config.advertise_client_urls.clone()
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(sync_watchers(Arc::clone(member.store()), stopped.clone())),
         tokio::spawn(crate::lease::task::run(
             Arc::clone(&member),
@@ -719,6 +768,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             stopped.clone(),
         )),
     ];
+    if !config.corrupt_check_time.is_zero() {
+        tasks.push(tokio::spawn(check_corruption(
+            Arc::clone(&member),
+            config.corrupt_check_time,
+            stopped.clone(),
+        )));
+    }
     Ok(Handle {
         member,
         client_urls,
@@ -754,6 +810,25 @@ async fn follow_leadership(member: Arc<Member>, mut stopped: watch::Receiver<boo
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
             changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Runs the leader's corruption check every `interval`.
+async fn check_corruption(
+    member: Arc<Member>,
+    interval: std::time::Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = member.check_corruption().await {
+            tracing::warn!(error = %e, "corruption check failed");
         }
     }
 }

@@ -302,6 +302,50 @@ impl Member {
         Ok(())
     }
 
+    /// The leader's corruption check (etcd's periodic check): compares this
+    /// member's HashKV at its current revision with every other member's at
+    /// the same revision and raises CORRUPT for a member whose hash differs
+    /// (same compacted revision, different hash). Members that are behind,
+    /// unreachable or compacted differently are skipped this round.
+    pub async fn check_corruption(&self) -> Result<(), EtcdError> {
+        if !self.raft_status().is_leader {
+            return Ok(());
+        }
+        let mine = self.hash_kv(0).await?;
+        let revision = mine.header.map(|h| h.revision).unwrap_or(0);
+        for peer in self.machine.members() {
+            if peer.id == self.identity.member_id {
+                continue;
+            }
+            let Some(url) = peer.peer_urls.first() else {
+                continue;
+            };
+            let theirs = match crate::raft::transport::peer_hash_kv(url, revision).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(peer = format!("{:x}", peer.id), error = %e, "corruption check skipped a member");
+                    continue;
+                }
+            };
+            if theirs.compact_revision == mine.compact_revision && theirs.hash != mine.hash {
+                tracing::error!(
+                    peer = format!("{:x}", peer.id),
+                    revision,
+                    leader_hash = mine.hash,
+                    peer_hash = theirs.hash,
+                    "members' hashes disagree; raising the CORRUPT alarm"
+                );
+                self.propose(Request::Alarm(AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: peer.id,
+                    alarm: AlarmType::Corrupt as i32,
+                }))
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses what a learner cannot do.
     fn check_not_learner(&self) -> Result<(), EtcdError> {
         if let Some(r) = &self.replication {
@@ -313,7 +357,12 @@ impl Member {
     }
 
     /// Proposes `request` and waits until this member has applied it.
+    /// While the CORRUPT alarm is raised, only alarm changes get through
+    /// (etcd refuses everything else with "corrupt cluster").
     pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
+        if !matches!(request, Request::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
+            return Err(EtcdError::Corrupt);
+        }
         let id = self.next_proposal_id();
         let data = RaftRequest {
             id,
@@ -388,6 +437,9 @@ impl Member {
     /// Range. Linearizable (the default) waits for a ReadIndex round;
     /// `serializable` reads the local state at once.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        if self.machine.has_alarm(AlarmType::Corrupt) {
+            return Err(EtcdError::Corrupt);
+        }
         if !req.serializable {
             self.barrier().await?;
         }
@@ -737,9 +789,16 @@ fn unexpected(applied: Applied) -> EtcdError {
 }
 
 #[tonic::async_trait]
-impl crate::raft::LeaseAuthority for Member {
+impl crate::raft::PeerHandler for Member {
     fn members(&self) -> (u64, Vec<cairn_proto::cairnpb::Member>) {
         (self.cluster_id(), self.machine.members())
+    }
+
+    async fn hash_kv(
+        &self,
+        revision: i64,
+    ) -> Result<cairn_proto::etcdserverpb::HashKvResponse, EtcdError> {
+        Member::hash_kv(self, revision).await
     }
 
     async fn renew(&self, id: i64) -> Result<i64, EtcdError> {

@@ -56,6 +56,10 @@ struct Flags {
     /// Raise an alarm (and refuse writes) when the backend size exceeds this many bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     quota_backend_bytes: u64,
+    /// How often the leader checks that members' data hashes agree (e.g.
+    /// 5m); 0 turns the check off. A mismatch raises the CORRUPT alarm.
+    #[arg(long, default_value = "0", value_parser = parse_duration_or_zero)]
+    experimental_corrupt_check_time: std::time::Duration,
     /// Initial cluster token (it determines the member and cluster ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -84,6 +88,63 @@ struct Flags {
     log_level: String,
 }
 
+/// `cairn snapshot restore FILE ...`: a new cluster's data directory from a
+/// `snapshot save` file (etcdutl's `snapshot restore`, same flag names).
+#[derive(Debug, Parser)]
+#[command(name = "cairn snapshot")]
+enum SnapshotCommand {
+    /// Restores a snapshot file into a new data directory, bootstrapping a
+    /// new cluster with the given membership. Run once per member, with the
+    /// same file and cluster flags; then start each member with `cairn` and
+    /// the same flags.
+    Restore {
+        /// The file written by `etcdctl snapshot save` against Cairn.
+        file: PathBuf,
+        /// Human-readable name for this member.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Path to the new data directory (default: ${name}.cairn); must not exist.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The new cluster: name=url,name=url,...
+        #[arg(long, default_value = "")]
+        initial_cluster: String,
+        /// The new cluster's token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs.
+        #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+        initial_advertise_peer_urls: Vec<String>,
+    },
+}
+
+fn snapshot_command(args: Vec<String>) -> anyhow::Result<()> {
+    let SnapshotCommand::Restore {
+        file,
+        name,
+        data_dir,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+    } = SnapshotCommand::parse_from(args);
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let config = Config {
+        data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.cairn"))),
+        name,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+        ..Config::default()
+    };
+    let revision = embed::restore_snapshot(&bytes, &config).context("restoring the snapshot")?;
+    println!(
+        "restored {} into {} at revision {revision}",
+        file.display(),
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
 /// Parses a Go-style duration with one unit: `500ms`, `30s`, `10m`, `1h`.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -102,6 +163,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("invalid duration {s:?}: must be positive"));
     }
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// [`parse_duration`], also accepting `0` (off).
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
@@ -132,6 +201,10 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        return snapshot_command(args.into_iter().skip(1).collect());
+    }
     let flags = Flags::parse();
     init_logging(&flags.log_level)?;
     let config = Config {
@@ -161,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_count: flags.snapshot_count,
         snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
         quota_backend_bytes: flags.quota_backend_bytes,
+        corrupt_check_time: flags.experimental_corrupt_check_time,
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");

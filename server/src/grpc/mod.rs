@@ -15,10 +15,13 @@ mod watch;
 use std::future::Future;
 use std::sync::Arc;
 
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use cluster::ClusterService;
@@ -45,32 +48,51 @@ pub async fn serve(
         .limits()
         .max_request_bytes
         .saturating_add(GRPC_OVERHEAD_BYTES);
+    let require_leader = RequireLeader {
+        member: Arc::clone(&member),
+    };
     let kv =
         KvServer::new(KvService::new(Arc::clone(&member))).max_decoding_message_size(max_message);
+    let lease = LeaseServer::new(LeaseService::new(Arc::clone(&member)))
+        .max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member)))
+        .max_decoding_message_size(max_message);
+    let cluster = ClusterServer::new(ClusterService::new(Arc::clone(&member)))
+        .max_decoding_message_size(max_message);
+    let watch = WatchServer::new(WatchService::new(Arc::clone(&member)))
         .max_decoding_message_size(max_message);
     // Without TCP_NODELAY a response written in several frames waits for the
     // client's delayed ACK: ~40 ms per unary call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .add_service(kv)
-        .add_service(
-            cairn_proto::etcdserverpb::lease_server::LeaseServer::new(LeaseService::new(
-                Arc::clone(&member),
-            ))
-            .max_decoding_message_size(max_message),
-        )
-        .add_service(maintenance)
-        .add_service(
-            cairn_proto::etcdserverpb::cluster_server::ClusterServer::new(ClusterService::new(
-                Arc::clone(&member),
-            ))
-            .max_decoding_message_size(max_message),
-        )
-        .add_service(
-            WatchServer::new(WatchService::new(Arc::clone(&member)))
-                .max_decoding_message_size(max_message),
-        )
+        .add_service(InterceptedService::new(kv, require_leader.clone()))
+        .add_service(InterceptedService::new(lease, require_leader.clone()))
+        .add_service(InterceptedService::new(maintenance, require_leader.clone()))
+        .add_service(InterceptedService::new(cluster, require_leader.clone()))
+        .add_service(InterceptedService::new(watch, require_leader))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// etcd's `hasleader` check: a request carrying the gRPC metadata
+/// `hasleader: true` (clientv3's `WithRequireLeader`, sent by etcdctl watch
+/// and kube-apiserver) is refused with "etcdserver: no leader" while this
+/// member knows no leader, instead of waiting for one.
+#[derive(Clone)]
+struct RequireLeader {
+    /// Whose raft status is checked.
+    member: Arc<Member>,
+}
+
+impl tonic::service::Interceptor for RequireLeader {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let wants_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if wants_leader && self.member.raft_status().leader == 0 {
+            return Err(crate::error::EtcdError::NoLeader.into());
+        }
+        Ok(request)
+    }
 }

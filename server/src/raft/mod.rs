@@ -27,4 +27,4 @@ pub mod transport;
 pub use error::Error;
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
 pub use storage::RaftStorage;
-pub use transport::{forward_lease, LeaseAuthority, PeerService, Peers};
+pub use transport::{forward_lease, PeerHandler, PeerService, Peers};

@@ -340,6 +340,8 @@ pub fn start<T: Transport>(
     if voters == [config.id] {
         let _ = node.raw.campaign();
     }
+    // The first status describes the configuration before the thread runs.
+    node.publish_status();
     let thread = std::thread::Builder::new()
         .name("cairn-raft".into())
         .spawn(move || node.run())

@@ -239,14 +239,20 @@ async fn send_snapshot(url: &str, mut msg: Message) -> Result<(), String> {
     Ok(())
 }
 
-/// Answers the lease requests a follower forwards (only the leader keeps
-/// lease expiries).
+/// What a member answers its peers beyond raft messages: the lease
+/// requests a follower forwards (only the leader keeps lease expiries), the
+/// member table, and its HashKV for the corruption check.
 #[tonic::async_trait]
-pub trait LeaseAuthority: Send + Sync + 'static {
+pub trait PeerHandler: Send + Sync + 'static {
     /// Renews lease `id`; its TTL.
     async fn renew(&self, id: i64) -> Result<i64, crate::error::EtcdError>;
     /// The cluster id and member table.
     fn members(&self) -> (u64, Vec<cairn_proto::cairnpb::Member>);
+    /// HashKV at a revision.
+    async fn hash_kv(
+        &self,
+        revision: i64,
+    ) -> Result<cairn_proto::etcdserverpb::HashKvResponse, crate::error::EtcdError>;
     /// LeaseTimeToLive.
     async fn time_to_live(
         &self,
@@ -258,16 +264,18 @@ pub trait LeaseAuthority: Send + Sync + 'static {
 pub struct PeerService<L> {
     /// The raft thread's inputs.
     inputs: Mutex<Sender<Input>>,
-    /// Where forwarded lease requests go.
-    leases: Arc<L>,
+    /// Who answers the non-raft requests. Weak: connections from peers
+    /// outlive a stopping member's server for a while, and must not keep
+    /// its state (and data directory) open.
+    handler: std::sync::Weak<L>,
 }
 
-impl<L: LeaseAuthority> PeerService<L> {
+impl<L: PeerHandler> PeerService<L> {
     /// A service feeding `inputs`.
-    pub fn new(inputs: Sender<Input>, leases: Arc<L>) -> Self {
+    pub fn new(inputs: Sender<Input>, handler: &Arc<L>) -> Self {
         Self {
             inputs: Mutex::new(inputs),
-            leases,
+            handler: Arc::downgrade(handler),
         }
     }
 
@@ -276,6 +284,12 @@ impl<L: LeaseAuthority> PeerService<L> {
         RaftServer::new(self)
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE)
+    }
+
+    fn handler(&self) -> Result<Arc<L>, Status> {
+        self.handler
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
     }
 
     fn step(&self, msg: Message) -> Result<(), Status> {
@@ -294,7 +308,7 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 }
 
 #[tonic::async_trait]
-impl<L: LeaseAuthority> raft_server::Raft for PeerService<L> {
+impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
@@ -323,8 +337,16 @@ impl<L: LeaseAuthority> raft_server::Raft for PeerService<L> {
         Ok(Response::new(Done {}))
     }
 
+    async fn hash_kv(
+        &self,
+        request: Request<cairn_proto::etcdserverpb::HashKvRequest>,
+    ) -> Result<Response<cairn_proto::etcdserverpb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        Ok(Response::new(self.handler()?.hash_kv(revision).await?))
+    }
+
     async fn members(&self, _request: Request<Done>) -> Result<Response<MemberTable>, Status> {
-        let (cluster_id, members) = self.leases.members();
+        let (cluster_id, members) = self.handler()?.members();
         Ok(Response::new(MemberTable {
             cluster_id,
             members,
@@ -337,12 +359,12 @@ impl<L: LeaseAuthority> raft_server::Raft for PeerService<L> {
     ) -> Result<Response<LeaseForwardResponse>, Status> {
         let resp = match request.into_inner().request {
             Some(lease_forward::Request::Renew(id)) => LeaseForwardResponse {
-                ttl: self.leases.renew(id).await?,
+                ttl: self.handler()?.renew(id).await?,
                 time_to_live: None,
             },
             Some(lease_forward::Request::TimeToLive(req)) => LeaseForwardResponse {
                 ttl: 0,
-                time_to_live: Some(self.leases.time_to_live(req).await?),
+                time_to_live: Some(self.handler()?.time_to_live(req).await?),
             },
             None => return Err(Status::invalid_argument("empty lease request")),
         };
@@ -377,4 +399,17 @@ pub async fn fetch_members(peer_urls: &[String]) -> Option<MemberTable> {
         }
     }
     None
+}
+
+/// The HashKV of the member at peer URL `url`, at `revision`.
+pub async fn peer_hash_kv(
+    url: &str,
+    revision: i64,
+) -> Result<cairn_proto::etcdserverpb::HashKvResponse, String> {
+    let channel = connect(url).await?;
+    let resp = client(channel)
+        .hash_kv(cairn_proto::etcdserverpb::HashKvRequest { revision })
+        .await
+        .map_err(|s| s.message().to_string())?;
+    Ok(resp.into_inner())
 }

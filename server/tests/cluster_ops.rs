@@ -1,0 +1,220 @@
+//! Cluster operations beyond replication: `hasleader`, the CORRUPT alarm
+//! from the leader's hash check, the NOSPACE quota, and restoring a new
+//! cluster from a `snapshot save` file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn_client::{Delete, Get, Put};
+use cairn_proto::etcdserverpb::{kv_client::KvClient, AlarmType, RangeRequest};
+use common::cluster::Cluster;
+
+/// Polls `f` until it returns true, failing after `secs`.
+async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hasleader_requests_fail_fast_without_a_leader() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            cluster.kill(i).await;
+        }
+    }
+    // Alone, the survivor loses its leader (check-quorum, or the leader is gone).
+    let member = cluster.handle(survivor).member().clone();
+    eventually(20, "the survivor to lose its leader", async || {
+        member.raft_status().leader == 0
+    })
+    .await;
+    let mut kv = KvClient::connect(cluster.url(survivor)).await.unwrap();
+    let mut req = tonic::Request::new(RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..RangeRequest::default()
+    });
+    req.metadata_mut()
+        .insert("hasleader", "true".parse().unwrap());
+    let err = kv.range(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "etcdserver: no leader");
+    // Without the metadata a serializable read is served locally.
+    let ok = kv
+        .range(RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..RangeRequest::default()
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    // A write has no leader to go to.
+    let c = cluster.client(survivor).await;
+    let err = c.put(Put::new("k", "v")).await.unwrap_err();
+    assert!(err.to_string().contains("no leader"), "{err}");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_differs_raises_corrupt() {
+    let mut cluster = Cluster::start(3, |c| {
+        c.corrupt_check_time = Duration::from_millis(200);
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader).await;
+    for i in 0..20 {
+        c.put(Put::new(format!("k{i}"), "v")).await.unwrap();
+    }
+    cluster.converge().await;
+    assert!(
+        c.alarms().await.unwrap().alarms.is_empty(),
+        "healthy cluster"
+    );
+    // Damage one record on a follower, behind the store's back.
+    let follower = (leader + 1) % 3;
+    let victim = cluster.handle(follower).member().clone();
+    let rev = c.get(Get::key("k5")).await.unwrap().kvs[0].mod_revision;
+    let kv = cairn_proto::mvccpb::KeyValue {
+        key: b"k5".to_vec(),
+        value: b"garbage".to_vec(),
+        create_revision: rev,
+        mod_revision: rev,
+        version: 1,
+        lease: 0,
+    };
+    let mut batch = cairn_server::storage::WriteBatch::new();
+    batch.put(
+        cairn_server::storage::Cf::Kv,
+        cairn_server::mvcc::Revision::new(rev, 0).record_key(false),
+        prost::Message::encode_to_vec(&kv),
+    );
+    victim.store().engine().write(batch, true).unwrap();
+    // The leader's check finds it and raises CORRUPT for that member.
+    let victim_id = victim.identity().member_id;
+    eventually(20, "the CORRUPT alarm", async || {
+        c.alarms()
+            .await
+            .unwrap()
+            .alarms
+            .iter()
+            .any(|a| a.member_id == victim_id && a.alarm == AlarmType::Corrupt as i32)
+    })
+    .await;
+    // Then the cluster refuses to serve, as etcd does.
+    let err = c.put(Put::new("k", "v")).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt cluster"), "{err}");
+    let err = c.get(Get::key("k1")).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt cluster"), "{err}");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_the_quota_raise_nospace_until_disarmed() {
+    let mut cluster = Cluster::start(3, |c| {
+        // Past whatever an empty database takes, and reachable quickly.
+        c.quota_backend_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader).await;
+    let big = vec![b'x'; 256 * 1024];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(e) = c.put(Put::new(format!("big{i}"), big.clone())).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("the quota is reached");
+    assert!(err.to_string().contains("database space exceeded"), "{err}");
+    // Every member has the alarm (it is replicated), and refuses puts.
+    cluster.converge().await;
+    for i in 0..3 {
+        let ci = cluster.client(i).await;
+        let alarms = ci.alarms().await.unwrap().alarms;
+        assert!(
+            alarms.iter().any(|a| a.alarm == AlarmType::Nospace as i32),
+            "member {i}"
+        );
+        let e = ci.put(Put::new("small", "v")).await.unwrap_err();
+        assert!(e.to_string().contains("database space exceeded"), "{e}");
+    }
+    // Deletes still go through; disarming lets writes in again.
+    c.delete(Delete::key("big0")).await.unwrap();
+    let alarm = c.alarms().await.unwrap().alarms[0];
+    c.alarm_deactivate(alarm.member_id, AlarmType::Nospace)
+        .await
+        .unwrap();
+    assert!(c.alarms().await.unwrap().alarms.is_empty());
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_restores_from_a_snapshot_file() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    cluster.leader().await;
+    let c = cluster.client_all().await;
+    for i in 0..300 {
+        c.put(Put::new(format!("k{i:03}"), format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let before = c.get(Get::key("k").prefix()).await.unwrap();
+    let file = c.snapshot_to_vec().await.unwrap();
+    cluster.stop_all().await;
+
+    // Restore into three new data directories, as a new cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster::configs(dir.path(), 3, |c| {
+        c.initial_cluster_token = "restored".into();
+    })
+    .await;
+    for config in &configs {
+        let rev = cairn_server::embed::restore_snapshot(&file, config).unwrap();
+        assert_eq!(rev, before.header.unwrap().revision);
+    }
+    // A damaged file is refused and touches nothing.
+    let mut damaged = file.clone();
+    let n = damaged.len();
+    damaged[n / 2] ^= 0xff;
+    let mut other = configs[0].clone();
+    other.data_dir = dir.path().join("damaged");
+    assert!(cairn_server::embed::restore_snapshot(&damaged, &other).is_err());
+    assert!(!other.data_dir.join("db").exists());
+
+    let mut handles = Vec::new();
+    for config in configs.iter().cloned() {
+        handles.push(common::cluster::start_member(config));
+    }
+    let mut running = Vec::new();
+    for h in handles {
+        running.push(h.await);
+    }
+    let restored =
+        cairn_client::Client::connect_all(configs.iter().map(|c| c.listen_client_urls[0].clone()))
+            .await
+            .unwrap();
+    eventually(20, "the restored cluster to serve", async || {
+        restored.get(Get::key("k").prefix()).await.is_ok()
+    })
+    .await;
+    let after = restored.get(Get::key("k").prefix()).await.unwrap();
+    assert_eq!(after.kvs, before.kvs);
+    // It is a new cluster: new members, and it takes writes.
+    let members = restored.member_list().await.unwrap().members;
+    assert_eq!(members.len(), 3);
+    restored.put(Put::new("new", "1")).await.unwrap();
+    for h in running {
+        h.kill().await;
+    }
+}
