@@ -218,3 +218,56 @@ async fn a_new_cluster_restores_from_a_snapshot_file() {
         h.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_watches_work_through_followers_and_survive_a_new_leader() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let fc = cluster.client(follower).await;
+    // Phase 1: a watch on a follower sees a write made through another member.
+    let mut watcher = fc
+        .watch(cairn_client::Watch::key("w").prefix())
+        .await
+        .unwrap();
+    cluster
+        .client(other)
+        .await
+        .put(Put::new("w/1", "x"))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        cairn_client::WatchEvent::Events { events, .. } => {
+            assert_eq!(events[0].kv.as_ref().unwrap().key, b"w/1")
+        }
+        other => panic!("expected events, got {other:?}"),
+    }
+    // Phase 2: a lease granted and kept alive through a follower (renewals
+    // are forwarded to the leader, which alone keeps expiries).
+    let lease = fc.lease_grant(2, 0).await.unwrap().id;
+    fc.put(Put::new("owned", "1").lease(lease)).await.unwrap();
+    let keep = fc.lease_keep_alive(lease).await.unwrap();
+    let ttl = fc.lease_time_to_live(lease, true).await.unwrap();
+    assert!(ttl.ttl > 0 && ttl.granted_ttl == 2, "{ttl:?}");
+    assert_eq!(ttl.keys, vec![b"owned".to_vec()]);
+    // Phase 3: the leader dies; kept alive, the lease outlives its TTL.
+    cluster.kill(leader).await;
+    cluster.leader().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = fc.get(Get::key("owned")).await.unwrap();
+    assert_eq!(r.kvs.len(), 1, "a kept-alive lease must not expire");
+    // Phase 4: no longer kept alive, it expires and takes its key along.
+    drop(keep);
+    eventually(20, "the lease to expire", async || {
+        fc.get(Get::key("owned"))
+            .await
+            .is_ok_and(|r| r.kvs.is_empty())
+    })
+    .await;
+    cluster.stop_all().await;
+}
