@@ -3,7 +3,7 @@
 # toolchain it installs what the build needs, then:
 #
 #   scripts/dev.sh run [cairn flags...]   build and run a single member (etcd's defaults: localhost:2379)
-#   scripts/dev.sh test                   the whole test suite (unit, integration, etcdctl comparison)
+#   scripts/dev.sh test                   the whole test suite (unit, integration, etcdctl comparisons)
 #   scripts/dev.sh deps                   only install the build dependencies
 #
 # Builds go to $CARGO_TARGET_DIR, by default a directory outside the clone
@@ -59,6 +59,7 @@ case "${1:-}" in
             cargo test --workspace
         fi
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         ;;
     *)
         sed -n '2,14p' "$0" >&2

@@ -268,6 +268,15 @@ impl Member {
         }
     }
 
+    /// A header with no revision, as etcd fills the Cluster service's
+    /// responses (membership is not part of the key space).
+    pub fn header_without_revision(&self) -> ResponseHeader {
+        ResponseHeader {
+            revision: 0,
+            ..self.header(0)
+        }
+    }
+
     fn check_size(&self, request: &impl Message) -> Result<(), EtcdError> {
         if request.encoded_len() + RAFT_ENVELOPE_BYTES > self.limits.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);

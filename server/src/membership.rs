@@ -256,12 +256,14 @@ impl Member {
     /// Maintenance.HashKV at `revision` (0 = current).
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, EtcdError> {
         let store = std::sync::Arc::clone(self.store());
-        let (hash, compact_revision, rev) =
+        let (hash, compact_revision, _) =
             tokio::task::spawn_blocking(move || store.hash_kv(revision))
                 .await
                 .map_err(|_| EtcdError::Internal)??;
+        // etcd's header carries the member's current revision, not the
+        // hashed one.
         Ok(HashKvResponse {
-            header: Some(self.header(rev)),
+            header: Some(self.header(0)),
             hash,
             compact_revision,
         })

@@ -2,9 +2,13 @@
 //! state, and restoring a new cluster from one.
 //!
 //! Format: the magic `CAIRNSNAP1`, the applied index it was taken at (8
-//! bytes big-endian), the state (length-delimited `cairnpb.SnapshotRecord`s
-//! of the `kv`, `lease` and `meta` column families), then a SHA-256 of
-//! everything before it, so a truncated or damaged file is refused.
+//! bytes big-endian), the state's length (8 bytes big-endian), the state
+//! (length-delimited `cairnpb.SnapshotRecord`s of the `kv`, `lease` and
+//! `meta` column families), zero padding to a multiple of 512 bytes, then a
+//! SHA-256 of everything before it. A truncated or damaged file is refused.
+//! The padding and the trailing digest are what `etcdctl snapshot save`
+//! checks of etcd's own files (size % 512 == 32, digest of the rest), so
+//! stock etcdctl saves Cairn snapshots.
 //!
 //! Restore (`cairn snapshot restore FILE --data-dir DIR --name NAME
 //! --initial-cluster ... --initial-cluster-token ... --initial-advertise-peer-urls ...`)
@@ -16,6 +20,9 @@
 
 const MAGIC: &[u8] = b"CAIRNSNAP1";
 const DIGEST_LEN: usize = 32;
+/// The body is padded to a multiple of this (etcdctl's check).
+const ALIGN: usize = 512;
+const HEADER_LEN: usize = MAGIC.len() + 16;
 
 /// Errors reading a snapshot file.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +34,13 @@ pub enum Error {
 
 /// Wraps state `data` taken at `index` into a snapshot file.
 pub fn encode_file(index: u64, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC.len() + 8 + data.len() + DIGEST_LEN);
+    let body = (HEADER_LEN + data.len()).div_ceil(ALIGN) * ALIGN;
+    let mut out = Vec::with_capacity(body + DIGEST_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
     out.extend_from_slice(data);
+    out.resize(body, 0);
     let digest = ring::digest::digest(&ring::digest::SHA256, &out);
     out.extend_from_slice(digest.as_ref());
     out
@@ -38,16 +48,24 @@ pub fn encode_file(index: u64, data: &[u8]) -> Vec<u8> {
 
 /// The (index, state data) of a snapshot file, after checking its digest.
 pub fn decode_file(file: &[u8]) -> Result<(u64, &[u8]), Error> {
-    if file.len() < MAGIC.len() + 8 + DIGEST_LEN || !file.starts_with(MAGIC) {
+    if file.len() < HEADER_LEN + DIGEST_LEN || !file.starts_with(MAGIC) {
         return Err(Error::Invalid("not a Cairn snapshot"));
     }
     let (body, digest) = file.split_at(file.len() - DIGEST_LEN);
     if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != digest {
         return Err(Error::Invalid("checksum mismatch (truncated or damaged)"));
     }
-    let mut index = [0u8; 8];
-    index.copy_from_slice(&body[MAGIC.len()..MAGIC.len() + 8]);
-    Ok((u64::from_be_bytes(index), &body[MAGIC.len() + 8..]))
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&body[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let index = word(MAGIC.len());
+    let len = usize::try_from(word(MAGIC.len() + 8)).map_err(|_| Error::Invalid("bad length"))?;
+    let data = body
+        .get(HEADER_LEN..HEADER_LEN.saturating_add(len))
+        .ok_or(Error::Invalid("length beyond the file"))?;
+    Ok((index, data))
 }
 
 #[cfg(test)]
@@ -57,7 +75,11 @@ mod tests {
     #[test]
     fn round_trip_and_damage() {
         let file = encode_file(42, b"state");
+        // etcdctl's check of a snapshot stream.
+        assert_eq!(file.len() % 512, 32);
         assert_eq!(decode_file(&file).ok(), Some((42, &b"state"[..])));
+        let big = vec![7u8; 1000];
+        assert_eq!(decode_file(&encode_file(1, &big)).ok(), Some((1, &big[..])));
         let mut bad = file.clone();
         let n = bad.len();
         bad[n / 2] ^= 1;

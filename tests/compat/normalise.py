@@ -273,7 +273,9 @@ def cluster(text, token, clients, peers):
             body, values = number_hashes(body, hashes)
             if len(set(values)) > 1:
                 mismatches.append(cmd)
-                body.append("# HASH MISMATCH: the members reported different hashes: %s"
+                exits = [i for i, line in enumerate(body) if line.startswith("[exit ")]
+                body.insert(exits[-1] + 1 if exits else len(body),
+                            "# HASH MISMATCH: the members reported different hashes: %s"
                             % " ".join(str(v) for v in values))
         if " snapshot save" in cmd:
             body = [snapshot_log(line) for line in body]
@@ -302,23 +304,18 @@ def cluster(text, token, clients, peers):
 def sort_health(body):
     """`endpoint health` checks the endpoints concurrently and prints them in the
     order the checks end: sort its simple lines, JSON array and table rows."""
-    result, rest = [], list(body)
-    exit_line = rest.pop() if rest and rest[-1].startswith("[exit ") else None
-    simple = [line for line in rest if re.match(r"^\S+ is (un)?healthy: ", line)]
-    if simple:
-        it = iter(sorted(simple))
-        rest = [next(it) if line in simple else line for line in rest]
-    for line in rest:
+    result = list(body)
+
+    def sort_at(positions):  # sorts the lines at these positions among themselves
+        for i, line in zip(positions, sorted(result[i] for i in positions)):
+            result[i] = line
+    sort_at([i for i, line in enumerate(result) if re.match(r"^\S+ is (un)?healthy: ", line)])
+    sort_at([i for i, line in enumerate(result) if line.startswith("|")][1:])  # (not the header row)
+    for i, line in enumerate(result):
         items = split_json_array(line)
         if items is not None:
-            line = "[" + ",".join(sorted(items)) + "]"
-        result.append(line)
-    rows = [i for i, line in enumerate(result) if line.startswith("|")]
-    if len(rows) > 1:  # the first row is the header
-        data = sorted(result[i] for i in rows[1:])
-        for i, line in zip(rows[1:], data):
-            result[i] = line
-    return result + ([exit_line] if exit_line is not None else [])
+            result[i] = "[" + ",".join(sorted(items)) + "]"
+    return result
 
 
 def number_hashes(body, hashes):

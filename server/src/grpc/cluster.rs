@@ -43,7 +43,7 @@ impl Cluster for ClusterService {
             .member_add(req.peer_ur_ls, req.is_learner)
             .await?;
         Ok(Response::new(MemberAddResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.member.header_without_revision()),
             member: Some(to_pb(&added)),
             members: list(&members),
         }))
@@ -55,7 +55,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let members = self.member.member_remove(request.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.member.header_without_revision()),
             members: list(&members),
         }))
     }
@@ -67,7 +67,7 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let members = self.member.member_update(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.member.header_without_revision()),
             members: list(&members),
         }))
     }
@@ -81,7 +81,7 @@ impl Cluster for ClusterService {
             self.member.barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.member.header_without_revision()),
             members: list(&self.member.member_list()),
         }))
     }
@@ -92,7 +92,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let members = self.member.member_promote(request.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.member.header_without_revision()),
             members: list(&members),
         }))
     }

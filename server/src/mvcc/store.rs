@@ -340,12 +340,14 @@ impl Store {
             let state = self.read();
             (state.compact_rev, state.current_rev)
         };
+        // etcd refuses an asked-for revision at or below the compacted one
+        // (the current revision is always fine).
+        if rev > 0 && rev <= compact_rev {
+            return Err(Error::Compacted);
+        }
         let rev = if rev <= 0 { current } else { rev };
         if rev > current {
             return Err(Error::FutureRev);
-        }
-        if rev < compact_rev {
-            return Err(Error::Compacted);
         }
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(&compact_rev.to_be_bytes());
