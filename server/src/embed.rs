@@ -681,6 +681,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             Some(Replication {
                 raft: raft.clone(),
                 request_timeout: config.request_timeout(),
+                leader_change_grace: config.election_timeout,
             }),
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)

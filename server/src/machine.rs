@@ -598,6 +598,17 @@ impl Machine {
         Ok(())
     }
 
+    /// Runs a Txn that writes nothing against the current state, without a
+    /// log entry: the transaction is dropped, never committed.
+    pub fn read_only_txn(
+        &self,
+        req: &cairn_proto::etcdserverpb::TxnRequest,
+    ) -> Result<TxnResponse, EtcdError> {
+        let mut txn = self.store.write();
+        let mut leases = LeaseTxn::new(&self.lessor);
+        apply::txn(&mut txn, &mut leases, req)
+    }
+
     /// Fails every waiter (the member is stopping).
     pub fn fail_all(&self, error: EtcdError) {
         for (_, tx) in lock(&self.waiters).drain() {

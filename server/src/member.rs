@@ -80,6 +80,10 @@ pub struct Replication {
     /// How long a proposal or a linearizable read may wait (etcd: 5 s plus
     /// two election timeouts).
     pub request_timeout: Duration,
+    /// How long a proposal may still wait once another member leads (one
+    /// election timeout): enough for the new leader to commit what the old
+    /// one had replicated.
+    pub leader_change_grace: Duration,
 }
 
 /// A running member's state, shared by every gRPC service.
@@ -108,6 +112,8 @@ pub struct Member {
     quota_backend_bytes: u64,
     /// This member's zone (`--zone`), reported by Status.
     zone: String,
+    /// The database size last read for the quota check, and when.
+    db_size: Mutex<Option<(std::time::Instant, u64)>>,
     /// Set when the member begins to stop, so long-lived per-client tasks
     /// (watch streams) end and release the store.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -120,6 +126,9 @@ fn blocking_failed(e: tokio::task::JoinError) -> EtcdError {
 
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// How long the database size read for the quota check is reused.
+const DB_SIZE_REFRESH: Duration = Duration::from_millis(500);
 
 /// Proposals are refused while applying lags committing by more than this
 /// (etcd's maxGapBetweenApplyAndCommitIndex).
@@ -155,6 +164,7 @@ impl Member {
             watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             zone: String::new(),
+            db_size: Mutex::new(None),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -290,13 +300,10 @@ impl Member {
         if self.machine.has_alarm(AlarmType::Nospace) {
             return Err(EtcdError::NoSpace);
         }
-        let store = Arc::clone(self.store());
-        let size = tokio::task::spawn_blocking(move || store.engine().size())
-            .await
-            .map_err(blocking_failed)?;
-        if size.total.saturating_add(cost as u64) > self.quota_backend_bytes {
+        let total = self.db_size().await?;
+        if total.saturating_add(cost as u64) > self.quota_backend_bytes {
             tracing::warn!(
-                db_size = size.total,
+                db_size = total,
                 quota = self.quota_backend_bytes,
                 "database space exceeded; raising the NOSPACE alarm"
             );
@@ -355,6 +362,25 @@ impl Member {
         Ok(())
     }
 
+    /// The database size for the quota check, read from the engine at most
+    /// every [`DB_SIZE_REFRESH`] (a property query on the blocking pool is
+    /// too much to pay on every write).
+    async fn db_size(&self) -> Result<u64, EtcdError> {
+        let cached = *self.db_size.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, size)) = cached {
+            if at.elapsed() < DB_SIZE_REFRESH {
+                return Ok(size);
+            }
+        }
+        let store = Arc::clone(self.store());
+        let size = tokio::task::spawn_blocking(move || store.engine().size())
+            .await
+            .map_err(blocking_failed)?;
+        *self.db_size.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), size.total));
+        Ok(size.total)
+    }
+
     /// Refuses what a learner cannot do.
     fn check_not_learner(&self) -> Result<(), EtcdError> {
         if let Some(r) = &self.replication {
@@ -389,19 +415,58 @@ impl Member {
             return Err(EtcdError::TooManyRequests);
         }
         let waiter = self.machine.register(id);
+        let mut leadership = replication.raft.leadership();
+        leadership.borrow_and_update();
         if let Err(e) = replication.raft.propose(data).await {
             self.machine.cancel(id);
             return Err(e);
         }
-        match tokio::time::timeout(replication.request_timeout, waiter).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(EtcdError::Stopped),
-            Err(_) => {
-                self.machine.cancel(id);
-                if replication.raft.status().leader != status.leader {
-                    Err(EtcdError::TimeoutDueToLeaderFail)
-                } else {
-                    Err(EtcdError::Timeout)
+        let outcome = self
+            .wait_applied(replication, waiter, status.leader, leadership)
+            .await;
+        if outcome.is_err() {
+            self.machine.cancel(id);
+        }
+        outcome
+    }
+
+    /// Waits for a proposal to be applied here. Gives up after the request
+    /// timeout ("request timed out"), or sooner once a new leader has led
+    /// for a grace period without applying it: a proposal lost with the old
+    /// leader would otherwise hold the client for the whole timeout. Either
+    /// way the outcome is unknown (a lost proposal may still be delivered
+    /// late), so the errors are etcd's timeout errors, never "not applied".
+    async fn wait_applied(
+        &self,
+        replication: &Replication,
+        waiter: tokio::sync::oneshot::Receiver<crate::machine::Outcome>,
+        leader: u64,
+        mut leadership: tokio::sync::watch::Receiver<(u64, u64)>,
+    ) -> Result<Applied, EtcdError> {
+        let deadline = tokio::time::Instant::now() + replication.request_timeout;
+        let mut lost_by = None;
+        tokio::pin!(waiter);
+        loop {
+            let give_up = lost_by.unwrap_or(deadline).min(deadline);
+            tokio::select! {
+                outcome = &mut waiter => {
+                    return outcome.unwrap_or(Err(EtcdError::Stopped));
+                }
+                _ = tokio::time::sleep_until(give_up) => {
+                    return Err(if lost_by.is_some() {
+                        EtcdError::TimeoutDueToLeaderFail
+                    } else {
+                        EtcdError::Timeout
+                    });
+                }
+                changed = leadership.changed(), if lost_by.is_none() => {
+                    if changed.is_err() {
+                        return Err(EtcdError::Stopped);
+                    }
+                    let (now_leader, _) = *leadership.borrow_and_update();
+                    if now_leader != 0 && now_leader != leader {
+                        lost_by = Some(tokio::time::Instant::now() + replication.leader_change_grace);
+                    }
                 }
             }
         }
@@ -480,9 +545,24 @@ impl Member {
         }
     }
 
-    /// Txn (always through raft, read-only ones included).
+    /// Txn. One that writes nothing (no put or delete on any branch) is
+    /// served like a read, as etcd does: after a ReadIndex round (unless
+    /// every range in it is serializable), from the local store, without a
+    /// log entry.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
         self.check_size(&req)?;
+        if self.replication.is_some() && !has_write(&req) {
+            if self.machine.has_alarm(AlarmType::Corrupt) {
+                return Err(EtcdError::Corrupt);
+            }
+            if !all_serializable(&req) {
+                self.barrier().await?;
+            }
+            let machine = Arc::clone(&self.machine);
+            return tokio::task::spawn_blocking(move || machine.read_only_txn(&req))
+                .await
+                .map_err(blocking_failed)?;
+        }
         if has_put(&req) {
             self.check_space(req.encoded_len()).await?;
         }
@@ -823,6 +903,32 @@ impl crate::raft::PeerHandler for Member {
         }
         self.lease_time_to_live_here(req)
     }
+}
+
+/// Whether any branch of `req` (nested ones included) puts or deletes.
+fn has_write(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestTxn(t)) => has_write(t),
+            _ => false,
+        })
+}
+
+/// Whether every range of a read-only `req` asks for a serializable read.
+fn all_serializable(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(t)) => all_serializable(t),
+            _ => true,
+        })
 }
 
 fn has_put(req: &TxnRequest) -> bool {

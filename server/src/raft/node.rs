@@ -213,6 +213,9 @@ struct Node<T: Transport> {
     transport: Arc<T>,
     inputs: Receiver<Input>,
     status: watch::Sender<RaftStatus>,
+    /// (leader, term), changed only when either changes: waiters watch
+    /// this rather than the busy status.
+    leadership: watch::Sender<(u64, u64)>,
     config: NodeConfig,
     /// Reads not yet in a round.
     queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
@@ -233,6 +236,8 @@ pub struct RaftHandle {
     inputs: Sender<Input>,
     /// The latest status.
     status: watch::Receiver<RaftStatus>,
+    /// (leader, term), changed only when either changes.
+    leadership: watch::Receiver<(u64, u64)>,
 }
 
 impl RaftHandle {
@@ -249,6 +254,11 @@ impl RaftHandle {
     /// A receiver of status changes.
     pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
         self.status.clone()
+    }
+
+    /// A receiver of (leader, term) changes only.
+    pub fn leadership(&self) -> watch::Receiver<(u64, u64)> {
+        self.leadership.clone()
     }
 
     /// A sender of inputs (for the transport).
@@ -320,6 +330,7 @@ pub fn start<T: Transport>(
         id: config.id,
         ..RaftStatus::default()
     });
+    let (leadership_tx, leadership_rx) = watch::channel((0, 0));
     let (inputs_tx, inputs_rx) = channel;
     let mut node = Node {
         raw,
@@ -328,6 +339,7 @@ pub fn start<T: Transport>(
         transport,
         inputs: inputs_rx,
         status: status_tx,
+        leadership: leadership_tx,
         config,
         queued_reads: Vec::new(),
         rounds: HashMap::new(),
@@ -350,6 +362,7 @@ pub fn start<T: Transport>(
         RaftHandle {
             inputs: inputs_tx,
             status: status_rx,
+            leadership: leadership_rx,
         },
         thread,
     ))
@@ -671,6 +684,15 @@ impl<T: Transport> Node<T> {
             active,
             failed: false,
         };
+        let leadership = (status.leader, status.term);
+        self.leadership.send_if_modified(|l| {
+            if *l == leadership {
+                false
+            } else {
+                *l = leadership;
+                true
+            }
+        });
         if status.leader != self.last_leader {
             if self.last_leader != 0 {
                 self.fail_reads(EtcdError::LeaderChanged);
