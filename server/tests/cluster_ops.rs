@@ -271,3 +271,38 @@ async fn leases_and_watches_work_through_followers_and_survive_a_new_leader() {
     .await;
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_member_that_would_lose_quorum_is_refused() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let down = (leader + 1) % 3;
+    let live = (leader + 2) % 3;
+    cluster.kill(down).await;
+    // The leader notices (no answer within an election timeout).
+    let member = cluster.handle(leader).member().clone();
+    let down_id = cluster.slots[down].config.clone();
+    let down_id = cairn_server::embed::member_id(
+        &down_id.initial_advertise_peer_urls,
+        &down_id.initial_cluster_token,
+    );
+    eventually(20, "the leader to see the member down", async || {
+        !member.raft_status().active.contains(&down_id)
+    })
+    .await;
+    // Removing the live follower would leave the leader and a dead member:
+    // no quorum of started members. etcd refuses; so does Cairn.
+    let live_id = cluster.handle(live).member().identity().member_id;
+    let c = cluster.client(leader).await;
+    let err = c.member_remove(live_id).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("re-configuration failed due to not enough started members"),
+        "{err}"
+    );
+    // Removing the dead one is fine: two live voters remain.
+    let r = c.member_remove(down_id).await.unwrap();
+    assert_eq!(r.members.len(), 2);
+    c.put(Put::new("still", "writable")).await.unwrap();
+    cluster.stop_all().await;
+}
