@@ -207,8 +207,12 @@ impl Drop for KeepAlive {
     }
 }
 
-/// Renews `id` every TTL/3 until stopped, the lease is gone, or no member
-/// answers.
+/// How soon a failed renewal is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Renews `id` every TTL/3 until stopped or the lease is gone. A renewal
+/// that fails in a way another member (or a moment) may fix is retried
+/// every [`RETRY_PAUSE`] until a TTL has passed since the last success.
 async fn renew_loop(
     client: Client,
     id: i64,
@@ -218,16 +222,34 @@ async fn renew_loop(
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), Error> {
     let mut ttl = first_ttl;
+    let mut renewed_at = tokio::time::Instant::now();
+    let mut pause = Duration::from_secs(u64::try_from(ttl).unwrap_or(1)) / 3;
     loop {
-        let pause = Duration::from_secs(u64::try_from(ttl).unwrap_or(1)) / 3;
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(pause) => {}
         }
-        let resp = tokio::select! {
+        let result = tokio::select! {
             _ = &mut stop => return Ok(()),
-            resp = stream.renew_or_reopen(&client, id) => resp?,
+            resp = stream.renew_or_reopen(&client, id) => resp,
         };
+        let resp = match result {
+            Ok(resp) => resp,
+            // A cluster between leaders answers "no leader" for a moment:
+            // keep trying (as clientv3 does) while the lease may still be
+            // alive, rather than let it expire.
+            Err(e)
+                if retry::read_should_fail_over(&e)
+                    && renewed_at.elapsed()
+                        < Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) =>
+            {
+                pause = RETRY_PAUSE;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        renewed_at = tokio::time::Instant::now();
+        pause = Duration::from_secs(u64::try_from(resp.ttl).unwrap_or(1)) / 3;
         ttl = resp.ttl;
         progress.send_modify(|p| {
             p.renewals += 1;
