@@ -54,28 +54,27 @@ async fn three_members_replicate_through_every_member() {
     }
     // Phase 3: member list, status and HashKV agree.
     let c = cluster.client(0).await;
-    let list = c.member_list().await.unwrap();
-    assert_eq!(list.members.len(), 3);
-    let mut zones: Vec<String> = list.members.iter().map(|m| m.zone.clone()).collect();
-    zones.sort();
-    assert_eq!(zones, ["az-a", "az-b", "az-c"]);
-    // Names and client URLs are published once each member has started.
+    // Names, client URLs and zones are published once each member has started.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let list = loop {
         let list = c.member_list().await.unwrap();
         if list
             .members
             .iter()
-            .all(|m| !m.name.is_empty() && !m.client_ur_ls.is_empty())
+            .all(|m| !m.name.is_empty() && !m.client_ur_ls.is_empty() && !m.zone.is_empty())
         {
-            break;
+            break list;
         }
         assert!(
             Instant::now() < deadline,
             "attributes not published: {list:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert_eq!(list.members.len(), 3);
+    let mut zones: Vec<String> = list.members.iter().map(|m| m.zone.clone()).collect();
+    zones.sort();
+    assert_eq!(zones, ["az-a", "az-b", "az-c"]);
     let leader_id = cluster.handle(leader).member().identity().member_id;
     let mut hashes = Vec::new();
     let rev = c.get(Get::key("x")).await.unwrap().header.unwrap().revision;
