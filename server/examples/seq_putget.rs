@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(5000);
     let dir = tempfile::tempdir()?;
     let member = embed::start(Config {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.path().join("data"),
         listen_client_urls: vec!["http://127.0.0.1:0".into()],
         listen_peer_urls: vec!["http://127.0.0.1:0".into()],
         ..Config::default()

@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         (Some(url), Some(pid)) => (url.clone(), Some(pid.parse::<u32>()?), None),
         _ => {
             let member = cairn_server::embed::start(cairn_server::embed::Config {
-                data_dir: dir.path().to_path_buf(),
+                data_dir: dir.path().join("data"),
                 listen_client_urls: vec!["http://127.0.0.1:0".into()],
                 listen_peer_urls: vec!["http://127.0.0.1:0".into()],
                 ..Default::default()

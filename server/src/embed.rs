@@ -29,7 +29,8 @@ use crate::machine::Machine;
 use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
 use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
-use crate::storage::{Cf, Engine, RocksEngine, WriteBatch};
+use crate::storage::seal::MasterKey;
+use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
 
 /// Errors starting or stopping a member.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,9 @@ pub enum Error {
     /// The state machine could not be loaded.
     #[error(transparent)]
     Machine(#[from] crate::machine::Error),
+    /// The master key file cannot be used.
+    #[error(transparent)]
+    KeyFile(#[from] crate::storage::seal::KeyFileError),
     /// A snapshot could not be restored.
     #[error("snapshot restore: {0}")]
     Restore(String),
@@ -123,6 +127,14 @@ pub struct Config {
     /// a mismatch (`--experimental-corrupt-check-time`; zero = off, etcd's
     /// default).
     pub corrupt_check_time: std::time::Duration,
+    /// The master key file (`--encryption-key-file`: 32 bytes raw or
+    /// base64, mode 0600 or stricter). None: `<data-dir>.key`, generated on
+    /// first start (for development only; logged loudly).
+    pub encryption_key_file: Option<PathBuf>,
+    /// The master key the data keys are wrapped with now, when rotating the
+    /// master key (`--previous-encryption-key-file`): they are re-wrapped
+    /// under `encryption_key_file` at start.
+    pub previous_encryption_key_file: Option<PathBuf>,
     /// Raft election timeout (`--election-timeout`, default 1000 ms). Before
     /// raft exists it sets the lease rules that derive from it: the minimum
     /// lease TTL, ceil(1.5 × timeout) seconds, and the extension every lease
@@ -163,6 +175,8 @@ impl Default for Config {
             snapshot_catchup_entries: 5_000,
             quota_backend_bytes: crate::member::DEFAULT_QUOTA_BACKEND_BYTES,
             corrupt_check_time: std::time::Duration::ZERO,
+            encryption_key_file: None,
+            previous_encryption_key_file: None,
             election_timeout: std::time::Duration::from_millis(1000),
             experimental_enable_lease_checkpoint: true,
             experimental_lease_checkpoint_interval: std::time::Duration::from_secs(5 * 60),
@@ -410,6 +424,47 @@ fn load_member_id(
     Ok(id)
 }
 
+/// The master key file a config uses: the flag, or `<data-dir>.key`.
+pub fn key_file_path(config: &Config) -> PathBuf {
+    config.encryption_key_file.clone().unwrap_or_else(|| {
+        let mut name = config.data_dir.as_os_str().to_os_string();
+        name.push(".key");
+        PathBuf::from(name)
+    })
+}
+
+/// The master key: loaded from `--encryption-key-file`, or, without the
+/// flag, from `<data-dir>.key`, generated there (mode 0600) on first start.
+fn master_key(config: &Config) -> Result<MasterKey, Error> {
+    let path = key_file_path(config);
+    if config.encryption_key_file.is_none() && !path.exists() {
+        tracing::warn!(
+            path = %path.display(),
+            "NO --encryption-key-file GIVEN: GENERATED A MASTER KEY BESIDE THE DATA DIRECTORY. \
+             This is for development only: whoever reads the data directory's parent can read the data. \
+             Keep the key elsewhere and pass --encryption-key-file in production."
+        );
+        return Ok(MasterKey::generate_file(&path)?);
+    }
+    Ok(MasterKey::load(&path)?)
+}
+
+/// Opens the data directory's engine: RocksDB under the sealing layer
+/// (master key rotation first, when a previous key file is given).
+fn open_engine(config: &Config, db_dir: &std::path::Path) -> Result<Arc<dyn Engine>, Error> {
+    let master = master_key(config)?;
+    let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(db_dir)?);
+    if cfg!(feature = "bench-plaintext") {
+        tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");
+        return Ok(raw);
+    }
+    if let Some(previous) = &config.previous_encryption_key_file {
+        let old = MasterKey::load(previous)?;
+        SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
+    }
+    Ok(Arc::new(SealedEngine::open(raw, master)?))
+}
+
 /// Listeners bound before [`start_with`] (tests bind port 0 and learn the
 /// ports before the cluster's URLs are decided).
 #[derive(Debug, Default)]
@@ -476,8 +531,11 @@ fn initial_member_records(config: &Config) -> Result<(Vec<cairnpb::Member>, u64)
 /// member with the same file; then start each member with the same flags.
 /// Returns the restored revision.
 pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
-    let (_, data) =
+    let (index, state) =
         crate::snapshot::decode_file(file).map_err(|e| Error::Restore(e.to_string()))?;
+    let master = MasterKey::load(key_file_path(config))?;
+    let data = crate::snapshot::open_state(Some(&master), index, state)
+        .map_err(|e| Error::Restore(e.to_string()))?;
     let db_dir = config.data_dir.join("db");
     if db_dir.exists() {
         return Err(Error::Restore(format!(
@@ -486,7 +544,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
         )));
     }
     let (members, cluster_id) = initial_member_records(config)?;
-    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
+    let engine = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, None)?;
     if !members.iter().any(|m| m.id == member_id) {
         return Err(Error::BadCluster(format!(
@@ -497,7 +555,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
     let store = Arc::new(Store::open(Arc::clone(&engine), true)?);
     let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
     let machine = Machine::new(Arc::clone(&store), lessor);
-    machine.restore(data)?;
+    machine.restore(&data)?;
     let log = RaftStorage::open(Arc::clone(&engine))?;
     bootstrap(&machine, &log, cluster_id, &members)?;
     Ok(store.current_revision())
@@ -515,7 +573,7 @@ struct Opened {
 /// first state when there is no raft state yet and the cluster is new.
 fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     let db_dir = config.data_dir.join("db");
-    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&db_dir)?);
+    let engine = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
     let (members, cluster_id) = initial_member_records(config)?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
@@ -769,6 +827,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             stopped.clone(),
         )),
     ];
+    tasks.push(tokio::spawn(reseal(Arc::clone(&member), stopped.clone())));
     if !config.corrupt_check_time.is_zero() {
         tasks.push(tokio::spawn(check_corruption(
             Arc::clone(&member),
@@ -811,6 +870,42 @@ async fn follow_leadership(member: Arc<Member>, mut stopped: watch::Receiver<boo
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
             changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Records re-sealed per round, and the pause between rounds: bounds the
+/// background re-sealing after a key rotation to ~2,000 records a second.
+const RESEAL_BATCH: usize = 200;
+const RESEAL_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// After a data key rotation, re-seals old records at a bounded rate, then
+/// drops the keys nothing needs any more. Survives a crash at any point:
+/// it starts over from whatever is still sealed with an old key.
+async fn reseal(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(RESEAL_PAUSE) => {}
+        }
+        let store = Arc::clone(member.store());
+        let round = tokio::task::spawn_blocking(move || {
+            let Some(sealed) = store.engine().sealed() else {
+                return Ok(false);
+            };
+            if sealed.key_ids().len() <= 1 {
+                return Ok(false);
+            }
+            if sealed.reseal_step(RESEAL_BATCH)? == 0 {
+                sealed.drop_unused_keys()?;
+            }
+            Ok::<bool, crate::storage::Error>(true)
+        })
+        .await;
+        match round {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "re-sealing failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "re-sealing task failed"),
         }
     }
 }

@@ -147,6 +147,9 @@ impl From<mvcc::Error> for EtcdError {
 impl From<storage::Error> for EtcdError {
     fn from(e: storage::Error) -> Self {
         tracing::error!(error = %e, "storage failure");
-        EtcdError::Internal
+        match e {
+            storage::Error::Tampered(_) => EtcdError::Corrupt,
+            _ => EtcdError::Internal,
+        }
     }
 }

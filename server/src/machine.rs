@@ -82,6 +82,8 @@ pub enum Applied {
     Alarm(AlarmResponse),
     /// A membership change or attribute update: the member table after it.
     Members(Vec<cairnpb::Member>),
+    /// A data key rotation: the key id now active.
+    KeyRotated(u32),
 }
 
 /// The outcome a waiter receives.
@@ -126,6 +128,13 @@ impl std::fmt::Debug for Machine {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a single map operation.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Meta records that are this member's own: its id and its encryption
+/// keys (wrapped by its own master key), never sent in a snapshot nor
+/// replaced by one.
+fn is_local_meta(key: &[u8]) -> bool {
+    LOCAL_META.contains(&key) || key.starts_with(b"enc/")
 }
 
 fn member_key(id: u64) -> Vec<u8> {
@@ -419,6 +428,13 @@ impl Machine {
                     ..known
                 })?
             }
+            Request::RotateDataKey(id) => {
+                if let Some(sealed) = self.store.engine().sealed() {
+                    sealed.activate(id)?;
+                }
+                self.record_index(index)?;
+                Ok(Applied::KeyRotated(id))
+            }
             Request::MemberPeerUrls(m) => {
                 self.update_member(index, m.id, |known| cairnpb::Member {
                     peer_urls: m.peer_urls,
@@ -625,7 +641,7 @@ impl Machine {
         let mut out = Vec::new();
         for cf in [Cf::Kv, Cf::Lease, Cf::Meta] {
             try_scan::<Error>(self.store.engine().as_ref(), cf, &[], None, |k, v| {
-                if cf == Cf::Meta && LOCAL_META.contains(&k) {
+                if cf == Cf::Meta && is_local_meta(k) {
                     return Ok(Scan::Continue);
                 }
                 let record = SnapshotRecord {
@@ -684,7 +700,7 @@ impl Machine {
         let mut batch = WriteBatch::new();
         for cf in [Cf::Kv, Cf::Lease, Cf::Meta] {
             try_scan::<Error>(engine.as_ref(), cf, &[], None, |k, _| {
-                if !(cf == Cf::Meta && LOCAL_META.contains(&k)) {
+                if !(cf == Cf::Meta && is_local_meta(k)) {
                     batch.delete(cf, k.to_vec());
                 }
                 Ok(Scan::Continue)

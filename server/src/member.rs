@@ -518,9 +518,27 @@ impl Member {
             self.barrier().await?;
         }
         let store = Arc::clone(self.store());
-        tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
+        let result = tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
             .await
-            .map_err(blocking_failed)?
+            .map_err(blocking_failed)?;
+        if let Err(EtcdError::Corrupt) = &result {
+            self.raise_corrupt().await;
+        }
+        result
+    }
+
+    /// Raises the CORRUPT alarm for this member (data read from its disk
+    /// failed authentication): from then on every member refuses to serve.
+    async fn raise_corrupt(&self) {
+        tracing::error!("corrupt data on this member's disk; raising the CORRUPT alarm");
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.identity.member_id,
+            alarm: AlarmType::Corrupt as i32,
+        };
+        if let Err(e) = self.propose(Request::Alarm(raise)).await {
+            tracing::error!(error = %e, "raising the CORRUPT alarm failed");
+        }
     }
 
     /// Put.

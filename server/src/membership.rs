@@ -269,6 +269,26 @@ impl Member {
         })
     }
 
+    /// Rotates the data key on every member (a replicated operation);
+    /// returns the id now active.
+    pub async fn rotate_data_key(&self) -> Result<u32, EtcdError> {
+        let current = self
+            .store()
+            .engine()
+            .sealed()
+            .map(|s| s.key_ids().into_iter().max().unwrap_or(0))
+            .ok_or(EtcdError::Internal)?;
+        match self
+            .propose(cairn_proto::cairnpb::raft_request::Request::RotateDataKey(
+                current + 1,
+            ))
+            .await?
+        {
+            Applied::KeyRotated(id) => Ok(id),
+            _ => Err(EtcdError::Internal),
+        }
+    }
+
     /// Maintenance.MoveLeader: hands the leadership to `target` (a voter);
     /// only the leader can. Returns once `target` leads.
     pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
@@ -321,6 +341,17 @@ impl Member {
                 tracing::error!(error = %e, "snapshot failed");
                 EtcdError::Internal
             })?;
-        Ok(crate::snapshot::encode_file(data.0, &data.1))
+        let (index, state) = data;
+        let state = match self.store().engine().sealed() {
+            // Sealed with the member's master key: the file holds no plaintext.
+            Some(sealed) => {
+                crate::snapshot::seal_state(sealed.master(), index, &state).map_err(|e| {
+                    tracing::error!(error = %e, "sealing the snapshot failed");
+                    EtcdError::Internal
+                })?
+            }
+            None => state,
+        };
+        Ok(crate::snapshot::encode_file(index, &state))
     }
 }

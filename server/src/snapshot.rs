@@ -18,7 +18,13 @@
 //! member with the same file and cluster flags, then start each member with
 //! `cairn` and the same flags.
 
+use crate::storage::seal::{DataKey, KeyRing, MasterKey, WRAPPED_LEN};
+
 const MAGIC: &[u8] = b"CAIRNSNAP1";
+/// Marks a sealed state section: `SEALED1 | wrapped file key | sealed state`.
+const SEALED_MAGIC: &[u8] = b"SEALED1";
+/// The file key's id inside the wrapped blob's associated data.
+const FILE_KEY_ID: u32 = 0;
 const DIGEST_LEN: usize = 32;
 /// The body is padded to a multiple of this (etcdctl's check).
 const ALIGN: usize = 512;
@@ -30,6 +36,48 @@ pub enum Error {
     /// Not a snapshot file, or damaged.
     #[error("invalid snapshot file: {0}")]
     Invalid(&'static str),
+    /// The state is sealed and the master key given does not open it.
+    #[error("the snapshot is sealed with another master key (give the saving member's --encryption-key-file)")]
+    WrongKey,
+    /// Sealing failed.
+    #[error("sealing the snapshot: {0}")]
+    Seal(String),
+}
+
+/// Seals snapshot state `data` for a file: a fresh random file key, wrapped
+/// by `master`, seals the whole state (so the file holds no plaintext).
+pub fn seal_state(master: &MasterKey, index: u64, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let key = DataKey::generate().map_err(|e| Error::Seal(e.to_string()))?;
+    let wrapped = master
+        .wrap(&key, FILE_KEY_ID)
+        .map_err(|e| Error::Seal(e.to_string()))?;
+    let sealed = KeyRing::new(FILE_KEY_ID, key)
+        .seal("snapshot", &index.to_be_bytes(), data)
+        .map_err(|e| Error::Seal(e.to_string()))?;
+    let mut out = Vec::with_capacity(SEALED_MAGIC.len() + wrapped.len() + sealed.len());
+    out.extend_from_slice(SEALED_MAGIC);
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The plain state of a file's state section (unsealed with `master` when
+/// it is sealed).
+pub fn open_state(master: Option<&MasterKey>, index: u64, state: &[u8]) -> Result<Vec<u8>, Error> {
+    let Some(rest) = state.strip_prefix(SEALED_MAGIC) else {
+        return Ok(state.to_vec());
+    };
+    let master = master.ok_or(Error::WrongKey)?;
+    if rest.len() < WRAPPED_LEN {
+        return Err(Error::Invalid("sealed state too short"));
+    }
+    let (wrapped, sealed) = rest.split_at(WRAPPED_LEN);
+    let key = master
+        .unwrap(wrapped, FILE_KEY_ID)
+        .map_err(|_| Error::WrongKey)?;
+    KeyRing::new(FILE_KEY_ID, key)
+        .open("snapshot", &index.to_be_bytes(), sealed)
+        .map_err(|_| Error::Invalid("sealed state fails authentication"))
 }
 
 /// Wraps state `data` taken at `index` into a snapshot file.

@@ -59,7 +59,7 @@ async fn sigterm_and_wait(mut child: Child) {
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_data_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, url) = spawn(dir.path());
+    let (child, url) = spawn(&dir.path().join("data"));
     let c = Client::connect(url).await.unwrap();
     for i in 0..20 {
         c.put(Put::new(format!("k{i}"), format!("v{i}")))
@@ -69,7 +69,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
     drop(c);
     sigterm_and_wait(child).await;
 
-    let (child, url) = spawn(dir.path());
+    let (child, url) = spawn(&dir.path().join("data"));
     let c = Client::connect(url).await.unwrap();
     let all = c.get(Get::key("k").prefix()).await.unwrap();
     assert_eq!(all.count, 20);

@@ -63,6 +63,15 @@ struct Flags {
     /// Initial cluster token (it determines the member and cluster ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
+    /// The master key file: 32 bytes, raw or base64, mode 0600 or stricter.
+    /// Without it, ${data-dir}.key is used (generated on first start: for
+    /// development only).
+    #[arg(long)]
+    encryption_key_file: Option<PathBuf>,
+    /// When rotating the master key: the key file the data keys are wrapped
+    /// with now; they are re-wrapped under --encryption-key-file at start.
+    #[arg(long)]
+    previous_encryption_key_file: Option<PathBuf>,
     /// Time (in milliseconds) of an election timeout; the minimum lease TTL is
     /// 1.5 times it, rounded up to whole seconds.
     #[arg(long, default_value_t = 1000)]
@@ -115,7 +124,39 @@ enum SnapshotCommand {
         /// This member's peer URLs.
         #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
         initial_advertise_peer_urls: Vec<String>,
+        /// The master key file: the saving member's (a sealed snapshot
+        /// opens only with it); the restored member keeps using it.
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
     },
+}
+
+/// `cairn admin ...`: Cairn's administration calls.
+#[derive(Debug, Parser)]
+#[command(name = "cairn admin")]
+enum AdminCommand {
+    /// Rotates the data key on every member: new writes use the new key at
+    /// once, older records are re-sealed in the background, and the old key
+    /// is dropped once nothing needs it.
+    RotateDataKey {
+        /// A client URL of any member.
+        #[arg(long, default_value = "http://localhost:2379")]
+        endpoint: String,
+    },
+}
+
+async fn admin_command(args: Vec<String>) -> anyhow::Result<()> {
+    let AdminCommand::RotateDataKey { endpoint } = AdminCommand::parse_from(args);
+    let mut admin = cairn_proto::cairnpb::admin_client::AdminClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    let resp = admin
+        .rotate_data_key(cairn_proto::cairnpb::RotateDataKeyRequest {})
+        .await
+        .context("rotating the data key")?
+        .into_inner();
+    println!("data key {} is active", resp.key_id);
+    Ok(())
 }
 
 fn snapshot_command(args: Vec<String>) -> anyhow::Result<()> {
@@ -126,6 +167,7 @@ fn snapshot_command(args: Vec<String>) -> anyhow::Result<()> {
         initial_cluster,
         initial_cluster_token,
         initial_advertise_peer_urls,
+        encryption_key_file,
     } = SnapshotCommand::parse_from(args);
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let config = Config {
@@ -134,6 +176,7 @@ fn snapshot_command(args: Vec<String>) -> anyhow::Result<()> {
         initial_cluster,
         initial_cluster_token,
         initial_advertise_peer_urls,
+        encryption_key_file,
         ..Config::default()
     };
     let revision = embed::restore_snapshot(&bytes, &config).context("restoring the snapshot")?;
@@ -202,8 +245,10 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("snapshot") {
-        return snapshot_command(args.into_iter().skip(1).collect());
+    match args.get(1).map(String::as_str) {
+        Some("snapshot") => return snapshot_command(args.into_iter().skip(1).collect()),
+        Some("admin") => return admin_command(args.into_iter().skip(1).collect()).await,
+        _ => {}
     }
     let flags = Flags::parse();
     init_logging(&flags.log_level)?;
@@ -235,6 +280,8 @@ async fn main() -> anyhow::Result<()> {
         snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
         quota_backend_bytes: flags.quota_backend_bytes,
         corrupt_check_time: flags.experimental_corrupt_check_time,
+        encryption_key_file: flags.encryption_key_file,
+        previous_encryption_key_file: flags.previous_encryption_key_file,
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");

@@ -4,6 +4,7 @@
 //! [`Member`](crate::member::Member), map the error ([`status`], the one
 //! mapping table), fill the response header.
 
+mod admin;
 mod cluster;
 mod kv;
 mod lease;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
+pub use admin::AdminService;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use lease::LeaseService;
@@ -70,6 +72,9 @@ pub async fn serve(
         .add_service(InterceptedService::new(maintenance, require_leader.clone()))
         .add_service(InterceptedService::new(cluster, require_leader.clone()))
         .add_service(InterceptedService::new(watch, require_leader))
+        .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
+            AdminService::new(Arc::clone(&member)),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -14,9 +14,12 @@
 pub(crate) mod flaky;
 mod memory;
 mod rocks;
+pub mod seal;
+pub mod sealed;
 
 pub use memory::MemoryEngine;
 pub use rocks::RocksEngine;
+pub use sealed::SealedEngine;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,17 @@ pub enum Error {
     /// The underlying engine failed (I/O error, corruption detected by RocksDB, ...).
     #[error("storage engine: {0}")]
     Engine(String),
+    /// A sealed record failed authentication (flipped bits, truncation, a
+    /// record moved from elsewhere) or its data key is missing: nothing read
+    /// from it is returned.
+    #[error("storage: corrupt sealed record: {0}")]
+    Tampered(String),
+    /// Sealing failed (no randomness, a data key used up).
+    #[error("storage: sealing: {0}")]
+    Sealing(String),
+    /// The master key does not open this database's data keys.
+    #[error("the encryption master key does not match this data directory (wrong --encryption-key-file?); nothing was changed")]
+    WrongMasterKey,
     /// The data directory could not be prepared.
     #[error("storage: data directory {path}: {source}")]
     DataDir {
@@ -168,6 +182,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Reclaims space left by deleted records (etcd's defragment).
     fn defragment(&self) -> Result<(), Error>;
+
+    /// The sealing layer, when this engine is one (for key rotation).
+    fn sealed(&self) -> Option<&SealedEngine> {
+        None
+    }
 }
 
 /// [`Engine::scan`] with a visitor that can fail: the first error stops the

@@ -8,10 +8,11 @@ use std::path::Path;
 use cairn_client::Client;
 use cairn_server::embed::{self, Config, Handle};
 
-/// A config for `dir`, listening on a free loopback port.
+/// A config for a member in `dir` (data in `dir/member`, its generated key
+/// file `dir/member.key` beside it), listening on free loopback ports.
 pub fn config(dir: &Path) -> Config {
     Config {
-        data_dir: dir.to_path_buf(),
+        data_dir: dir.join("member"),
         listen_client_urls: vec!["http://127.0.0.1:0".into()],
         listen_peer_urls: vec!["http://127.0.0.1:0".into()],
         ..Config::default()

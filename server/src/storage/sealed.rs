@@ -1,0 +1,528 @@
+//! [`SealedEngine`]: encryption at rest, as an [`Engine`] over an engine.
+//!
+//! Every value written to the column families that can hold user data
+//! (`kv`: MVCC records with their user keys and values; `lease`; `raft`: log
+//! entries carry whole requests) is sealed with AES-256-GCM
+//! ([`super::seal`]) before it reaches the inner engine, with the column
+//! family and the record key as associated data; every value read is opened
+//! (and authenticated) on the way out. Record keys stay plain: they are
+//! revisions, lease ids and log indexes, never user data, which is why the
+//! ordered key index is rebuilt in memory from the records at start-up.
+//! `meta` stays plain: it holds the wrapped data keys themselves, the
+//! master key's fingerprint and counters, and no user data.
+//!
+//! Keys: a master key (from a key file) wraps random data keys; the wrapped
+//! data keys live in `meta` under `enc/key/<id>`, the active id under
+//! `enc/active`, the master key's fingerprint under `enc/fingerprint` (so a
+//! wrong master key is refused before anything is written).
+//!
+//! Rotation: [`SealedEngine::rotate`] adds a data key and makes it active at
+//! once; [`SealedEngine::reseal_step`] re-seals a bounded number of records
+//! still sealed with an older key (under the write lock, re-reading each
+//! record so a concurrent write is never overwritten); once a full pass finds
+//! none, [`SealedEngine::drop_unused_keys`] deletes the old keys. A crash
+//! anywhere leaves every record sealed under a key that is still stored.
+
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use super::seal::{DataKey, KeyRing, MasterKey, SealError};
+use super::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
+
+/// The column families whose values are sealed.
+pub const SEALED_CFS: [Cf; 3] = [Cf::Kv, Cf::Lease, Cf::Raft];
+
+const FINGERPRINT: &[u8] = b"enc/fingerprint";
+const ACTIVE: &[u8] = b"enc/active";
+const KEY_PREFIX: &[u8] = b"enc/key/";
+const SEALS_PREFIX: &[u8] = b"enc/seals/";
+/// Seals reserved (persisted ahead) per write of the counter: the count
+/// survives a crash rounded up, never down.
+const SEAL_RESERVATION: u64 = 1 << 20;
+
+fn key_record(id: u32) -> Vec<u8> {
+    let mut k = KEY_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn seals_record(id: u32) -> Vec<u8> {
+    let mut k = SEALS_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn is_sealed(cf: Cf) -> bool {
+    SEALED_CFS.contains(&cf)
+}
+
+fn sealing(e: SealError) -> Error {
+    if e.is_corruption() {
+        Error::Tampered(e.to_string())
+    } else {
+        Error::Sealing(e.to_string())
+    }
+}
+
+/// An engine that seals the values of [`SEALED_CFS`].
+pub struct SealedEngine {
+    /// Where the sealed records live.
+    inner: Arc<dyn Engine>,
+    /// The master key: wraps new data keys at rotation.
+    master: MasterKey,
+    /// The data keys (one active for sealing).
+    keys: RwLock<KeyRing>,
+    /// Serialises writes with the re-sealer, so a record it re-seals is
+    /// never one a write has just replaced or deleted. Also guards the
+    /// persisted seal reservation: (key id, seals reserved on disk).
+    writes: Mutex<(u32, u64)>,
+}
+
+impl std::fmt::Debug for SealedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedEngine")
+            .field("keys", &self.read_keys().ids())
+            .field("active", &self.read_keys().active_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedEngine {
+    /// Opens the sealed view of `inner` with `master`. A database without
+    /// encryption records gets its first data key (id 1). A database whose
+    /// keys were wrapped by another master key is refused before anything is
+    /// written (`Error::WrongMasterKey`).
+    pub fn open(inner: Arc<dyn Engine>, master: MasterKey) -> Result<Self, Error> {
+        let fingerprint = inner.get(Cf::Meta, FINGERPRINT)?;
+        let stored = Self::stored_keys(inner.as_ref())?;
+        if let Some(f) = &fingerprint {
+            if f.as_slice() != master.fingerprint() {
+                return Err(Error::WrongMasterKey);
+            }
+        }
+        let ring = if stored.is_empty() {
+            if fingerprint.is_some() {
+                return Err(Error::Tampered("the data keys are missing".into()));
+            }
+            let key = DataKey::generate().map_err(sealing)?;
+            let mut batch = WriteBatch::new();
+            batch.put(
+                Cf::Meta,
+                key_record(1),
+                master.wrap(&key, 1).map_err(sealing)?,
+            );
+            batch.put(Cf::Meta, ACTIVE, 1u32.to_be_bytes());
+            batch.put(Cf::Meta, FINGERPRINT, master.fingerprint());
+            inner.write(batch, true)?;
+            KeyRing::new(1, key)
+        } else {
+            let active = inner
+                .get(Cf::Meta, ACTIVE)?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::Tampered("the active data key id is missing".into()))?;
+            let mut ring: Option<KeyRing> = None;
+            let mut others = Vec::new();
+            for (id, wrapped) in stored {
+                let key = master.unwrap(&wrapped, id).map_err(|e| match e {
+                    SealError::WrongMasterKey { .. } => Error::WrongMasterKey,
+                    other => sealing(other),
+                })?;
+                if id == active {
+                    ring = Some(KeyRing::new(id, key));
+                } else {
+                    others.push((id, key));
+                }
+            }
+            let mut ring = ring
+                .ok_or_else(|| Error::Tampered(format!("active data key {active} is missing")))?;
+            for (id, key) in others {
+                ring.insert(id, key).map_err(sealing)?;
+            }
+            for id in ring.ids() {
+                if let Some(v) = inner.get(Cf::Meta, &seals_record(id))? {
+                    if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                        ring.set_seals(id, u64::from_be_bytes(b)).map_err(sealing)?;
+                    }
+                }
+            }
+            ring
+        };
+        let active = ring.active_id();
+        let reserved = ring.record_seals(active).unwrap_or(0);
+        Ok(Self {
+            inner,
+            master,
+            keys: RwLock::new(ring),
+            writes: Mutex::new((active, reserved)),
+        })
+    }
+
+    /// The wrapped data keys stored in `engine`, by id.
+    fn stored_keys(engine: &dyn Engine) -> Result<Vec<(u32, Vec<u8>)>, Error> {
+        let mut keys = Vec::new();
+        let mut end = KEY_PREFIX.to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        engine.scan(Cf::Meta, KEY_PREFIX, Some(&end), &mut |k, v| {
+            if let Ok(id) = <[u8; 4]>::try_from(&k[KEY_PREFIX.len()..]) {
+                keys.push((u32::from_be_bytes(id), v.to_vec()));
+            }
+            Scan::Continue
+        })?;
+        Ok(keys)
+    }
+
+    fn read_keys(&self) -> RwLockReadGuard<'_, KeyRing> {
+        // The ring changes in single assignments; a poisoned lock still
+        // holds a usable ring.
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The master key (to seal exported snapshots).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The engine underneath, holding sealed bytes (tests tamper with it).
+    pub fn inner(&self) -> &Arc<dyn Engine> {
+        &self.inner
+    }
+
+    /// The active data key's id.
+    pub fn active_key(&self) -> u32 {
+        self.read_keys().active_id()
+    }
+
+    /// The ids of every data key held.
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.read_keys().ids()
+    }
+
+    fn open_value(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<Vec<u8>, Error> {
+        self.read_keys()
+            .open(cf.name(), key, value)
+            .map_err(sealing)
+    }
+
+    /// Seals the puts of `batch` in place; adds the seal reservation record
+    /// when the active key's count passes what is persisted.
+    fn seal_batch(&self, batch: &mut WriteBatch, reserved: &mut (u32, u64)) -> Result<(), Error> {
+        let keys = self.read_keys();
+        for op in &mut batch.ops {
+            if let BatchOp::Put { cf, key, value } = op {
+                if is_sealed(*cf) {
+                    *value = keys.seal(cf.name(), key, value).map_err(sealing)?;
+                }
+            }
+        }
+        let active = keys.active_id();
+        let used = keys.record_seals(active).unwrap_or(0);
+        if reserved.0 != active || used >= reserved.1 {
+            let ahead = used + SEAL_RESERVATION;
+            batch.put(Cf::Meta, seals_record(active), ahead.to_be_bytes());
+            *reserved = (active, ahead);
+        }
+        Ok(())
+    }
+
+    /// Adds a new data key and makes it active for every later write;
+    /// returns its id. Records sealed with older keys stay readable and are
+    /// re-sealed by [`SealedEngine::reseal_step`].
+    pub fn rotate(&self) -> Result<u32, Error> {
+        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self.key_ids().into_iter().max().unwrap_or(0) + 1;
+        self.add_key(id)?;
+        Ok(id)
+    }
+
+    /// Makes `id` the active data key, creating it if this member has no
+    /// key by that id (a cluster agrees on ids; each member has its own key
+    /// material under its own master key).
+    pub fn activate(&self, id: u32) -> Result<(), Error> {
+        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if self.read_keys().contains(id) {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
+            self.inner.write(batch, true)?;
+            let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            return keys.set_active(id).map_err(sealing);
+        }
+        self.add_key(id)
+    }
+
+    fn add_key(&self, id: u32) -> Result<(), Error> {
+        let key = DataKey::generate().map_err(sealing)?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Cf::Meta,
+            key_record(id),
+            self.master.wrap(&key, id).map_err(sealing)?,
+        );
+        batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
+        self.inner.write(batch, true)?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.insert(id, key).map_err(sealing)?;
+        keys.set_active(id).map_err(sealing)?;
+        tracing::info!(key_id = id, "new data key active");
+        Ok(())
+    }
+
+    /// Re-seals up to `max` records still sealed with a non-active key;
+    /// returns how many it re-sealed (0: none left).
+    pub fn reseal_step(&self, max: usize) -> Result<usize, Error> {
+        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let active = self.active_key();
+        let mut stale: Vec<(Cf, Vec<u8>, Vec<u8>)> = Vec::new();
+        for cf in SEALED_CFS {
+            self.inner.scan(cf, &[], None, &mut |k, v| {
+                if KeyRing::key_id_of(v).is_some_and(|id| id != active) {
+                    stale.push((cf, k.to_vec(), v.to_vec()));
+                }
+                if stale.len() >= max {
+                    Scan::Stop
+                } else {
+                    Scan::Continue
+                }
+            })?;
+            if stale.len() >= max {
+                break;
+            }
+        }
+        let mut batch = WriteBatch::new();
+        {
+            let keys = self.read_keys();
+            for (cf, key, sealed) in &stale {
+                let plain = keys.open(cf.name(), key, sealed).map_err(sealing)?;
+                let resealed = keys.seal(cf.name(), key, &plain).map_err(sealing)?;
+                batch.put(*cf, key.clone(), resealed);
+            }
+        }
+        let count = stale.len();
+        if count > 0 {
+            // Written raw: already sealed.
+            self.inner.write(batch, false)?;
+        }
+        drop(writes);
+        Ok(count)
+    }
+
+    /// Deletes every data key but the active one, once no record needs it
+    /// (call after [`SealedEngine::reseal_step`] returned 0). Returns the
+    /// ids dropped.
+    pub fn drop_unused_keys(&self) -> Result<Vec<u32>, Error> {
+        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let active = self.active_key();
+        let mut used = std::collections::BTreeSet::new();
+        for cf in SEALED_CFS {
+            self.inner.scan(cf, &[], None, &mut |_, v| {
+                if let Some(id) = KeyRing::key_id_of(v) {
+                    used.insert(id);
+                }
+                Scan::Continue
+            })?;
+        }
+        let unused: Vec<u32> = self
+            .key_ids()
+            .into_iter()
+            .filter(|id| *id != active && !used.contains(id))
+            .collect();
+        if unused.is_empty() {
+            return Ok(unused);
+        }
+        let mut batch = WriteBatch::new();
+        for id in &unused {
+            batch.delete(Cf::Meta, key_record(*id));
+            batch.delete(Cf::Meta, seals_record(*id));
+        }
+        self.inner.write(batch, true)?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        for id in &unused {
+            keys.remove(*id).map_err(sealing)?;
+        }
+        tracing::info!(dropped = ?unused, "old data keys dropped: no record needs them");
+        Ok(unused)
+    }
+
+    /// Re-wraps every data key of `inner` from `old` to `new` (master key
+    /// rotation), in one synced write. Nothing changes if `old` is wrong.
+    pub fn rewrap(inner: &dyn Engine, old: &MasterKey, new: &MasterKey) -> Result<(), Error> {
+        match inner.get(Cf::Meta, FINGERPRINT)? {
+            Some(f) if f.as_slice() == new.fingerprint() => return Ok(()),
+            Some(f) if f.as_slice() != old.fingerprint() => return Err(Error::WrongMasterKey),
+            _ => {}
+        }
+        let mut batch = WriteBatch::new();
+        for (id, wrapped) in Self::stored_keys(inner)? {
+            let key = old
+                .unwrap(&wrapped, id)
+                .map_err(|_| Error::WrongMasterKey)?;
+            batch.put(
+                Cf::Meta,
+                key_record(id),
+                new.wrap(&key, id).map_err(sealing)?,
+            );
+        }
+        batch.put(Cf::Meta, FINGERPRINT, new.fingerprint());
+        inner.write(batch, true)?;
+        tracing::info!("data keys re-wrapped under the new master key");
+        Ok(())
+    }
+}
+
+impl Engine for SealedEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self.inner.get(cf, key)? {
+            Some(v) if is_sealed(cf) => Ok(Some(self.open_value(cf, key, &v)?)),
+            other => Ok(other),
+        }
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
+    ) -> Result<(), Error> {
+        if !is_sealed(cf) {
+            return self.inner.scan(cf, start, end, visit);
+        }
+        let mut failure = None;
+        self.inner.scan(
+            cf,
+            start,
+            end,
+            &mut |k, v| match self.open_value(cf, k, v) {
+                Ok(plain) => visit(k, &plain),
+                Err(e) => {
+                    failure = Some(e);
+                    Scan::Stop
+                }
+            },
+        )?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<(), Error> {
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        self.seal_batch(&mut batch, &mut writes)?;
+        self.inner.write(batch, sync)
+    }
+
+    fn size(&self) -> SizeInfo {
+        self.inner.size()
+    }
+
+    fn defragment(&self) -> Result<(), Error> {
+        self.inner.defragment()
+    }
+
+    fn sealed(&self) -> Option<&SealedEngine> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn master(byte: u8) -> MasterKey {
+        MasterKey::from_bytes([byte; 32])
+    }
+
+    #[test]
+    fn behaves_like_an_engine() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = SealedEngine::open(inner, master(1)).unwrap();
+        crate::storage::conformance::check(&sealed);
+    }
+
+    #[test]
+    fn values_are_sealed_underneath_and_bound_to_their_place() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = SealedEngine::open(Arc::clone(&inner), master(1)).unwrap();
+        let mut b = WriteBatch::new();
+        b.put(Cf::Kv, b"r1".to_vec(), b"secret value".to_vec());
+        b.put(Cf::Meta, b"plain".to_vec(), b"meta".to_vec());
+        sealed.write(b, false).unwrap();
+        let raw = inner.get(Cf::Kv, b"r1").unwrap().unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"secret"));
+        assert_eq!(inner.get(Cf::Meta, b"plain").unwrap().unwrap(), b"meta");
+        assert_eq!(sealed.get(Cf::Kv, b"r1").unwrap().unwrap(), b"secret value");
+        // The same sealed bytes under another record key do not open.
+        let mut swap = WriteBatch::new();
+        swap.put(Cf::Kv, b"r2".to_vec(), raw.clone());
+        inner.write(swap, false).unwrap();
+        assert!(matches!(sealed.get(Cf::Kv, b"r2"), Err(Error::Tampered(_))));
+        // A flipped bit fails too, and a scan stops with the error.
+        let mut flipped = raw;
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let mut b = WriteBatch::new();
+        b.put(Cf::Kv, b"r1".to_vec(), flipped);
+        inner.write(b, false).unwrap();
+        assert!(matches!(sealed.get(Cf::Kv, b"r1"), Err(Error::Tampered(_))));
+        let scanned = sealed.scan(Cf::Kv, &[], None, &mut |_, _| Scan::Continue);
+        assert!(matches!(scanned, Err(Error::Tampered(_))));
+    }
+
+    #[test]
+    fn a_wrong_master_key_is_refused_before_anything_is_written() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        drop(SealedEngine::open(Arc::clone(&inner), master(1)).unwrap());
+        let before = SealedEngine::stored_keys(inner.as_ref()).unwrap();
+        assert!(matches!(
+            SealedEngine::open(Arc::clone(&inner), master(2)),
+            Err(Error::WrongMasterKey)
+        ));
+        assert_eq!(SealedEngine::stored_keys(inner.as_ref()).unwrap(), before);
+        // Master key rotation: re-wrapped under the new key, refused with the old.
+        SealedEngine::rewrap(inner.as_ref(), &master(1), &master(3)).unwrap();
+        assert!(SealedEngine::open(Arc::clone(&inner), master(3)).is_ok());
+        assert!(matches!(
+            SealedEngine::open(Arc::clone(&inner), master(1)),
+            Err(Error::WrongMasterKey)
+        ));
+    }
+
+    #[test]
+    fn rotation_reseals_everything_and_drops_the_old_key() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = SealedEngine::open(Arc::clone(&inner), master(1)).unwrap();
+        let mut b = WriteBatch::new();
+        for i in 0u32..500 {
+            b.put(
+                Cf::Kv,
+                i.to_be_bytes().to_vec(),
+                format!("v{i}").into_bytes(),
+            );
+        }
+        sealed.write(b, false).unwrap();
+        assert_eq!(sealed.rotate().unwrap(), 2);
+        // New writes use the new key at once.
+        let mut b = WriteBatch::new();
+        b.put(Cf::Lease, b"l".to_vec(), b"x".to_vec());
+        sealed.write(b, false).unwrap();
+        let raw = inner.get(Cf::Lease, b"l").unwrap().unwrap();
+        assert_eq!(KeyRing::key_id_of(&raw), Some(2));
+        // Old ones are re-sealed in bounded steps; the old key goes last.
+        assert_eq!(sealed.drop_unused_keys().unwrap(), Vec::<u32>::new());
+        let mut steps = 0;
+        while sealed.reseal_step(64).unwrap() > 0 {
+            steps += 1;
+        }
+        assert_eq!(steps, 8);
+        assert_eq!(sealed.drop_unused_keys().unwrap(), vec![1]);
+        assert_eq!(sealed.key_ids(), vec![2]);
+        for i in 0u32..500 {
+            let v = sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(v, format!("v{i}").into_bytes());
+        }
+        // After a restart the ring is the same.
+        drop(sealed);
+        let reopened = SealedEngine::open(inner, master(1)).unwrap();
+        assert_eq!((reopened.key_ids(), reopened.active_key()), (vec![2], 2));
+    }
+}
