@@ -23,6 +23,7 @@ mod storage;
 #[cfg(test)]
 mod storage_tests;
 pub mod transport;
+pub mod wire;
 
 pub use error::Error;
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};

@@ -23,6 +23,7 @@ use cairn_proto::cairnpb::raft_client::RaftClient;
 use cairn_proto::cairnpb::raft_server::{self, RaftServer};
 use cairn_proto::cairnpb::{
     lease_forward, Done, LeaseForward, LeaseForwardResponse, MemberTable, RaftBatch, SnapshotChunk,
+    SnapshotKeyRequest, SnapshotKeyResponse,
 };
 use protobuf::Message as _;
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ const PEER_QUEUE: usize = 4096;
 const BATCH_MESSAGES: usize = 512;
 /// Snapshot chunk size.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// Snapshot transfers a member keeps keys for at most.
+const MAX_PENDING_TRANSFERS: usize = 64;
 /// Largest gRPC message a member accepts from a peer.
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 /// Backoff bounds for reconnecting.
@@ -222,17 +225,32 @@ async fn run_peer(
 }
 
 async fn send_snapshot(url: &str, mut msg: Message) -> Result<(), String> {
+    let mut raft = client(connect(url).await?);
+    // Agree on a key for this transfer, then seal the snapshot with it.
+    let exchange = super::wire::Exchange::start().map_err(|e| e.to_string())?;
+    let agreed = raft
+        .snapshot_key(SnapshotKeyRequest {
+            public_key: exchange.public_key(),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let key = exchange
+        .finish(&agreed.public_key, agreed.transfer)
+        .map_err(|e| e.to_string())?;
     let data = std::mem::take(&mut msg.mut_snapshot().data).to_vec();
+    let sealed = key.seal(data).map_err(|e| e.to_string())?;
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
     let mut chunks = vec![SnapshotChunk {
         message: header,
         data: Vec::new(),
+        transfer: agreed.transfer,
     }];
-    chunks.extend(data.chunks(SNAPSHOT_CHUNK).map(|c| SnapshotChunk {
+    chunks.extend(sealed.chunks(SNAPSHOT_CHUNK).map(|c| SnapshotChunk {
         message: Vec::new(),
         data: c.to_vec(),
+        transfer: 0,
     }));
-    let mut raft = client(connect(url).await?);
     raft.snapshot(tokio_stream::iter(chunks))
         .await
         .map_err(|e| e.to_string())?;
@@ -268,6 +286,10 @@ pub struct PeerService<L> {
     /// outlive a stopping member's server for a while, and must not keep
     /// its state (and data directory) open.
     handler: std::sync::Weak<L>,
+    /// Keys of snapshot transfers agreed but not yet received, by id.
+    transfers: Mutex<HashMap<u64, super::wire::TransferKey>>,
+    /// The next transfer id.
+    next_transfer: std::sync::atomic::AtomicU64,
 }
 
 impl<L: PeerHandler> PeerService<L> {
@@ -276,6 +298,8 @@ impl<L: PeerHandler> PeerService<L> {
         Self {
             inputs: Mutex::new(inputs),
             handler: Arc::downgrade(handler),
+            transfers: Mutex::new(HashMap::new()),
+            next_transfer: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -327,14 +351,49 @@ impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
         let Some(first) = stream.message().await? else {
             return Err(Status::invalid_argument("empty snapshot stream"));
         };
+        let key = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&first.transfer)
+            .ok_or_else(|| Status::failed_precondition("unknown snapshot transfer"))?;
         let mut msg = decode(&first.message)?;
-        let mut data = first.data;
+        let mut sealed = first.data;
         while let Some(chunk) = stream.message().await? {
-            data.extend_from_slice(&chunk.data);
+            sealed.extend_from_slice(&chunk.data);
         }
+        let data = key
+            .open(sealed)
+            .map_err(|e| Status::data_loss(e.to_string()))?;
         msg.mut_snapshot().data = data.into();
         self.step(msg)?;
         Ok(Response::new(Done {}))
+    }
+
+    async fn snapshot_key(
+        &self,
+        request: Request<SnapshotKeyRequest>,
+    ) -> Result<Response<SnapshotKeyResponse>, Status> {
+        let sender = request.into_inner().public_key;
+        let exchange =
+            super::wire::Exchange::start().map_err(|e| Status::internal(e.to_string()))?;
+        let public_key = exchange.public_key();
+        let transfer = self
+            .next_transfer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = exchange
+            .finish(&sender, transfer)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        // A sender that never followed up must not pile keys up forever.
+        if transfers.len() >= MAX_PENDING_TRANSFERS {
+            transfers.clear();
+        }
+        transfers.insert(transfer, key);
+        Ok(Response::new(SnapshotKeyResponse {
+            transfer,
+            public_key,
+        }))
     }
 
     async fn hash_kv(
