@@ -314,3 +314,34 @@ async fn removing_a_member_that_would_lose_quorum_is_refused() {
     c.put(Put::new("still", "writable")).await.unwrap();
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_key_rotation_reaches_every_member() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    cluster.leader().await;
+    let c = cluster.client_all().await;
+    for i in 0..50 {
+        c.put(Put::new(format!("k{i}"), "v")).await.unwrap();
+    }
+    let mut admin = cairn_proto::cairnpb::admin_client::AdminClient::connect(cluster.url(1))
+        .await
+        .unwrap();
+    let rotated = admin
+        .rotate_data_key(cairn_proto::cairnpb::RotateDataKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.key_id, 2);
+    cluster.converge().await;
+    // Every member made its own key 2 active, re-sealed, and dropped key 1.
+    for i in 0..3 {
+        let member = cluster.handle(i).member().clone();
+        eventually(30, "old key dropped", async || {
+            member.store().engine().sealed().unwrap().key_ids() == vec![2]
+        })
+        .await;
+    }
+    let r = c.get(Get::key("k").prefix().count_only()).await.unwrap();
+    assert_eq!(r.count, 50);
+    cluster.stop_all().await;
+}

@@ -179,6 +179,16 @@ impl SealedEngine {
         self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lowers the number of seals per data key before a new one is made
+    /// (tests exercise the automatic rotation with it).
+    pub fn with_seal_limit(self, limit: u64) -> Self {
+        let ring = self.keys.into_inner().unwrap_or_else(|e| e.into_inner());
+        Self {
+            keys: RwLock::new(ring.with_seal_limit(limit)),
+            ..self
+        }
+    }
+
     /// The master key (to seal exported snapshots).
     pub fn master(&self) -> &MasterKey {
         &self.master
@@ -208,6 +218,27 @@ impl SealedEngine {
     /// Seals the puts of `batch` in place; adds the seal reservation record
     /// when the active key's count passes what is persisted.
     fn seal_batch(&self, batch: &mut WriteBatch, reserved: &mut (u32, u64)) -> Result<(), Error> {
+        // A data key that has sealed half its limit is replaced before it
+        // can run out (random nonces: the limit keeps collisions unlikely).
+        let (active, used, limit) = {
+            let keys = self.read_keys();
+            let active = keys.active_id();
+            (
+                active,
+                keys.record_seals(active).unwrap_or(0),
+                keys.seal_limit(),
+            )
+        };
+        let needed = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, BatchOp::Put { cf, .. } if is_sealed(*cf)))
+            .count() as u64;
+        if used + needed > limit / 2 {
+            let next = self.key_ids().into_iter().max().unwrap_or(active) + 1;
+            tracing::info!(key_id = active, seals = used, "data key used up; rotating");
+            self.add_key(next)?;
+        }
         let keys = self.read_keys();
         for op in &mut batch.ops {
             if let BatchOp::Put { cf, key, value } = op {
@@ -485,6 +516,24 @@ mod tests {
             SealedEngine::open(Arc::clone(&inner), master(1)),
             Err(Error::WrongMasterKey)
         ));
+    }
+
+    #[test]
+    fn a_data_key_is_replaced_before_its_seal_limit() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = SealedEngine::open(Arc::clone(&inner), master(1))
+            .unwrap()
+            .with_seal_limit(20);
+        for i in 0u32..50 {
+            let mut b = WriteBatch::new();
+            b.put(Cf::Kv, i.to_be_bytes().to_vec(), b"v".to_vec());
+            sealed.write(b, false).unwrap();
+        }
+        // Half of 20 per key: five keys for 50 records, every one readable.
+        assert_eq!(sealed.key_ids(), vec![1, 2, 3, 4, 5]);
+        for i in 0u32..50 {
+            assert_eq!(sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap(), b"v");
+        }
     }
 
     #[test]
