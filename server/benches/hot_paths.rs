@@ -1,0 +1,141 @@
+//! Micro-benchmarks of the hot paths that need no network: MVCC put and
+//! range, the key index, sealing, and the raft log append. On the in-memory
+//! engine, so the figures are CPU cost, not the disk's.
+//!
+//! `cargo bench -p cairn-server --bench hot_paths`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark may panic on failure
+
+use std::sync::Arc;
+
+use cairn_server::mvcc::{KeyRange, RangeOptions, Revision, Store, TreeIndex};
+use cairn_server::raft::RaftStorage;
+use cairn_server::storage::seal::{DataKey, KeyRing};
+use cairn_server::storage::{Engine, MemoryEngine};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use raft::eraftpb::Entry;
+
+fn store_with(keys: u64) -> Store {
+    let store = Store::open(Arc::new(MemoryEngine::new()), false).unwrap();
+    for i in 0..keys {
+        let mut txn = store.write();
+        txn.put(format!("key{i:08}").as_bytes(), vec![b'v'; 256], 0);
+        txn.commit(None).unwrap();
+    }
+    store
+}
+
+fn mvcc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mvcc");
+    group.throughput(Throughput::Elements(1));
+    let store = store_with(0);
+    let mut i = 0u64;
+    group.bench_function("put (one txn, 256 B)", |b| {
+        b.iter(|| {
+            i += 1;
+            let mut txn = store.write();
+            txn.put(
+                format!("key{:08}", i % 10_000).as_bytes(),
+                vec![b'v'; 256],
+                0,
+            );
+            txn.commit(None).unwrap();
+        })
+    });
+    let store = store_with(10_000);
+    group.bench_function("range one key of 10k", |b| {
+        b.iter(|| {
+            let r = store
+                .range(&KeyRange::new(b"key00005000", b""), RangeOptions::default())
+                .unwrap();
+            black_box(r.kvs.len())
+        })
+    });
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("range 100 keys of 10k", |b| {
+        b.iter(|| {
+            let r = store
+                .range(
+                    &KeyRange::new(b"key00005000", b"key00005100"),
+                    RangeOptions::default(),
+                )
+                .unwrap();
+            black_box(r.kvs.len())
+        })
+    });
+    group.finish();
+}
+
+fn key_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("key index");
+    let mut index = TreeIndex::new();
+    for i in 0..100_000i64 {
+        index.put(format!("key{i:08}").as_bytes(), Revision::new(i + 2, 0));
+    }
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0i64;
+    group.bench_function("get of 100k keys", |b| {
+        b.iter(|| {
+            i = (i + 7919) % 100_000;
+            black_box(index.get(format!("key{i:08}").as_bytes(), 0))
+        })
+    });
+    let mut rev = 200_000i64;
+    group.bench_function("put (new revision of an existing key)", |b| {
+        b.iter(|| {
+            rev += 1;
+            index.put(
+                format!("key{:08}", rev % 100_000).as_bytes(),
+                Revision::new(rev, 0),
+            );
+        })
+    });
+    group.finish();
+}
+
+fn sealing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sealing");
+    let ring = KeyRing::new(1, DataKey::generate().unwrap());
+    let value = vec![b'v'; 256];
+    let sealed = ring.seal("kv", b"0000000000000002", &value).unwrap();
+    group.throughput(Throughput::Bytes(256));
+    group.bench_function("seal 256 B", |b| {
+        b.iter(|| black_box(ring.seal("kv", b"0000000000000002", &value).unwrap()))
+    });
+    group.bench_function("open 256 B", |b| {
+        b.iter(|| black_box(ring.open("kv", b"0000000000000002", &sealed).unwrap()))
+    });
+    group.finish();
+}
+
+fn raft_log(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raft log");
+    for batch in [1u64, 64] {
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(format!("append {batch} entries of 300 B"), |b| {
+            b.iter_batched(
+                || {
+                    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+                    RaftStorage::open(engine).unwrap()
+                },
+                |log| {
+                    let entries: Vec<Entry> = (1..=batch)
+                        .map(|index| Entry {
+                            index,
+                            term: 1,
+                            data: vec![b'd'; 300].into(),
+                            ..Entry::default()
+                        })
+                        .collect();
+                    log.append(&entries, None, false).unwrap();
+                    log
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, mvcc, key_index, sealing, raft_log);
+criterion_main!(benches);
