@@ -26,11 +26,53 @@ async fn hasleader_requests_fail_fast_without_a_leader() {
     let mut cluster = Cluster::start(3, |_| {}).await;
     let leader = cluster.leader().await;
     let survivor = (leader + 1) % 3;
+    // A watch stream opened with hasleader on the survivor, while it has one.
+    let mut watch =
+        cairn_proto::etcdserverpb::watch_client::WatchClient::connect(cluster.url(survivor))
+            .await
+            .unwrap();
+    let (watch_tx, watch_rx) = tokio::sync::mpsc::channel(4);
+    watch_tx
+        .send(cairn_proto::etcdserverpb::WatchRequest {
+            request_union: Some(
+                cairn_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                    cairn_proto::etcdserverpb::WatchCreateRequest {
+                        key: b"w".to_vec(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+        })
+        .await
+        .unwrap();
+    let mut watch_req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(watch_rx));
+    watch_req
+        .metadata_mut()
+        .insert("hasleader", "true".parse().unwrap());
+    let mut responses = watch.watch(watch_req).await.unwrap().into_inner();
+    let created = responses.message().await.unwrap().unwrap();
+    assert!(created.created);
     for i in 0..3 {
         if i != survivor {
             cluster.kill(i).await;
         }
     }
+    // Without a leader for a while, the stream ends with "no leader" (so
+    // the client moves to a member that has one).
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the hasleader watch stream ends");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: no leader");
+    drop(watch_tx);
     // Alone, the survivor loses its leader (check-quorum, or the leader is gone).
     let member = cluster.handle(survivor).member().clone();
     eventually(20, "the survivor to lose its leader", async || {

@@ -20,7 +20,6 @@ use cairn_proto::mvccpb::Event;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -60,6 +59,12 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        // clientv3's WithRequireLeader: the stream ends with "no leader"
+        // once this member has had no leader for a while (etcd's monitorLeader).
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
         let requests = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_BUFFER);
         let (hub_tx, hub_rx) = mpsc::channel(HUB_BUFFER);
@@ -72,9 +77,10 @@ impl Watch for WatchService {
             active: HashMap::new(),
             ids: HashMap::new(),
             next_id: 0,
+            require_leader,
         };
         tokio::spawn(stream.run(requests, hub_rx));
-        let responses = ReceiverStream::new(out_rx).map(Ok::<WatchResponse, Status>);
+        let responses = ReceiverStream::new(out_rx);
         Ok(Response::new(Box::pin(responses)))
     }
 }
@@ -103,15 +109,22 @@ struct WatchStream {
     key: StreamKey,
     /// Where the hub sends this stream's messages (cloned into each watcher).
     hub_tx: mpsc::Sender<WatchMessage>,
-    /// Towards the client.
-    out: mpsc::Sender<WatchResponse>,
+    /// Towards the client; an error ends the stream.
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
     /// Watchers of this stream, by hub key.
     active: HashMap<WatcherKey, Active>,
     /// Hub keys by client watch id.
     ids: HashMap<i64, WatcherKey>,
     /// Next automatically assigned watch id (etcd starts at 0).
     next_id: i64,
+    /// The client asked for `hasleader`: end the stream when the member
+    /// stays without a leader.
+    require_leader: bool,
 }
+
+/// How long a `hasleader` watch stream survives without a leader (etcd
+/// waits a few election timeouts; its default election timeout is 1 s).
+const NO_LEADER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why the stream task stops.
 struct ClientGone;
@@ -126,8 +139,37 @@ impl WatchStream {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut reading = true;
         let mut stopping = self.member.stopping();
+        let mut leadership = self
+            .member
+            .replication()
+            .filter(|_| self.require_leader)
+            .map(|r| r.raft.leadership());
+        let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
+            let leaderless_deadline = leaderless_since.map(|t| t + NO_LEADER_GRACE);
             let step = tokio::select! {
+                changed = async {
+                    match leadership.as_mut() {
+                        Some(l) => l.changed().await.map(|()| l.borrow_and_update().0),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match changed {
+                        Ok(0) => { leaderless_since.get_or_insert_with(tokio::time::Instant::now); }
+                        Ok(_) => leaderless_since = None,
+                        Err(_) => leadership = None,
+                    }
+                    Ok(())
+                }
+                _ = async {
+                    match leaderless_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = self.out.send(Err(crate::error::EtcdError::NoLeader.into())).await;
+                    Err(ClientGone)
+                }
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => Err(ClientGone),
                 req = requests.message(), if reading => match req {
                     Ok(Some(req)) => self.handle(req).await,
@@ -152,7 +194,7 @@ impl WatchStream {
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), ClientGone> {
-        self.out.send(resp).await.map_err(|_| ClientGone)
+        self.out.send(Ok(resp)).await.map_err(|_| ClientGone)
     }
 
     async fn handle(&mut self, req: WatchRequest) -> Result<(), ClientGone> {
