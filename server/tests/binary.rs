@@ -2,41 +2,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, Get, Put};
 
-/// Starts the binary on a free port and returns it with its client URL, read
-/// from its log (the log is drained in the background afterwards).
+mod common;
+
+/// Starts the binary on `data_dir` (see [`common::spawn_cairn`]).
 fn spawn(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--name",
-            "bin-test",
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--log-level",
-            "info",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("cairn exited before serving").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, url)
+    let mut args: Vec<std::ffi::OsString> =
+        ["--name", "bin-test", "--log-level", "info", "--data-dir"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    args.push(data_dir.into());
+    common::spawn_cairn(args)
 }
 
 async fn sigterm_and_wait(mut child: Child) {

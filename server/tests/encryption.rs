@@ -207,36 +207,14 @@ async fn a_tampered_record_is_detected_and_raises_corrupt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_survives_kill_9_half_way() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("master.key");
     cairn_server::storage::seal::MasterKey::generate_file(&key).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--encryption-key-file",
-        ])
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("cairn exited").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--encryption-key-file".into(), key.clone().into()];
+    args.extend(["--data-dir".into(), data.clone().into()]);
+    let (mut child, url) = common::spawn_cairn(args);
     let c = Client::connect(url.clone()).await.unwrap();
     // Enough records that re-sealing them takes seconds at its bounded rate.
     let batch = 25;
