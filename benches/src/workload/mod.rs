@@ -1,0 +1,290 @@
+//! The workloads and what they share: connections, the closed-loop driver,
+//! report assembly, watch streams.
+
+mod kv;
+mod lease;
+mod watch;
+mod watch_get;
+mod watch_latency;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_proto::etcdserverpb::{
+    watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
+    WatchResponse,
+};
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::cli::{Cli, Command, Global};
+use crate::conn::{error_text, Conn};
+use crate::limiter::Limiter;
+use crate::progress::Progress;
+use crate::report::{Clock, Recorder, Report, Stats};
+use crate::Error;
+
+/// Runs the command line's workload.
+pub(crate) async fn run(cli: &Cli) -> Result<Vec<Report>, Error> {
+    let env = Env::connect(&cli.global).await?;
+    match &cli.command {
+        Command::Put(a) => kv::put(&env, a).await,
+        Command::Range(a) => kv::range(&env, a).await,
+        Command::TxnPut(a) => kv::txn_put(&env, a).await,
+        Command::TxnMixed(a) => kv::txn_mixed(&env, a).await,
+        Command::Watch(a) => watch::watch(&env, a).await,
+        Command::WatchLatency(a) => watch_latency::watch_latency(&env, a).await,
+        Command::WatchGet(a) => watch_get::watch_get(&env, a).await,
+        Command::LeaseKeepalive(a) => lease::lease_keepalive(&env, a).await,
+    }
+}
+
+/// The connections and settings of a run.
+pub(crate) struct Env {
+    global: Global,
+    conns: Vec<Arc<Conn>>,
+    clock: Option<Clock>,
+}
+
+impl Env {
+    /// Opens `--conns` connections (etcd's `mustCreateClients`).
+    async fn connect(global: &Global) -> Result<Env, Error> {
+        if global.conns == 0 {
+            return Err(Error::new("expected positive --conns, got (0)"));
+        }
+        if global.clients == 0 {
+            return Err(Error::new("expected positive --clients, got (0)"));
+        }
+        let mut conns = Vec::with_capacity(global.conns);
+        for _ in 0..global.conns {
+            conns.push(Arc::new(
+                Conn::connect(&global.endpoints, global.dial_timeout).await?,
+            ));
+        }
+        Ok(Env {
+            global: global.clone(),
+            conns,
+            clock: global.sample.then(Clock::now),
+        })
+    }
+
+    /// How many clients run.
+    pub(crate) fn clients(&self) -> usize {
+        self.global.clients
+    }
+
+    /// Client i's connection: i % conns.
+    pub(crate) fn client_conn(&self, client: usize) -> Arc<Conn> {
+        Arc::clone(&self.conns[client % self.conns.len()])
+    }
+
+    /// One more connection of its own (etcd's `mustCreateConn`, for the
+    /// puts of watch-latency and the gets of watch-get).
+    pub(crate) async fn extra_conn(&self) -> Result<Arc<Conn>, Error> {
+        Ok(Arc::new(
+            Conn::connect(&self.global.endpoints, self.global.dial_timeout).await?,
+        ))
+    }
+
+    /// An empty recorder (keeping start times with `--sample`).
+    pub(crate) fn recorder(&self) -> Recorder {
+        Recorder::new(self.clock.is_some())
+    }
+
+    /// A finished report.
+    pub(crate) fn report(
+        &self,
+        workload: &str,
+        took: Duration,
+        recorders: Vec<Recorder>,
+        text_prefix: impl Into<String>,
+        text_suffix: impl Into<String>,
+    ) -> Report {
+        Report {
+            workload: workload.to_string(),
+            endpoints: self.global.endpoints.clone(),
+            clients: self.global.clients,
+            conns: self.global.conns,
+            stats: Stats::build_with_clock(took, recorders, self.clock.as_ref()),
+            text_prefix: text_prefix.into(),
+            text_suffix: text_suffix.into(),
+        }
+    }
+}
+
+/// A task that panicked or was cancelled.
+pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::new(format!("benchmark task failed: {e}"))
+}
+
+/// A key index as Go's `int64`.
+pub(crate) fn index(i: usize) -> i64 {
+    i64::try_from(i).unwrap_or(i64::MAX)
+}
+
+/// etcd's closed loop: one generator makes `total` requests in order
+/// (`make(i)` -> (report kind, request)) into a queue `--clients` deep;
+/// `--clients` tasks each take the next request, wait for the rate limit,
+/// send it on their connection (`call(client, channel, request)`), record
+/// its latency or error under its kind, and take the next. Returns the wall
+/// time and, per kind, every client's recorder.
+pub(crate) async fn closed_loop<Req, Make, Call, Fut>(
+    env: &Env,
+    total: usize,
+    kinds: usize,
+    limiter: Limiter,
+    progress: &Progress,
+    mut make: Make,
+    call: Call,
+) -> Result<(Duration, Vec<Vec<Recorder>>), Error>
+where
+    Req: Send + 'static,
+    Make: FnMut(usize) -> Result<(usize, Req), Error> + Send + 'static,
+    Call: Fn(usize, Channel, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let clients = env.clients();
+    let (tx, rx) = mpsc::channel::<(usize, Req)>(clients);
+    let generator = tokio::spawn(async move {
+        for i in 0..total {
+            let item = make(i)?;
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Error>(())
+    });
+
+    let queue = Arc::new(Mutex::new(rx));
+    let call = Arc::new(call);
+    let limiter = Arc::new(limiter);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let conn = env.client_conn(client);
+        let queue = Arc::clone(&queue);
+        let call = Arc::clone(&call);
+        let limiter = Arc::clone(&limiter);
+        let progress = progress.clone();
+        let mut recorders: Vec<Recorder> = (0..kinds).map(|_| env.recorder()).collect();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = { queue.lock().await.recv().await };
+                let Some((kind, request)) = next else {
+                    break;
+                };
+                limiter.wait().await;
+                let started = Instant::now();
+                let outcome = call(client, conn.pick(), request).await;
+                let ended = Instant::now();
+                if let Some(recorder) = recorders.get_mut(kind) {
+                    recorder.record(started, ended, outcome);
+                }
+                progress.inc();
+            }
+            recorders
+        }));
+    }
+
+    let mut by_kind: Vec<Vec<Recorder>> = (0..kinds).map(|_| Vec::new()).collect();
+    for task in tasks {
+        let recorders = task.await.map_err(join_error)?;
+        for (kind, recorder) in recorders.into_iter().enumerate() {
+            by_kind[kind].push(recorder);
+        }
+    }
+    let took = start.elapsed();
+    generator.await.map_err(join_error)??;
+    progress.finish();
+    Ok((took, by_kind))
+}
+
+/// A unary call's outcome as the report wants it.
+pub(crate) fn outcome<T>(result: Result<T, tonic::Status>) -> Result<(), String> {
+    result.map(|_| ()).map_err(|s| error_text(&s))
+}
+
+/// A watch create request.
+pub(crate) fn create_request(key: Vec<u8>, start_revision: i64, prev_kv: bool) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key,
+            start_revision,
+            prev_kv,
+            ..WatchCreateRequest::default()
+        })),
+    }
+}
+
+/// One raw gRPC watch stream.
+pub(crate) struct WatchStream {
+    requests: mpsc::Sender<WatchRequest>,
+    responses: tonic::Streaming<WatchResponse>,
+}
+
+impl WatchStream {
+    /// Opens a stream on `channel` with `first` as its first request (etcd
+    /// sends a stream's response headers with its first message, so the
+    /// request must be on its way before the call can return). `depth` is
+    /// how many requests may wait to be sent.
+    pub(crate) async fn open(
+        channel: Channel,
+        first: WatchRequest,
+        depth: usize,
+    ) -> Result<WatchStream, Error> {
+        let (requests, queue) = mpsc::channel(depth.max(1));
+        requests
+            .send(first)
+            .await
+            .map_err(|_| Error::new("watch request queue closed"))?;
+        let responses = WatchClient::new(channel)
+            .watch(ReceiverStream::new(queue))
+            .await
+            .map_err(|s| Error::new(format!("opening a watch stream: {}", error_text(&s))))?
+            .into_inner();
+        Ok(WatchStream {
+            requests,
+            responses,
+        })
+    }
+
+    /// Sends a request on the stream.
+    pub(crate) async fn send(&self, request: WatchRequest) -> Result<(), Error> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| Error::new("watch stream closed"))
+    }
+
+    /// The next response; a canceled watch or the end of the stream is an
+    /// error.
+    pub(crate) async fn next(&mut self) -> Result<WatchResponse, Error> {
+        match self.responses.message().await {
+            Ok(Some(response)) if response.canceled => Err(Error::new(format!(
+                "watch canceled: {}",
+                if response.cancel_reason.is_empty() {
+                    format!("compacted at {}", response.compact_revision)
+                } else {
+                    response.cancel_reason
+                }
+            ))),
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(Error::new("watch stream ended")),
+            Err(s) => Err(Error::new(format!("watch stream: {}", error_text(&s)))),
+        }
+    }
+
+    /// Waits for the response that says a watch was created and returns its
+    /// id (nothing else can arrive first in the workloads that use it: no
+    /// key they watch changes before every watch is created).
+    pub(crate) async fn created(&mut self) -> Result<i64, Error> {
+        loop {
+            let response = self.next().await?;
+            if response.created {
+                return Ok(response.watch_id);
+            }
+        }
+    }
+}
