@@ -112,6 +112,8 @@ pub struct Member {
     quota_backend_bytes: u64,
     /// This member's zone (`--zone`), reported by Status.
     zone: String,
+    /// Channels to peers for lease requests forwarded to the leader.
+    peer_channels: crate::raft::PeerChannels,
     /// The database size last read for the quota check, and when.
     db_size: Mutex<Option<(std::time::Instant, u64)>>,
     /// Set when the member begins to stop, so long-lived per-client tasks
@@ -165,6 +167,7 @@ impl Member {
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             zone: String::new(),
             db_size: Mutex::new(None),
+            peer_channels: crate::raft::PeerChannels::default(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -767,7 +770,7 @@ impl Member {
             let req = LeaseForward {
                 request: Some(lease_forward::Request::Renew(id)),
             };
-            return Ok(crate::raft::forward_lease(&url, req).await?.ttl);
+            return Ok(self.peer_channels.forward_lease(&url, req).await?.ttl);
         }
         self.lease_renew_here(id).await
     }
@@ -800,7 +803,7 @@ impl Member {
             let forward = LeaseForward {
                 request: Some(lease_forward::Request::TimeToLive(req)),
             };
-            let resp = crate::raft::forward_lease(&url, forward).await?;
+            let resp = self.peer_channels.forward_lease(&url, forward).await?;
             let mut ttl = resp.time_to_live.ok_or(EtcdError::Internal)?;
             ttl.header = Some(self.header(0));
             return Ok(ttl);

@@ -28,4 +28,4 @@ pub mod wire;
 pub use error::Error;
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
 pub use storage::RaftStorage;
-pub use transport::{forward_lease, PeerHandler, PeerService, Peers};
+pub use transport::{PeerChannels, PeerHandler, PeerService, Peers};

@@ -431,20 +431,48 @@ impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
     }
 }
 
-/// Forwards a lease request to the leader at `url`. Errors come back as
-/// the leader's etcd error when it sent one.
-pub async fn forward_lease(
-    url: &str,
-    req: LeaseForward,
-) -> Result<LeaseForwardResponse, crate::error::EtcdError> {
-    let channel = connect(url)
-        .await
-        .map_err(|_| crate::error::EtcdError::NoLeader)?;
-    let resp = client(channel).lease(req).await.map_err(|s| {
-        crate::error::EtcdError::from_message(s.message())
-            .unwrap_or(crate::error::EtcdError::NoLeader)
-    })?;
-    Ok(resp.into_inner())
+/// Long-lived channels to peers for requests outside raft (lease
+/// forwarding): one multiplexed HTTP/2 connection per peer URL, opened
+/// lazily and reused, instead of a connection per request.
+#[derive(Debug, Default)]
+pub struct PeerChannels {
+    /// Peer URL -> channel.
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerChannels {
+    /// The channel to `url` (created on first use, lazily connected).
+    fn get(&self, url: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Forwards a lease request to the leader at `url`. Errors come back as
+    /// the leader's etcd error when it sent one; an unreachable leader is
+    /// "no leader".
+    pub async fn forward_lease(
+        &self,
+        url: &str,
+        req: LeaseForward,
+    ) -> Result<LeaseForwardResponse, crate::error::EtcdError> {
+        let channel = self
+            .get(url)
+            .map_err(|_| crate::error::EtcdError::NoLeader)?;
+        let resp = client(channel).lease(req).await.map_err(|s| {
+            crate::error::EtcdError::from_message(s.message())
+                .unwrap_or(crate::error::EtcdError::NoLeader)
+        })?;
+        Ok(resp.into_inner())
+    }
 }
 
 /// Asks the members at `peer_urls` for the member table; the first answer wins.
