@@ -111,6 +111,28 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99).as_secs_f64() * 1e3
     );
 
+    // One client, reads one after the other.
+    for (name, serializable) in [("linearizable", false), ("serializable", true)] {
+        let mut lat = Vec::with_capacity(ops);
+        for i in 0..ops {
+            let get = Get::key(format!("seq{:08}", i % 1000));
+            let get = if serializable {
+                get.serializable()
+            } else {
+                get
+            };
+            let t = Instant::now();
+            lc.get(get).await?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "{name} get, 1 client ({ops}): p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3
+        );
+    }
+
     // 100 concurrent clients over 10 connections to the leader.
     let mut conns = Vec::new();
     for _ in 0..10 {

@@ -11,9 +11,9 @@
 //!    replay tolerates because applying is idempotent by index);
 //! 3. apply the committed entries (each one's effects written with its
 //!    index, see [`crate::machine`]);
-//! 4. persist the new entries and the hard state in ONE synced write: this
-//!    is the group commit, every proposal gathered since the last Ready
-//!    costs one fsync together;
+//! 4. persist the new entries and the hard state in ONE write, synced when
+//!    raft says it must be (entries, term, vote): this is the group commit,
+//!    every proposal gathered since the last Ready costs one fsync together;
 //! 5. send `persisted_messages` (votes and appends answers, which must not
 //!    leave before what they promise is on disk);
 //! 6. note the ReadIndex results;
@@ -541,9 +541,16 @@ impl<T: Transport> Node<T> {
         }
         // 3. Committed entries.
         self.apply(ready.take_committed_entries())?;
-        // 4. New entries and hard state: one synced write.
+        // 4. New entries and hard state: one write, synced when raft needs
+        // it (new entries, or a term/vote change). A hard state whose only
+        // change is the commit index needs no fsync (etcd's MustSync): a
+        // lost commit index is learned again from the leader. Without this,
+        // every heartbeat carrying a new commit index cost a follower an
+        // fsync before it could answer (and a ReadIndex round waits for
+        // those answers).
         if !ready.entries().is_empty() || ready.hs().is_some() {
-            self.log.append(ready.entries(), ready.hs(), true)?;
+            let sync = ready.must_sync();
+            self.log.append(ready.entries(), ready.hs(), sync)?;
         }
         // 5. Messages that promise what was just persisted.
         if !ready.persisted_messages().is_empty() {
