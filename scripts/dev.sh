@@ -60,6 +60,11 @@ case "${1:-}" in
         fi
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
+        # cairn-bench end to end against three-member etcd and Cairn (the
+        # tool, not the figures: tiny totals, debug builds).
+        cargo build -p cairn-bench --bin cairn-bench
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" CAIRN_BENCH_BIN="$CARGO_TARGET_DIR/debug/cairn-bench" \
+            bash benches/compare.sh --quick
         ;;
     *)
         sed -n '2,14p' "$0" >&2
