@@ -613,7 +613,7 @@ def cmd_report(d, publish_md=None, publish_svg=None):
     if failed:
         note += "\nFailed runs:\n" + "\n".join("  " + e for e in failed)
     if skewed:
-        note += "\nA build (cargo/rustc) ran during these runs, their figures are skewed:\n" + \
+        note += "\nA build or another etcd/cairn server ran during these runs, their figures are skewed:\n" + \
             "\n".join("  " + e for e in skewed)
     txt = "\n".join([
         f"cairn-bench comparison ({mode} mode, {rounds_txt}), {machine.get('date', '')}",
@@ -638,7 +638,7 @@ def cmd_report(d, publish_md=None, publish_svg=None):
         "", "Where Cairn is behind in this table: " + ("; ".join(behind) if behind else "nowhere") + ".",
         *(["", "Errors: " + "; ".join(errors) + "."] if errors else []),
         *(["", "Failed runs: " + "; ".join(failed) + "."] if failed else []),
-        *(["", "A build (cargo/rustc) ran on the machine during these runs, their figures are skewed: "
+        *(["", "A build or another etcd/cairn server ran on the machine during these runs, their figures are skewed: "
             + "; ".join(skewed) + "."] if skewed else []),
         "", "<details><summary>Every workload in detail (medians, and each round)</summary>", "", details_md(rows, kinds), "", "</details>", ""])
     title = "Cairn vs etcd: three members on one machine, cairn-bench"

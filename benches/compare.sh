@@ -33,9 +33,10 @@
 #   CAIRN_TOOLS_DIR  cache of the etcd 3.5.1 binaries (see tests/compat/lib.sh)
 #   COMPARE_PORT     first loopback port to try (default 25790); a cluster takes six
 #   COMPARE_RUN_TIMEOUT  seconds one cairn-bench run may take (default 900, quick 60)
-#   COMPARE_IDLE_WAIT    before each run, wait up to this many seconds while a cargo or
-#                    rustc process runs on the machine (default 900, quick 0); a run
-#                    during which one ran anyway is flagged in the log and the table
+#   COMPARE_IDLE_WAIT    before each run, wait up to this many seconds while a cargo,
+#                    rustc or cargo-nextest process or another etcd or cairn server runs
+#                    on the machine (default 900, quick 0); a run during which one ran
+#                    anyway is flagged in the log and the table
 #
 # Workloads (etcd's tools/benchmark and its performance page, op-guide/performance):
 # see "workloads" below; the full-mode totals are sized for a 2-core machine.
@@ -294,18 +295,26 @@ members_alive() {
   done
 }
 
-# builds_running : the pids of running cargo / rustc processes, space-separated
-builds_running() { { pgrep -x cargo; pgrep -x rustc; pgrep -x cargo-nextest; } 2>/dev/null | tr '\n' ' ' || true; }
+# others_running : what else loads the machine: the pids of running cargo, rustc and
+# cargo-nextest processes and of etcd or cairn servers that are not our members
+others_running() {
+  local pid mine m
+  for pid in $({ pgrep -x cargo; pgrep -x rustc; pgrep -x cargo-nextest; pgrep -x etcd; pgrep -x cairn; } 2>/dev/null); do
+    mine=0
+    for m in "${member_pids[@]}"; do [ "$pid" != "$m" ] || mine=1; done
+    [ "$mine" = 1 ] || printf '%s ' "$pid"
+  done
+}
 
-# wait_idle WHAT : wait (up to $idle_wait s) until no cargo / rustc runs, so that a
-# build on this machine does not skew the figures; go on (and warn) after that
+# wait_idle WHAT : wait (up to $idle_wait s) until no build and no other etcd / cairn
+# server runs, so that they do not skew the figures; go on (and warn) after that
 wait_idle() {
   local deadline=$((SECONDS + idle_wait)) b
-  b=$(builds_running)
+  b=$(others_running)
   [ -n "$b" ] || return 0
   [ "$idle_wait" -gt 0 ] || return 0
-  log "cargo/rustc running (pids $b): waiting up to ${idle_wait}s before $1"
-  while [ -n "$(builds_running)" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
+  log "a build or another server is running (pids $b): waiting up to ${idle_wait}s before $1"
+  while [ -n "$(others_running)" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
 }
 
 failures=0
@@ -330,7 +339,7 @@ run_workloads() {
     hwm_reset=1
     reset_hwm
     before=$(member_stats)
-    busy=$(builds_running)
+    busy=$(others_running)
     t0=$SECONDS
     "${cmd[@]}" >"$dir/$name.json" 2>"$dir/$name.stderr" </dev/null &
     session_pid=$!
@@ -340,8 +349,8 @@ run_workloads() {
     after=$(member_stats)
     leader=$(leader_of || echo unknown)
     # anything heavy beside us (a build) skews the figures: say so
-    busy+=$(builds_running)
-    [ -z "$busy" ] || log "WARNING: cargo/rustc ran during $kind $name (pids $busy): its figures are skewed"
+    busy+=$(others_running)
+    [ -z "$busy" ] || log "WARNING: a build or another server ran during $kind $name (pids $busy): its figures are skewed"
     printf '{"rc": %d, "wall_s": %d, "hwm_reset": %s, "leader_after": "%s", "builds_running": "%s", "before": %s, "after": %s}\n' \
       "$rc" $((SECONDS - t0)) "$([ "$hwm_reset" = 1 ] && echo true || echo false)" "$leader" "${busy% }" "$before" "$after" \
       >"$dir/$name.stats.json"
