@@ -112,6 +112,15 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
     /// This member's availability zone (`--zone`).
     pub zone: String,
+    /// Local address this member connects to its peers from
+    /// (`--experimental-peer-source-address`, a Cairn extension); `None`:
+    /// the OS chooses. cairn-jepsen's fault proxy tells members apart by it.
+    pub peer_source_address: Option<std::net::IpAddr>,
+    /// Test only: serve linearizable reads without ReadIndex, so that
+    /// cairn-jepsen can prove it catches stale reads. Honoured only in builds
+    /// with the `jepsen-broken` feature (`--experimental-jepsen-broken-stale-reads`
+    /// exists only there); ignored otherwise.
+    pub jepsen_broken_stale_reads: bool,
     /// One raft tick (`--heartbeat-interval`, default 100 ms).
     pub heartbeat_interval: std::time::Duration,
     /// Compact the raft log every this many applied entries
@@ -170,6 +179,8 @@ impl Default for Config {
             initial_cluster: String::new(),
             initial_cluster_state: ClusterState::New,
             zone: String::new(),
+            peer_source_address: None,
+            jepsen_broken_stale_reads: false,
             heartbeat_interval: std::time::Duration::from_millis(100),
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
@@ -266,6 +277,20 @@ impl Handle {
     /// The member being served.
     pub fn member(&self) -> &Arc<Member> {
         &self.member
+    }
+
+    /// Resolves once this member has applied its own removal from the
+    /// cluster (its raft loop has stopped; it must stop serving, as etcd
+    /// exits). Never resolves for a member without raft.
+    pub async fn removed(&self) {
+        let Some(replication) = self.member.replication() else {
+            return std::future::pending().await;
+        };
+        let mut status = replication.raft.subscribe();
+        if status.wait_for(|s| s.removed).await.is_err() {
+            // The raft thread is gone without a removal: never resolve.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stops accepting requests, lets in-flight ones finish (for at most
@@ -625,7 +650,8 @@ async fn join_id(config: &Config) -> Result<Option<u64>, Error> {
         .filter(|(name, _)| *name != config.name)
         .flat_map(|(_, urls)| urls)
         .collect();
-    let table = crate::raft::transport::fetch_members(&others)
+    let dialer = crate::raft::transport::Dialer::new(config.peer_source_address);
+    let table = crate::raft::transport::fetch_members(&dialer, &others)
         .await
         .ok_or_else(|| Error::BadCluster("no member of --initial-cluster answers".into()))?;
     table
@@ -710,7 +736,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             .and_then(|m| m.peer_urls.first().cloned())
             .or_else(|| initial.get(&id).cloned())
     });
-    let peers = Arc::new(Peers::new(opened.member_id, resolve, inputs.clone()));
+    let dialer = crate::raft::transport::Dialer::new(config.peer_source_address);
+    let peers = Arc::new(Peers::new(
+        opened.member_id,
+        resolve,
+        inputs.clone(),
+        dialer.clone(),
+    ));
     let election_ticks = (config.election_timeout.as_millis()
         / config.heartbeat_interval.as_millis().max(1))
     .max(2) as usize;
@@ -740,11 +772,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
                 raft: raft.clone(),
                 request_timeout: config.request_timeout(),
                 leader_change_grace: config.election_timeout,
+                broken_stale_reads: config.jepsen_broken_stale_reads,
             }),
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)
         .with_quota(config.quota_backend_bytes)
-        .with_zone(config.zone.clone()),
+        .with_zone(config.zone.clone())
+        .with_peer_dialer(dialer),
     );
 
     let (stop, stopped) = watch::channel(false);

@@ -84,6 +84,10 @@ pub struct Replication {
     /// election timeout): enough for the new leader to commit what the old
     /// one had replicated.
     pub leader_change_grace: Duration,
+    /// Deliberately broken mode for cairn-jepsen's self-test: linearizable
+    /// reads skip ReadIndex. Only honoured in builds with the test-only
+    /// `jepsen-broken` feature (`Config::jepsen_broken_stale_reads`).
+    pub broken_stale_reads: bool,
 }
 
 /// A running member's state, shared by every gRPC service.
@@ -194,7 +198,13 @@ impl Member {
         self
     }
 
-    /// Sets this member's zone.
+    /// How peer channels (lease forwarding, hash checks) connect.
+    pub fn with_peer_dialer(mut self, dialer: crate::raft::transport::Dialer) -> Self {
+        self.peer_channels = crate::raft::PeerChannels::new(dialer);
+        self
+    }
+
+    /// This member's zone, reported by Status.
     pub fn with_zone(mut self, zone: String) -> Self {
         self.zone = zone;
         self
@@ -339,7 +349,13 @@ impl Member {
             let Some(url) = peer.peer_urls.first() else {
                 continue;
             };
-            let theirs = match crate::raft::transport::peer_hash_kv(url, revision).await {
+            let theirs = match crate::raft::transport::peer_hash_kv(
+                self.peer_channels.dialer(),
+                url,
+                revision,
+            )
+            .await
+            {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::debug!(peer = format!("{:x}", peer.id), error = %e, "corruption check skipped a member");
@@ -504,6 +520,11 @@ impl Member {
             return Ok(());
         };
         self.check_not_learner()?;
+        if cfg!(feature = "jepsen-broken") && replication.broken_stale_reads {
+            // Deliberately wrong (cairn-jepsen's proof that it can fail):
+            // serve "linearizable" reads from local state.
+            return Ok(());
+        }
         match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
         {
             Ok(result) => result.map(|_| ()),

@@ -6,10 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod common;
-/// The checker lives with the test support but is compiled (and its own
-/// tests run) only here.
-#[path = "common/linearizability.rs"]
-mod linearizability;
+/// The Wing–Gong/Lowe checker of cairn-jepsen (tested there).
+use cairn_jepsen::checker::linearizable as linearizability;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

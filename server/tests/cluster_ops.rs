@@ -357,6 +357,59 @@ async fn removing_a_member_that_would_lose_quorum_is_refused() {
     cluster.stop_all().await;
 }
 
+/// Found by cairn-jepsen (membership nemesis, jepsen/FINDINGS.md #1): a
+/// leader that applied its own removal kept driving raft, and raft-rs
+/// panicked on the raft thread when the leader next persisted entries (it no
+/// longer has a progress entry for itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_stops_it_and_the_others_go_on() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let c = cluster.client(leader).await;
+    for i in 0..20 {
+        c.put(Put::new(format!("before{i}"), "v")).await.unwrap();
+    }
+    // Phase 1: the leader removes itself, under writes.
+    let leader_id = cluster.handle(leader).member().identity().member_id;
+    let writer = {
+        let c = cluster.client((leader + 1) % 3).await;
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let _ = c.put(Put::new(format!("during{i}"), "v")).await;
+            }
+        })
+    };
+    let r = c.member_remove(leader_id).await.unwrap();
+    assert_eq!(r.members.len(), 2);
+    // Phase 2: the removed member says so (its raft loop stopped; the binary
+    // exits on this) instead of its raft thread panicking.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        cluster.handle(leader).removed(),
+    )
+    .await
+    .expect("the removed leader noticed its removal");
+    let status = cluster.handle(leader).member().raft_status();
+    assert!(status.removed && !status.failed, "{status:?}");
+    writer.await.unwrap();
+    // Phase 3: the other two elect a leader and keep every write.
+    let other = (leader + 1) % 3;
+    let c2 = cluster.client(other).await;
+    eventually(30, "the others to accept writes", async || {
+        c2.put(Put::new("after", "v")).await.is_ok()
+    })
+    .await;
+    let got = c2
+        .get(Get::key("before").prefix().count_only())
+        .await
+        .unwrap();
+    assert_eq!(got.count, 20);
+    let members = c2.member_list().await.unwrap().members;
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.id != leader_id));
+    cluster.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_key_rotation_reaches_every_member() {
     let mut cluster = Cluster::start(3, |_| {}).await;

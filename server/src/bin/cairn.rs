@@ -44,6 +44,17 @@ struct Flags {
     /// Availability zone of this member, shown in member lists and Status.
     #[arg(long, default_value = "")]
     zone: String,
+    /// Local IP address to open peer connections from (Cairn extension;
+    /// default: the OS chooses). cairn-jepsen's fault proxy identifies
+    /// members by it.
+    #[arg(long)]
+    experimental_peer_source_address: Option<std::net::IpAddr>,
+    /// TEST ONLY, deliberately wrong: serve linearizable reads without
+    /// ReadIndex (stale reads), for cairn-jepsen's self-test. Exists only in
+    /// builds with the `jepsen-broken` feature.
+    #[cfg(feature = "jepsen-broken")]
+    #[arg(long)]
+    experimental_jepsen_broken_stale_reads: bool,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval: u64,
@@ -275,6 +286,11 @@ async fn main() -> anyhow::Result<()> {
             embed::ClusterState::New
         },
         zone: flags.zone,
+        peer_source_address: flags.experimental_peer_source_address,
+        #[cfg(feature = "jepsen-broken")]
+        jepsen_broken_stale_reads: flags.experimental_jepsen_broken_stale_reads,
+        #[cfg(not(feature = "jepsen-broken"))]
+        jepsen_broken_stale_reads: false,
         heartbeat_interval: std::time::Duration::from_millis(flags.heartbeat_interval),
         snapshot_count: flags.snapshot_count,
         snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
@@ -285,8 +301,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
-    let signal = shutdown_signal().await?;
-    tracing::info!(signal, "shutting down");
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal = signal?, "shutting down"),
+        () = member.removed() => {
+            // etcd exits too: a removed member must not serve stale data.
+            tracing::warn!("the member has been permanently removed from the cluster; exiting");
+        }
+    }
     member.stop().await.context("stopping cairn")?;
     tracing::info!("stopped");
     Ok(())

@@ -118,6 +118,9 @@ pub struct RaftStatus {
     pub active: BTreeSet<u64>,
     /// Set when the loop stopped because of a failure.
     pub failed: bool,
+    /// Set when this member applied its own removal from the cluster: the
+    /// loop has stopped and the member must stop serving (etcd exits).
+    pub removed: bool,
 }
 
 /// Timing and sizes of the node (etcd's flags).
@@ -227,6 +230,8 @@ struct Node<T: Transport> {
     next_read: u64,
     /// The leader at the last status, to fail reads across a change.
     last_leader: u64,
+    /// Set once this member applied its own removal: the loop stops.
+    removed: bool,
 }
 
 /// A handle on the raft thread.
@@ -346,6 +351,7 @@ pub fn start<T: Transport>(
         ready_reads: Vec::new(),
         next_read: 1,
         last_leader: 0,
+        removed: false,
     };
     // A lone voter elects itself at once instead of after a timeout.
     let voters = state.conf_state.voters.clone();
@@ -403,6 +409,14 @@ impl<T: Transport> Node<T> {
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft loop failed; this member stops serving");
                 self.status.send_modify(|s| s.failed = true);
+                break;
+            }
+            if self.removed {
+                // raft must not be driven any further: a leader that has
+                // applied its own removal no longer has a progress entry for
+                // itself, and raft-rs panics when it next persists entries.
+                tracing::warn!("the member has been permanently removed from the cluster");
+                self.status.send_modify(|s| s.removed = true);
                 break;
             }
             self.publish_status();
@@ -541,6 +555,10 @@ impl<T: Transport> Node<T> {
         }
         // 3. Committed entries.
         self.apply(ready.take_committed_entries())?;
+        if self.removed {
+            // Removed: nothing of this Ready matters any more (see `run`).
+            return Ok(());
+        }
         // 4. New entries and hard state: one write, synced when raft needs
         // it (new entries, or a term/vote change). A hard state whose only
         // change is the commit index needs no fsync (etcd's MustSync): a
@@ -585,6 +603,9 @@ impl<T: Transport> Node<T> {
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
         for entry in entries {
+            if self.removed {
+                break;
+            }
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.machine.apply_entry(entry.index, &entry.data)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -637,7 +658,7 @@ impl<T: Transport> Node<T> {
         self.machine
             .apply_member_change(entry.index, kind, single.node_id, &change.context)?;
         if kind == MemberChange::Remove && single.node_id == self.config.id {
-            tracing::warn!("this member was removed from the cluster");
+            self.removed = true;
         }
         Ok(())
     }
@@ -690,6 +711,7 @@ impl<T: Transport> Node<T> {
             matched,
             active,
             failed: false,
+            removed: false,
         };
         let leadership = (status.leader, status.term);
         self.leadership.send_if_modified(|l| {

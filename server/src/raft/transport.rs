@@ -14,6 +14,7 @@
 //! answers the lease requests followers forward to the leader.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use cairn_proto::cairnpb::{
     lease_forward, Done, LeaseForward, LeaseForwardResponse, MemberTable, RaftBatch, SnapshotChunk,
     SnapshotKeyRequest, SnapshotKeyResponse,
 };
+use hyper_util::client::legacy::connect::HttpConnector;
 use protobuf::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -61,6 +63,8 @@ pub struct Peers {
     inputs: Mutex<Sender<Input>>,
     /// The runtime the peer tasks run on (the raft thread is not a tokio thread).
     runtime: tokio::runtime::Handle,
+    /// How the peer tasks connect.
+    dialer: Dialer,
 }
 
 impl std::fmt::Debug for Peers {
@@ -71,9 +75,10 @@ impl std::fmt::Debug for Peers {
 
 impl Peers {
     /// Peers of member `id`; must be created inside a tokio runtime.
-    pub fn new(id: u64, resolve: Resolver, inputs: Sender<Input>) -> Self {
+    pub fn new(id: u64, resolve: Resolver, inputs: Sender<Input>, dialer: Dialer) -> Self {
         Self {
             id,
+            dialer,
             queues: Mutex::new(HashMap::new()),
             resolve,
             inputs: Mutex::new(inputs),
@@ -99,8 +104,13 @@ impl Peers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        self.runtime
-            .spawn(run_peer(to, Arc::clone(&self.resolve), rx, inputs));
+        self.runtime.spawn(run_peer(
+            self.dialer.clone(),
+            to,
+            Arc::clone(&self.resolve),
+            rx,
+            inputs,
+        ));
         queues.insert(to, tx.clone());
         tx
     }
@@ -116,8 +126,9 @@ impl Peers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let dialer = self.dialer.clone();
         self.runtime.spawn(async move {
-            let failed = match send_snapshot(&url, msg).await {
+            let failed = match send_snapshot(&dialer, &url, msg).await {
                 Ok(()) => false,
                 Err(e) => {
                     tracing::warn!(peer = format!("{to:x}"), error = %e, "sending a snapshot failed");
@@ -147,15 +158,57 @@ impl Transport for Peers {
     }
 }
 
-/// Opens a channel to a peer URL.
-async fn connect(url: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
-    endpoint.connect().await.map_err(|e| e.to_string())
+/// How this member opens connections to its peers: every peer channel (raft
+/// streams, snapshots, lease forwarding, member lookup, hash checks) is made
+/// here, so one setting applies to all of them.
+#[derive(Clone, Debug, Default)]
+pub struct Dialer {
+    /// Local address to connect from (`--experimental-peer-source-address`);
+    /// `None` lets the OS choose. A fault-injection proxy (cairn-jepsen) tells
+    /// members apart by it, as a firewall would.
+    source: Option<IpAddr>,
+}
+
+impl Dialer {
+    /// Connections from `source` (or from whatever the OS picks).
+    pub fn new(source: Option<IpAddr>) -> Self {
+        Dialer { source }
+    }
+
+    fn endpoint(url: &str) -> Result<Endpoint, String> {
+        Ok(Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5)))
+    }
+
+    fn connector(&self) -> HttpConnector {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_local_address(self.source);
+        connector
+    }
+
+    /// A channel to a peer URL, connected now.
+    async fn connect(&self, url: &str) -> Result<Channel, String> {
+        let endpoint = Self::endpoint(url)?;
+        match self.source {
+            None => endpoint.connect().await,
+            Some(_) => endpoint.connect_with_connector(self.connector()).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// A channel to a peer URL that connects on first use (and reconnects).
+    fn lazy(&self, url: &str) -> Result<Channel, String> {
+        let endpoint = Self::endpoint(url)?;
+        Ok(match self.source {
+            None => endpoint.connect_lazy(),
+            Some(_) => endpoint.connect_with_connector_lazy(self.connector()),
+        })
+    }
 }
 
 fn client(channel: Channel) -> RaftClient<Channel> {
@@ -166,6 +219,7 @@ fn client(channel: Channel) -> RaftClient<Channel> {
 
 /// One peer's task: (re)connects and streams its queue.
 async fn run_peer(
+    dialer: Dialer,
     to: u64,
     resolve: Resolver,
     mut queue: mpsc::Receiver<Message>,
@@ -174,7 +228,7 @@ async fn run_peer(
     let mut backoff = BACKOFF_MIN;
     loop {
         let connected = match resolve(to) {
-            Some(url) => connect(&url).await,
+            Some(url) => dialer.connect(&url).await,
             None => Err("no peer URL known".to_string()),
         };
         let channel = match connected {
@@ -224,8 +278,8 @@ async fn run_peer(
     }
 }
 
-async fn send_snapshot(url: &str, mut msg: Message) -> Result<(), String> {
-    let mut raft = client(connect(url).await?);
+async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(), String> {
+    let mut raft = client(dialer.connect(url).await?);
     // Agree on a key for this transfer, then seal the snapshot with it.
     let exchange = super::wire::Exchange::start().map_err(|e| e.to_string())?;
     let agreed = raft
@@ -438,20 +492,31 @@ impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
 pub struct PeerChannels {
     /// Peer URL -> channel.
     channels: Mutex<HashMap<String, Channel>>,
+    /// How the channels connect.
+    dialer: Dialer,
 }
 
 impl PeerChannels {
+    /// Channels opened through `dialer`.
+    pub fn new(dialer: Dialer) -> Self {
+        PeerChannels {
+            channels: Mutex::default(),
+            dialer,
+        }
+    }
+
+    /// How this member connects to its peers.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     /// The channel to `url` (created on first use, lazily connected).
     fn get(&self, url: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = self.dialer.lazy(url)?;
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
     }
@@ -476,9 +541,9 @@ impl PeerChannels {
 }
 
 /// Asks the members at `peer_urls` for the member table; the first answer wins.
-pub async fn fetch_members(peer_urls: &[String]) -> Option<MemberTable> {
+pub async fn fetch_members(dialer: &Dialer, peer_urls: &[String]) -> Option<MemberTable> {
     for url in peer_urls {
-        let Ok(channel) = connect(url).await else {
+        let Ok(channel) = dialer.connect(url).await else {
             continue;
         };
         if let Ok(table) = client(channel).members(Done {}).await {
@@ -490,10 +555,11 @@ pub async fn fetch_members(peer_urls: &[String]) -> Option<MemberTable> {
 
 /// The HashKV of the member at peer URL `url`, at `revision`.
 pub async fn peer_hash_kv(
+    dialer: &Dialer,
     url: &str,
     revision: i64,
 ) -> Result<cairn_proto::etcdserverpb::HashKvResponse, String> {
-    let channel = connect(url).await?;
+    let channel = dialer.connect(url).await?;
     let resp = client(channel)
         .hash_kv(cairn_proto::etcdserverpb::HashKvRequest { revision })
         .await

@@ -56,7 +56,6 @@
 //! * An unknown write or CAS whose new value is never observed (no read
 //!   returns it, no CAS expects it) is dropped up front when the key has no
 //!   CAS that returned `false` (the only op such a value could explain).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -1,0 +1,582 @@
+//! The cluster under test: `cairn` processes, one per zone, each on its own
+//! loopback address, reachable only through the fault [`Proxy`].
+//!
+//! # Addresses
+//!
+//! Member `i` (name `m{i+1}`, zone `zones[i % zones]`) listens on its own
+//! loopback IP `127.0.0.{11+i}` (any 127/8 address works without root), on
+//! free ports. Nobody talks to those ports directly except the harness's
+//! control plane (status, leader lookup, membership):
+//!
+//! ```text
+//!  client in az-b ──► 127.0.0.1:Cb1 ─┐                ┌─► 127.0.0.11:client  m1 (az-a)
+//!                                    ├── proxy ───────┤
+//!  m2 (from 127.0.0.12) ──► 127.0.0.1:P1 ─┘  (zone of   └─► 127.0.0.11:peer
+//!                                          each end known)
+//! ```
+//!
+//! * Peers: every member advertises a proxy address (`P_i`) as its peer URL,
+//!   and opens its own peer connections from its own IP
+//!   (`--experimental-peer-source-address`), so the proxy knows both zones of
+//!   every raft connection.
+//! * Clients: for every (client zone, member) pair the proxy has one
+//!   listener; a client in zone `z` gets the endpoints of zone `z`.
+//!
+//! Processes are started with `kill_on_drop`, so a harness that panics does
+//! not leave members behind; their output goes to `DIR/m{i}.log` (appended
+//! across restarts).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_client::Client;
+use tokio::process::{Child, Command};
+
+use crate::proxy::{Proxy, Source};
+
+/// How to build the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The `cairn` binary.
+    pub binary: PathBuf,
+    /// Number of members (default 3), spread round-robin over `zones`.
+    pub members: usize,
+    /// Zone names (default az-a, az-b, az-c).
+    pub zones: Vec<String>,
+    /// Where the data directories, keys and logs go.
+    pub dir: PathBuf,
+    /// Raft heartbeat and election timeout (etcd's defaults: 100 / 1000 ms).
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+    /// Start the members in the deliberately broken mode (stale reads); needs
+    /// a binary built with the `jepsen-broken` feature.
+    pub broken_stale_reads: bool,
+    /// Extra flags for every member.
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterOptions {
+    /// Defaults around `binary`, writing under `dir`.
+    pub fn new(binary: PathBuf, dir: PathBuf) -> Self {
+        ClusterOptions {
+            binary,
+            members: 3,
+            zones: vec!["az-a".into(), "az-b".into(), "az-c".into()],
+            dir,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            broken_stale_reads: false,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// One member's fixed facts.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    /// `m1`, `m2`, ...
+    pub name: String,
+    pub zone: String,
+    /// Its own loopback address (also the source of its peer connections).
+    pub ip: IpAddr,
+    /// Where it really listens.
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// The proxy listener that stands for its peer URL.
+    pub proxied_peer: SocketAddr,
+    /// Client zone -> the proxy listener clients of that zone use.
+    pub proxied_client: BTreeMap<String, SocketAddr>,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl MemberSpec {
+    /// The URL of its peer listener as the cluster knows it (via the proxy).
+    pub fn peer_url(&self) -> String {
+        format!("http://{}", self.proxied_peer)
+    }
+
+    /// The direct client URL (control plane only: no faults apply).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+}
+
+/// A process and what state it is in.
+#[derive(Debug)]
+struct Process {
+    child: Option<Child>,
+    paused: bool,
+    /// Removed from the cluster and wiped, not yet added back: must not be
+    /// restarted.
+    removed: bool,
+}
+
+/// The running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    options: ClusterOptions,
+    members: Vec<MemberSpec>,
+    processes: Vec<Process>,
+    proxy: Proxy,
+}
+
+/// A free port on `ip` (bound and released; the kernel does not hand it out
+/// again at once).
+fn free_port(ip: IpAddr) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .with_context(|| format!("binding a port on {ip}"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A fresh 32-byte master key file, mode 0600.
+fn write_key(path: &Path, seed: u64) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut rng = crate::rng::Rng::new(seed);
+    let key: Vec<u8> = (0..32).map(|_| rng.next_u64() as u8).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(&key)?;
+    Ok(())
+}
+
+impl Cluster {
+    /// Lays out the members, sets up the proxy routes and starts every member;
+    /// returns once every member answers Status and one leads.
+    pub async fn start(options: ClusterOptions, proxy: Proxy, seed: u64) -> Result<Cluster> {
+        if options.members == 0 || options.zones.is_empty() {
+            bail!("a cluster needs at least one member and one zone");
+        }
+        if options.members > 200 {
+            bail!("at most 200 members");
+        }
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("creating {}", options.dir.display()))?;
+        let front = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut members = Vec::new();
+        for i in 0..options.members {
+            let zone = options.zones[i % options.zones.len()].clone();
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i as u8));
+            let client_addr = SocketAddr::new(ip, free_port(ip)?);
+            let peer_addr = SocketAddr::new(ip, free_port(ip)?);
+            proxy.register_address(ip, &zone);
+            let proxied_peer = proxy
+                .add_route(
+                    SocketAddr::new(front, 0),
+                    peer_addr,
+                    &zone,
+                    Source::ByAddress,
+                )
+                .await?;
+            let mut proxied_client = BTreeMap::new();
+            for from in &options.zones {
+                let addr = proxy
+                    .add_route(
+                        SocketAddr::new(front, 0),
+                        client_addr,
+                        &zone,
+                        Source::Zone(from.clone()),
+                    )
+                    .await?;
+                proxied_client.insert(from.clone(), addr);
+            }
+            let name = format!("m{}", i + 1);
+            let key_file = options.dir.join(format!("{name}.key"));
+            write_key(&key_file, seed.wrapping_add(i as u64))?;
+            members.push(MemberSpec {
+                data_dir: options.dir.join(&name),
+                log_file: options.dir.join(format!("{name}.log")),
+                name,
+                zone,
+                ip,
+                client_addr,
+                peer_addr,
+                proxied_peer,
+                proxied_client,
+                key_file,
+            });
+        }
+        let processes = members
+            .iter()
+            .map(|_| Process {
+                child: None,
+                paused: false,
+                removed: false,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            options,
+            members,
+            processes,
+            proxy,
+        };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i, false)?;
+        }
+        cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("the cluster did not elect a leader")?;
+        Ok(cluster)
+    }
+
+    /// The members' facts.
+    pub fn members(&self) -> &[MemberSpec] {
+        &self.members
+    }
+
+    /// The proxy.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// The zones, in order.
+    pub fn zones(&self) -> &[String] {
+        &self.options.zones
+    }
+
+    /// Client endpoints for a client living in `zone`: every member through
+    /// the proxy, the member of `zone` first.
+    pub fn endpoints_from(&self, zone: &str) -> Vec<String> {
+        let mut endpoints: Vec<(bool, String)> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                m.proxied_client
+                    .get(zone)
+                    .map(|a| (m.zone != zone, format!("http://{a}")))
+            })
+            .collect();
+        endpoints.sort_by_key(|(other, _)| *other);
+        endpoints.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The command line of member `i` (`existing`: join, not bootstrap).
+    fn args(&self, i: usize, existing: bool) -> Vec<String> {
+        let m = &self.members[i];
+        let initial_cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let advertise_client = m
+            .proxied_client
+            .get(&m.zone)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|| m.admin_url());
+        let mut args = vec![
+            "--name".to_string(),
+            m.name.clone(),
+            "--data-dir".into(),
+            m.data_dir.display().to_string(),
+            "--listen-client-urls".into(),
+            m.admin_url(),
+            "--advertise-client-urls".into(),
+            advertise_client,
+            "--listen-peer-urls".into(),
+            format!("http://{}", m.peer_addr),
+            "--initial-advertise-peer-urls".into(),
+            m.peer_url(),
+            "--initial-cluster".into(),
+            initial_cluster,
+            "--initial-cluster-token".into(),
+            "cairn-jepsen".into(),
+            "--initial-cluster-state".into(),
+            if existing { "existing" } else { "new" }.into(),
+            "--zone".into(),
+            m.zone.clone(),
+            "--experimental-peer-source-address".into(),
+            m.ip.to_string(),
+            "--encryption-key-file".into(),
+            m.key_file.display().to_string(),
+            "--heartbeat-interval".into(),
+            self.options.heartbeat.as_millis().to_string(),
+            "--election-timeout".into(),
+            self.options.election_timeout.as_millis().to_string(),
+            "--experimental-watch-progress-notify-interval".into(),
+            "1s".into(),
+        ];
+        if self.options.broken_stale_reads {
+            args.push("--experimental-jepsen-broken-stale-reads".into());
+        }
+        args.extend(self.options.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self, i: usize, existing: bool) -> Result<()> {
+        let args = self.args(i, existing);
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log_file)
+            .with_context(|| format!("opening {}", m.log_file.display()))?;
+        let err = log.try_clone()?;
+        let child = Command::new(&self.options.binary)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.options.binary.display()))?;
+        tracing::info!(member = %m.name, pid = child.id(), "started");
+        self.processes[i].child = Some(child);
+        self.processes[i].paused = false;
+        Ok(())
+    }
+
+    /// Whether member `i` runs (started and not killed).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.processes.get(i).is_some_and(|p| p.child.is_some())
+    }
+
+    /// Whether member `i` is paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.processes.get(i).is_some_and(|p| p.paused)
+    }
+
+    /// kill -9 member `i` (no-op if it is not running).
+    pub async fn kill(&mut self, i: usize) -> Result<()> {
+        let p = self
+            .processes
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no member {i}"))?;
+        if let Some(mut child) = p.child.take() {
+            child.kill().await.context("kill -9")?;
+            tracing::info!(member = %self.members[i].name, "killed");
+        }
+        p.paused = false;
+        Ok(())
+    }
+
+    /// Marks member `i` as removed from the cluster (not restarted until it
+    /// is added back) or not.
+    pub fn set_removed(&mut self, i: usize, removed: bool) {
+        if let Some(p) = self.processes.get_mut(i) {
+            p.removed = removed;
+        }
+    }
+
+    /// Members that exited on their own since the last call (crashed, or
+    /// stopped because they were removed), with how they exited and the
+    /// last lines of their log. The harness reports crashes as anomalies.
+    pub fn reap(&mut self) -> Vec<(usize, String)> {
+        let mut exited = Vec::new();
+        for i in 0..self.processes.len() {
+            let status = match self.processes[i].child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => status,
+                _ => continue,
+            };
+            self.processes[i].child = None;
+            self.processes[i].paused = false;
+            let tail = std::fs::read_to_string(&self.members[i].log_file)
+                .map(|log| {
+                    let lines: Vec<&str> = log.lines().collect();
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                })
+                .unwrap_or_default();
+            exited.push((
+                i,
+                format!(
+                    "{} exited ({status}); log tail:\n{tail}",
+                    self.members[i].name
+                ),
+            ));
+        }
+        exited
+    }
+
+    /// Restarts a killed member from its data directory (no-op if running
+    /// or removed).
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        if self.is_running(i) || self.processes.get(i).is_some_and(|p| p.removed) {
+            return Ok(());
+        }
+        self.spawn(i, false)
+    }
+
+    fn signal(&self, i: usize, signal: &str) -> Result<()> {
+        let pid = self
+            .processes
+            .get(i)
+            .and_then(|p| p.child.as_ref())
+            .and_then(|c| c.id())
+            .ok_or_else(|| anyhow!("member {i} is not running"))?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP member `i`.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, "-STOP")?;
+        self.processes[i].paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT member `i`.
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        if self.is_paused(i) {
+            self.signal(i, "-CONT")?;
+            self.processes[i].paused = false;
+        }
+        Ok(())
+    }
+
+    /// Deletes member `i`'s data (it must be stopped).
+    pub fn wipe(&mut self, i: usize) -> Result<()> {
+        if self.is_running(i) {
+            bail!("wipe of a running member");
+        }
+        let dir = &self.members[i].data_dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a wiped member as a new member joining the cluster (after a
+    /// MemberAdd of its peer URL).
+    pub fn join(&mut self, i: usize) -> Result<()> {
+        self.spawn(i, true)
+    }
+
+    /// A control-plane client of member `i` alone (direct, no faults).
+    pub async fn admin(&self, i: usize) -> Result<Client> {
+        let url = self
+            .members
+            .get(i)
+            .map(MemberSpec::admin_url)
+            .ok_or_else(|| anyhow!("no member {i}"))?;
+        Ok(Client::connect(url).await?)
+    }
+
+    /// The member that leads, asked directly of the running, unpaused
+    /// members (the first that names a leader it knows).
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if !self.is_running(i) || self.is_paused(i) {
+                continue;
+            }
+            let Ok(client) = self.admin(i).await else {
+                continue;
+            };
+            let status =
+                match tokio::time::timeout(Duration::from_millis(500), client.status()).await {
+                    Ok(Ok(s)) => s,
+                    _ => continue,
+                };
+            if status.leader == 0 {
+                continue;
+            }
+            if let Some(leader) = self.member_index(status.leader).await {
+                return Some(leader);
+            }
+        }
+        None
+    }
+
+    /// The index of the member with raft id `id` (asked of any member).
+    pub async fn member_index(&self, id: u64) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if !self.is_running(i) || self.is_paused(i) {
+                continue;
+            }
+            let Ok(client) = self.admin(i).await else {
+                continue;
+            };
+            let Ok(Ok(list)) =
+                tokio::time::timeout(Duration::from_millis(500), client.member_list()).await
+            else {
+                continue;
+            };
+            let member = list.members.iter().find(|m| m.id == id)?;
+            return self.members.iter().position(|m| m.name == member.name);
+        }
+        None
+    }
+
+    /// Waits until some member reports a leader.
+    pub async fn wait_for_leader(&self, within: Duration) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(leader) = self.leader().await {
+                return Ok(leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no leader within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running member answers a linearizable read directly.
+    pub async fn wait_healthy(&self, within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        for i in 0..self.members.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            loop {
+                let last = match self.admin(i).await {
+                    Ok(client) => match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        client.get(cairn_client::Get::key("health")),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "timed out".to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if tokio::time::Instant::now() >= deadline {
+                    bail!(
+                        "{} is not healthy after {within:?}: {last}",
+                        self.members[i].name
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The process ids of the running members, for the report.
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.processes
+            .iter()
+            .map(|p| p.child.as_ref().and_then(|c| c.id()))
+            .collect()
+    }
+
+    /// Resumes paused members and kills every member.
+    pub async fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            let _ = self.resume(i);
+            let _ = self.kill(i).await;
+        }
+        self.proxy.shutdown();
+    }
+}
