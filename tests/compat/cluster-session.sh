@@ -48,7 +48,9 @@ at() { local e; e=$(eps "$1"); shift; ENDPOINT=$e run "$@"; }      # at MEMBERS 
 # as the HTTP/2 :authority; grpc-go (etcd) accepts that, Cairn's HTTP/2
 # server (h2) refuses it as malformed (a known difference, see README.md).
 # etcdctl 3.5 sends a proper host:port.
-if "$ETCDCTL" version 2>/dev/null | grep -q '^etcdctl version: 3\.4\.'; then
+# (The version is captured first: `etcdctl version | grep -q` under pipefail
+# fails whenever grep exits before etcdctl has written its second line.)
+if [[ "$("$ETCDCTL" version 2>/dev/null)" == *"etcdctl version: 3.4."* ]]; then
   cluster_at() { shift; at 123 "$@"; }
 else
   cluster_at() { local n=$1; shift; at "$n" "$@" --cluster; }
