@@ -102,13 +102,29 @@ pub struct Env {
 
 impl Env {
     /// A client for client number `n` (its zone is `n % zones`).
+    ///
+    /// Its connections send HTTP/2 keep-alive pings every second and give
+    /// up on a connection after a second without an answer, as a
+    /// production client configures keep-alive (Kubernetes' apiserver does):
+    /// a member behind a cut link then shows up as a broken connection
+    /// within ~2 s and the client fails over, instead of every request on
+    /// it hanging until the op timeout.
     pub async fn client(&self, n: usize) -> Result<(String, Client)> {
         let Some((zone, endpoints)) = self.zones.get(n % self.zones.len().max(1)) else {
             bail!("no zones");
         };
-        let client = Client::connect_all(endpoints.clone())
-            .await?
-            .with_require_leader(true);
+        let mut channels = Vec::new();
+        for url in endpoints {
+            let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(1))
+                .keep_alive_while_idle(true)
+                .connect_lazy();
+            channels.push((url.clone(), channel));
+        }
+        let client = Client::from_channels(channels)?.with_require_leader(true);
         Ok((zone.clone(), client))
     }
 
