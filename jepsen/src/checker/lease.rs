@@ -473,6 +473,7 @@ fn delete_revisions(records: &[Record]) -> BTreeMap<&str, Deletion> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testkit;
     use super::*;
     use crate::history::{KvEvent, WatchRecord};
 
@@ -489,17 +490,8 @@ mod tests {
         call: Call,
         ret: Option<Ret>,
     ) -> Record {
-        Record::Op(Op {
-            id,
-            process: 0,
-            workload: WORKLOAD.into(),
-            invoke,
-            complete,
-            outcome,
-            call,
-            ret,
-            error: None,
-        })
+        let process = 0;
+        testkit::op(WORKLOAD, process, id, invoke, complete, outcome, call, ret)
     }
     /// Lease `L` granted for `ttl` seconds over `[t, t + 1ms]`.
     fn grant(id: u64, t: Nanos, ttl: i64) -> Record {
@@ -594,11 +586,9 @@ mod tests {
     }
 
     fn run(history: &[Record]) -> Result<CheckResult, String> {
-        check(history).ok_or_else(|| "no result".to_owned())
+        testkit::run(check, history)
     }
-    fn kinds(result: &CheckResult) -> Vec<&str> {
-        result.anomalies.iter().map(|a| a.kind.as_str()).collect()
-    }
+    use super::super::testkit::kinds;
 
     #[test]
     fn hand_made_histories_accepted_and_rejected_exactly() -> TestResult {

@@ -18,6 +18,8 @@ pub mod lease;
 pub mod linearizable;
 pub mod register;
 pub mod set;
+#[cfg(test)]
+mod testkit;
 pub mod watch;
 
 /// A checker's verdict.

@@ -506,6 +506,7 @@ pub(super) fn cap_anomalies(anomalies: Vec<Anomaly>) -> (Vec<Anomaly>, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testkit;
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -521,17 +522,8 @@ mod tests {
         call: Call,
         ret: Option<Ret>,
     ) -> Record {
-        Record::Op(Op {
-            id,
-            process: u32::try_from(id).unwrap_or(0),
-            workload: WORKLOAD.into(),
-            invoke,
-            complete,
-            outcome,
-            call,
-            ret,
-            error: None,
-        })
+        let process = u32::try_from(id).unwrap_or(0);
+        testkit::op(WORKLOAD, process, id, invoke, complete, outcome, call, ret)
     }
     fn rev(t: Nanos) -> i64 {
         i64::try_from(t).unwrap_or(i64::MAX)
@@ -610,12 +602,9 @@ mod tests {
     }
 
     fn run(history: &[Record]) -> Result<CheckResult, String> {
-        check(history).ok_or_else(|| "no result".to_owned())
+        testkit::run(check, history)
     }
-
-    fn kinds(result: &CheckResult) -> Vec<&str> {
-        result.anomalies.iter().map(|a| a.kind.as_str()).collect()
-    }
+    use super::super::testkit::kinds;
 
     /// (name, history, whether it is linearizable).
     fn cases() -> Vec<(&'static str, Vec<Record>, bool)> {

@@ -375,6 +375,7 @@ fn read_revision(read: &Op) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testkit;
     use super::*;
     use crate::history::Nanos;
 
@@ -388,17 +389,8 @@ mod tests {
         call: Call,
         ret: Option<Ret>,
     ) -> Record {
-        Record::Op(Op {
-            id,
-            process: 0,
-            workload: WORKLOAD.into(),
-            invoke,
-            complete,
-            outcome,
-            call,
-            ret,
-            error: None,
-        })
+        let process = 0;
+        testkit::op(WORKLOAD, process, id, invoke, complete, outcome, call, ret)
     }
     fn add_call(key: &str) -> Call {
         Call::Add {
@@ -467,12 +459,9 @@ mod tests {
     }
 
     fn run(history: &[Record]) -> Result<CheckResult, String> {
-        check(history).ok_or_else(|| "no result".to_owned())
+        testkit::run(check, history)
     }
-
-    fn kinds(result: &CheckResult) -> Vec<&str> {
-        result.anomalies.iter().map(|a| a.kind.as_str()).collect()
-    }
+    use super::super::testkit::kinds;
 
     #[test]
     fn hand_made_histories_accepted_and_rejected_exactly() -> TestResult {

@@ -701,11 +701,9 @@ mod tests {
     }
 
     fn run(history: &[Record]) -> Result<CheckResult, String> {
-        check(history).ok_or_else(|| "no result".to_owned())
+        super::super::testkit::run(check, history)
     }
-    fn kinds(result: &CheckResult) -> Vec<&str> {
-        result.anomalies.iter().map(|a| a.kind.as_str()).collect()
-    }
+    use super::super::testkit::kinds;
     fn concat(parts: Vec<Vec<Record>>) -> Vec<Record> {
         parts.into_iter().flatten().collect()
     }
