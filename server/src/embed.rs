@@ -639,10 +639,10 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
 /// it, found by its peer URLs in the member table of a member listed in
 /// `--initial-cluster` (etcd does the same). None when not joining, or when
 /// the data directory already has an id.
-async fn join_id(config: &Config) -> Result<Option<u64>, Error> {
+async fn join_id(config: &Config) -> Result<Joined, Error> {
     if config.initial_cluster_state != ClusterState::Existing || config.data_dir.join("db").exists()
     {
-        return Ok(None);
+        return Ok(Joined::default());
     }
     let others: Vec<String> = config
         .initial_members()?
@@ -654,7 +654,7 @@ async fn join_id(config: &Config) -> Result<Option<u64>, Error> {
     let table = crate::raft::transport::fetch_members(&dialer, &others)
         .await
         .ok_or_else(|| Error::BadCluster("no member of --initial-cluster answers".into()))?;
-    table
+    let id = table
         .members
         .iter()
         .find(|m| {
@@ -662,13 +662,34 @@ async fn join_id(config: &Config) -> Result<Option<u64>, Error> {
                 .iter()
                 .any(|u| config.initial_advertise_peer_urls.contains(u))
         })
-        .map(|m| Some(m.id))
+        .map(|m| m.id)
         .ok_or_else(|| {
             Error::BadCluster(format!(
                 "the cluster has no member with peer URLs {:?}: add it with MemberAdd first",
                 config.initial_advertise_peer_urls
             ))
-        })
+        })?;
+    let peers = table
+        .members
+        .iter()
+        .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+        .collect();
+    Ok(Joined {
+        id: Some(id),
+        peers,
+    })
+}
+
+/// What a member joining an existing cluster learnt from it.
+#[derive(Debug, Default)]
+struct Joined {
+    /// The id MemberAdd gave this member (None: not joining).
+    id: Option<u64>,
+    /// The cluster's members (id, peer URL) when it joined: until its first
+    /// snapshot brings the member table, this is how it finds members that
+    /// were themselves added later (their ids are random, not derived from
+    /// `--initial-cluster`), the leader among them.
+    peers: Vec<(u64, String)>,
 }
 
 /// Writes a new cluster's first state: the member table and the raft
@@ -709,7 +730,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     };
     let joined = join_id(&config).await?;
     let open_config = config.clone();
-    let opened = tokio::task::spawn_blocking(move || open(&open_config, joined)).await??;
+    let joined_id = joined.id;
+    let opened = tokio::task::spawn_blocking(move || open(&open_config, joined_id)).await??;
     let identity = Identity {
         cluster_id: opened.cluster_id,
         member_id: opened.member_id,
@@ -720,7 +742,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     // Weak: peer tasks that outlive a stop must not keep the data open.
     let resolver_machine = Arc::downgrade(&opened.machine);
     // Until the member table is known (a joining member before its first
-    // snapshot), peers are found from `--initial-cluster`.
+    // snapshot), peers are found from the table the cluster gave it when it
+    // joined, and from `--initial-cluster`.
     let initial: std::collections::HashMap<u64, String> = config
         .initial_members()?
         .into_iter()
@@ -728,6 +751,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             let id = member_id(&urls, &config.initial_cluster_token);
             urls.first().map(|u| (id, u.clone()))
         })
+        .chain(joined.peers)
         .collect();
     let resolve: crate::raft::transport::Resolver = Arc::new(move |id| {
         resolver_machine
@@ -800,7 +824,10 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
 
     // A lone voter leads at once: wait for it, so that the first client
     // request finds a leader (and the lessor promoted).
-    if raft.status().voters.len() <= 1 && !raft.status().learners.contains(&identity.member_id) {
+    // (A member joining an existing cluster knows no voter yet: it must not
+    // wait; it used to, for a whole request timeout, before serving.)
+    let voters = raft.status().voters;
+    if voters.len() == 1 && voters.contains(&identity.member_id) {
         let mut status = raft.subscribe();
         let _ = tokio::time::timeout(
             config.request_timeout(),

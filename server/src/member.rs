@@ -801,6 +801,7 @@ impl Member {
         if !self.raft_status().is_leader {
             return Err(EtcdError::NotLeader);
         }
+        self.wait_expired_lease_revoked(id).await?;
         if self.lessor().renew_needs_clear(id)? {
             self.lease_checkpoint(LeaseCheckpointRequest {
                 checkpoints: vec![LeaseCheckpoint {
@@ -811,6 +812,32 @@ impl Member {
             .await?;
         }
         self.lessor().renew(id)
+    }
+
+    /// An expired lease whose revoke is still on its way through raft: wait
+    /// until it is applied (then renewing answers "lease not found", and the
+    /// keys are already gone), as etcd's lessor waits on the lease's revoke
+    /// channel. Without this a client could be told the lease is gone and
+    /// then still read its keys (found by cairn-jepsen, FINDINGS.md #2). If
+    /// this member stops leading meanwhile: `NotLeader` (the client retries).
+    async fn wait_expired_lease_revoked(&self, id: i64) -> Result<(), EtcdError> {
+        let mut changes = self.lessor().subscribe_changes();
+        let timeout = self
+            .replication
+            .as_ref()
+            .map_or(Duration::from_secs(5), |r| r.request_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.lessor().is_expired(id) {
+            if !self.lessor().is_primary() {
+                return Err(EtcdError::NotLeader);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EtcdError::Stopped),
+                Err(_) => return Err(EtcdError::Timeout),
+            }
+        }
+        Ok(())
     }
 
     /// LeaseTimeToLive (on the leader; a follower forwards it).

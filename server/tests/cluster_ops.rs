@@ -410,6 +410,75 @@ async fn removing_the_leader_stops_it_and_the_others_go_on() {
     cluster.stop_all().await;
 }
 
+/// Adds a member as a learner (its `--initial-cluster` lists every member,
+/// as `etcdctl member add` prints it), starts it, promotes it once it has
+/// caught up; returns its id. Panics if it never catches up.
+async fn add_and_promote(cluster: &mut Cluster) -> u64 {
+    let mut config = cluster.joiner_config(String::new()).await;
+    let peer = config.initial_advertise_peer_urls[0].clone();
+    let mut initial: Vec<String> = cluster
+        .slots
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s.config.name, s.config.initial_advertise_peer_urls[0]
+            )
+        })
+        .collect();
+    initial.push(format!("{}={peer}", config.name));
+    config.initial_cluster = initial.join(",");
+    let client = cluster.client_all().await;
+    let added = client.member_add(vec![peer], true).await.unwrap();
+    let id = added.member.unwrap().id;
+    let handle = common::cluster::start_member(config.clone()).await;
+    cluster.slots.push(common::cluster::Slot {
+        config,
+        handle: Some(handle),
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.leader().await;
+        match cluster.client(leader).await.member_promote(id).await {
+            Ok(_) => return id,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the learner never caught up: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Found by cairn-jepsen (membership nemesis, jepsen/FINDINGS.md #3): a
+/// member joining a cluster whose leader had itself been added later (so
+/// its id is random, not derived from `--initial-cluster`) could not find
+/// that leader's address until its first snapshot, which only the leader
+/// could send once it heard back: it stayed a learner that never caught up
+/// until the leadership moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_member_finds_a_leader_that_was_added_later() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    cluster.leader().await;
+    // Phase 1: a fourth member joins and is made the leader.
+    let fourth = add_and_promote(&mut cluster).await;
+    let leader = cluster.leader().await;
+    cluster
+        .client(leader)
+        .await
+        .move_leader(fourth)
+        .await
+        .unwrap();
+    assert_eq!(cluster.leader().await, 3);
+    // Phase 2: a fifth joins; it must hear from that leader and catch up.
+    add_and_promote(&mut cluster).await;
+    let c = cluster.client(4).await;
+    c.put(Put::new("through-the-fifth", "v")).await.unwrap();
+    cluster.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_key_rotation_reaches_every_member() {
     let mut cluster = Cluster::start(3, |_| {}).await;

@@ -95,6 +95,10 @@ pub struct Lessor {
     /// The table. Lock order: a writer holds the store's write lock first,
     /// then this; nothing holding this ever waits for the store.
     table: Mutex<Table>,
+    /// Bumped whenever leases are removed (revoked, or the table reloaded)
+    /// or this lessor stops being the primary: a keep-alive of an expired
+    /// lease waits on it for the revoke (see [`Lessor::is_expired`]).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Seconds as a duration (negative counts as zero).
@@ -199,7 +203,30 @@ impl Lessor {
             config,
             clock,
             table: Mutex::new(Table::default()),
+            changed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that changes whenever leases are removed or this lessor
+    /// is demoted.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Whether lease `id` exists but has expired: its revoke is on its way
+    /// through raft and its keys are still there. etcd answers a keep-alive
+    /// of such a lease only once the revoke is applied, so that "lease not
+    /// found" always means the keys are gone.
+    pub fn is_expired(&self, id: i64) -> bool {
+        let now = self.clock.now();
+        self.lock()
+            .leases
+            .get(&id)
+            .is_some_and(|lease| lease.expiry.is_some_and(|e| e <= now))
     }
 
     /// Rebuilds the lessor of a stored member: leases from their records in
@@ -366,8 +393,13 @@ impl Lessor {
                 table.schedule_checkpoint(id, interval, now);
             }
         }
+        let removed = !changes.revoked.is_empty();
         for id in changes.revoked {
             table.remove(id);
+        }
+        drop(table);
+        if removed {
+            self.bump();
         }
         Ok(out)
     }
@@ -429,6 +461,8 @@ impl Lessor {
             lease.expiry = None;
             lease.queued_at = None;
         }
+        drop(table);
+        self.bump();
     }
 
     /// Whether this lessor is the primary (the leader's).
@@ -450,6 +484,7 @@ impl Lessor {
         if primary {
             self.promote();
         }
+        self.bump();
         Ok(())
     }
 
