@@ -107,6 +107,9 @@ pub enum Call {
     LeaseKeepAlive { lease: i64 },
     /// lease: revoke `lease` (its keys are deleted with it).
     LeaseRevoke { lease: i64 },
+    /// append: a transaction of micro-ops on several keys (reads carry no
+    /// value here).
+    Txn { ops: Vec<MicroOp> },
 }
 
 /// What the server answered to an op whose outcome is ok.
@@ -153,6 +156,27 @@ pub enum Ret {
     },
     LeaseRevoke {
         revision: i64,
+    },
+    /// The micro-ops as done, reads with the list they saw, and the header
+    /// revision of the write (of the read, for a read-only transaction).
+    Txn {
+        ops: Vec<MicroOp>,
+        revision: i64,
+    },
+}
+
+/// One micro-op of an `append` transaction ([`Call::Txn`], [`Ret::Txn`]).
+/// A key's value is a list of unique u64s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum MicroOp {
+    /// Append `value` to the list of `key`.
+    Append { key: String, value: u64 },
+    /// Read the list of `key`: `None` in a call, the list seen in an answer
+    /// (empty for an absent key).
+    Read {
+        key: String,
+        value: Option<Vec<u64>>,
     },
 }
 

@@ -1356,6 +1356,7 @@ fn call_text(call: &Call) -> String {
         Call::LeasePut { key, lease } => format!("lease-put {key} lease {lease}"),
         Call::LeaseKeepAlive { lease } => format!("keep-alive lease {lease}"),
         Call::LeaseRevoke { lease } => format!("lease-revoke {lease}"),
+        Call::Txn { ops } => format!("txn {}", micro_ops_text(ops)),
     }
 }
 
@@ -1412,7 +1413,28 @@ fn ret_text(ret: &Ret) -> String {
         Ret::LeasePut { revision } | Ret::LeaseRevoke { revision } => {
             format!("revision {revision}")
         }
+        Ret::Txn { ops, revision } => format!("{} (revision {revision})", micro_ops_text(ops)),
     }
+}
+
+/// An append transaction's micro-ops in words: `[append a/1 5, read a/2 [1 3]]`.
+fn micro_ops_text(ops: &[crate::history::MicroOp]) -> String {
+    use crate::history::MicroOp;
+    let parts: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            MicroOp::Append { key, value } => format!("append {key} {value}"),
+            MicroOp::Read { key, value: None } => format!("read {key}"),
+            MicroOp::Read {
+                key,
+                value: Some(list),
+            } => {
+                let items: Vec<String> = list.iter().map(u64::to_string).collect();
+                format!("read {key} [{}]", items.join(" "))
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 fn render_faults(h: &mut String, faults: &[&FaultRecord], span_s: f64) {

@@ -414,6 +414,22 @@ impl Member {
     /// While the CORRUPT alarm is raised, only alarm changes get through
     /// (etcd refuses everything else with "corrupt cluster").
     pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
+        self.propose_with(request, false).await
+    }
+
+    /// [`Member::propose`] for decisions only the leader may take: the
+    /// entry is appended only if this member leads when raft gets it, never
+    /// forwarded (found by cairn-jepsen, FINDINGS.md #4: a paused leader,
+    /// resumed, revoked leases its successor had renewed).
+    pub(crate) async fn propose_as_leader(&self, request: Request) -> Result<Applied, EtcdError> {
+        self.propose_with(request, true).await
+    }
+
+    async fn propose_with(
+        &self,
+        request: Request,
+        leader_only: bool,
+    ) -> Result<Applied, EtcdError> {
         if !matches!(request, Request::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
             return Err(EtcdError::Corrupt);
         }
@@ -436,7 +452,12 @@ impl Member {
         let waiter = self.machine.register(id);
         let mut leadership = replication.raft.leadership();
         leadership.borrow_and_update();
-        if let Err(e) = replication.raft.propose(data).await {
+        let proposed = if leader_only {
+            replication.raft.propose_as_leader(data).await
+        } else {
+            replication.raft.propose(data).await
+        };
+        if let Err(e) = proposed {
             self.machine.cancel(id);
             return Err(e);
         }
@@ -896,8 +917,13 @@ impl Member {
     /// Called by the lease task every check interval.
     pub async fn revoke_expired_leases(&self) {
         for id in self.lessor().expired(crate::lease::REVOKE_RATE / 2) {
-            match self.lease_revoke(LeaseRevokeRequest { id }).await {
+            let revoked = self
+                .propose_as_leader(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                .await;
+            match revoked {
                 Ok(_) => tracing::debug!(lease = format!("{id:x}"), "expired lease revoked"),
+                // Deposed meanwhile: the new leader's lessor decides.
+                Err(EtcdError::NotLeader) => return,
                 // Revoked by a client meanwhile.
                 Err(EtcdError::LeaseNotFound) => {}
                 Err(e) => tracing::warn!(
@@ -928,7 +954,7 @@ impl Member {
                     .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                     .collect(),
             };
-            if let Err(e) = self.lease_checkpoint(req).await {
+            if let Err(e) = self.propose_as_leader(Request::LeaseCheckpoint(req)).await {
                 tracing::warn!(error = %e, "lease checkpoint failed");
                 return;
             }

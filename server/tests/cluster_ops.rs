@@ -479,6 +479,60 @@ async fn a_joining_member_finds_a_leader_that_was_added_later() {
     cluster.stop_all().await;
 }
 
+/// Found by cairn-jepsen (pause nemesis, jepsen/FINDINGS.md #4): a leader
+/// paused past its leases' expiry, once resumed, proposed their revokes; it
+/// had been deposed meanwhile, so raft forwarded the proposals to the new
+/// leader, which committed them although its own lessor had the leases
+/// renewed. Leader-only decisions are now proposed with `propose_as_leader`:
+/// appended only by a member that leads, never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_only_proposals_are_never_forwarded() {
+    use cairn_proto::cairnpb::{raft_request::Request, RaftRequest};
+    use cairn_proto::etcdserverpb::PutRequest;
+    use prost::Message;
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let put = |key: &str| {
+        RaftRequest {
+            id: 0,
+            request: Some(Request::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            })),
+        }
+        .encode_to_vec()
+    };
+    let raft_of = |i: usize| {
+        cluster
+            .handle(i)
+            .member()
+            .replication()
+            .unwrap()
+            .raft
+            .clone()
+    };
+    // A follower refuses it at once; an ordinary proposal is forwarded.
+    let err = raft_of(follower).propose_as_leader(put("refused")).await;
+    assert_eq!(err, Err(cairn_server::error::EtcdError::NotLeader));
+    raft_of(follower).propose(put("forwarded")).await.unwrap();
+    // The leader appends it.
+    raft_of(leader)
+        .propose_as_leader(put("appended"))
+        .await
+        .unwrap();
+    let c = cluster.client(leader).await;
+    eventually(10, "both accepted writes applied", async || {
+        let got = |k: &'static str| c.get(Get::key(k));
+        matches!((got("forwarded").await, got("appended").await),
+            (Ok(a), Ok(b)) if a.count == 1 && b.count == 1)
+    })
+    .await;
+    assert_eq!(c.get(Get::key("refused")).await.unwrap().count, 0);
+    cluster.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_key_rotation_reaches_every_member() {
     let mut cluster = Cluster::start(3, |_| {}).await;

@@ -7,6 +7,8 @@
 //!   whole, and progress notifications never ran ahead of events.
 //! * [`lease`]: keys of a lease vanish together, and never while the lease is
 //!   alive and kept alive.
+//! * [`append`]: Elle's list-append: version orders from the lists read, a
+//!   dependency graph (ww, wr, rw, real time), cycles = anomalies.
 //!
 //! Checkers are pure functions of the history: no clock, no network.
 
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{Nanos, Record};
 
+pub mod append;
 pub mod lease;
 pub mod linearizable;
 pub mod register;
@@ -71,6 +74,7 @@ pub fn check_all(records: &[Record]) -> Vec<CheckResult> {
         set::check(records),
         watch::check(records),
         lease::check(records),
+        append::check(records),
     ]
     .into_iter()
     .flatten()

@@ -7,6 +7,8 @@
 //!   writers so that they have something to see.
 //! * [`lease`]: keys attached to leases that are kept alive, revoked or left
 //!   to expire, and read.
+//! * [`append`]: multi-key transactions appending to lists (Elle's
+//!   list-append), checked for strict serializability.
 //!
 //! Every client lives in a zone (round-robin) and talks to the cluster through
 //! the proxy listeners of that zone, its own zone's member first, with
@@ -26,6 +28,7 @@ use tokio::sync::watch::Receiver;
 use crate::history::{Call, Op, Outcome, Record, Recorder, Ret};
 use crate::rng::Rng;
 
+pub mod append;
 pub mod lease;
 pub mod register;
 pub mod set;
@@ -38,14 +41,16 @@ pub enum Workload {
     Set,
     Watch,
     Lease,
+    Append,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Register,
         Workload::Set,
         Workload::Watch,
         Workload::Lease,
+        Workload::Append,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Workload {
             Workload::Set => "set",
             Workload::Watch => "watch",
             Workload::Lease => "lease",
+            Workload::Append => "append",
         }
     }
 
@@ -160,6 +166,7 @@ pub async fn run_all(workloads: &[Workload], env: &Env, rng: &mut Rng) -> Result
             Workload::Set => tasks.spawn(set::run(env, rng, base)),
             Workload::Watch => tasks.spawn(self::watch::run(env, rng, base)),
             Workload::Lease => tasks.spawn(lease::run(env, rng, base)),
+            Workload::Append => tasks.spawn(append::run(env, rng, base)),
         };
     }
     while let Some(done) = tasks.join_next().await {
@@ -287,7 +294,7 @@ mod tests {
             Workload::parse_list("register,watch")?,
             vec![Workload::Register, Workload::Watch]
         );
-        assert_eq!(Workload::parse_list("all")?.len(), 4);
+        assert_eq!(Workload::parse_list("all")?.len(), 5);
         assert!(Workload::parse_list("").is_err());
         assert!(Workload::parse_list("bank").is_err());
         Ok(())

@@ -55,6 +55,12 @@ pub enum Input {
     Propose {
         /// The entry's data (an encoded `cairnpb.RaftRequest`).
         data: Vec<u8>,
+        /// Only if this member leads now: appended to its own log, never
+        /// forwarded (`NotLeader` otherwise). For decisions only the leader
+        /// may take (revoking expired leases, lease checkpoints): a deposed
+        /// leader that has not noticed yet must not get them committed by
+        /// its successor, whose lessor knows better.
+        leader_only: bool,
         /// Ok once appended to the leader's log (or forwarded to it).
         done: oneshot::Sender<Result<(), EtcdError>>,
     },
@@ -273,8 +279,22 @@ impl RaftHandle {
 
     /// Proposes `data`; Ok once raft took it.
     pub async fn propose(&self, data: Vec<u8>) -> Result<(), EtcdError> {
+        self.propose_with(data, false).await
+    }
+
+    /// Proposes an entry only if this member leads (see
+    /// [`Input::Propose::leader_only`]).
+    pub async fn propose_as_leader(&self, data: Vec<u8>) -> Result<(), EtcdError> {
+        self.propose_with(data, true).await
+    }
+
+    async fn propose_with(&self, data: Vec<u8>, leader_only: bool) -> Result<(), EtcdError> {
         let (done, rx) = oneshot::channel();
-        if !self.send(Input::Propose { data, done }) {
+        if !self.send(Input::Propose {
+            data,
+            leader_only,
+            done,
+        }) {
             return Err(EtcdError::Stopped);
         }
         rx.await.map_err(|_| EtcdError::Stopped)?
@@ -429,7 +449,14 @@ impl<T: Transport> Node<T> {
     /// Handles one input; true to stop.
     fn handle(&mut self, input: Input) -> bool {
         match input {
-            Input::Propose { data, done } => {
+            Input::Propose {
+                leader_only: true,
+                done,
+                ..
+            } if self.raw.raft.state != StateRole::Leader => {
+                let _ = done.send(Err(EtcdError::NotLeader));
+            }
+            Input::Propose { data, done, .. } => {
                 let result = self.raw.propose(Vec::new(), data).map_err(|e| {
                     tracing::debug!(error = %e, "proposal dropped");
                     EtcdError::NoLeader
