@@ -26,6 +26,9 @@ fn engine_err(e: rocksdb::Error) -> Error {
     Error::Engine(e.into_string())
 }
 
+/// Memtable memory shared by all column families.
+const DB_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.
     pub fn open(path: &Path) -> Result<Self, Error> {
@@ -38,6 +41,11 @@ impl RocksEngine {
         opts.create_missing_column_families(true);
         // Fail loudly on checksum mismatches instead of returning bad data.
         opts.set_paranoid_checks(true);
+        // One memtable budget for all column families (RocksDB's default is
+        // 64 MiB per family, ×2 while one flushes): every write lands in two
+        // families (the raft log and the kv records), so a write burst grew
+        // a member by ~60 MiB of memtables (docs/benchmarks.md).
+        opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
