@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::register::{cap_anomalies, op_window};
+use super::register::op_window;
 use super::{Anomaly, CheckResult, Validity};
 use crate::history::{
     self, Call, KeyState, KvEventKind, Nanos, Op, Outcome, Record, Ret, WatchEvent,
@@ -392,18 +392,7 @@ pub fn check(records: &[Record]) -> Option<CheckResult> {
     } else {
         Validity::Valid
     };
-    let (anomalies, total) = cap_anomalies(anomalies);
-    if total > anomalies.len() {
-        let _ = write!(summary, "; {} of {total} anomalies shown", anomalies.len());
-    } else if total > 0 {
-        let _ = write!(summary, "; {total} anomalies");
-    }
-    Some(CheckResult {
-        checker: WORKLOAD.to_owned(),
-        validity,
-        summary,
-        anomalies,
-    })
+    Some(super::result(WORKLOAD, validity, summary, anomalies))
 }
 
 #[derive(Default)]

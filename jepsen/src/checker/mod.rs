@@ -66,6 +66,29 @@ pub struct CheckResult {
     pub anomalies: Vec<Anomaly>,
 }
 
+/// A checker's result with its anomalies capped (see
+/// `register::cap_anomalies`); the summary says how many there were.
+pub(crate) fn result(
+    checker: &str,
+    validity: Validity,
+    mut summary: String,
+    anomalies: Vec<Anomaly>,
+) -> CheckResult {
+    use std::fmt::Write as _;
+    let (anomalies, total) = register::cap_anomalies(anomalies);
+    if total > anomalies.len() {
+        let _ = write!(summary, "; {} of {total} anomalies shown", anomalies.len());
+    } else if total > 0 {
+        let _ = write!(summary, "; {total} anomalies");
+    }
+    CheckResult {
+        checker: checker.to_owned(),
+        validity,
+        summary,
+        anomalies,
+    }
+}
+
 /// Runs every checker that has something to check in `records` (a checker
 /// whose workload did not run is skipped).
 pub fn check_all(records: &[Record]) -> Vec<CheckResult> {

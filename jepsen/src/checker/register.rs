@@ -146,16 +146,7 @@ fn check_with_limit(records: &[Record], max_states: usize) -> Option<CheckResult
     } else {
         Validity::Valid
     };
-    let (anomalies, total) = cap_anomalies(anomalies);
-    if total > anomalies.len() {
-        let _ = write!(summary, "; {} of {total} anomalies shown", anomalies.len());
-    }
-    Some(CheckResult {
-        checker: WORKLOAD.to_owned(),
-        validity,
-        summary,
-        anomalies,
-    })
+    Some(super::result(WORKLOAD, validity, summary, anomalies))
 }
 
 /// A history op as the linearizability checker sees it.

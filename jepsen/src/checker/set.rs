@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::register::{cap_anomalies, op_window};
+use super::register::op_window;
 use super::{Anomaly, CheckResult, Validity};
 use crate::history::{self, Call, KeyState, Op, Outcome, Record, Ret};
 
@@ -317,18 +317,7 @@ pub fn check(records: &[Record]) -> Option<CheckResult> {
     } else {
         validity
     };
-    let (anomalies, total) = cap_anomalies(anomalies);
-    if total > anomalies.len() {
-        let _ = write!(summary, "; {} of {total} anomalies shown", anomalies.len());
-    } else if total > 0 {
-        let _ = write!(summary, "; {total} anomalies");
-    }
-    Some(CheckResult {
-        checker: WORKLOAD.to_owned(),
-        validity,
-        summary,
-        anomalies,
-    })
+    Some(super::result(WORKLOAD, validity, summary, anomalies))
 }
 
 #[derive(Default)]

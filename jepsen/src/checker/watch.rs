@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use super::register::{cap_anomalies, op_window};
+use super::register::op_window;
 use super::{Anomaly, CheckResult, Validity};
 use crate::history::{
     self, Call, KvEvent, KvEventKind, Nanos, Op, Outcome, Record, Ret, WatchEvent, WatchRecord,
@@ -488,18 +488,7 @@ pub fn check(records: &[Record]) -> Option<CheckResult> {
     } else {
         Validity::Invalid
     };
-    let (anomalies, total) = cap_anomalies(anomalies);
-    if total > anomalies.len() {
-        let _ = write!(summary, "; {} of {total} anomalies shown", anomalies.len());
-    } else if total > 0 {
-        let _ = write!(summary, "; {total} anomalies");
-    }
-    Some(CheckResult {
-        checker: CHECKER.to_owned(),
-        validity,
-        summary,
-        anomalies,
-    })
+    Some(super::result(CHECKER, validity, summary, anomalies))
 }
 
 /// The events of `events` whose key is under both prefixes.
