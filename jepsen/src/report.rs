@@ -741,18 +741,7 @@ fn nice_step(range: f64, ticks: f64) -> f64 {
     if !(range.is_finite() && range > 0.0 && ticks > 0.0) {
         return 1.0;
     }
-    let raw = range / ticks;
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let step = if norm <= 1.0 {
-        1.0
-    } else if norm <= 2.0 {
-        2.0
-    } else if norm <= 5.0 {
-        5.0
-    } else {
-        10.0
-    } * mag;
+    let step = nice_ceil(range / ticks);
     if step.is_finite() && step > 0.0 {
         step
     } else {

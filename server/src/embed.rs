@@ -28,6 +28,7 @@ use crate::lease::{Lessor, LessorConfig, TokioClock};
 use crate::machine::Machine;
 use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
+use crate::raft::transport::Dialer;
 use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
 use crate::storage::seal::MasterKey;
 use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
@@ -639,7 +640,7 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
 /// it, found by its peer URLs in the member table of a member listed in
 /// `--initial-cluster` (etcd does the same). None when not joining, or when
 /// the data directory already has an id.
-async fn join_id(config: &Config) -> Result<Joined, Error> {
+async fn join_id(config: &Config, dialer: &Dialer) -> Result<Joined, Error> {
     if config.initial_cluster_state != ClusterState::Existing || config.data_dir.join("db").exists()
     {
         return Ok(Joined::default());
@@ -650,8 +651,7 @@ async fn join_id(config: &Config) -> Result<Joined, Error> {
         .filter(|(name, _)| *name != config.name)
         .flat_map(|(_, urls)| urls)
         .collect();
-    let dialer = crate::raft::transport::Dialer::new(config.peer_source_address);
-    let table = crate::raft::transport::fetch_members(&dialer, &others)
+    let table = crate::raft::transport::fetch_members(dialer, &others)
         .await
         .ok_or_else(|| Error::BadCluster("no member of --initial-cluster answers".into()))?;
     let id = table
@@ -728,7 +728,9 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     } else {
         listeners.peer
     };
-    let joined = join_id(&config).await?;
+    // How this member connects to its peers (from `--experimental-peer-source-address`).
+    let dialer = Dialer::new(config.peer_source_address);
+    let joined = join_id(&config, &dialer).await?;
     let open_config = config.clone();
     let joined_id = joined.id;
     let opened = tokio::task::spawn_blocking(move || open(&open_config, joined_id)).await??;
@@ -760,7 +762,6 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             .and_then(|m| m.peer_urls.first().cloned())
             .or_else(|| initial.get(&id).cloned())
     });
-    let dialer = crate::raft::transport::Dialer::new(config.peer_source_address);
     let peers = Arc::new(Peers::new(
         opened.member_id,
         resolve,

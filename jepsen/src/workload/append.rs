@@ -43,17 +43,10 @@ pub fn key(k: u64) -> String {
 pub async fn run(env: Env, mut rng: Rng, base: u32) -> Result<()> {
     // Values appended, unique across the workload.
     let next_value = Arc::new(AtomicU64::new(1));
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..env.clients {
-        let env = env.clone();
-        let rng = rng.split();
-        let next_value = Arc::clone(&next_value);
-        tasks.spawn(async move { client(env, rng, base, n, next_value).await });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
+    env.run_clients(&mut rng, |env, rng, n| {
+        client(env, rng, base, n, Arc::clone(&next_value))
+    })
+    .await
 }
 
 async fn client(

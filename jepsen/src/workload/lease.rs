@@ -22,16 +22,8 @@ const TTL: i64 = 3;
 const KEYS: usize = 2;
 
 pub async fn run(env: Env, mut rng: Rng, base: u32) -> Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..env.clients {
-        let env = env.clone();
-        let rng = rng.split();
-        tasks.spawn(async move { client(env, rng, base, n).await });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
+    env.run_clients(&mut rng, |env, rng, n| client(env, rng, base, n))
+        .await
 }
 
 async fn client(mut env: Env, mut rng: Rng, base: u32, n: usize) -> Result<()> {

@@ -134,6 +134,24 @@ impl Env {
         Ok((zone.clone(), client))
     }
 
+    /// Runs `client(env, rng, n)` for each of the `clients` clients at once,
+    /// each with its own generator split from `rng`, and waits for them all
+    /// (the first error wins).
+    pub async fn run_clients<F, Fut>(&self, rng: &mut Rng, client: F) -> Result<()>
+    where
+        F: Fn(Env, Rng, usize) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..self.clients {
+            tasks.spawn(client(self.clone(), rng.split(), n));
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok(())
+    }
+
     /// Whether the workload phase is over.
     pub fn stopped(&self) -> bool {
         *self.stop.borrow()

@@ -37,17 +37,10 @@ pub async fn run(env: Env, mut rng: Rng, base: u32) -> Result<()> {
         next_value: AtomicU64::new(1),
         slot_ops: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..env.clients {
-        let env = env.clone();
-        let rng = rng.split();
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move { client(env, rng, base, n, shared).await });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
+    env.run_clients(&mut rng, |env, rng, n| {
+        client(env, rng, base, n, Arc::clone(&shared))
+    })
+    .await
 }
 
 async fn client(

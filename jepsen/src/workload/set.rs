@@ -20,16 +20,10 @@ pub const PREFIX: &str = "s/";
 
 pub async fn run(env: Env, mut rng: Rng, base: u32) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..env.clients {
-        let env = env.clone();
-        let next = Arc::clone(&next);
-        let _ = rng.split();
-        tasks.spawn(async move { client(env, base, n, next).await });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
+    env.run_clients(&mut rng, |env, _rng, n| {
+        client(env, base, n, Arc::clone(&next))
+    })
+    .await?;
     final_read(&env, base + env.clients as u32 * 1000, PREFIX, "set").await
 }
 

@@ -50,6 +50,12 @@ impl Lease {
             self.ttl
         }
     }
+
+    /// Whether it has expired by `now` (its revoke is then due, or on its
+    /// way through raft).
+    fn expired_at(&self, now: Instant) -> bool {
+        self.expiry.is_some_and(|e| e <= now)
+    }
 }
 
 /// Everything behind the lessor's lock.
@@ -226,7 +232,7 @@ impl Lessor {
         self.lock()
             .leases
             .get(&id)
-            .is_some_and(|lease| lease.expiry.is_some_and(|e| e <= now))
+            .is_some_and(|lease| lease.expired_at(now))
     }
 
     /// Rebuilds the lessor of a stored member: leases from their records in
@@ -557,7 +563,7 @@ impl Lessor {
         let now = self.clock.now();
         let table = self.lock();
         let lease = table.leases.get(&id).ok_or(EtcdError::LeaseNotFound)?;
-        if lease.expiry.is_some_and(|e| e <= now) {
+        if lease.expired_at(now) {
             return Err(EtcdError::LeaseNotFound);
         }
         Ok(self.config.checkpoint_interval.is_some() && lease.remaining_ttl > 0)
@@ -569,7 +575,7 @@ impl Lessor {
         let now = self.clock.now();
         let mut table = self.lock();
         let lease = table.leases.get(&id).ok_or(EtcdError::LeaseNotFound)?;
-        if lease.expiry.is_some_and(|e| e <= now) {
+        if lease.expired_at(now) {
             return Err(EtcdError::LeaseNotFound);
         }
         let (ttl, effective) = (lease.ttl, lease.effective_ttl());
@@ -607,7 +613,7 @@ impl Lessor {
                 lease,
                 Some(now + EXPIRED_RETRY_INTERVAL),
             );
-            if lease.expiry.is_some_and(|e| e <= now) {
+            if lease.expired_at(now) {
                 out.push(id);
             }
         }
