@@ -11,6 +11,9 @@
 //!   quota, proposing each write to raft and waiting for it to be applied,
 //!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
 //!   operations, HashKV, MoveLeader, Snapshot.
+//! - [`entry`]: the data of a raft log entry, encoded and decoded in one place;
+//!   a request is proposed only if its entry decodes exactly as every state
+//!   machine will decode it.
 //! - [`machine`]: the replicated state machine: applies raft entries (one
 //!   write transaction per entry, committed with its index), the member
 //!   table, alarms, snapshot data; wakes the proposer's waiter.
@@ -33,6 +36,7 @@
 
 pub mod apply;
 pub mod embed;
+pub mod entry;
 pub mod error;
 pub mod grpc;
 pub mod lease;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use cairn_proto::cairnpb::{self, raft_request::Request, RaftRequest, SnapshotRecord};
+use cairn_proto::cairnpb::{self, SnapshotRecord};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{
     AlarmMember, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse,
@@ -27,6 +27,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::apply;
+use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::{LeaseTxn, Lessor};
 use crate::mvcc::{Store, WriteTxn};
@@ -346,8 +347,10 @@ impl Machine {
     /// Applies the normal entry at `index` whose data is `data` (empty: the
     /// no-op a new leader appends). A request that fails (say, a revoke of
     /// an unknown lease) still consumes the entry: the error goes to the
-    /// waiter and the index is recorded. `Err` only when the member cannot
-    /// go on (the disk failed, or the entry is not ours).
+    /// waiter and the index is recorded. So does an entry that does not
+    /// decode (only an older version could have proposed one): every member
+    /// applies it as the same error and goes on. `Err` only when the member
+    /// cannot go on (the disk failed).
     pub fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), Error> {
         if index <= self.store.applied_index() {
             return Ok(());
@@ -355,15 +358,22 @@ impl Machine {
         if data.is_empty() {
             return self.record_index(index);
         }
-        let req = RaftRequest::decode(data).map_err(|e| Error::Corrupt {
-            what: "raft entry",
-            reason: e.to_string(),
-        })?;
-        let Some(request) = req.request else {
+        let entry = match entry::decode(data) {
+            Ok(entry) => entry,
+            Err(undecodable) => {
+                tracing::error!(index, error = %undecodable, "applying an undecodable raft entry as an error");
+                self.record_index(index)?;
+                if let Some(id) = undecodable.id {
+                    self.answer(id, Err(undecodable.error()));
+                }
+                return Ok(());
+            }
+        };
+        let Some(command) = entry.command else {
             return self.record_index(index);
         };
-        let outcome = self.execute(index, request)?;
-        self.answer(req.id, outcome);
+        let outcome = self.execute(index, command)?;
+        self.answer(entry.id, outcome);
         Ok(())
     }
 
@@ -398,29 +408,29 @@ impl Machine {
         }
     }
 
-    fn execute(&self, index: u64, request: Request) -> Result<Outcome, Error> {
-        Ok(match request {
-            Request::Put(r) => self
+    fn execute(&self, index: u64, command: Command) -> Result<Outcome, Error> {
+        Ok(match command {
+            Command::Put(r) => self
                 .write(index, |t, l| apply::put(t, l, &r))?
                 .map(Applied::Put),
-            Request::DeleteRange(r) => self
+            Command::DeleteRange(r) => self
                 .write(index, |t, l| apply::delete_range(t, l, &r))?
                 .map(Applied::DeleteRange),
-            Request::Txn(r) => self
+            Command::Txn(r) => self
                 .write(index, |t, l| apply::txn(t, l, &r))?
                 .map(Applied::Txn),
-            Request::LeaseGrant(r) => self
+            Command::LeaseGrant(r) => self
                 .write(index, |t, l| apply::lease_grant(t, l, &r))?
                 .map(Applied::LeaseGrant),
-            Request::LeaseRevoke(r) => self
+            Command::LeaseRevoke(r) => self
                 .write(index, |t, l| apply::lease_revoke(t, l, &r))?
                 .map(Applied::LeaseRevoke),
-            Request::LeaseCheckpoint(r) => self
+            Command::LeaseCheckpoint(r) => self
                 .write(index, |t, l| apply::lease_checkpoint(t, l, &r))?
                 .map(Applied::LeaseCheckpoint),
-            Request::Compaction(r) => self.compact(index, r.revision)?,
-            Request::Alarm(r) => Ok(Applied::Alarm(self.alarm(index, &r)?)),
-            Request::MemberAttributes(m) => {
+            Command::Compaction(r) => self.compact(index, r.revision)?,
+            Command::Alarm(r) => Ok(Applied::Alarm(self.alarm(index, &r)?)),
+            Command::MemberAttributes(m) => {
                 self.update_member(index, m.id, |known| cairnpb::Member {
                     name: m.name,
                     client_urls: m.client_urls,
@@ -428,14 +438,14 @@ impl Machine {
                     ..known
                 })?
             }
-            Request::RotateDataKey(id) => {
+            Command::RotateDataKey(id) => {
                 if let Some(sealed) = self.store.engine().sealed() {
                     sealed.activate(id)?;
                 }
                 self.record_index(index)?;
                 Ok(Applied::KeyRotated(id))
             }
-            Request::MemberPeerUrls(m) => {
+            Command::MemberPeerUrls(m) => {
                 self.update_member(index, m.id, |known| cairnpb::Member {
                     peer_urls: m.peer_urls,
                     ..known
@@ -567,10 +577,13 @@ impl Machine {
         if index <= self.store.applied_index() {
             return Ok(());
         }
-        let ctx = cairnpb::ConfChangeContext::decode(context).map_err(|e| Error::Corrupt {
-            what: "conf change context",
-            reason: e.to_string(),
-        })?;
+        // Raft has already changed its configuration: the member table must
+        // follow even if the context (who asked, the new member's URLs) is
+        // unreadable, on every member alike.
+        let ctx = cairnpb::ConfChangeContext::decode(context).unwrap_or_else(|e| {
+            tracing::error!(index, error = %e, "undecodable conf change context; applying the change without it");
+            cairnpb::ConfChangeContext::default()
+        });
         let mut table = self.members.write().unwrap_or_else(|e| e.into_inner());
         let mut txn = self.store.write();
         match change {

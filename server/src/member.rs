@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{lease_forward, raft_request::Request, LeaseForward, RaftRequest};
+use cairn_proto::cairnpb::{lease_forward, LeaseForward};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
@@ -31,6 +31,7 @@ use cairn_proto::etcdserverpb::{
 use prost::Message;
 
 use crate::apply;
+use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor, LessorConfig, TokioClock};
 use crate::machine::{Applied, Machine};
@@ -325,7 +326,7 @@ impl Member {
                 member_id: self.identity.member_id,
                 alarm: AlarmType::Nospace as i32,
             };
-            let _ = self.propose(Request::Alarm(raise)).await;
+            let _ = self.propose(Command::Alarm(raise)).await;
             return Err(EtcdError::NoSpace);
         }
         Ok(())
@@ -370,7 +371,7 @@ impl Member {
                     peer_hash = theirs.hash,
                     "members' hashes disagree; raising the CORRUPT alarm"
                 );
-                self.propose(Request::Alarm(AlarmRequest {
+                self.propose(Command::Alarm(AlarmRequest {
                     action: AlarmAction::Activate as i32,
                     member_id: peer.id,
                     alarm: AlarmType::Corrupt as i32,
@@ -400,6 +401,16 @@ impl Member {
         Ok(size.total)
     }
 
+    /// Refuses new requests once the member is stopping, or has failed
+    /// (etcd's "server stopped"): never alive and broken, serving stale
+    /// reads while writes fail.
+    fn check_serving(&self) -> Result<(), EtcdError> {
+        if *self.stopping.borrow() {
+            return Err(EtcdError::Stopped);
+        }
+        Ok(())
+    }
+
     /// Refuses what a learner cannot do.
     fn check_not_learner(&self) -> Result<(), EtcdError> {
         if let Some(r) = &self.replication {
@@ -413,32 +424,29 @@ impl Member {
     /// Proposes `request` and waits until this member has applied it.
     /// While the CORRUPT alarm is raised, only alarm changes get through
     /// (etcd refuses everything else with "corrupt cluster").
-    pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
-        self.propose_with(request, false).await
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, EtcdError> {
+        self.propose_with(command, false).await
     }
 
     /// [`Member::propose`] for decisions only the leader may take: the
     /// entry is appended only if this member leads when raft gets it, never
     /// forwarded (found by cairn-jepsen, FINDINGS.md #4: a paused leader,
     /// resumed, revoked leases its successor had renewed).
-    pub(crate) async fn propose_as_leader(&self, request: Request) -> Result<Applied, EtcdError> {
-        self.propose_with(request, true).await
+    pub(crate) async fn propose_as_leader(&self, command: Command) -> Result<Applied, EtcdError> {
+        self.propose_with(command, true).await
     }
 
     async fn propose_with(
         &self,
-        request: Request,
+        command: Command,
         leader_only: bool,
     ) -> Result<Applied, EtcdError> {
-        if !matches!(request, Request::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
+        self.check_serving()?;
+        if !matches!(command, Command::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
             return Err(EtcdError::Corrupt);
         }
         let id = self.next_proposal_id();
-        let data = RaftRequest {
-            id,
-            request: Some(request),
-        }
-        .encode_to_vec();
+        let data = entry::encode(id, command)?;
         let Some(replication) = &self.replication else {
             return self.apply_locally(id, data).await;
         };
@@ -556,6 +564,7 @@ impl Member {
     /// Range. Linearizable (the default) waits for a ReadIndex round;
     /// `serializable` reads the local state at once.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.check_serving()?;
         if self.machine.has_alarm(AlarmType::Corrupt) {
             return Err(EtcdError::Corrupt);
         }
@@ -581,7 +590,7 @@ impl Member {
             member_id: self.identity.member_id,
             alarm: AlarmType::Corrupt as i32,
         };
-        if let Err(e) = self.propose(Request::Alarm(raise)).await {
+        if let Err(e) = self.propose(Command::Alarm(raise)).await {
             tracing::error!(error = %e, "raising the CORRUPT alarm failed");
         }
     }
@@ -590,7 +599,7 @@ impl Member {
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
         self.check_size(&req)?;
         self.check_space(req.encoded_len()).await?;
-        match self.propose(Request::Put(req)).await? {
+        match self.propose(Command::Put(req)).await? {
             Applied::Put(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -602,7 +611,7 @@ impl Member {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
         self.check_size(&req)?;
-        match self.propose(Request::DeleteRange(req)).await? {
+        match self.propose(Command::DeleteRange(req)).await? {
             Applied::DeleteRange(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -615,6 +624,7 @@ impl Member {
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
         self.check_size(&req)?;
         if self.replication.is_some() && !has_write(&req) {
+            self.check_serving()?;
             if self.machine.has_alarm(AlarmType::Corrupt) {
                 return Err(EtcdError::Corrupt);
             }
@@ -629,7 +639,7 @@ impl Member {
         if has_put(&req) {
             self.check_space(req.encoded_len()).await?;
         }
-        match self.propose(Request::Txn(req)).await? {
+        match self.propose(Command::Txn(req)).await? {
             Applied::Txn(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -639,7 +649,7 @@ impl Member {
     /// on this member; otherwise they are deleted in the background.
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
         let physical = req.physical;
-        match self.propose(Request::Compaction(req)).await? {
+        match self.propose(Command::Compaction(req)).await? {
             Applied::Compaction(_, done) => {
                 if physical {
                     done.await.map_err(|_| EtcdError::Internal)??;
@@ -699,7 +709,7 @@ impl Member {
         if req.member_id == 0 {
             req.member_id = self.identity.member_id;
         }
-        match self.propose(Request::Alarm(req)).await? {
+        match self.propose(Command::Alarm(req)).await? {
             Applied::Alarm(r) => Ok(AlarmResponse {
                 header: Some(self.header(0)),
                 alarms: r.alarms,
@@ -754,7 +764,7 @@ impl Member {
         if req.id == 0 {
             req.id = self.lease_ids.next_lease_id();
         }
-        match self.propose(Request::LeaseGrant(req)).await? {
+        match self.propose(Command::LeaseGrant(req)).await? {
             Applied::LeaseGrant(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -765,7 +775,7 @@ impl Member {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, EtcdError> {
-        match self.propose(Request::LeaseRevoke(req)).await? {
+        match self.propose(Command::LeaseRevoke(req)).await? {
             Applied::LeaseRevoke(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -776,7 +786,7 @@ impl Member {
         &self,
         req: LeaseCheckpointRequest,
     ) -> Result<LeaseCheckpointResponse, EtcdError> {
-        match self.propose(Request::LeaseCheckpoint(req)).await? {
+        match self.propose(Command::LeaseCheckpoint(req)).await? {
             Applied::LeaseCheckpoint(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -918,7 +928,7 @@ impl Member {
     pub async fn revoke_expired_leases(&self) {
         for id in self.lessor().expired(crate::lease::REVOKE_RATE / 2) {
             let revoked = self
-                .propose_as_leader(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
                 .await;
             match revoked {
                 Ok(_) => tracing::debug!(lease = format!("{id:x}"), "expired lease revoked"),
@@ -954,7 +964,7 @@ impl Member {
                     .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                     .collect(),
             };
-            if let Err(e) = self.propose_as_leader(Request::LeaseCheckpoint(req)).await {
+            if let Err(e) = self.propose_as_leader(Command::LeaseCheckpoint(req)).await {
                 tracing::warn!(error = %e, "lease checkpoint failed");
                 return;
             }

@@ -12,11 +12,12 @@
 
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{self, raft_request::Request, ConfChangeContext};
+use cairn_proto::cairnpb::{self, ConfChangeContext};
 use cairn_proto::etcdserverpb::{HashKvResponse, Member as PbMember};
 use prost::Message;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
+use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
 use crate::member::Member;
@@ -39,10 +40,32 @@ pub fn to_pb(m: &cairnpb::Member) -> PbMember {
     }
 }
 
+/// A peer URL as etcd's `types.NewURLs` takes it: `http://host:port`, where
+/// host is a name, an IPv4 address or a bracketed IPv6 address and port a
+/// number, with no path (a trailing `/` aside), query or user. (`https://`
+/// waits for peer TLS.)
 fn valid_url(url: &str) -> bool {
-    url.strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .is_some_and(|hp| !hp.is_empty() && hp.contains(':') && !hp.contains('/'))
+    let Some(host_port) = url
+        .strip_prefix("http://")
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
+    else {
+        return false;
+    };
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once("]:") {
+            Some((ip, port)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => (ip, port),
+            _ => return false,
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, port),
+            _ => return false,
+        },
+    };
+    let host_ok = !host.is_empty()
+        && !host
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@' | '[' | ']' | ' ') || c.is_control());
+    host_ok && port.parse::<u16>().is_ok()
 }
 
 fn quorum(voters: usize) -> usize {
@@ -122,7 +145,12 @@ impl Member {
             }
         } else {
             let voters = members.iter().filter(|m| !m.is_learner).count();
-            if self.started_voters().len() < quorum(voters + 1) {
+            let started = self.started_voters().len();
+            // etcd's one exception: a second voter may join a one-member
+            // cluster (how a cluster grows from one member, or from a
+            // restored snapshot), although one of two is no quorum.
+            let growing_from_one = started == 1 && voters == 1;
+            if !growing_from_one && started < quorum(voters + 1) {
                 return Err(EtcdError::MemberNotEnoughStarted);
             }
         }
@@ -203,7 +231,7 @@ impl Member {
             peer_urls,
             ..cairnpb::Member::default()
         };
-        match self.propose(Request::MemberPeerUrls(update)).await? {
+        match self.propose(Command::MemberPeerUrls(update)).await? {
             Applied::Members(m) => Ok(m),
             _ => Err(EtcdError::Internal),
         }
@@ -249,7 +277,7 @@ impl Member {
             zone: self.zone().to_string(),
             ..cairnpb::Member::default()
         };
-        self.propose(Request::MemberAttributes(me)).await?;
+        self.propose(Command::MemberAttributes(me)).await?;
         Ok(())
     }
 
@@ -278,12 +306,7 @@ impl Member {
             .sealed()
             .map(|s| s.key_ids().into_iter().max().unwrap_or(0))
             .ok_or(EtcdError::Internal)?;
-        match self
-            .propose(cairn_proto::cairnpb::raft_request::Request::RotateDataKey(
-                current + 1,
-            ))
-            .await?
-        {
+        match self.propose(Command::RotateDataKey(current + 1)).await? {
             Applied::KeyRotated(id) => Ok(id),
             _ => Err(EtcdError::Internal),
         }
@@ -353,5 +376,38 @@ impl Member {
             None => state,
         };
         Ok(crate::snapshot::encode_file(index, &state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_url;
+
+    #[test]
+    fn peer_urls_as_etcd_parses_them() {
+        let table = [
+            ("http://127.0.0.1:2380", true),
+            ("http://127.0.0.1:2380/", true),
+            ("http://node-1.example:2380", true),
+            ("http://[::1]:2380", true),
+            ("http://[::1", false),
+            ("http://[::1]", false),
+            ("http://[nonsense]:2380", false),
+            ("http://::1:2380", false),
+            ("http://127.0.0.1", false),
+            ("http://127.0.0.1:", false),
+            ("http://127.0.0.1:99999", false),
+            ("http://127.0.0.1:23a0", false),
+            ("http://:2380", false),
+            ("http://127.0.0.1:2380/path", false),
+            ("http://user@127.0.0.1:2380", false),
+            ("http://127.0.0.1:2380?x=1", false),
+            ("127.0.0.1:2380", false),
+            ("unix://sock:1", false),
+            ("", false),
+        ];
+        for (url, want) in table {
+            assert_eq!(valid_url(url), want, "{url}");
+        }
     }
 }

@@ -487,22 +487,18 @@ async fn a_joining_member_finds_a_leader_that_was_added_later() {
 /// appended only by a member that leads, never forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_only_proposals_are_never_forwarded() {
-    use cairn_proto::cairnpb::{raft_request::Request, RaftRequest};
     use cairn_proto::etcdserverpb::PutRequest;
-    use prost::Message;
+    use cairn_server::entry::{self, Command};
     let mut cluster = Cluster::start(3, |_| {}).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let put = |key: &str| {
-        RaftRequest {
-            id: 0,
-            request: Some(Request::Put(PutRequest {
-                key: key.as_bytes().to_vec(),
-                value: b"v".to_vec(),
-                ..PutRequest::default()
-            })),
-        }
-        .encode_to_vec()
+        let command = Command::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        });
+        entry::encode(0, command).unwrap()
     };
     let raft_of = |i: usize| {
         cluster
