@@ -294,6 +294,20 @@ impl Handle {
         }
     }
 
+    /// Resolves once this member's raft loop has failed (a disk write
+    /// failed, say a full disk): it cannot apply anything any more, has
+    /// stopped serving, and should exit so that a supervisor restarts it
+    /// (etcd exits). Never resolves for a member without raft.
+    pub async fn failed(&self) {
+        let Some(replication) = self.member.replication() else {
+            return std::future::pending().await;
+        };
+        let mut status = replication.raft.subscribe();
+        if status.wait_for(|s| s.failed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Stops accepting requests, lets in-flight ones finish (for at most
     /// [`GRACE_PERIOD`]; connections still open then are dropped), stops
     /// raft, waits for the servers to exit. Every acknowledged write is
@@ -501,19 +515,40 @@ pub struct Listeners {
     pub peer: Vec<TcpListener>,
 }
 
+/// The accept queue of every listener. etcd's (Go's) listeners take the
+/// kernel's maximum, `net.core.somaxconn` (4096 on current Linux); tokio's
+/// default of 1024 refused connection bursts that etcd takes.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, Error> {
     let mut listeners = Vec::new();
     for url in urls {
-        let addr = host_port(url)?;
-        let listener = TcpListener::bind(addr)
+        let listen_error = |source| Error::Listen {
+            url: url.clone(),
+            source,
+        };
+        let addr = tokio::net::lookup_host(host_port(url)?)
             .await
-            .map_err(|source| Error::Listen {
-                url: url.clone(),
-                source,
-            })?;
-        listeners.push(listener);
+            .map_err(listen_error)?
+            .next()
+            .ok_or_else(|| Error::BadUrl(url.clone()))?;
+        listeners.push(bind(addr).map_err(listen_error)?);
     }
     Ok(listeners)
+}
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (and, as std and Go do,
+/// `SO_REUSEADDR`, so a restarted member binds while old connections linger
+/// in TIME_WAIT).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn local_url(listener: &TcpListener) -> Result<String, Error> {
@@ -851,6 +886,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         "member started"
     );
 
+    let (health, health_service) = crate::grpc::health().await;
     let mut client_urls = Vec::new();
     let mut servers = Vec::new();
     for listener in client_listeners {
@@ -865,6 +901,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         servers.push(tokio::spawn(crate::grpc::serve(
             Arc::clone(&member),
             listener,
+            health_service.clone(),
             shutdown,
         )));
     }
@@ -890,6 +927,11 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )),
     ];
     tasks.push(tokio::spawn(reseal(Arc::clone(&member), stopped.clone())));
+    tasks.push(tokio::spawn(report_health(
+        Arc::clone(&member),
+        health,
+        stopped.clone(),
+    )));
     if !config.corrupt_check_time.is_zero() {
         tasks.push(tokio::spawn(check_corruption(
             Arc::clone(&member),
@@ -907,6 +949,39 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         tasks,
         raft_thread: Some(raft_thread),
     })
+}
+
+/// Keeps the gRPC health service true: SERVING while the member serves,
+/// NOT_SERVING once it stops or its raft loop has failed. A failed member
+/// also stops answering at once ("server stopped"): it can no longer apply
+/// entries, so it must not look alive with stale state meanwhile. The
+/// `cairn` binary exits then ([`Handle::failed`]), as etcd does.
+async fn report_health(
+    member: Arc<Member>,
+    health: tonic_health::server::HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let failed = async {
+        match member.replication() {
+            Some(replication) => {
+                let mut status = replication.raft.subscribe();
+                if status.wait_for(|s| s.failed).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = failed => {
+            tracing::error!("the member's raft loop failed: it stops serving");
+            member.begin_stop();
+        }
+        _ = stopped.wait_for(|stop| *stop) => {}
+    }
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// Promotes the lessor when this member becomes the leader and demotes it

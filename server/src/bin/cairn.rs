@@ -301,14 +301,24 @@ async fn main() -> anyhow::Result<()> {
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
-    tokio::select! {
-        signal = shutdown_signal() => tracing::info!(signal = signal?, "shutting down"),
+    let failed = tokio::select! {
+        signal = shutdown_signal() => { tracing::info!(signal = signal?, "shutting down"); false }
         () = member.removed() => {
             // etcd exits too: a removed member must not serve stale data.
             tracing::warn!("the member has been permanently removed from the cluster; exiting");
+            false
         }
-    }
+        () = member.failed() => true,
+    };
     member.stop().await.context("stopping cairn")?;
+    if failed {
+        // etcd exits on a failed disk write too: never alive and broken.
+        // The error is logged above; a supervisor restarts the member, which
+        // resumes from its last synced state.
+        anyhow::bail!(
+            "the member stopped replicating after a storage failure (see the error above); exiting so that it can be restarted"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -64,7 +64,12 @@ async fn keep_alive(
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(status) => {
+                // An undecodable or oversized message ends the stream with
+                // that error (etcd's INTERNAL / RESOURCE_EXHAUSTED), not OK.
                 tracing::debug!(error = %status, "lease keep-alive stream failed");
+                let _ = responses
+                    .send(Err(super::status::from_transport(status)))
+                    .await;
                 return;
             }
         };

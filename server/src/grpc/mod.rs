@@ -39,11 +39,43 @@ use crate::member::Member;
 /// of a transport error (etcd uses the same margin).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// The gRPC health service (`grpc.health.v1.Health`), as etcd registers it:
+/// one status for the whole server, under the empty service name.
+pub type HealthService =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// The health service and the handle that sets what it reports. The status
+/// starts as SERVING, as etcd sets it once its server runs.
+pub async fn health() -> (tonic_health::server::HealthReporter, HealthService) {
+    let reporter = tonic_health::server::HealthReporter::new();
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+    );
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    (reporter, service)
+}
+
+/// Sets every client service's limits and compression as etcd's server has
+/// them: requests up to `--max-request-bytes` plus etcd's margin, gzip
+/// accepted (grpc's standard compression; grpc-go servers accept it) and
+/// used for responses to clients that ask for it.
+macro_rules! etcd_service {
+    ($server:expr, $max:expr) => {
+        $server
+            .max_decoding_message_size($max)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+}
+
 /// Serves the client API of `member` on `listener` until `shutdown` completes,
 /// then finishes in-flight requests and returns.
 pub async fn serve(
     member: Arc<Member>,
     listener: TcpListener,
+    health: HealthService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message = member
@@ -53,20 +85,36 @@ pub async fn serve(
     let require_leader = RequireLeader {
         member: Arc::clone(&member),
     };
-    let kv =
-        KvServer::new(KvService::new(Arc::clone(&member))).max_decoding_message_size(max_message);
-    let lease = LeaseServer::new(LeaseService::new(Arc::clone(&member)))
-        .max_decoding_message_size(max_message);
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member)))
-        .max_decoding_message_size(max_message);
-    let cluster = ClusterServer::new(ClusterService::new(Arc::clone(&member)))
-        .max_decoding_message_size(max_message);
-    let watch = WatchServer::new(WatchService::new(Arc::clone(&member)))
-        .max_decoding_message_size(max_message);
+    let kv = etcd_service!(
+        KvServer::new(KvService::new(Arc::clone(&member))),
+        max_message
+    );
+    let lease = etcd_service!(
+        LeaseServer::new(LeaseService::new(Arc::clone(&member))),
+        max_message
+    );
+    let maintenance = etcd_service!(
+        MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member))),
+        max_message
+    );
+    let cluster = etcd_service!(
+        ClusterServer::new(ClusterService::new(Arc::clone(&member))),
+        max_message
+    );
+    let watch = etcd_service!(
+        WatchServer::new(WatchService::new(Arc::clone(&member))),
+        max_message
+    );
     // Without TCP_NODELAY a response written in several frames waits for the
     // client's delayed ACK: ~40 ms per unary call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        // Requests tonic itself refuses (too large, undecodable) are answered
+        // with grpc-go's codes, as etcd answers them.
+        .layer(tower::util::MapResponseLayer::new(
+            transport_statuses::<tonic::body::Body>,
+        ))
+        .add_service(health)
         .add_service(InterceptedService::new(kv, require_leader.clone()))
         .add_service(InterceptedService::new(lease, require_leader.clone()))
         .add_service(InterceptedService::new(maintenance, require_leader.clone()))
@@ -77,6 +125,32 @@ pub async fn serve(
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Rewrites a trailers-only error response that tonic made itself (the
+/// request was too large or did not decode) into grpc-go's status for the
+/// same failure ([`status::from_transport`]). Other responses pass as they
+/// are; errors that arrive on a request stream are mapped where the stream
+/// is read.
+fn transport_statuses<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() == tonic::Code::Ok {
+        return response;
+    }
+    let (code, message) = (status.code(), status.message().to_owned());
+    let mapped = status::from_transport(status);
+    if mapped.code() != code || mapped.message() != message {
+        let headers = response.headers_mut();
+        headers.remove("grpc-status");
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        if let Err(e) = mapped.add_header(headers) {
+            tracing::warn!(error = %e, "cannot rewrite a transport error");
+        }
+    }
+    response
 }
 
 /// etcd's `hasleader` check: a request carrying the gRPC metadata

@@ -48,6 +48,44 @@ pub fn to_status(e: EtcdError) -> Status {
     Status::new(code(&e), e.to_string())
 }
 
+/// What tonic answers for a request it could not read, turned into what
+/// grpc-go (and so etcd) answers, since clients match on the code:
+///
+/// | tonic | etcd |
+/// |---|---|
+/// | OutOfRange "Error, decoded message length too large: found N bytes, the limit is: M bytes" | ResourceExhausted "grpc: received message larger than max (N vs. M)" |
+/// | Internal "failed to decode …: recursion limit reached" (a Txn nested deeper than the decoder goes) | InvalidArgument "etcdserver: too many operations in txn request" |
+/// | Internal "failed to decode Protobuf message: …" | Internal "grpc: failed to unmarshal the received message: …" |
+///
+/// Any other status is returned unchanged.
+pub fn from_transport(status: Status) -> Status {
+    let message = status.message();
+    match status.code() {
+        Code::OutOfRange => {
+            let sizes = message
+                .strip_prefix("Error, decoded message length too large: found ")
+                .and_then(|rest| rest.strip_suffix(" bytes"))
+                .and_then(|rest| rest.split_once(" bytes, the limit is: "));
+            match sizes {
+                Some((found, limit)) => Status::resource_exhausted(format!(
+                    "grpc: received message larger than max ({found} vs. {limit})"
+                )),
+                None => status,
+            }
+        }
+        Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            if crate::entry::is_too_deep(&message) {
+                to_status(EtcdError::TooManyOps)
+            } else {
+                Status::internal(format!(
+                    "grpc: failed to unmarshal the received message: {message}"
+                ))
+            }
+        }
+        _ => status,
+    }
+}
+
 impl From<EtcdError> for Status {
     fn from(e: EtcdError) -> Self {
         to_status(e)
@@ -227,6 +265,47 @@ mod tests {
             let status = to_status(err.clone());
             assert_eq!(status.code(), want_code, "{err:?}");
             assert_eq!(status.message(), want_msg, "{err:?}");
+        }
+    }
+
+    /// One row per status tonic makes itself.
+    #[test]
+    fn transport_table() {
+        let table = [
+            (
+                Status::out_of_range(
+                    "Error, decoded message length too large: found 2621450 bytes, the limit is: 2097152 bytes",
+                ),
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (2621450 vs. 2097152)",
+            ),
+            (
+                Status::internal(
+                    "failed to decode Protobuf message: RequestOp.request: TxnRequest.success: recursion limit reached",
+                ),
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                Status::internal("failed to decode Protobuf message: buffer underflow"),
+                Code::Internal,
+                "grpc: failed to unmarshal the received message: failed to decode Protobuf message: buffer underflow",
+            ),
+            (
+                Status::out_of_range("etcdserver: mvcc: required revision is a future revision"),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                Status::internal("etcdserver: internal error"),
+                Code::Internal,
+                "etcdserver: internal error",
+            ),
+        ];
+        for (status, want_code, want_msg) in table {
+            let mapped = from_transport(status.clone());
+            assert_eq!(mapped.code(), want_code, "{status:?}");
+            assert_eq!(mapped.message(), want_msg, "{status:?}");
         }
     }
 }

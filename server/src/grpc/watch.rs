@@ -23,7 +23,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::EtcdError;
 use crate::member::Member;
 use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec, WatcherKey};
 
@@ -176,7 +175,12 @@ impl WatchStream {
                     // The client closed its side: keep delivering, as etcd does,
                     // until it goes away.
                     Ok(None) => { reading = false; Ok(()) }
-                    Err(_) => Err(ClientGone),
+                    // A message that does not decode (or is too large) ends
+                    // the stream with that error, as etcd's does, never OK.
+                    Err(status) => {
+                        let _ = self.out.send(Err(super::status::from_transport(status))).await;
+                        Err(ClientGone)
+                    }
                 },
                 Some(msg) = hub_rx.recv() => self.deliver(msg).await,
                 _ = ticker.tick() => { self.progress_tick(); Ok(()) }
@@ -241,10 +245,18 @@ impl WatchStream {
         if req.key.is_empty() {
             req.key = vec![0];
         }
+        // A negative start revision, as etcd's arithmetic treats it: below
+        // the compacted revision C (-1 while nothing was ever compacted), the
+        // watch is created and then cancelled with `compact_revision` = C;
+        // otherwise (-1 on a store never compacted) it watches from now.
+        let mut compacted_at = None;
         if req.start_revision < 0 {
-            return self
-                .send(self.refuse(&EtcdError::Compacted.to_string()))
-                .await;
+            let compacted = self.member.store().compact_revision();
+            if req.start_revision < compacted {
+                compacted_at = Some(compacted);
+            } else {
+                req.start_revision = 0;
+            }
         }
         let range = KeyRange::new(&req.key, &req.range_end);
         if let KeyRange::Range {
@@ -275,6 +287,18 @@ impl WatchStream {
             ..WatchResponse::default()
         })
         .await?;
+        if let Some(compact_revision) = compacted_at {
+            return self
+                .send(WatchResponse {
+                    // As for any compaction cancel: no revision in the header.
+                    header: self.header(0).map(|h| ResponseHeader { revision: 0, ..h }),
+                    watch_id,
+                    canceled: true,
+                    compact_revision,
+                    ..WatchResponse::default()
+                })
+                .await;
+        }
         let spec = WatchSpec {
             range,
             start_revision: req.start_revision,

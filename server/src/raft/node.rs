@@ -428,7 +428,13 @@ impl<T: Transport> Node<T> {
             self.issue_reads();
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft loop failed; this member stops serving");
-                self.status.send_modify(|s| s.failed = true);
+                // Nothing here leads or follows any more: Status, hasleader
+                // checks and reads must not see the last role it had.
+                self.status.send_modify(|s| {
+                    s.failed = true;
+                    s.leader = 0;
+                    s.is_leader = false;
+                });
                 break;
             }
             if self.removed {
