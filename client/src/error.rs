@@ -47,8 +47,9 @@ pub enum Error {
     },
 
     /// A watch needed history that the server has compacted away. Re-read the
-    /// state (for example with a range read) and watch again from
-    /// `compact_revision + 1` or later.
+    /// state (for example with a range read at `compact_revision`) and watch
+    /// again from `compact_revision` (etcd serves a watch at its compacted
+    /// revision) or later.
     #[error("watch canceled: required revision {compact_revision} has been compacted")]
     Compacted {
         /// The server's compacted revision.

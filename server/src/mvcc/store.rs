@@ -294,7 +294,7 @@ impl Store {
         let from = pending
             .iter()
             .map(|(_, rev)| *rev)
-            .filter(|rev| *rev > compacted)
+            .filter(|rev| *rev >= compacted)
             .min();
         let mut events = Vec::new();
         let mut to = current;
@@ -325,8 +325,6 @@ impl Store {
         Ok(self.hub.deliver_history(&events, to, current, compacted))
     }
 
-    /// Compacts the history at `rev`. The logical part (refusing reads below
-    /// `rev`) is done when this returns; the returned job deletes the obsolete
     /// The consistency hash of the store up to revision `rev` (0 = the
     /// current one): the compacted revision, every live key-value at the
     /// compacted revision, then every record after it up to `rev`, in
@@ -374,6 +372,8 @@ impl Store {
         Ok((u32::from_be_bytes(first), compact_rev, rev))
     }
 
+    /// Compacts the history at `rev`. The logical part (refusing reads below
+    /// `rev`) is done when this returns; the returned job deletes the obsolete
     /// records and must be run (see [`CompactionJob::run`]).
     pub fn compact(self: &Arc<Self>, rev: i64) -> Result<CompactionJob, Error> {
         let mut state = self.write_lock();
@@ -395,8 +395,13 @@ impl Store {
         })
     }
 
-    /// Deletes every record at or below `rev` that is not in `available`, in
-    /// bounded batches, then records the compaction as finished.
+    /// Deletes every record below `rev`, and at `rev`, that is not in
+    /// `available`, in bounded batches, then records the compaction as
+    /// finished. The records AT `rev` all stay (until a later compaction):
+    /// a watch may start at the compacted revision, and must receive that
+    /// revision whole, its deletions included (etcd drops them, splitting
+    /// the revision). Reads and hashes at `rev` go through the index, which
+    /// has forgotten those tombstones, so nothing else sees them.
     fn delete_compacted(&self, rev: i64, available: &HashSet<Revision>) -> Result<(), Error> {
         let _serial = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
         let end = Revision::new(rev + 1, 0).to_bytes();
@@ -410,8 +415,8 @@ impl Store {
                         next = Some(key.to_vec());
                         return Scan::Stop;
                     }
-                    let keep =
-                        Revision::from_record_key(key).is_some_and(|(r, _)| available.contains(&r));
+                    let keep = Revision::from_record_key(key)
+                        .is_some_and(|(r, _)| r.main == rev || available.contains(&r));
                     if !keep && key.len() >= REV_BYTES_LEN {
                         obsolete.push(key.to_vec());
                     }

@@ -225,11 +225,19 @@ fn revision_survives_compacting_away_the_last_record() {
         put(&store, "a", "1"); // 2
         delete(&store, "a", ""); // 3
         store.compact(3).unwrap().run().unwrap();
-        assert!(records_of(&store).is_empty());
+        // The deletion AT the compacted revision stays on disk, for a watch
+        // that starts there; nothing reads it otherwise.
+        assert_eq!(records_of(&store), vec![(3, true)]);
+        assert!(get_at(&store, "\0", "\0", 3).unwrap().is_empty());
     }
-    let store = Store::open(engine, true).unwrap();
+    let store = Arc::new(Store::open(engine, true).unwrap());
     assert_eq!(store.current_revision(), 3);
-    assert_eq!(put(&Arc::new(store), "a", "2"), 4);
+    assert!(get_at(&store, "\0", "\0", 3).unwrap().is_empty());
+    assert_eq!(put(&store, "a", "2"), 4);
+    assert_eq!(get_at(&store, "a", "", 4).unwrap(), vec![kv("a", "2", 4, 4, 1)]);
+    // The next compaction removes it.
+    store.compact(4).unwrap().run().unwrap();
+    assert_eq!(records_of(&store), vec![(4, false)]);
 }
 
 #[test]

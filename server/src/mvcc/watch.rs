@@ -345,7 +345,9 @@ impl WatchHub {
                 done.push(key);
                 continue;
             };
-            if w.next_rev <= compacted {
+            // A watch AT the compacted revision is served (etcd's rule;
+            // clients resume from `compact_revision`): only below is gone.
+            if w.next_rev < compacted {
                 let msg = WatchMessage::Compacted {
                     watcher: key,
                     compact_revision: compacted,
