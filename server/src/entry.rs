@@ -68,6 +68,8 @@ pub enum Command {
     MemberPeerUrls(cairnpb::Member),
     /// Data key rotation to this key id.
     RotateDataKey(u32),
+    /// Enable or cancel the cluster's downgrade job.
+    Downgrade(cairnpb::DowngradeInfo),
 }
 
 impl Command {
@@ -85,6 +87,7 @@ impl Command {
             Command::MemberAttributes(m) => Request::MemberAttributes(m),
             Command::MemberPeerUrls(m) => Request::MemberPeerUrls(m),
             Command::RotateDataKey(id) => Request::RotateDataKey(id),
+            Command::Downgrade(d) => Request::Downgrade(d),
         }
     }
 
@@ -102,6 +105,7 @@ impl Command {
             Request::MemberAttributes(m) => Command::MemberAttributes(m),
             Request::MemberPeerUrls(m) => Command::MemberPeerUrls(m),
             Request::RotateDataKey(id) => Command::RotateDataKey(id),
+            Request::Downgrade(d) => Command::Downgrade(d),
         })
     }
 }
@@ -236,6 +240,10 @@ mod tests {
             Command::MemberAttributes(cairnpb::Member::default()),
             Command::MemberPeerUrls(cairnpb::Member::default()),
             Command::RotateDataKey(3),
+            Command::Downgrade(cairnpb::DowngradeInfo {
+                enabled: true,
+                target_version: "3.4.0".into(),
+            }),
         ];
         for command in commands {
             let data = encode(42, command.clone()).unwrap();

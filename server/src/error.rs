@@ -105,6 +105,21 @@ pub enum EtcdError {
     /// A request a learner cannot serve (writes, linearizable reads).
     #[error("etcdserver: rpc not supported for learner")]
     NotSupportedForLearner,
+    /// Downgrade with a version that is not `X.Y` or `X.Y.Z`.
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    /// Downgrade to anything but the previous minor version (3.4).
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    /// Downgrade validate / enable while a downgrade job is enabled.
+    #[error("etcdserver: cluster has a downgrade job in progress")]
+    DowngradeInProcess,
+    /// Downgrade cancel with no downgrade job enabled.
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    /// A request naming an action the server does not know.
+    #[error("etcdserver: unknown method")]
+    UnknownMethod,
     /// A local failure with no etcd equivalent (for example a disk error). The
     /// detail is logged, not sent.
     #[error("etcdserver: internal error")]

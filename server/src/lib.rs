@@ -14,6 +14,7 @@
 //! - [`entry`]: the data of a raft log entry, encoded and decoded in one place;
 //!   a request is proposed only if its entry decodes exactly as every state
 //!   machine will decode it.
+//! - [`maintenance`]: the whole-store Hash and the Downgrade job.
 //! - [`machine`]: the replicated state machine: applies raft entries (one
 //!   write transaction per entry, committed with its index), the member
 //!   table, alarms, snapshot data; wakes the proposer's waiter.
@@ -41,6 +42,7 @@ pub mod error;
 pub mod grpc;
 pub mod lease;
 pub mod machine;
+pub mod maintenance;
 pub mod member;
 pub mod membership;
 pub mod mvcc;

@@ -40,6 +40,9 @@ const MEMBER_PREFIX: &[u8] = b"member/";
 const ALARM_PREFIX: &[u8] = b"alarm/";
 /// Meta key of the replicated cluster id (8 bytes big-endian).
 const CLUSTER_ID: &[u8] = b"cluster_id";
+/// Meta key of the cluster's downgrade job (`cairnpb.DowngradeInfo`), absent
+/// when none is enabled.
+const DOWNGRADE: &[u8] = b"downgrade";
 /// Meta keys that belong to this member only and never travel in a snapshot.
 const LOCAL_META: [&[u8]; 1] = [b"member_id"];
 
@@ -85,6 +88,8 @@ pub enum Applied {
     Members(Vec<cairnpb::Member>),
     /// A data key rotation: the key id now active.
     KeyRotated(u32),
+    /// The downgrade job was enabled or cancelled.
+    Downgraded,
 }
 
 /// The outcome a waiter receives.
@@ -116,6 +121,9 @@ pub struct Machine {
     /// The cluster id (0 until known: a joining member learns it from its
     /// first snapshot).
     cluster_id: AtomicU64,
+    /// The target version of the enabled downgrade job, if any (replicated,
+    /// so every member answers Maintenance.Downgrade alike).
+    downgrade: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -179,6 +187,7 @@ impl Machine {
             alarms: Mutex::new(BTreeSet::new()),
             waiters: Mutex::new(HashMap::new()),
             cluster_id: AtomicU64::new(0),
+            downgrade: Mutex::new(None),
         }
     }
 
@@ -226,9 +235,47 @@ impl Machine {
                     .store(u64::from_be_bytes(bytes), Ordering::Relaxed);
             }
         }
+        let downgrade = match engine.get(Cf::Meta, DOWNGRADE)? {
+            Some(v) => {
+                let d =
+                    cairnpb::DowngradeInfo::decode(v.as_slice()).map_err(|e| Error::Corrupt {
+                        what: "downgrade record",
+                        reason: e.to_string(),
+                    })?;
+                d.enabled.then_some(d.target_version)
+            }
+            None => None,
+        };
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
         *lock(&self.alarms) = alarms;
+        *lock(&self.downgrade) = downgrade;
         Ok(())
+    }
+
+    /// The target version of the enabled downgrade job, if any.
+    pub fn downgrade(&self) -> Option<String> {
+        lock(&self.downgrade).clone()
+    }
+
+    /// Enables or cancels the downgrade job at `index`.
+    fn set_downgrade(&self, index: u64, info: cairnpb::DowngradeInfo) -> Result<Outcome, Error> {
+        let mut current = lock(&self.downgrade);
+        let mut txn = self.store.write();
+        txn.stage(if info.enabled {
+            crate::storage::BatchOp::Put {
+                cf: Cf::Meta,
+                key: DOWNGRADE.to_vec(),
+                value: info.encode_to_vec(),
+            }
+        } else {
+            crate::storage::BatchOp::Delete {
+                cf: Cf::Meta,
+                key: DOWNGRADE.to_vec(),
+            }
+        });
+        txn.commit(Some(index))?;
+        *current = info.enabled.then_some(info.target_version);
+        Ok(Ok(Applied::Downgraded))
     }
 
     /// The store.
@@ -296,8 +343,8 @@ impl Machine {
 
     /// Bootstraps a new member's state: the cluster id and the initial
     /// member table, applied at `index` (the bootstrap snapshot's index).
-    /// Any previous member table and alarms are dropped (a restore starts a
-    /// new cluster).
+    /// Any previous member table, alarms and downgrade job are dropped (a
+    /// restore starts a new cluster).
     pub fn bootstrap(
         &self,
         index: u64,
@@ -322,6 +369,11 @@ impl Machine {
             )?;
         }
         lock(&self.alarms).clear();
+        txn.stage(crate::storage::BatchOp::Delete {
+            cf: Cf::Meta,
+            key: DOWNGRADE.to_vec(),
+        });
+        *lock(&self.downgrade) = None;
         txn.stage(crate::storage::BatchOp::Put {
             cf: Cf::Meta,
             key: CLUSTER_ID.to_vec(),
@@ -445,6 +497,7 @@ impl Machine {
                 self.record_index(index)?;
                 Ok(Applied::KeyRotated(id))
             }
+            Command::Downgrade(info) => self.set_downgrade(index, info)?,
             Command::MemberPeerUrls(m) => {
                 self.update_member(index, m.id, |known| cairnpb::Member {
                     peer_urls: m.peer_urls,

@@ -698,16 +698,24 @@ impl Member {
 
     /// Maintenance.Alarm: list, raise or clear alarms. Raising and clearing
     /// are replicated, so every member refuses (or accepts) writes alike.
-    pub async fn alarm(&self, mut req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
+    /// Alarms are kept per (member id, type) exactly as given, member 0
+    /// included (etcd does not read 0 as "every member" nor as "this one");
+    /// GET lists every pair (of one type, unless NONE) after a linearizable
+    /// barrier, as etcd reads them through raft.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
         let action = AlarmAction::try_from(req.action).unwrap_or(AlarmAction::Get);
         if action == AlarmAction::Get {
+            self.barrier().await?;
+            let alarms = self
+                .machine
+                .alarms()
+                .into_iter()
+                .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+                .collect();
             return Ok(AlarmResponse {
                 header: Some(self.header(0)),
-                alarms: self.machine.alarms(),
+                alarms,
             });
-        }
-        if req.member_id == 0 {
-            req.member_id = self.identity.member_id;
         }
         match self.propose(Command::Alarm(req)).await? {
             Applied::Alarm(r) => Ok(AlarmResponse {

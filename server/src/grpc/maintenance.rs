@@ -1,14 +1,13 @@
-//! `etcdserverpb.Maintenance`: Status, Alarm, Defragment, HashKV,
-//! MoveLeader and Snapshot. Hash (the v2-era whole-database hash) and
-//! Downgrade answer `Unimplemented` (tonic's default).
+//! `etcdserverpb.Maintenance`: Status, Alarm, Defragment, Hash, HashKV,
+//! MoveLeader, Snapshot and Downgrade.
 
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -56,9 +55,22 @@ impl Maintenance for MaintenanceService {
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.member.defragment().await?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.member.header(0)),
-        }))
+        // etcd answers Defragment, MoveLeader and every Snapshot chunk
+        // without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Ok(Response::new(crate::maintenance::hash(&self.member).await?))
+    }
+
+    async fn downgrade(
+        &self,
+        request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Ok(Response::new(
+            crate::maintenance::downgrade(&self.member, request.into_inner()).await?,
+        ))
     }
 
     async fn hash_kv(
@@ -76,9 +88,7 @@ impl Maintenance for MaintenanceService {
         self.member
             .move_leader(request.into_inner().target_id)
             .await?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.member.header(0)),
-        }))
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn snapshot(
@@ -86,7 +96,6 @@ impl Maintenance for MaintenanceService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
         let file = self.member.snapshot_file().await?;
-        let header = self.member.header(0);
         let total = file.len();
         let mut sent = 0;
         let responses: Vec<Result<SnapshotResponse, Status>> = file
@@ -94,7 +103,7 @@ impl Maintenance for MaintenanceService {
             .map(|chunk| {
                 sent += chunk.len();
                 Ok(SnapshotResponse {
-                    header: Some(header),
+                    header: None,
                     remaining_bytes: (total - sent) as u64,
                     blob: chunk.to_vec(),
                 })

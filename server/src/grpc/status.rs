@@ -27,7 +27,12 @@ fn code(e: &EtcdError) -> Code {
         | EtcdError::LearnerNotReady
         | EtcdError::TooManyLearners
         | EtcdError::BadLeaderTransferee => Code::FailedPrecondition,
-        EtcdError::MemberBadUrls => Code::InvalidArgument,
+        EtcdError::MemberBadUrls
+        | EtcdError::WrongDowngradeVersionFormat
+        | EtcdError::InvalidDowngradeTargetVersion => Code::InvalidArgument,
+        EtcdError::DowngradeInProcess | EtcdError::NoInflightDowngrade => Code::FailedPrecondition,
+        // etcd has no mapping for it: grpc-go's default, Unknown.
+        EtcdError::UnknownMethod => Code::Unknown,
         EtcdError::MemberNotFound => Code::NotFound,
         EtcdError::TooManyRequests => Code::ResourceExhausted,
         EtcdError::NoLeader
@@ -259,6 +264,31 @@ mod tests {
                 EtcdError::Internal,
                 Code::Internal,
                 "etcdserver: internal error",
+            ),
+            (
+                EtcdError::WrongDowngradeVersionFormat,
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                EtcdError::InvalidDowngradeTargetVersion,
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                EtcdError::DowngradeInProcess,
+                Code::FailedPrecondition,
+                "etcdserver: cluster has a downgrade job in progress",
+            ),
+            (
+                EtcdError::NoInflightDowngrade,
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+            (
+                EtcdError::UnknownMethod,
+                Code::Unknown,
+                "etcdserver: unknown method",
             ),
         ];
         for (err, want_code, want_msg) in table {

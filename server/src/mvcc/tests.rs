@@ -234,7 +234,10 @@ fn revision_survives_compacting_away_the_last_record() {
     assert_eq!(store.current_revision(), 3);
     assert!(get_at(&store, "\0", "\0", 3).unwrap().is_empty());
     assert_eq!(put(&store, "a", "2"), 4);
-    assert_eq!(get_at(&store, "a", "", 4).unwrap(), vec![kv("a", "2", 4, 4, 1)]);
+    assert_eq!(
+        get_at(&store, "a", "", 4).unwrap(),
+        vec![kv("a", "2", 4, 4, 1)]
+    );
     // The next compaction removes it.
     store.compact(4).unwrap().run().unwrap();
     assert_eq!(records_of(&store), vec![(4, false)]);
