@@ -19,6 +19,8 @@ fn main() -> io::Result<()> {
         root.join("mvccpb/kv.proto"),
         root.join("authpb/auth.proto"),
         root.join("etcdserverpb/rpc.proto"),
+        root.join("v3lockpb/v3lock.proto"),
+        root.join("v3electionpb/v3election.proto"),
         root.join("cairnpb/lease.proto"),
         root.join("cairnpb/raft.proto"),
     ];

@@ -66,6 +66,33 @@ pub mod cairnpb {
     tonic::include_proto!("cairnpb");
 }
 
+/// etcd's Lock service (`v3lockpb.Lock`): Lock and Unlock.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's Election service (`v3electionpb.Election`): Campaign, Proclaim,
+/// Leader, Observe, Resign.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 #[cfg(test)]
 mod tests {
     //! Wire-format checks: each test pins the tag bytes of a few fields, so a

@@ -7,6 +7,8 @@
 //! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
 //!   [`member::Member`], map the error through one table, fill the header. The
 //!   only module that knows tonic.
+//! - [`concurrency`]: etcd's mutex and election recipes over the member's own
+//!   KV, Lease and Watch, behind the Lock and Election services.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
 //!   quota, proposing each write to raft and waiting for it to be applied,
 //!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
@@ -36,6 +38,7 @@
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
+pub mod concurrency;
 pub mod embed;
 pub mod entry;
 pub mod error;

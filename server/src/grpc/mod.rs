@@ -6,8 +6,10 @@
 
 mod admin;
 mod cluster;
+mod election;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 pub mod status;
 pub mod validate;
@@ -21,14 +23,18 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use admin::AdminService;
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
@@ -105,6 +111,14 @@ pub async fn serve(
         WatchServer::new(WatchService::new(Arc::clone(&member))),
         max_message
     );
+    let lock = etcd_service!(
+        LockServer::new(LockService::new(Arc::clone(&member))),
+        max_message
+    );
+    let election = etcd_service!(
+        ElectionServer::new(ElectionService::new(Arc::clone(&member))),
+        max_message
+    );
     // Without TCP_NODELAY a response written in several frames waits for the
     // client's delayed ACK: ~40 ms per unary call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -119,7 +133,9 @@ pub async fn serve(
         .add_service(InterceptedService::new(lease, require_leader.clone()))
         .add_service(InterceptedService::new(maintenance, require_leader.clone()))
         .add_service(InterceptedService::new(cluster, require_leader.clone()))
-        .add_service(InterceptedService::new(watch, require_leader))
+        .add_service(InterceptedService::new(watch, require_leader.clone()))
+        .add_service(InterceptedService::new(lock, require_leader.clone()))
+        .add_service(InterceptedService::new(election, require_leader))
         .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
             AdminService::new(Arc::clone(&member)),
         ))

@@ -91,6 +91,13 @@ pub fn from_transport(status: Status) -> Status {
     }
 }
 
+/// A Lock or Election recipe's error. etcd's servers return these as plain
+/// errors (what their in-process client reports, KV errors included), so
+/// clients see code Unknown with etcd's message.
+pub fn recipe_status(e: crate::concurrency::Error) -> Status {
+    Status::unknown(e.to_string())
+}
+
 impl From<EtcdError> for Status {
     fn from(e: EtcdError) -> Self {
         to_status(e)
@@ -295,6 +302,26 @@ mod tests {
             let status = to_status(err.clone());
             assert_eq!(status.code(), want_code, "{err:?}");
             assert_eq!(status.message(), want_msg, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn recipe_errors_are_unknown_with_etcds_message() {
+        use crate::concurrency::Error;
+        let table = [
+            (Error::SessionExpired, "mutex: session is expired"),
+            (Error::NotLeader, "election: not leader"),
+            (Error::NoLeader, "election: no leader"),
+            (Error::MissingLeaderKey, "\"leader\" field must be provided"),
+            (
+                Error::Etcd(EtcdError::LeaseNotFound),
+                "etcdserver: requested lease not found",
+            ),
+        ];
+        for (err, msg) in table {
+            let status = recipe_status(err);
+            assert_eq!(status.code(), Code::Unknown);
+            assert_eq!(status.message(), msg);
         }
     }
 

@@ -1,0 +1,51 @@
+//! `v3lockpb.Lock`: call the mutex recipe, map the error.
+
+use std::sync::Arc;
+
+use cairn_proto::v3lockpb::lock_server::Lock;
+use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::{Request, Response, Status};
+
+use super::status::recipe_status;
+use crate::concurrency;
+use crate::member::Member;
+
+/// The Lock service of one member.
+#[derive(Debug, Clone)]
+pub struct LockService {
+    /// The member whose keys hold the locks.
+    member: Arc<Member>,
+}
+
+impl LockService {
+    /// A Lock service over `member`.
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let req = request.into_inner();
+        let (header, key) = concurrency::lock(&self.member, &req.name, req.lease)
+            .await
+            .map_err(recipe_status)?;
+        Ok(Response::new(LockResponse {
+            header: Some(header),
+            key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let header = concurrency::unlock(&self.member, &request.into_inner().key)
+            .await
+            .map_err(recipe_status)?;
+        Ok(Response::new(UnlockResponse {
+            header: Some(header),
+        }))
+    }
+}
