@@ -103,12 +103,13 @@ start_cluster() {
   wait_healthy "$kind cluster" "${client[0]}" 3 --cluster
 }
 
-# run_session CTL_VERSION TAG SERVER_KIND -> writes $work/TAG.raw and $work/TAG.txt
+# run_session CTL_VERSION TAG SERVER_KIND SCHEME -> writes $work/TAG.raw and $work/TAG.txt
 run_session() {
-  local ver=$1 tag=$2 kind=$3
+  local ver=$1 tag=$2 kind=$3 scheme=$4
   start_cluster "$kind" "$tag"
-  log "running cluster session: etcdctl $ver against three $kind members at $clients"
-  run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINTS="$clients"
+  local endpoints=$scheme${clients//,/,$scheme}
+  log "running cluster session: etcdctl $ver against three $kind members at $endpoints"
+  run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINTS="$endpoints"
   stop_servers
   normalise cluster "${norm_args[@]}" <"$work/$tag.raw" >"$work/$tag.txt" 2>"$work/$tag.hash-check"
   if [ -s "$work/$tag.hash-check" ]; then

@@ -42,19 +42,10 @@ eps() {
 }
 at() { local e; e=$(eps "$1"); shift; ENDPOINT=$e run "$@"; }      # at MEMBERS ARGS...
 
-# cluster_at N ARGS... : `at N ARGS... --cluster`, except with etcdctl 3.4,
-# which is given all three endpoints instead of --cluster. etcdctl 3.4 dials
-# the members' advertised client URLs (`http://host:port`) with the whole URL
-# as the HTTP/2 :authority; grpc-go (etcd) accepts that, Cairn's HTTP/2
-# server (h2) refuses it as malformed (a known difference, see README.md).
-# etcdctl 3.5 sends a proper host:port.
-# (The version is captured first: `etcdctl version | grep -q` under pipefail
-# fails whenever grep exits before etcdctl has written its second line.)
-if [[ "$("$ETCDCTL" version 2>/dev/null)" == *"etcdctl version: 3.4."* ]]; then
-  cluster_at() { shift; at 123 "$@"; }
-else
-  cluster_at() { local n=$1; shift; at "$n" "$@" --cluster; }
-fi
+# cluster_at N ARGS... : `at N ARGS... --cluster`. (etcdctl 3.4 dials the
+# members' advertised client URLs with the whole URL, `http://host:port`, as
+# the HTTP/2 :authority; etcd accepts that, and so does Cairn.)
+cluster_at() { local n=$1; shift; at "$n" "$@" --cluster; }
 quiet_at() { local e; e=$(eps "$1"); shift; ENDPOINT=$e quiet "$@"; }
 txn_at() { local e; e=$(eps "$1"); shift; ENDPOINT=$e txn "$@"; }  # txn_at MEMBERS <<<TEXT
 

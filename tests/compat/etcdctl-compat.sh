@@ -101,12 +101,12 @@ start_cairn() { # start_cairn TAG -> sets $endpoint
   wait_healthy cairn "$endpoint" 1
 }
 
-# run_session CTL_VERSION TAG SERVER_KIND -> writes $work/TAG.raw and $work/TAG.txt
+# run_session CTL_VERSION TAG SERVER_KIND SCHEME -> writes $work/TAG.raw and $work/TAG.txt
 run_session() {
-  local ver=$1 tag=$2 kind=$3
+  local ver=$1 tag=$2 kind=$3 scheme=$4
   "start_$kind" "$tag"
-  log "running session: etcdctl $ver against $kind at $endpoint"
-  run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$endpoint"
+  log "running session: etcdctl $ver against $kind at $scheme$endpoint"
+  run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$scheme$endpoint"
   stop_servers
   normalise single "$endpoint" <"$work/$tag.raw" >"$work/$tag.txt"
 }

@@ -213,28 +213,35 @@ run_script() {
 # normalise MODE ARGS... < raw > normalised (see normalise.py)
 normalise() { python3 "$compat_dir/normalise.py" "$@"; }
 
-# compare_all : for each etcdctl version, `run_session VERSION TAG etcd` and
-# `run_session VERSION TAG cairn` (defined by the caller: they write the
-# normalised transcript $work/TAG.txt, and may set compare_failed=1 for a failure
-# of their own), then diff the two. Exits 0 only if every pair is identical.
+# compare_all : for each etcdctl version and each way of writing the endpoints
+# (`host:port`, and `http://host:port`, which etcdctl 3.4 sends on as the
+# HTTP/2 :authority of its maintenance calls), `run_session VERSION TAG etcd
+# SCHEME` and `run_session VERSION TAG cairn SCHEME` (defined by the caller:
+# they write the normalised transcript $work/TAG.txt, and may set
+# compare_failed=1 for a failure of their own), then diff the two. Exits 0 only
+# if every pair is identical.
 compare_failed=0
 compare_all() {
-  local ver
+  local ver scheme tag
   for ver in "${ctls[@]}"; do
-    run_session "$ver" "etcd-$ver" etcd
-    if [ "$etcd_only" = 1 ]; then
-      cat "$work/etcd-$ver.txt"
-      continue
-    fi
-    run_session "$ver" "cairn-$ver" cairn
-    if diff -u --label "etcd (etcdctl $ver)" --label "cairn (etcdctl $ver)" \
-      "$work/etcd-$ver.txt" "$work/cairn-$ver.txt" >"$work/diff-$ver.txt"; then
-      log "etcdctl $ver: transcripts identical ($(grep -c '^\$ etcdctl' "$work/etcd-$ver.txt") commands)"
-    else
-      cat "$work/diff-$ver.txt"
-      log "etcdctl $ver: transcripts DIFFER (see diff above)"
-      compare_failed=1
-    fi
+    for scheme in "" "http://"; do
+      tag=$ver${scheme:+-http}
+      run_session "$ver" "etcd-$tag" etcd "$scheme"
+      if [ "$etcd_only" = 1 ]; then
+        cat "$work/etcd-$tag.txt"
+        continue
+      fi
+      run_session "$ver" "cairn-$tag" cairn "$scheme"
+      if diff -u --label "etcd (etcdctl $ver, endpoints ${scheme}host:port)" \
+        --label "cairn (etcdctl $ver, endpoints ${scheme}host:port)" \
+        "$work/etcd-$tag.txt" "$work/cairn-$tag.txt" >"$work/diff-$tag.txt"; then
+        log "etcdctl $ver, endpoints ${scheme}host:port: transcripts identical ($(grep -c '^\$ etcdctl' "$work/etcd-$tag.txt") commands)"
+      else
+        cat "$work/diff-$tag.txt"
+        log "etcdctl $ver, endpoints ${scheme}host:port: transcripts DIFFER (see diff above)"
+        compare_failed=1
+      fi
+    done
   done
   if [ "$etcd_only" = 0 ]; then
     if [ "$compare_failed" = 0 ]; then log "PASS"; else log "FAIL"; fi

@@ -41,7 +41,7 @@ TABLE_COLS = {"ID": "<MEMBER_ID>", "VERSION": "<VERSION>", "DB SIZE": "<DB_SIZE>
 # `endpoint status` simple output: endpoint, id, version, db size, is leader,
 # is learner, raft term, raft index, raft applied index, errors. (The endpoint and
 # the id may already be placeholders: <ENDPOINT>, http://<CLIENT_n>, <ID_n>.)
-STATUS_LINE = re.compile(r"^(<ENDPOINT>|(?:http://)?<CLIENT_\d>), ([0-9a-f]+|<ID_\d>), [^,]*, [^,]*, "
+STATUS_LINE = re.compile(r"^((?:http://)?<ENDPOINT>|(?:http://)?<CLIENT_\d>), ([0-9a-f]+|<ID_\d>), [^,]*, [^,]*, "
                          r"(true|false), (true|false), \d+, \d+, \d+, ")
 
 

@@ -462,6 +462,8 @@ run endpoint status -w fields
 run endpoint health
 run endpoint health -w json
 run endpoint health -w table
+run defrag
+run alarm list
 
 # ---------------------------------------------------------------------------
 # watch, lease, lock, elect. Current revision 37, compacted at 36.

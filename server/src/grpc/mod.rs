@@ -5,6 +5,7 @@
 //! mapping table), fill the response header.
 
 mod admin;
+mod authority;
 mod cluster;
 mod election;
 mod kv;
@@ -26,6 +27,7 @@ use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
@@ -121,7 +123,9 @@ pub async fn serve(
     );
     // Without TCP_NODELAY a response written in several frames waits for the
     // client's delayed ACK: ~40 ms per unary call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(authority::FixAuthority::new));
     tonic::transport::Server::builder()
         // Requests tonic itself refuses (too large, undecodable) are answered
         // with grpc-go's codes, as etcd answers them.
