@@ -119,7 +119,7 @@ case "${1:-}" in
         rm -rf "$jepsen_out"
         ;;
     *)
-        sed -n '2,15p' "$0" >&2
+        sed -n '2,13p' "$0" >&2
         exit 2
         ;;
 esac
