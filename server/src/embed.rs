@@ -137,6 +137,9 @@ pub struct Config {
     /// a mismatch (`--experimental-corrupt-check-time`; zero = off, etcd's
     /// default).
     pub corrupt_check_time: std::time::Duration,
+    /// Auto compaction (`--auto-compaction-mode`,
+    /// `--auto-compaction-retention`; off by default, as etcd).
+    pub auto_compaction: crate::compactor::AutoCompaction,
     /// The master key file (`--encryption-key-file`: 32 bytes raw or
     /// base64, mode 0600 or stricter). None: `<data-dir>.key`, generated on
     /// first start (for development only; logged loudly).
@@ -187,6 +190,7 @@ impl Default for Config {
             snapshot_catchup_entries: 5_000,
             quota_backend_bytes: crate::member::DEFAULT_QUOTA_BACKEND_BYTES,
             corrupt_check_time: std::time::Duration::ZERO,
+            auto_compaction: crate::compactor::AutoCompaction::Off,
             encryption_key_file: None,
             previous_encryption_key_file: None,
             election_timeout: std::time::Duration::from_millis(1000),
@@ -927,6 +931,14 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )),
     ];
     tasks.push(tokio::spawn(reseal(Arc::clone(&member), stopped.clone())));
+    if config.auto_compaction != crate::compactor::AutoCompaction::Off {
+        let (member, mode, stopped) =
+            (Arc::clone(&member), config.auto_compaction, stopped.clone());
+        tracing::info!(?mode, "auto compaction enabled");
+        tasks.push(tokio::spawn(async move {
+            crate::compactor::run(member.as_ref(), mode, stopped).await;
+        }));
+    }
     tasks.push(tokio::spawn(report_health(
         Arc::clone(&member),
         health,

@@ -7,6 +7,9 @@
 //! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
 //!   [`member::Member`], map the error through one table, fill the header. The
 //!   only module that knows tonic.
+//! - [`compactor`]: etcd's auto compaction (periodic, revision), run by the
+//!   leader through the write path. [`duration`]: Go's duration syntax, as
+//!   etcd's flags take it.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
@@ -38,7 +41,9 @@
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
+pub mod compactor;
 pub mod concurrency;
+pub mod duration;
 pub mod embed;
 pub mod entry;
 pub mod error;

@@ -62,14 +62,33 @@ async fn sigterm_stops_gracefully_and_data_survives() {
 
 #[test]
 fn bad_flags_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["--listen-client-urls", "127.0.0.1:2379"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("invalid URL"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table: [(&[&str], &str); 4] = [
+        (&["--listen-client-urls", "127.0.0.1:2379"], "invalid URL"),
+        (
+            &["--auto-compaction-retention", "soon"],
+            "invalid --auto-compaction-retention \"soon\"",
+        ),
+        (
+            &[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "5m",
+            ],
+            "expected a number of revisions",
+        ),
+        (
+            &["--experimental-watch-progress-notify-interval", "1x"],
+            "invalid duration \"1x\"",
+        ),
+    ];
+    for (args, want) in table {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
 }

@@ -71,6 +71,14 @@ struct Flags {
     /// 5m); 0 turns the check off. A mismatch raises the CORRUPT alarm.
     #[arg(long, default_value = "0", value_parser = parse_duration_or_zero)]
     experimental_corrupt_check_time: std::time::Duration,
+    /// Auto compaction mode: periodic (keep a duration of history) or
+    /// revision (keep a number of revisions).
+    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
+    auto_compaction_mode: String,
+    /// Auto compaction retention: for periodic, hours (a whole number) or a
+    /// duration such as 30m; for revision, a number of revisions. 0 = off.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// Initial cluster token (it determines the member and cluster ids).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -201,22 +209,11 @@ fn snapshot_command(args: Vec<String>) -> anyhow::Result<()> {
 
 /// Parses a Go-style duration with one unit: `500ms`, `30s`, `10m`, `1h`.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
-    };
-    if ms == 0 {
+    let d = cairn_server::duration::parse_go_duration(s)?;
+    if d.is_zero() {
         return Err(format!("invalid duration {s:?}: must be positive"));
     }
-    Ok(std::time::Duration::from_millis(ms))
+    Ok(d)
 }
 
 /// [`parse_duration`], also accepting `0` (off).
@@ -296,6 +293,11 @@ async fn main() -> anyhow::Result<()> {
         snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
         quota_backend_bytes: flags.quota_backend_bytes,
         corrupt_check_time: flags.experimental_corrupt_check_time,
+        auto_compaction: cairn_server::compactor::AutoCompaction::from_flags(
+            &flags.auto_compaction_mode,
+            &flags.auto_compaction_retention,
+        )
+        .map_err(anyhow::Error::msg)?,
         encryption_key_file: flags.encryption_key_file,
         previous_encryption_key_file: flags.previous_encryption_key_file,
     };

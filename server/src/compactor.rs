@@ -1,0 +1,344 @@
+//! Auto compaction, as etcd's `v3compactor` does it
+//! (`--auto-compaction-mode`, `--auto-compaction-retention`). Only the
+//! leader compacts, and through the replicated write path (a Compaction
+//! request, like a client's), so every member compacts at the same revision.
+//!
+//! - **periodic** (retention a duration; a bare integer is hours): the
+//!   current revision is sampled every tenth of min(retention, 1 h); once
+//!   the retention has passed since the start (and then every min(retention,
+//!   1 h) after a success), the store is compacted at the revision sampled
+//!   one retention ago.
+//! - **revision** (retention a number of revisions): every 5 minutes, the
+//!   store is compacted at current revision − retention, if that is positive
+//!   and new.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::duration::parse_go_duration;
+use crate::error::EtcdError;
+
+/// How often the revision mode looks (etcd's `revInterval`).
+pub const REVISION_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// The longest compaction interval of the periodic mode.
+const HOUR: Duration = Duration::from_secs(3600);
+/// The periodic mode samples the revision this many times per interval.
+const RETRY_DIVISOR: u32 = 10;
+
+/// What auto compaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoCompaction {
+    /// Nothing (retention 0, etcd's default).
+    #[default]
+    Off,
+    /// Keep this much time of history.
+    Periodic(Duration),
+    /// Keep this many revisions of history.
+    Revision(i64),
+}
+
+impl AutoCompaction {
+    /// From etcd's two flags. `mode` is `periodic` or `revision`; for
+    /// periodic, `retention` is a whole number of hours or a Go duration
+    /// (`5m`, `1h30m`); for revision, a number of revisions. A retention of
+    /// 0 turns auto compaction off.
+    pub fn from_flags(mode: &str, retention: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid --auto-compaction-retention {retention:?} for mode {mode}: {why}")
+        };
+        match mode {
+            "periodic" => {
+                let period = match retention.parse::<u64>() {
+                    Ok(hours) => hours
+                        .checked_mul(3600)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| bad("too long"))?,
+                    Err(_) => parse_go_duration(retention)
+                        .map_err(|_| bad("expected hours or a duration such as 30m"))?,
+                };
+                Ok(if period.is_zero() {
+                    Self::Off
+                } else {
+                    Self::Periodic(period)
+                })
+            }
+            "revision" => {
+                let revisions: i64 = retention
+                    .parse()
+                    .map_err(|_| bad("expected a number of revisions"))?;
+                if revisions < 0 {
+                    return Err(bad("must not be negative"));
+                }
+                Ok(if revisions == 0 {
+                    Self::Off
+                } else {
+                    Self::Revision(revisions)
+                })
+            }
+            other => Err(format!(
+                "invalid --auto-compaction-mode {other:?}: expected periodic or revision"
+            )),
+        }
+    }
+}
+
+/// What the compactor needs of a member.
+pub trait Compactable: Send + Sync {
+    /// The store's current revision.
+    fn current_revision(&self) -> i64;
+    /// Whether this member leads (only the leader compacts).
+    fn is_leader(&self) -> bool;
+    /// Compacts at `revision` through the write path.
+    fn compact(&self, revision: i64) -> impl Future<Output = Result<(), EtcdError>> + Send;
+}
+
+impl Compactable for crate::member::Member {
+    fn current_revision(&self) -> i64 {
+        self.store().current_revision()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft_status().is_leader
+    }
+
+    async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let req = cairn_proto::etcdserverpb::CompactionRequest {
+            revision,
+            physical: false,
+        };
+        crate::member::Member::compact(self, req).await.map(|_| ())
+    }
+}
+
+/// Runs `mode` against `target` until `stopped` turns true.
+pub async fn run(target: &impl Compactable, mode: AutoCompaction, stopped: watch::Receiver<bool>) {
+    match mode {
+        AutoCompaction::Off => {}
+        AutoCompaction::Periodic(period) => periodic(target, period, stopped).await,
+        AutoCompaction::Revision(retention) => revisions(target, retention, stopped).await,
+    }
+}
+
+/// Sleeps `d`; false once `stopped` turns true.
+async fn wait(d: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Compacts at `revision`; true if it is done (a revision already
+/// compacted counts, as in etcd).
+async fn compact_at(target: &impl Compactable, revision: i64, mode: &str) -> bool {
+    tracing::info!(revision, mode, "starting auto compaction");
+    match target.compact(revision).await {
+        Ok(()) | Err(EtcdError::Compacted) => {
+            tracing::info!(revision, mode, "completed auto compaction");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(revision, mode, error = %e, "failed auto compaction; will retry");
+            false
+        }
+    }
+}
+
+async fn periodic(target: &impl Compactable, period: Duration, mut stopped: watch::Receiver<bool>) {
+    let compact_interval = period.min(HOUR);
+    let retry = compact_interval / RETRY_DIVISOR;
+    let retentions = (period.as_nanos() / retry.as_nanos().max(1)) as usize + 1;
+    // revs[0] is the revision one period ago (or the oldest sample yet).
+    let mut revs = VecDeque::with_capacity(retentions + 1);
+    let mut last_revision = 0;
+    let mut last_success = Instant::now();
+    let mut base_interval = period;
+    loop {
+        revs.push_back(target.current_revision());
+        if revs.len() > retentions {
+            revs.pop_front();
+        }
+        if !wait(retry, &mut stopped).await {
+            return;
+        }
+        if !target.is_leader() {
+            continue;
+        }
+        let revision = revs.front().copied().unwrap_or(0);
+        if last_success.elapsed() < base_interval || revision == last_revision || revision <= 0 {
+            continue;
+        }
+        // After the first compaction, every compaction interval.
+        base_interval = compact_interval;
+        if compact_at(target, revision, "periodic").await {
+            last_success = Instant::now();
+            last_revision = revision;
+        }
+    }
+}
+
+async fn revisions(target: &impl Compactable, retention: i64, mut stopped: watch::Receiver<bool>) {
+    let mut previous = 0;
+    loop {
+        if !wait(REVISION_INTERVAL, &mut stopped).await {
+            return;
+        }
+        if !target.is_leader() {
+            continue;
+        }
+        let revision = target.current_revision() - retention;
+        if revision <= 0 || revision == previous {
+            continue;
+        }
+        if compact_at(target, revision, "revision").await {
+            previous = revision;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Fake {
+        revision: AtomicI64,
+        follower: AtomicBool,
+        compactions: Mutex<Vec<(Duration, i64)>>,
+        start: Mutex<Option<Instant>>,
+    }
+
+    impl Compactable for Fake {
+        fn current_revision(&self) -> i64 {
+            self.revision.load(Ordering::SeqCst)
+        }
+        fn is_leader(&self) -> bool {
+            !self.follower.load(Ordering::SeqCst)
+        }
+        async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+            let start = self.start.lock().unwrap().unwrap();
+            self.compactions
+                .lock()
+                .unwrap()
+                .push((start.elapsed(), revision));
+            Ok(())
+        }
+    }
+
+    /// Runs `mode` for `minutes` of paused time; the revision is 100 + the
+    /// minute (one write a minute). Returns (when, revision) per compaction.
+    async fn drive(
+        mode: AutoCompaction,
+        minutes: u64,
+        follower_until: u64,
+    ) -> Vec<(Duration, i64)> {
+        let fake = Arc::new(Fake::default());
+        *fake.start.lock().unwrap() = Some(Instant::now());
+        fake.revision.store(100, Ordering::SeqCst);
+        fake.follower.store(follower_until > 0, Ordering::SeqCst);
+        let (stop, stopped) = watch::channel(false);
+        let task = {
+            let fake = Arc::clone(&fake);
+            tokio::spawn(async move { run(fake.as_ref(), mode, stopped).await })
+        };
+        for minute in 1..=minutes {
+            // Just before each whole minute, so samples see the minute's
+            // revision.
+            tokio::time::sleep(Duration::from_secs(60) - Duration::from_millis(1)).await;
+            fake.revision.store(100 + minute as i64, Ordering::SeqCst);
+            if minute == follower_until {
+                fake.follower.store(false, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.send_replace(true);
+        task.await.unwrap();
+        let got = fake.compactions.lock().unwrap().clone();
+        got
+    }
+
+    fn at(minutes: u64, revision: i64) -> (Duration, i64) {
+        (Duration::from_secs(minutes * 60), revision)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_keeps_one_retention_of_history() {
+        // 10 minutes: sampled every minute, eleven samples kept; the first
+        // compaction once 10 minutes have passed, at the oldest sample (the
+        // start); then every 10 minutes, at the sample taken 11 minutes
+        // before (etcd's arithmetic: the window is one period plus one
+        // sampling interval).
+        let got = drive(AutoCompaction::Periodic(Duration::from_secs(600)), 33, 0).await;
+        assert_eq!(got, vec![at(10, 100), at(20, 109), at(30, 119)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_longer_than_an_hour_compacts_hourly() {
+        // 2 hours: sampled every 6 minutes, 21 samples kept; first after 2
+        // hours, at the start's revision; then hourly, at the sample taken
+        // 2 h 6 min before.
+        let got = drive(AutoCompaction::Periodic(Duration::from_secs(7200)), 250, 0).await;
+        assert_eq!(got, vec![at(120, 100), at(180, 154), at(240, 214)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_leader_compacts() {
+        let got = drive(AutoCompaction::Periodic(Duration::from_secs(600)), 33, 25).await;
+        assert_eq!(got, vec![at(25, 114)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revision_mode_keeps_that_many_revisions() {
+        // Every 5 minutes: current - 10, when positive and new.
+        let got = drive(AutoCompaction::Revision(10), 16, 0).await;
+        assert_eq!(got, vec![at(5, 95), at(10, 100), at(15, 105)]);
+        let got = drive(AutoCompaction::Revision(1000), 16, 0).await;
+        assert!(got.is_empty());
+        assert_eq!(drive(AutoCompaction::Off, 16, 0).await, vec![]);
+    }
+
+    #[test]
+    fn flags_as_etcd_reads_them() {
+        let table = [
+            ("periodic", "0", Ok(AutoCompaction::Off)),
+            ("periodic", "1", Ok(AutoCompaction::Periodic(HOUR))),
+            ("periodic", "72", Ok(AutoCompaction::Periodic(HOUR * 72))),
+            (
+                "periodic",
+                "5m",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(300))),
+            ),
+            (
+                "periodic",
+                "1h30m",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(5400))),
+            ),
+            ("revision", "1000", Ok(AutoCompaction::Revision(1000))),
+            ("revision", "0", Ok(AutoCompaction::Off)),
+        ];
+        for (mode, retention, want) in table {
+            assert_eq!(
+                AutoCompaction::from_flags(mode, retention),
+                want,
+                "{mode} {retention}"
+            );
+        }
+        for (mode, retention) in [
+            ("periodic", "soon"),
+            ("periodic", "-1h"),
+            ("revision", "5m"),
+            ("revision", "-3"),
+            ("hourly", "1"),
+        ] {
+            assert!(
+                AutoCompaction::from_flags(mode, retention).is_err(),
+                "{mode} {retention}"
+            );
+        }
+    }
+}
