@@ -38,6 +38,7 @@
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
 //!   `cairn` binary wraps it.
+//! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
@@ -54,6 +55,7 @@ pub mod maintenance;
 pub mod member;
 pub mod membership;
 pub mod mvcc;
+pub mod notify;
 pub mod raft;
 pub mod snapshot;
 pub mod storage;

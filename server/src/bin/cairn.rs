@@ -241,6 +241,15 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tells a `Type=notify` systemd unit how the member is (etcd does too).
+fn sd_notify(state: &str) {
+    match cairn_server::notify::notify(state) {
+        Ok(true) => tracing::info!(state, "notified the service manager"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(state, error = %e, "cannot notify the service manager"),
+    }
+}
+
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -303,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
+    sd_notify("READY=1");
     let failed = tokio::select! {
         signal = shutdown_signal() => { tracing::info!(signal = signal?, "shutting down"); false }
         () = member.removed() => {
@@ -312,6 +322,7 @@ async fn main() -> anyhow::Result<()> {
         }
         () = member.failed() => true,
     };
+    sd_notify("STOPPING=1");
     member.stop().await.context("stopping cairn")?;
     if failed {
         // etcd exits on a failed disk write too: never alive and broken.
