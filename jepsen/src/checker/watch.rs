@@ -16,10 +16,10 @@
 //! * `split-revision`: the events of one revision in two responses;
 //! * `gap`: a reference event under the watcher's prefix, in the revisions it
 //!   was due — from its first start revision to the last revision it saw
-//!   (event or progress notification) — that it never received. Revisions up
-//!   to a [`WatchEvent::Compacted`] revision, from the start refused, are
-//!   excused; so a resume after a compaction may skip them, any other resume
-//!   may not;
+//!   (event or progress notification) — that it never received. Revisions
+//!   below a [`WatchEvent::Compacted`] revision, from the start refused, are
+//!   excused (the compacted revision itself is served, whole); so a resume
+//!   after a compaction may skip them, any other resume may not;
 //! * `early-progress`: an event of revision <= R received after a progress
 //!   notification at R;
 //! * `watch-start`: an event below the start revision of its (re)created
@@ -229,10 +229,11 @@ impl<'a> Stream<'a> {
                     }
                 }
                 WatchEvent::Compacted { compact_revision } => {
-                    // Conservatively excuse the compaction revision itself too.
+                    // Only what lies below the compacted revision is gone: a
+                    // watch at it is served, with that revision whole.
                     stream
                         .excused
-                        .push((start.unwrap_or(i64::MIN), *compact_revision));
+                        .push((start.unwrap_or(i64::MIN), compact_revision - 1));
                 }
                 WatchEvent::Broken { .. } | WatchEvent::Stopped => {}
             }
@@ -779,6 +780,24 @@ mod tests {
                             resumed(1, 62, "", 5),
                         ],
                         puts(1, 62, 7..=7),
+                    ]),
+                ),
+                vec!["gap"],
+            ),
+            (
+                "gap: the compacted revision itself is owed",
+                with_reference(
+                    6,
+                    concat(vec![
+                        vec![created(1, 0, "", 1)],
+                        puts(1, 0, 1..=2),
+                        vec![
+                            broken(1, 50),
+                            resumed(1, 60, "", 3),
+                            compacted(1, 61, 5),
+                            resumed(1, 62, "", 5),
+                        ],
+                        puts(1, 62, 6..=6),
                     ]),
                 ),
                 vec!["gap"],

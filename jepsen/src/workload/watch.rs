@@ -171,8 +171,9 @@ impl Session {
                 }
                 Ok(Err(Error::Compacted { compact_revision })) => {
                     self.record(WatchEvent::Compacted { compact_revision });
-                    // Cairn refuses a watch at the compacted revision itself.
-                    self.next_revision = compact_revision + 1;
+                    // Resume from the compacted revision, as etcd's docs
+                    // tell clients to (it is served, and whole).
+                    self.next_revision = compact_revision;
                 }
                 Ok(Err(e)) => self.broken(e.to_string()).await,
                 Err(_) => self.broken("opening the watch timed out".into()).await,
@@ -200,8 +201,9 @@ impl Session {
             Ok(Err(Error::Compacted { compact_revision })) => {
                 self.watcher = None;
                 self.record(WatchEvent::Compacted { compact_revision });
-                // Cairn refuses a watch at the compacted revision itself.
-                self.next_revision = compact_revision + 1;
+                // Resume from the compacted revision, as etcd's docs tell
+                // clients to (it is served, and whole).
+                self.next_revision = compact_revision;
             }
             Ok(Err(e)) => {
                 self.watcher = None;
