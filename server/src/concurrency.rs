@@ -14,6 +14,7 @@
 //! waiter whose client goes away removes its own key, as etcd's do.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -178,8 +179,31 @@ async fn txn(member: &Member, req: TxnRequest) -> Result<TxnResponse, Error> {
     Ok(member.txn(req).await?)
 }
 
+/// A linearizable read, retried while the cluster changes leader (as
+/// clientv3 retries reads): a lock or election that waits through a leader
+/// change must not fail because of it. Ends with "server stopped" when the
+/// member stops.
 async fn range(member: &Member, req: RangeRequest) -> Result<RangeResponse, Error> {
-    Ok(member.range(req).await?)
+    let mut backoff = Duration::from_millis(50);
+    let mut stopping = member.stopping();
+    loop {
+        match member.range(req.clone()).await {
+            Err(
+                EtcdError::LeaderChanged
+                | EtcdError::NoLeader
+                | EtcdError::Timeout
+                | EtcdError::TimeoutDueToLeaderFail
+                | EtcdError::TooManyRequests,
+            ) => {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stopping.wait_for(|s| *s) => return Err(EtcdError::Stopped.into()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// A watch on this member's own store, closed when dropped.
