@@ -303,13 +303,7 @@ impl Handle {
     /// stopped serving, and should exit so that a supervisor restarts it
     /// (etcd exits). Never resolves for a member without raft.
     pub async fn failed(&self) {
-        let Some(replication) = self.member.replication() else {
-            return std::future::pending().await;
-        };
-        let mut status = replication.raft.subscribe();
-        if status.wait_for(|s| s.failed).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        raft_failed(&self.member).await;
     }
 
     /// Stops accepting requests, lets in-flight ones finish (for at most
@@ -531,12 +525,25 @@ async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, Error> {
             url: url.clone(),
             source,
         };
-        let addr = tokio::net::lookup_host(host_port(url)?)
+        // Like TcpListener::bind: the first of the name's addresses that binds.
+        let mut last = None;
+        for addr in tokio::net::lookup_host(host_port(url)?)
             .await
             .map_err(listen_error)?
-            .next()
-            .ok_or_else(|| Error::BadUrl(url.clone()))?;
-        listeners.push(bind(addr).map_err(listen_error)?);
+        {
+            match bind(addr) {
+                Ok(listener) => {
+                    last = Some(Ok(listener));
+                    break;
+                }
+                Err(e) => last = Some(Err(e)),
+            }
+        }
+        match last {
+            Some(Ok(listener)) => listeners.push(listener),
+            Some(Err(e)) => return Err(listen_error(e)),
+            None => return Err(Error::BadUrl(url.clone())),
+        }
     }
     Ok(listeners)
 }
@@ -963,6 +970,18 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     })
 }
 
+/// Resolves once `member`'s raft loop has failed; never for a member
+/// without raft, or whose raft thread ended otherwise.
+async fn raft_failed(member: &Member) {
+    let Some(replication) = member.replication() else {
+        return std::future::pending().await;
+    };
+    let mut status = replication.raft.subscribe();
+    if status.wait_for(|s| s.failed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Keeps the gRPC health service true: SERVING while the member serves,
 /// NOT_SERVING once it stops or its raft loop has failed. A failed member
 /// also stops answering at once ("server stopped"): it can no longer apply
@@ -973,19 +992,8 @@ async fn report_health(
     health: tonic_health::server::HealthReporter,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let failed = async {
-        match member.replication() {
-            Some(replication) => {
-                let mut status = replication.raft.subscribe();
-                if status.wait_for(|s| s.failed).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
-        () = failed => {
+        () = raft_failed(&member) => {
             tracing::error!("the member's raft loop failed: it stops serving");
             member.begin_stop();
         }

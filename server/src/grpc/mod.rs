@@ -67,14 +67,15 @@ pub async fn health() -> (tonic_health::server::HealthReporter, HealthService) {
 
 /// Sets every client service's limits and compression as etcd's server has
 /// them: requests up to `--max-request-bytes` plus etcd's margin, gzip
-/// accepted (grpc's standard compression; grpc-go servers accept it) and
-/// used for responses to clients that ask for it.
+/// requests accepted (grpc's standard compression). Responses stay
+/// uncompressed: grpc-go compresses a response only when its request was
+/// compressed, which tonic cannot express, and compressing every response to
+/// a client that merely accepts gzip would cost CPU etcd does not spend.
 macro_rules! etcd_service {
     ($server:expr, $max:expr) => {
         $server
             .max_decoding_message_size($max)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
     };
 }
 
