@@ -130,3 +130,59 @@ fn the_service_manager_is_notified() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// Every flag can come from its ETCD_* variable (etcd's rule); a flag on the
+/// command line wins, and etcd's warnings say so.
+#[tokio::test]
+async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
+            "--name",
+            "from-flag",
+        ])
+        .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
+        .env("ETCD_DATA_DIR", dir.path().join("data"))
+        .env("ETCD_NAME", "from-env")
+        .env("ETCD_NO_SUCH_FLAG", "x")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("cairn serves").unwrap();
+        log.push(line.clone());
+        if let Some(rest) = line.split("address=").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    let log = log.join("\n");
+    assert!(
+        log.contains(
+            "recognized environment variable ETCD_NAME, but unused: shadowed by corresponding flag"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("recognized and used environment variable ETCD_DATA_DIR"),
+        "{log}"
+    );
+    assert!(
+        log.contains("unrecognized environment variable ETCD_NO_SUCH_FLAG"),
+        "{log}"
+    );
+    assert!(
+        dir.path().join("data").exists(),
+        "ETCD_DATA_DIR was not used"
+    );
+    let client = cairn_client::Client::connect(url).await.unwrap();
+    let members = client.member_list().await.unwrap().members;
+    assert_eq!(members[0].name, "from-flag");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn_server::embed::{self, Config};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,103 +16,131 @@ use clap::Parser;
 )]
 struct Flags {
     /// Human-readable name for this member.
-    #[arg(long, default_value = "default")]
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
     name: String,
     /// Path to the data directory (default: ${name}.cairn).
-    #[arg(long)]
+    #[arg(long, env = "ETCD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Comma-separated URLs to listen on for client traffic.
-    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
     listen_client_urls: Vec<String>,
     /// Comma-separated client URLs to advertise to clients.
-    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
     advertise_client_urls: Vec<String>,
     /// Comma-separated peer URLs to advertise to the cluster (they determine the member id).
-    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
     initial_advertise_peer_urls: Vec<String>,
     /// Comma-separated URLs to listen on for peer traffic.
-    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
     listen_peer_urls: Vec<String>,
     /// Initial cluster configuration for bootstrapping: name=url,name=url,...
     /// (default: this member alone, with its advertised peer URLs).
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER", default_value = "")]
     initial_cluster: String,
     /// Initial cluster state: 'new' (bootstrap) or 'existing' (join a
     /// cluster that already added this member with MemberAdd).
-    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
     initial_cluster_state: String,
     /// Availability zone of this member, shown in member lists and Status.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "ETCD_ZONE", default_value = "")]
     zone: String,
     /// Local IP address to open peer connections from (Cairn extension;
     /// default: the OS chooses). cairn-jepsen's fault proxy identifies
     /// members by it.
-    #[arg(long)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SOURCE_ADDRESS")]
     experimental_peer_source_address: Option<std::net::IpAddr>,
     /// TEST ONLY, deliberately wrong: serve linearizable reads without
     /// ReadIndex (stale reads), for cairn-jepsen's self-test. Exists only in
     /// builds with the `jepsen-broken` feature.
     #[cfg(feature = "jepsen-broken")]
-    #[arg(long)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_JEPSEN_BROKEN_STALE_READS")]
     experimental_jepsen_broken_stale_reads: bool,
     /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
     /// Number of committed transactions to trigger a raft log compaction.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
     /// Entries kept after a raft log compaction, for slow followers.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
     experimental_snapshot_catchup_entries: u64,
     /// Raise an alarm (and refuse writes) when the backend size exceeds this many bytes.
-    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     quota_backend_bytes: u64,
     /// How often the leader checks that members' data hashes agree (e.g.
     /// 5m); 0 turns the check off. A mismatch raises the CORRUPT alarm.
-    #[arg(long, default_value = "0", value_parser = parse_duration_or_zero)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0", value_parser = parse_duration_or_zero)]
     experimental_corrupt_check_time: std::time::Duration,
     /// Auto compaction mode: periodic (keep a duration of history) or
     /// revision (keep a number of revisions).
-    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic", value_parser = ["periodic", "revision"])]
     auto_compaction_mode: String,
     /// Auto compaction retention: for periodic, hours (a whole number) or a
     /// duration such as 30m; for revision, a number of revisions. 0 = off.
-    #[arg(long, default_value = "0")]
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
     /// Initial cluster token (it determines the member and cluster ids).
-    #[arg(long, default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     initial_cluster_token: String,
     /// The master key file: 32 bytes, raw or base64, mode 0600 or stricter.
     /// Without it, ${data-dir}.key is used (generated on first start: for
     /// development only).
-    #[arg(long)]
+    #[arg(long, env = "ETCD_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
     /// When rotating the master key: the key file the data keys are wrapped
     /// with now; they are re-wrapped under --encryption-key-file at start.
-    #[arg(long)]
+    #[arg(long, env = "ETCD_PREVIOUS_ENCRYPTION_KEY_FILE")]
     previous_encryption_key_file: Option<PathBuf>,
     /// Time (in milliseconds) of an election timeout; the minimum lease TTL is
     /// 1.5 times it, rounded up to whole seconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
     /// Checkpoint the remaining TTL of leases periodically, so that a restart
     /// does not reset them to their full TTL (`=false` to turn off).
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     experimental_enable_lease_checkpoint: bool,
     /// Duration of periodic lease checkpoints (e.g. 5m, 30s).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     experimental_lease_checkpoint_interval: std::time::Duration,
     /// Maximum client request size in bytes the server will accept.
-    #[arg(long, default_value_t = 1536 * 1024)]
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
     /// Maximum number of operations permitted in a transaction.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
     /// Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).
-    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long = "experimental-watch-progress-notify-interval", env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     watch_progress_notify_interval: std::time::Duration,
     /// Log level: debug, info, warn, error, panic or fatal.
-    #[arg(long, default_value = "info")]
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
 }
 
@@ -241,6 +269,39 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// etcd's notes on its environment: every flag can come from `ETCD_` + its
+/// name upper-cased with `-` as `_`; a flag given on the command line wins
+/// (the variable is "shadowed"); an `ETCD_*` variable that names no flag is
+/// reported. Values are not logged (a variable may hold anything).
+fn log_environment(matches: &clap::ArgMatches) {
+    let command = Flags::command();
+    let mut known = std::collections::HashSet::new();
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        known.insert(env.to_string());
+        if std::env::var_os(env).is_none() {
+            continue;
+        }
+        if matches.value_source(arg.get_id().as_str())
+            == Some(clap::parser::ValueSource::CommandLine)
+        {
+            tracing::warn!(
+                "recognized environment variable {env}, but unused: shadowed by corresponding flag"
+            );
+        } else {
+            tracing::info!("recognized and used environment variable {env}");
+        }
+    }
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("ETCD_") && !known.contains(name) {
+            tracing::warn!("unrecognized environment variable {name}");
+        }
+    }
+}
+
 /// Tells a `Type=notify` systemd unit how the member is (etcd does too).
 fn sd_notify(state: &str) {
     match cairn_server::notify::notify(state) {
@@ -267,8 +328,10 @@ async fn main() -> anyhow::Result<()> {
         Some("admin") => return admin_command(args.into_iter().skip(1).collect()).await,
         _ => {}
     }
-    let flags = Flags::parse();
+    let matches = Flags::command().get_matches();
+    let flags = Flags::from_arg_matches(&matches)?;
     init_logging(&flags.log_level)?;
+    log_environment(&matches);
     let config = Config {
         data_dir: flags
             .data_dir
