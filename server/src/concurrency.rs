@@ -175,6 +175,18 @@ async fn session(member: &Member, lease: i64) -> Result<i64, Error> {
     Ok(granted.id)
 }
 
+/// A lock's or candidate's session lease, its name's prefix and its key.
+async fn candidacy(
+    member: &Member,
+    name: &[u8],
+    lease: i64,
+) -> Result<(i64, Vec<u8>, Vec<u8>), Error> {
+    let lease = session(member, lease).await?;
+    let prefix = prefix_of(name);
+    let key = key_of(&prefix, lease);
+    Ok((lease, prefix, key))
+}
+
 async fn txn(member: &Member, req: TxnRequest) -> Result<TxnResponse, Error> {
     Ok(member.txn(req).await?)
 }
@@ -313,9 +325,7 @@ impl CleanUp {
     /// Runs the clean-up now.
     async fn run(mut self) {
         if let Some((member, req)) = self.pending.take() {
-            if let Err(e) = member.txn(req).await {
-                tracing::warn!(error = %e, "recipe clean-up failed");
-            }
+            clean_up(member, req).await;
         }
     }
 }
@@ -323,12 +333,14 @@ impl CleanUp {
 impl Drop for CleanUp {
     fn drop(&mut self) {
         if let Some((member, req)) = self.pending.take() {
-            tokio::spawn(async move {
-                if let Err(e) = member.txn(req).await {
-                    tracing::warn!(error = %e, "recipe clean-up failed");
-                }
-            });
+            tokio::spawn(clean_up(member, req));
         }
+    }
+}
+
+async fn clean_up(member: Arc<Member>, req: TxnRequest) {
+    if let Err(e) = member.txn(req).await {
+        tracing::warn!(error = %e, "recipe clean-up failed");
     }
 }
 
@@ -351,9 +363,7 @@ pub async fn lock(
     name: &[u8],
     lease: i64,
 ) -> Result<(ResponseHeader, Vec<u8>), Error> {
-    let lease = session(member, lease).await?;
-    let prefix = prefix_of(name);
-    let key = key_of(&prefix, lease);
+    let (lease, prefix, key) = candidacy(member, name, lease).await?;
     let resp = txn(
         member,
         TxnRequest {
@@ -414,9 +424,7 @@ pub async fn campaign(
     lease: i64,
     value: &[u8],
 ) -> Result<(ResponseHeader, LeaderKey), Error> {
-    let lease = session(member, lease).await?;
-    let prefix = prefix_of(name);
-    let key = key_of(&prefix, lease);
+    let (lease, prefix, key) = candidacy(member, name, lease).await?;
     let resp = txn(
         member,
         TxnRequest {

@@ -100,22 +100,18 @@ pub async fn downgrade(
     req: DowngradeRequest,
 ) -> Result<DowngradeResponse, EtcdError> {
     let action = DowngradeAction::try_from(req.action).map_err(|_| EtcdError::UnknownMethod)?;
-    let validate = || -> Result<(), EtcdError> {
-        let target = parse_version(&req.version).ok_or(EtcdError::WrongDowngradeVersionFormat)?;
-        if target != ALLOWED_DOWNGRADE {
-            return Err(EtcdError::InvalidDowngradeTargetVersion);
-        }
-        if member.machine().downgrade().is_some() {
-            return Err(EtcdError::DowngradeInProcess);
-        }
-        Ok(())
-    };
     match action {
         DowngradeAction::Validate | DowngradeAction::Enable => {
             // The format is checked before the read, as etcd does.
-            parse_version(&req.version).ok_or(EtcdError::WrongDowngradeVersionFormat)?;
+            let target =
+                parse_version(&req.version).ok_or(EtcdError::WrongDowngradeVersionFormat)?;
             member.barrier().await?;
-            validate()?;
+            if target != ALLOWED_DOWNGRADE {
+                return Err(EtcdError::InvalidDowngradeTargetVersion);
+            }
+            if member.machine().downgrade().is_some() {
+                return Err(EtcdError::DowngradeInProcess);
+            }
             if action == DowngradeAction::Enable {
                 let (major, minor) = ALLOWED_DOWNGRADE;
                 propose(

@@ -229,6 +229,18 @@ impl WatchStream {
         }
     }
 
+    /// The cancel of a watch that needs compacted history (etcd's carries
+    /// no revision in its header).
+    fn compacted(&self, watch_id: i64, compact_revision: i64) -> WatchResponse {
+        WatchResponse {
+            header: self.header(0).map(|h| ResponseHeader { revision: 0, ..h }),
+            watch_id,
+            canceled: true,
+            compact_revision,
+            ..WatchResponse::default()
+        }
+    }
+
     fn refuse(&self, reason: &str) -> WatchResponse {
         WatchResponse {
             header: self.header(0),
@@ -288,16 +300,7 @@ impl WatchStream {
         })
         .await?;
         if let Some(compact_revision) = compacted_at {
-            return self
-                .send(WatchResponse {
-                    // As for any compaction cancel: no revision in the header.
-                    header: self.header(0).map(|h| ResponseHeader { revision: 0, ..h }),
-                    watch_id,
-                    canceled: true,
-                    compact_revision,
-                    ..WatchResponse::default()
-                })
-                .await;
+            return self.send(self.compacted(watch_id, compact_revision)).await;
         }
         let spec = WatchSpec {
             range,
@@ -361,16 +364,8 @@ impl WatchStream {
                     return Ok(());
                 };
                 self.ids.remove(&active.watch_id);
-                // etcd's compaction cancel carries no revision in its header.
-                let header = self.header(0).map(|h| ResponseHeader { revision: 0, ..h });
-                self.send(WatchResponse {
-                    header,
-                    watch_id: active.watch_id,
-                    canceled: true,
-                    compact_revision,
-                    ..WatchResponse::default()
-                })
-                .await
+                self.send(self.compacted(active.watch_id, compact_revision))
+                    .await
             }
             WatchMessage::Progress { watcher, revision } => {
                 let watch_id = match watcher {
