@@ -1,0 +1,97 @@
+//! `cairn`'s subcommands: the offline tools (etcdutl's) and admin calls.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn_server::embed::{self, Config};
+use clap::Subcommand;
+
+/// `cairn snapshot ...`: etcdutl's snapshot tools, on Cairn's snapshot files.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Restores a snapshot file into a new data directory, bootstrapping a
+    /// new cluster with the given membership. Run once per member, with the
+    /// same file and cluster flags; then start each member with `cairn` and
+    /// the same flags.
+    Restore {
+        /// The file written by `etcdctl snapshot save` against Cairn.
+        file: PathBuf,
+        /// Human-readable name for this member.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Path to the new data directory (default: ${name}.cairn); must not exist.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The new cluster: name=url,name=url,...
+        #[arg(long, default_value = "")]
+        initial_cluster: String,
+        /// The new cluster's token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs.
+        #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+        initial_advertise_peer_urls: Vec<String>,
+        /// The master key file: the saving member's (a sealed snapshot
+        /// opens only with it); the restored member keeps using it.
+        #[arg(long)]
+        encryption_key_file: Option<PathBuf>,
+    },
+}
+
+/// `cairn admin ...`: Cairn's administration calls.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Rotates the data key on every member: new writes use the new key at
+    /// once, older records are re-sealed in the background, and the old key
+    /// is dropped once nothing needs it.
+    RotateDataKey {
+        /// A client URL of any member.
+        #[arg(long, default_value = "http://localhost:2379")]
+        endpoint: String,
+    },
+}
+
+/// Runs `cairn admin ...`.
+pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::RotateDataKey { endpoint } = command;
+    let mut admin = cairn_proto::cairnpb::admin_client::AdminClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    let resp = admin
+        .rotate_data_key(cairn_proto::cairnpb::RotateDataKeyRequest {})
+        .await
+        .context("rotating the data key")?
+        .into_inner();
+    println!("data key {} is active", resp.key_id);
+    Ok(())
+}
+
+/// Runs `cairn snapshot ...`.
+pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
+    let SnapshotCommand::Restore {
+        file,
+        name,
+        data_dir,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+        encryption_key_file,
+    } = command;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let config = Config {
+        data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.cairn"))),
+        name,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+        encryption_key_file,
+        ..Config::default()
+    };
+    let revision = embed::restore_snapshot(&bytes, &config).context("restoring the snapshot")?;
+    println!(
+        "restored {} into {} at revision {revision}",
+        file.display(),
+        config.data_dir.display()
+    );
+    Ok(())
+}
