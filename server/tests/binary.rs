@@ -186,3 +186,75 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// With `--config-file` (etcd's YAML keys), the file is the whole
+/// configuration, as in etcd 3.5: flags and ETCD_* variables given anyway
+/// are ignored, and the log says so.
+#[tokio::test]
+async fn a_config_file_is_the_whole_configuration() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd.conf.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: from-file\n\
+             data-dir: {}\n\
+             listen-client-urls: [http://127.0.0.1:0]\n\
+             listen-peer-urls: http://127.0.0.1:0\n\
+             snapshot-count: 5000\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config-file")
+        .arg(&file)
+        .args(["--name", "from-flag"])
+        .env("ETCD_NAME", "from-env")
+        .env("ETCD_SNAPSHOT_COUNT", "banana")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("cairn serves").unwrap();
+        log.push(line.clone());
+        if let Some(address) = common::served_address(&line) {
+            break format!("http://{address}");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let log = log.join("\n");
+    assert!(
+        log.contains("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--name is ignored: the configuration file is used"),
+        "{log}"
+    );
+    assert!(dir.path().join("data").exists(), "data-dir was not used");
+    let client = cairn_client::Client::connect(url).await.unwrap();
+    let members = client.member_list().await.unwrap().members;
+    assert_eq!(members[0].name, "from-file");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // A bad file stops the start with its key named, nothing written.
+    std::fs::write(&file, "name: x\nsnapshot_count: 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown key \"snapshot_count\"") && stderr.contains("etcd.conf.yml"),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new("x.cairn").exists());
+}

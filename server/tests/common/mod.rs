@@ -54,10 +54,16 @@ pub fn spawn_cairn<S: AsRef<std::ffi::OsStr>>(
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = loop {
         let line = lines.next().expect("cairn exited before serving").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        if let Some(address) = served_address(&line) {
+            break format!("http://{address}");
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
     (child, url)
+}
+
+/// The client address in a log line of the binary's that gives one.
+pub fn served_address(line: &str) -> Option<String> {
+    let rest = line.split("address=").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
 }

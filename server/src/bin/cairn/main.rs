@@ -4,6 +4,7 @@
 //! (etcdutl's) and Cairn's admin calls.
 
 mod commands;
+mod config_file;
 mod flags;
 
 use anyhow::Context;
@@ -23,6 +24,11 @@ struct Cli {
     /// Print the version (etcd's lines, then Cairn's) and exit.
     #[arg(long)]
     version: bool,
+    /// Path to the server configuration file (etcd's YAML keys: the flags'
+    /// names). With it, other flags and ETCD_* variables are ignored, as
+    /// in etcd.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    config_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     flags: Flags,
     #[command(subcommand)]
@@ -111,6 +117,43 @@ fn log_environment(matches: &clap::ArgMatches) {
     }
 }
 
+/// The command line. With a configuration file (`--config-file` or
+/// `ETCD_CONFIG_FILE`), no other `ETCD_*` variable is read, not even to
+/// check it (etcd 3.5: the file is the whole configuration).
+fn command_line() -> clap::ArgMatches {
+    let without_env = Cli::command().mut_args(|arg| {
+        if arg.get_id() == "config_file" {
+            arg
+        } else {
+            arg.env(None)
+        }
+    });
+    let matches = without_env.get_matches();
+    if matches.contains_id("config_file") {
+        return matches;
+    }
+    Cli::command().get_matches()
+}
+
+/// With a configuration file, the file is the whole configuration (etcd
+/// 3.5): etcd's note, and a warning for each flag given anyway.
+fn log_ignored_flags(path: &std::path::Path, matches: &clap::ArgMatches) {
+    tracing::info!(
+        path = %path.display(),
+        "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+    );
+    for arg in Cli::command().get_arguments() {
+        let id = arg.get_id().as_str();
+        if id != "config_file"
+            && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        {
+            if let Some(long) = arg.get_long() {
+                tracing::warn!("--{long} is ignored: the configuration file is used");
+            }
+        }
+    }
+}
+
 /// Tells a `Type=notify` systemd unit how the member is (etcd does too).
 fn sd_notify(state: &str) {
     match cairn_server::notify::notify(state) {
@@ -120,18 +163,36 @@ fn sd_notify(state: &str) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
-        _ = term.recv() => Ok("SIGTERM"),
+/// SIGINT and SIGTERM, caught from before the member serves: a signal that
+/// follows READY=1 at once must stop it gracefully, not kill it.
+struct ShutdownSignals {
+    /// Ctrl-C.
+    interrupt: tokio::signal::unix::Signal,
+    /// A service manager's stop.
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// The name of the first signal that arrives.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let matches = Cli::command().get_matches();
+    let matches = command_line();
     let cli = Cli::from_arg_matches(&matches)?;
     if cli.version {
         print!("{}", version_text());
@@ -142,15 +203,22 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Admin(command)) => return commands::admin(command).await,
         None => {}
     }
-    let flags = cli.flags;
+    let flags = match &cli.config_file {
+        Some(path) => config_file::flags_from_file(path)?,
+        None => cli.flags,
+    };
     init_logging(&flags.log_level)?;
-    log_environment(&matches);
+    match &cli.config_file {
+        Some(path) => log_ignored_flags(path, &matches),
+        None => log_environment(&matches),
+    }
     let config = flags.into_config()?;
+    let mut signals = ShutdownSignals::install()?;
     let member = embed::start(config).await.context("starting cairn")?;
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
     sd_notify("READY=1");
     let failed = tokio::select! {
-        signal = shutdown_signal() => { tracing::info!(signal = signal?, "shutting down"); false }
+        signal = signals.recv() => { tracing::info!(signal, "shutting down"); false }
         () = member.removed() => {
             // etcd exits too: a removed member must not serve stale data.
             tracing::warn!("the member has been permanently removed from the cluster; exiting");
