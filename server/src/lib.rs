@@ -37,13 +37,15 @@
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
-//!   `cairn` binary wraps it.
+//!   `cairn` binary wraps it. [`defaults`]: etcd's defaults, which the
+//!   config and the binary's flags share.
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
 pub mod compactor;
 pub mod concurrency;
+pub mod defaults;
 pub mod duration;
 pub mod embed;
 pub mod entry;

@@ -48,7 +48,8 @@ pub const ETCD_VERSION: &str = "3.5.17";
 pub const SINGLE_MEMBER_TERM: u64 = 2;
 
 /// etcd's default watch progress notification interval: 10 minutes.
-pub const DEFAULT_WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+pub const DEFAULT_WATCH_PROGRESS_INTERVAL: Duration =
+    crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL;
 
 /// Bytes etcd adds around a request when it wraps it for raft (request header
 /// with a 64-bit id, field tags, length prefix); `--max-request-bytes` applies
@@ -132,7 +133,7 @@ fn blocking_failed(e: tokio::task::JoinError) -> EtcdError {
 }
 
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = crate::defaults::QUOTA_BACKEND_BYTES;
 
 /// How long the database size read for the quota check is reused.
 const DB_SIZE_REFRESH: Duration = Duration::from_millis(500);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cairn_server::defaults;
 use cairn_server::embed::{self, Config};
 use clap::Subcommand;
 
@@ -17,7 +18,7 @@ pub enum SnapshotCommand {
         /// The file written by `etcdctl snapshot save` against Cairn.
         file: PathBuf,
         /// Human-readable name for this member.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = defaults::NAME)]
         name: String,
         /// Path to the new data directory (default: ${name}.cairn); must not exist.
         #[arg(long)]
@@ -26,10 +27,10 @@ pub enum SnapshotCommand {
         #[arg(long, default_value = "")]
         initial_cluster: String,
         /// The new cluster's token.
-        #[arg(long, default_value = "etcd-cluster")]
+        #[arg(long, default_value = defaults::INITIAL_CLUSTER_TOKEN)]
         initial_cluster_token: String,
         /// This member's peer URLs.
-        #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+        #[arg(long, default_value = defaults::PEER_URL, value_delimiter = ',')]
         initial_advertise_peer_urls: Vec<String>,
         /// The master key file: the saving member's (a sealed snapshot
         /// opens only with it); the restored member keeps using it.
@@ -46,7 +47,7 @@ pub enum AdminCommand {
     /// is dropped once nothing needs it.
     RotateDataKey {
         /// A client URL of any member.
-        #[arg(long, default_value = "http://localhost:2379")]
+        #[arg(long, default_value = defaults::CLIENT_URL)]
         endpoint: String,
     },
 }
@@ -79,7 +80,7 @@ pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
     } = command;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let config = Config {
-        data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.cairn"))),
+        data_dir: data_dir.unwrap_or_else(|| defaults::data_dir(&name)),
         name,
         initial_cluster,
         initial_cluster_token,

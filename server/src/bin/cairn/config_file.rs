@@ -206,7 +206,12 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = flags_from_file(Path::new("/nonexistent/etcd.yml")).err().unwrap();
-        assert!(format!("{err:#}").contains("/nonexistent/etcd.yml"), "{err:#}");
+        let err = flags_from_file(Path::new("/nonexistent/etcd.yml"))
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/etcd.yml"),
+            "{err:#}"
+        );
     }
 }

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
+use cairn_server::defaults;
 use cairn_server::embed::{self, Config};
 
 /// The member's flags: etcd's names, defaults and `ETCD_*` variables.
 #[derive(Debug, clap::Args)]
 pub struct Flags {
     /// Human-readable name for this member.
-    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    #[arg(long, env = "ETCD_NAME", default_value = defaults::NAME)]
     pub name: String,
     /// Path to the data directory (default: ${name}.cairn).
     #[arg(long, env = "ETCD_DATA_DIR")]
@@ -17,7 +18,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "ETCD_LISTEN_CLIENT_URLS",
-        default_value = "http://localhost:2379",
+        default_value = defaults::CLIENT_URL,
         value_delimiter = ','
     )]
     pub listen_client_urls: Vec<String>,
@@ -25,7 +26,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "ETCD_ADVERTISE_CLIENT_URLS",
-        default_value = "http://localhost:2379",
+        default_value = defaults::CLIENT_URL,
         value_delimiter = ','
     )]
     pub advertise_client_urls: Vec<String>,
@@ -33,7 +34,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
-        default_value = "http://localhost:2380",
+        default_value = defaults::PEER_URL,
         value_delimiter = ','
     )]
     pub initial_advertise_peer_urls: Vec<String>,
@@ -41,7 +42,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "ETCD_LISTEN_PEER_URLS",
-        default_value = "http://localhost:2380",
+        default_value = defaults::PEER_URL,
         value_delimiter = ','
     )]
     pub listen_peer_urls: Vec<String>,
@@ -68,20 +69,20 @@ pub struct Flags {
     #[arg(long, env = "ETCD_EXPERIMENTAL_JEPSEN_BROKEN_STALE_READS")]
     pub experimental_jepsen_broken_stale_reads: bool,
     /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = defaults::HEARTBEAT_INTERVAL_MS)]
     pub heartbeat_interval: u64,
     /// Number of committed transactions to trigger a raft log compaction.
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = defaults::SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
     /// Entries kept after a raft log compaction, for slow followers.
     #[arg(
         long,
         env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
-        default_value_t = 5_000
+        default_value_t = defaults::SNAPSHOT_CATCHUP_ENTRIES
     )]
     pub experimental_snapshot_catchup_entries: u64,
     /// Raise an alarm (and refuse writes) when the backend size exceeds this many bytes.
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = defaults::QUOTA_BACKEND_BYTES)]
     pub quota_backend_bytes: u64,
     /// How often the leader checks that members' data hashes agree (e.g.
     /// 5m); 0 turns the check off. A mismatch raises the CORRUPT alarm.
@@ -99,7 +100,7 @@ pub struct Flags {
     #[arg(
         long,
         env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
+        default_value = defaults::INITIAL_CLUSTER_TOKEN
     )]
     pub initial_cluster_token: String,
     /// The master key file: 32 bytes, raw or base64, mode 0600 or stricter.
@@ -113,23 +114,23 @@ pub struct Flags {
     pub previous_encryption_key_file: Option<PathBuf>,
     /// Time (in milliseconds) of an election timeout; the minimum lease TTL is
     /// 1.5 times it, rounded up to whole seconds.
-    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = defaults::ELECTION_TIMEOUT_MS)]
     pub election_timeout: u64,
     /// Checkpoint the remaining TTL of leases periodically, so that a restart
     /// does not reset them to their full TTL (`=false` to turn off).
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: bool,
     /// Duration of periodic lease checkpoints (e.g. 5m, 30s).
-    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = defaults::LEASE_CHECKPOINT_INTERVAL_TEXT, value_parser = parse_duration)]
     pub experimental_lease_checkpoint_interval: std::time::Duration,
     /// Maximum client request size in bytes the server will accept.
-    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = defaults::MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
     /// Maximum number of operations permitted in a transaction.
-    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = defaults::MAX_TXN_OPS)]
     pub max_txn_ops: usize,
     /// Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).
-    #[arg(long = "experimental-watch-progress-notify-interval", env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long = "experimental-watch-progress-notify-interval", env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = defaults::WATCH_PROGRESS_NOTIFY_INTERVAL_TEXT, value_parser = parse_duration)]
     pub watch_progress_notify_interval: std::time::Duration,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
@@ -142,7 +143,7 @@ impl Flags {
         Ok(Config {
             data_dir: self
                 .data_dir
-                .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name))),
+                .unwrap_or_else(|| defaults::data_dir(&self.name)),
             name: self.name,
             listen_client_urls: self.listen_client_urls,
             advertise_client_urls: self.advertise_client_urls,

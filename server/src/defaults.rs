@@ -1,0 +1,62 @@
+//! etcd's defaults, in one place: [`crate::embed::Config::default`], the
+//! `cairn` binary's flags (and so `--config-file`, which goes through them)
+//! and `cairn snapshot restore` all take them from here.
+
+use std::time::Duration;
+
+/// `--name`.
+pub const NAME: &str = "default";
+/// `--data-dir` when not given: `${name}.cairn` (etcd's is `${name}.etcd`).
+pub fn data_dir(name: &str) -> std::path::PathBuf {
+    format!("{name}.cairn").into()
+}
+/// `--listen-client-urls` and `--advertise-client-urls`.
+pub const CLIENT_URL: &str = "http://localhost:2379";
+/// `--listen-peer-urls` and `--initial-advertise-peer-urls`.
+pub const PEER_URL: &str = "http://localhost:2380";
+/// `--initial-cluster-token`.
+pub const INITIAL_CLUSTER_TOKEN: &str = "etcd-cluster";
+/// `--heartbeat-interval`, in milliseconds.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// `--election-timeout`, in milliseconds.
+pub const ELECTION_TIMEOUT_MS: u64 = 1000;
+/// `--snapshot-count`.
+pub const SNAPSHOT_COUNT: u64 = 10_000;
+/// `--experimental-snapshot-catchup-entries`.
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
+/// `--quota-backend-bytes` (2 GiB).
+pub const QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// `--max-request-bytes` (1.5 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+/// `--experimental-lease-checkpoint-interval`.
+pub const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// [`LEASE_CHECKPOINT_INTERVAL`] as the flag shows it (Go's format).
+pub const LEASE_CHECKPOINT_INTERVAL_TEXT: &str = "5m0s";
+/// `--experimental-watch-progress-notify-interval`.
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// [`WATCH_PROGRESS_NOTIFY_INTERVAL`] as the flag shows it (Go's format).
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_TEXT: &str = "10m0s";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::duration::parse_go_duration;
+
+    /// The flags' text defaults say the same as the durations.
+    #[test]
+    fn texts_match_durations() {
+        for (text, duration) in [
+            (LEASE_CHECKPOINT_INTERVAL_TEXT, LEASE_CHECKPOINT_INTERVAL),
+            (
+                WATCH_PROGRESS_NOTIFY_INTERVAL_TEXT,
+                WATCH_PROGRESS_NOTIFY_INTERVAL,
+            ),
+        ] {
+            assert_eq!(parse_go_duration(text).unwrap(), duration, "{text}");
+        }
+    }
+}
