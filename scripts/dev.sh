@@ -2,15 +2,21 @@
 # Cairn's developer entry point. On a fresh Debian machine with the Rust
 # toolchain it installs what the build needs, then:
 #
+#   scripts/dev.sh cluster [--fresh]      build (optimised) and run a local three-zone cluster, in the foreground
 #   scripts/dev.sh run [cairn flags...]   build and run a single member (etcd's defaults: localhost:2379)
 #   scripts/dev.sh test                   the whole test suite (unit, integration, etcdctl comparisons)
+#   scripts/dev.sh jepsen [--release] ARGS  build cairn and cairn-jepsen, run `cairn-jepsen ARGS`
+#   scripts/dev.sh bench ARGS             build cairn-bench (optimised), run `cairn-bench ARGS`
+#   scripts/dev.sh compare ARGS           build cairn and cairn-bench (optimised), run benches/compare.sh ARGS
+#   scripts/dev.sh compat                 build cairn, run the etcdctl comparisons (tests/compat/)
 #   scripts/dev.sh deps                   only install the build dependencies
 #   scripts/dev.sh selftest-deps          check the dependency check itself (on made-up trees)
 #
 # Builds go to $CARGO_TARGET_DIR, by default a directory outside the clone
 # ($HOME/.cache/cairn/target), so that every clone on this machine (and CI,
 # which runs from a fresh clone) reuses the ~12-minute RocksDB C++ build. Only
-# the dev profile is used: tests, the binary they start and `run` share one build.
+# the dev profile is used, but by `cluster`: tests, the binary they start and
+# `run` share one build; `cluster` builds the release profile (optimised).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,9 +84,140 @@ deps() {
     fi
 }
 
+# need_etcdctl : etcdctl on the PATH (Debian's etcd-client; not etcd-server,
+# whose package may start an etcd on :2379).
+need_etcdctl() {
+    command -v etcdctl >/dev/null 2>&1 || apt_install etcd-client
+}
+
+# port_free PORT : nothing listens on 127.0.0.1:PORT.
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# cluster [--fresh] [--dir DIR] [--client-ports P1,P2,P3] : three members,
+# one per zone (az-a, az-b, az-c), on this machine, in the foreground. Peer
+# port = client port + 1. The data (and each member's development key) stays
+# in DIR between runs; --fresh starts from nothing. CAIRN_BIN=PATH runs that
+# binary instead of building one (the test suite does).
+cluster() {
+    local dir="$root/dev-cluster" fresh=0 ports="2379,22379,32379"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --fresh) fresh=1 ;;
+            --dir) dir="$2"; shift ;;
+            --client-ports) ports="$2"; shift ;;
+            *) echo "cluster: unknown option $1 (--fresh, --dir DIR, --client-ports P1,P2,P3)" >&2; exit 2 ;;
+        esac
+        shift
+    done
+    local bin="${CAIRN_BIN:-}"
+    if [ -z "$bin" ]; then
+        deps
+        cargo build --release --bin cairn
+        bin="$CARGO_TARGET_DIR/release/cairn"
+    fi
+    need_etcdctl
+    local names=(a b c) client=() peer=() p
+    IFS=, read -r -a client <<<"$ports"
+    [ "${#client[@]}" = 3 ] || { echo "cluster: --client-ports takes three ports" >&2; exit 2; }
+    for p in "${client[@]}"; do
+        peer+=("$((p + 1))")
+        for p in "$p" "$((p + 1))"; do
+            port_free "$p" || { echo "cluster: port $p is in use (another etcd or cluster?)" >&2; exit 1; }
+        done
+    done
+    [ "$fresh" = 1 ] && rm -rf "$dir"
+    mkdir -p "$dir"
+    local initial="" i endpoints=""
+    for i in 0 1 2; do
+        initial+="${initial:+,}${names[$i]}=http://127.0.0.1:${peer[$i]}"
+        endpoints+="${endpoints:+,}http://127.0.0.1:${client[$i]}"
+    done
+    local pids=()
+    stop_cluster() {
+        trap - INT TERM
+        echo "stopping the three members..." >&2
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+        echo "stopped; the data stays in $dir (--fresh to start over)" >&2
+    }
+    trap 'stop_cluster; exit 0' INT TERM
+    for i in 0 1 2; do
+        "$bin" --name "${names[$i]}" --zone "az-${names[$i]}" --data-dir "$dir/${names[$i]}.cairn" \
+            --listen-client-urls "http://127.0.0.1:${client[$i]}" \
+            --advertise-client-urls "http://127.0.0.1:${client[$i]}" \
+            --listen-peer-urls "http://127.0.0.1:${peer[$i]}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
+            --initial-cluster "$initial" >>"$dir/${names[$i]}.log" 2>&1 &
+        pids+=("$!")
+    done
+    echo "starting members a, b, c (zones az-a, az-b, az-c); logs in $dir/{a,b,c}.log" >&2
+    local deadline=$((SECONDS + 120))
+    until ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --command-timeout=2s endpoint health >/dev/null 2>&1; do
+        for p in "${pids[@]}"; do
+            kill -0 "$p" 2>/dev/null && continue
+            echo "cluster: a member exited while starting; see $dir/*.log" >&2
+            stop_cluster
+            exit 1
+        done
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "cluster: not healthy after 120 s; see $dir/*.log" >&2
+            stop_cluster
+            exit 1
+        fi
+        sleep 0.5
+    done
+    cat <<EOT
+Cairn is serving: three members in zones az-a, az-b, az-c.
+  endpoints: $endpoints
+  etcdctl --endpoints=$endpoints endpoint status -w table
+Ctrl-C stops all three.
+EOT
+    # In the foreground until a signal, or until a member stops by itself.
+    wait -n "${pids[@]}" || true
+    echo "cluster: a member stopped; see $dir/*.log" >&2
+    stop_cluster
+    exit 1
+}
+
 case "${1:-}" in
+    cluster)
+        shift
+        cluster "$@"
+        ;;
     deps)
         deps
+        ;;
+    jepsen)
+        shift
+        deps
+        profile=debug release=()
+        if [ "${1:-}" = --release ]; then profile=release release=(--release); shift; fi
+        # With the test-only feature, as the test suite builds it: the
+        # suite's self-test needs it, and the flag is inert unless passed.
+        cargo build "${release[@]}" -p cairn-server --bin cairn --features jepsen-broken
+        cargo build "${release[@]}" -p cairn-jepsen --bin cairn-jepsen
+        exec "$CARGO_TARGET_DIR/$profile/cairn-jepsen" "$@"
+        ;;
+    bench)
+        shift
+        cargo build --release -p cairn-bench --bin cairn-bench
+        exec "$CARGO_TARGET_DIR/release/cairn-bench" "$@"
+        ;;
+    compare)
+        shift
+        deps
+        cargo build --release -p cairn-server --bin cairn
+        cargo build --release -p cairn-bench --bin cairn-bench
+        CAIRN_BIN="$CARGO_TARGET_DIR/release/cairn" CAIRN_BENCH_BIN="$CARGO_TARGET_DIR/release/cairn-bench" \
+            exec bash benches/compare.sh "$@"
+        ;;
+    compat)
+        deps
+        cargo build -p cairn-server --bin cairn --features jepsen-broken
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         ;;
     selftest-deps)
         selftest_deps
@@ -105,6 +242,8 @@ case "${1:-}" in
         fi
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
+        # The README's run command (the three-zone cluster), end to end.
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/dev-cluster/test.sh
         # cairn-bench end to end against three-member etcd and Cairn (the
         # tool, not the figures: tiny totals, debug builds).
         cargo build -p cairn-bench --bin cairn-bench
@@ -119,7 +258,7 @@ case "${1:-}" in
         rm -rf "$jepsen_out"
         ;;
     *)
-        sed -n '2,13p' "$0" >&2
+        sed -n '2,21p' "$0" >&2
         exit 2
         ;;
 esac

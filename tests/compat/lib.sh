@@ -92,7 +92,7 @@ etcd_bin="$etcd35_dir/etcd"
 ctl34=
 for c in "${ctls[@]}"; do [ "$c" != 3.4 ] || ensure_debian_etcd; done
 
-cairn_bin=${CAIRN_BIN:-target/debug/cairn}
+cairn_bin=${CAIRN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}/debug/cairn}
 if [ "$etcd_only" = 0 ]; then
   [ -x "$cairn_bin" ] || die "Cairn binary '$cairn_bin' not found (build it, or set CAIRN_BIN; or use --etcd-only)"
   cairn_bin=$(cd "$(dirname "$cairn_bin")" && pwd)/$(basename "$cairn_bin")
