@@ -11,6 +11,7 @@
 #   scripts/dev.sh compat                 build cairn, run the etcdctl comparisons (tests/compat/)
 #   scripts/dev.sh deps                   only install the build dependencies
 #   scripts/dev.sh selftest-deps          check the dependency check itself (on made-up trees)
+#   scripts/dev.sh verify-unit            check contrib/systemd/cairn.service with systemd-analyze verify
 #
 # Builds go to $CARGO_TARGET_DIR, by default a directory outside the clone
 # ($HOME/.cache/cairn/target), so that every clone on this machine (and CI,
@@ -181,7 +182,41 @@ EOT
     exit 1
 }
 
+# unit_clean UNIT : systemd-analyze verify finds nothing to say about UNIT
+# (it exits 0 on unknown keys and bad values, so its output is the verdict).
+unit_clean() {
+    local out
+    out=$(systemd-analyze verify "$1" 2>&1) && [ -z "$out" ] && return 0
+    printf '%s\n' "$out" >&2
+    return 1
+}
+
+# verify_unit : contrib/systemd/cairn.service passes systemd-analyze verify
+# (with ExecStart and EnvironmentFile pointed at this clone's files, which
+# verify opens), and a deliberately broken copy does not.
+verify_unit() {
+    command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+    local t bin="${CAIRN_BIN:-$CARGO_TARGET_DIR/debug/cairn}"
+    [ -x "$bin" ] || cargo build --bin cairn
+    t=$(mktemp -d)
+    sed -e "s#^ExecStart=/usr/local/bin/cairn#ExecStart=$bin#" \
+        -e "s#^EnvironmentFile=.*#EnvironmentFile=$root/contrib/systemd/cairn.env#" \
+        contrib/systemd/cairn.service >"$t/cairn.service"
+    sed -e 's/^Type=notify/Type=notfy/' "$t/cairn.service" >"$t/broken.service"
+    local ok=1
+    unit_clean "$t/cairn.service" || { echo "verify-unit: contrib/systemd/cairn.service has problems" >&2; ok=0; }
+    if unit_clean "$t/broken.service" 2>/dev/null; then
+        echo "verify-unit: a broken unit passed the check" >&2; ok=0
+    fi
+    rm -rf "$t"
+    [ "$ok" = 1 ] && echo "verify-unit: contrib/systemd/cairn.service is clean (and a broken copy is caught)"
+    [ "$ok" = 1 ]
+}
+
 case "${1:-}" in
+    verify-unit)
+        verify_unit
+        ;;
     cluster)
         shift
         cluster "$@"
@@ -258,7 +293,7 @@ case "${1:-}" in
         rm -rf "$jepsen_out"
         ;;
     *)
-        sed -n '2,21p' "$0" >&2
+        sed -n '2,22p' "$0" >&2
         exit 2
         ;;
 esac
