@@ -62,7 +62,15 @@ async fn sigterm_stops_gracefully_and_data_survives() {
 
 #[test]
 fn bad_flags_are_refused() {
-    let table: [(&[&str], &str); 4] = [
+    let table: [(&[&str], &str); 6] = [
+        (
+            &["--cert-file=/etc/kubernetes/pki/etcd/server.crt"],
+            "--cert-file: TLS is not supported yet",
+        ),
+        (
+            &["--listen-metrics-urls", "http://127.0.0.1:2381"],
+            "--listen-metrics-urls: Cairn has no HTTP endpoint yet",
+        ),
         (&["--listen-client-urls", "127.0.0.1:2379"], "invalid URL"),
         (
             &["--auto-compaction-retention", "soon"],

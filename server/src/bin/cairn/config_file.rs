@@ -50,7 +50,10 @@ pub fn flags_from_yaml(text: &str) -> anyhow::Result<Flags> {
     let mut args = Vec::new();
     for (key, value) in &settings {
         if !known.contains(key) {
-            bail!("unknown key {key:?}");
+            match crate::unsupported::reason(key) {
+                Some(why) => bail!("key {key:?}: {why}"),
+                None => bail!("unknown key {key:?}"),
+            }
         }
         let arg = format!("--{key}={value}");
         // One key at a time first, so that a bad value is named by its key.
@@ -180,6 +183,10 @@ mod tests {
     fn bad_files_are_refused_naming_the_key() {
         let table = [
             ("data_dir: /x\n", "unknown key \"data_dir\""),
+            (
+                "listen-metrics-urls: http://127.0.0.1:2381\n",
+                "key \"listen-metrics-urls\": Cairn has no HTTP endpoint yet",
+            ),
             ("config-file: other.yml\n", "unknown key \"config-file\""),
             ("heartbeat-interval: soon\n", "key \"heartbeat-interval\""),
             (

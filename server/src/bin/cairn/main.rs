@@ -6,6 +6,7 @@
 mod commands;
 mod config_file;
 mod flags;
+mod unsupported;
 
 use anyhow::Context;
 use cairn_server::embed;
@@ -128,11 +129,37 @@ fn command_line() -> clap::ArgMatches {
             arg.env(None)
         }
     });
-    let matches = without_env.get_matches();
+    let matches = parse_or_exit(without_env);
     if matches.contains_id("config_file") {
         return matches;
     }
-    Cli::command().get_matches()
+    let refused = unsupported::refused_variables();
+    if !refused.is_empty() {
+        eprintln!("error: {}", refused.join("\nerror: "));
+        std::process::exit(2);
+    }
+    parse_or_exit(Cli::command())
+}
+
+/// Parses the command line; on an error, exits as clap does, but names the
+/// reason when the unknown argument is an etcd flag Cairn does not take.
+fn parse_or_exit(command: clap::Command) -> clap::ArgMatches {
+    match command.try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => {
+            if e.kind() == clap::error::ErrorKind::UnknownArgument {
+                if let Some(clap::error::ContextValue::String(arg)) =
+                    e.get(clap::error::ContextKind::InvalidArg)
+                {
+                    if let Some(why) = unsupported::refusal(arg) {
+                        eprintln!("error: {why}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            e.exit()
+        }
+    }
 }
 
 /// With a configuration file, the file is the whole configuration (etcd
