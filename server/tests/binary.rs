@@ -20,6 +20,23 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
     common::spawn_cairn(args)
 }
 
+/// The child's client URL and its log up to the line that gave it (the rest
+/// of the log is drained in the background).
+fn read_until_serving(child: &mut Child) -> (String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("cairn serves").unwrap();
+        log.push(line.clone());
+        if let Some(address) = common::served_address(&line) {
+            break format!("http://{address}");
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (url, log.join("\n"))
+}
+
 async fn sigterm_and_wait(mut child: Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -143,7 +160,6 @@ fn the_service_manager_is_notified() {
 /// command line wins, and etcd's warnings say so.
 #[tokio::test]
 async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args([
@@ -160,16 +176,7 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("cairn serves").unwrap();
-        log.push(line.clone());
-        if let Some(rest) = line.split("address=").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
-    let log = log.join("\n");
+    let (url, log) = read_until_serving(&mut child);
     assert!(
         log.contains(
             "recognized environment variable ETCD_NAME, but unused: shadowed by corresponding flag"
@@ -200,7 +207,6 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
 /// are ignored, and the log says so.
 #[tokio::test]
 async fn a_config_file_is_the_whole_configuration() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("etcd.conf.yml");
     std::fs::write(
@@ -225,17 +231,7 @@ async fn a_config_file_is_the_whole_configuration() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("cairn serves").unwrap();
-        log.push(line.clone());
-        if let Some(address) = common::served_address(&line) {
-            break format!("http://{address}");
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let log = log.join("\n");
+    let (url, log) = read_until_serving(&mut child);
     assert!(
         log.contains("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"),
         "{log}"
