@@ -39,6 +39,7 @@
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
 //!   `cairn` binary wraps it.
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
+//! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
@@ -50,6 +51,7 @@ pub mod entry;
 pub mod error;
 pub mod grpc;
 pub mod lease;
+pub mod logging;
 pub mod machine;
 pub mod maintenance;
 pub mod member;

@@ -61,23 +61,6 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match level {
-        "debug" | "info" | "warn" | "error" => level,
-        "panic" | "fatal" => "error",
-        other => anyhow::bail!(
-            "invalid --log-level {other:?}: expected debug, info, warn, error, panic or fatal"
-        ),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    Ok(())
-}
-
 /// etcd's notes on its environment: every flag can come from `ETCD_` + its
 /// name upper-cased with `-` as `_`; a flag given on the command line wins
 /// (the variable is "shadowed"); an `ETCD_*` variable that names no flag is
@@ -97,26 +80,42 @@ fn log_environment(matches: &clap::ArgMatches) {
             == Some(clap::parser::ValueSource::CommandLine)
         {
             tracing::warn!(
-                "recognized environment variable {env}, but unused: shadowed by corresponding flag"
+                variable_name = env,
+                "recognized environment variable, but unused: shadowed by corresponding flag"
             );
         } else {
-            tracing::info!("recognized and used environment variable {env}");
+            // etcd adds the value; Cairn does not (see above).
+            tracing::info!(
+                variable_name = env,
+                "recognized and used environment variable"
+            );
         }
     }
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("ETCD_") && !known.contains(name) {
-            tracing::warn!("unrecognized environment variable {name}");
+            tracing::warn!(
+                environment_variable = name,
+                "unrecognized environment variable"
+            );
         }
     }
 }
 
-/// Tells a `Type=notify` systemd unit how the member is (etcd does too).
-fn sd_notify(state: &str) {
-    match cairn_server::notify::notify(state) {
-        Ok(true) => tracing::info!(state, "notified the service manager"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(state, error = %e, "cannot notify the service manager"),
+/// Tells a `Type=notify` systemd unit that the member serves, with etcd's
+/// lines (logged with or without a service manager, as etcd's are).
+fn notify_ready() {
+    tracing::info!("notifying init daemon");
+    match cairn_server::notify::notify("READY=1") {
+        Ok(_) => tracing::info!("successfully notified init daemon"),
+        Err(e) => tracing::error!(error = %e, "failed to notify systemd for readiness"),
+    }
+}
+
+/// Tells a `Type=notify` systemd unit that the member is stopping.
+fn notify_stopping() {
+    if let Err(e) = cairn_server::notify::notify("STOPPING=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 
@@ -124,8 +123,9 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
-        _ = term.recv() => Ok("SIGTERM"),
+        // Go's names for the signals, as etcd logs them.
+        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("interrupt") }
+        _ = term.recv() => Ok("terminated"),
     }
 }
 
@@ -143,14 +143,17 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let flags = cli.flags;
-    init_logging(&flags.log_level)?;
+    cairn_server::logging::init(&flags.logger, &flags.log_outputs, &flags.log_level)?;
     log_environment(&matches);
     let config = flags.into_config()?;
+    let lifecycle = cairn_server::logging::lifecycle::Closing::of(&config);
     let member = embed::start(config).await.context("starting cairn")?;
-    tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
-    sd_notify("READY=1");
+    notify_ready();
     let failed = tokio::select! {
-        signal = shutdown_signal() => { tracing::info!(signal = signal?, "shutting down"); false }
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "received signal; shutting down");
+            false
+        }
         () = member.removed() => {
             // etcd exits too: a removed member must not serve stale data.
             tracing::warn!("the member has been permanently removed from the cluster; exiting");
@@ -158,7 +161,8 @@ async fn main() -> anyhow::Result<()> {
         }
         () = member.failed() => true,
     };
-    sd_notify("STOPPING=1");
+    notify_stopping();
+    lifecycle.closing();
     member.stop().await.context("stopping cairn")?;
     if failed {
         // etcd exits on a failed disk write too: never alive and broken.
@@ -168,6 +172,6 @@ async fn main() -> anyhow::Result<()> {
             "the member stopped replicating after a storage failure (see the error above); exiting so that it can be restarted"
         );
     }
-    tracing::info!("stopped");
+    lifecycle.closed();
     Ok(())
 }
