@@ -36,10 +36,17 @@ impl Serializer for Pairs {
     }
 
     fn emit_arguments(&mut self, key: Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
-        self.rest.push((key.to_string(), val.to_string()));
+        if !CARRY_DATA.contains(&key) {
+            self.rest.push((key.to_string(), val.to_string()));
+        }
         Ok(())
     }
 }
+
+/// raft-rs's pairs that print whole messages or entries (at debug and
+/// trace): their data are clients' keys and values, which never go to
+/// the log.
+const CARRY_DATA: &[&str] = &["msg", "m", "ents", "entries", "entry", "snapshot", "snap"];
 
 /// etcd's raft wording: `<id in hex> <message>`, then the pairs the
 /// message does not already show (raft-rs writes `became leader at term
@@ -137,11 +144,14 @@ mod tests {
             slog::info!(log, "became leader at term {term}", term = 3);
             slog::warn!(log, "dropped a message"; "to" => 2);
             slog::debug!(log, "sent heartbeat");
+            slog::debug!(log, "Sending from 255 to 2"; "msg" => ?"secret-value", "ents" => ?["secret"]);
             slog::trace!(log, "below the level");
         });
         let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[3].ends_with("ff Sending from 255 to 2"), "{out}");
+        assert!(!out.contains("secret"), "{out}");
         assert!(
             lines[0].contains("INFO") && lines[0].contains("raft:"),
             "{out}"
