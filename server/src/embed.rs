@@ -669,12 +669,13 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
             )));
         }
         bootstrap(&machine, &log, cluster_id, &members)?;
-        tracing::info!(
-            members = members.len(),
-            cluster_id = format!("{cluster_id:x}"),
-            "bootstrapped a new cluster"
-        );
     }
+    let commit = ::raft::Storage::initial_state(log.as_ref()).map_or(0, |s| s.hard_state.commit);
+    let stored_cluster_id = match machine.cluster_id() {
+        0 => cluster_id,
+        id => id,
+    };
+    crate::logging::lifecycle::starting_local_member(fresh, member_id, stored_cluster_id, commit);
     Ok(Opened {
         member_id,
         cluster_id,
@@ -764,6 +765,7 @@ pub fn bootstrap(
 /// Starts a member on listeners already bound (those missing are bound
 /// from the config).
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, Error> {
+    crate::logging::lifecycle::configuring_listeners(&config);
     // Bind first: a taken port should fail before the data directory is touched.
     let client_listeners = if listeners.client.is_empty() {
         bind_all(&config.listen_client_urls).await?
@@ -777,6 +779,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     };
     // How this member connects to its peers (from `--experimental-peer-source-address`).
     let dialer = Dialer::new(config.peer_source_address);
+    crate::logging::lifecycle::starting_server(&config);
     let joined = join_id(&config, &dialer).await?;
     let open_config = config.clone();
     let joined_id = joined.id;
@@ -858,6 +861,11 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let mut peer_servers = Vec::new();
     for listener in peer_listeners {
         peer_urls.push(local_url(&listener)?);
+        crate::logging::lifecycle::serving_peer(
+            peer_urls
+                .last()
+                .map_or("", |u| u.trim_start_matches("http://")),
+        );
         let service = PeerService::new(inputs.clone(), &member).into_server();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stopped = stopped.clone();
@@ -887,23 +895,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         }
     }
 
-    tracing::info!(
-        name = %config.name,
-        member_id = format!("{:x}", identity.member_id),
-        cluster_id = format!("{:x}", member.cluster_id()),
-        revision = member.header(0).revision,
-        applied_index = member.machine().applied_index(),
-        leases = member.lessor().len(),
-        zone = %config.zone,
-        "member started"
-    );
+    crate::logging::lifecycle::starting_etcd_server(identity.member_id);
 
     let (health, health_service) = crate::grpc::health().await;
     let mut client_urls = Vec::new();
     let mut servers = Vec::new();
     for listener in client_listeners {
         let url = local_url(&listener)?;
-        tracing::info!(address = %url.trim_start_matches("http://"), "serving client requests");
         client_urls.push(url);
         let mut stopped = stopped.clone();
         let shutdown = async move {
@@ -916,6 +914,12 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             health_service.clone(),
             shutdown,
         )));
+    }
+    crate::logging::lifecycle::now_serving(identity.member_id, &config, &peer_urls, &client_urls);
+    for url in &client_urls {
+        // The listener is bound and its server spawned: a client that
+        // reads this line and connects is served.
+        crate::logging::lifecycle::ready_to_serve(url.trim_start_matches("http://"));
     }
     let advertised = if config.advertise_client_urls.is_empty()
         || config.listen_client_urls.iter().any(|u| u.ends_with(":0"))
@@ -935,6 +939,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             Arc::clone(&member),
             config.name.clone(),
             advertised,
+            config.request_timeout(),
             stopped.clone(),
         )),
     ];
@@ -1093,26 +1098,40 @@ async fn publish(
     member: Arc<Member>,
     name: String,
     client_urls: Vec<String>,
+    timeout: std::time::Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         let me = member.machine().member(member.identity().member_id);
-        if me.as_ref().is_some_and(|m| {
+        // Published already (by an earlier start) counts too: the line
+        // says the cluster knows the member, as etcd's does at each start.
+        let published = if me.as_ref().is_some_and(|m| {
             m.name == name && m.client_urls == client_urls && m.zone == member.zone()
         }) {
-            return;
-        }
-        if me.is_some() {
+            true
+        } else if me.is_some() {
             match member
                 .publish_attributes(name.clone(), client_urls.clone())
                 .await
             {
-                Ok(()) => {
-                    tracing::info!(%name, "published member attributes");
-                    return;
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "publishing member attributes; will retry");
+                    false
                 }
-                Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
             }
+        } else {
+            false
+        };
+        if published {
+            crate::logging::lifecycle::published(
+                member.identity().member_id,
+                member.cluster_id(),
+                &name,
+                &client_urls,
+                timeout,
+            );
+            return;
         }
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,

@@ -40,6 +40,7 @@
 //!   `cairn` binary wraps it. [`defaults`]: etcd's defaults, which the
 //!   config and the binary's flags share.
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
+//! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
@@ -52,6 +53,7 @@ pub mod entry;
 pub mod error;
 pub mod grpc;
 pub mod lease;
+pub mod logging;
 pub mod machine;
 pub mod maintenance;
 pub mod member;

@@ -92,6 +92,19 @@ pub enum Applied {
     Downgraded,
 }
 
+impl Applied {
+    /// The variant's name, for a log line: the responses themselves hold
+    /// keys and values, which stay out of the log.
+    pub fn kind(&self) -> String {
+        let debug = format!("{self:?}");
+        debug
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 /// The outcome a waiter receives.
 pub type Outcome = Result<Applied, EtcdError>;
 

@@ -142,7 +142,10 @@ async fn propose(member: &Member, info: DowngradeInfo) -> Result<(), EtcdError> 
     match member.propose(Command::Downgrade(info)).await? {
         Applied::Downgraded => Ok(()),
         other => {
-            tracing::error!(?other, "downgrade answered with the wrong kind of result");
+            tracing::error!(
+                applied = other.kind(),
+                "downgrade answered with the wrong kind of result"
+            );
             Err(EtcdError::Internal)
         }
     }

@@ -22,19 +22,19 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
 
 /// The child's client URL and its log up to the line that gave it (the rest
 /// of the log is drained in the background).
-fn read_until_serving(child: &mut Child) -> (String, String) {
+fn read_until_serving(child: &mut Child) -> (String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
     let url = loop {
         let line = lines.next().expect("cairn serves").unwrap();
         log.push(line.clone());
-        if let Some(address) = common::served_address(&line) {
-            break format!("http://{address}");
+        if let Some(url) = common::ready_url(&line) {
+            break url;
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
-    (url, log.join("\n"))
+    (url, log)
 }
 
 async fn sigterm_and_wait(mut child: Child) {
@@ -79,7 +79,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
 
 #[test]
 fn bad_flags_are_refused() {
-    let table: [(&[&str], &str); 6] = [
+    let table: &[(&[&str], &str)] = &[
         (
             &["--cert-file=/etc/kubernetes/pki/etcd/server.crt"],
             "--cert-file: TLS is not supported yet",
@@ -106,8 +106,25 @@ fn bad_flags_are_refused() {
             &["--experimental-watch-progress-notify-interval", "1x"],
             "invalid duration \"1x\"",
         ),
+        (
+            &["--logger", "capnslog"],
+            "--logger=capnslog is removed in v3.5",
+        ),
+        (&["--logger", "foo"], "unknown logger option \"foo\""),
+        (
+            &["--log-outputs", "default,stdout"],
+            "multi logoutput for \"default\" is not supported yet",
+        ),
+        (
+            &["--log-outputs", "stderr,systemd/journal"],
+            "systemd/journal must be the only output",
+        ),
+        (
+            &["--log-level", "verbose"],
+            "invalid --log-level \"verbose\"",
+        ),
     ];
-    for (args, want) in table {
+    for &(args, want) in table {
         let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args(args)
             .output()
@@ -171,26 +188,44 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
         .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
         .env("ETCD_DATA_DIR", dir.path().join("data"))
         .env("ETCD_NAME", "from-env")
-        .env("ETCD_NO_SUCH_FLAG", "x")
+        .env("ETCD_NO_SUCH_FLAG", "secret-in-a-variable")
         .env("NO_COLOR", "1")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let (url, log) = read_until_serving(&mut child);
+    let has = |msg: &str, key: &str, value: &str| {
+        log.iter().any(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap();
+            l["msg"] == msg && l[key] == value
+        })
+    };
     assert!(
-        log.contains(
-            "recognized environment variable ETCD_NAME, but unused: shadowed by corresponding flag"
+        has(
+            "recognized environment variable, but unused: shadowed by corresponding flag",
+            "variable-name",
+            "ETCD_NAME"
         ),
-        "{log}"
+        "{log:#?}"
     );
     assert!(
-        log.contains("recognized and used environment variable ETCD_DATA_DIR"),
-        "{log}"
+        has(
+            "recognized and used environment variable",
+            "variable-name",
+            "ETCD_DATA_DIR"
+        ),
+        "{log:#?}"
     );
     assert!(
-        log.contains("unrecognized environment variable ETCD_NO_SUCH_FLAG"),
-        "{log}"
+        has(
+            "unrecognized environment variable",
+            "environment-variable",
+            "ETCD_NO_SUCH_FLAG"
+        ),
+        "{log:#?}"
     );
+    let log = log.join("\n");
+    assert!(!log.contains("secret-in-a-variable"), "{log}");
     assert!(
         dir.path().join("data").exists(),
         "ETCD_DATA_DIR was not used"
@@ -200,6 +235,199 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
     assert_eq!(members[0].name, "from-flag");
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+/// Lines read from a child's pipe, as they come.
+fn line_channel(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads `rx` until `n` "ready to serve client requests" lines came (or
+/// the deadline passed); returns every line read.
+fn read_until_ready(rx: &std::sync::mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines: Vec<String> = Vec::new();
+    while lines
+        .iter()
+        .filter(|l| common::ready_url(l).is_some())
+        .count()
+        < n
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(e) => panic!("cairn not ready ({e}); log:\n{}", lines.join("\n")),
+        }
+    }
+    lines
+}
+
+/// Every line is zap's JSON: level, ts (ISO 8601 with milliseconds),
+/// caller and msg, in that order, then the fields.
+fn parse_zap_line(line: &str) -> serde_json::Value {
+    let value: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    for key in ["level", "ts", "caller", "msg"] {
+        assert!(value[key].is_string(), "no {key}: {line}");
+    }
+    assert!(line.starts_with("{\"level\":\""), "{line}");
+    let ts = value["ts"].as_str().unwrap();
+    assert!(
+        ts.len() >= 24 && &ts[10..11] == "T" && &ts[19..20] == ".",
+        "{line}"
+    );
+    assert!(
+        ["debug", "info", "warn", "error"].contains(&value["level"].as_str().unwrap()),
+        "{line}"
+    );
+    value
+}
+
+/// etcd's log lines: JSON to a file and stderr at once, the lifecycle
+/// lines with etcd's words (one "ready" per client listener, with its
+/// address), raft's elections in etcd's wording, the closing line on
+/// SIGTERM, and neither keys nor values in any line.
+#[tokio::test]
+async fn logs_are_etcds_json_lines_to_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cairn.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--listen-client-urls",
+            "http://127.0.0.1:0,http://127.0.0.1:0",
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
+            "--log-outputs",
+        ])
+        .arg(format!("{},stderr", file.display()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_channel(child.stderr.take().unwrap());
+    let mut lines = read_until_ready(&rx, 2);
+    let url = lines.iter().find_map(|l| common::ready_url(l)).unwrap();
+    let client = Client::connect(url).await.unwrap();
+    client
+        .put(Put::new("secret-key-name", "secret-value-bytes"))
+        .await
+        .unwrap();
+    drop(client);
+    sigterm_and_wait(child).await;
+    // The child has exited: the pipe ends, the reader thread too.
+    lines.extend(rx.iter());
+
+    let parsed: Vec<serde_json::Value> = lines.iter().map(|l| parse_zap_line(l)).collect();
+    let with_msg = |msg: &str| -> Vec<&serde_json::Value> {
+        parsed.iter().filter(|l| l["msg"] == msg).collect()
+    };
+    let ready: Vec<&str> = with_msg("ready to serve client requests")
+        .iter()
+        .map(|l| l["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ready.len(), 2, "{lines:#?}");
+    assert_ne!(ready[0], ready[1]);
+    let insecure = with_msg("serving client traffic insecurely; this is strongly discouraged!");
+    for address in &ready {
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+        assert!(
+            insecure.iter().any(|l| l["address"] == *address),
+            "{lines:#?}"
+        );
+    }
+    for msg in [
+        "starting an etcd server",
+        "starting local member",
+        "starting etcd server",
+        "published local member to cluster through raft",
+        "received signal; shutting down",
+        "closing etcd server",
+        "closed etcd server",
+    ] {
+        assert_eq!(with_msg(msg).len(), 1, "{msg}: {lines:#?}");
+    }
+    assert_eq!(
+        with_msg("received signal; shutting down")[0]["signal"],
+        "terminated"
+    );
+    let id = with_msg("starting local member")[0]["local-member-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raft: Vec<&str> = parsed
+        .iter()
+        .filter(|l| l["logger"] == "raft")
+        .map(|l| l["msg"].as_str().unwrap())
+        .collect();
+    assert!(
+        raft.iter()
+            .any(|m| m.starts_with(&format!("{id} became leader at term "))),
+        "{raft:#?}"
+    );
+    assert!(
+        raft.iter()
+            .any(|m| m.starts_with(&format!("raft.node: {id} elected leader {id} at term "))),
+        "{raft:#?}"
+    );
+    let all = lines.join("\n");
+    assert!(!all.contains("secret-key-name"), "{all}");
+    assert!(!all.contains("secret-value-bytes"), "{all}");
+
+    // The file got the same lines.
+    let in_file = std::fs::read_to_string(&file).unwrap();
+    let file_msgs: Vec<String> = in_file
+        .lines()
+        .map(|l| parse_zap_line(l)["msg"].as_str().unwrap().to_string())
+        .collect();
+    let stderr_msgs: Vec<String> = parsed
+        .iter()
+        .map(|l| l["msg"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(file_msgs, stderr_msgs);
+}
+
+/// `--log-outputs stdout`: the lines go to stdout, none to stderr.
+#[tokio::test]
+async fn logs_go_to_stdout_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--listen-client-urls",
+            "http://127.0.0.1:0",
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
+            "--log-outputs",
+            "stdout",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = line_channel(child.stderr.take().unwrap());
+    let stdout = line_channel(child.stdout.take().unwrap());
+    let mut lines = read_until_ready(&stdout, 1);
+    sigterm_and_wait(child).await;
+    lines.extend(stdout.iter());
+    for line in &lines {
+        parse_zap_line(line);
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("\"msg\":\"closed etcd server\"")));
+    let on_stderr: Vec<String> = stderr.iter().collect();
+    assert!(on_stderr.is_empty(), "{on_stderr:#?}");
 }
 
 /// With `--config-file` (etcd's YAML keys), the file is the whole
@@ -232,6 +460,7 @@ async fn a_config_file_is_the_whole_configuration() {
         .spawn()
         .unwrap();
     let (url, log) = read_until_serving(&mut child);
+    let log = log.join("\n");
     assert!(
         log.contains("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"),
         "{log}"

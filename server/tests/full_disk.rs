@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, Put};
+use common::ready_url;
+
+mod common;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk(PathBuf);
@@ -65,9 +68,8 @@ fn a_member_whose_disk_fills_up_exits_with_a_clear_message() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = url_tx.send(format!("http://{addr}"));
+                if let Some(url) = ready_url(&line) {
+                    let _ = url_tx.send(url);
                 }
                 log.lock().unwrap().push(line);
             }

@@ -756,6 +756,7 @@ impl<T: Transport> Node<T> {
             }
         });
         if status.leader != self.last_leader {
+            super::log::leader_changed(status.id, self.last_leader, status.leader, status.term);
             if self.last_leader != 0 {
                 self.fail_reads(EtcdError::LeaderChanged);
             }

@@ -54,16 +54,20 @@ pub fn spawn_cairn<S: AsRef<std::ffi::OsStr>>(
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let url = loop {
         let line = lines.next().expect("cairn exited before serving").unwrap();
-        if let Some(address) = served_address(&line) {
-            break format!("http://{address}");
+        if let Some(url) = ready_url(&line) {
+            break url;
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
     (child, url)
 }
 
-/// The client address in a log line of the binary's that gives one.
-pub fn served_address(line: &str) -> Option<String> {
-    let rest = line.split("address=").nth(1)?;
-    Some(rest.split_whitespace().next()?.to_string())
+/// The client URL in the binary's log line `line`, if it is etcd's "ready
+/// to serve client requests" (a JSON line; Cairn adds the `address`).
+pub fn ready_url(line: &str) -> Option<String> {
+    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+    if line["msg"] != "ready to serve client requests" {
+        return None;
+    }
+    Some(format!("http://{}", line["address"].as_str()?))
 }

@@ -135,6 +135,18 @@ pub struct Flags {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Logger: 'zap' only (etcd 3.5 removed 'capnslog').
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// Comma-separated log outputs: 'default' (stderr), 'stderr', 'stdout',
+    /// 'systemd/journal' (alone) or file paths; several at once write to each.
+    #[arg(
+        long,
+        env = "ETCD_LOG_OUTPUTS",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub log_outputs: Vec<String>,
 }
 
 impl Flags {

@@ -68,23 +68,6 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match level {
-        "debug" | "info" | "warn" | "error" => level,
-        "panic" | "fatal" => "error",
-        other => anyhow::bail!(
-            "invalid --log-level {other:?}: expected debug, info, warn, error, panic or fatal"
-        ),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    Ok(())
-}
-
 /// etcd's notes on its environment: every flag can come from `ETCD_` + its
 /// name upper-cased with `-` as `_`; a flag given on the command line wins
 /// (the variable is "shadowed"); an `ETCD_*` variable that names no flag is
@@ -104,16 +87,24 @@ fn log_environment(matches: &clap::ArgMatches) {
             == Some(clap::parser::ValueSource::CommandLine)
         {
             tracing::warn!(
-                "recognized environment variable {env}, but unused: shadowed by corresponding flag"
+                variable_name = env,
+                "recognized environment variable, but unused: shadowed by corresponding flag"
             );
         } else {
-            tracing::info!("recognized and used environment variable {env}");
+            // etcd adds the value; Cairn does not (see above).
+            tracing::info!(
+                variable_name = env,
+                "recognized and used environment variable"
+            );
         }
     }
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("ETCD_") && !known.contains(name) {
-            tracing::warn!("unrecognized environment variable {name}");
+            tracing::warn!(
+                environment_variable = name,
+                "unrecognized environment variable"
+            );
         }
     }
 }
@@ -181,12 +172,20 @@ fn log_ignored_flags(path: &std::path::Path, matches: &clap::ArgMatches) {
     }
 }
 
-/// Tells a `Type=notify` systemd unit how the member is (etcd does too).
-fn sd_notify(state: &str) {
-    match cairn_server::notify::notify(state) {
-        Ok(true) => tracing::info!(state, "notified the service manager"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(state, error = %e, "cannot notify the service manager"),
+/// Tells a `Type=notify` systemd unit that the member serves, with etcd's
+/// lines (logged with or without a service manager, as etcd's are).
+fn notify_ready() {
+    tracing::info!("notifying init daemon");
+    match cairn_server::notify::notify("READY=1") {
+        Ok(_) => tracing::info!("successfully notified init daemon"),
+        Err(e) => tracing::error!(error = %e, "failed to notify systemd for readiness"),
+    }
+}
+
+/// Tells a `Type=notify` systemd unit that the member is stopping.
+fn notify_stopping() {
+    if let Err(e) = cairn_server::notify::notify("STOPPING=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 
@@ -211,8 +210,9 @@ impl ShutdownSignals {
     /// The name of the first signal that arrives.
     async fn recv(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+            // Go's names for the signals, as etcd logs them.
+            _ = self.interrupt.recv() => "interrupt",
+            _ = self.terminate.recv() => "terminated",
         }
     }
 }
@@ -234,18 +234,21 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => config_file::flags_from_file(path)?,
         None => cli.flags,
     };
-    init_logging(&flags.log_level)?;
+    cairn_server::logging::init(&flags.logger, &flags.log_outputs, &flags.log_level)?;
     match &cli.config_file {
         Some(path) => log_ignored_flags(path, &matches),
         None => log_environment(&matches),
     }
     let config = flags.into_config()?;
+    let lifecycle = cairn_server::logging::lifecycle::Closing::of(&config);
     let mut signals = ShutdownSignals::install()?;
     let member = embed::start(config).await.context("starting cairn")?;
-    tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
-    sd_notify("READY=1");
+    notify_ready();
     let failed = tokio::select! {
-        signal = signals.recv() => { tracing::info!(signal, "shutting down"); false }
+        signal = signals.recv() => {
+            tracing::info!(signal, "received signal; shutting down");
+            false
+        }
         () = member.removed() => {
             // etcd exits too: a removed member must not serve stale data.
             tracing::warn!("the member has been permanently removed from the cluster; exiting");
@@ -253,7 +256,8 @@ async fn main() -> anyhow::Result<()> {
         }
         () = member.failed() => true,
     };
-    sd_notify("STOPPING=1");
+    notify_stopping();
+    lifecycle.closing();
     member.stop().await.context("stopping cairn")?;
     if failed {
         // etcd exits on a failed disk write too: never alive and broken.
@@ -263,6 +267,6 @@ async fn main() -> anyhow::Result<()> {
             "the member stopped replicating after a storage failure (see the error above); exiting so that it can be restarted"
         );
     }
-    tracing::info!("stopped");
+    lifecycle.closed();
     Ok(())
 }
