@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use cairn_client::{Client, Get, Put};
 
@@ -20,23 +19,6 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
     common::spawn_cairn(args)
 }
 
-async fn sigterm_and_wait(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "cairn exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "cairn did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_data_survives() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +30,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
             .unwrap();
     }
     drop(c);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
 
     let (child, url) = spawn(&dir.path().join("data"));
     let c = Client::connect(url).await.unwrap();
@@ -57,7 +39,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
     assert_eq!(all.header.unwrap().revision, 21);
     assert_eq!(c.get(Get::key("k7")).await.unwrap().kvs[0].value, b"v7");
     drop(c);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
 }
 
 #[test]

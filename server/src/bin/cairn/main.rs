@@ -120,12 +120,32 @@ fn sd_notify(state: &str) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
-        _ = term.recv() => Ok("SIGTERM"),
+/// SIGINT and SIGTERM, caught from before the member starts: a signal that
+/// arrives right after READY=1 (a service manager stopping a member that
+/// just became ready) must stop it gracefully, not kill it with the default
+/// action before the handlers exist.
+struct ShutdownSignals {
+    /// SIGINT (Ctrl-C).
+    int: tokio::signal::unix::Signal,
+    /// SIGTERM.
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// The first signal to arrive.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
 }
 
@@ -146,11 +166,19 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&flags.log_level)?;
     log_environment(&matches);
     let config = flags.into_config()?;
-    let member = embed::start(config).await.context("starting cairn")?;
+    let mut signals = ShutdownSignals::install()?;
+    let member = tokio::select! {
+        member = embed::start(config) => member.context("starting cairn")?,
+        // Starting can wait on peers: a signal still ends it.
+        signal = signals.recv() => {
+            tracing::info!(signal, "shutting down before the member started");
+            return Ok(());
+        }
+    };
     tracing::info!(urls = ?member.client_urls(), "ready to serve client requests");
     sd_notify("READY=1");
     let failed = tokio::select! {
-        signal = shutdown_signal() => { tracing::info!(signal = signal?, "shutting down"); false }
+        signal = signals.recv() => { tracing::info!(signal, "shutting down"); false }
         () = member.removed() => {
             // etcd exits too: a removed member must not serve stale data.
             tracing::warn!("the member has been permanently removed from the cluster; exiting");
