@@ -34,6 +34,8 @@ enum Command {
     /// Snapshot files offline (etcdutl snapshot ...).
     #[command(subcommand)]
     Snapshot(commands::SnapshotCommand),
+    /// Defragments a stopped member's data directory (etcdutl defrag).
+    Defrag(commands::DefragArgs),
     /// Cairn's administration calls against a running cluster.
     #[command(subcommand)]
     Admin(commands::AdminCommand),
@@ -160,6 +162,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Snapshot(command)) => return commands::snapshot(command),
         Some(Command::Admin(command)) => return commands::admin(command).await,
+        Some(Command::Defrag(args)) => {
+            // etcdutl reports the sizes in its log lines.
+            init_logging("info")?;
+            return commands::defrag(args);
+        }
         None => {}
     }
     let flags = cli.flags;
