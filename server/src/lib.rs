@@ -34,6 +34,8 @@
 //!   log on the engine ([`raft::RaftStorage`]), the peer transport
 //!   ([`raft::transport`]).
 //! - [`snapshot`]: the `snapshot save` file format.
+//! - [`offline`]: the offline tools (etcdutl's): `snapshot status` of a
+//!   snapshot file, `defrag` of a stopped member's data directory.
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
@@ -60,6 +62,7 @@ pub mod member;
 pub mod membership;
 pub mod mvcc;
 pub mod notify;
+pub mod offline;
 pub mod raft;
 pub mod snapshot;
 pub mod storage;

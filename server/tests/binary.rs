@@ -37,23 +37,6 @@ fn read_until_serving(child: &mut Child) -> (String, Vec<String>) {
     (url, log)
 }
 
-async fn sigterm_and_wait(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "cairn exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "cairn did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_data_survives() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +48,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
             .unwrap();
     }
     drop(c);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
 
     let (child, url) = spawn(&dir.path().join("data"));
     let c = Client::connect(url).await.unwrap();
@@ -74,7 +57,7 @@ async fn sigterm_stops_gracefully_and_data_survives() {
     assert_eq!(all.header.unwrap().revision, 21);
     assert_eq!(c.get(Get::key("k7")).await.unwrap().kvs[0].value, b"v7");
     drop(c);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
 }
 
 #[test]
@@ -323,7 +306,7 @@ async fn logs_are_etcds_json_lines_to_every_output() {
         .await
         .unwrap();
     drop(client);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
     // The child has exited: the pipe ends, the reader thread too.
     lines.extend(rx.iter());
 
@@ -418,7 +401,7 @@ async fn logs_go_to_stdout_when_asked() {
     let stderr = line_channel(child.stderr.take().unwrap());
     let stdout = line_channel(child.stdout.take().unwrap());
     let mut lines = read_until_ready(&stdout, 1);
-    sigterm_and_wait(child).await;
+    common::sigterm_and_wait(child).await;
     lines.extend(stdout.iter());
     for line in &lines {
         parse_zap_line(line);

@@ -38,6 +38,9 @@ pub enum Error {
     /// The master key does not open this database's data keys.
     #[error("the encryption master key does not match this data directory (wrong --encryption-key-file?); nothing was changed")]
     WrongMasterKey,
+    /// Another process (a running member) holds the database open.
+    #[error("storage: the database {} is in use by another process", .0.display())]
+    InUse(std::path::PathBuf),
     /// The data directory could not be prepared.
     #[error("storage: data directory {path}: {source}")]
     DataDir {

@@ -26,6 +26,14 @@ fn engine_err(e: rocksdb::Error) -> Error {
     Error::Engine(e.into_string())
 }
 
+/// Whether RocksDB refused to open because another process (or this one)
+/// holds the database's `LOCK` file: "While lock file: <dir>/LOCK: Resource
+/// temporarily unavailable", or "lock hold by current process ... <dir>/LOCK".
+fn is_lock_error(message: &str) -> bool {
+    message.contains("/LOCK: ")
+        && (message.contains("While lock file") || message.contains("lock hold by"))
+}
+
 /// Memtable memory shared by all column families.
 const DB_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
@@ -36,9 +44,35 @@ impl RocksEngine {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::open_with(path, true)
+    }
+
+    /// Opens the existing database in `path`, creating nothing: no
+    /// directory, database or column family (the offline tools must not
+    /// turn a wrong path into a new empty member). `Ok(None)` when `path`
+    /// holds no database with every column family of [`Cf::ALL`]; fails
+    /// with [`Error::InUse`] while a running member holds it.
+    pub fn open_existing(path: &Path) -> Result<Option<Self>, Error> {
+        if !path.join("CURRENT").is_file() {
+            return Ok(None);
+        }
+        // Read from the MANIFEST without opening (or locking) the database.
+        let Ok(names) = DB::list_cf(&Options::default(), path) else {
+            return Ok(None);
+        };
+        if !Cf::ALL
+            .iter()
+            .all(|cf| names.iter().any(|n| n == cf.name()))
+        {
+            return Ok(None);
+        }
+        Self::open_with(path, false).map(Some)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Self, Error> {
         let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(create);
         // Fail loudly on checksum mismatches instead of returning bad data.
         opts.set_paranoid_checks(true);
         // One memtable budget for all column families (RocksDB's default is
@@ -49,7 +83,14 @@ impl RocksEngine {
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(engine_err)?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            let message = e.into_string();
+            if is_lock_error(&message) {
+                Error::InUse(path.to_path_buf())
+            } else {
+                Error::Engine(message)
+            }
+        })?;
         Ok(Self {
             db,
             path: path.to_path_buf(),
@@ -156,6 +197,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = RocksEngine::open(dir.path()).unwrap();
         super::super::conformance::check(&engine);
+    }
+
+    #[test]
+    fn open_existing_creates_nothing_and_sees_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        assert!(RocksEngine::open_existing(&path).unwrap().is_none());
+        assert!(!path.exists(), "open_existing created the directory");
+        // A RocksDB without Cairn's column families is not Cairn's.
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            drop(DB::open(&opts, &path).unwrap());
+        }
+        assert!(RocksEngine::open_existing(&path).unwrap().is_none());
+        std::fs::remove_dir_all(&path).unwrap();
+        let engine = RocksEngine::open(&path).unwrap();
+        match RocksEngine::open_existing(&path) {
+            Err(Error::InUse(p)) => assert_eq!(p, path),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(engine);
+        assert!(RocksEngine::open_existing(&path).unwrap().is_some());
     }
 
     #[test]

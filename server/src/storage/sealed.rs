@@ -157,6 +157,14 @@ impl SealedEngine {
         })
     }
 
+    /// Whether `inner` already holds encryption records (a fingerprint or a
+    /// wrapped data key). When it does, [`SealedEngine::open`] writes nothing:
+    /// it opens the keys or refuses. Read without writing, for the offline
+    /// tools, which must not add keys to a directory they merely inspect.
+    pub fn has_keys(inner: &dyn Engine) -> Result<bool, Error> {
+        Ok(inner.get(Cf::Meta, FINGERPRINT)?.is_some() || !Self::stored_keys(inner)?.is_empty())
+    }
+
     /// The wrapped data keys stored in `engine`, by id.
     fn stored_keys(engine: &dyn Engine) -> Result<Vec<(u32, Vec<u8>)>, Error> {
         let mut keys = Vec::new();

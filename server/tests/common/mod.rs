@@ -71,3 +71,23 @@ pub fn ready_url(line: &str) -> Option<String> {
     }
     Some(format!("http://{}", line["address"].as_str()?))
 }
+
+/// Sends SIGTERM to a `cairn` child and waits (with a deadline) for it to
+/// exit successfully.
+pub async fn sigterm_and_wait(mut child: std::process::Child) {
+    use std::time::{Duration, Instant};
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "cairn exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "cairn did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cairn_server::defaults;
 use cairn_server::embed::{self, Config};
+use cairn_server::offline;
+use cairn_server::storage::seal::MasterKey;
 use clap::Subcommand;
 
 /// `cairn snapshot ...`: etcdutl's snapshot tools, on Cairn's snapshot files.
@@ -37,6 +39,42 @@ pub enum SnapshotCommand {
         #[arg(long)]
         encryption_key_file: Option<PathBuf>,
     },
+    /// Prints a snapshot file's hash, revision, total keys and total size
+    /// (etcdutl snapshot status). The hash is the CRC-32C of the file's
+    /// plain state records; total keys counts MVCC key records (every
+    /// revision of every key, deletions included).
+    Status(StatusArgs),
+}
+
+/// `cairn defrag`: etcdutl's offline defragmentation.
+#[derive(Debug, clap::Args)]
+pub struct DefragArgs {
+    /// Required. Defragments a data directory not in use by a member.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The member's master key file (default: <data-dir>.key, as the member
+    /// uses); checked before anything is changed.
+    #[arg(long)]
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+/// `cairn snapshot status`: the hash, revision, key count and size of a
+/// snapshot file. The hash is the CRC-32C (Castagnoli, as etcdutl's) of the
+/// file's plain state records, after unsealing; the revision is the one a
+/// member restored from the file starts at; total keys counts the MVCC key
+/// records (every revision of every key, deletions included); total size is
+/// the file's size.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The file written by `etcdctl snapshot save` against Cairn.
+    pub file: PathBuf,
+    /// The saving member's master key file (a sealed snapshot opens only
+    /// with it).
+    #[arg(long)]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Output format: simple, table, json or fields (etcdutl's).
+    #[arg(short = 'w', long, default_value = "simple")]
+    pub write_out: String,
 }
 
 /// `cairn admin ...`: Cairn's administration calls.
@@ -69,30 +107,64 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 
 /// Runs `cairn snapshot ...`.
 pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
-    let SnapshotCommand::Restore {
-        file,
-        name,
-        data_dir,
-        initial_cluster,
-        initial_cluster_token,
-        initial_advertise_peer_urls,
-        encryption_key_file,
-    } = command;
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let config = Config {
-        data_dir: data_dir.unwrap_or_else(|| defaults::data_dir(&name)),
-        name,
-        initial_cluster,
-        initial_cluster_token,
-        initial_advertise_peer_urls,
-        encryption_key_file,
-        ..Config::default()
-    };
-    let revision = embed::restore_snapshot(&bytes, &config).context("restoring the snapshot")?;
-    println!(
-        "restored {} into {} at revision {revision}",
-        file.display(),
-        config.data_dir.display()
-    );
+    match command {
+        SnapshotCommand::Status(args) => status(args),
+        SnapshotCommand::Restore {
+            file,
+            name,
+            data_dir,
+            initial_cluster,
+            initial_cluster_token,
+            initial_advertise_peer_urls,
+            encryption_key_file,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let config = Config {
+                data_dir: data_dir.unwrap_or_else(|| defaults::data_dir(&name)),
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls,
+                encryption_key_file,
+                ..Config::default()
+            };
+            let revision =
+                embed::restore_snapshot(&bytes, &config).context("restoring the snapshot")?;
+            println!(
+                "restored {} into {} at revision {revision}",
+                file.display(),
+                config.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs `cairn snapshot status`: everything is checked before anything is
+/// printed, so a bad file prints nothing on stdout.
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let format: offline::WriteOut = args.write_out.parse().map_err(anyhow::Error::msg)?;
+    let master = args
+        .encryption_key_file
+        .as_ref()
+        .map(MasterKey::load)
+        .transpose()?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let status = offline::snapshot_status(&bytes, master.as_ref())?;
+    print!("{}", status.render(format));
+    Ok(())
+}
+
+/// Runs `cairn defrag`: etcdutl prints nothing on stdout; its log lines
+/// (on stderr) report the sizes before and after.
+pub fn defrag(args: DefragArgs) -> anyhow::Result<()> {
+    offline::defrag(&args.data_dir, args.encryption_key_file.as_deref()).with_context(|| {
+        format!(
+            "failed to defragment the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     Ok(())
 }

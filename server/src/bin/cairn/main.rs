@@ -41,6 +41,8 @@ enum Command {
     /// Snapshot files offline (etcdutl snapshot ...).
     #[command(subcommand)]
     Snapshot(commands::SnapshotCommand),
+    /// Defragments a stopped member's data directory (etcdutl defrag).
+    Defrag(commands::DefragArgs),
     /// Cairn's administration calls against a running cluster.
     #[command(subcommand)]
     Admin(commands::AdminCommand),
@@ -228,6 +230,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Snapshot(command)) => return commands::snapshot(command),
         Some(Command::Admin(command)) => return commands::admin(command).await,
+        Some(Command::Defrag(args)) => {
+            // etcdutl reports the sizes in its log lines.
+            cairn_server::logging::init("zap", &["default".to_string()], "info")?;
+            return commands::defrag(args);
+        }
         None => {}
     }
     let flags = match &cli.config_file {
@@ -242,7 +249,14 @@ async fn main() -> anyhow::Result<()> {
     let config = flags.into_config()?;
     let lifecycle = cairn_server::logging::lifecycle::Closing::of(&config);
     let mut signals = ShutdownSignals::install()?;
-    let member = embed::start(config).await.context("starting cairn")?;
+    let member = tokio::select! {
+        member = embed::start(config) => member.context("starting cairn")?,
+        // Starting can wait on peers: a signal still ends it.
+        signal = signals.recv() => {
+            tracing::info!(signal, "received signal before the member started; shutting down");
+            return Ok(());
+        }
+    };
     notify_ready();
     let failed = tokio::select! {
         signal = signals.recv() => {
