@@ -186,3 +186,61 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Starts the binary with `args` on a data directory in `dir`, returns it
+/// with everything it logged before serving clients.
+fn log_until_serving(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--listen-client-urls",
+            "http://127.0.0.1:0",
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    loop {
+        let line = lines.next().expect("cairn serves").unwrap();
+        let serving = line.contains("address=");
+        log.push(line);
+        if serving {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, log.join("\n"))
+}
+
+/// `--enable-v2` and `--experimental-enable-v2v3` are accepted (etcd 3.5
+/// command lines keep working) with a warning that v2 is not served;
+/// `--enable-v2=false` says nothing.
+#[test]
+fn enable_v2_is_accepted_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, log) = log_until_serving(
+        dir.path(),
+        &["--enable-v2", "--experimental-enable-v2v3", "/v2/"],
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        log.contains("--enable-v2 is set, but the v2 API is not served"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--experimental-enable-v2v3 is set, but the v2 API is not served"),
+        "{log}"
+    );
+    let (mut child, log) = log_until_serving(dir.path(), &["--enable-v2=false"]);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(!log.contains("v2 API"), "{log}");
+}

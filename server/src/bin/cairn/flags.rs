@@ -134,11 +134,20 @@ pub struct Flags {
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Accepted for etcd's command lines, but the v2 API is not served
+    /// (etcd 3.6 removed it): `--enable-v2` only logs a warning.
+    #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_v2: bool,
+    /// Accepted for etcd's command lines (v3 prefix of the emulated v2
+    /// store); the v2 API is not served, so a value only logs a warning.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_V2V3", default_value = "")]
+    pub experimental_enable_v2v3: String,
 }
 
 impl Flags {
     /// The member's configuration.
     pub fn into_config(self) -> anyhow::Result<Config> {
+        self.warn_unserved();
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -180,6 +189,24 @@ impl Flags {
             encryption_key_file: self.encryption_key_file,
             previous_encryption_key_file: self.previous_encryption_key_file,
         })
+    }
+}
+
+impl Flags {
+    /// Warns about flags etcd 3.5 has that Cairn accepts without acting on
+    /// them: a command line written for etcd keeps working, and says so.
+    fn warn_unserved(&self) {
+        if self.enable_v2 {
+            tracing::warn!(
+                "--enable-v2 is set, but the v2 API is not served (Cairn serves the v3 API only; etcd 3.6 removed v2); ignoring it"
+            );
+        }
+        if !self.experimental_enable_v2v3.is_empty() {
+            tracing::warn!(
+                prefix = %self.experimental_enable_v2v3,
+                "--experimental-enable-v2v3 is set, but the v2 API is not served (Cairn serves the v3 API only; etcd 3.6 removed v2); ignoring it"
+            );
+        }
     }
 }
 
