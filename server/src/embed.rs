@@ -168,6 +168,10 @@ pub struct Config {
     /// How often watchers that asked for it get a progress notification
     /// (`--experimental-watch-progress-notify-interval`, default 10 minutes).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// Most HTTP/2 streams one client connection may have open at once
+    /// (`--max-concurrent-streams`; etcd's default, `u32::MAX`, is no
+    /// limit). Past it, a client's further requests wait for a free stream.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Config {
@@ -199,6 +203,7 @@ impl Default for Config {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             watch_progress_notify_interval: crate::member::DEFAULT_WATCH_PROGRESS_INTERVAL,
+            max_concurrent_streams: u32::MAX,
         }
     }
 }
@@ -913,6 +918,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             Arc::clone(&member),
             listener,
             health_service.clone(),
+            config.max_concurrent_streams,
             shutdown,
         )));
     }

@@ -142,6 +142,10 @@ pub struct Flags {
     /// store); the v2 API is not served, so a value only logs a warning.
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_V2V3", default_value = "")]
     pub experimental_enable_v2v3: String,
+    /// Maximum concurrent streams that each client connection can handle
+    /// (default: no limit).
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
 }
 
 impl Flags {
@@ -188,6 +192,7 @@ impl Flags {
             .map_err(anyhow::Error::msg)?,
             encryption_key_file: self.encryption_key_file,
             previous_encryption_key_file: self.previous_encryption_key_file,
+            max_concurrent_streams: self.max_concurrent_streams,
         })
     }
 }
