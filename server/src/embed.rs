@@ -172,6 +172,10 @@ pub struct Config {
     /// (`--max-concurrent-streams`; etcd's default, `u32::MAX`, is no
     /// limit). Past it, a client's further requests wait for a free stream.
     pub max_concurrent_streams: u32,
+    /// Refuse membership changes that would leave the cluster without a
+    /// quorum of started, reachable voters (`--strict-reconfig-check`, on
+    /// by default as in etcd; see [`crate::reconfig`]).
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for Config {
@@ -204,6 +208,7 @@ impl Default for Config {
             max_txn_ops: 128,
             watch_progress_notify_interval: crate::member::DEFAULT_WATCH_PROGRESS_INTERVAL,
             max_concurrent_streams: u32::MAX,
+            strict_reconfig_check: true,
         }
     }
 }
@@ -853,6 +858,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)
         .with_quota(config.quota_backend_bytes)
+        .with_strict_reconfig_check(config.strict_reconfig_check)
         .with_zone(config.zone.clone())
         .with_peer_dialer(dialer),
     );

@@ -15,7 +15,8 @@
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
 //!   quota, proposing each write to raft and waiting for it to be applied,
 //!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
-//!   operations, HashKV, MoveLeader, Snapshot.
+//!   operations, HashKV, MoveLeader, Snapshot. [`reconfig`]: etcd's
+//!   `--strict-reconfig-check` rules for membership changes.
 //! - [`entry`]: the data of a raft log entry, encoded and decoded in one place;
 //!   a request is proposed only if its entry decodes exactly as every state
 //!   machine will decode it.
@@ -57,5 +58,6 @@ pub mod membership;
 pub mod mvcc;
 pub mod notify;
 pub mod raft;
+pub mod reconfig;
 pub mod snapshot;
 pub mod storage;

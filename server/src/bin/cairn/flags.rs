@@ -146,6 +146,10 @@ pub struct Flags {
     /// (default: no limit).
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
     pub max_concurrent_streams: u32,
+    /// Reject reconfiguration requests that would cause quorum loss
+    /// (`=false` to turn off).
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
 }
 
 impl Flags {
@@ -193,6 +197,7 @@ impl Flags {
             encryption_key_file: self.encryption_key_file,
             previous_encryption_key_file: self.previous_encryption_key_file,
             max_concurrent_streams: self.max_concurrent_streams,
+            strict_reconfig_check: self.strict_reconfig_check,
         })
     }
 }
