@@ -71,6 +71,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A start-up check refused this member's data.
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::Error),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -176,6 +179,11 @@ pub struct Config {
     /// quorum of started, reachable voters (`--strict-reconfig-check`, on
     /// by default as in etcd; see [`crate::reconfig`]).
     pub strict_reconfig_check: bool,
+    /// Before serving, compare this member's HashKV with its peers' and
+    /// refuse to start on a mismatch
+    /// (`--experimental-initial-corrupt-check`, off by default as in etcd
+    /// 3.5; see [`crate::recovery::initial_corrupt_check`]).
+    pub initial_corrupt_check: bool,
 }
 
 impl Default for Config {
@@ -209,6 +217,7 @@ impl Default for Config {
             watch_progress_notify_interval: crate::member::DEFAULT_WATCH_PROGRESS_INTERVAL,
             max_concurrent_streams: u32::MAX,
             strict_reconfig_check: true,
+            initial_corrupt_check: false,
         }
     }
 }
@@ -794,6 +803,15 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         cluster_id: opened.cluster_id,
         member_id: opened.member_id,
     };
+    if config.initial_corrupt_check {
+        crate::recovery::initial_corrupt_check(
+            &opened.machine,
+            opened.member_id,
+            &dialer,
+            config.request_timeout(),
+        )
+        .await?;
+    }
 
     // Raft: the node's input channel first, so the transport can report to it.
     let (inputs, inputs_rx) = std::sync::mpsc::channel();

@@ -39,6 +39,8 @@
 //!   RocksDB and an in-memory engine for tests.
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
 //!   `cairn` binary wraps it.
+//! - [`recovery`]: start-up checks of a member's data against its peers'
+//!   (`--experimental-initial-corrupt-check`).
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`error`]: the errors clients see, with etcd's messages.
 
@@ -59,5 +61,6 @@ pub mod mvcc;
 pub mod notify;
 pub mod raft;
 pub mod reconfig;
+pub mod recovery;
 pub mod snapshot;
 pub mod storage;

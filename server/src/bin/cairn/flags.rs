@@ -150,6 +150,10 @@ pub struct Flags {
     /// (`=false` to turn off).
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub strict_reconfig_check: bool,
+    /// Check this member's data against its peers' before serving clients,
+    /// and refuse to start on a mismatch.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
 }
 
 impl Flags {
@@ -198,6 +202,7 @@ impl Flags {
             previous_encryption_key_file: self.previous_encryption_key_file,
             max_concurrent_streams: self.max_concurrent_streams,
             strict_reconfig_check: self.strict_reconfig_check,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
         })
     }
 }
