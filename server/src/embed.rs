@@ -184,6 +184,11 @@ pub struct Config {
     /// (`--experimental-initial-corrupt-check`, off by default as in etcd
     /// 3.5; see [`crate::recovery::initial_corrupt_check`]).
     pub initial_corrupt_check: bool,
+    /// Disaster recovery (`--force-new-cluster`): restart this member as
+    /// the only voter of its cluster, with all its committed data (see
+    /// [`crate::recovery::force_new_cluster`]). Start with it once, then
+    /// without it.
+    pub force_new_cluster: bool,
 }
 
 impl Default for Config {
@@ -218,6 +223,7 @@ impl Default for Config {
             max_concurrent_streams: u32::MAX,
             strict_reconfig_check: true,
             initial_corrupt_check: false,
+            force_new_cluster: false,
         }
     }
 }
@@ -692,6 +698,8 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
             cluster_id = format!("{cluster_id:x}"),
             "bootstrapped a new cluster"
         );
+    } else if !fresh && config.force_new_cluster {
+        crate::recovery::force_new_cluster(&machine, &log, member_id)?;
     }
     Ok(Opened {
         member_id,

@@ -40,7 +40,7 @@
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
 //!   `cairn` binary wraps it.
 //! - [`recovery`]: start-up checks of a member's data against its peers'
-//!   (`--experimental-initial-corrupt-check`).
+//!   (`--experimental-initial-corrupt-check`), and `--force-new-cluster`.
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`error`]: the errors clients see, with etcd's messages.
 

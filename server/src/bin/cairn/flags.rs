@@ -154,6 +154,11 @@ pub struct Flags {
     /// and refuse to start on a mismatch.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub experimental_initial_corrupt_check: bool,
+    /// Force to create a new one member cluster (disaster recovery: this
+    /// member becomes the only voter, with all its data). Start with it
+    /// once, then without it.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
 }
 
 impl Flags {
@@ -203,6 +208,7 @@ impl Flags {
             max_concurrent_streams: self.max_concurrent_streams,
             strict_reconfig_check: self.strict_reconfig_check,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
+            force_new_cluster: self.force_new_cluster,
         })
     }
 }
