@@ -30,6 +30,8 @@ pub const QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
+/// `--max-concurrent-streams` (no limit).
+pub const MAX_CONCURRENT_STREAMS: u32 = u32::MAX;
 /// `--experimental-lease-checkpoint-interval`.
 pub const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// [`LEASE_CHECKPOINT_INTERVAL`] as the flag shows it (Go's format).

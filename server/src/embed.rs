@@ -71,6 +71,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// A start-up check refused this member's data.
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::Error),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -168,6 +171,24 @@ pub struct Config {
     /// How often watchers that asked for it get a progress notification
     /// (`--experimental-watch-progress-notify-interval`, default 10 minutes).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// Most HTTP/2 streams one client connection may have open at once
+    /// (`--max-concurrent-streams`; etcd's default, `u32::MAX`, is no
+    /// limit). Past it, a client's further requests wait for a free stream.
+    pub max_concurrent_streams: u32,
+    /// Refuse membership changes that would leave the cluster without a
+    /// quorum of started, reachable voters (`--strict-reconfig-check`, on
+    /// by default as in etcd; see [`crate::reconfig`]).
+    pub strict_reconfig_check: bool,
+    /// Before serving, compare this member's HashKV with its peers' and
+    /// refuse to start on a mismatch
+    /// (`--experimental-initial-corrupt-check`, off by default as in etcd
+    /// 3.5; see [`crate::recovery::initial_corrupt_check`]).
+    pub initial_corrupt_check: bool,
+    /// Disaster recovery (`--force-new-cluster`): restart this member as
+    /// the only voter of its cluster, with all its committed data (see
+    /// [`crate::recovery::force_new_cluster`]). Start with it once, then
+    /// without it.
+    pub force_new_cluster: bool,
 }
 
 impl Default for Config {
@@ -200,6 +221,10 @@ impl Default for Config {
             max_request_bytes: d::MAX_REQUEST_BYTES,
             max_txn_ops: d::MAX_TXN_OPS,
             watch_progress_notify_interval: d::WATCH_PROGRESS_NOTIFY_INTERVAL,
+            max_concurrent_streams: d::MAX_CONCURRENT_STREAMS,
+            strict_reconfig_check: true,
+            initial_corrupt_check: false,
+            force_new_cluster: false,
         }
     }
 }
@@ -669,6 +694,8 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
             )));
         }
         bootstrap(&machine, &log, cluster_id, &members)?;
+    } else if !fresh && config.force_new_cluster {
+        crate::recovery::force_new_cluster(&machine, &log, member_id)?;
     }
     let commit = ::raft::Storage::initial_state(log.as_ref()).map_or(0, |s| s.hard_state.commit);
     let stored_cluster_id = match machine.cluster_id() {
@@ -788,6 +815,15 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         cluster_id: opened.cluster_id,
         member_id: opened.member_id,
     };
+    if config.initial_corrupt_check {
+        crate::recovery::initial_corrupt_check(
+            &opened.machine,
+            opened.member_id,
+            &dialer,
+            config.request_timeout(),
+        )
+        .await?;
+    }
 
     // Raft: the node's input channel first, so the transport can report to it.
     let (inputs, inputs_rx) = std::sync::mpsc::channel();
@@ -852,6 +888,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)
         .with_quota(config.quota_backend_bytes)
+        .with_strict_reconfig_check(config.strict_reconfig_check)
         .with_zone(config.zone.clone())
         .with_peer_dialer(dialer),
     );
@@ -912,6 +949,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             Arc::clone(&member),
             listener,
             health_service.clone(),
+            config.max_concurrent_streams,
             shutdown,
         )));
     }

@@ -84,6 +84,10 @@ pub enum EtcdError {
     /// MemberAdd/MemberRemove that would leave too few started members.
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     MemberNotEnoughStarted,
+    /// A membership change while this member does not reach enough voters
+    /// (`--strict-reconfig-check`).
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     /// Peer URLs that are not `http://host:port`.
     #[error("etcdserver: given member URLs are invalid")]
     MemberBadUrls,

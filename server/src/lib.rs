@@ -15,7 +15,8 @@
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
 //!   quota, proposing each write to raft and waiting for it to be applied,
 //!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
-//!   operations, HashKV, MoveLeader, Snapshot.
+//!   operations, HashKV, MoveLeader, Snapshot. [`reconfig`]: etcd's
+//!   `--strict-reconfig-check` rules for membership changes.
 //! - [`entry`]: the data of a raft log entry, encoded and decoded in one place;
 //!   a request is proposed only if its entry decodes exactly as every state
 //!   machine will decode it.
@@ -41,6 +42,8 @@
 //! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
 //!   `cairn` binary wraps it. [`defaults`]: etcd's defaults, which the
 //!   config and the binary's flags share.
+//! - [`recovery`]: start-up checks of a member's data against its peers'
+//!   (`--experimental-initial-corrupt-check`), and `--force-new-cluster`.
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
@@ -64,5 +67,7 @@ pub mod mvcc;
 pub mod notify;
 pub mod offline;
 pub mod raft;
+pub mod reconfig;
+pub mod recovery;
 pub mod snapshot;
 pub mod storage;

@@ -125,6 +125,9 @@ pub struct Member {
     /// Set when the member begins to stop, so long-lived per-client tasks
     /// (watch streams) end and release the store.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// `--strict-reconfig-check`: refuse membership changes that would
+    /// leave too few started or reachable voters ([`crate::reconfig`]).
+    strict_reconfig_check: bool,
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> EtcdError {
@@ -175,6 +178,7 @@ impl Member {
             db_size: Mutex::new(None),
             peer_channels: crate::raft::PeerChannels::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            strict_reconfig_check: true,
         }
     }
 
@@ -198,6 +202,17 @@ impl Member {
     pub fn with_quota(mut self, bytes: u64) -> Self {
         self.quota_backend_bytes = bytes;
         self
+    }
+
+    /// Sets `--strict-reconfig-check` (on by default, as in etcd).
+    pub fn with_strict_reconfig_check(mut self, strict: bool) -> Self {
+        self.strict_reconfig_check = strict;
+        self
+    }
+
+    /// Whether membership changes are checked ([`crate::reconfig`]).
+    pub fn strict_reconfig_check(&self) -> bool {
+        self.strict_reconfig_check
     }
 
     /// How peer channels (lease forwarding, hash checks) connect.

@@ -5,10 +5,10 @@
 //! Membership changes are raft conf changes carrying a
 //! `cairnpb.ConfChangeContext` (the proposal id and the member record);
 //! applying one updates raft's configuration and the replicated member
-//! table in the same step. The safety checks are etcd's: a voter is added
-//! or removed only if the started members left would still form a quorum,
-//! and a learner is promoted only once its log has caught up (90% of the
-//! leader's).
+//! table in the same step. The safety checks are etcd's: with
+//! `--strict-reconfig-check` (the default) a change must leave a quorum of
+//! started and reachable voters ([`crate::reconfig`]), and a learner is
+//! promoted only once its log has caught up (90% of the leader's).
 
 use std::time::Duration;
 
@@ -68,10 +68,6 @@ fn valid_url(url: &str) -> bool {
     host_ok && port.parse::<u16>().is_ok()
 }
 
-fn quorum(voters: usize) -> usize {
-    voters / 2 + 1
-}
-
 impl Member {
     /// The member table.
     pub fn member_list(&self) -> Vec<cairnpb::Member> {
@@ -113,13 +109,22 @@ impl Member {
         }
     }
 
-    /// Voters that have started (published their name): etcd counts only
-    /// those when it checks that a change keeps a quorum.
-    fn started_voters(&self) -> Vec<cairnpb::Member> {
-        self.member_list()
-            .into_iter()
-            .filter(|m| !m.is_learner && !m.name.is_empty())
-            .collect()
+    /// What this member knows of the voters, for the
+    /// `--strict-reconfig-check` rules: which started (published their
+    /// name: etcd counts only those), and, on the leader, which it heard
+    /// from within an election timeout.
+    fn reconfig_voters(&self) -> crate::reconfig::Voters {
+        let status = self.raft_status();
+        crate::reconfig::Voters {
+            me: self.identity().member_id,
+            started: self
+                .member_list()
+                .into_iter()
+                .filter(|m| !m.is_learner)
+                .map(|m| (m.id, !m.name.is_empty()))
+                .collect(),
+            active: status.is_leader.then_some(status.active),
+        }
     }
 
     /// MemberAdd: a new voter or learner with `peer_urls`. Returns the new
@@ -132,6 +137,9 @@ impl Member {
         if peer_urls.is_empty() || !peer_urls.iter().all(|u| valid_url(u)) {
             return Err(EtcdError::MemberBadUrls);
         }
+        if self.strict_reconfig_check() {
+            crate::reconfig::may_add_member(&self.reconfig_voters(), is_learner)?;
+        }
         let members = self.member_list();
         if members
             .iter()
@@ -139,20 +147,8 @@ impl Member {
         {
             return Err(EtcdError::PeerUrlExist);
         }
-        if is_learner {
-            if members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
-                return Err(EtcdError::TooManyLearners);
-            }
-        } else {
-            let voters = members.iter().filter(|m| !m.is_learner).count();
-            let started = self.started_voters().len();
-            // etcd's one exception: a second voter may join a one-member
-            // cluster (how a cluster grows from one member, or from a
-            // restored snapshot), although one of two is no quorum.
-            let growing_from_one = started == 1 && voters == 1;
-            if !growing_from_one && started < quorum(voters + 1) {
-                return Err(EtcdError::MemberNotEnoughStarted);
-            }
+        if is_learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+            return Err(EtcdError::TooManyLearners);
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -180,28 +176,15 @@ impl Member {
         Ok((member, members))
     }
 
-    /// MemberRemove. Refused when the started voters left would not form a
-    /// quorum of the voters left (as seen by the leader: members it heard
-    /// from within an election timeout).
+    /// MemberRemove. With `--strict-reconfig-check`, refused when the
+    /// voters left would not have a quorum of started ones, or (as the
+    /// leader sees it) of reachable ones ([`crate::reconfig`]).
     pub async fn member_remove(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
         let Some(target) = self.machine().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
-        if !target.is_learner {
-            let status = self.raft_status();
-            let voters: Vec<u64> = status.voters.iter().copied().collect();
-            let left = voters.len().saturating_sub(1);
-            let active_left = if status.is_leader {
-                voters
-                    .iter()
-                    .filter(|v| **v != id && status.active.contains(v))
-                    .count()
-            } else {
-                self.started_voters().iter().filter(|m| m.id != id).count()
-            };
-            if left > 0 && active_left < quorum(left) {
-                return Err(EtcdError::MemberNotEnoughStarted);
-            }
+        if self.strict_reconfig_check() {
+            crate::reconfig::may_remove_member(&self.reconfig_voters(), id, target.is_learner)?;
         }
         self.propose_member_change(ConfChangeType::RemoveNode, id, None)
             .await
@@ -258,6 +241,9 @@ impl Member {
         let learner_match = status.matched.get(&id).copied().unwrap_or(0);
         if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
             return Err(EtcdError::LearnerNotReady);
+        }
+        if self.strict_reconfig_check() {
+            crate::reconfig::may_promote_member(&self.reconfig_voters(), id)?;
         }
         self.propose_member_change(ConfChangeType::AddNode, id, None)
             .await

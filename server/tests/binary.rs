@@ -474,3 +474,41 @@ async fn a_config_file_is_the_whole_configuration() {
     );
     assert!(!std::path::Path::new("x.cairn").exists());
 }
+
+/// `--enable-v2` and `--experimental-enable-v2v3` are accepted (etcd 3.5
+/// command lines keep working) with a warning that v2 is not served;
+/// `--enable-v2=false` says nothing.
+#[test]
+fn enable_v2_is_accepted_with_a_warning() {
+    let start = |args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args([
+                "--listen-client-urls",
+                "http://127.0.0.1:0",
+                "--listen-peer-urls",
+                "http://127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (_, log) = read_until_serving(&mut child);
+        child.kill().unwrap();
+        let _ = child.wait();
+        log.join("\n")
+    };
+    let log = start(&["--enable-v2", "--experimental-enable-v2v3", "/v2/"]);
+    assert!(
+        log.contains("--enable-v2 is set, but the v2 API is not served"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--experimental-enable-v2v3 is set, but the v2 API is not served"),
+        "{log}"
+    );
+    let log = start(&["--enable-v2=false"]);
+    assert!(!log.contains("v2 API"), "{log}");
+}

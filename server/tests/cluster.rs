@@ -262,8 +262,12 @@ async fn learner_added_promoted_and_a_member_removed_under_load() {
                 break;
             }
             Err(e) => {
+                // Not caught up yet; or (etcd's --strict-reconfig-check)
+                // the original members have not all published their names
+                // yet under the load: they count as started only then.
+                let e = e.to_string();
                 assert!(
-                    e.to_string().contains("in sync with leader"),
+                    e.contains("in sync with leader") || e.contains("not enough started members"),
                     "unexpected promote error: {e}"
                 );
                 assert!(Instant::now() < deadline, "learner never caught up");

@@ -80,11 +80,14 @@ macro_rules! etcd_service {
 }
 
 /// Serves the client API of `member` on `listener` until `shutdown` completes,
-/// then finishes in-flight requests and returns.
+/// then finishes in-flight requests and returns. Each client connection
+/// may open at most `max_concurrent_streams` HTTP/2 streams at once
+/// (`--max-concurrent-streams`; `u32::MAX`, etcd's default, is no limit).
 pub async fn serve(
     member: Arc<Member>,
     listener: TcpListener,
     health: HealthService,
+    max_concurrent_streams: u32,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message = member
@@ -128,6 +131,11 @@ pub async fn serve(
         .with_nodelay(Some(true))
         .map(|accepted| accepted.map(authority::FixAuthority::new));
     tonic::transport::Server::builder()
+        // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then
+        // advertises no SETTINGS_MAX_CONCURRENT_STREAMS at all.
+        .max_concurrent_streams(
+            (max_concurrent_streams != u32::MAX).then_some(max_concurrent_streams),
+        )
         // Requests tonic itself refuses (too large, undecodable) are answered
         // with grpc-go's codes, as etcd answers them.
         .layer(tower::util::MapResponseLayer::new(

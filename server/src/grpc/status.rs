@@ -39,7 +39,8 @@ fn code(e: &EtcdError) -> Code {
         | EtcdError::LeaderChanged
         | EtcdError::Timeout
         | EtcdError::TimeoutDueToLeaderFail
-        | EtcdError::NotSupportedForLearner => Code::Unavailable,
+        | EtcdError::NotSupportedForLearner
+        | EtcdError::Unhealthy => Code::Unavailable,
         EtcdError::NoSpace => Code::ResourceExhausted,
         EtcdError::LeaseNotFound => Code::NotFound,
         EtcdError::Stopped => Code::Unavailable,
@@ -156,6 +157,11 @@ mod tests {
                 EtcdError::MemberNotEnoughStarted,
                 Code::FailedPrecondition,
                 "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            (
+                EtcdError::Unhealthy,
+                Code::Unavailable,
+                "etcdserver: unhealthy cluster",
             ),
             (
                 EtcdError::MemberBadUrls,

@@ -238,6 +238,11 @@ struct Node<T: Transport> {
     last_leader: u64,
     /// Set once this member applied its own removal: the loop stops.
     removed: bool,
+    /// When each peer's last message arrived. raft's own `recent_active`
+    /// is cleared at every check-quorum round and after an election, so
+    /// it alone shows healthy peers as inactive for a moment every
+    /// election timeout; membership checks need a steady view.
+    heard: HashMap<u64, Instant>,
 }
 
 /// A handle on the raft thread.
@@ -372,6 +377,7 @@ pub fn start<T: Transport>(
         next_read: 1,
         last_leader: 0,
         removed: false,
+        heard: HashMap::new(),
     };
     // A lone voter elects itself at once instead of after a timeout.
     let voters = state.conf_state.voters.clone();
@@ -479,6 +485,7 @@ impl<T: Transport> Node<T> {
             }
             Input::Read { done } => self.queued_reads.push(done),
             Input::Step(msg) => {
+                self.heard.insert(msg.from, Instant::now());
                 if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(error = %e, "raft message ignored");
                 }
@@ -721,9 +728,11 @@ impl<T: Transport> Node<T> {
         let (matched, active) = if is_leader {
             let mut matched = BTreeMap::new();
             let mut active = BTreeSet::new();
+            let window = self.config.heartbeat * self.config.election_ticks as u32;
             for (id, pr) in raft.prs().iter() {
                 matched.insert(*id, pr.matched);
-                if pr.recent_active || *id == raft.id {
+                let heard = self.heard.get(id).is_some_and(|t| t.elapsed() < window);
+                if pr.recent_active || heard || *id == raft.id {
                     active.insert(*id);
                 }
             }

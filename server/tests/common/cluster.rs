@@ -217,6 +217,32 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running member has published its name: etcd's
+    /// `--strict-reconfig-check` counts only such "started" members, so a
+    /// membership change right after start may be refused before then.
+    pub async fn wait_started(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let running: Vec<u64> = self
+            .running()
+            .map(|i| self.handle(i).member().identity().member_id)
+            .collect();
+        loop {
+            let leader = self.leader().await;
+            let members = self.handle(leader).member().member_list();
+            if running
+                .iter()
+                .all(|id| members.iter().any(|m| m.id == *id && !m.name.is_empty()))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "members never published their names: {members:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Data directory of slot `i`.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.slots[i].config.data_dir.clone()

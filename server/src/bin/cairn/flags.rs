@@ -147,11 +147,37 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub log_outputs: Vec<String>,
+    /// Accepted for etcd's command lines, but the v2 API is not served
+    /// (etcd 3.6 removed it): `--enable-v2` only logs a warning.
+    #[arg(long, env = "ETCD_ENABLE_V2", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_v2: bool,
+    /// Accepted for etcd's command lines (v3 prefix of the emulated v2
+    /// store); the v2 API is not served, so a value only logs a warning.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_V2V3", default_value = "")]
+    pub experimental_enable_v2v3: String,
+    /// Maximum concurrent streams that each client connection can handle
+    /// (default: no limit).
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = defaults::MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+    /// Reject reconfiguration requests that would cause quorum loss
+    /// (`=false` to turn off).
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+    /// Check this member's data against its peers' before serving clients,
+    /// and refuse to start on a mismatch.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+    /// Force to create a new one member cluster (disaster recovery: this
+    /// member becomes the only voter, with all its data). Start with it
+    /// once, then without it.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
 }
 
 impl Flags {
     /// The member's configuration.
     pub fn into_config(self) -> anyhow::Result<Config> {
+        self.warn_unserved();
         Ok(Config {
             data_dir: self
                 .data_dir
@@ -192,7 +218,29 @@ impl Flags {
             .map_err(anyhow::Error::msg)?,
             encryption_key_file: self.encryption_key_file,
             previous_encryption_key_file: self.previous_encryption_key_file,
+            max_concurrent_streams: self.max_concurrent_streams,
+            strict_reconfig_check: self.strict_reconfig_check,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
+            force_new_cluster: self.force_new_cluster,
         })
+    }
+}
+
+impl Flags {
+    /// Warns about flags etcd 3.5 has that Cairn accepts without acting on
+    /// them: a command line written for etcd keeps working, and says so.
+    fn warn_unserved(&self) {
+        if self.enable_v2 {
+            tracing::warn!(
+                "--enable-v2 is set, but the v2 API is not served (Cairn serves the v3 API only; etcd 3.6 removed v2); ignoring it"
+            );
+        }
+        if !self.experimental_enable_v2v3.is_empty() {
+            tracing::warn!(
+                prefix = %self.experimental_enable_v2v3,
+                "--experimental-enable-v2v3 is set, but the v2 API is not served (Cairn serves the v3 API only; etcd 3.6 removed v2); ignoring it"
+            );
+        }
     }
 }
 
