@@ -1,4 +1,4 @@
-//! etcd's defaults, in one place: [`crate::embed::Config::default`], the
+//! etcd's defaults, in one place: [`crate::config::Config::default`], the
 //! `cairn` binary's flags (and so `--config-file`, which goes through them)
 //! and `cairn snapshot restore` all take them from here.
 

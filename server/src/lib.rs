@@ -39,18 +39,27 @@
 //!   snapshot file, `defrag` of a stopped member's data directory.
 //! - [`storage`]: the [`storage::Engine`] trait every disk write goes through;
 //!   RocksDB and an in-memory engine for tests.
-//! - [`embed`]: start a member from a [`embed::Config`] inside any program; the
-//!   `cairn` binary wraps it. [`defaults`]: etcd's defaults, which the
-//!   config and the binary's flags share.
-//! - [`recovery`]: start-up checks of a member's data against its peers'
-//!   (`--experimental-initial-corrupt-check`), and `--force-new-cluster`.
+//! - [`embed`]: start a member from a [`config::Config`] inside any program
+//!   and stop it ([`embed::Handle`]); the `cairn` binary wraps it.
+//!   [`config`]: every flag with its default; [`defaults`]: etcd's defaults,
+//!   which the config and the binary's flags share.
+//! - [`bootstrap`]: everything before serving: listeners, member and cluster
+//!   ids, opening the data directory, a new cluster's first state, joining
+//!   an existing one, `snapshot restore`, and the start-up checks of
+//!   [`bootstrap::recovery`] (`--experimental-initial-corrupt-check`,
+//!   `--force-new-cluster`).
+//! - [`tasks`]: a running member's background work under one shutdown
+//!   signal (leadership, lease expiry, watch catch-up, publication,
+//!   re-sealing, corruption check, auto compaction).
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod compactor;
 pub mod concurrency;
+pub mod config;
 pub mod defaults;
 pub mod duration;
 pub mod embed;
@@ -68,6 +77,6 @@ pub mod notify;
 pub mod offline;
 pub mod raft;
 pub mod reconfig;
-pub mod recovery;
 pub mod snapshot;
 pub mod storage;
+pub mod tasks;

@@ -155,7 +155,7 @@ impl Member {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let salt = format!("{:x}{now}", self.identity().cluster_id);
-        let id = crate::embed::member_id(&peer_urls, &salt);
+        let id = crate::bootstrap::ids::member_id(&peer_urls, &salt);
         if members.iter().any(|m| m.id == id) {
             return Err(EtcdError::MemberExist);
         }

@@ -283,13 +283,13 @@ pub fn defrag(data_dir: &Path, key_file: Option<&Path>) -> Result<DefragReport, 
         return Err(not_cairn("no such directory"));
     }
     let path = data_dir.join("db");
-    let config = crate::embed::Config {
+    let config = crate::config::Config {
         data_dir: data_dir.to_path_buf(),
         encryption_key_file: key_file.map(Path::to_path_buf),
-        ..crate::embed::Config::default()
+        ..crate::config::Config::default()
     };
     // Loaded, never generated: a missing key file is an error.
-    let master = MasterKey::load(crate::embed::key_file_path(&config))?;
+    let master = MasterKey::load(crate::bootstrap::key_file_path(&config))?;
     let raw = RocksEngine::open_existing(&path)?
         .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
     let raw: Arc<dyn Engine> = Arc::new(raw);
@@ -358,7 +358,7 @@ mod tests {
         let mut txn = store.write();
         txn.delete_range(&crate::mvcc::KeyRange::new(b"a", b""));
         txn.commit(None).unwrap();
-        let config = crate::embed::Config::default();
+        let config = crate::config::Config::default();
         let lessor = Arc::new(crate::lease::Lessor::new(
             config.lessor_config(),
             Arc::new(crate::lease::TokioClock),

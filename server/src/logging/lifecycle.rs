@@ -4,7 +4,7 @@
 
 use super::go_duration;
 use crate::compactor::AutoCompaction;
-use crate::embed::{ClusterState, Config};
+use crate::config::{ClusterState, Config};
 
 /// The cluster version Cairn runs as (etcd's `major.minor`).
 const CLUSTER_VERSION: &str = "3.5";

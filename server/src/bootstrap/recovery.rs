@@ -1,4 +1,4 @@
-//! Start-up checks and repairs of a member's data, run by [`crate::embed`]
+//! Start-up checks and repairs of a member's data, run by [`crate::bootstrap`]
 //! before the member joins raft:
 //!
 //! - [`initial_corrupt_check`]: etcd's `--experimental-initial-corrupt-check`

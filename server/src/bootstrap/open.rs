@@ -1,0 +1,207 @@
+//! Opening a data directory: the master key, the sealed engine, this
+//! member's id, the store, the lessor, the state machine and the raft log;
+//! and a new cluster's first state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_proto::cairnpb;
+
+use super::ids::{cluster_id, member_id};
+use super::released::{track, Released};
+use super::Error;
+use crate::config::{ClusterState, Config};
+use crate::lease::{Lessor, TokioClock};
+use crate::machine::Machine;
+use crate::mvcc::Store;
+use crate::raft::RaftStorage;
+use crate::storage::seal::MasterKey;
+use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
+
+/// Where this member's id is stored (`meta` column family).
+const META_MEMBER_ID: &[u8] = b"member_id";
+
+/// This member's id: the one stored in the data directory, or a new one from
+/// its advertised peer URLs and the cluster token (stored at once, so that
+/// it never changes for this data directory).
+pub(super) fn load_member_id(
+    engine: &dyn Engine,
+    config: &Config,
+    joined: Option<u64>,
+) -> Result<u64, crate::storage::Error> {
+    if let Some(id) = engine
+        .get(Cf::Meta, META_MEMBER_ID)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes)
+    {
+        return Ok(id);
+    }
+    let id = joined.unwrap_or_else(|| {
+        member_id(
+            &config.initial_advertise_peer_urls,
+            &config.initial_cluster_token,
+        )
+    });
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Meta, META_MEMBER_ID, id.to_be_bytes());
+    engine.write(batch, true)?;
+    Ok(id)
+}
+
+/// The master key file a config uses: the flag, or `<data-dir>.key`.
+pub fn key_file_path(config: &Config) -> PathBuf {
+    config.encryption_key_file.clone().unwrap_or_else(|| {
+        let mut name = config.data_dir.as_os_str().to_os_string();
+        name.push(".key");
+        PathBuf::from(name)
+    })
+}
+
+/// The master key: loaded from `--encryption-key-file`, or, without the
+/// flag, from `<data-dir>.key`, generated there (mode 0600) on first start.
+fn master_key(config: &Config) -> Result<MasterKey, Error> {
+    let path = key_file_path(config);
+    if config.encryption_key_file.is_none() && !path.exists() {
+        tracing::warn!(
+            path = %path.display(),
+            "NO --encryption-key-file GIVEN: GENERATED A MASTER KEY BESIDE THE DATA DIRECTORY. \
+             This is for development only: whoever reads the data directory's parent can read the data. \
+             Keep the key elsewhere and pass --encryption-key-file in production."
+        );
+        return Ok(MasterKey::generate_file(&path)?);
+    }
+    Ok(MasterKey::load(&path)?)
+}
+
+/// Opens the data directory's engine: RocksDB under the sealing layer
+/// (master key rotation first, when a previous key file is given). The
+/// [`Released`] resolves once RocksDB is closed again.
+pub(super) fn open_engine(
+    config: &Config,
+    db_dir: &Path,
+) -> Result<(Arc<dyn Engine>, Released), Error> {
+    let master = master_key(config)?;
+    let (rocks, released) = track(RocksEngine::open(db_dir)?);
+    let raw: Arc<dyn Engine> = Arc::new(rocks);
+    if cfg!(feature = "bench-plaintext") {
+        tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");
+        return Ok((raw, released));
+    }
+    if let Some(previous) = &config.previous_encryption_key_file {
+        let old = MasterKey::load(previous)?;
+        SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
+    }
+    Ok((Arc::new(SealedEngine::open(raw, master)?), released))
+}
+
+/// The bootstrap member table from `--initial-cluster` (this member's name
+/// filled in; the others publish theirs when they start) and its cluster id.
+pub(super) fn initial_member_records(
+    config: &Config,
+) -> Result<(Vec<cairnpb::Member>, u64), Error> {
+    let members: Vec<cairnpb::Member> = config
+        .initial_members()?
+        .into_iter()
+        .map(|(name, urls)| cairnpb::Member {
+            id: member_id(&urls, &config.initial_cluster_token),
+            name: if name == config.name {
+                name
+            } else {
+                String::new()
+            },
+            peer_urls: urls,
+            ..cairnpb::Member::default()
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok((members, cluster_id(&ids)))
+}
+
+/// The refusal of a member that `--initial-cluster` does not name.
+pub(super) fn not_in_cluster(config: &Config) -> Error {
+    crate::config::Error::BadCluster(format!(
+        "no member named {:?} with this member's peer URLs {:?}",
+        config.name, config.initial_advertise_peer_urls
+    ))
+    .into()
+}
+
+/// What opening the data directory produced.
+pub struct Opened {
+    /// This member's id (stored in the data directory).
+    pub member_id: u64,
+    /// The cluster id `--initial-cluster` gives (the stored one, once
+    /// applied, wins in the state machine).
+    pub cluster_id: u64,
+    /// The state machine over the store.
+    pub machine: Arc<Machine>,
+    /// Raft's log on the same engine.
+    pub log: Arc<RaftStorage>,
+    /// Resolves once every holder has let go of the engine.
+    pub released: Released,
+}
+
+/// Opens the engine, the store and the raft log; bootstraps a new cluster's
+/// first state when there is no raft state yet and the cluster is new;
+/// applies `--force-new-cluster`.
+pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
+    let db_dir = config.data_dir.join("db");
+    let (engine, released) = open_engine(config, &db_dir)?;
+    let member_id = load_member_id(engine.as_ref(), config, joined)?;
+    let (members, cluster_id) = initial_member_records(config)?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    // Raft's log goes through the same engine; the store's commits need
+    // not be synced, since raft's log is the durable copy and a restart
+    // replays it from the applied index.
+    let store = Arc::new(Store::open(Arc::clone(&engine), false)?);
+    let lessor = Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)?;
+    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?);
+    let log = Arc::new(RaftStorage::open(Arc::clone(&engine))?);
+    let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
+    let fresh = state.hard_state.term == 0
+        && state.conf_state.voters.is_empty()
+        && state.conf_state.learners.is_empty();
+    if fresh && config.initial_cluster_state == ClusterState::New {
+        if !ids.contains(&member_id) {
+            return Err(not_in_cluster(config));
+        }
+        new_cluster(&machine, &log, cluster_id, &members)?;
+    } else if !fresh && config.force_new_cluster {
+        super::recovery::force_new_cluster(&machine, &log, member_id)?;
+    }
+    let commit = ::raft::Storage::initial_state(log.as_ref()).map_or(0, |s| s.hard_state.commit);
+    let stored_cluster_id = match machine.cluster_id() {
+        0 => cluster_id,
+        id => id,
+    };
+    crate::logging::lifecycle::starting_local_member(fresh, member_id, stored_cluster_id, commit);
+    Ok(Opened {
+        member_id,
+        cluster_id,
+        machine,
+        log,
+        released,
+    })
+}
+
+/// Writes a new cluster's first state: the member table and the raft
+/// configuration, as a snapshot at the store's applied index (1 for an
+/// empty store; a restored store keeps its index). Members that join later
+/// start empty and receive this state from the leader by snapshot.
+pub fn new_cluster(
+    machine: &Machine,
+    log: &RaftStorage,
+    cluster_id: u64,
+    members: &[cairnpb::Member],
+) -> Result<(), Error> {
+    let index = machine.applied_index().max(1);
+    machine.bootstrap(index, cluster_id, members)?;
+    let mut meta = ::raft::eraftpb::SnapshotMetadata {
+        index,
+        term: 1,
+        ..Default::default()
+    };
+    meta.mut_conf_state().voters = members.iter().map(|m| m.id).collect();
+    log.apply_snapshot(&meta)?;
+    Ok(())
+}
