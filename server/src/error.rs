@@ -5,7 +5,7 @@
 //! `EtcdError` into a gRPC status through one table. The `Display` text of each
 //! variant is etcd's message, byte for byte: clients match on it.
 
-use crate::{mvcc, storage};
+use crate::{mvcc, raft, storage};
 
 /// An error as etcd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +169,17 @@ impl From<storage::Error> for EtcdError {
         match e {
             storage::Error::Tampered(_) => EtcdError::Corrupt,
             _ => EtcdError::Internal,
+        }
+    }
+}
+
+impl From<raft::RequestError> for EtcdError {
+    fn from(e: raft::RequestError) -> Self {
+        match e {
+            raft::RequestError::Stopped => EtcdError::Stopped,
+            raft::RequestError::NotLeader => EtcdError::NotLeader,
+            raft::RequestError::NoLeader => EtcdError::NoLeader,
+            raft::RequestError::LeaderChanged => EtcdError::LeaderChanged,
         }
     }
 }

@@ -483,7 +483,7 @@ impl Member {
         };
         if let Err(e) = proposed {
             self.machine.cancel(id);
-            return Err(e);
+            return Err(e.into());
         }
         let outcome = self
             .wait_applied(replication, waiter, status.leader, leadership)
@@ -572,7 +572,7 @@ impl Member {
         }
         match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
         {
-            Ok(result) => result.map(|_| ()),
+            Ok(result) => result.map(|_| ()).map_err(EtcdError::from),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
