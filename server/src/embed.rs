@@ -28,8 +28,8 @@ use crate::lease::{Lessor, LessorConfig, TokioClock};
 use crate::machine::Machine;
 use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
-use crate::raft::transport::Dialer;
-use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
+use crate::peer::PeerService;
+use crate::raft::{Dialer, NodeConfig, Peers, RaftService, RaftStorage};
 use crate::storage::seal::MasterKey;
 use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
 
@@ -726,7 +726,7 @@ async fn join_id(config: &Config, dialer: &Dialer) -> Result<Joined, Error> {
         .filter(|(name, _)| *name != config.name)
         .flat_map(|(_, urls)| urls)
         .collect();
-    let table = crate::raft::transport::fetch_members(dialer, &others)
+    let table = crate::peer::fetch_members(dialer, &others)
         .await
         .ok_or_else(|| Error::BadCluster("no member of --initial-cluster answers".into()))?;
     let id = table
@@ -903,12 +903,14 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
                 .last()
                 .map_or("", |u| u.trim_start_matches("http://")),
         );
-        let service = PeerService::new(inputs.clone(), &member).into_server();
+        let raft_service = RaftService::new(inputs.clone()).into_server();
+        let peer_service = PeerService::new(&member).into_server();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stopped = stopped.clone();
         peer_servers.push(tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(raft_service)
+                .add_service(peer_service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 }),

@@ -130,25 +130,6 @@ pub enum EtcdError {
     Internal,
 }
 
-impl EtcdError {
-    /// The error whose message is `message`, for errors that come back from
-    /// another member over the wire (only those a peer can answer with).
-    pub fn from_message(message: &str) -> Option<Self> {
-        [
-            EtcdError::LeaseNotFound,
-            EtcdError::LeaseExist,
-            EtcdError::NoLeader,
-            EtcdError::NotLeader,
-            EtcdError::LeaderChanged,
-            EtcdError::Timeout,
-            EtcdError::Stopped,
-            EtcdError::TooManyRequests,
-        ]
-        .into_iter()
-        .find(|e| e.to_string() == message)
-    }
-}
-
 impl From<mvcc::Error> for EtcdError {
     fn from(e: mvcc::Error) -> Self {
         match e {

@@ -6,7 +6,7 @@
 //! same engine (and, later, the same encryption) as everything else;
 //! [`transport`] carries raft messages and snapshots between members over
 //! tonic. The state machine is behind [`StateMachine`] (implemented by
-//! `crate::machine::Machine`): this module hands it entry bytes and indexes
+//! the server's `Machine`): this module hands it entry bytes and indexes
 //! and knows nothing of what they mean, nor of the errors clients see.
 //!
 //! - `keys`: the record layout of the `raft` column family and its codecs.
@@ -15,9 +15,13 @@
 //! - `waiters`: [`Waiters`], proposal id -> the proposer's channel.
 //! - `storage`: [`RaftStorage`].
 //! - `node`: the Ready loop thread, [`RaftHandle`], [`RaftStatus`].
-//! - `transport`: [`Peers`] (sending) and [`PeerService`] (receiving).
+//! - `transport`: [`Peers`] (sending) and [`RaftService`] (receiving):
+//!   raft messages and snapshots only.
+//! - `dialer`: [`Dialer`], how every peer channel connects (also used by
+//!   `crate::peer`).
 //! - `log`: [`log::logger`], raft's slog records forwarded to `tracing`.
 
+mod dialer;
 mod error;
 mod keys;
 pub mod log;
@@ -32,9 +36,10 @@ pub mod transport;
 mod waiters;
 pub mod wire;
 
+pub use dialer::{DialError, Dialer};
 pub use error::{Error, RequestError};
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;
-pub use transport::{PeerChannels, PeerHandler, PeerService, Peers};
+pub use transport::{Peers, RaftService, Resolver};
 pub use waiters::Waiters;

@@ -3,7 +3,7 @@
 //! openraft's split: the node hands the state machine entry bytes, indexes
 //! and conf changes, asks it for snapshot data and gives it snapshot data to
 //! install. What the bytes mean (requests, responses, the member table) is
-//! the implementor's business ([`crate::machine::Machine`] in the server, a
+//! the implementor's business (the server's `Machine`, a
 //! fake in the node's tests), so this module imports no state machine and
 //! no client-facing error.
 
