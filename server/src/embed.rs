@@ -27,8 +27,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::bootstrap::listen::local_url;
 use crate::bootstrap::Released;
 use crate::member::{Identity, Limits, Member, Replication};
-use crate::raft::transport::Dialer;
-use crate::raft::{NodeConfig, PeerService, Peers};
+use crate::peer::PeerService;
+use crate::raft::{Dialer, NodeConfig, Peers, RaftService};
 use crate::tasks::Tasks;
 
 pub use crate::bootstrap::{
@@ -281,12 +281,14 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
                 .last()
                 .map_or("", |u| u.trim_start_matches("http://")),
         );
-        let service = PeerService::new(inputs.clone(), &member).into_server();
+        let raft_service = RaftService::new(inputs.clone()).into_server();
+        let peer_service = PeerService::new(&member).into_server();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut shutdown = tasks.shutdown();
         peer_servers.spawn(
             tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(raft_service)
+                .add_service(peer_service)
                 .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await }),
         );
     }

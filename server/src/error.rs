@@ -5,7 +5,7 @@
 //! `EtcdError` into a gRPC status through one table. The `Display` text of each
 //! variant is etcd's message, byte for byte: clients match on it.
 
-use crate::{mvcc, storage};
+use crate::{mvcc, raft, storage};
 
 /// An error as etcd reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,25 +130,6 @@ pub enum EtcdError {
     Internal,
 }
 
-impl EtcdError {
-    /// The error whose message is `message`, for errors that come back from
-    /// another member over the wire (only those a peer can answer with).
-    pub fn from_message(message: &str) -> Option<Self> {
-        [
-            EtcdError::LeaseNotFound,
-            EtcdError::LeaseExist,
-            EtcdError::NoLeader,
-            EtcdError::NotLeader,
-            EtcdError::LeaderChanged,
-            EtcdError::Timeout,
-            EtcdError::Stopped,
-            EtcdError::TooManyRequests,
-        ]
-        .into_iter()
-        .find(|e| e.to_string() == message)
-    }
-}
-
 impl From<mvcc::Error> for EtcdError {
     fn from(e: mvcc::Error) -> Self {
         match e {
@@ -169,6 +150,17 @@ impl From<storage::Error> for EtcdError {
         match e {
             storage::Error::Tampered(_) => EtcdError::Corrupt,
             _ => EtcdError::Internal,
+        }
+    }
+}
+
+impl From<raft::RequestError> for EtcdError {
+    fn from(e: raft::RequestError) -> Self {
+        match e {
+            raft::RequestError::Stopped => EtcdError::Stopped,
+            raft::RequestError::NotLeader => EtcdError::NotLeader,
+            raft::RequestError::NoLeader => EtcdError::NoLeader,
+            raft::RequestError::LeaderChanged => EtcdError::LeaderChanged,
         }
     }
 }

@@ -32,8 +32,11 @@
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
 //! - [`raft`]: raft replication: the Ready loop thread ([`raft::node`]), the
-//!   log on the engine ([`raft::RaftStorage`]), the peer transport
-//!   ([`raft::transport`]).
+//!   log on the engine ([`raft::RaftStorage`]), the peer transport of raft
+//!   messages and snapshots ([`raft::transport`]); the state machine behind
+//!   [`raft::StateMachine`].
+//! - [`peer`]: member-to-member calls outside raft (lease forwarding, the
+//!   member table, HashKV), typed errors on the wire.
 //! - [`snapshot`]: the `snapshot save` file format.
 //! - [`offline`]: the offline tools (etcdutl's): `snapshot status` of a
 //!   snapshot file, `defrag` of a stopped member's data directory.
@@ -75,6 +78,7 @@ pub mod membership;
 pub mod mvcc;
 pub mod notify;
 pub mod offline;
+pub mod peer;
 pub mod raft;
 pub mod reconfig;
 pub mod snapshot;

@@ -13,7 +13,7 @@
 //! proposed an entry waits for it through [`Machine::register`]: applying an
 //! entry wakes the waiter registered under the entry's proposal id.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -31,6 +31,7 @@ use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::{LeaseTxn, Lessor};
 use crate::mvcc::{Store, WriteTxn};
+use crate::raft::{StateMachine, Waiters};
 use crate::storage::{try_scan, Cf, Scan, WriteBatch};
 
 /// Meta key prefix of the member table: `member/` + id (8 bytes big-endian)
@@ -108,16 +109,7 @@ impl Applied {
 /// The outcome a waiter receives.
 pub type Outcome = Result<Applied, EtcdError>;
 
-/// A membership change, as raft applied it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberChange {
-    /// Add a voter, or promote a learner.
-    AddVoter,
-    /// Add a learner.
-    AddLearner,
-    /// Remove.
-    Remove,
-}
+pub use crate::raft::MemberChange;
 
 /// The state machine of one member.
 pub struct Machine {
@@ -129,8 +121,9 @@ pub struct Machine {
     members: RwLock<BTreeMap<u64, cairnpb::Member>>,
     /// Raised alarms: (member id, alarm type).
     alarms: Mutex<BTreeSet<(u64, i32)>>,
-    /// Clients waiting for their proposal, by proposal id.
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// Clients waiting for their proposal, by proposal id: applying an
+    /// entry answers its proposer wherever the entry came from.
+    waiters: Waiters<Outcome>,
     /// The cluster id (0 until known: a joining member learns it from its
     /// first snapshot).
     cluster_id: AtomicU64,
@@ -198,7 +191,7 @@ impl Machine {
             lessor,
             members: RwLock::new(BTreeMap::new()),
             alarms: Mutex::new(BTreeSet::new()),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Waiters::default(),
             cluster_id: AtomicU64::new(0),
             downgrade: Mutex::new(None),
         }
@@ -336,22 +329,17 @@ impl Machine {
 
     /// Registers a waiter for proposal `id`; applying the entry answers it.
     pub fn register(&self, id: u64) -> oneshot::Receiver<Outcome> {
-        let (tx, rx) = oneshot::channel();
-        lock(&self.waiters).insert(id, tx);
-        rx
+        self.waiters.register(id)
     }
 
     /// Forgets the waiter of proposal `id` (it gave up).
     pub fn cancel(&self, id: u64) {
-        lock(&self.waiters).remove(&id);
+        self.waiters.cancel(id);
     }
 
     /// Answers proposal `id`'s waiter, if it is on this member.
     fn answer(&self, id: u64, outcome: Outcome) {
-        if let Some(tx) = lock(&self.waiters).remove(&id) {
-            // The client may have gone; the entry is applied regardless.
-            let _ = tx.send(outcome);
-        }
+        self.waiters.answer(id, outcome);
     }
 
     /// Bootstraps a new member's state: the cluster id and the initial
@@ -706,9 +694,7 @@ impl Machine {
 
     /// Fails every waiter (the member is stopping).
     pub fn fail_all(&self, error: EtcdError) {
-        for (_, tx) in lock(&self.waiters).drain() {
-            let _ = tx.send(Err(error.clone()));
-        }
+        self.waiters.fail_all(|| Err(error.clone()));
     }
 
     /// The whole replicated state as snapshot data: every record of the
@@ -793,5 +779,42 @@ impl Machine {
         self.lessor.reload(&self.store)?;
         self.load_tables()?;
         Ok(())
+    }
+}
+
+/// The raft thread's view: entries and conf changes in, snapshot data out.
+/// Each method is the inherent one of the same name (callers without raft,
+/// such as a member applying locally, use those directly).
+impl StateMachine for Machine {
+    type Error = Error;
+
+    fn applied_index(&self) -> u64 {
+        Machine::applied_index(self)
+    }
+
+    fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), Error> {
+        Machine::apply_entry(self, index, data)
+    }
+
+    fn apply_member_change(
+        &self,
+        index: u64,
+        change: MemberChange,
+        node: u64,
+        context: &[u8],
+    ) -> Result<(), Error> {
+        Machine::apply_member_change(self, index, change, node, context)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, Error> {
+        self.snapshot_data()
+    }
+
+    fn restore(&self, data: &[u8]) -> Result<(), Error> {
+        Machine::restore(self, data)
+    }
+
+    fn stopped(&self) {
+        self.fail_all(EtcdError::Stopped);
     }
 }

@@ -119,7 +119,7 @@ pub struct Member {
     /// This member's zone (`--zone`), reported by Status.
     zone: String,
     /// Channels to peers for lease requests forwarded to the leader.
-    peer_channels: crate::raft::PeerChannels,
+    peer_channels: crate::peer::PeerChannels,
     /// The database size last read for the quota check, and when.
     db_size: Mutex<Option<(std::time::Instant, u64)>>,
     /// Set when the member begins to stop, so long-lived per-client tasks
@@ -176,7 +176,7 @@ impl Member {
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             zone: String::new(),
             db_size: Mutex::new(None),
-            peer_channels: crate::raft::PeerChannels::default(),
+            peer_channels: crate::peer::PeerChannels::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             strict_reconfig_check: true,
         }
@@ -216,8 +216,8 @@ impl Member {
     }
 
     /// How peer channels (lease forwarding, hash checks) connect.
-    pub fn with_peer_dialer(mut self, dialer: crate::raft::transport::Dialer) -> Self {
-        self.peer_channels = crate::raft::PeerChannels::new(dialer);
+    pub fn with_peer_dialer(mut self, dialer: crate::raft::Dialer) -> Self {
+        self.peer_channels = crate::peer::PeerChannels::new(dialer);
         self
     }
 
@@ -366,12 +366,8 @@ impl Member {
             let Some(url) = peer.peer_urls.first() else {
                 continue;
             };
-            let theirs = match crate::raft::transport::peer_hash_kv(
-                self.peer_channels.dialer(),
-                url,
-                revision,
-            )
-            .await
+            let theirs = match crate::peer::hash_kv(self.peer_channels.dialer(), url, revision)
+                .await
             {
                 Ok(h) => h,
                 Err(e) => {
@@ -483,7 +479,7 @@ impl Member {
         };
         if let Err(e) = proposed {
             self.machine.cancel(id);
-            return Err(e);
+            return Err(e.into());
         }
         let outcome = self
             .wait_applied(replication, waiter, status.leader, leadership)
@@ -572,7 +568,7 @@ impl Member {
         }
         match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
         {
-            Ok(result) => result.map(|_| ()),
+            Ok(result) => result.map(|_| ()).map_err(EtcdError::from),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -1010,7 +1006,7 @@ fn unexpected(applied: Applied) -> EtcdError {
 }
 
 #[tonic::async_trait]
-impl crate::raft::PeerHandler for Member {
+impl crate::peer::PeerHandler for Member {
     fn members(&self) -> (u64, Vec<cairn_proto::cairnpb::Member>) {
         (self.cluster_id(), self.machine.members())
     }

@@ -95,7 +95,7 @@ impl Member {
         let waiter = self.machine().register(request_id);
         if let Err(e) = replication.raft.propose_conf_change(change).await {
             self.machine().cancel(request_id);
-            return Err(e);
+            return Err(e.into());
         }
         match tokio::time::timeout(replication.request_timeout, waiter).await {
             Ok(Ok(Ok(Applied::Members(members)))) => Ok(members),

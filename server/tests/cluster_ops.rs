@@ -516,7 +516,10 @@ async fn leader_only_proposals_are_never_forwarded() {
     };
     // A follower refuses it at once; an ordinary proposal is forwarded.
     let err = raft_of(follower).propose_as_leader(put("refused")).await;
-    assert_eq!(err, Err(cairn_server::error::EtcdError::NotLeader));
+    assert_eq!(
+        err.map_err(cairn_server::error::EtcdError::from),
+        Err(cairn_server::error::EtcdError::NotLeader)
+    );
     raft_of(follower).propose(put("forwarded")).await.unwrap();
     // The leader appends it.
     raft_of(leader)

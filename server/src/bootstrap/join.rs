@@ -10,7 +10,7 @@ use super::ids::member_id;
 use super::Error;
 use crate::config::{ClusterState, Config};
 use crate::machine::Machine;
-use crate::raft::transport::{Dialer, Resolver};
+use crate::raft::{Dialer, Resolver};
 
 /// What a member joining an existing cluster learnt from it.
 #[derive(Debug, Default)]
@@ -40,7 +40,7 @@ pub async fn join(config: &Config, dialer: &Dialer) -> Result<Joined, Error> {
         .filter(|(name, _)| *name != config.name)
         .flat_map(|(_, urls)| urls)
         .collect();
-    let table = crate::raft::transport::fetch_members(dialer, &others)
+    let table = crate::peer::fetch_members(dialer, &others)
         .await
         .ok_or_else(|| bad("no member of --initial-cluster answers".into()))?;
     let id = table

@@ -24,7 +24,7 @@ pub use released::Released;
 pub use restore::restore_snapshot;
 
 use crate::config::Config;
-use crate::raft::transport::Dialer;
+use crate::raft::Dialer;
 
 /// Why a member could not be prepared (or a snapshot restored).
 #[derive(Debug, thiserror::Error)]

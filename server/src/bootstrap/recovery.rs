@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::machine::Machine;
-use crate::raft::transport::Dialer;
+use crate::raft::Dialer;
 
 /// Why a start-up check or repair failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +74,9 @@ pub async fn initial_corrupt_check(
         let Some(url) = peer.peer_urls.first() else {
             continue;
         };
-        let answer = tokio::time::timeout(
-            timeout,
-            crate::raft::transport::peer_hash_kv(dialer, url, revision),
-        )
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()));
+        let answer = tokio::time::timeout(timeout, crate::peer::hash_kv(dialer, url, revision))
+            .await
+            .unwrap_or(Err(crate::peer::Error::DeadlineExceeded));
         let theirs = match answer {
             Ok(theirs) => theirs,
             Err(e) => {

@@ -1,4 +1,8 @@
 //! Errors of the raft layer (log storage, node, transport), and how raft sees them.
+//!
+//! [`Error`] stops the raft loop (or refuses to start it); [`RequestError`]
+//! is why one proposal or read was not taken, which the member maps to
+//! etcd's errors in one place (`crate::error`).
 
 use ::raft::StorageError;
 
@@ -72,8 +76,9 @@ pub enum Error {
     #[error("raft: {0}")]
     Raft(#[from] ::raft::Error),
     /// Applying to the state machine failed: the member cannot go on.
+    /// Boxed: raft does not know which state machine it drives.
     #[error(transparent)]
-    Machine(#[from] crate::machine::Error),
+    Machine(Box<dyn std::error::Error + Send + Sync>),
     /// A committed entry does not decode.
     #[error("raft: corrupt {0}: {1}")]
     Decode(&'static str, String),
@@ -96,4 +101,22 @@ impl From<Error> for ::raft::Error {
         };
         ::raft::Error::Store(store)
     }
+}
+
+/// Why the raft thread did not take a proposal or serve a read. Cloned to
+/// every read of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The raft thread is gone (stopping, failed or removed).
+    #[error("raft stopped")]
+    Stopped,
+    /// A leader-only proposal reached a member that does not lead.
+    #[error("not the leader")]
+    NotLeader,
+    /// raft dropped the proposal or read: no leader is known.
+    #[error("no leader")]
+    NoLeader,
+    /// The leader changed while a read waited for its round.
+    #[error("leader changed")]
+    LeaderChanged,
 }

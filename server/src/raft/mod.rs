@@ -5,27 +5,41 @@
 //! [`crate::storage::Engine`] (column family `raft`), so they go through the
 //! same engine (and, later, the same encryption) as everything else;
 //! [`transport`] carries raft messages and snapshots between members over
-//! tonic. The state machine is [`crate::machine`]: this module hands it
-//! entry bytes and indexes and knows nothing of what they mean.
+//! tonic. The state machine is behind [`StateMachine`] (implemented by
+//! the server's `Machine`): this module hands it entry bytes and indexes
+//! and knows nothing of what they mean, nor of the errors clients see.
 //!
 //! - `keys`: the record layout of the `raft` column family and its codecs.
 //! - `error`: this module's errors and their mapping into `raft::Error`.
+//! - `state_machine`: [`StateMachine`], what the node needs of the state.
+//! - `waiters`: [`Waiters`], proposal id -> the proposer's channel.
 //! - `storage`: [`RaftStorage`].
 //! - `node`: the Ready loop thread, [`RaftHandle`], [`RaftStatus`].
-//! - `transport`: [`Peers`] (sending) and [`PeerService`] (receiving).
+//! - `transport`: [`Peers`] (sending) and [`RaftService`] (receiving):
+//!   raft messages and snapshots only.
+//! - `dialer`: [`Dialer`], how every peer channel connects (also used by
+//!   `crate::peer`).
 //! - `log`: [`log::logger`], raft's slog records forwarded to `tracing`.
 
+mod dialer;
 mod error;
 mod keys;
 pub mod log;
 pub mod node;
+#[cfg(test)]
+mod node_tests;
+mod state_machine;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
 pub mod transport;
+mod waiters;
 pub mod wire;
 
-pub use error::Error;
+pub use dialer::{DialError, Dialer};
+pub use error::{Error, RequestError};
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
+pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;
-pub use transport::{PeerChannels, PeerHandler, PeerService, Peers};
+pub use transport::{Peers, RaftService, Resolver};
+pub use waiters::Waiters;

@@ -10,7 +10,7 @@
 //!    the log: a crash in between leaves the state ahead of the log, which
 //!    replay tolerates because applying is idempotent by index);
 //! 3. apply the committed entries (each one's effects written with its
-//!    index, see [`crate::machine`]);
+//!    index, see [`StateMachine`]);
 //! 4. persist the new entries and the hard state in ONE write, synced when
 //!    raft says it must be (entries, term, vote): this is the group commit,
 //!    every proposal gathered since the last Ready costs one fsync together;
@@ -37,9 +37,7 @@ use ::raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, Stat
 use protobuf::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use super::{Error, RaftStorage};
-use crate::error::EtcdError;
-use crate::machine::{Machine, MemberChange};
+use super::{Error, MemberChange, RaftStorage, RequestError, StateMachine};
 
 /// Where raft messages go. `send` must never block: a full queue drops the
 /// message (raft retransmits) and reports the peer unreachable.
@@ -62,20 +60,20 @@ pub enum Input {
         /// its successor, whose lessor knows better.
         leader_only: bool,
         /// Ok once appended to the leader's log (or forwarded to it).
-        done: oneshot::Sender<Result<(), EtcdError>>,
+        done: oneshot::Sender<Result<(), RequestError>>,
     },
     /// Propose a membership change.
     ConfChange {
         /// The change (one change per proposal).
         change: ConfChangeV2,
         /// Ok once proposed.
-        done: oneshot::Sender<Result<(), EtcdError>>,
+        done: oneshot::Sender<Result<(), RequestError>>,
     },
     /// A linearizable read: answered with the read index once this member
     /// has applied up to it.
     Read {
         /// The read index, or why there is none.
-        done: oneshot::Sender<Result<u64, EtcdError>>,
+        done: oneshot::Sender<Result<u64, RequestError>>,
     },
     /// A message from a peer.
     Step(Message),
@@ -148,12 +146,14 @@ pub struct NodeConfig {
 
 /// raft's `Storage`: the log from [`RaftStorage`], snapshots from the state
 /// machine (taken on the raft thread, so exactly at the applied index).
-struct NodeStorage {
+struct NodeStorage<M> {
+    /// The log, hard state and conf state.
     log: Arc<RaftStorage>,
-    machine: Arc<Machine>,
+    /// Where snapshot data comes from.
+    machine: Arc<M>,
 }
 
-impl Storage for NodeStorage {
+impl<M: StateMachine> Storage for NodeStorage<M> {
     fn initial_state(&self) -> ::raft::Result<RaftState> {
         self.log.initial_state()
     }
@@ -187,7 +187,7 @@ impl Storage for NodeStorage {
                 ::raft::StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let data = self.machine.snapshot_data().map_err(|e| {
+        let data = self.machine.snapshot().map_err(|e| {
             tracing::error!(error = %e, "cannot take a snapshot of the state machine");
             ::raft::Error::Store(::raft::StorageError::SnapshotTemporarilyUnavailable)
         })?;
@@ -209,16 +209,16 @@ impl Storage for NodeStorage {
 /// A batch of linearizable reads waiting for one ReadIndex round.
 struct ReadBatch {
     /// The readers.
-    waiters: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+    waiters: Vec<oneshot::Sender<Result<u64, RequestError>>>,
     /// When the round was (last) issued: unanswered rounds are re-issued.
     issued: Instant,
 }
 
 /// The raft thread's state.
-struct Node<T: Transport> {
-    raw: RawNode<NodeStorage>,
+struct Node<T: Transport, M: StateMachine> {
+    raw: RawNode<NodeStorage<M>>,
     log: Arc<RaftStorage>,
-    machine: Arc<Machine>,
+    machine: Arc<M>,
     transport: Arc<T>,
     inputs: Receiver<Input>,
     status: watch::Sender<RaftStatus>,
@@ -227,7 +227,7 @@ struct Node<T: Transport> {
     leadership: watch::Sender<(u64, u64)>,
     config: NodeConfig,
     /// Reads not yet in a round.
-    queued_reads: Vec<oneshot::Sender<Result<u64, EtcdError>>>,
+    queued_reads: Vec<oneshot::Sender<Result<u64, RequestError>>>,
     /// Rounds in flight, by context.
     rounds: HashMap<u64, ReadBatch>,
     /// Rounds answered, waiting for the apply to reach their index.
@@ -283,54 +283,54 @@ impl RaftHandle {
     }
 
     /// Proposes `data`; Ok once raft took it.
-    pub async fn propose(&self, data: Vec<u8>) -> Result<(), EtcdError> {
+    pub async fn propose(&self, data: Vec<u8>) -> Result<(), RequestError> {
         self.propose_with(data, false).await
     }
 
     /// Proposes an entry only if this member leads (see
     /// [`Input::Propose::leader_only`]).
-    pub async fn propose_as_leader(&self, data: Vec<u8>) -> Result<(), EtcdError> {
+    pub async fn propose_as_leader(&self, data: Vec<u8>) -> Result<(), RequestError> {
         self.propose_with(data, true).await
     }
 
-    async fn propose_with(&self, data: Vec<u8>, leader_only: bool) -> Result<(), EtcdError> {
+    async fn propose_with(&self, data: Vec<u8>, leader_only: bool) -> Result<(), RequestError> {
         let (done, rx) = oneshot::channel();
         if !self.send(Input::Propose {
             data,
             leader_only,
             done,
         }) {
-            return Err(EtcdError::Stopped);
+            return Err(RequestError::Stopped);
         }
-        rx.await.map_err(|_| EtcdError::Stopped)?
+        rx.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// Proposes a membership change; Ok once raft took it.
-    pub async fn propose_conf_change(&self, change: ConfChangeV2) -> Result<(), EtcdError> {
+    pub async fn propose_conf_change(&self, change: ConfChangeV2) -> Result<(), RequestError> {
         let (done, rx) = oneshot::channel();
         if !self.send(Input::ConfChange { change, done }) {
-            return Err(EtcdError::Stopped);
+            return Err(RequestError::Stopped);
         }
-        rx.await.map_err(|_| EtcdError::Stopped)?
+        rx.await.map_err(|_| RequestError::Stopped)?
     }
 
     /// Waits until a linearizable read may be served locally.
-    pub async fn read_index(&self) -> Result<u64, EtcdError> {
+    pub async fn read_index(&self) -> Result<u64, RequestError> {
         let (done, rx) = oneshot::channel();
         if !self.send(Input::Read { done }) {
-            return Err(EtcdError::Stopped);
+            return Err(RequestError::Stopped);
         }
-        rx.await.map_err(|_| EtcdError::Stopped)?
+        rx.await.map_err(|_| RequestError::Stopped)?
     }
 }
 
 /// Starts the raft thread for `machine` over the log in `log`. `inputs` is
 /// the receiving end of the handle's channel (created by the caller so the
 /// transport can be built before the node).
-pub fn start<T: Transport>(
+pub fn start<T: Transport, M: StateMachine>(
     config: NodeConfig,
     log: Arc<RaftStorage>,
-    machine: Arc<Machine>,
+    machine: Arc<M>,
     transport: Arc<T>,
     channel: (Sender<Input>, Receiver<Input>),
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>), Error> {
@@ -403,7 +403,7 @@ pub fn start<T: Transport>(
 /// Inputs handled per round at most, so ticks keep coming under load.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
 
-impl<T: Transport> Node<T> {
+impl<T: Transport, M: StateMachine> Node<T, M> {
     fn run(mut self) {
         let tick = self.config.heartbeat;
         let mut next_tick = Instant::now() + tick;
@@ -453,8 +453,8 @@ impl<T: Transport> Node<T> {
             }
             self.publish_status();
         }
-        self.fail_reads(EtcdError::Stopped);
-        self.machine.fail_all(EtcdError::Stopped);
+        self.fail_reads(RequestError::Stopped);
+        self.machine.stopped();
         tracing::info!("raft loop stopped");
     }
 
@@ -466,12 +466,12 @@ impl<T: Transport> Node<T> {
                 done,
                 ..
             } if self.raw.raft.state != StateRole::Leader => {
-                let _ = done.send(Err(EtcdError::NotLeader));
+                let _ = done.send(Err(RequestError::NotLeader));
             }
             Input::Propose { data, done, .. } => {
                 let result = self.raw.propose(Vec::new(), data).map_err(|e| {
                     tracing::debug!(error = %e, "proposal dropped");
-                    EtcdError::NoLeader
+                    RequestError::NoLeader
                 });
                 let _ = done.send(result);
             }
@@ -479,7 +479,7 @@ impl<T: Transport> Node<T> {
                 let context = change.context.to_vec();
                 let result = self.raw.propose_conf_change(context, change).map_err(|e| {
                     tracing::debug!(error = %e, "conf change dropped");
-                    EtcdError::NoLeader
+                    RequestError::NoLeader
                 });
                 let _ = done.send(result);
             }
@@ -516,7 +516,7 @@ impl<T: Transport> Node<T> {
         if leader == 0 {
             let queued = std::mem::take(&mut self.queued_reads);
             for w in queued {
-                let _ = w.send(Err(EtcdError::NoLeader));
+                let _ = w.send(Err(RequestError::NoLeader));
             }
             return;
         }
@@ -543,16 +543,16 @@ impl<T: Transport> Node<T> {
         self.raw.read_index(ctx.to_be_bytes().to_vec());
     }
 
-    fn fail_reads(&mut self, error: EtcdError) {
+    fn fail_reads(&mut self, error: RequestError) {
         let rounds = self.rounds.drain().map(|(_, r)| r);
         let ready = self.ready_reads.drain(..).map(|(_, r)| r);
         for round in rounds.chain(ready) {
             for w in round.waiters {
-                let _ = w.send(Err(error.clone()));
+                let _ = w.send(Err(error));
             }
         }
         for w in self.queued_reads.drain(..) {
-            let _ = w.send(Err(error.clone()));
+            let _ = w.send(Err(error));
         }
     }
 
@@ -590,7 +590,9 @@ impl<T: Transport> Node<T> {
                 bytes = snapshot.data.len(),
                 "installing a snapshot from the leader"
             );
-            self.machine.restore(&snapshot.data)?;
+            self.machine
+                .restore(&snapshot.data)
+                .map_err(machine_failed)?;
             self.log.apply_snapshot(meta)?;
         }
         // 3. Committed entries.
@@ -647,7 +649,10 @@ impl<T: Transport> Node<T> {
                 break;
             }
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self.machine.apply_entry(entry.index, &entry.data)?,
+                EntryType::EntryNormal => self
+                    .machine
+                    .apply_entry(entry.index, &entry.data)
+                    .map_err(machine_failed)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry)?
                 }
@@ -681,13 +686,17 @@ impl<T: Transport> Node<T> {
                 // Refused by raft (say, removing the last voter): nothing
                 // changes; record the index so the entry is not replayed.
                 tracing::warn!(error = %e, "conf change refused by raft");
-                self.machine.apply_entry(entry.index, &[])?;
+                self.machine
+                    .apply_entry(entry.index, &[])
+                    .map_err(machine_failed)?;
                 return Ok(());
             }
         };
         self.log.set_conf_state(&conf_state)?;
         let Some(single) = change.changes.first() else {
-            self.machine.apply_entry(entry.index, &[])?;
+            self.machine
+                .apply_entry(entry.index, &[])
+                .map_err(machine_failed)?;
             return Ok(());
         };
         let kind = match single.get_change_type() {
@@ -696,7 +705,8 @@ impl<T: Transport> Node<T> {
             ConfChangeType::RemoveNode => MemberChange::Remove,
         };
         self.machine
-            .apply_member_change(entry.index, kind, single.node_id, &change.context)?;
+            .apply_member_change(entry.index, kind, single.node_id, &change.context)
+            .map_err(machine_failed)?;
         if kind == MemberChange::Remove && single.node_id == self.config.id {
             self.removed = true;
         }
@@ -767,7 +777,7 @@ impl<T: Transport> Node<T> {
         if status.leader != self.last_leader {
             super::log::leader_changed(status.id, self.last_leader, status.leader, status.term);
             if self.last_leader != 0 {
-                self.fail_reads(EtcdError::LeaderChanged);
+                self.fail_reads(RequestError::LeaderChanged);
             }
             self.last_leader = status.leader;
         }
@@ -780,6 +790,11 @@ impl<T: Transport> Node<T> {
             }
         });
     }
+}
+
+/// A state machine failure, as the loop's error.
+fn machine_failed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
+    Error::Machine(Box::new(e))
 }
 
 /// Whether `msg` carries a snapshot (sent on its own stream).

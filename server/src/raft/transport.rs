@@ -9,12 +9,12 @@
 //! `Snapshot` call, in 1 MiB chunks, so a large one never sits in front of
 //! heartbeats.
 //!
-//! Receiving side ([`PeerService`]): decodes each message and hands it to the
-//! raft thread; reassembles snapshots before handing them over. It also
-//! answers the lease requests followers forward to the leader.
+//! Receiving side ([`RaftService`]): decodes each message and hands it to the
+//! raft thread; reassembles snapshots before handing them over. Nothing
+//! else: what members ask each other outside raft (lease forwarding, the
+//! member table, HashKV) is `crate::peer`, a service of its own.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,16 +23,16 @@ use ::raft::eraftpb::Message;
 use cairn_proto::cairnpb::raft_client::RaftClient;
 use cairn_proto::cairnpb::raft_server::{self, RaftServer};
 use cairn_proto::cairnpb::{
-    lease_forward, Done, LeaseForward, LeaseForwardResponse, MemberTable, RaftBatch, SnapshotChunk,
-    SnapshotKeyRequest, SnapshotKeyResponse,
+    Done, RaftBatch, SnapshotChunk, SnapshotKeyRequest, SnapshotKeyResponse,
 };
-use hyper_util::client::legacy::connect::HttpConnector;
 use protobuf::Message as _;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::dialer::{DialError, Dialer};
 use super::node::{is_snapshot, Input, Transport};
+use super::wire::{Exchange, WireError};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -158,59 +158,6 @@ impl Transport for Peers {
     }
 }
 
-/// How this member opens connections to its peers: every peer channel (raft
-/// streams, snapshots, lease forwarding, member lookup, hash checks) is made
-/// here, so one setting applies to all of them.
-#[derive(Clone, Debug, Default)]
-pub struct Dialer {
-    /// Local address to connect from (`--experimental-peer-source-address`);
-    /// `None` lets the OS choose. A fault-injection proxy (cairn-jepsen) tells
-    /// members apart by it, as a firewall would.
-    source: Option<IpAddr>,
-}
-
-impl Dialer {
-    /// Connections from `source` (or from whatever the OS picks).
-    pub fn new(source: Option<IpAddr>) -> Self {
-        Dialer { source }
-    }
-
-    fn endpoint(url: &str) -> Result<Endpoint, String> {
-        Ok(Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5)))
-    }
-
-    fn connector(&self) -> HttpConnector {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_local_address(self.source);
-        connector
-    }
-
-    /// A channel to a peer URL, connected now.
-    async fn connect(&self, url: &str) -> Result<Channel, String> {
-        let endpoint = Self::endpoint(url)?;
-        match self.source {
-            None => endpoint.connect().await,
-            Some(_) => endpoint.connect_with_connector(self.connector()).await,
-        }
-        .map_err(|e| e.to_string())
-    }
-
-    /// A channel to a peer URL that connects on first use (and reconnects).
-    fn lazy(&self, url: &str) -> Result<Channel, String> {
-        let endpoint = Self::endpoint(url)?;
-        Ok(match self.source {
-            None => endpoint.connect_lazy(),
-            Some(_) => endpoint.connect_with_connector_lazy(self.connector()),
-        })
-    }
-}
-
 fn client(channel: Channel) -> RaftClient<Channel> {
     RaftClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -228,8 +175,8 @@ async fn run_peer(
     let mut backoff = BACKOFF_MIN;
     loop {
         let connected = match resolve(to) {
-            Some(url) => dialer.connect(&url).await,
-            None => Err("no peer URL known".to_string()),
+            Some(url) => dialer.connect(&url).await.map_err(SendError::Dial),
+            None => Err(SendError::NoUrl),
         };
         let channel = match connected {
             Ok(c) => c,
@@ -278,23 +225,41 @@ async fn run_peer(
     }
 }
 
-async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(), String> {
+/// Why sending to a peer failed (logged; raft is told the peer is
+/// unreachable or the snapshot failed, and retries).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The member table has no URL for the peer.
+    #[error("no peer URL known")]
+    NoUrl,
+    /// The peer could not be connected to.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// Agreeing on the transfer key or sealing failed.
+    #[error("snapshot sealing: {0}")]
+    Wire(#[from] WireError),
+    /// The raft message did not encode.
+    #[error("cannot encode a raft message: {0}")]
+    Encode(#[from] protobuf::ProtobufError),
+    /// The peer refused or the call broke.
+    #[error("peer call failed: {0}")]
+    Rpc(#[from] Status),
+}
+
+async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(), SendError> {
     let mut raft = client(dialer.connect(url).await?);
     // Agree on a key for this transfer, then seal the snapshot with it.
-    let exchange = super::wire::Exchange::start().map_err(|e| e.to_string())?;
+    let exchange = Exchange::start()?;
     let agreed = raft
         .snapshot_key(SnapshotKeyRequest {
             public_key: exchange.public_key(),
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_inner();
-    let key = exchange
-        .finish(&agreed.public_key, agreed.transfer)
-        .map_err(|e| e.to_string())?;
+    let key = exchange.finish(&agreed.public_key, agreed.transfer)?;
     let data = std::mem::take(&mut msg.mut_snapshot().data).to_vec();
-    let sealed = key.seal(data).map_err(|e| e.to_string())?;
-    let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
+    let sealed = key.seal(data)?;
+    let header = msg.write_to_bytes()?;
     let mut chunks = vec![SnapshotChunk {
         message: header,
         data: Vec::new(),
@@ -305,53 +270,25 @@ async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(
         data: c.to_vec(),
         transfer: 0,
     }));
-    raft.snapshot(tokio_stream::iter(chunks))
-        .await
-        .map_err(|e| e.to_string())?;
+    raft.snapshot(tokio_stream::iter(chunks)).await?;
     Ok(())
 }
 
-/// What a member answers its peers beyond raft messages: the lease
-/// requests a follower forwards (only the leader keeps lease expiries), the
-/// member table, and its HashKV for the corruption check.
-#[tonic::async_trait]
-pub trait PeerHandler: Send + Sync + 'static {
-    /// Renews lease `id`; its TTL.
-    async fn renew(&self, id: i64) -> Result<i64, crate::error::EtcdError>;
-    /// The cluster id and member table.
-    fn members(&self) -> (u64, Vec<cairn_proto::cairnpb::Member>);
-    /// HashKV at a revision.
-    async fn hash_kv(
-        &self,
-        revision: i64,
-    ) -> Result<cairn_proto::etcdserverpb::HashKvResponse, crate::error::EtcdError>;
-    /// LeaseTimeToLive.
-    async fn time_to_live(
-        &self,
-        req: cairn_proto::etcdserverpb::LeaseTimeToLiveRequest,
-    ) -> Result<cairn_proto::etcdserverpb::LeaseTimeToLiveResponse, crate::error::EtcdError>;
-}
-
-/// The receiving side of the peer service.
-pub struct PeerService<L> {
+/// The receiving side of raft's traffic.
+pub struct RaftService {
     /// The raft thread's inputs.
     inputs: Mutex<Sender<Input>>,
-    /// Who answers the non-raft requests. Weak: connections from peers
-    /// outlive a stopping member's server for a while, and must not keep
-    /// its state (and data directory) open.
-    handler: std::sync::Weak<L>,
     /// Keys of snapshot transfers agreed but not yet received, by id.
     transfers: Mutex<HashMap<u64, super::wire::TransferKey>>,
     /// The next transfer id.
     next_transfer: std::sync::atomic::AtomicU64,
 }
 
-impl<L: PeerHandler> PeerService<L> {
+impl RaftService {
     /// A service feeding `inputs`.
-    pub fn new(inputs: Sender<Input>, handler: &Arc<L>) -> Self {
+    pub fn new(inputs: Sender<Input>) -> Self {
         Self {
             inputs: Mutex::new(inputs),
-            handler: Arc::downgrade(handler),
             transfers: Mutex::new(HashMap::new()),
             next_transfer: std::sync::atomic::AtomicU64::new(1),
         }
@@ -362,12 +299,6 @@ impl<L: PeerHandler> PeerService<L> {
         RaftServer::new(self)
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE)
-    }
-
-    fn handler(&self) -> Result<Arc<L>, Status> {
-        self.handler
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
     }
 
     fn step(&self, msg: Message) -> Result<(), Status> {
@@ -386,7 +317,7 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 }
 
 #[tonic::async_trait]
-impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
+impl raft_server::Raft for RaftService {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
@@ -429,8 +360,7 @@ impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
         request: Request<SnapshotKeyRequest>,
     ) -> Result<Response<SnapshotKeyResponse>, Status> {
         let sender = request.into_inner().public_key;
-        let exchange =
-            super::wire::Exchange::start().map_err(|e| Status::internal(e.to_string()))?;
+        let exchange = Exchange::start().map_err(|e| Status::internal(e.to_string()))?;
         let public_key = exchange.public_key();
         let transfer = self
             .next_transfer
@@ -449,120 +379,4 @@ impl<L: PeerHandler> raft_server::Raft for PeerService<L> {
             public_key,
         }))
     }
-
-    async fn hash_kv(
-        &self,
-        request: Request<cairn_proto::etcdserverpb::HashKvRequest>,
-    ) -> Result<Response<cairn_proto::etcdserverpb::HashKvResponse>, Status> {
-        let revision = request.into_inner().revision;
-        Ok(Response::new(self.handler()?.hash_kv(revision).await?))
-    }
-
-    async fn members(&self, _request: Request<Done>) -> Result<Response<MemberTable>, Status> {
-        let (cluster_id, members) = self.handler()?.members();
-        Ok(Response::new(MemberTable {
-            cluster_id,
-            members,
-        }))
-    }
-
-    async fn lease(
-        &self,
-        request: Request<LeaseForward>,
-    ) -> Result<Response<LeaseForwardResponse>, Status> {
-        let resp = match request.into_inner().request {
-            Some(lease_forward::Request::Renew(id)) => LeaseForwardResponse {
-                ttl: self.handler()?.renew(id).await?,
-                time_to_live: None,
-            },
-            Some(lease_forward::Request::TimeToLive(req)) => LeaseForwardResponse {
-                ttl: 0,
-                time_to_live: Some(self.handler()?.time_to_live(req).await?),
-            },
-            None => return Err(Status::invalid_argument("empty lease request")),
-        };
-        Ok(Response::new(resp))
-    }
-}
-
-/// Long-lived channels to peers for requests outside raft (lease
-/// forwarding): one multiplexed HTTP/2 connection per peer URL, opened
-/// lazily and reused, instead of a connection per request.
-#[derive(Debug, Default)]
-pub struct PeerChannels {
-    /// Peer URL -> channel.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// How the channels connect.
-    dialer: Dialer,
-}
-
-impl PeerChannels {
-    /// Channels opened through `dialer`.
-    pub fn new(dialer: Dialer) -> Self {
-        PeerChannels {
-            channels: Mutex::default(),
-            dialer,
-        }
-    }
-
-    /// How this member connects to its peers.
-    pub fn dialer(&self) -> &Dialer {
-        &self.dialer
-    }
-
-    /// The channel to `url` (created on first use, lazily connected).
-    fn get(&self, url: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(url) {
-            return Ok(c.clone());
-        }
-        let channel = self.dialer.lazy(url)?;
-        channels.insert(url.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// Forwards a lease request to the leader at `url`. Errors come back as
-    /// the leader's etcd error when it sent one; an unreachable leader is
-    /// "no leader".
-    pub async fn forward_lease(
-        &self,
-        url: &str,
-        req: LeaseForward,
-    ) -> Result<LeaseForwardResponse, crate::error::EtcdError> {
-        let channel = self
-            .get(url)
-            .map_err(|_| crate::error::EtcdError::NoLeader)?;
-        let resp = client(channel).lease(req).await.map_err(|s| {
-            crate::error::EtcdError::from_message(s.message())
-                .unwrap_or(crate::error::EtcdError::NoLeader)
-        })?;
-        Ok(resp.into_inner())
-    }
-}
-
-/// Asks the members at `peer_urls` for the member table; the first answer wins.
-pub async fn fetch_members(dialer: &Dialer, peer_urls: &[String]) -> Option<MemberTable> {
-    for url in peer_urls {
-        let Ok(channel) = dialer.connect(url).await else {
-            continue;
-        };
-        if let Ok(table) = client(channel).members(Done {}).await {
-            return Some(table.into_inner());
-        }
-    }
-    None
-}
-
-/// The HashKV of the member at peer URL `url`, at `revision`.
-pub async fn peer_hash_kv(
-    dialer: &Dialer,
-    url: &str,
-    revision: i64,
-) -> Result<cairn_proto::etcdserverpb::HashKvResponse, String> {
-    let channel = dialer.connect(url).await?;
-    let resp = client(channel)
-        .hash_kv(cairn_proto::etcdserverpb::HashKvRequest { revision })
-        .await
-        .map_err(|s| s.message().to_string())?;
-    Ok(resp.into_inner())
 }

@@ -1,0 +1,95 @@
+//! The calling side of member-to-member calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cairn_proto::cairnpb::peer_client::PeerClient;
+use cairn_proto::cairnpb::{Done, LeaseForward, LeaseForwardResponse, MemberTable};
+use cairn_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
+use tonic::transport::Channel;
+
+use super::Error;
+use crate::raft::transport::MAX_PEER_MESSAGE;
+use crate::raft::Dialer;
+
+fn client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE)
+}
+
+/// Long-lived channels to peers for lease forwarding: one multiplexed
+/// HTTP/2 connection per peer URL, opened lazily and reused, instead of a
+/// connection per request (a keep-alive stream forwards every renewal).
+#[derive(Debug, Default)]
+pub struct PeerChannels {
+    /// Peer URL -> channel.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// How the channels connect.
+    dialer: Dialer,
+}
+
+impl PeerChannels {
+    /// Channels opened through `dialer`.
+    pub fn new(dialer: Dialer) -> Self {
+        PeerChannels {
+            channels: Mutex::default(),
+            dialer,
+        }
+    }
+
+    /// How this member connects to its peers.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// The channel to `url` (created on first use, lazily connected).
+    fn get(&self, url: &str) -> Result<Channel, Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = self
+            .dialer
+            .lazy(url)
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Forwards a lease request to the leader at `url`.
+    pub async fn forward_lease(
+        &self,
+        url: &str,
+        req: LeaseForward,
+    ) -> Result<LeaseForwardResponse, Error> {
+        let resp = client(self.get(url)?).lease(req).await?;
+        Ok(resp.into_inner())
+    }
+}
+
+/// Asks the members at `peer_urls` for the member table; the first answer wins.
+pub async fn fetch_members(dialer: &Dialer, peer_urls: &[String]) -> Option<MemberTable> {
+    for url in peer_urls {
+        let Ok(channel) = dialer.connect(url).await else {
+            continue;
+        };
+        match client(channel).members(Done {}).await {
+            Ok(table) => return Some(table.into_inner()),
+            Err(status) => {
+                tracing::debug!(peer = %url, error = %Error::from(status), "no member table from a peer");
+            }
+        }
+    }
+    None
+}
+
+/// The HashKV of the member at peer URL `url`, at `revision`.
+pub async fn hash_kv(dialer: &Dialer, url: &str, revision: i64) -> Result<HashKvResponse, Error> {
+    let channel = dialer
+        .connect(url)
+        .await
+        .map_err(|e| Error::Unreachable(e.to_string()))?;
+    let resp = client(channel).hash_kv(HashKvRequest { revision }).await?;
+    Ok(resp.into_inner())
+}

@@ -1,0 +1,24 @@
+//! Member-to-member calls outside raft, on the peer port: the lease
+//! requests a follower forwards to the leader (only the leader keeps lease
+//! expiries), the member table a joining member asks for, and HashKV for
+//! the corruption checks.
+//!
+//! Raft's own traffic (messages, snapshots) is `crate::raft::transport`, a
+//! separate gRPC service on the same port; this module only shares its
+//! [`crate::raft::Dialer`]. A refusal crosses the wire typed: [`Error`] is
+//! mapped to a status with a `cairnpb.PeerError` in its details, and back,
+//! in one place (`error.rs`); nothing reads a status message to know what
+//! went wrong.
+//!
+//! - `error`: [`Error`], its wire mapping, and its mapping to `EtcdError`.
+//! - `client`: [`PeerChannels`] (lease forwarding), [`fetch_members`],
+//!   [`hash_kv`].
+//! - `service`: [`PeerHandler`] (what a member answers) and [`PeerService`].
+
+mod client;
+mod error;
+mod service;
+
+pub use client::{fetch_members, hash_kv, PeerChannels};
+pub use error::Error;
+pub use service::{PeerHandler, PeerService};
