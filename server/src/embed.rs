@@ -26,7 +26,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::lease::{Lessor, LessorConfig, TokioClock};
 use crate::machine::Machine;
-use crate::member::{Identity, Limits, Member, Replication};
+use crate::member::{Apis, Identity, Limits, Replication};
 use crate::mvcc::Store;
 use crate::raft::transport::Dialer;
 use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
@@ -276,7 +276,7 @@ pub const GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Handle {
     /// The member's state, for in-process inspection.
-    member: Arc<Member>,
+    member: Arc<Apis>,
     /// The client URLs actually bound (ports resolved when 0 was asked).
     client_urls: Vec<String>,
     /// The peer URLs actually bound.
@@ -306,7 +306,7 @@ impl Handle {
     }
 
     /// The member being served.
-    pub fn member(&self) -> &Arc<Member> {
+    pub fn member(&self) -> &Arc<Apis> {
         &self.member
     }
 
@@ -314,7 +314,7 @@ impl Handle {
     /// cluster (its raft loop has stopped; it must stop serving, as etcd
     /// exits). Never resolves for a member without raft.
     pub async fn removed(&self) {
-        let Some(replication) = self.member.replication() else {
+        let Some(replication) = self.member.proposer().replication() else {
             return std::future::pending().await;
         };
         let mut status = replication.raft.subscribe();
@@ -337,7 +337,7 @@ impl Handle {
     /// raft, waits for the servers to exit. Every acknowledged write is
     /// already on disk.
     pub async fn stop(mut self) -> Result<(), Error> {
-        self.member.begin_stop();
+        self.member.proposer().begin_stop();
         // No receiver left only means every server already exited.
         let _ = self.stop.send(true);
         let aborts: Vec<_> = self.servers.iter().map(JoinHandle::abort_handle).collect();
@@ -368,7 +368,7 @@ impl Handle {
     /// its threads: connections are dropped without a grace period and
     /// raft stops. (Nothing acknowledged is lost either way: it is on disk.)
     pub async fn kill(mut self) {
-        self.member.begin_stop();
+        self.member.proposer().begin_stop();
         let _ = self.stop.send(true);
         for server in self.servers.drain(..) {
             server.abort();
@@ -389,7 +389,7 @@ impl Handle {
             // They watch the stop flag; a panic in one was logged already.
             let _ = task.await;
         }
-        if let Some(replication) = self.member.replication() {
+        if let Some(replication) = self.member.proposer().replication() {
             replication.raft.send(crate::raft::Input::Stop);
         }
         if let Some(thread) = self.raft_thread.take() {
@@ -400,7 +400,8 @@ impl Handle {
         // (an in-process restart reopens it at once).
         let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
         while Arc::strong_count(&self.member) > 1
-            || Arc::strong_count(self.member.machine()) > 1
+            || self.member.in_use()
+            || Arc::strong_count(self.member.proposer().machine()) > 1
             || Arc::strong_count(self.member.store()) > 1
         {
             if tokio::time::Instant::now() >= deadline {
@@ -872,7 +873,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         (inputs.clone(), inputs_rx),
     )?;
     let member = Arc::new(
-        Member::with_machine(
+        Apis::builder(
             Arc::clone(&opened.machine),
             identity,
             Limits {
@@ -890,7 +891,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         .with_quota(config.quota_backend_bytes)
         .with_strict_reconfig_check(config.strict_reconfig_check)
         .with_zone(config.zone.clone())
-        .with_peer_dialer(dialer),
+        .with_peer_dialer(dialer)
+        .build(),
     );
 
     let (stop, stopped) = watch::channel(false);
@@ -928,7 +930,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )
         .await;
         if raft.status().is_leader {
-            member.lessor().promote();
+            member.lease().lessor().promote();
         }
     }
 
@@ -969,7 +971,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let mut tasks = vec![
         tokio::spawn(sync_watchers(Arc::clone(member.store()), stopped.clone())),
         tokio::spawn(crate::lease::task::run(
-            Arc::clone(&member),
+            Arc::clone(member.lease()),
             stopped.clone(),
         )),
         tokio::spawn(follow_leadership(Arc::clone(&member), stopped.clone())),
@@ -987,7 +989,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             (Arc::clone(&member), config.auto_compaction, stopped.clone());
         tracing::info!(?mode, "auto compaction enabled");
         tasks.push(tokio::spawn(async move {
-            crate::compactor::run(member.as_ref(), mode, stopped).await;
+            crate::compactor::run(member.kv().as_ref(), mode, stopped).await;
         }));
     }
     tasks.push(tokio::spawn(report_health(
@@ -1016,8 +1018,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
 
 /// Resolves once `member`'s raft loop has failed; never for a member
 /// without raft, or whose raft thread ended otherwise.
-async fn raft_failed(member: &Member) {
-    let Some(replication) = member.replication() else {
+async fn raft_failed(member: &Apis) {
+    let Some(replication) = member.proposer().replication() else {
         return std::future::pending().await;
     };
     let mut status = replication.raft.subscribe();
@@ -1032,14 +1034,14 @@ async fn raft_failed(member: &Member) {
 /// entries, so it must not look alive with stale state meanwhile. The
 /// `cairn` binary exits then ([`Handle::failed`]), as etcd does.
 async fn report_health(
-    member: Arc<Member>,
+    member: Arc<Apis>,
     health: tonic_health::server::HealthReporter,
     mut stopped: watch::Receiver<bool>,
 ) {
     tokio::select! {
         () = raft_failed(&member) => {
             tracing::error!("the member's raft loop failed: it stops serving");
-            member.begin_stop();
+            member.proposer().begin_stop();
         }
         _ = stopped.wait_for(|stop| *stop) => {}
     }
@@ -1050,22 +1052,22 @@ async fn report_health(
 
 /// Promotes the lessor when this member becomes the leader and demotes it
 /// when it stops being one: only the leader keeps lease expiries.
-async fn follow_leadership(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
-    let Some(replication) = member.replication() else {
+async fn follow_leadership(member: Arc<Apis>, mut stopped: watch::Receiver<bool>) {
+    let Some(replication) = member.proposer().replication() else {
         return;
     };
     let mut status = replication.raft.subscribe();
-    let mut leading = member.lessor().is_primary();
+    let mut leading = member.lease().lessor().is_primary();
     loop {
         let is_leader = status.borrow_and_update().is_leader;
         if is_leader != leading {
             leading = is_leader;
             if leading {
                 tracing::info!("became the leader: lease expiries start here");
-                member.lessor().promote();
+                member.lease().lessor().promote();
             } else {
                 tracing::info!("no longer the leader: lease expiries are the leader's");
-                member.lessor().demote();
+                member.lease().lessor().demote();
             }
         }
         tokio::select! {
@@ -1083,7 +1085,7 @@ const RESEAL_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// After a data key rotation, re-seals old records at a bounded rate, then
 /// drops the keys nothing needs any more. Survives a crash at any point:
 /// it starts over from whatever is still sealed with an old key.
-async fn reseal(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
+async fn reseal(member: Arc<Apis>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
@@ -1113,7 +1115,7 @@ async fn reseal(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
 
 /// Runs the leader's corruption check every `interval`.
 async fn check_corruption(
-    member: Arc<Member>,
+    member: Arc<Apis>,
     interval: std::time::Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -1124,7 +1126,7 @@ async fn check_corruption(
             _ = stopped.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = member.check_corruption().await {
+        if let Err(e) = member.maintenance().check_corruption().await {
             tracing::warn!(error = %e, "corruption check failed");
         }
     }
@@ -1133,22 +1135,26 @@ async fn check_corruption(
 /// Announces this member's name, client URLs and zone, retrying until the
 /// cluster has applied them (a new cluster may not have a leader yet).
 async fn publish(
-    member: Arc<Member>,
+    member: Arc<Apis>,
     name: String,
     client_urls: Vec<String>,
     timeout: std::time::Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let me = member.machine().member(member.identity().member_id);
+        let me = member
+            .proposer()
+            .machine()
+            .member(member.identity().member_id);
         // Published already (by an earlier start) counts too: the line
         // says the cluster knows the member, as etcd's does at each start.
         let published = if me.as_ref().is_some_and(|m| {
-            m.name == name && m.client_urls == client_urls && m.zone == member.zone()
+            m.name == name && m.client_urls == client_urls && m.zone == member.cluster().zone()
         }) {
             true
         } else if me.is_some() {
             match member
+                .cluster()
                 .publish_attributes(name.clone(), client_urls.clone())
                 .await
             {
@@ -1164,7 +1170,7 @@ async fn publish(
         if published {
             crate::logging::lifecycle::published(
                 member.identity().member_id,
-                member.cluster_id(),
+                member.proposer().cluster_id(),
                 &name,
                 &client_urls,
                 timeout,

@@ -509,6 +509,7 @@ async fn leader_only_proposals_are_never_forwarded() {
         cluster
             .handle(i)
             .member()
+            .proposer()
             .replication()
             .unwrap()
             .raft
