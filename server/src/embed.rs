@@ -312,11 +312,9 @@ impl Handle {
 
     /// Resolves once this member has applied its own removal from the
     /// cluster (its raft loop has stopped; it must stop serving, as etcd
-    /// exits). Never resolves for a member without raft.
+    /// exits).
     pub async fn removed(&self) {
-        let Some(replication) = self.member.proposer().replication() else {
-            return std::future::pending().await;
-        };
+        let replication = self.member.proposer().replication();
         let mut status = replication.raft.subscribe();
         if status.wait_for(|s| s.removed).await.is_err() {
             // The raft thread is gone without a removal: never resolve.
@@ -327,7 +325,7 @@ impl Handle {
     /// Resolves once this member's raft loop has failed (a disk write
     /// failed, say a full disk): it cannot apply anything any more, has
     /// stopped serving, and should exit so that a supervisor restarts it
-    /// (etcd exits). Never resolves for a member without raft.
+    /// (etcd exits).
     pub async fn failed(&self) {
         raft_failed(&self.member).await;
     }
@@ -389,9 +387,8 @@ impl Handle {
             // They watch the stop flag; a panic in one was logged already.
             let _ = task.await;
         }
-        if let Some(replication) = self.member.proposer().replication() {
-            replication.raft.send(crate::raft::Input::Stop);
-        }
+        let replication = self.member.proposer().replication();
+        replication.raft.send(crate::raft::Input::Stop);
         if let Some(thread) = self.raft_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -880,12 +877,12 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
                 max_request_bytes: config.max_request_bytes,
                 max_txn_ops: config.max_txn_ops,
             },
-            Some(Replication {
+            Replication {
                 raft: raft.clone(),
                 request_timeout: config.request_timeout(),
                 leader_change_grace: config.election_timeout,
                 broken_stale_reads: config.jepsen_broken_stale_reads,
-            }),
+            },
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)
         .with_quota(config.quota_backend_bytes)
@@ -1017,11 +1014,9 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
 }
 
 /// Resolves once `member`'s raft loop has failed; never for a member
-/// without raft, or whose raft thread ended otherwise.
+/// whose raft thread ended otherwise.
 async fn raft_failed(member: &Apis) {
-    let Some(replication) = member.proposer().replication() else {
-        return std::future::pending().await;
-    };
+    let replication = member.proposer().replication();
     let mut status = replication.raft.subscribe();
     if status.wait_for(|s| s.failed).await.is_err() {
         std::future::pending::<()>().await;
@@ -1053,9 +1048,7 @@ async fn report_health(
 /// Promotes the lessor when this member becomes the leader and demotes it
 /// when it stops being one: only the leader keeps lease expiries.
 async fn follow_leadership(member: Arc<Apis>, mut stopped: watch::Receiver<bool>) {
-    let Some(replication) = member.proposer().replication() else {
-        return;
-    };
+    let replication = member.proposer().replication();
     let mut status = replication.raft.subscribe();
     let mut leading = member.lease().lessor().is_primary();
     loop {

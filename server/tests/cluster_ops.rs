@@ -511,7 +511,6 @@ async fn leader_only_proposals_are_never_forwarded() {
             .member()
             .proposer()
             .replication()
-            .unwrap()
             .raft
             .clone()
     };

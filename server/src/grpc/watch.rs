@@ -150,11 +150,8 @@ impl WatchStream {
         let mut reading = true;
         let mut stopping = self.kv.proposer().stopping();
         let mut leadership = self
-            .kv
-            .proposer()
-            .replication()
-            .filter(|_| self.require_leader)
-            .map(|r| r.raft.leadership());
+            .require_leader
+            .then(|| self.kv.proposer().replication().raft.leadership());
         let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
             let leaderless_deadline = leaderless_since.map(|t| t + NO_LEADER_GRACE);

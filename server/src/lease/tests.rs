@@ -14,10 +14,12 @@ use cairn_proto::etcdserverpb::{
 use tokio::time::advance;
 
 use super::*;
+use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Machine;
-use crate::member::{Apis, Identity, Limits};
+use crate::member::{Apis, Identity, Limits, Replication};
 use crate::mvcc::{Revision, Store};
+use crate::raft::{NodeConfig, RaftHandle, RaftStorage};
 use crate::storage::{Cf, Engine, MemoryEngine, Scan};
 
 const IDENTITY: Identity = Identity {
@@ -32,16 +34,117 @@ const LIMITS: Limits = Limits {
 
 use crate::storage::flaky::FlakyEngine;
 
-/// A member on `engine` (recovering what it holds), lessor promoted now.
-fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> Apis {
-    let store = Arc::new(Store::open(engine, true).unwrap());
-    let lessor = Lessor::recover(config, Arc::new(TokioClock), &store).unwrap();
-    lessor.promote();
-    let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
-    Apis::builder(machine, IDENTITY, LIMITS, None).build()
+/// A lone voter: the APIs of a member on `engine` (recovering what it
+/// holds) with its own single-voter raft node, its log on the same engine,
+/// lessor promoted now. Production's write path end to end; the raft thread
+/// stops when it is dropped, so the engine can be reopened.
+struct TestMember {
+    /// The member's APIs (what the tests call, through `Deref`).
+    apis: Apis,
+    /// The raft thread's handle, to stop it.
+    raft: RaftHandle,
+    /// The raft thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Keeps a blocking-pool task running while the member lives: tokio's
+    /// paused clock must not jump ahead (and time requests out) while the
+    /// runtime waits on the raft thread, which it cannot see. Tests move
+    /// the clock with `advance` only.
+    _hold_clock: std::sync::mpsc::Sender<()>,
 }
 
-fn member() -> Apis {
+impl std::ops::Deref for TestMember {
+    type Target = Apis;
+
+    fn deref(&self) -> &Apis {
+        &self.apis
+    }
+}
+
+impl Drop for TestMember {
+    fn drop(&mut self) {
+        self.raft.send(crate::raft::Input::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// tokio's clock as the runtime that made it sees it, from any thread: the
+/// raft thread applies grants and renewals, and must read the paused test
+/// clock the tests advance, not the wall clock.
+#[derive(Debug)]
+struct RuntimeClock(tokio::runtime::Handle);
+
+impl Clock for RuntimeClock {
+    fn now(&self) -> tokio::time::Instant {
+        let _runtime = self.0.enter();
+        tokio::time::Instant::now()
+    }
+}
+
+/// Delivers nothing: a lone voter has no peers.
+struct NoPeers;
+
+impl crate::raft::node::Transport for NoPeers {
+    fn send(&self, _messages: Vec<::raft::eraftpb::Message>) {}
+}
+
+fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
+    let store = Arc::new(Store::open(Arc::clone(&engine), true).unwrap());
+    let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
+    let lessor = Lessor::recover(config, clock, &store).unwrap();
+    lessor.promote();
+    let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
+    let log = Arc::new(RaftStorage::open(engine).unwrap());
+    if ::raft::Storage::initial_state(log.as_ref())
+        .unwrap()
+        .conf_state
+        .voters
+        .is_empty()
+    {
+        let me = cairn_proto::cairnpb::Member {
+            id: IDENTITY.member_id,
+            ..Default::default()
+        };
+        crate::embed::bootstrap(&machine, &log, IDENTITY.cluster_id, &[me]).unwrap();
+    }
+    let node = NodeConfig {
+        id: IDENTITY.member_id,
+        heartbeat: Duration::from_millis(100),
+        election_ticks: 10,
+        snapshot_count: 100_000,
+        catch_up_entries: 5_000,
+    };
+    let (raft, thread) = crate::raft::node::start(
+        node,
+        log,
+        Arc::clone(&machine),
+        Arc::new(NoPeers),
+        std::sync::mpsc::channel(),
+    )
+    .unwrap();
+    assert!(raft.status().is_leader, "a lone voter leads at once");
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || held.recv());
+    let replication = Replication {
+        raft: raft.clone(),
+        request_timeout: REQUEST_TIMEOUT,
+        leader_change_grace: Duration::from_secs(1),
+        broken_stale_reads: false,
+    };
+    TestMember {
+        apis: Apis::builder(machine, IDENTITY, LIMITS, replication).build(),
+        raft,
+        thread: Some(thread),
+        _hold_clock: hold,
+    }
+}
+
+/// How long a proposal or read may wait (etcd's default: 5 s plus two
+/// election timeouts).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+fn member() -> TestMember {
     member_on(Arc::new(MemoryEngine::new()), LessorConfig::default())
 }
 
@@ -344,12 +447,19 @@ async fn an_expired_lease_cannot_be_renewed_and_is_retried_later() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_whose_revoke_never_comes_times_out_and_is_retried() {
-    let m = member();
+    let m = Arc::new(member());
     grant(&m, 1, 2).await.unwrap();
     advance(Duration::from_secs(2)).await;
     // Nobody revokes it: the keep-alive gives up with "request timed out"
     // rather than claim the lease is gone while its keys live.
-    assert_eq!(m.lease().renew(1).await, Err(EtcdError::Timeout));
+    let renew = tokio::spawn({
+        let m = Arc::clone(&m);
+        async move { m.lease().renew(1).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!renew.is_finished(), "answered before the request timeout");
+    advance(REQUEST_TIMEOUT).await;
+    assert_eq!(renew.await.unwrap(), Err(EtcdError::Timeout));
     // Found expired once; if its revoke did not happen, it comes up again
     // after the retry interval.
     assert_eq!(m.lease().lessor().expired(10), [1]);
@@ -493,20 +603,35 @@ async fn failed_commits_leave_the_lessor_unchanged() {
     let before = m.lease().lessor().snapshot();
     let items = m.lease().lessor().items();
 
+    // A failed apply stops the raft node (the member stops serving, as
+    // etcd's does), so the state machine is driven here as the node
+    // drives it: each entry at the next index.
+    let machine = Arc::clone(m.proposer().machine());
+    let put_entry = |key: &str, lease| {
+        Command::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..PutRequest::default()
+        })
+    };
     engine.set_failing(true);
-    assert_eq!(grant(&m, 2, 60).await, Err(EtcdError::Internal));
-    assert_eq!(put(&m, "b", 1).await, Err(EtcdError::Internal));
-    assert_eq!(put(&m, "a", 0).await, Err(EtcdError::Internal));
-    assert_eq!(revoke(&m, 1).await, Err(EtcdError::Internal));
-    m.lease()
-        .checkpoint(cairn_proto::etcdserverpb::LeaseCheckpointRequest {
+    for command in [
+        Command::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 2 }),
+        put_entry("b", 1),
+        put_entry("a", 0),
+        Command::LeaseRevoke(LeaseRevokeRequest { id: 1 }),
+        Command::LeaseCheckpoint(cairn_proto::etcdserverpb::LeaseCheckpointRequest {
             checkpoints: vec![cairn_proto::etcdserverpb::LeaseCheckpoint {
                 id: 1,
                 remaining_ttl: 5,
             }],
-        })
-        .await
-        .unwrap_err();
+        }),
+    ] {
+        let data = crate::entry::encode(0, command).unwrap();
+        let index = machine.applied_index() + 1;
+        machine.apply_entry(index, &data).unwrap_err();
+    }
     assert_eq!(m.lease().lessor().snapshot(), before);
     assert_eq!(m.lease().lessor().items(), items);
 
@@ -567,9 +692,13 @@ async fn lease_task_revokes_expired_leases_and_stops() {
     assert_eq!(live_keys(&m).await, ["a"]);
     let mut waited = 0;
     while m.lease().lessor().exists(1) {
-        // Sleeps on the paused clock take no real time; the write runs on
-        // the blocking pool, which holds the auto-advance back.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The paused clock moves only by `advance` (the test member holds
+        // the auto-advance back); the revoke goes through the raft thread,
+        // which takes a little real time.
+        advance(Duration::from_millis(10)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+            .await
+            .unwrap();
         waited += 10;
         assert!(waited < 2_000, "lease not revoked");
     }

@@ -108,7 +108,7 @@ impl KvApi {
     /// log entry.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
         self.limits.check_size(&req)?;
-        if self.proposer.replication().is_some() && !has_write(&req) {
+        if !has_write(&req) {
             self.proposer.check_serving()?;
             if !all_serializable(&req) {
                 self.proposer.barrier().await?;

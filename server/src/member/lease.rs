@@ -100,12 +100,9 @@ impl LeaseApi {
     }
 
     /// The leader's peer URL when this member is a follower (None when this
-    /// member leads, or is not replicated); NoLeader when there is none.
+    /// member leads); NoLeader when there is none.
     fn leader_url(&self) -> Result<Option<String>, EtcdError> {
-        let Some(r) = self.proposer.replication() else {
-            return Ok(None);
-        };
-        let status = r.raft.status();
+        let status = self.proposer.raft_status();
         if status.is_leader {
             return Ok(None);
         }

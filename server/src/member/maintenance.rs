@@ -215,9 +215,7 @@ impl MaintenanceApi {
     /// Maintenance.MoveLeader: hands the leadership to `target` (a voter);
     /// only the leader can. Returns once `target` leads.
     pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
-        let Some(replication) = self.proposer.replication() else {
-            return Err(EtcdError::BadLeaderTransferee);
-        };
+        let replication = self.proposer.replication();
         let status = replication.raft.status();
         if !status.is_leader {
             return Err(EtcdError::NotLeader);

@@ -36,11 +36,6 @@ pub use quota::Quota;
 /// enables WatchProgressRequest only from 3.5.8 on (and 3.4.25).
 pub const ETCD_VERSION: &str = "3.5.17";
 
-/// The raft term a member without raft reports: what a freshly started
-/// single etcd member shows (term 1 at bootstrap, 2 once it has elected
-/// itself).
-pub const SINGLE_MEMBER_TERM: u64 = 2;
-
 /// etcd's default watch progress notification interval: 10 minutes.
 pub const DEFAULT_WATCH_PROGRESS_INTERVAL: Duration =
     crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL;
@@ -82,7 +77,7 @@ impl Limits {
     }
 }
 
-/// How a member reaches raft (absent: a member applying its own writes).
+/// How a member reaches raft.
 #[derive(Debug, Clone)]
 pub struct Replication {
     /// The raft thread.
@@ -122,12 +117,12 @@ pub struct Apis {
 
 impl Apis {
     /// Starts building the APIs of a member over `machine`, replicated
-    /// through `replication` if given.
+    /// through `replication`.
     pub fn builder(
         machine: Arc<Machine>,
         identity: Identity,
         limits: Limits,
-        replication: Option<Replication>,
+        replication: Replication,
     ) -> ApisBuilder {
         ApisBuilder {
             machine,
@@ -212,8 +207,8 @@ pub struct ApisBuilder {
     identity: Identity,
     /// Size limits, checked before proposing.
     limits: Limits,
-    /// Raft, when replicated.
-    replication: Option<Replication>,
+    /// Raft, and how long to wait for it.
+    replication: Replication,
     /// `--experimental-watch-progress-notify-interval`.
     watch_progress_interval: Duration,
     /// `--quota-backend-bytes`.

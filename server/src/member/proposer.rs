@@ -8,13 +8,9 @@
 //! "request timed out" (or "... possibly due to previous leader failure")
 //! when it was not applied in time. Linearizable reads wait for a ReadIndex
 //! round (raft batches them); serializable reads need nothing from here.
-//!
-//! Without raft (unit tests drive a member directly), the same encoded
-//! request is applied at once with the next index, by the same state-machine
-//! code. Store work is blocking (RocksDB, fsync), so it runs on tokio's
-//! blocking pool, never on a runtime worker.
+//! Every member has raft, a lone one included (tests run a single voter).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::{self, ConfChangeContext};
@@ -22,7 +18,7 @@ use cairn_proto::etcdserverpb::{AlarmType, ResponseHeader};
 use prost::Message;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
-use super::{blocking_failed, Identity, Replication, SINGLE_MEMBER_TERM};
+use super::{Identity, Replication};
 use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::IdGenerator;
@@ -44,10 +40,8 @@ pub struct Proposer {
     /// Ids reported in every response header; the member id also prefixes
     /// proposal ids.
     identity: Identity,
-    /// Raft, when replicated.
-    replication: Option<Replication>,
-    /// Serialises local applies (no raft): each takes the next index.
-    local_apply: Arc<Mutex<()>>,
+    /// Raft, and how long to wait for it.
+    replication: Replication,
     /// Chooses proposal ids (etcd's idutil: member id prefix, time, counter)
     /// so that ids are unique across the cluster.
     proposal_ids: IdGenerator,
@@ -57,17 +51,12 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// A proposer over `machine`, replicated through `replication` if given.
-    pub fn new(
-        machine: Arc<Machine>,
-        identity: Identity,
-        replication: Option<Replication>,
-    ) -> Self {
+    /// A proposer over `machine`, replicated through `replication`.
+    pub fn new(machine: Arc<Machine>, identity: Identity, replication: Replication) -> Self {
         Self {
             machine,
             identity,
             replication,
-            local_apply: Arc::new(Mutex::new(())),
             proposal_ids: IdGenerator::now(identity.member_id),
             stopping: tokio::sync::watch::Sender::new(false),
         }
@@ -97,43 +86,24 @@ impl Proposer {
         }
     }
 
-    /// Raft, when replicated.
-    pub fn replication(&self) -> Option<&Replication> {
-        self.replication.as_ref()
+    /// Raft, and how long to wait for it.
+    pub fn replication(&self) -> &Replication {
+        &self.replication
     }
 
     /// How long a proposal or a linearizable read may wait.
     pub fn request_timeout(&self) -> Duration {
-        self.replication
-            .as_ref()
-            .map_or(Duration::from_secs(5), |r| r.request_timeout)
+        self.replication.request_timeout
     }
 
-    /// The raft status (a lone leader's when not replicated).
+    /// The raft status.
     pub fn raft_status(&self) -> RaftStatus {
-        match &self.replication {
-            Some(r) => r.raft.status(),
-            None => {
-                let applied = self.machine.applied_index();
-                RaftStatus {
-                    id: self.identity.member_id,
-                    leader: self.identity.member_id,
-                    term: SINGLE_MEMBER_TERM,
-                    commit: applied,
-                    applied,
-                    is_leader: true,
-                    ..RaftStatus::default()
-                }
-            }
-        }
+        self.replication.raft.status()
     }
 
     /// A complete response header at `revision` (0 = the current revision).
     pub fn header(&self, revision: i64) -> ResponseHeader {
-        let raft_term = match &self.replication {
-            Some(r) => r.raft.status().term,
-            None => SINGLE_MEMBER_TERM,
-        };
+        let raft_term = self.replication.raft.status().term;
         ResponseHeader {
             cluster_id: self.cluster_id(),
             member_id: self.identity.member_id,
@@ -207,9 +177,7 @@ impl Proposer {
         }
         let id = self.next_proposal_id();
         let data = entry::encode(id, command)?;
-        let Some(replication) = &self.replication else {
-            return self.apply_locally(id, data).await;
-        };
+        let replication = &self.replication;
         let status = replication.raft.status();
         if status.is_learner {
             return Err(EtcdError::NotSupportedForLearner);
@@ -245,9 +213,7 @@ impl Proposer {
         node: u64,
         member: Option<cairnpb::Member>,
     ) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(replication) = &self.replication else {
-            return Err(EtcdError::NotLeader);
-        };
+        let replication = &self.replication;
         let request_id = self.next_proposal_id();
         let context = ConfChangeContext { request_id, member }.encode_to_vec();
         let mut single = ConfChangeSingle::default();
@@ -278,30 +244,10 @@ impl Proposer {
         self.proposal_ids.next_lease_id() as u64
     }
 
-    /// Applies an encoded request at the next index, on the blocking pool.
-    async fn apply_locally(&self, id: u64, data: Vec<u8>) -> Result<Applied, EtcdError> {
-        let machine = Arc::clone(&self.machine);
-        let serial = Arc::clone(&self.local_apply);
-        let waiter = machine.register(id);
-        tokio::task::spawn_blocking(move || {
-            let _serial = serial.lock().unwrap_or_else(|e| e.into_inner());
-            let index = machine.applied_index() + 1;
-            machine.apply_entry(index, &data).map_err(|e| {
-                tracing::error!(error = %e, "applying a write failed");
-                EtcdError::Internal
-            })
-        })
-        .await
-        .map_err(blocking_failed)??;
-        waiter.await.map_err(|_| EtcdError::Internal)?
-    }
-
     /// Waits until this member may serve a linearizable read: one ReadIndex
     /// round (raft batches the reads queued meanwhile into one).
     pub async fn barrier(&self) -> Result<(), EtcdError> {
-        let Some(replication) = &self.replication else {
-            return Ok(());
-        };
+        let replication = &self.replication;
         if replication.raft.status().is_learner {
             return Err(EtcdError::NotSupportedForLearner);
         }
