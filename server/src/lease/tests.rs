@@ -16,134 +16,14 @@ use tokio::time::advance;
 use super::*;
 use crate::entry::Command;
 use crate::error::EtcdError;
-use crate::machine::Machine;
-use crate::member::{Apis, Identity, Limits, Replication};
-use crate::mvcc::{Revision, Store};
-use crate::raft::{NodeConfig, RaftHandle, RaftStorage};
+use crate::member::test_member::{member_on, TestMember, REQUEST_TIMEOUT};
+use crate::member::Apis;
+use crate::mvcc::Revision;
 use crate::storage::{Cf, Engine, MemoryEngine, Scan};
-
-const IDENTITY: Identity = Identity {
-    cluster_id: 0xc1,
-    member_id: 0x8e9e_05c5_2164_694d,
-};
-
-const LIMITS: Limits = Limits {
-    max_request_bytes: 1536 * 1024,
-    max_txn_ops: 128,
-};
 
 use crate::storage::flaky::FlakyEngine;
 
-/// A lone voter: the APIs of a member on `engine` (recovering what it
-/// holds) with its own single-voter raft node, its log on the same engine,
-/// lessor promoted now. Production's write path end to end; the raft thread
-/// stops when it is dropped, so the engine can be reopened.
-struct TestMember {
-    /// The member's APIs (what the tests call, through `Deref`).
-    apis: Apis,
-    /// The raft thread's handle, to stop it.
-    raft: RaftHandle,
-    /// The raft thread, joined on drop.
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// Keeps a blocking-pool task running while the member lives: tokio's
-    /// paused clock must not jump ahead (and time requests out) while the
-    /// runtime waits on the raft thread, which it cannot see. Tests move
-    /// the clock with `advance` only.
-    _hold_clock: std::sync::mpsc::Sender<()>,
-}
-
-impl std::ops::Deref for TestMember {
-    type Target = Apis;
-
-    fn deref(&self) -> &Apis {
-        &self.apis
-    }
-}
-
-impl Drop for TestMember {
-    fn drop(&mut self) {
-        self.raft.send(crate::raft::Input::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// tokio's clock as the runtime that made it sees it, from any thread: the
-/// raft thread applies grants and renewals, and must read the paused test
-/// clock the tests advance, not the wall clock.
-#[derive(Debug)]
-struct RuntimeClock(tokio::runtime::Handle);
-
-impl Clock for RuntimeClock {
-    fn now(&self) -> tokio::time::Instant {
-        let _runtime = self.0.enter();
-        tokio::time::Instant::now()
-    }
-}
-
-/// Delivers nothing: a lone voter has no peers.
-struct NoPeers;
-
-impl crate::raft::node::Transport for NoPeers {
-    fn send(&self, _messages: Vec<::raft::eraftpb::Message>) {}
-}
-
-fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
-    let store = Arc::new(Store::open(Arc::clone(&engine), true).unwrap());
-    let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
-    let lessor = Lessor::recover(config, clock, &store).unwrap();
-    lessor.promote();
-    let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
-    let log = Arc::new(RaftStorage::open(engine).unwrap());
-    if ::raft::Storage::initial_state(log.as_ref())
-        .unwrap()
-        .conf_state
-        .voters
-        .is_empty()
-    {
-        let me = cairn_proto::cairnpb::Member {
-            id: IDENTITY.member_id,
-            ..Default::default()
-        };
-        crate::embed::bootstrap(&machine, &log, IDENTITY.cluster_id, &[me]).unwrap();
-    }
-    let node = NodeConfig {
-        id: IDENTITY.member_id,
-        heartbeat: Duration::from_millis(100),
-        election_ticks: 10,
-        snapshot_count: 100_000,
-        catch_up_entries: 5_000,
-    };
-    let (raft, thread) = crate::raft::node::start(
-        node,
-        log,
-        Arc::clone(&machine),
-        Arc::new(NoPeers),
-        std::sync::mpsc::channel(),
-    )
-    .unwrap();
-    assert!(raft.status().is_leader, "a lone voter leads at once");
-    let (hold, held) = std::sync::mpsc::channel::<()>();
-    tokio::task::spawn_blocking(move || held.recv());
-    let replication = Replication {
-        raft: raft.clone(),
-        request_timeout: REQUEST_TIMEOUT,
-        leader_change_grace: Duration::from_secs(1),
-        broken_stale_reads: false,
-    };
-    TestMember {
-        apis: Apis::builder(machine, IDENTITY, LIMITS, replication).build(),
-        raft,
-        thread: Some(thread),
-        _hold_clock: hold,
-    }
-}
-
-/// How long a proposal or read may wait (etcd's default: 5 s plus two
-/// election timeouts).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
-
+/// A lone voter on a new in-memory engine, lessor promoted now.
 fn member() -> TestMember {
     member_on(Arc::new(MemoryEngine::new()), LessorConfig::default())
 }

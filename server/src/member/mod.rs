@@ -24,6 +24,8 @@ mod lease;
 mod maintenance;
 mod proposer;
 mod quota;
+#[cfg(test)]
+pub(crate) mod test_member;
 
 pub use cluster::{to_pb, ClusterApi};
 pub use kv::KvApi;
