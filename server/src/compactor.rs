@@ -96,13 +96,13 @@ pub trait Compactable: Send + Sync {
     fn compact(&self, revision: i64) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
-impl Compactable for crate::member::Member {
+impl Compactable for crate::member::KvApi {
     fn current_revision(&self) -> i64 {
-        self.store().current_revision()
+        self.proposer().store().current_revision()
     }
 
     fn is_leader(&self) -> bool {
-        self.raft_status().is_leader
+        self.proposer().raft_status().is_leader
     }
 
     async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
@@ -110,7 +110,7 @@ impl Compactable for crate::member::Member {
             revision,
             physical: false,
         };
-        crate::member::Member::compact(self, req).await.map(|_| ())
+        crate::member::KvApi::compact(self, req).await.map(|_| ())
     }
 }
 

@@ -26,7 +26,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::bootstrap::listen::local_url;
 use crate::bootstrap::Released;
-use crate::member::{Identity, Limits, Member, Replication};
+use crate::member::{Apis, Identity, Limits, Replication};
 use crate::peer::PeerService;
 use crate::raft::{Dialer, NodeConfig, Peers, RaftService};
 use crate::tasks::Tasks;
@@ -67,7 +67,7 @@ type Served = Result<(), tonic::transport::Error>;
 #[derive(Debug)]
 pub struct Handle {
     /// The member's state, for in-process inspection.
-    member: Arc<Member>,
+    member: Arc<Apis>,
     /// The client URLs actually bound (ports resolved when 0 was asked).
     client_urls: Vec<String>,
     /// The peer URLs actually bound.
@@ -97,17 +97,15 @@ impl Handle {
     }
 
     /// The member being served.
-    pub fn member(&self) -> &Arc<Member> {
+    pub fn member(&self) -> &Arc<Apis> {
         &self.member
     }
 
     /// Resolves once this member has applied its own removal from the
     /// cluster (its raft loop has stopped; it must stop serving, as etcd
-    /// exits). Never resolves for a member without raft.
+    /// exits).
     pub async fn removed(&self) {
-        let Some(replication) = self.member.replication() else {
-            return std::future::pending().await;
-        };
+        let replication = self.member.proposer().replication();
         let mut status = replication.raft.subscribe();
         if status.wait_for(|s| s.removed).await.is_err() {
             // The raft thread is gone without a removal: never resolve.
@@ -118,9 +116,9 @@ impl Handle {
     /// Resolves once this member's raft loop has failed (a disk write
     /// failed, say a full disk): it cannot apply anything any more, has
     /// stopped serving, and should exit so that a supervisor restarts it
-    /// (etcd exits). Never resolves for a member without raft.
+    /// (etcd exits).
     pub async fn failed(&self) {
-        crate::tasks::serving::raft_failed(&self.member).await;
+        crate::tasks::serving::raft_failed(self.member.proposer()).await;
     }
 
     /// Stops accepting requests, lets in-flight ones finish (for at most
@@ -174,9 +172,11 @@ impl Handle {
         peer_servers.abort_all();
         while peer_servers.join_next().await.is_some() {}
         tasks.join().await;
-        if let Some(replication) = member.replication() {
-            replication.raft.send(crate::raft::Input::Stop);
-        }
+        member
+            .proposer()
+            .replication()
+            .raft
+            .send(crate::raft::Input::Stop);
         if let Some(thread) = raft_thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -249,25 +249,26 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         (inputs.clone(), inputs_rx),
     )?;
     let member = Arc::new(
-        Member::with_machine(
+        Apis::builder(
             Arc::clone(&opened.machine),
             identity,
             Limits {
                 max_request_bytes: config.max_request_bytes,
                 max_txn_ops: config.max_txn_ops,
             },
-            Some(Replication {
+            Replication {
                 raft: raft.clone(),
                 request_timeout: config.request_timeout(),
                 leader_change_grace: config.election_timeout,
                 broken_stale_reads: config.jepsen_broken_stale_reads,
-            }),
+            },
         )
         .with_watch_progress_interval(config.watch_progress_notify_interval)
         .with_quota(config.quota_backend_bytes)
         .with_strict_reconfig_check(config.strict_reconfig_check)
         .with_zone(config.zone.clone())
-        .with_peer_dialer(dialer),
+        .with_peer_dialer(dialer)
+        .build(),
     );
 
     // One shutdown signal for the servers and every background task.
@@ -306,7 +307,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )
         .await;
         if raft.status().is_leader {
-            member.lessor().promote();
+            member.lease().lessor().promote();
         }
     }
 

@@ -5,22 +5,22 @@
 //! From the wire down:
 //!
 //! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
-//!   [`member::Member`], map the error through one table, fill the header. The
+//!   API of [`member`] it serves, map the error through one table, fill the header. The
 //!   only module that knows tonic.
 //! - [`compactor`]: etcd's auto compaction (periodic, revision), run by the
 //!   leader through the write path. [`duration`]: Go's duration syntax, as
 //!   etcd's flags take it.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.
-//! - [`member`]: one member's internal API (etcd's `EtcdServer`): size limits,
-//!   quota, proposing each write to raft and waiting for it to be applied,
-//!   ReadIndex for linearizable reads. [`membership`]: the Cluster service's
-//!   operations, HashKV, MoveLeader, Snapshot. [`reconfig`]: etcd's
-//!   `--strict-reconfig-check` rules for membership changes.
+//! - [`member`]: one member's internal API (etcd's `EtcdServer`), one API
+//!   per service (KV, Lease, Cluster, Maintenance) over a shared
+//!   [`member::Proposer`]: size limits, quota, proposing each write to raft
+//!   and waiting for it to be applied, ReadIndex for linearizable reads.
+//!   [`reconfig`]: etcd's `--strict-reconfig-check` rules for membership
+//!   changes.
 //! - [`entry`]: the data of a raft log entry, encoded and decoded in one place;
 //!   a request is proposed only if its entry decodes exactly as every state
 //!   machine will decode it.
-//! - [`maintenance`]: the whole-store Hash and the Downgrade job.
 //! - [`machine`]: the replicated state machine: applies raft entries (one
 //!   write transaction per entry, committed with its index), the member
 //!   table, alarms, snapshot data; wakes the proposer's waiter.
@@ -72,9 +72,7 @@ pub mod grpc;
 pub mod lease;
 pub mod logging;
 pub mod machine;
-pub mod maintenance;
 pub mod member;
-pub mod membership;
 pub mod mvcc;
 pub mod notify;
 pub mod offline;

@@ -509,8 +509,8 @@ async fn leader_only_proposals_are_never_forwarded() {
         cluster
             .handle(i)
             .member()
+            .proposer()
             .replication()
-            .unwrap()
             .raft
             .clone()
     };

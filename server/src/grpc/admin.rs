@@ -6,19 +6,19 @@ use cairn_proto::cairnpb::admin_server::Admin;
 use cairn_proto::cairnpb::{RotateDataKeyRequest, RotateDataKeyResponse};
 use tonic::{Request, Response, Status};
 
-use crate::member::Member;
+use crate::member::MaintenanceApi;
 
 /// The Admin service of one member.
 #[derive(Debug, Clone)]
 pub struct AdminService {
-    /// The member asked.
-    member: Arc<Member>,
+    /// Key rotation is a maintenance operation.
+    maintenance: Arc<MaintenanceApi>,
 }
 
 impl AdminService {
-    /// An Admin service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// An Admin service over `maintenance`.
+    pub fn new(maintenance: Arc<MaintenanceApi>) -> Self {
+        Self { maintenance }
     }
 }
 
@@ -28,9 +28,9 @@ impl Admin for AdminService {
         &self,
         _request: Request<RotateDataKeyRequest>,
     ) -> Result<Response<RotateDataKeyResponse>, Status> {
-        let key_id = self.member.rotate_data_key().await?;
+        let key_id = self.maintenance.rotate_data_key().await?;
         Ok(Response::new(RotateDataKeyResponse {
-            header: Some(self.member.header(0)),
+            header: Some(self.maintenance.proposer().header(0)),
             key_id,
         }))
     }

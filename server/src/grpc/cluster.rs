@@ -10,20 +10,19 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::member::Member;
-use crate::membership::to_pb;
+use crate::member::{to_pb, ClusterApi};
 
 /// The Cluster service of one member.
 #[derive(Debug, Clone)]
 pub struct ClusterService {
-    /// The member asked.
-    member: Arc<Member>,
+    /// The API the requests are served by.
+    cluster: Arc<ClusterApi>,
 }
 
 impl ClusterService {
-    /// A Cluster service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// A Cluster service over `cluster`.
+    pub fn new(cluster: Arc<ClusterApi>) -> Self {
+        Self { cluster }
     }
 }
 
@@ -39,11 +38,11 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let req = request.into_inner();
         let (added, members) = self
-            .member
+            .cluster
             .member_add(req.peer_ur_ls, req.is_learner)
             .await?;
         Ok(Response::new(MemberAddResponse {
-            header: Some(self.member.header_without_revision()),
+            header: Some(self.cluster.proposer().header_without_revision()),
             member: Some(to_pb(&added)),
             members: list(&members),
         }))
@@ -53,9 +52,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        let members = self.member.member_remove(request.into_inner().id).await?;
+        let members = self.cluster.member_remove(request.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: Some(self.member.header_without_revision()),
+            header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),
         }))
     }
@@ -65,9 +64,9 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
-        let members = self.member.member_update(req.id, req.peer_ur_ls).await?;
+        let members = self.cluster.member_update(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
-            header: Some(self.member.header_without_revision()),
+            header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),
         }))
     }
@@ -78,11 +77,11 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         // `linearizable` (3.5): the list as of a ReadIndex round.
         if request.into_inner().linearizable {
-            self.member.barrier().await?;
+            self.cluster.proposer().barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.member.header_without_revision()),
-            members: list(&self.member.member_list()),
+            header: Some(self.cluster.proposer().header_without_revision()),
+            members: list(&self.cluster.member_list()),
         }))
     }
 
@@ -90,9 +89,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let members = self.member.member_promote(request.into_inner().id).await?;
+        let members = self.cluster.member_promote(request.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: Some(self.member.header_without_revision()),
+            header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),
         }))
     }

@@ -15,18 +15,18 @@ use tonic::{Request, Response, Status};
 
 use super::status::recipe_status;
 use crate::concurrency;
-use crate::member::Member;
+use crate::concurrency::LocalClient;
 
 /// The Election service of one member.
 #[derive(Debug, Clone)]
 pub struct ElectionService {
     /// The member whose keys hold the elections.
-    member: Arc<Member>,
+    member: Arc<LocalClient>,
 }
 
 impl ElectionService {
     /// An Election service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
+    pub fn new(member: Arc<LocalClient>) -> Self {
         Self { member }
     }
 }

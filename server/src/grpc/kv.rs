@@ -1,4 +1,4 @@
-//! `etcdserverpb.KV`: validate, call the member, map the error, fill the header.
+//! `etcdserverpb.KV`: validate, call the KV API, map the error, fill the header.
 
 use std::sync::Arc;
 
@@ -10,25 +10,25 @@ use cairn_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::validate;
-use crate::member::Member;
+use crate::member::KvApi;
 
 /// The KV service of one member.
 #[derive(Debug, Clone)]
 pub struct KvService {
-    /// The member the requests are served by.
-    member: Arc<Member>,
+    /// The API the requests are served by.
+    kv: Arc<KvApi>,
 }
 
 impl KvService {
-    /// A KV service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// A KV service over `kv`.
+    pub fn new(kv: Arc<KvApi>) -> Self {
+        Self { kv }
     }
 
     /// Completes a header that apply filled with the revision only.
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
-        *header = Some(self.member.header(revision));
+        *header = Some(self.kv.proposer().header(revision));
     }
 }
 
@@ -40,7 +40,7 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         validate::range(&req)?;
-        let mut resp = self.member.range(req).await?;
+        let mut resp = self.kv.range(req).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -48,7 +48,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
         validate::put(&req)?;
-        let mut resp = self.member.put(req).await?;
+        let mut resp = self.kv.put(req).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -59,15 +59,15 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         validate::delete_range(&req)?;
-        let mut resp = self.member.delete_range(req).await?;
+        let mut resp = self.kv.delete_range(req).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
-        validate::txn(&req, self.member.limits().max_txn_ops)?;
-        let mut resp = self.member.txn(req).await?;
+        validate::txn(&req, self.kv.limits().max_txn_ops)?;
+        let mut resp = self.kv.txn(req).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -76,7 +76,7 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let resp = self.member.compact(request.into_inner()).await?;
+        let resp = self.kv.compact(request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 }

@@ -1,4 +1,4 @@
-//! `etcdserverpb.Lease`: call the member, map the error, fill the header.
+//! `etcdserverpb.Lease`: call the Lease API, map the error, fill the header.
 //!
 //! As in etcd, LeaseTimeToLive answers an unknown lease with TTL -1 instead
 //! of an error, and a keep-alive for an unknown (or expired) lease with TTL 0.
@@ -17,7 +17,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::EtcdError;
-use crate::member::Member;
+use crate::member::LeaseApi;
 
 /// Keep-alive responses buffered per stream before the sender waits for the
 /// client to read.
@@ -26,20 +26,20 @@ const KEEP_ALIVE_BUFFER: usize = 16;
 /// The Lease service of one member.
 #[derive(Debug, Clone)]
 pub struct LeaseService {
-    /// The member the requests are served by.
-    member: Arc<Member>,
+    /// The API the requests are served by.
+    lease: Arc<LeaseApi>,
 }
 
 impl LeaseService {
-    /// A Lease service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// A Lease service over `lease`.
+    pub fn new(lease: Arc<LeaseApi>) -> Self {
+        Self { lease }
     }
 
     /// Completes a header that apply filled with the revision only.
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
-        *header = Some(self.member.header(revision));
+        *header = Some(self.lease.proposer().header(revision));
     }
 }
 
@@ -47,11 +47,11 @@ impl LeaseService {
 /// closes its side (or goes away), or the member stops (the stream then ends
 /// with "etcdserver: server stopped", so the client renews elsewhere).
 async fn keep_alive(
-    member: Arc<Member>,
+    lease: Arc<LeaseApi>,
     mut requests: Streaming<LeaseKeepAliveRequest>,
     responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
 ) {
-    let mut stopping = member.stopping();
+    let mut stopping = lease.proposer().stopping();
     loop {
         let next = tokio::select! {
             _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
@@ -76,8 +76,8 @@ async fn keep_alive(
         // The header is taken before the renewal, as etcd does: a client
         // never sees a successful keep-alive at a revision after the one that
         // revoked the lease.
-        let header = member.header(0);
-        let ttl = match member.lease_renew(req.id).await {
+        let header = lease.proposer().header(0);
+        let ttl = match lease.renew(req.id).await {
             Ok(ttl) => ttl,
             Err(EtcdError::LeaseNotFound) => 0,
             Err(e) => {
@@ -103,7 +103,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut resp = self.member.lease_grant(request.into_inner()).await?;
+        let mut resp = self.lease.grant(request.into_inner()).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -112,7 +112,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let mut resp = self.member.lease_revoke(request.into_inner()).await?;
+        let mut resp = self.lease.revoke(request.into_inner()).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -123,7 +123,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         tokio::spawn(keep_alive(
-            Arc::clone(&self.member),
+            Arc::clone(&self.lease),
             request.into_inner(),
             tx,
         ));
@@ -136,10 +136,10 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let id = req.id;
-        match self.member.lease_time_to_live(req).await {
+        match self.lease.time_to_live(req).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(EtcdError::LeaseNotFound) => Ok(Response::new(LeaseTimeToLiveResponse {
-                header: Some(self.member.header(0)),
+                header: Some(self.lease.proposer().header(0)),
                 id,
                 ttl: -1,
                 ..LeaseTimeToLiveResponse::default()
@@ -152,6 +152,6 @@ impl Lease for LeaseService {
         &self,
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Ok(Response::new(self.member.lease_leases()))
+        Ok(Response::new(self.lease.leases()))
     }
 }

@@ -8,18 +8,18 @@ use tonic::{Request, Response, Status};
 
 use super::status::recipe_status;
 use crate::concurrency;
-use crate::member::Member;
+use crate::concurrency::LocalClient;
 
 /// The Lock service of one member.
 #[derive(Debug, Clone)]
 pub struct LockService {
     /// The member whose keys hold the locks.
-    member: Arc<Member>,
+    member: Arc<LocalClient>,
 }
 
 impl LockService {
     /// A Lock service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
+    pub fn new(member: Arc<LocalClient>) -> Self {
         Self { member }
     }
 }

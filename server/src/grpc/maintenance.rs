@@ -12,7 +12,7 @@ use cairn_proto::etcdserverpb::{
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use crate::member::Member;
+use crate::member::MaintenanceApi;
 
 /// Bytes per Snapshot response message (etcd sends 32 KiB pieces; larger
 /// ones cost fewer messages and stay far below the gRPC limit).
@@ -21,14 +21,14 @@ const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 /// The Maintenance service of one member.
 #[derive(Debug, Clone)]
 pub struct MaintenanceService {
-    /// The member reported on.
-    member: Arc<Member>,
+    /// The API the requests are served by.
+    maintenance: Arc<MaintenanceApi>,
 }
 
 impl MaintenanceService {
-    /// A Maintenance service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// A Maintenance service over `maintenance`.
+    pub fn new(maintenance: Arc<MaintenanceApi>) -> Self {
+        Self { maintenance }
     }
 }
 
@@ -39,7 +39,7 @@ impl Maintenance for MaintenanceService {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         Ok(Response::new(
-            self.member.alarm(request.into_inner()).await?,
+            self.maintenance.alarm(request.into_inner()).await?,
         ))
     }
 
@@ -47,21 +47,21 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(self.member.status().await?))
+        Ok(Response::new(self.maintenance.status().await?))
     }
 
     async fn defragment(
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.member.defragment().await?;
+        self.maintenance.defragment().await?;
         // etcd answers Defragment, MoveLeader and every Snapshot chunk
         // without a header.
         Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Ok(Response::new(crate::maintenance::hash(&self.member).await?))
+        Ok(Response::new(self.maintenance.hash().await?))
     }
 
     async fn downgrade(
@@ -69,7 +69,7 @@ impl Maintenance for MaintenanceService {
         request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         Ok(Response::new(
-            crate::maintenance::downgrade(&self.member, request.into_inner()).await?,
+            self.maintenance.downgrade(request.into_inner()).await?,
         ))
     }
 
@@ -78,14 +78,14 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = request.into_inner().revision;
-        Ok(Response::new(self.member.hash_kv(rev).await?))
+        Ok(Response::new(self.maintenance.hash_kv(rev).await?))
     }
 
     async fn move_leader(
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        self.member
+        self.maintenance
             .move_leader(request.into_inner().target_id)
             .await?;
         Ok(Response::new(MoveLeaderResponse { header: None }))
@@ -95,7 +95,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
-        let file = self.member.snapshot_file().await?;
+        let file = self.maintenance.snapshot_file().await?;
         let total = file.len();
         let mut sent = 0;
         let responses: Vec<Result<SnapshotResponse, Status>> = file

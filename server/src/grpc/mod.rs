@@ -1,7 +1,7 @@
 //! The gRPC face of a member: the only module that knows tonic.
 //!
-//! Each service is thin: validate the request ([`validate`]), call the
-//! [`Member`](crate::member::Member), map the error ([`status`], the one
+//! Each service is thin: validate the request ([`validate`]), call its API
+//! in [`crate::member`] (and only that one), map the error ([`status`], the one
 //! mapping table), fill the response header.
 
 mod admin;
@@ -40,7 +40,8 @@ pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
-use crate::member::Member;
+use crate::concurrency;
+use crate::member::{Apis, Proposer};
 
 /// Extra bytes gRPC accepts beyond `--max-request-bytes`, so that an oversized
 /// request reaches the member and gets etcd's "request is too large" instead
@@ -84,45 +85,49 @@ macro_rules! etcd_service {
 /// may open at most `max_concurrent_streams` HTTP/2 streams at once
 /// (`--max-concurrent-streams`; `u32::MAX`, etcd's default, is no limit).
 pub async fn serve(
-    member: Arc<Member>,
+    member: Arc<Apis>,
     listener: TcpListener,
     health: HealthService,
     max_concurrent_streams: u32,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message = member
+        .kv()
         .limits()
         .max_request_bytes
         .saturating_add(GRPC_OVERHEAD_BYTES);
     let require_leader = RequireLeader {
-        member: Arc::clone(&member),
+        proposer: Arc::clone(member.proposer()),
     };
     let kv = etcd_service!(
-        KvServer::new(KvService::new(Arc::clone(&member))),
+        KvServer::new(KvService::new(Arc::clone(member.kv()))),
         max_message
     );
     let lease = etcd_service!(
-        LeaseServer::new(LeaseService::new(Arc::clone(&member))),
+        LeaseServer::new(LeaseService::new(Arc::clone(member.lease()))),
         max_message
     );
     let maintenance = etcd_service!(
-        MaintenanceServer::new(MaintenanceService::new(Arc::clone(&member))),
+        MaintenanceServer::new(MaintenanceService::new(Arc::clone(member.maintenance()))),
         max_message
     );
     let cluster = etcd_service!(
-        ClusterServer::new(ClusterService::new(Arc::clone(&member))),
+        ClusterServer::new(ClusterService::new(Arc::clone(member.cluster()))),
         max_message
     );
     let watch = etcd_service!(
-        WatchServer::new(WatchService::new(Arc::clone(&member))),
+        WatchServer::new(WatchService::new(
+            Arc::clone(member.kv()),
+            member.watch_progress_interval()
+        )),
         max_message
     );
     let lock = etcd_service!(
-        LockServer::new(LockService::new(Arc::clone(&member))),
+        LockServer::new(LockService::new(concurrency::LocalClient::new(&member))),
         max_message
     );
     let election = etcd_service!(
-        ElectionServer::new(ElectionService::new(Arc::clone(&member))),
+        ElectionServer::new(ElectionService::new(concurrency::LocalClient::new(&member))),
         max_message
     );
     // Without TCP_NODELAY a response written in several frames waits for the
@@ -150,7 +155,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(lock, require_leader.clone()))
         .add_service(InterceptedService::new(election, require_leader))
         .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
-            AdminService::new(Arc::clone(&member)),
+            AdminService::new(Arc::clone(member.maintenance())),
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -189,7 +194,7 @@ fn transport_statuses<B>(mut response: http::Response<B>) -> http::Response<B> {
 #[derive(Clone)]
 struct RequireLeader {
     /// Whose raft status is checked.
-    member: Arc<Member>,
+    proposer: Arc<Proposer>,
 }
 
 impl tonic::service::Interceptor for RequireLeader {
@@ -198,7 +203,7 @@ impl tonic::service::Interceptor for RequireLeader {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true");
-        if wants_leader && self.member.raft_status().leader == 0 {
+        if wants_leader && self.proposer.raft_status().leader == 0 {
             return Err(crate::error::EtcdError::NoLeader.into());
         }
         Ok(request)

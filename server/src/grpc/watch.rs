@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::member::Member;
+use crate::member::KvApi;
 use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec, WatcherKey};
 
 /// Messages the hub may queue for one stream before its watchers fall back to
@@ -41,14 +41,22 @@ const EMPTY_WATCHER_RANGE: &str = "mvcc: watcher range is empty";
 /// The Watch service of one member.
 #[derive(Debug, Clone)]
 pub struct WatchService {
-    /// The member whose store is watched.
-    member: Arc<Member>,
+    /// The KV API whose store is watched (and whose limits and write
+    /// path's headers and stop signal the streams use).
+    kv: Arc<KvApi>,
+    /// How often watchers that asked for progress notifications get one.
+    progress_interval: std::time::Duration,
 }
 
 impl WatchService {
-    /// A Watch service over `member`.
-    pub fn new(member: Arc<Member>) -> Self {
-        Self { member }
+    /// A Watch service over `kv`'s store, notifying progress every
+    /// `progress_interval` (etcd's
+    /// `--experimental-watch-progress-notify-interval`).
+    pub fn new(kv: Arc<KvApi>, progress_interval: std::time::Duration) -> Self {
+        Self {
+            kv,
+            progress_interval,
+        }
     }
 }
 
@@ -67,10 +75,11 @@ impl Watch for WatchService {
         let requests = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_BUFFER);
         let (hub_tx, hub_rx) = mpsc::channel(HUB_BUFFER);
-        let store = self.member.store();
+        let store = self.kv.proposer().store();
         let stream = WatchStream {
             key: store.watch_hub().new_stream(),
-            member: Arc::clone(&self.member),
+            kv: Arc::clone(&self.kv),
+            progress_interval: self.progress_interval,
             hub_tx,
             out: out_tx,
             active: HashMap::new(),
@@ -102,8 +111,10 @@ struct Active {
 
 /// One client stream's state.
 struct WatchStream {
-    /// The member (store, header fields, limits).
-    member: Arc<Member>,
+    /// The KV API (store, header fields, limits).
+    kv: Arc<KvApi>,
+    /// How often watchers that asked for progress notifications get one.
+    progress_interval: std::time::Duration,
     /// This stream's key in the hub.
     key: StreamKey,
     /// Where the hub sends this stream's messages (cloned into each watcher).
@@ -134,15 +145,13 @@ impl WatchStream {
         mut requests: Streaming<WatchRequest>,
         mut hub_rx: mpsc::Receiver<WatchMessage>,
     ) {
-        let interval = self.member.watch_progress_interval();
+        let interval = self.progress_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut reading = true;
-        let mut stopping = self.member.stopping();
+        let mut stopping = self.kv.proposer().stopping();
         let mut leadership = self
-            .member
-            .replication()
-            .filter(|_| self.require_leader)
-            .map(|r| r.raft.leadership());
+            .require_leader
+            .then(|| self.kv.proposer().replication().raft.leadership());
         let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
             let leaderless_deadline = leaderless_since.map(|t| t + NO_LEADER_GRACE);
@@ -190,11 +199,15 @@ impl WatchStream {
                 break;
             }
         }
-        self.member.store().watch_hub().remove_stream(self.key);
+        self.kv
+            .proposer()
+            .store()
+            .watch_hub()
+            .remove_stream(self.key);
     }
 
     fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(self.member.header(revision))
+        Some(self.kv.proposer().header(revision))
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), ClientGone> {
@@ -210,7 +223,7 @@ impl WatchStream {
                     return Ok(());
                 };
                 self.active.remove(&key);
-                self.member.store().watch_hub().remove(key);
+                self.kv.proposer().store().watch_hub().remove(key);
                 self.send(WatchResponse {
                     header: self.header(0),
                     watch_id: cancel.watch_id,
@@ -220,7 +233,8 @@ impl WatchStream {
                 .await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                self.member
+                self.kv
+                    .proposer()
                     .store()
                     .request_progress_all(self.key, self.hub_tx.clone());
                 Ok(())
@@ -263,7 +277,7 @@ impl WatchStream {
         // otherwise (-1 on a store never compacted) it watches from now.
         let mut compacted_at = None;
         if req.start_revision < 0 {
-            let compacted = self.member.store().compact_revision();
+            let compacted = self.kv.proposer().store().compact_revision();
             if req.start_revision < compacted {
                 compacted_at = Some(compacted);
             } else {
@@ -309,7 +323,8 @@ impl WatchStream {
             no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
         };
         let key = self
-            .member
+            .kv
+            .proposer()
             .store()
             .watch(spec, self.key, self.hub_tx.clone());
         self.ids.insert(watch_id, key);
@@ -348,7 +363,7 @@ impl WatchStream {
                     ..WatchResponse::default()
                 };
                 if active.fragment {
-                    for part in fragments(resp, self.member.limits().max_request_bytes) {
+                    for part in fragments(resp, self.kv.limits().max_request_bytes) {
                         self.send(part).await?;
                     }
                     Ok(())
@@ -387,7 +402,7 @@ impl WatchStream {
 
     /// Periodic progress: to each quiet watcher that asked for it.
     fn progress_tick(&mut self) {
-        let store = self.member.store();
+        let store = self.kv.proposer().store();
         for (key, active) in self.active.iter_mut() {
             if active.progress_notify && active.quiet {
                 store.request_progress(*key);
@@ -399,7 +414,7 @@ impl WatchStream {
     /// Fills each event's `prev_kv`: the key as it was just before the event,
     /// unless the event created the key (or that revision was compacted).
     async fn with_prev_kvs(&self, events: Vec<Event>) -> Vec<Event> {
-        let store = Arc::clone(self.member.store());
+        let store = Arc::clone(self.kv.proposer().store());
         let filled = tokio::task::spawn_blocking(move || {
             let mut events = events;
             for ev in &mut events {

@@ -1,5 +1,5 @@
 //! The leader's lease loop: every [`CHECK_INTERVAL`], revoke expired leases
-//! and take due checkpoints, each as an ordinary write through the member
+//! and take due checkpoints, each as an ordinary write through the Lease API
 //! (the operations a raft leader would propose).
 
 use std::sync::Arc;
@@ -7,11 +7,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::CHECK_INTERVAL;
-use crate::member::Member;
+use crate::member::LeaseApi;
 
-/// Runs the lease loop of `member` until `stop` turns true (or its sender is
+/// Runs the lease loop of `lease` until `stop` turns true (or its sender is
 /// dropped). A write in progress finishes before it returns.
-pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+pub async fn run(lease: Arc<LeaseApi>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -20,8 +20,8 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tick.tick() => {}
         }
-        member.revoke_expired_leases().await;
-        member.checkpoint_due_leases().await;
+        lease.revoke_expired_leases().await;
+        lease.checkpoint_due_leases().await;
     }
     tracing::debug!("lease task stopped");
 }

@@ -5,11 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shutdown;
-use crate::member::Member;
+use crate::member::MaintenanceApi;
 
 /// Runs the leader's corruption check ([`Member::check_corruption`]) every
 /// `interval`.
-pub async fn check_corruption(member: Arc<Member>, interval: Duration, mut shutdown: Shutdown) {
+pub async fn check_corruption(
+    maintenance: Arc<MaintenanceApi>,
+    interval: Duration,
+    mut shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -17,7 +21,7 @@ pub async fn check_corruption(member: Arc<Member>, interval: Duration, mut shutd
             () = shutdown.recv() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = member.check_corruption().await {
+        if let Err(e) = maintenance.check_corruption().await {
             tracing::warn!(error = %e, "corruption check failed");
         }
     }

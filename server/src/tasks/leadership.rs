@@ -3,26 +3,27 @@
 use std::sync::Arc;
 
 use super::Shutdown;
-use crate::member::Member;
+use crate::member::{LeaseApi, Proposer};
 
 /// Promotes the lessor when this member becomes the leader and demotes it
 /// when it stops being one: only the leader keeps lease expiries.
-pub async fn follow_leadership(member: Arc<Member>, mut shutdown: Shutdown) {
-    let Some(replication) = member.replication() else {
-        return;
-    };
-    let mut status = replication.raft.subscribe();
-    let mut leading = member.lessor().is_primary();
+pub async fn follow_leadership(
+    proposer: Arc<Proposer>,
+    lease: Arc<LeaseApi>,
+    mut shutdown: Shutdown,
+) {
+    let mut status = proposer.replication().raft.subscribe();
+    let mut leading = lease.lessor().is_primary();
     loop {
         let is_leader = status.borrow_and_update().is_leader;
         if is_leader != leading {
             leading = is_leader;
             if leading {
                 tracing::info!("became the leader: lease expiries start here");
-                member.lessor().promote();
+                lease.lessor().promote();
             } else {
                 tracing::info!("no longer the leader: lease expiries are the leader's");
-                member.lessor().demote();
+                lease.lessor().demote();
             }
         }
         tokio::select! {

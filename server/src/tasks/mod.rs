@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::member::Member;
+use crate::member::Apis;
 
 /// A task's view of the shutdown signal. Cheap to clone; every clone sees
 /// the same one signal.
@@ -114,34 +114,34 @@ impl Tasks {
 /// are the URLs it publishes, `health` the gRPC health service it keeps.
 pub fn start_member_tasks(
     tasks: &mut Tasks,
-    member: &Arc<Member>,
+    member: &Arc<Apis>,
     config: &Config,
     client_urls: Vec<String>,
     health: tonic_health::server::HealthReporter,
 ) {
     let store = Arc::clone(member.store());
     tasks.spawn(|shutdown| watchers::sync_watchers(store, shutdown));
-    let m = Arc::clone(member);
-    tasks.spawn(|shutdown| crate::lease::task::run(m, shutdown.receiver()));
-    let m = Arc::clone(member);
-    tasks.spawn(|shutdown| leadership::follow_leadership(m, shutdown));
+    let lease = Arc::clone(member.lease());
+    tasks.spawn(|shutdown| crate::lease::task::run(lease, shutdown.receiver()));
+    let (proposer, lease) = (Arc::clone(member.proposer()), Arc::clone(member.lease()));
+    tasks.spawn(|shutdown| leadership::follow_leadership(proposer, lease, shutdown));
     let m = Arc::clone(member);
     let (name, timeout) = (config.name.clone(), config.request_timeout());
     tasks.spawn(|shutdown| publish::publish(m, name, client_urls, timeout, shutdown));
-    let m = Arc::clone(member);
-    tasks.spawn(|shutdown| reseal::reseal(m, shutdown));
+    let store = Arc::clone(member.store());
+    tasks.spawn(|shutdown| reseal::reseal(store, shutdown));
     if config.auto_compaction != crate::compactor::AutoCompaction::Off {
-        let (m, mode) = (Arc::clone(member), config.auto_compaction);
+        let (kv, mode) = (Arc::clone(member.kv()), config.auto_compaction);
         tracing::info!(?mode, "auto compaction enabled");
         tasks.spawn(|shutdown| async move {
-            crate::compactor::run(m.as_ref(), mode, shutdown.receiver()).await;
+            crate::compactor::run(kv.as_ref(), mode, shutdown.receiver()).await;
         });
     }
-    let m = Arc::clone(member);
-    tasks.spawn(|shutdown| serving::serve_until_stopped(m, health, shutdown));
+    let proposer = Arc::clone(member.proposer());
+    tasks.spawn(|shutdown| serving::serve_until_stopped(proposer, health, shutdown));
     if !config.corrupt_check_time.is_zero() {
-        let (m, interval) = (Arc::clone(member), config.corrupt_check_time);
-        tasks.spawn(|shutdown| corruption::check_corruption(m, interval, shutdown));
+        let (maintenance, interval) = (Arc::clone(member.maintenance()), config.corrupt_check_time);
+        tasks.spawn(|shutdown| corruption::check_corruption(maintenance, interval, shutdown));
     }
 }
 

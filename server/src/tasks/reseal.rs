@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shutdown;
-use crate::member::Member;
+use crate::mvcc::Store;
 
 /// Records re-sealed per round: with [`RESEAL_PAUSE`], bounds the
 /// background re-sealing after a key rotation to ~2,000 records a second.
@@ -15,13 +15,13 @@ const RESEAL_PAUSE: Duration = Duration::from_millis(100);
 /// After a data key rotation, re-seals old records at a bounded rate, then
 /// drops the keys nothing needs any more. Survives a crash at any point:
 /// it starts over from whatever is still sealed with an old key.
-pub async fn reseal(member: Arc<Member>, mut shutdown: Shutdown) {
+pub async fn reseal(store: Arc<Store>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = shutdown.recv() => return,
             () = tokio::time::sleep(RESEAL_PAUSE) => {}
         }
-        let store = Arc::clone(member.store());
+        let store = Arc::clone(&store);
         let round = tokio::task::spawn_blocking(move || {
             let Some(sealed) = store.engine().sealed() else {
                 return Ok(false);

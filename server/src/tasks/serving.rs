@@ -3,15 +3,12 @@
 use std::sync::Arc;
 
 use super::Shutdown;
-use crate::member::Member;
+use crate::member::Proposer;
 
 /// Resolves once `member`'s raft loop has failed; never for a member
 /// without raft, or whose raft thread ended otherwise.
-pub async fn raft_failed(member: &Member) {
-    let Some(replication) = member.replication() else {
-        return std::future::pending().await;
-    };
-    let mut status = replication.raft.subscribe();
+pub async fn raft_failed(proposer: &Proposer) {
+    let mut status = proposer.replication().raft.subscribe();
     if status.wait_for(|s| s.failed).await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -25,17 +22,17 @@ pub async fn raft_failed(member: &Member) {
 /// meanwhile. The `cairn` binary exits then (`Handle::failed`), as etcd
 /// does.
 pub async fn serve_until_stopped(
-    member: Arc<Member>,
+    proposer: Arc<Proposer>,
     health: tonic_health::server::HealthReporter,
     mut shutdown: Shutdown,
 ) {
     tokio::select! {
-        () = raft_failed(&member) => {
+        () = raft_failed(&proposer) => {
             tracing::error!("the member's raft loop failed: it stops serving");
         }
         () = shutdown.recv() => {}
     }
-    member.begin_stop();
+    proposer.begin_stop();
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;

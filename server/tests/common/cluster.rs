@@ -228,7 +228,7 @@ impl Cluster {
             .collect();
         loop {
             let leader = self.leader().await;
-            let members = self.handle(leader).member().member_list();
+            let members = self.handle(leader).member().cluster().member_list();
             if running
                 .iter()
                 .all(|id| members.iter().any(|m| m.id == *id && !m.name.is_empty()))

@@ -1,6 +1,5 @@
-//! Cluster operations of a [`Member`]: the member table (etcd's Cluster
-//! service) and the cluster-wide Maintenance calls (HashKV, MoveLeader,
-//! Snapshot).
+//! The Cluster API: the member table (etcd's Cluster service) and this
+//! member's own attributes.
 //!
 //! Membership changes are raft conf changes carrying a
 //! `cairnpb.ConfChangeContext` (the proposal id and the member record);
@@ -10,17 +9,16 @@
 //! started and reachable voters ([`crate::reconfig`]), and a learner is
 //! promoted only once its log has caught up (90% of the leader's).
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use cairn_proto::cairnpb::{self, ConfChangeContext};
-use cairn_proto::etcdserverpb::{HashKvResponse, Member as PbMember};
-use prost::Message;
-use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use cairn_proto::cairnpb;
+use cairn_proto::etcdserverpb::Member as PbMember;
+use raft::eraftpb::ConfChangeType;
 
+use super::Proposer;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
-use crate::member::Member;
 
 /// How far a learner's log may trail the leader's and still be promoted
 /// (etcd: it must have 90% of the leader's entries).
@@ -68,45 +66,42 @@ fn valid_url(url: &str) -> bool {
     host_ok && port.parse::<u16>().is_ok()
 }
 
-impl Member {
-    /// The member table.
-    pub fn member_list(&self) -> Vec<cairnpb::Member> {
-        self.machine().members()
+/// What the Cluster service (and the start-up publication of this
+/// member's name) call.
+#[derive(Debug)]
+pub struct ClusterApi {
+    /// Conf changes and member updates go through it.
+    proposer: Arc<Proposer>,
+    /// `--strict-reconfig-check`: refuse membership changes that would
+    /// leave too few started or reachable voters ([`crate::reconfig`]).
+    strict_reconfig_check: bool,
+    /// This member's zone (`--zone`), published with its name.
+    zone: String,
+}
+
+impl ClusterApi {
+    /// The Cluster API over `proposer`.
+    pub fn new(proposer: Arc<Proposer>, strict_reconfig_check: bool, zone: String) -> Self {
+        Self {
+            proposer,
+            strict_reconfig_check,
+            zone,
+        }
     }
 
-    /// Proposes a conf change and waits for it to be applied here.
-    async fn propose_member_change(
-        &self,
-        change_type: ConfChangeType,
-        node: u64,
-        member: Option<cairnpb::Member>,
-    ) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(replication) = self.replication() else {
-            return Err(EtcdError::NotLeader);
-        };
-        let request_id = self.next_proposal_id();
-        let context = ConfChangeContext { request_id, member }.encode_to_vec();
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(change_type);
-        single.node_id = node;
-        let mut change = ConfChangeV2::default();
-        change.mut_changes().push(single);
-        change.context = context.into();
-        let waiter = self.machine().register(request_id);
-        if let Err(e) = replication.raft.propose_conf_change(change).await {
-            self.machine().cancel(request_id);
-            return Err(e.into());
-        }
-        match tokio::time::timeout(replication.request_timeout, waiter).await {
-            Ok(Ok(Ok(Applied::Members(members)))) => Ok(members),
-            Ok(Ok(Ok(_))) => Err(EtcdError::Internal),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(EtcdError::Stopped),
-            Err(_) => {
-                self.machine().cancel(request_id);
-                Err(EtcdError::Timeout)
-            }
-        }
+    /// The shared write path (headers, linearizable reads).
+    pub fn proposer(&self) -> &Arc<Proposer> {
+        &self.proposer
+    }
+
+    /// This member's zone.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// The member table.
+    pub fn member_list(&self) -> Vec<cairnpb::Member> {
+        self.proposer.machine().members()
     }
 
     /// What this member knows of the voters, for the
@@ -114,9 +109,9 @@ impl Member {
     /// name: etcd counts only those), and, on the leader, which it heard
     /// from within an election timeout.
     fn reconfig_voters(&self) -> crate::reconfig::Voters {
-        let status = self.raft_status();
+        let status = self.proposer.raft_status();
         crate::reconfig::Voters {
-            me: self.identity().member_id,
+            me: self.proposer.identity().member_id,
             started: self
                 .member_list()
                 .into_iter()
@@ -137,7 +132,7 @@ impl Member {
         if peer_urls.is_empty() || !peer_urls.iter().all(|u| valid_url(u)) {
             return Err(EtcdError::MemberBadUrls);
         }
-        if self.strict_reconfig_check() {
+        if self.strict_reconfig_check {
             crate::reconfig::may_add_member(&self.reconfig_voters(), is_learner)?;
         }
         let members = self.member_list();
@@ -154,7 +149,7 @@ impl Member {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let salt = format!("{:x}{now}", self.identity().cluster_id);
+        let salt = format!("{:x}{now}", self.proposer.identity().cluster_id);
         let id = crate::bootstrap::ids::member_id(&peer_urls, &salt);
         if members.iter().any(|m| m.id == id) {
             return Err(EtcdError::MemberExist);
@@ -171,7 +166,8 @@ impl Member {
             ConfChangeType::AddNode
         };
         let members = self
-            .propose_member_change(change, id, Some(member.clone()))
+            .proposer
+            .propose_conf_change(change, id, Some(member.clone()))
             .await?;
         Ok((member, members))
     }
@@ -180,13 +176,14 @@ impl Member {
     /// voters left would not have a quorum of started ones, or (as the
     /// leader sees it) of reachable ones ([`crate::reconfig`]).
     pub async fn member_remove(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(target) = self.machine().member(id) else {
+        let Some(target) = self.proposer.machine().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
-        if self.strict_reconfig_check() {
+        if self.strict_reconfig_check {
             crate::reconfig::may_remove_member(&self.reconfig_voters(), id, target.is_learner)?;
         }
-        self.propose_member_change(ConfChangeType::RemoveNode, id, None)
+        self.proposer
+            .propose_conf_change(ConfChangeType::RemoveNode, id, None)
             .await
     }
 
@@ -214,7 +211,11 @@ impl Member {
             peer_urls,
             ..cairnpb::Member::default()
         };
-        match self.propose(Command::MemberPeerUrls(update)).await? {
+        match self
+            .proposer
+            .propose(Command::MemberPeerUrls(update))
+            .await?
+        {
             Applied::Members(m) => Ok(m),
             _ => Err(EtcdError::Internal),
         }
@@ -223,13 +224,13 @@ impl Member {
     /// MemberPromote: a learner becomes a voter, once its log has caught up.
     /// Decided by the leader (only it knows the learner's progress).
     pub async fn member_promote(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(target) = self.machine().member(id) else {
+        let Some(target) = self.proposer.machine().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
         if !target.is_learner {
             return Err(EtcdError::MemberNotLearner);
         }
-        let status = self.raft_status();
+        let status = self.proposer.raft_status();
         if !status.is_leader {
             return Err(if status.leader == 0 {
                 EtcdError::NoLeader
@@ -242,10 +243,11 @@ impl Member {
         if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
             return Err(EtcdError::LearnerNotReady);
         }
-        if self.strict_reconfig_check() {
+        if self.strict_reconfig_check {
             crate::reconfig::may_promote_member(&self.reconfig_voters(), id)?;
         }
-        self.propose_member_change(ConfChangeType::AddNode, id, None)
+        self.proposer
+            .propose_conf_change(ConfChangeType::AddNode, id, None)
             .await
     }
 
@@ -257,111 +259,14 @@ impl Member {
         client_urls: Vec<String>,
     ) -> Result<(), EtcdError> {
         let me = cairnpb::Member {
-            id: self.identity().member_id,
+            id: self.proposer.identity().member_id,
             name,
             client_urls,
-            zone: self.zone().to_string(),
+            zone: self.zone.clone(),
             ..cairnpb::Member::default()
         };
-        self.propose(Command::MemberAttributes(me)).await?;
+        self.proposer.propose(Command::MemberAttributes(me)).await?;
         Ok(())
-    }
-
-    /// Maintenance.HashKV at `revision` (0 = current).
-    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, EtcdError> {
-        let store = std::sync::Arc::clone(self.store());
-        let (hash, compact_revision, _) =
-            tokio::task::spawn_blocking(move || store.hash_kv(revision))
-                .await
-                .map_err(|_| EtcdError::Internal)??;
-        // etcd's header carries the member's current revision, not the
-        // hashed one.
-        Ok(HashKvResponse {
-            header: Some(self.header(0)),
-            hash,
-            compact_revision,
-        })
-    }
-
-    /// Rotates the data key on every member (a replicated operation);
-    /// returns the id now active.
-    pub async fn rotate_data_key(&self) -> Result<u32, EtcdError> {
-        let current = self
-            .store()
-            .engine()
-            .sealed()
-            .map(|s| s.key_ids().into_iter().max().unwrap_or(0))
-            .ok_or(EtcdError::Internal)?;
-        match self.propose(Command::RotateDataKey(current + 1)).await? {
-            Applied::KeyRotated(id) => Ok(id),
-            _ => Err(EtcdError::Internal),
-        }
-    }
-
-    /// Maintenance.MoveLeader: hands the leadership to `target` (a voter);
-    /// only the leader can. Returns once `target` leads.
-    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
-        let Some(replication) = self.replication() else {
-            return Err(EtcdError::BadLeaderTransferee);
-        };
-        let status = replication.raft.status();
-        if !status.is_leader {
-            return Err(EtcdError::NotLeader);
-        }
-        if !status.voters.contains(&target) {
-            return Err(EtcdError::BadLeaderTransferee);
-        }
-        if target == status.id {
-            return Ok(());
-        }
-        let mut changes = replication.raft.subscribe();
-        let deadline = tokio::time::Instant::now() + replication.request_timeout;
-        let mut retry = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            if changes.borrow().leader == target {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Err(EtcdError::Timeout),
-                _ = retry.tick() => {
-                    // raft drops a transfer it cannot start (say, a step
-                    // down in between); asking again is harmless.
-                    if changes.borrow().is_leader {
-                        replication.raft.send(crate::raft::Input::TransferLeader(target));
-                    }
-                }
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Err(EtcdError::Stopped);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Maintenance.Snapshot: a consistent copy of the replicated state
-    /// (see [`crate::snapshot`] for the file format).
-    pub async fn snapshot_file(&self) -> Result<Vec<u8>, EtcdError> {
-        let machine = std::sync::Arc::clone(self.machine());
-        let data = tokio::task::spawn_blocking(move || machine.consistent_snapshot())
-            .await
-            .map_err(|_| EtcdError::Internal)?
-            .map_err(|e| {
-                tracing::error!(error = %e, "snapshot failed");
-                EtcdError::Internal
-            })?;
-        let (index, state) = data;
-        let state = match self.store().engine().sealed() {
-            // Sealed with the member's master key: the file holds no plaintext.
-            Some(sealed) => {
-                crate::snapshot::seal_state(sealed.master(), index, &state).map_err(|e| {
-                    tracing::error!(error = %e, "sealing the snapshot failed");
-                    EtcdError::Internal
-                })?
-            }
-            None => state,
-        };
-        Ok(crate::snapshot::encode_file(index, &state))
     }
 }
 

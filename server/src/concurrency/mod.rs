@@ -30,8 +30,12 @@ use cairn_proto::v3electionpb::LeaderKey;
 use tokio::sync::mpsc;
 
 use crate::error::EtcdError;
-use crate::member::Member;
-use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec};
+use crate::mvcc::KeyRange;
+
+mod client;
+
+pub use client::LocalClient;
+use client::LocalWatch;
 
 /// The TTL, in seconds, of the lease a session without one is given
 /// (etcd's `defaultSessionTTL`).
@@ -155,14 +159,14 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> &[KeyValue] {
 }
 
 /// A response header as clients see it: ids and term filled in.
-fn header(member: &Member, partial: Option<ResponseHeader>) -> ResponseHeader {
+fn header(member: &LocalClient, partial: Option<ResponseHeader>) -> ResponseHeader {
     member.header(partial.map_or(0, |h| h.revision))
 }
 
 /// The session's lease: `lease`, or a fresh one of [`DEFAULT_SESSION_TTL`]
 /// when it is 0. (A given lease is not checked, as etcd does not: a missing
 /// one fails the first write with "requested lease not found".)
-async fn session(member: &Member, lease: i64) -> Result<i64, Error> {
+async fn session(member: &LocalClient, lease: i64) -> Result<i64, Error> {
     if lease != 0 {
         return Ok(lease);
     }
@@ -177,7 +181,7 @@ async fn session(member: &Member, lease: i64) -> Result<i64, Error> {
 
 /// A lock's or candidate's session lease, its name's prefix and its key.
 async fn candidacy(
-    member: &Member,
+    member: &LocalClient,
     name: &[u8],
     lease: i64,
 ) -> Result<(i64, Vec<u8>, Vec<u8>), Error> {
@@ -187,7 +191,7 @@ async fn candidacy(
     Ok((lease, prefix, key))
 }
 
-async fn txn(member: &Member, req: TxnRequest) -> Result<TxnResponse, Error> {
+async fn txn(member: &LocalClient, req: TxnRequest) -> Result<TxnResponse, Error> {
     Ok(member.txn(req).await?)
 }
 
@@ -195,7 +199,7 @@ async fn txn(member: &Member, req: TxnRequest) -> Result<TxnResponse, Error> {
 /// clientv3 retries reads): a lock or election that waits through a leader
 /// change must not fail because of it. Ends with "server stopped" when the
 /// member stops.
-async fn range(member: &Member, req: RangeRequest) -> Result<RangeResponse, Error> {
+async fn range(member: &LocalClient, req: RangeRequest) -> Result<RangeResponse, Error> {
     let mut backoff = Duration::from_millis(50);
     let mut stopping = member.stopping();
     loop {
@@ -218,65 +222,12 @@ async fn range(member: &Member, req: RangeRequest) -> Result<RangeResponse, Erro
     }
 }
 
-/// A watch on this member's own store, closed when dropped.
-struct LocalWatch<'a> {
-    /// Whose store.
-    member: &'a Member,
-    /// The hub stream of this one watcher.
-    stream: StreamKey,
-    /// Its messages.
-    rx: mpsc::Receiver<WatchMessage>,
-}
-
-impl<'a> LocalWatch<'a> {
-    /// Watches `range` from `start_revision` on.
-    fn new(member: &'a Member, range: KeyRange, start_revision: i64) -> Self {
-        let store = member.store();
-        let stream = store.watch_hub().new_stream();
-        let (tx, rx) = mpsc::channel(64);
-        let spec = WatchSpec {
-            range,
-            start_revision,
-            no_put: false,
-            no_delete: false,
-        };
-        store.watch(spec, stream, tx);
-        Self { member, stream, rx }
-    }
-
-    /// The next events, and the revision they reach. Ends with "server
-    /// stopped" when the member stops.
-    async fn next(&mut self) -> Result<(i64, Vec<Event>), Error> {
-        let mut stopping = self.member.stopping();
-        loop {
-            let message = tokio::select! {
-                m = self.rx.recv() => m,
-                _ = stopping.wait_for(|s| *s) => None,
-            };
-            match message {
-                Some(WatchMessage::Events {
-                    revision, events, ..
-                }) => return Ok((revision, events)),
-                Some(WatchMessage::Compacted { .. }) => return Err(EtcdError::Compacted.into()),
-                Some(WatchMessage::Progress { .. }) => {}
-                None => return Err(EtcdError::Stopped.into()),
-            }
-        }
-    }
-}
-
-impl Drop for LocalWatch<'_> {
-    fn drop(&mut self) {
-        self.member.store().watch_hub().remove_stream(self.stream);
-    }
-}
-
 fn is_delete(event: &Event) -> bool {
     event.r#type == EventType::Delete as i32
 }
 
 /// Waits until `key` is deleted after `revision`.
-async fn wait_delete(member: &Member, key: &[u8], revision: i64) -> Result<(), Error> {
+async fn wait_delete(member: &LocalClient, key: &[u8], revision: i64) -> Result<(), Error> {
     let mut watch = LocalWatch::new(member, KeyRange::new(key, b""), revision);
     loop {
         let (_, events) = watch.next().await?;
@@ -290,7 +241,7 @@ async fn wait_delete(member: &Member, key: &[u8], revision: i64) -> Result<(), E
 /// `max_create_revision` is gone (etcd's `waitDeletes`: one at a time, the
 /// newest first).
 async fn wait_deletes(
-    member: &Member,
+    member: &LocalClient,
     prefix: &[u8],
     max_create_revision: i64,
 ) -> Result<(), Error> {
@@ -308,11 +259,11 @@ async fn wait_deletes(
 /// mid-wait): the member outlives the request, so it is spawned.
 struct CleanUp {
     /// The request to send, taken when disarmed.
-    pending: Option<(Arc<Member>, TxnRequest)>,
+    pending: Option<(Arc<LocalClient>, TxnRequest)>,
 }
 
 impl CleanUp {
-    fn new(member: &Arc<Member>, req: TxnRequest) -> Self {
+    fn new(member: &Arc<LocalClient>, req: TxnRequest) -> Self {
         Self {
             pending: Some((Arc::clone(member), req)),
         }
@@ -338,7 +289,7 @@ impl Drop for CleanUp {
     }
 }
 
-async fn clean_up(member: Arc<Member>, req: TxnRequest) {
+async fn clean_up(member: Arc<LocalClient>, req: TxnRequest) {
     if let Err(e) = member.txn(req).await {
         tracing::warn!(error = %e, "recipe clean-up failed");
     }
@@ -359,7 +310,7 @@ fn delete_key(key: &[u8]) -> TxnRequest {
 /// that exists while the lock is held. Locking again with the same lease
 /// returns the same key.
 pub async fn lock(
-    member: &Arc<Member>,
+    member: &Arc<LocalClient>,
     name: &[u8],
     lease: i64,
 ) -> Result<(ResponseHeader, Vec<u8>), Error> {
@@ -405,7 +356,7 @@ pub async fn lock(
 
 /// Unlock: deletes the lock's key (whoever holds it; no error if it is
 /// gone, as etcd).
-pub async fn unlock(member: &Member, key: &[u8]) -> Result<ResponseHeader, Error> {
+pub async fn unlock(member: &LocalClient, key: &[u8]) -> Result<ResponseHeader, Error> {
     let resp = member
         .delete_range(DeleteRangeRequest {
             key: key.to_vec(),
@@ -419,7 +370,7 @@ pub async fn unlock(member: &Member, key: &[u8]) -> Result<ResponseHeader, Error
 /// fresh 60 s lease) and `value`, and waits to lead. The header is the one
 /// of the write that made the candidacy, as etcd's.
 pub async fn campaign(
-    member: &Arc<Member>,
+    member: &Arc<LocalClient>,
     name: &[u8],
     lease: i64,
     value: &[u8],
@@ -468,7 +419,7 @@ fn resign_txn(leader: &LeaderKey) -> TxnRequest {
 /// Proclaim: the leader posts a new value; "election: not leader" if
 /// `leader` no longer holds the election.
 pub async fn proclaim(
-    member: &Member,
+    member: &LocalClient,
     leader: Option<LeaderKey>,
     value: &[u8],
 ) -> Result<ResponseHeader, Error> {
@@ -490,14 +441,20 @@ pub async fn proclaim(
 
 /// Resign: gives up the leadership (no error if `leader` no longer holds
 /// it, as etcd).
-pub async fn resign(member: &Member, leader: Option<LeaderKey>) -> Result<ResponseHeader, Error> {
+pub async fn resign(
+    member: &LocalClient,
+    leader: Option<LeaderKey>,
+) -> Result<ResponseHeader, Error> {
     let leader = leader.ok_or(Error::MissingLeaderKey)?;
     let resp = txn(member, resign_txn(&leader)).await?;
     Ok(header(member, resp.header))
 }
 
 /// Leader: the current leader's key-value, or "election: no leader".
-pub async fn leader(member: &Member, name: &[u8]) -> Result<(ResponseHeader, KeyValue), Error> {
+pub async fn leader(
+    member: &LocalClient,
+    name: &[u8],
+) -> Result<(ResponseHeader, KeyValue), Error> {
     let resp = range(member, first_created(&prefix_of(name))).await?;
     let kv = resp.kvs.into_iter().next().ok_or(Error::NoLeader)?;
     Ok((header(member, resp.header), kv))
@@ -507,7 +464,7 @@ pub async fn leader(member: &Member, name: &[u8]) -> Result<(ResponseHeader, Key
 /// next leader's, in order, to `out` until `out` closes or an error (which
 /// is sent last).
 pub async fn observe(
-    member: &Member,
+    member: &LocalClient,
     name: &[u8],
     out: mpsc::Sender<Result<(ResponseHeader, KeyValue), Error>>,
 ) {
@@ -521,7 +478,7 @@ pub async fn observe(
 }
 
 async fn observe_into(
-    member: &Member,
+    member: &LocalClient,
     name: &[u8],
     out: &mpsc::Sender<Result<(ResponseHeader, KeyValue), Error>>,
 ) -> Result<(), Error> {

@@ -1,0 +1,185 @@
+//! The KV API: Range, Put, DeleteRange, Txn and Compact, with etcd's size
+//! limit and quota checks in front of the write path.
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::{
+    AlarmRequest, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse,
+};
+use prost::Message;
+
+use super::quota::Quota;
+use super::{blocking_failed, unexpected, Limits, Proposer};
+use crate::apply;
+use crate::entry::Command;
+use crate::error::EtcdError;
+use crate::machine::Applied;
+
+/// What the KV service (and the lock and election recipes) call.
+#[derive(Debug)]
+pub struct KvApi {
+    /// Writes go through it; linearizable reads wait on it.
+    proposer: Arc<Proposer>,
+    /// `--max-request-bytes` and `--max-txn-ops`, checked before proposing.
+    limits: Limits,
+    /// `--quota-backend-bytes`: puts are refused once the database is full.
+    quota: Arc<Quota>,
+}
+
+impl KvApi {
+    /// The KV API over `proposer`.
+    pub fn new(proposer: Arc<Proposer>, limits: Limits, quota: Arc<Quota>) -> Self {
+        Self {
+            proposer,
+            limits,
+            quota,
+        }
+    }
+
+    /// The shared write path (headers, the store, the stop signal).
+    pub fn proposer(&self) -> &Arc<Proposer> {
+        &self.proposer
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Range. Linearizable (the default) waits for a ReadIndex round;
+    /// `serializable` reads the local state at once.
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.proposer.check_serving()?;
+        if !req.serializable {
+            self.proposer.barrier().await?;
+        }
+        let store = Arc::clone(self.proposer.store());
+        let result = tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
+            .await
+            .map_err(blocking_failed)?;
+        if let Err(EtcdError::Corrupt) = &result {
+            self.raise_corrupt().await;
+        }
+        result
+    }
+
+    /// Raises the CORRUPT alarm for this member (data read from its disk
+    /// failed authentication): from then on every member refuses to serve.
+    async fn raise_corrupt(&self) {
+        tracing::error!("corrupt data on this member's disk; raising the CORRUPT alarm");
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.proposer.identity().member_id,
+            alarm: AlarmType::Corrupt as i32,
+        };
+        if let Err(e) = self.proposer.propose(Command::Alarm(raise)).await {
+            tracing::error!(error = %e, "raising the CORRUPT alarm failed");
+        }
+    }
+
+    /// Put.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
+        self.limits.check_size(&req)?;
+        self.quota.check(req.encoded_len()).await?;
+        match self.proposer.propose(Command::Put(req)).await? {
+            Applied::Put(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// DeleteRange.
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        self.limits.check_size(&req)?;
+        match self.proposer.propose(Command::DeleteRange(req)).await? {
+            Applied::DeleteRange(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Txn. One that writes nothing (no put or delete on any branch) is
+    /// served like a read, as etcd does: after a ReadIndex round (unless
+    /// every range in it is serializable), from the local store, without a
+    /// log entry.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        self.limits.check_size(&req)?;
+        if !has_write(&req) {
+            self.proposer.check_serving()?;
+            if !all_serializable(&req) {
+                self.proposer.barrier().await?;
+            }
+            let machine = Arc::clone(self.proposer.machine());
+            return tokio::task::spawn_blocking(move || machine.read_only_txn(&req))
+                .await
+                .map_err(blocking_failed)?;
+        }
+        if has_put(&req) {
+            self.quota.check(req.encoded_len()).await?;
+        }
+        match self.proposer.propose(Command::Txn(req)).await? {
+            Applied::Txn(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Compact. With `physical`, returns once the obsolete records are deleted
+    /// on this member; otherwise they are deleted in the background.
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        let physical = req.physical;
+        match self.proposer.propose(Command::Compaction(req)).await? {
+            Applied::Compaction(_, done) => {
+                if physical {
+                    done.await.map_err(|_| EtcdError::Internal)??;
+                }
+                Ok(CompactionResponse {
+                    header: Some(self.proposer.header(0)),
+                })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Whether any branch of `req` (nested ones included) puts or deletes.
+fn has_write(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestTxn(t)) => has_write(t),
+            _ => false,
+        })
+}
+
+/// Whether every range of a read-only `req` asks for a serializable read.
+fn all_serializable(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(t)) => all_serializable(t),
+            _ => true,
+        })
+}
+
+/// Whether any branch of `req` puts (what the quota check is for).
+fn has_put(req: &TxnRequest) -> bool {
+    use cairn_proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(t)) => has_put(t),
+            _ => false,
+        })
+}

@@ -1,0 +1,308 @@
+//! The write path every API shares (etcd's `EtcdServer.processInternalRaftRequest`
+//! and `linearizableReadNotify`).
+//!
+//! Every write becomes a `cairnpb.RaftRequest` with a cluster-unique
+//! proposal id, is proposed to raft, and returns when this member has applied
+//! the entry (the state machine wakes the waiter registered under the id), or
+//! fails with etcd's error: "no leader" when raft has none to take it,
+//! "request timed out" (or "... possibly due to previous leader failure")
+//! when it was not applied in time. Linearizable reads wait for a ReadIndex
+//! round (raft batches them); serializable reads need nothing from here.
+//! Every member has raft, a lone one included (tests run a single voter).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::cairnpb::{self, ConfChangeContext};
+use cairn_proto::etcdserverpb::{AlarmType, ResponseHeader};
+use prost::Message;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+
+use super::{Identity, Replication};
+use crate::entry::{self, Command};
+use crate::error::EtcdError;
+use crate::lease::IdGenerator;
+use crate::machine::{Applied, Machine};
+use crate::mvcc::Store;
+use crate::raft::RaftStatus;
+
+/// Proposals are refused while applying lags committing by more than this
+/// (etcd's maxGapBetweenApplyAndCommitIndex).
+const MAX_APPLY_LAG: u64 = 5000;
+
+/// Proposes requests and waits for them; answers when a linearizable read
+/// may be served. Shared (in an `Arc`) by every API of the member.
+#[derive(Debug)]
+pub struct Proposer {
+    /// The state machine: applying an entry answers the waiter registered
+    /// here under its proposal id.
+    machine: Arc<Machine>,
+    /// Ids reported in every response header; the member id also prefixes
+    /// proposal ids.
+    identity: Identity,
+    /// Raft, and how long to wait for it.
+    replication: Replication,
+    /// Chooses proposal ids (etcd's idutil: member id prefix, time, counter)
+    /// so that ids are unique across the cluster.
+    proposal_ids: IdGenerator,
+    /// Set when the member begins to stop, so new requests are refused and
+    /// long-lived per-client tasks (watch streams) end and release the store.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proposer {
+    /// A proposer over `machine`, replicated through `replication`.
+    pub fn new(machine: Arc<Machine>, identity: Identity, replication: Replication) -> Self {
+        Self {
+            machine,
+            identity,
+            replication,
+            proposal_ids: IdGenerator::now(identity.member_id),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The state machine.
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        self.machine.store()
+    }
+
+    /// The member's identity.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The cluster id: the replicated one once known (a member that joined
+    /// an existing cluster learns it with its first snapshot).
+    pub fn cluster_id(&self) -> u64 {
+        match self.machine.cluster_id() {
+            0 => self.identity.cluster_id,
+            id => id,
+        }
+    }
+
+    /// Raft, and how long to wait for it.
+    pub fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// How long a proposal or a linearizable read may wait.
+    pub fn request_timeout(&self) -> Duration {
+        self.replication.request_timeout
+    }
+
+    /// The raft status.
+    pub fn raft_status(&self) -> RaftStatus {
+        self.replication.raft.status()
+    }
+
+    /// A complete response header at `revision` (0 = the current revision).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let raft_term = self.replication.raft.status().term;
+        ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.identity.member_id,
+            revision: if revision == 0 {
+                self.store().current_revision()
+            } else {
+                revision
+            },
+            raft_term,
+        }
+    }
+
+    /// A header with no revision, as etcd fills the Cluster service's
+    /// responses (membership is not part of the key space).
+    pub fn header_without_revision(&self) -> ResponseHeader {
+        ResponseHeader {
+            revision: 0,
+            ..self.header(0)
+        }
+    }
+
+    /// Tells long-lived per-client tasks to end, and refuses new requests.
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Proposer::begin_stop`] was called.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Refuses new requests once the member is stopping, or has failed
+    /// (etcd's "server stopped"): never alive and broken, serving stale
+    /// reads while writes fail. While the CORRUPT alarm is raised, refuses
+    /// them with "corrupt cluster".
+    pub fn check_serving(&self) -> Result<(), EtcdError> {
+        if *self.stopping.borrow() {
+            return Err(EtcdError::Stopped);
+        }
+        if self.machine.has_alarm(AlarmType::Corrupt) {
+            return Err(EtcdError::Corrupt);
+        }
+        Ok(())
+    }
+
+    /// Proposes `request` and waits until this member has applied it.
+    /// While the CORRUPT alarm is raised, only alarm changes get through
+    /// (etcd refuses everything else with "corrupt cluster").
+    pub async fn propose(&self, command: Command) -> Result<Applied, EtcdError> {
+        self.propose_with(command, false).await
+    }
+
+    /// [`Proposer::propose`] for decisions only the leader may take: the
+    /// entry is appended only if this member leads when raft gets it, never
+    /// forwarded (found by cairn-jepsen, FINDINGS.md #4: a paused leader,
+    /// resumed, revoked leases its successor had renewed).
+    pub async fn propose_as_leader(&self, command: Command) -> Result<Applied, EtcdError> {
+        self.propose_with(command, true).await
+    }
+
+    async fn propose_with(
+        &self,
+        command: Command,
+        leader_only: bool,
+    ) -> Result<Applied, EtcdError> {
+        if *self.stopping.borrow() {
+            return Err(EtcdError::Stopped);
+        }
+        if !matches!(command, Command::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
+            return Err(EtcdError::Corrupt);
+        }
+        let id = self.next_proposal_id();
+        let data = entry::encode(id, command)?;
+        let replication = &self.replication;
+        let status = replication.raft.status();
+        if status.is_learner {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        if status.commit > status.applied + MAX_APPLY_LAG {
+            return Err(EtcdError::TooManyRequests);
+        }
+        let waiter = self.machine.register(id);
+        let mut leadership = replication.raft.leadership();
+        leadership.borrow_and_update();
+        let proposed = if leader_only {
+            replication.raft.propose_as_leader(data).await
+        } else {
+            replication.raft.propose(data).await
+        };
+        if let Err(e) = proposed {
+            self.machine.cancel(id);
+            return Err(e.into());
+        }
+        let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
+        if outcome.is_err() {
+            self.machine.cancel(id);
+        }
+        outcome
+    }
+
+    /// Proposes a membership change (a conf change carrying the proposal id
+    /// and the member record) and waits until it is applied here; returns
+    /// the member table after it.
+    pub async fn propose_conf_change(
+        &self,
+        change_type: ConfChangeType,
+        node: u64,
+        member: Option<cairnpb::Member>,
+    ) -> Result<Vec<cairnpb::Member>, EtcdError> {
+        let replication = &self.replication;
+        let request_id = self.next_proposal_id();
+        let context = ConfChangeContext { request_id, member }.encode_to_vec();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = node;
+        let mut change = ConfChangeV2::default();
+        change.mut_changes().push(single);
+        change.context = context.into();
+        let waiter = self.machine.register(request_id);
+        if let Err(e) = replication.raft.propose_conf_change(change).await {
+            self.machine.cancel(request_id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(replication.request_timeout, waiter).await {
+            Ok(Ok(Ok(Applied::Members(members)))) => Ok(members),
+            Ok(Ok(Ok(_))) => Err(EtcdError::Internal),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.machine.cancel(request_id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    /// A cluster-unique proposal id.
+    fn next_proposal_id(&self) -> u64 {
+        self.proposal_ids.next_lease_id() as u64
+    }
+
+    /// Waits until this member may serve a linearizable read: one ReadIndex
+    /// round (raft batches the reads queued meanwhile into one).
+    pub async fn barrier(&self) -> Result<(), EtcdError> {
+        let replication = &self.replication;
+        if replication.raft.status().is_learner {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
+        // Deliberately wrong (cairn-jepsen's proof that it can fail): serve
+        // "linearizable" reads from local state. Compiled only into test
+        // builds with the `jepsen-broken` feature.
+        #[cfg(feature = "jepsen-broken")]
+        if replication.broken_stale_reads {
+            return Ok(());
+        }
+        match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
+        {
+            Ok(result) => result.map(|_| ()).map_err(EtcdError::from),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+}
+
+/// Waits for a proposal to be applied here. Gives up after the request
+/// timeout ("request timed out"), or sooner once a new leader has led for a
+/// grace period without applying it: a proposal lost with the old leader
+/// would otherwise hold the client for the whole timeout. Either way the
+/// outcome is unknown (a lost proposal may still be delivered late), so the
+/// errors are etcd's timeout errors, never "not applied".
+async fn wait_applied(
+    replication: &Replication,
+    waiter: tokio::sync::oneshot::Receiver<crate::machine::Outcome>,
+    leader: u64,
+    mut leadership: tokio::sync::watch::Receiver<(u64, u64)>,
+) -> Result<Applied, EtcdError> {
+    let deadline = tokio::time::Instant::now() + replication.request_timeout;
+    let mut lost_by = None;
+    tokio::pin!(waiter);
+    loop {
+        let give_up = lost_by.unwrap_or(deadline).min(deadline);
+        tokio::select! {
+            outcome = &mut waiter => {
+                return outcome.unwrap_or(Err(EtcdError::Stopped));
+            }
+            _ = tokio::time::sleep_until(give_up) => {
+                return Err(if lost_by.is_some() {
+                    EtcdError::TimeoutDueToLeaderFail
+                } else {
+                    EtcdError::Timeout
+                });
+            }
+            changed = leadership.changed(), if lost_by.is_none() => {
+                if changed.is_err() {
+                    return Err(EtcdError::Stopped);
+                }
+                let (now_leader, _) = *leadership.borrow_and_update();
+                if now_leader != 0 && now_leader != leader {
+                    lost_by = Some(tokio::time::Instant::now() + replication.leader_change_grace);
+                }
+            }
+        }
+    }
+}

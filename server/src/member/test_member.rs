@@ -1,0 +1,138 @@
+//! A single-voter member for unit tests: production's write path end to
+//! end (a raft node of one voter, its log on the member's engine), on
+//! tokio's paused clock (`start_paused`, moved only by
+//! `tokio::time::advance`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Apis, Identity, Limits, Replication};
+use crate::lease::{Clock, Lessor, LessorConfig};
+use crate::machine::Machine;
+use crate::mvcc::Store;
+use crate::raft::{NodeConfig, RaftHandle, RaftStorage};
+use crate::storage::Engine;
+
+/// The test member's ids.
+pub const IDENTITY: Identity = Identity {
+    cluster_id: 0xc1,
+    member_id: 0x8e9e_05c5_2164_694d,
+};
+
+/// etcd's default limits.
+pub const LIMITS: Limits = Limits {
+    max_request_bytes: 1536 * 1024,
+    max_txn_ops: 128,
+};
+
+/// A lone voter: the APIs of a member on `engine` (recovering what it
+/// holds) with its own single-voter raft node, its log on the same engine,
+/// lessor promoted now. Production's write path end to end; the raft thread
+/// stops when it is dropped, so the engine can be reopened.
+pub struct TestMember {
+    /// The member's APIs (what the tests call, through `Deref`).
+    apis: Apis,
+    /// The raft thread's handle, to stop it.
+    raft: RaftHandle,
+    /// The raft thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Keeps a blocking-pool task running while the member lives: tokio's
+    /// paused clock must not jump ahead (and time requests out) while the
+    /// runtime waits on the raft thread, which it cannot see. Tests move
+    /// the clock with `advance` only.
+    _hold_clock: std::sync::mpsc::Sender<()>,
+}
+
+impl std::ops::Deref for TestMember {
+    type Target = Apis;
+
+    fn deref(&self) -> &Apis {
+        &self.apis
+    }
+}
+
+impl Drop for TestMember {
+    fn drop(&mut self) {
+        self.raft.send(crate::raft::Input::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// tokio's clock as the runtime that made it sees it, from any thread: the
+/// raft thread applies grants and renewals, and must read the paused test
+/// clock the tests advance, not the wall clock.
+#[derive(Debug)]
+struct RuntimeClock(tokio::runtime::Handle);
+
+impl Clock for RuntimeClock {
+    fn now(&self) -> tokio::time::Instant {
+        let _runtime = self.0.enter();
+        tokio::time::Instant::now()
+    }
+}
+
+/// Delivers nothing: a lone voter has no peers.
+struct NoPeers;
+
+impl crate::raft::node::Transport for NoPeers {
+    fn send(&self, _messages: Vec<::raft::eraftpb::Message>) {}
+}
+
+/// A lone voter on `engine`, recovering what it holds; its lessor (with
+/// `config`) promoted now.
+pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
+    let store = Arc::new(Store::open(Arc::clone(&engine), true).unwrap());
+    let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
+    let lessor = Lessor::recover(config, clock, &store).unwrap();
+    lessor.promote();
+    let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
+    let log = Arc::new(RaftStorage::open(engine).unwrap());
+    if ::raft::Storage::initial_state(log.as_ref())
+        .unwrap()
+        .conf_state
+        .voters
+        .is_empty()
+    {
+        let me = cairn_proto::cairnpb::Member {
+            id: IDENTITY.member_id,
+            ..Default::default()
+        };
+        crate::bootstrap::open::new_cluster(&machine, &log, IDENTITY.cluster_id, &[me]).unwrap();
+    }
+    let node = NodeConfig {
+        id: IDENTITY.member_id,
+        heartbeat: Duration::from_millis(100),
+        election_ticks: 10,
+        snapshot_count: 100_000,
+        catch_up_entries: 5_000,
+    };
+    let (raft, thread) = crate::raft::node::start(
+        node,
+        log,
+        Arc::clone(&machine),
+        Arc::new(NoPeers),
+        std::sync::mpsc::channel(),
+    )
+    .unwrap();
+    assert!(raft.status().is_leader, "a lone voter leads at once");
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || held.recv());
+    let replication = Replication {
+        raft: raft.clone(),
+        request_timeout: REQUEST_TIMEOUT,
+        leader_change_grace: Duration::from_secs(1),
+        broken_stale_reads: false,
+    };
+    TestMember {
+        apis: Apis::builder(machine, IDENTITY, LIMITS, replication).build(),
+        raft,
+        thread: Some(thread),
+        _hold_clock: hold,
+    }
+}
+
+/// How long a proposal or read may wait (etcd's default: 5 s plus two
+/// election timeouts).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
