@@ -30,7 +30,7 @@ use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
 use crate::raft::transport::Dialer;
 use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
-use crate::storage::seal::MasterKey;
+use crate::storage::crypto::MasterKey;
 use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
 
 /// Errors starting or stopping a member.
@@ -64,7 +64,7 @@ pub enum Error {
     Machine(#[from] crate::machine::Error),
     /// The master key file cannot be used.
     #[error(transparent)]
-    KeyFile(#[from] crate::storage::seal::KeyFileError),
+    KeyFile(#[from] crate::storage::crypto::KeyFileError),
     /// A snapshot could not be restored.
     #[error("snapshot restore: {0}")]
     Restore(String),

@@ -210,7 +210,7 @@ async fn rotation_under_load_survives_kill_9_half_way() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("master.key");
-    cairn_server::storage::seal::MasterKey::generate_file(&key).unwrap();
+    cairn_server::storage::crypto::MasterKey::generate_file(&key).unwrap();
     let mut args: Vec<std::ffi::OsString> =
         vec!["--encryption-key-file".into(), key.clone().into()];
     args.extend(["--data-dir".into(), data.clone().into()]);
