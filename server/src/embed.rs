@@ -30,7 +30,7 @@ use crate::member::{Identity, Limits, Member, Replication};
 use crate::mvcc::Store;
 use crate::raft::transport::Dialer;
 use crate::raft::{NodeConfig, PeerService, Peers, RaftStorage};
-use crate::storage::crypto::MasterKey;
+use crate::storage::crypto::{KeyHandle, MasterKey};
 use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
 
 /// Errors starting or stopping a member.
@@ -514,19 +514,25 @@ fn master_key(config: &Config) -> Result<MasterKey, Error> {
 }
 
 /// Opens the data directory's engine: RocksDB under the sealing layer
-/// (master key rotation first, when a previous key file is given).
-fn open_engine(config: &Config, db_dir: &std::path::Path) -> Result<Arc<dyn Engine>, Error> {
+/// (master key rotation first, when a previous key file is given), and the
+/// handle on its keys that key rotation uses.
+fn open_engine(
+    config: &Config,
+    db_dir: &std::path::Path,
+) -> Result<(Arc<dyn Engine>, Option<KeyHandle>), Error> {
     let master = master_key(config)?;
     let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(db_dir)?);
     if cfg!(feature = "bench-plaintext") {
         tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");
-        return Ok(raw);
+        return Ok((raw, None));
     }
     if let Some(previous) = &config.previous_encryption_key_file {
         let old = MasterKey::load(previous)?;
         SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
     }
-    Ok(Arc::new(SealedEngine::open(raw, master)?))
+    let sealed = Arc::new(SealedEngine::open(raw, master)?);
+    let keys = KeyHandle::new(Arc::clone(&sealed));
+    Ok((sealed, Some(keys)))
 }
 
 /// Listeners bound before [`start_with`] (tests bind port 0 and learn the
@@ -642,7 +648,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
         )));
     }
     let (members, cluster_id) = initial_member_records(config)?;
-    let engine = open_engine(config, &db_dir)?;
+    let (engine, keys) = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, None)?;
     if !members.iter().any(|m| m.id == member_id) {
         return Err(Error::BadCluster(format!(
@@ -652,7 +658,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
     }
     let store = Arc::new(Store::open(Arc::clone(&engine), true)?);
     let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
-    let machine = Machine::new(Arc::clone(&store), lessor);
+    let machine = Machine::new(Arc::clone(&store), lessor).with_keys(keys);
     machine.restore(&data)?;
     let log = RaftStorage::open(Arc::clone(&engine))?;
     bootstrap(&machine, &log, cluster_id, &members)?;
@@ -671,7 +677,7 @@ struct Opened {
 /// first state when there is no raft state yet and the cluster is new.
 fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     let db_dir = config.data_dir.join("db");
-    let engine = open_engine(config, &db_dir)?;
+    let (engine, keys) = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
     let (members, cluster_id) = initial_member_records(config)?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
@@ -680,7 +686,7 @@ fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     // replays it from the applied index.
     let store = Arc::new(Store::open(Arc::clone(&engine), false)?);
     let lessor = Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)?;
-    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?);
+    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?.with_keys(keys));
     let log = Arc::new(RaftStorage::open(Arc::clone(&engine))?);
     let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
     let fresh = state.hard_state.term == 0
@@ -981,7 +987,9 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
             stopped.clone(),
         )),
     ];
-    tasks.push(tokio::spawn(reseal(Arc::clone(&member), stopped.clone())));
+    if let Some(keys) = member.machine().keys() {
+        tasks.push(tokio::spawn(reseal(keys.clone(), stopped.clone())));
+    }
     if config.auto_compaction != crate::compactor::AutoCompaction::Off {
         let (member, mode, stopped) =
             (Arc::clone(&member), config.auto_compaction, stopped.clone());
@@ -1083,26 +1091,14 @@ const RESEAL_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// After a data key rotation, re-seals old records at a bounded rate, then
 /// drops the keys nothing needs any more. Survives a crash at any point:
 /// it starts over from whatever is still sealed with an old key.
-async fn reseal(member: Arc<Member>, mut stopped: watch::Receiver<bool>) {
+async fn reseal(keys: KeyHandle, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
             _ = tokio::time::sleep(RESEAL_PAUSE) => {}
         }
-        let store = Arc::clone(member.store());
-        let round = tokio::task::spawn_blocking(move || {
-            let Some(sealed) = store.engine().sealed() else {
-                return Ok(false);
-            };
-            if sealed.key_ids().len() <= 1 {
-                return Ok(false);
-            }
-            if sealed.reseal_step(RESEAL_BATCH)? == 0 {
-                sealed.drop_unused_keys()?;
-            }
-            Ok::<bool, crate::storage::Error>(true)
-        })
-        .await;
+        let keys = keys.clone();
+        let round = tokio::task::spawn_blocking(move || keys.reseal_round(RESEAL_BATCH)).await;
         match round {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "re-sealing failed; will retry"),

@@ -768,7 +768,8 @@ impl Member {
     /// For a member without raft only.
     pub fn with_lessor(mut self, lessor: Lessor) -> Self {
         let store = Arc::clone(self.machine.store());
-        self.machine = Arc::new(Machine::new(store, promoted(lessor)));
+        let keys = self.machine.keys().cloned();
+        self.machine = Arc::new(Machine::new(store, promoted(lessor)).with_keys(keys));
         self
     }
 

@@ -286,13 +286,12 @@ impl Member {
     /// Rotates the data key on every member (a replicated operation);
     /// returns the id now active.
     pub async fn rotate_data_key(&self) -> Result<u32, EtcdError> {
-        let current = self
-            .store()
-            .engine()
-            .sealed()
-            .map(|s| s.key_ids().into_iter().max().unwrap_or(0))
+        let next = self
+            .machine()
+            .keys()
+            .map(crate::storage::crypto::KeyHandle::next_key_id)
             .ok_or(EtcdError::Internal)?;
-        match self.propose(Command::RotateDataKey(current + 1)).await? {
+        match self.propose(Command::RotateDataKey(next)).await? {
             Applied::KeyRotated(id) => Ok(id),
             _ => Err(EtcdError::Internal),
         }
@@ -351,10 +350,10 @@ impl Member {
                 EtcdError::Internal
             })?;
         let (index, state) = data;
-        let state = match self.store().engine().sealed() {
+        let state = match self.machine().keys() {
             // Sealed with the member's master key: the file holds no plaintext.
-            Some(sealed) => {
-                crate::snapshot::seal_state(sealed.master(), index, &state).map_err(|e| {
+            Some(keys) => {
+                crate::snapshot::seal_state(keys.master(), index, &state).map_err(|e| {
                     tracing::error!(error = %e, "sealing the snapshot failed");
                     EtcdError::Internal
                 })?

@@ -180,9 +180,9 @@ async fn a_tampered_record_is_detected_and_raises_corrupt() {
     c.put(Put::new("k", "value")).await.unwrap();
     let rev = c.get(Get::key("k")).await.unwrap().kvs[0].mod_revision;
     // Flip one bit of the record on disk (RocksDB, under the sealing layer).
-    let sealed = member.member().store().engine().sealed().unwrap();
+    let keys = member.member().machine().keys().unwrap();
     let key = cairn_server::mvcc::Revision::new(rev, 0).record_key(false);
-    let inner = sealed.inner();
+    let inner = keys.engine().inner();
     let mut raw = inner
         .get(cairn_server::storage::Cf::Kv, &key)
         .unwrap()
@@ -274,7 +274,7 @@ async fn rotation_under_load_survives_kill_9_half_way() {
         ..embed::Config::default()
     };
     let member = embed::start(config).await.unwrap();
-    let sealed_keys = || member.member().store().engine().sealed().unwrap().key_ids();
+    let sealed_keys = || member.member().machine().keys().unwrap().key_ids();
     assert_eq!(
         sealed_keys(),
         vec![1, 2],

@@ -184,11 +184,6 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Reclaims space left by deleted records (etcd's defragment).
     fn defragment(&self) -> Result<(), Error>;
-
-    /// The sealing layer, when this engine is one (for key rotation).
-    fn sealed(&self) -> Option<&SealedEngine> {
-        None
-    }
 }
 
 /// [`Engine::scan`] with a visitor that can fail: the first error stops the

@@ -225,7 +225,7 @@ pub(super) fn hex_truncated(key: &[u8]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::super::{DataKey, KeyRing};
+    use super::super::{DataKey, KeyRing, MasterKey};
     use super::*;
     use proptest::prelude::*;
 
@@ -281,6 +281,43 @@ mod tests {
         let long = hex_truncated(&[0x11; 100]);
         assert_eq!(long, format!("{}... (100 bytes)", "11".repeat(32)));
         assert_eq!(hex_truncated(&[0x11; 32]), "11".repeat(32));
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The on-disk layouts, pinned by bytes made outside Cairn (Python's
+    /// `cryptography` AESGCM, following this module's documentation): a data
+    /// key wrapped under a master key, a record sealed with that data key,
+    /// and the master key's fingerprint. Data directories and snapshot files
+    /// written by earlier versions open only while these do.
+    #[test]
+    fn layouts_match_an_independent_implementation() {
+        let master = MasterKey::from_bytes([0x5a; 32]);
+        assert_eq!(master.fingerprint_hex(), "5ade60f629828356");
+        let wrapped = unhex(
+            "22222222222222222222222206ea53f314b7983523daee58261b35c50f1602bc\
+             6a63ab36da865429ef2d9bf4f61e1783c185bdfe2da93b00787fd7d5",
+        );
+        assert_eq!(wrapped.len(), WRAPPED_LEN);
+        let data_key = master.unwrap(&wrapped, 7).unwrap();
+        let expected = DataKey::from_bytes_for_tests(std::array::from_fn(|i| i as u8)).unwrap();
+        assert!(data_key.same_as(&expected));
+        let record = unhex(
+            "00000007111111111111111111111111e805f8d3d72c0fca010c4ee47fa2f581\
+             ea0bfa0a8666e5589b11bb",
+        );
+        let record_key = b"\0\0\0\0\0\0\0\x05_\0\0\0\0\0\0\0\0";
+        let ring = KeyRing::new(7, data_key);
+        assert_eq!(
+            ring.open("kv", record_key, &record).unwrap(),
+            b"hello, disk"
+        );
+        assert!(ring.open("kv", b"other", &record).is_err());
     }
 
     #[test]

@@ -312,10 +312,6 @@ impl Engine for SealedEngine {
     fn defragment(&self) -> Result<(), Error> {
         self.inner.defragment()
     }
-
-    fn sealed(&self) -> Option<&SealedEngine> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]

@@ -170,6 +170,12 @@ impl DataKey {
             == 0
     }
 
+    /// A data key from raw bytes (tests).
+    #[cfg(test)]
+    pub(super) fn from_bytes_for_tests(bytes: [u8; KEY_LEN]) -> Result<DataKey, SealError> {
+        DataKey::from_secret(KeyBytes::from_array(&bytes))
+    }
+
     /// A second copy of this key (tests).
     #[cfg(test)]
     pub(super) fn duplicate(&self) -> Result<DataKey, SealError> {
