@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cairn_server::mvcc::{KeyRange, RangeOptions, Revision, Store, TreeIndex};
 use cairn_server::raft::RaftStorage;
-use cairn_server::storage::seal::{DataKey, KeyRing};
+use cairn_server::storage::crypto::{DataKey, KeyRing};
 use cairn_server::storage::{Engine, MemoryEngine};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use raft::eraftpb::Entry;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cairn_server::storage::seal::MasterKey;
+use cairn_server::storage::crypto::MasterKey;
 use cairn_server::storage::{Cf, Engine, MemoryEngine, SealedEngine, WriteBatch};
 
 fn run(name: &str, engine: &dyn Engine, records: u64) {

@@ -32,6 +32,7 @@ use crate::error::EtcdError;
 use crate::lease::{LeaseTxn, Lessor};
 use crate::mvcc::{Store, WriteTxn};
 use crate::raft::{StateMachine, Waiters};
+use crate::storage::crypto::KeyHandle;
 use crate::storage::{try_scan, Cf, Scan, WriteBatch};
 
 /// Meta key prefix of the member table: `member/` + id (8 bytes big-endian)
@@ -130,6 +131,10 @@ pub struct Machine {
     /// The target version of the enabled downgrade job, if any (replicated,
     /// so every member answers Maintenance.Downgrade alike).
     downgrade: Mutex<Option<String>>,
+    /// The sealed engine's keys, given by whoever opened it: applying
+    /// RotateDataKey activates the replicated key id through them. None when
+    /// the store is not sealed.
+    keys: Option<KeyHandle>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -194,7 +199,20 @@ impl Machine {
             waiters: Waiters::default(),
             cluster_id: AtomicU64::new(0),
             downgrade: Mutex::new(None),
+            keys: None,
         }
+    }
+
+    /// The same machine, rotating data keys through `keys` (the store's
+    /// engine is the sealed engine `keys` belongs to).
+    pub fn with_keys(mut self, keys: Option<KeyHandle>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The sealed engine's keys, if the store is sealed.
+    pub fn keys(&self) -> Option<&KeyHandle> {
+        self.keys.as_ref()
     }
 
     /// The cluster id (0 until known).
@@ -492,8 +510,8 @@ impl Machine {
                 })?
             }
             Command::RotateDataKey(id) => {
-                if let Some(sealed) = self.store.engine().sealed() {
-                    sealed.activate(id)?;
+                if let Some(keys) = &self.keys {
+                    keys.activate(id)?;
                 }
                 self.record_index(index)?;
                 Ok(Applied::KeyRotated(id))

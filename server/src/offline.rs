@@ -24,7 +24,7 @@ use std::sync::Arc;
 use cairn_proto::cairnpb::SnapshotRecord;
 use prost::Message;
 
-use crate::storage::seal::MasterKey;
+use crate::storage::crypto::MasterKey;
 use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, SealedEngine, SizeInfo, WriteBatch};
 
 /// Errors of the offline tools.
@@ -57,7 +57,7 @@ pub enum Error {
     InUse(PathBuf),
     /// The master key file cannot be used.
     #[error(transparent)]
-    KeyFile(#[from] crate::storage::seal::KeyFileError),
+    KeyFile(#[from] crate::storage::crypto::KeyFileError),
     /// The data directory could not be read or compacted (a wrong master key
     /// is one of these: [`crate::storage::Error::WrongMasterKey`]).
     #[error(transparent)]
@@ -343,7 +343,7 @@ fn diff(after: u64, before: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::seal::MasterKey;
+    use crate::storage::crypto::MasterKey;
 
     /// A sealed snapshot file of a store that saw `a=1, a=2, b=1, delete a`
     /// (revisions 2 to 5: four key records, one of them a deletion).

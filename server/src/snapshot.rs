@@ -18,7 +18,7 @@
 //! member with the same file and cluster flags, then start each member with
 //! `cairn` and the same flags.
 
-use crate::storage::seal::{DataKey, KeyRing, MasterKey, WRAPPED_LEN};
+use crate::storage::crypto::{DataKey, KeyRing, MasterKey, WRAPPED_LEN};
 
 const MAGIC: &[u8] = b"CAIRNSNAP1";
 /// Marks a sealed state section: `SEALED1 | wrapped file key | sealed state`.

@@ -559,7 +559,7 @@ async fn a_data_key_rotation_reaches_every_member() {
     for i in 0..3 {
         let member = cluster.handle(i).member().clone();
         eventually(30, "old key dropped", async || {
-            member.store().engine().sealed().unwrap().key_ids() == vec![2]
+            member.proposer().machine().keys().unwrap().key_ids() == vec![2]
         })
         .await;
     }

@@ -180,9 +180,9 @@ async fn a_tampered_record_is_detected_and_raises_corrupt() {
     c.put(Put::new("k", "value")).await.unwrap();
     let rev = c.get(Get::key("k")).await.unwrap().kvs[0].mod_revision;
     // Flip one bit of the record on disk (RocksDB, under the sealing layer).
-    let sealed = member.member().store().engine().sealed().unwrap();
+    let keys = member.member().proposer().machine().keys().unwrap();
     let key = cairn_server::mvcc::Revision::new(rev, 0).record_key(false);
-    let inner = sealed.inner();
+    let inner = keys.engine().inner();
     let mut raw = inner
         .get(cairn_server::storage::Cf::Kv, &key)
         .unwrap()
@@ -210,7 +210,7 @@ async fn rotation_under_load_survives_kill_9_half_way() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = dir.path().join("master.key");
-    cairn_server::storage::seal::MasterKey::generate_file(&key).unwrap();
+    cairn_server::storage::crypto::MasterKey::generate_file(&key).unwrap();
     let mut args: Vec<std::ffi::OsString> =
         vec!["--encryption-key-file".into(), key.clone().into()];
     args.extend(["--data-dir".into(), data.clone().into()]);
@@ -274,7 +274,15 @@ async fn rotation_under_load_survives_kill_9_half_way() {
         ..embed::Config::default()
     };
     let member = embed::start(config).await.unwrap();
-    let sealed_keys = || member.member().store().engine().sealed().unwrap().key_ids();
+    let sealed_keys = || {
+        member
+            .member()
+            .proposer()
+            .machine()
+            .keys()
+            .unwrap()
+            .key_ids()
+    };
     assert_eq!(
         sealed_keys(),
         vec![1, 2],

@@ -54,7 +54,7 @@ pub enum Error {
     Machine(#[from] crate::machine::Error),
     /// The master key file cannot be used.
     #[error(transparent)]
-    KeyFile(#[from] crate::storage::seal::KeyFileError),
+    KeyFile(#[from] crate::storage::crypto::KeyFileError),
     /// A snapshot could not be restored.
     #[error("snapshot restore: {0}")]
     Restore(String),

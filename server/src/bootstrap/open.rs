@@ -15,7 +15,7 @@ use crate::lease::{Lessor, TokioClock};
 use crate::machine::Machine;
 use crate::mvcc::Store;
 use crate::raft::RaftStorage;
-use crate::storage::seal::MasterKey;
+use crate::storage::crypto::{KeyHandle, MasterKey};
 use crate::storage::{Cf, Engine, RocksEngine, SealedEngine, WriteBatch};
 
 /// Where this member's id is stored (`meta` column family).
@@ -73,25 +73,44 @@ fn master_key(config: &Config) -> Result<MasterKey, Error> {
     Ok(MasterKey::load(&path)?)
 }
 
+/// What [`open_engine`] opens.
+pub(super) struct OpenedEngine {
+    /// The engine every layer writes through (sealed, but in
+    /// `bench-plaintext` builds).
+    pub engine: Arc<dyn Engine>,
+    /// The handle key rotation uses; none when nothing is sealed.
+    pub keys: Option<KeyHandle>,
+    /// Resolves once RocksDB is closed again.
+    pub released: Released,
+}
+
 /// Opens the data directory's engine: RocksDB under the sealing layer
-/// (master key rotation first, when a previous key file is given). The
-/// [`Released`] resolves once RocksDB is closed again.
-pub(super) fn open_engine(
-    config: &Config,
-    db_dir: &Path,
-) -> Result<(Arc<dyn Engine>, Released), Error> {
+/// (master key rotation first, when a previous key file is given), the
+/// handle on its keys that key rotation uses (none when nothing is sealed),
+/// and a [`Released`] that resolves once RocksDB is closed again.
+pub(super) fn open_engine(config: &Config, db_dir: &Path) -> Result<OpenedEngine, Error> {
     let master = master_key(config)?;
     let (rocks, released) = track(RocksEngine::open(db_dir)?);
     let raw: Arc<dyn Engine> = Arc::new(rocks);
     if cfg!(feature = "bench-plaintext") {
         tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");
-        return Ok((raw, released));
+        return Ok(OpenedEngine {
+            engine: raw,
+            keys: None,
+            released,
+        });
     }
     if let Some(previous) = &config.previous_encryption_key_file {
         let old = MasterKey::load(previous)?;
         SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
     }
-    Ok((Arc::new(SealedEngine::open(raw, master)?), released))
+    let sealed = Arc::new(SealedEngine::open(raw, master)?);
+    let keys = KeyHandle::new(Arc::clone(&sealed));
+    Ok(OpenedEngine {
+        engine: sealed,
+        keys: Some(keys),
+        released,
+    })
 }
 
 /// The bootstrap member table from `--initial-cluster` (this member's name
@@ -146,7 +165,11 @@ pub struct Opened {
 /// applies `--force-new-cluster`.
 pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error> {
     let db_dir = config.data_dir.join("db");
-    let (engine, released) = open_engine(config, &db_dir)?;
+    let OpenedEngine {
+        engine,
+        keys,
+        released,
+    } = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
     let (members, cluster_id) = initial_member_records(config)?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
@@ -155,7 +178,7 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     // replays it from the applied index.
     let store = Arc::new(Store::open(Arc::clone(&engine), false)?);
     let lessor = Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)?;
-    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?);
+    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?.with_keys(keys));
     let log = Arc::new(RaftStorage::open(Arc::clone(&engine))?);
     let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
     let fresh = state.hard_state.term == 0

@@ -77,10 +77,6 @@ impl<E: Engine> Engine for Tracked<E> {
     fn defragment(&self) -> Result<(), Error> {
         self.inner.defragment()
     }
-
-    fn sealed(&self) -> Option<&crate::storage::SealedEngine> {
-        self.inner.sealed()
-    }
 }
 
 #[cfg(test)]

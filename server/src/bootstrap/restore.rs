@@ -12,7 +12,7 @@ use crate::lease::{Lessor, TokioClock};
 use crate::machine::Machine;
 use crate::mvcc::Store;
 use crate::raft::RaftStorage;
-use crate::storage::seal::MasterKey;
+use crate::storage::crypto::MasterKey;
 
 /// Writes the state of a `snapshot save` file into a new data directory
 /// and bootstraps a new cluster from it, with the membership of `config`
@@ -35,14 +35,14 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
     }
     let (members, cluster_id) = initial_member_records(config)?;
     // Closed when this returns: nobody waits for its release.
-    let (engine, _released) = open_engine(config, &db_dir)?;
+    let super::open::OpenedEngine { engine, keys, .. } = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, None)?;
     if !members.iter().any(|m| m.id == member_id) {
         return Err(not_in_cluster(config));
     }
     let store = Arc::new(Store::open(Arc::clone(&engine), true)?);
     let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
-    let machine = Machine::new(Arc::clone(&store), lessor);
+    let machine = Machine::new(Arc::clone(&store), lessor).with_keys(keys);
     machine.restore(&data)?;
     let log = RaftStorage::open(Arc::clone(&engine))?;
     new_cluster(&machine, &log, cluster_id, &members)?;

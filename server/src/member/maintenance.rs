@@ -205,18 +205,13 @@ impl MaintenanceApi {
     /// Rotates the data key on every member (a replicated operation);
     /// returns the id now active.
     pub async fn rotate_data_key(&self) -> Result<u32, EtcdError> {
-        let current = self
+        let next = self
             .proposer
-            .store()
-            .engine()
-            .sealed()
-            .map(|s| s.key_ids().into_iter().max().unwrap_or(0))
+            .machine()
+            .keys()
+            .map(crate::storage::crypto::KeyHandle::next_key_id)
             .ok_or(EtcdError::Internal)?;
-        match self
-            .proposer
-            .propose(Command::RotateDataKey(current + 1))
-            .await?
-        {
+        match self.proposer.propose(Command::RotateDataKey(next)).await? {
             Applied::KeyRotated(id) => Ok(id),
             _ => Err(EtcdError::Internal),
         }
@@ -273,10 +268,10 @@ impl MaintenanceApi {
                 EtcdError::Internal
             })?;
         let (index, state) = data;
-        let state = match self.proposer.store().engine().sealed() {
+        let state = match self.proposer.machine().keys() {
             // Sealed with the member's master key: the file holds no plaintext.
-            Some(sealed) => {
-                crate::snapshot::seal_state(sealed.master(), index, &state).map_err(|e| {
+            Some(keys) => {
+                crate::snapshot::seal_state(keys.master(), index, &state).map_err(|e| {
                     tracing::error!(error = %e, "sealing the snapshot failed");
                     EtcdError::Internal
                 })?

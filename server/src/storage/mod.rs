@@ -10,16 +10,15 @@
 //! of one transaction and the applied index that produced them in the same
 //! batch, so a crash never applies an entry twice or loses half of one.
 
+pub mod crypto;
 #[cfg(test)]
 pub(crate) mod flaky;
 mod memory;
 mod rocks;
-pub mod seal;
-pub mod sealed;
 
+pub use crypto::SealedEngine;
 pub use memory::MemoryEngine;
 pub use rocks::RocksEngine;
-pub use sealed::SealedEngine;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +184,6 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Reclaims space left by deleted records (etcd's defragment).
     fn defragment(&self) -> Result<(), Error>;
-
-    /// The sealing layer, when this engine is one (for key rotation).
-    fn sealed(&self) -> Option<&SealedEngine> {
-        None
-    }
 }
 
 /// [`Engine::scan`] with a visitor that can fail: the first error stops the

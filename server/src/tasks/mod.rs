@@ -128,8 +128,9 @@ pub fn start_member_tasks(
     let m = Arc::clone(member);
     let (name, timeout) = (config.name.clone(), config.request_timeout());
     tasks.spawn(|shutdown| publish::publish(m, name, client_urls, timeout, shutdown));
-    let store = Arc::clone(member.store());
-    tasks.spawn(|shutdown| reseal::reseal(store, shutdown));
+    if let Some(keys) = member.proposer().machine().keys().cloned() {
+        tasks.spawn(|shutdown| reseal::reseal(keys, shutdown));
+    }
     if config.auto_compaction != crate::compactor::AutoCompaction::Off {
         let (kv, mode) = (Arc::clone(member.kv()), config.auto_compaction);
         tracing::info!(?mode, "auto compaction enabled");

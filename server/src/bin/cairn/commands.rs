@@ -6,7 +6,7 @@ use anyhow::Context;
 use cairn_server::defaults;
 use cairn_server::embed::{self, Config};
 use cairn_server::offline;
-use cairn_server::storage::seal::MasterKey;
+use cairn_server::storage::crypto::MasterKey;
 use clap::Subcommand;
 
 /// `cairn snapshot ...`: etcdutl's snapshot tools, on Cairn's snapshot files.

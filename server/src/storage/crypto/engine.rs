@@ -3,7 +3,7 @@
 //! Every value written to the column families that can hold user data
 //! (`kv`: MVCC records with their user keys and values; `lease`; `raft`: log
 //! entries carry whole requests) is sealed with AES-256-GCM
-//! ([`super::seal`]) before it reaches the inner engine, with the column
+//! ([`super::key_ring`]) before it reaches the inner engine, with the column
 //! family and the record key as associated data; every value read is opened
 //! (and authenticated) on the way out. Record keys stay plain: they are
 //! revisions, lease ids and log indexes, never user data, which is why the
@@ -16,65 +16,61 @@
 //! `enc/active`, the master key's fingerprint under `enc/fingerprint` (so a
 //! wrong master key is refused before anything is written).
 //!
-//! Rotation: [`SealedEngine::rotate`] adds a data key and makes it active at
-//! once; [`SealedEngine::reseal_step`] re-seals a bounded number of records
-//! still sealed with an older key (under the write lock, re-reading each
-//! record so a concurrent write is never overwritten); once a full pass finds
-//! none, [`SealedEngine::drop_unused_keys`] deletes the old keys. A crash
-//! anywhere leaves every record sealed under a key that is still stored.
+//! Rotation (new data keys, re-sealing, dropping old keys, re-wrapping under
+//! a new master key) is in [`super::rotation`]; this file seals, opens, and
+//! replaces a data key before it reaches its seal limit.
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-use super::seal::{DataKey, KeyRing, MasterKey, SealError};
-use super::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
+use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
+use crate::storage::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
 
 /// The column families whose values are sealed.
 pub const SEALED_CFS: [Cf; 3] = [Cf::Kv, Cf::Lease, Cf::Raft];
 
-const FINGERPRINT: &[u8] = b"enc/fingerprint";
-const ACTIVE: &[u8] = b"enc/active";
+/// `meta` key of the master key's fingerprint (a wrong key is refused).
+pub(super) const FINGERPRINT: &[u8] = b"enc/fingerprint";
+/// `meta` key of the active data key's id (u32, big-endian).
+pub(super) const ACTIVE: &[u8] = b"enc/active";
+/// `meta` prefix of the wrapped data keys (+ id, u32 big-endian).
 const KEY_PREFIX: &[u8] = b"enc/key/";
+/// `meta` prefix of the persisted seal counts (+ id, u32 big-endian).
 const SEALS_PREFIX: &[u8] = b"enc/seals/";
 /// Seals reserved (persisted ahead) per write of the counter: the count
 /// survives a crash rounded up, never down.
 const SEAL_RESERVATION: u64 = 1 << 20;
 
-fn key_record(id: u32) -> Vec<u8> {
+/// The `meta` key of data key `id`'s wrapped bytes.
+pub(super) fn key_record(id: u32) -> Vec<u8> {
     let mut k = KEY_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
-fn seals_record(id: u32) -> Vec<u8> {
+/// The `meta` key of data key `id`'s persisted seal count.
+pub(super) fn seals_record(id: u32) -> Vec<u8> {
     let mut k = SEALS_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
+/// Whether the values of `cf` are sealed.
 fn is_sealed(cf: Cf) -> bool {
     SEALED_CFS.contains(&cf)
-}
-
-fn sealing(e: SealError) -> Error {
-    if e.is_corruption() {
-        Error::Tampered(e.to_string())
-    } else {
-        Error::Sealing(e.to_string())
-    }
 }
 
 /// An engine that seals the values of [`SEALED_CFS`].
 pub struct SealedEngine {
     /// Where the sealed records live.
-    inner: Arc<dyn Engine>,
+    pub(super) inner: Arc<dyn Engine>,
     /// The master key: wraps new data keys at rotation.
-    master: MasterKey,
+    pub(super) master: MasterKey,
     /// The data keys (one active for sealing).
-    keys: RwLock<KeyRing>,
+    pub(super) keys: RwLock<KeyRing>,
     /// Serialises writes with the re-sealer, so a record it re-seals is
     /// never one a write has just replaced or deleted. Also guards the
     /// persisted seal reservation: (key id, seals reserved on disk).
-    writes: Mutex<(u32, u64)>,
+    pub(super) writes: Mutex<(u32, u64)>,
 }
 
 impl std::fmt::Debug for SealedEngine {
@@ -103,12 +99,12 @@ impl SealedEngine {
             if fingerprint.is_some() {
                 return Err(Error::Tampered("the data keys are missing".into()));
             }
-            let key = DataKey::generate().map_err(sealing)?;
+            let key = DataKey::generate().map_err(storage_error)?;
             let mut batch = WriteBatch::new();
             batch.put(
                 Cf::Meta,
                 key_record(1),
-                master.wrap(&key, 1).map_err(sealing)?,
+                master.wrap(&key, 1).map_err(storage_error)?,
             );
             batch.put(Cf::Meta, ACTIVE, 1u32.to_be_bytes());
             batch.put(Cf::Meta, FINGERPRINT, master.fingerprint());
@@ -125,7 +121,7 @@ impl SealedEngine {
             for (id, wrapped) in stored {
                 let key = master.unwrap(&wrapped, id).map_err(|e| match e {
                     SealError::WrongMasterKey { .. } => Error::WrongMasterKey,
-                    other => sealing(other),
+                    other => storage_error(other),
                 })?;
                 if id == active {
                     ring = Some(KeyRing::new(id, key));
@@ -136,12 +132,13 @@ impl SealedEngine {
             let mut ring = ring
                 .ok_or_else(|| Error::Tampered(format!("active data key {active} is missing")))?;
             for (id, key) in others {
-                ring.insert(id, key).map_err(sealing)?;
+                ring.insert(id, key).map_err(storage_error)?;
             }
             for id in ring.ids() {
                 if let Some(v) = inner.get(Cf::Meta, &seals_record(id))? {
                     if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
-                        ring.set_seals(id, u64::from_be_bytes(b)).map_err(sealing)?;
+                        ring.set_seals(id, u64::from_be_bytes(b))
+                            .map_err(storage_error)?;
                     }
                 }
             }
@@ -166,7 +163,7 @@ impl SealedEngine {
     }
 
     /// The wrapped data keys stored in `engine`, by id.
-    fn stored_keys(engine: &dyn Engine) -> Result<Vec<(u32, Vec<u8>)>, Error> {
+    pub(super) fn stored_keys(engine: &dyn Engine) -> Result<Vec<(u32, Vec<u8>)>, Error> {
         let mut keys = Vec::new();
         let mut end = KEY_PREFIX.to_vec();
         if let Some(last) = end.last_mut() {
@@ -181,7 +178,8 @@ impl SealedEngine {
         Ok(keys)
     }
 
-    fn read_keys(&self) -> RwLockReadGuard<'_, KeyRing> {
+    /// The key ring, for reading.
+    pub(super) fn read_keys(&self) -> RwLockReadGuard<'_, KeyRing> {
         // The ring changes in single assignments; a poisoned lock still
         // holds a usable ring.
         self.keys.read().unwrap_or_else(|e| e.into_inner())
@@ -217,10 +215,11 @@ impl SealedEngine {
         self.read_keys().ids()
     }
 
+    /// Opens a value read from the sealed column family `cf`.
     fn open_value(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<Vec<u8>, Error> {
         self.read_keys()
             .open(cf.name(), key, value)
-            .map_err(sealing)
+            .map_err(storage_error)
     }
 
     /// Seals the puts of `batch` in place; adds the seal reservation record
@@ -251,7 +250,7 @@ impl SealedEngine {
         for op in &mut batch.ops {
             if let BatchOp::Put { cf, key, value } = op {
                 if is_sealed(*cf) {
-                    *value = keys.seal(cf.name(), key, value).map_err(sealing)?;
+                    *value = keys.seal(cf.name(), key, value).map_err(storage_error)?;
                 }
             }
         }
@@ -262,149 +261,6 @@ impl SealedEngine {
             batch.put(Cf::Meta, seals_record(active), ahead.to_be_bytes());
             *reserved = (active, ahead);
         }
-        Ok(())
-    }
-
-    /// Adds a new data key and makes it active for every later write;
-    /// returns its id. Records sealed with older keys stay readable and are
-    /// re-sealed by [`SealedEngine::reseal_step`].
-    pub fn rotate(&self) -> Result<u32, Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        let id = self.key_ids().into_iter().max().unwrap_or(0) + 1;
-        self.add_key(id)?;
-        Ok(id)
-    }
-
-    /// Makes `id` the active data key, creating it if this member has no
-    /// key by that id (a cluster agrees on ids; each member has its own key
-    /// material under its own master key).
-    pub fn activate(&self, id: u32) -> Result<(), Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        if self.read_keys().contains(id) {
-            let mut batch = WriteBatch::new();
-            batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
-            self.inner.write(batch, true)?;
-            let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-            return keys.set_active(id).map_err(sealing);
-        }
-        self.add_key(id)
-    }
-
-    fn add_key(&self, id: u32) -> Result<(), Error> {
-        let key = DataKey::generate().map_err(sealing)?;
-        let mut batch = WriteBatch::new();
-        batch.put(
-            Cf::Meta,
-            key_record(id),
-            self.master.wrap(&key, id).map_err(sealing)?,
-        );
-        batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
-        self.inner.write(batch, true)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        keys.insert(id, key).map_err(sealing)?;
-        keys.set_active(id).map_err(sealing)?;
-        tracing::info!(key_id = id, "new data key active");
-        Ok(())
-    }
-
-    /// Re-seals up to `max` records still sealed with a non-active key;
-    /// returns how many it re-sealed (0: none left).
-    pub fn reseal_step(&self, max: usize) -> Result<usize, Error> {
-        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        let active = self.active_key();
-        let mut stale: Vec<(Cf, Vec<u8>, Vec<u8>)> = Vec::new();
-        for cf in SEALED_CFS {
-            self.inner.scan(cf, &[], None, &mut |k, v| {
-                if KeyRing::key_id_of(v).is_some_and(|id| id != active) {
-                    stale.push((cf, k.to_vec(), v.to_vec()));
-                }
-                if stale.len() >= max {
-                    Scan::Stop
-                } else {
-                    Scan::Continue
-                }
-            })?;
-            if stale.len() >= max {
-                break;
-            }
-        }
-        let mut batch = WriteBatch::new();
-        {
-            let keys = self.read_keys();
-            for (cf, key, sealed) in &stale {
-                let plain = keys.open(cf.name(), key, sealed).map_err(sealing)?;
-                let resealed = keys.seal(cf.name(), key, &plain).map_err(sealing)?;
-                batch.put(*cf, key.clone(), resealed);
-            }
-        }
-        let count = stale.len();
-        if count > 0 {
-            // Written raw: already sealed.
-            self.inner.write(batch, false)?;
-        }
-        drop(writes);
-        Ok(count)
-    }
-
-    /// Deletes every data key but the active one, once no record needs it
-    /// (call after [`SealedEngine::reseal_step`] returned 0). Returns the
-    /// ids dropped.
-    pub fn drop_unused_keys(&self) -> Result<Vec<u32>, Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        let active = self.active_key();
-        let mut used = std::collections::BTreeSet::new();
-        for cf in SEALED_CFS {
-            self.inner.scan(cf, &[], None, &mut |_, v| {
-                if let Some(id) = KeyRing::key_id_of(v) {
-                    used.insert(id);
-                }
-                Scan::Continue
-            })?;
-        }
-        let unused: Vec<u32> = self
-            .key_ids()
-            .into_iter()
-            .filter(|id| *id != active && !used.contains(id))
-            .collect();
-        if unused.is_empty() {
-            return Ok(unused);
-        }
-        let mut batch = WriteBatch::new();
-        for id in &unused {
-            batch.delete(Cf::Meta, key_record(*id));
-            batch.delete(Cf::Meta, seals_record(*id));
-        }
-        self.inner.write(batch, true)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        for id in &unused {
-            keys.remove(*id).map_err(sealing)?;
-        }
-        tracing::info!(dropped = ?unused, "old data keys dropped: no record needs them");
-        Ok(unused)
-    }
-
-    /// Re-wraps every data key of `inner` from `old` to `new` (master key
-    /// rotation), in one synced write. Nothing changes if `old` is wrong.
-    pub fn rewrap(inner: &dyn Engine, old: &MasterKey, new: &MasterKey) -> Result<(), Error> {
-        match inner.get(Cf::Meta, FINGERPRINT)? {
-            Some(f) if f.as_slice() == new.fingerprint() => return Ok(()),
-            Some(f) if f.as_slice() != old.fingerprint() => return Err(Error::WrongMasterKey),
-            _ => {}
-        }
-        let mut batch = WriteBatch::new();
-        for (id, wrapped) in Self::stored_keys(inner)? {
-            let key = old
-                .unwrap(&wrapped, id)
-                .map_err(|_| Error::WrongMasterKey)?;
-            batch.put(
-                Cf::Meta,
-                key_record(id),
-                new.wrap(&key, id).map_err(sealing)?,
-            );
-        }
-        batch.put(Cf::Meta, FINGERPRINT, new.fingerprint());
-        inner.write(batch, true)?;
-        tracing::info!("data keys re-wrapped under the new master key");
         Ok(())
     }
 }
@@ -456,13 +312,10 @@ impl Engine for SealedEngine {
     fn defragment(&self) -> Result<(), Error> {
         self.inner.defragment()
     }
-
-    fn sealed(&self) -> Option<&SealedEngine> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::storage::MemoryEngine;
@@ -542,44 +395,5 @@ mod tests {
         for i in 0u32..50 {
             assert_eq!(sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap(), b"v");
         }
-    }
-
-    #[test]
-    fn rotation_reseals_everything_and_drops_the_old_key() {
-        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-        let sealed = SealedEngine::open(Arc::clone(&inner), master(1)).unwrap();
-        let mut b = WriteBatch::new();
-        for i in 0u32..500 {
-            b.put(
-                Cf::Kv,
-                i.to_be_bytes().to_vec(),
-                format!("v{i}").into_bytes(),
-            );
-        }
-        sealed.write(b, false).unwrap();
-        assert_eq!(sealed.rotate().unwrap(), 2);
-        // New writes use the new key at once.
-        let mut b = WriteBatch::new();
-        b.put(Cf::Lease, b"l".to_vec(), b"x".to_vec());
-        sealed.write(b, false).unwrap();
-        let raw = inner.get(Cf::Lease, b"l").unwrap().unwrap();
-        assert_eq!(KeyRing::key_id_of(&raw), Some(2));
-        // Old ones are re-sealed in bounded steps; the old key goes last.
-        assert_eq!(sealed.drop_unused_keys().unwrap(), Vec::<u32>::new());
-        let mut steps = 0;
-        while sealed.reseal_step(64).unwrap() > 0 {
-            steps += 1;
-        }
-        assert_eq!(steps, 8);
-        assert_eq!(sealed.drop_unused_keys().unwrap(), vec![1]);
-        assert_eq!(sealed.key_ids(), vec![2]);
-        for i in 0u32..500 {
-            let v = sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap();
-            assert_eq!(v, format!("v{i}").into_bytes());
-        }
-        // After a restart the ring is the same.
-        drop(sealed);
-        let reopened = SealedEngine::open(inner, master(1)).unwrap();
-        assert_eq!((reopened.key_ids(), reopened.active_key()), (vec![2], 2));
     }
 }
