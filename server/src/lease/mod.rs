@@ -27,7 +27,6 @@ pub mod clock;
 pub mod id;
 pub mod lessor;
 pub mod record;
-pub mod task;
 pub mod txn;
 
 #[cfg(test)]

@@ -564,7 +564,10 @@ async fn lease_task_revokes_expired_leases_and_stops() {
     grant(&m, 1, 3).await.unwrap();
     put(&m, "a", 1).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(task::run(Arc::clone(m.lease()), stopped));
+    let task = tokio::spawn(crate::tasks::lease_expiry::run(
+        Arc::clone(m.lease()),
+        stopped,
+    ));
     // The task checks every 500 ms on the paused clock: the lease is revoked
     // at the first check at or after its expiry.
     advance(Duration::from_millis(2_999)).await;

@@ -1,7 +1,7 @@
 //! The Lease API. Grant, revoke and checkpoint are writes (state-machine
 //! operations); renewals and TTLs use the leader's expiry clock, so a
 //! follower forwards them to the leader. The bodies of the leader's lease
-//! loop ([`crate::lease::task`]) live here too: they propose through the
+//! loop ([`crate::tasks::lease_expiry`]) live here too: they propose through the
 //! same write path, leader-only.
 
 use std::sync::Arc;

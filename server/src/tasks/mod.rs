@@ -9,10 +9,11 @@
 //! re-sealing after a key rotation ([`reseal`]), the corruption check
 //! ([`corruption`]), publishing the member's attributes ([`publish`]),
 //! catching watchers up ([`watchers`]), lease expiry and checkpoints
-//! ([`crate::lease::task`]) and auto compaction ([`crate::compactor`]).
+//! ([`lease_expiry`]) and auto compaction ([`crate::compactor`]).
 
 pub mod corruption;
 pub mod leadership;
+pub mod lease_expiry;
 pub mod publish;
 pub mod reseal;
 pub mod serving;
@@ -122,7 +123,7 @@ pub fn start_member_tasks(
     let store = Arc::clone(member.store());
     tasks.spawn(|shutdown| watchers::sync_watchers(store, shutdown));
     let lease = Arc::clone(member.lease());
-    tasks.spawn(|shutdown| crate::lease::task::run(lease, shutdown.receiver()));
+    tasks.spawn(|shutdown| lease_expiry::run(lease, shutdown.receiver()));
     let (proposer, lease) = (Arc::clone(member.proposer()), Arc::clone(member.lease()));
     tasks.spawn(|shutdown| leadership::follow_leadership(proposer, lease, shutdown));
     let m = Arc::clone(member);

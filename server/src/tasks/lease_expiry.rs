@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::CHECK_INTERVAL;
+use crate::lease::CHECK_INTERVAL;
 use crate::member::LeaseApi;
 
 /// Runs the lease loop of `lease` until `stop` turns true (or its sender is
