@@ -7,7 +7,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${CAIRN_BIN:?set CAIRN_BIN to the cairn binary}"
 work=$(mktemp -d /tmp/cairn-dev-cluster.XXXXXX)
-ports="$((40000 + RANDOM % 5000)),$((45000 + RANDOM % 5000)),$((50000 + RANDOM % 5000))"
+# Below Linux's ephemeral range (32768 and up), where an outgoing
+# connection's local port can take a port between the check and the bind;
+# clear of the comparisons' 23790+ and 25790+.
+ports="$((26000 + RANDOM % 1900)),$((28000 + RANDOM % 1900)),$((30000 + RANDOM % 1900))"
 endpoints=$(echo "$ports" | sed 's/\([0-9]*\)/127.0.0.1:\1/g')
 runner=""
 fail() { echo "dev-cluster test: $*" >&2; [ -n "$runner" ] && kill -TERM "$runner" 2>/dev/null; tail -n 20 "$work"/data/*.log "$work"/out >&2 || true; exit 1; }
