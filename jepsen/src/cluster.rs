@@ -126,12 +126,26 @@ pub struct Cluster {
     proxy: Proxy,
 }
 
-/// A free port on `ip` (bound and released; the kernel does not hand it out
-/// again at once).
+/// A free port on `ip`, below Linux's ephemeral range (32768 and up).
+///
+/// Members are killed and restarted on their ports. A port the kernel hands
+/// out for `:0` lies in the ephemeral range, where another member's outgoing
+/// connection can take it as its local port while the member is down, and
+/// the restart then fails with "Address already in use". Ports 12000..23000
+/// are never handed out that way (and stay clear of the etcdctl
+/// comparisons' 23790+ and the dev cluster's 26000+).
 fn free_port(ip: IpAddr) -> Result<u16> {
-    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
-        .with_context(|| format!("binding a port on {ip}"))?;
-    Ok(listener.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64..1000 {
+        let mut h = seed.build_hasher();
+        h.write_u64(attempt);
+        let port = 12000 + (h.finish() % 11000) as u16;
+        if std::net::TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {ip} in 12000..23000")
 }
 
 /// A fresh 32-byte master key file, mode 0600.

@@ -24,9 +24,26 @@ pub struct Cluster {
     pub slots: Vec<Slot>,
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up).
+///
+/// Members are stopped and restarted on the same ports. A port the kernel
+/// handed out (bind to :0) lies in the ephemeral range, where another
+/// member's outgoing connection may take it as its local port while the
+/// member is down, and the restart then fails with "Address already in
+/// use". Ports 12000..23000 are never handed out that way; the range stays
+/// clear of the etcdctl comparisons' 23790+ and the dev cluster's 26000+.
 async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64..1000 {
+        let mut h = seed.build_hasher();
+        h.write_u64(attempt);
+        let port = 12000 + (h.finish() % 11000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 12000..23000");
 }
 
 /// Configs for `n` members named m0.. in zones az-a, az-b, az-c, ...
