@@ -397,7 +397,7 @@ fn check(wire: &Wire) -> Result<(), TestCaseError> {
     let mut states = Vec::new();
     for _ in 0..3 {
         let (machine, last) = member();
-        let waiter = machine.register(7);
+        let waiter = machine.waiters().register(7);
         let applied = machine.apply_entry(last + 1, &data);
         prop_assert!(
             applied.is_ok(),
@@ -419,7 +419,7 @@ fn check(wire: &Wire) -> Result<(), TestCaseError> {
             rev,
             machine.store().hash_kv(0).map_err(|e| e.to_string()),
             machine.lessor().len(),
-            format!("{:?}", machine.alarms()),
+            format!("{:?}", machine.tables().alarms()),
         ));
     }
     prop_assert!(

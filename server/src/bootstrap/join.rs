@@ -91,7 +91,7 @@ pub fn resolver(
     Ok(std::sync::Arc::new(move |id| {
         machine
             .upgrade()
-            .and_then(|machine| machine.member(id))
+            .and_then(|machine| machine.tables().member(id))
             .and_then(|m| m.peer_urls.first().cloned())
             .or_else(|| initial.get(&id).cloned())
     }))

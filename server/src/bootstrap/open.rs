@@ -193,7 +193,7 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
         super::recovery::force_new_cluster(&machine, &log, member_id)?;
     }
     let commit = ::raft::Storage::initial_state(log.as_ref()).map_or(0, |s| s.hard_state.commit);
-    let stored_cluster_id = match machine.cluster_id() {
+    let stored_cluster_id = match machine.tables().cluster_id() {
         0 => cluster_id,
         id => id,
     };
@@ -218,7 +218,7 @@ pub fn new_cluster(
     members: &[cairnpb::Member],
 ) -> Result<(), Error> {
     let index = machine.applied_index().max(1);
-    machine.bootstrap(index, cluster_id, members)?;
+    machine.tables().bootstrap(index, cluster_id, members)?;
     let mut meta = ::raft::eraftpb::SnapshotMetadata {
         index,
         term: 1,

@@ -66,7 +66,7 @@ pub async fn initial_corrupt_check(
             source,
         })?;
     let mut mismatches = 0;
-    for peer in machine.members() {
+    for peer in machine.tables().members() {
         if peer.id == member_id {
             continue;
         }
@@ -157,7 +157,7 @@ pub fn force_new_cluster(
     let commit = hard_state.commit;
     let last = log.last_index().map_err(raft_error)?;
     tracing::warn!(
-        cluster_id = format!("{:x}", machine.cluster_id()),
+        cluster_id = format!("{:x}", machine.tables().cluster_id()),
         local_member_id = format!("{member_id:x}"),
         commit_index = commit,
         discarded_uncommitted_entries = last.saturating_sub(commit),
@@ -175,7 +175,7 @@ pub fn force_new_cluster(
         .chain(&conf.voters_outgoing)
         .chain(&conf.learners_next)
         .copied()
-        .chain(machine.members().iter().map(|m| m.id))
+        .chain(machine.tables().members().iter().map(|m| m.id))
         .collect();
     let first_unapplied = (machine.applied_index() + 1).max(log.first_index().map_err(raft_error)?);
     if first_unapplied <= commit {
@@ -196,7 +196,10 @@ pub fn force_new_cluster(
             }
         }
     }
-    let was_learner = machine.member(member_id).is_some_and(|m| m.is_learner)
+    let was_learner = machine
+        .tables()
+        .member(member_id)
+        .is_some_and(|m| m.is_learner)
         || conf.learners.contains(&member_id);
     others.remove(&member_id);
 

@@ -101,7 +101,7 @@ impl ClusterApi {
 
     /// The member table.
     pub fn member_list(&self) -> Vec<cairnpb::Member> {
-        self.proposer.machine().members()
+        self.proposer.machine().tables().members()
     }
 
     /// What this member knows of the voters, for the
@@ -176,7 +176,7 @@ impl ClusterApi {
     /// voters left would not have a quorum of started ones, or (as the
     /// leader sees it) of reachable ones ([`crate::reconfig`]).
     pub async fn member_remove(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(target) = self.proposer.machine().member(id) else {
+        let Some(target) = self.proposer.machine().tables().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
         if self.strict_reconfig_check {
@@ -224,7 +224,7 @@ impl ClusterApi {
     /// MemberPromote: a learner becomes a voter, once its log has caught up.
     /// Decided by the leader (only it knows the learner's progress).
     pub async fn member_promote(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
-        let Some(target) = self.proposer.machine().member(id) else {
+        let Some(target) = self.proposer.machine().tables().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
         if !target.is_learner {

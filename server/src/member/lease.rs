@@ -111,6 +111,7 @@ impl LeaseApi {
         }
         self.proposer
             .machine()
+            .tables()
             .member(status.leader)
             .and_then(|m| m.peer_urls.first().cloned())
             .map(Some)

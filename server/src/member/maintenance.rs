@@ -66,7 +66,7 @@ impl MaintenanceApi {
         if raft.leader == 0 {
             errors.push(EtcdError::NoLeader.to_string());
         }
-        for alarm in self.proposer.machine().alarms() {
+        for alarm in self.proposer.machine().tables().alarms() {
             if alarm.member_id == self.proposer.identity().member_id || alarm.member_id == 0 {
                 let name = AlarmType::try_from(alarm.alarm)
                     .map(|a| a.as_str_name())
@@ -102,6 +102,7 @@ impl MaintenanceApi {
             let alarms = self
                 .proposer
                 .machine()
+                .tables()
                 .alarms()
                 .into_iter()
                 .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
@@ -142,7 +143,7 @@ impl MaintenanceApi {
         // header reports: writes applied in between would make a healthy
         // peer's hash differ (a false CORRUPT alarm under load).
         let (mine, revision) = self.hash_kv_and_revision(0).await?;
-        for peer in self.proposer.machine().members() {
+        for peer in self.proposer.machine().tables().members() {
             if peer.id == self.proposer.identity().member_id {
                 continue;
             }
@@ -305,14 +306,14 @@ impl MaintenanceApi {
                     Ok(Scan::Continue)
                 },
             )?;
-            for m in machine.members() {
+            for m in machine.tables().members() {
                 ctx.update(&m.encode_length_delimited_to_vec());
             }
-            for a in machine.alarms() {
+            for a in machine.tables().alarms() {
                 ctx.update(&a.member_id.to_be_bytes());
                 ctx.update(&a.alarm.to_be_bytes());
             }
-            ctx.update(machine.downgrade().unwrap_or_default().as_bytes());
+            ctx.update(machine.tables().downgrade().unwrap_or_default().as_bytes());
             let digest = ctx.finish();
             let mut first = [0u8; 4];
             first.copy_from_slice(&digest.as_ref()[..4]);
@@ -345,7 +346,7 @@ impl MaintenanceApi {
                 if target != ALLOWED_DOWNGRADE {
                     return Err(EtcdError::InvalidDowngradeTargetVersion);
                 }
-                if self.proposer.machine().downgrade().is_some() {
+                if self.proposer.machine().tables().downgrade().is_some() {
                     return Err(EtcdError::DowngradeInProcess);
                 }
                 if action == DowngradeAction::Enable {
@@ -359,7 +360,7 @@ impl MaintenanceApi {
             }
             DowngradeAction::Cancel => {
                 self.proposer.barrier().await?;
-                if self.proposer.machine().downgrade().is_none() {
+                if self.proposer.machine().tables().downgrade().is_none() {
                     return Err(EtcdError::NoInflightDowngrade);
                 }
                 self.propose_downgrade(DowngradeInfo::default()).await?;

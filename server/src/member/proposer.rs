@@ -80,7 +80,7 @@ impl Proposer {
     /// The cluster id: the replicated one once known (a member that joined
     /// an existing cluster learns it with its first snapshot).
     pub fn cluster_id(&self) -> u64 {
-        match self.machine.cluster_id() {
+        match self.machine.tables().cluster_id() {
             0 => self.identity.cluster_id,
             id => id,
         }
@@ -143,7 +143,7 @@ impl Proposer {
         if *self.stopping.borrow() {
             return Err(EtcdError::Stopped);
         }
-        if self.machine.has_alarm(AlarmType::Corrupt) {
+        if self.machine.tables().has_alarm(AlarmType::Corrupt) {
             return Err(EtcdError::Corrupt);
         }
         Ok(())
@@ -172,7 +172,9 @@ impl Proposer {
         if *self.stopping.borrow() {
             return Err(EtcdError::Stopped);
         }
-        if !matches!(command, Command::Alarm(_)) && self.machine.has_alarm(AlarmType::Corrupt) {
+        if !matches!(command, Command::Alarm(_))
+            && self.machine.tables().has_alarm(AlarmType::Corrupt)
+        {
             return Err(EtcdError::Corrupt);
         }
         let id = self.next_proposal_id();
@@ -185,7 +187,7 @@ impl Proposer {
         if status.commit > status.applied + MAX_APPLY_LAG {
             return Err(EtcdError::TooManyRequests);
         }
-        let waiter = self.machine.register(id);
+        let waiter = self.machine.waiters().register(id);
         let mut leadership = replication.raft.leadership();
         leadership.borrow_and_update();
         let proposed = if leader_only {
@@ -194,12 +196,12 @@ impl Proposer {
             replication.raft.propose(data).await
         };
         if let Err(e) = proposed {
-            self.machine.cancel(id);
+            self.machine.waiters().cancel(id);
             return Err(e.into());
         }
         let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
         if outcome.is_err() {
-            self.machine.cancel(id);
+            self.machine.waiters().cancel(id);
         }
         outcome
     }
@@ -222,9 +224,9 @@ impl Proposer {
         let mut change = ConfChangeV2::default();
         change.mut_changes().push(single);
         change.context = context.into();
-        let waiter = self.machine.register(request_id);
+        let waiter = self.machine.waiters().register(request_id);
         if let Err(e) = replication.raft.propose_conf_change(change).await {
-            self.machine.cancel(request_id);
+            self.machine.waiters().cancel(request_id);
             return Err(e.into());
         }
         match tokio::time::timeout(replication.request_timeout, waiter).await {
@@ -233,7 +235,7 @@ impl Proposer {
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
-                self.machine.cancel(request_id);
+                self.machine.waiters().cancel(request_id);
                 Err(EtcdError::Timeout)
             }
         }

@@ -41,7 +41,12 @@ impl Quota {
     /// Refuses writes that add data while NOSPACE is raised; raises it when
     /// the database has grown past the quota (etcd's quota check).
     pub async fn check(&self, cost: usize) -> Result<(), EtcdError> {
-        if self.proposer.machine().has_alarm(AlarmType::Nospace) {
+        if self
+            .proposer
+            .machine()
+            .tables()
+            .has_alarm(AlarmType::Nospace)
+        {
             return Err(EtcdError::NoSpace);
         }
         let total = self.db_size().await?;

@@ -17,6 +17,7 @@ mod key_index;
 mod revision;
 mod store;
 mod watch;
+mod write_txn;
 
 #[cfg(test)]
 mod tests;
@@ -26,8 +27,9 @@ mod watch_tests;
 pub use index::{KeyRange, TreeIndex};
 pub use key_index::{KeyAt, KeyIndex};
 pub use revision::Revision;
-pub use store::{CompactionJob, RangeOptions, RangeResult, Store, WriteTxn};
+pub use store::{CompactionJob, RangeOptions, RangeResult, Store};
 pub use watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
+pub use write_txn::WriteTxn;
 
 /// Errors of the MVCC layer.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The multi-version key-value store: revision records on an [`Engine`], an
-//! in-memory [`TreeIndex`] over them, and compaction.
+//! in-memory [`TreeIndex`] over them, and compaction. Writes go through a
+//! [`WriteTxn`] (`write_txn.rs`), which holds the store's write lock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -10,14 +11,14 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::index::{KeyRange, TreeIndex};
-use super::key_index::KeyIndex;
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
+use super::write_txn::WriteTxn;
 use super::Error;
-use crate::storage::{try_scan, BatchOp, Cf, Engine, Scan, WriteBatch};
+use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
-const META_APPLIED_INDEX: &[u8] = b"applied_index";
+pub(super) const META_APPLIED_INDEX: &[u8] = b"applied_index";
 /// Meta key: the revision of the latest requested compaction.
 const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
 /// Meta key: the revision of the latest compaction whose records are all deleted.
@@ -48,18 +49,18 @@ pub struct RangeResult {
     pub rev: i64,
 }
 
-/// State guarded by the store's lock.
+/// State guarded by the store's lock (a [`WriteTxn`] changes it in place).
 #[derive(Debug)]
-struct State {
+pub(super) struct State {
     /// Every key's history.
-    index: TreeIndex,
+    pub(super) index: TreeIndex,
     /// The revision of the latest committed write transaction (1 for a new store,
     /// as in etcd: the first write gets revision 2).
-    current_rev: i64,
+    pub(super) current_rev: i64,
     /// Reads below this revision are refused (-1: never compacted).
-    compact_rev: i64,
+    pub(super) compact_rev: i64,
     /// Applied index recorded with the latest commit.
-    applied_index: u64,
+    pub(super) applied_index: u64,
 }
 
 /// An MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
@@ -74,9 +75,9 @@ pub struct Store {
     compaction: Mutex<()>,
     /// Whether commits wait for stable storage. On for a single member, whose
     /// store is the only copy; raft may turn it off once its log is the durable copy.
-    sync_writes: bool,
+    pub(super) sync_writes: bool,
     /// Watchers, notified by every commit.
-    hub: WatchHub,
+    pub(super) hub: WatchHub,
 }
 
 impl std::fmt::Debug for Store {
@@ -238,18 +239,7 @@ impl Store {
     /// Starts a write transaction. It holds the store's write lock until it is
     /// committed or dropped (dropping it undoes everything it did).
     pub fn write(&self) -> WriteTxn<'_> {
-        let state = self.write_lock();
-        let main = state.current_rev + 1;
-        WriteTxn {
-            store: self,
-            state,
-            main,
-            changes: Vec::new(),
-            pending: HashMap::new(),
-            undo: HashMap::new(),
-            staged: WriteBatch::new(),
-            committed: false,
-        }
+        WriteTxn::begin(self, self.write_lock())
     }
 
     /// The watch hub (stream keys, wake-ups, watcher count).
@@ -462,7 +452,7 @@ impl CompactionJob {
 
 /// A change as a watch event. A deletion's key-value carries only the key and
 /// the deletion revision as `mod_revision` (etcd's convention).
-fn to_event(tombstone: bool, kv: KeyValue) -> Event {
+pub(super) fn to_event(tombstone: bool, kv: KeyValue) -> Event {
     let r#type = if tombstone {
         EventType::Delete
     } else {
@@ -477,7 +467,7 @@ fn to_event(tombstone: bool, kv: KeyValue) -> Event {
 
 /// Reads `range` as of `view_rev` (the newest revision the reader may see),
 /// with `pending` records not yet on disk (a write transaction's own writes).
-fn range_at(
+pub(super) fn range_at(
     state: &State,
     engine: &dyn Engine,
     pending: &HashMap<Revision, KeyValue>,
@@ -522,182 +512,4 @@ fn range_at(
         count,
         rev: view_rev,
     })
-}
-
-/// A write transaction: every change it makes shares one main revision.
-///
-/// Changes are visible to the transaction's own reads at once and to everyone
-/// else after [`WriteTxn::commit`]. Dropping an uncommitted transaction rolls
-/// the index back, so a failed disk write leaves the store as it was.
-pub struct WriteTxn<'a> {
-    /// The store being written.
-    store: &'a Store,
-    /// Exclusive access for the whole transaction.
-    state: RwLockWriteGuard<'a, State>,
-    /// The main revision this transaction's changes get.
-    main: i64,
-    /// Records to write, in sub-revision order: (revision, tombstone, record).
-    changes: Vec<(Revision, bool, KeyValue)>,
-    /// The put records of `changes` by revision, for reads inside the transaction.
-    pending: HashMap<Revision, KeyValue>,
-    /// Each touched key's history before the transaction (None = was absent).
-    undo: HashMap<Vec<u8>, Option<KeyIndex>>,
-    /// Writes outside the key space (e.g. lease records) that must commit
-    /// atomically with this transaction's records.
-    staged: WriteBatch,
-    /// Set by a successful commit; otherwise drop rolls back.
-    committed: bool,
-}
-
-impl WriteTxn<'_> {
-    /// The newest revision this transaction's reads see: its own, once it
-    /// changed something, else the store's current one.
-    pub fn revision(&self) -> i64 {
-        if self.changes.is_empty() {
-            self.state.current_rev
-        } else {
-            self.main
-        }
-    }
-
-    /// The compacted revision (-1 when never compacted).
-    pub fn compact_revision(&self) -> i64 {
-        self.state.compact_rev
-    }
-
-    /// The applied index recorded by the latest commit before this transaction.
-    pub fn applied_index(&self) -> u64 {
-        self.state.applied_index
-    }
-
-    fn remember(&mut self, key: &[u8]) {
-        if !self.undo.contains_key(key) {
-            let before = self.state.index.key_index(key).cloned();
-            self.undo.insert(key.to_vec(), before);
-        }
-    }
-
-    fn next_rev(&self) -> Revision {
-        Revision::new(self.main, self.changes.len() as i64)
-    }
-
-    /// Reads inside the transaction (sees its own writes).
-    pub fn range(&self, range: &KeyRange, opts: RangeOptions) -> Result<RangeResult, Error> {
-        range_at(
-            &self.state,
-            self.store.engine.as_ref(),
-            &self.pending,
-            self.revision(),
-            range,
-            opts,
-        )
-    }
-
-    /// Puts `key`; creation revision and version follow from its history.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) {
-        let rev = self.next_rev();
-        let (create_revision, version) = match self.state.index.get(key, self.revision()) {
-            Some(at) => (at.created.main, at.version + 1),
-            None => (rev.main, 1),
-        };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision,
-            mod_revision: rev.main,
-            version,
-            value,
-            lease,
-        };
-        self.remember(key);
-        self.state.index.put(key, rev);
-        self.pending.insert(rev, kv.clone());
-        self.changes.push((rev, false, kv));
-    }
-
-    /// Deletes every live key of `range`; returns how many were deleted.
-    pub fn delete_range(&mut self, range: &KeyRange) -> usize {
-        let view = self.revision();
-        let keys: Vec<Vec<u8>> = self
-            .state
-            .index
-            .range(range, view)
-            .map(|(k, _)| k.to_vec())
-            .collect();
-        for key in &keys {
-            let rev = self.next_rev();
-            self.remember(key);
-            if self.state.index.tombstone(key, rev) {
-                let kv = KeyValue {
-                    key: key.clone(),
-                    mod_revision: rev.main,
-                    ..KeyValue::default()
-                };
-                self.changes.push((rev, true, kv));
-            }
-        }
-        keys.len()
-    }
-
-    /// Adds a write outside the key space (another column family than
-    /// [`Cf::Kv`]) to this transaction's commit, so that it lands atomically
-    /// with the revision records. It does not take a revision by itself.
-    pub fn stage(&mut self, op: BatchOp) {
-        self.staged.ops.push(op);
-    }
-
-    /// True when the transaction changed something (and so takes a new revision).
-    pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
-    }
-
-    /// Writes the changes and `applied_index` in one atomic batch; returns the
-    /// store's revision after the commit.
-    pub fn commit(mut self, applied_index: Option<u64>) -> Result<i64, Error> {
-        let mut batch = WriteBatch::new();
-        for (rev, tombstone, kv) in &self.changes {
-            // A tombstone record holds only the key, as in etcd.
-            let record = if *tombstone {
-                KeyValue {
-                    key: kv.key.clone(),
-                    ..KeyValue::default()
-                }
-            } else {
-                kv.clone()
-            };
-            batch.put(Cf::Kv, rev.record_key(*tombstone), record.encode_to_vec());
-        }
-        batch.ops.append(&mut self.staged.ops);
-        if let Some(index) = applied_index {
-            batch.put(Cf::Meta, META_APPLIED_INDEX, (index as i64).to_be_bytes());
-        }
-        if !batch.is_empty() {
-            self.store.engine.write(batch, self.store.sync_writes)?;
-        }
-        if let Some(index) = applied_index {
-            self.state.applied_index = index;
-        }
-        self.committed = true;
-        if !self.changes.is_empty() {
-            self.state.current_rev = self.main;
-            let events: Vec<Event> = self
-                .changes
-                .drain(..)
-                .map(|(_, tombstone, kv)| to_event(tombstone, kv))
-                .collect();
-            // Still under the write lock: watchers see revisions in order.
-            self.store.hub.notify(self.main, &events);
-        }
-        Ok(self.state.current_rev)
-    }
-}
-
-impl Drop for WriteTxn<'_> {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        for (key, before) in self.undo.drain() {
-            self.state.index.set_key_index(key, before);
-        }
-    }
 }

@@ -22,6 +22,7 @@ pub async fn publish(
         let me = member
             .proposer()
             .machine()
+            .tables()
             .member(member.identity().member_id);
         // Published already (by an earlier start) counts too: the line
         // says the cluster knows the member, as etcd's does at each start.

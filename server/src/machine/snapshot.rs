@@ -1,0 +1,121 @@
+//! The whole replicated state as snapshot data, and its installation.
+//!
+//! Snapshot data is every record of the `kv`, `lease` and `meta` column
+//! families as length-delimited `cairnpb.SnapshotRecord`s, except the
+//! `meta` records that are this member's own (its id, its wrapped data
+//! keys): those never travel and are never replaced.
+
+use cairn_proto::cairnpb::SnapshotRecord;
+use prost::Message;
+
+use super::{Error, Machine};
+use crate::storage::{try_scan, Cf, Scan, WriteBatch};
+
+/// Meta keys that belong to this member only and never travel in a snapshot.
+const LOCAL_META: [&[u8]; 1] = [b"member_id"];
+
+/// The column families a snapshot carries.
+const REPLICATED: [Cf; 3] = [Cf::Kv, Cf::Lease, Cf::Meta];
+
+/// Meta records that are this member's own: its id and its encryption
+/// keys (wrapped by its own master key), never sent in a snapshot nor
+/// replaced by one.
+fn is_local_meta(key: &[u8]) -> bool {
+    LOCAL_META.contains(&key) || key.starts_with(b"enc/")
+}
+
+/// Whether record `key` of `cf` travels in a snapshot.
+fn replicated(cf: Cf, key: &[u8]) -> bool {
+    !(cf == Cf::Meta && is_local_meta(key))
+}
+
+/// Decodes snapshot `data` into the puts that write its records.
+fn decode(data: &[u8]) -> Result<WriteBatch, Error> {
+    let mut records = WriteBatch::new();
+    let mut buf = data;
+    while !buf.is_empty() {
+        let record =
+            SnapshotRecord::decode_length_delimited(&mut buf).map_err(|e| Error::Corrupt {
+                what: "snapshot record",
+                reason: e.to_string(),
+            })?;
+        let cf = match record.cf.as_str() {
+            "kv" => Cf::Kv,
+            "lease" => Cf::Lease,
+            "meta" => Cf::Meta,
+            other => {
+                return Err(Error::Corrupt {
+                    what: "snapshot record",
+                    reason: format!("unknown column family {other:?}"),
+                })
+            }
+        };
+        records.put(cf, record.key, record.value);
+    }
+    Ok(records)
+}
+
+impl Machine {
+    /// The whole replicated state as snapshot data: every record of the
+    /// `kv` and `lease` column families and of `meta` (except this member's
+    /// identity), as length-delimited `SnapshotRecord`s. Taken on the raft
+    /// thread, between two applies, so it is exactly the state at
+    /// [`Machine::applied_index`].
+    pub fn snapshot_data(&self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        for cf in REPLICATED {
+            try_scan::<Error>(self.store.engine().as_ref(), cf, &[], None, |k, v| {
+                if !replicated(cf, k) {
+                    return Ok(Scan::Continue);
+                }
+                let record = SnapshotRecord {
+                    cf: cf.name().to_string(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                };
+                record
+                    .encode_length_delimited(&mut out)
+                    .map_err(|e| Error::Corrupt {
+                        what: "snapshot record",
+                        reason: e.to_string(),
+                    })?;
+                Ok(Scan::Continue)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// [`Machine::snapshot_data`] from any thread: holds the store's write
+    /// lock (every state change commits under it) while reading, so the
+    /// copy is of one applied index. Returns (applied index, data).
+    pub fn consistent_snapshot(&self) -> Result<(u64, Vec<u8>), Error> {
+        let txn = self.store.write();
+        let index = txn.applied_index();
+        let data = self.snapshot_data()?;
+        drop(txn);
+        Ok((index, data))
+    }
+
+    /// Replaces the whole replicated state with snapshot `data` in one
+    /// synced write, then reloads the store, the lessor and the tables.
+    pub fn restore(&self, data: &[u8]) -> Result<(), Error> {
+        let records = decode(data)?;
+        let engine = self.store.engine();
+        let mut batch = WriteBatch::new();
+        for cf in REPLICATED {
+            try_scan::<Error>(engine.as_ref(), cf, &[], None, |k, _| {
+                if replicated(cf, k) {
+                    batch.delete(cf, k.to_vec());
+                }
+                Ok(Scan::Continue)
+            })?;
+        }
+        // After the deletions: a later op on the same key wins.
+        batch.ops.extend(records.ops);
+        engine.write(batch, true)?;
+        self.store.reload()?;
+        self.lessor.reload(&self.store)?;
+        self.tables.load()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Write transactions: every change one makes shares one main revision, and
+//! lands on the engine in one atomic batch together with the applied index.
+//!
+//! A transaction holds the store's write lock from [`Store::write`] until it
+//! is committed or dropped, which is what makes it atomic to readers; watchers
+//! are notified of its events before that lock is released, so they see
+//! revisions in order.
+
+use std::collections::HashMap;
+use std::sync::RwLockWriteGuard;
+
+use cairn_proto::mvccpb::{Event, KeyValue};
+use prost::Message;
+
+use super::index::KeyRange;
+use super::key_index::KeyIndex;
+use super::revision::Revision;
+use super::store::{range_at, to_event, State, META_APPLIED_INDEX};
+use super::{Error, RangeOptions, RangeResult, Store};
+use crate::storage::{BatchOp, Cf, WriteBatch};
+
+/// A write transaction: every change it makes shares one main revision.
+///
+/// Changes are visible to the transaction's own reads at once and to everyone
+/// else after [`WriteTxn::commit`]. Dropping an uncommitted transaction rolls
+/// the index back, so a failed disk write leaves the store as it was.
+pub struct WriteTxn<'a> {
+    /// The store being written.
+    store: &'a Store,
+    /// Exclusive access for the whole transaction.
+    state: RwLockWriteGuard<'a, State>,
+    /// The main revision this transaction's changes get.
+    main: i64,
+    /// Records to write, in sub-revision order: (revision, tombstone, record).
+    changes: Vec<(Revision, bool, KeyValue)>,
+    /// The put records of `changes` by revision, for reads inside the transaction.
+    pending: HashMap<Revision, KeyValue>,
+    /// Each touched key's history before the transaction (None = was absent).
+    undo: HashMap<Vec<u8>, Option<KeyIndex>>,
+    /// Writes outside the key space (e.g. lease records) that must commit
+    /// atomically with this transaction's records.
+    staged: WriteBatch,
+    /// Set by a successful commit; otherwise drop rolls back.
+    committed: bool,
+}
+
+impl<'a> WriteTxn<'a> {
+    /// A transaction on `store`, holding its write lock `state` until it is
+    /// committed or dropped.
+    pub(super) fn begin(store: &'a Store, state: RwLockWriteGuard<'a, State>) -> Self {
+        let main = state.current_rev + 1;
+        Self {
+            store,
+            state,
+            main,
+            changes: Vec::new(),
+            pending: HashMap::new(),
+            undo: HashMap::new(),
+            staged: WriteBatch::new(),
+            committed: false,
+        }
+    }
+
+    /// The newest revision this transaction's reads see: its own, once it
+    /// changed something, else the store's current one.
+    pub fn revision(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.state.current_rev
+        } else {
+            self.main
+        }
+    }
+
+    /// The compacted revision (-1 when never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.state.compact_rev
+    }
+
+    /// The applied index recorded by the latest commit before this transaction.
+    pub fn applied_index(&self) -> u64 {
+        self.state.applied_index
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if !self.undo.contains_key(key) {
+            let before = self.state.index.key_index(key).cloned();
+            self.undo.insert(key.to_vec(), before);
+        }
+    }
+
+    fn next_rev(&self) -> Revision {
+        Revision::new(self.main, self.changes.len() as i64)
+    }
+
+    /// Reads inside the transaction (sees its own writes).
+    pub fn range(&self, range: &KeyRange, opts: RangeOptions) -> Result<RangeResult, Error> {
+        range_at(
+            &self.state,
+            self.store.engine().as_ref(),
+            &self.pending,
+            self.revision(),
+            range,
+            opts,
+        )
+    }
+
+    /// Puts `key`; creation revision and version follow from its history.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) {
+        let rev = self.next_rev();
+        let (create_revision, version) = match self.state.index.get(key, self.revision()) {
+            Some(at) => (at.created.main, at.version + 1),
+            None => (rev.main, 1),
+        };
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        self.remember(key);
+        self.state.index.put(key, rev);
+        self.pending.insert(rev, kv.clone());
+        self.changes.push((rev, false, kv));
+    }
+
+    /// Deletes every live key of `range`; returns how many were deleted.
+    pub fn delete_range(&mut self, range: &KeyRange) -> usize {
+        let view = self.revision();
+        let keys: Vec<Vec<u8>> = self
+            .state
+            .index
+            .range(range, view)
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for key in &keys {
+            let rev = self.next_rev();
+            self.remember(key);
+            if self.state.index.tombstone(key, rev) {
+                let kv = KeyValue {
+                    key: key.clone(),
+                    mod_revision: rev.main,
+                    ..KeyValue::default()
+                };
+                self.changes.push((rev, true, kv));
+            }
+        }
+        keys.len()
+    }
+
+    /// Adds a write outside the key space (another column family than
+    /// [`Cf::Kv`]) to this transaction's commit, so that it lands atomically
+    /// with the revision records. It does not take a revision by itself.
+    pub fn stage(&mut self, op: BatchOp) {
+        self.staged.ops.push(op);
+    }
+
+    /// True when the transaction changed something (and so takes a new revision).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Writes the changes and `applied_index` in one atomic batch; returns the
+    /// store's revision after the commit.
+    pub fn commit(mut self, applied_index: Option<u64>) -> Result<i64, Error> {
+        let mut batch = WriteBatch::new();
+        for (rev, tombstone, kv) in &self.changes {
+            // A tombstone record holds only the key, as in etcd.
+            let record = if *tombstone {
+                KeyValue {
+                    key: kv.key.clone(),
+                    ..KeyValue::default()
+                }
+            } else {
+                kv.clone()
+            };
+            batch.put(Cf::Kv, rev.record_key(*tombstone), record.encode_to_vec());
+        }
+        batch.ops.append(&mut self.staged.ops);
+        if let Some(index) = applied_index {
+            batch.put(Cf::Meta, META_APPLIED_INDEX, (index as i64).to_be_bytes());
+        }
+        if !batch.is_empty() {
+            self.store.engine().write(batch, self.store.sync_writes)?;
+        }
+        if let Some(index) = applied_index {
+            self.state.applied_index = index;
+        }
+        self.committed = true;
+        if !self.changes.is_empty() {
+            self.state.current_rev = self.main;
+            let events: Vec<Event> = self
+                .changes
+                .drain(..)
+                .map(|(_, tombstone, kv)| to_event(tombstone, kv))
+                .collect();
+            // Still under the write lock: watchers see revisions in order.
+            self.store.hub.notify(self.main, &events);
+        }
+        Ok(self.state.current_rev)
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (key, before) in self.undo.drain() {
+            self.state.index.set_key_index(key, before);
+        }
+    }
+}
