@@ -355,6 +355,12 @@ impl Machine {
         self.waiters.cancel(id);
     }
 
+    /// How many proposals wait here (tests check that none is left behind).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
     /// Answers proposal `id`'s waiter, if it is on this member.
     fn answer(&self, id: u64, outcome: Outcome) {
         self.waiters.answer(id, outcome);
