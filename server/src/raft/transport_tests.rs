@@ -39,9 +39,10 @@ fn message(to: u64) -> Message {
 fn snapshot(to: u64) -> Message {
     let mut msg = message(to);
     msg.set_msg_type(MessageType::MsgSnapshot);
-    let mut snapshot = Snapshot::default();
-    snapshot.data = vec![7; 1024].into();
-    msg.set_snapshot(snapshot);
+    msg.set_snapshot(Snapshot {
+        data: vec![7; 1024].into(),
+        ..Default::default()
+    });
     msg
 }
 
