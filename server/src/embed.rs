@@ -80,6 +80,10 @@ pub struct Handle {
     peer_servers: JoinSet<Served>,
     /// The raft thread (not a tokio task: raft's loop blocks).
     raft_thread: Option<std::thread::JoinHandle<()>>,
+    /// Raft's sending side, which owns the peer tasks: stopped and joined
+    /// once the raft thread has stopped (until then, writes of clients still
+    /// draining need raft's messages to reach the peers).
+    peers: Arc<Peers>,
     /// Resolves once the data directory is closed: `stop` returns only
     /// then, so that an in-process restart can reopen it at once.
     released: Released,
@@ -157,14 +161,15 @@ impl Handle {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Stops the peer servers, the background tasks and raft, and waits
-    /// until the data directory is closed.
+    /// Stops the peer servers, the background tasks, raft and its peer tasks,
+    /// and waits until the data directory is closed.
     async fn shutdown_rest(self) {
         let Handle {
             member,
             mut peer_servers,
             mut tasks,
             raft_thread,
+            peers,
             released,
             ..
         } = self;
@@ -180,6 +185,8 @@ impl Handle {
         if let Some(thread) = raft_thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Nothing sends to peers any more: end and join their tasks.
+        peers.stop().await;
         // Store work already handed to the blocking pool finishes by
         // itself; the last holder of the engine closes it.
         drop(member);
@@ -245,7 +252,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         node_config,
         Arc::clone(&opened.log),
         Arc::clone(&opened.machine),
-        peers,
+        Arc::clone(&peers),
         (inputs.clone(), inputs_rx),
     )?;
     let member = Arc::new(
@@ -351,6 +358,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         servers,
         peer_servers,
         raft_thread: Some(raft_thread),
+        peers,
         released: opened.released,
     })
 }

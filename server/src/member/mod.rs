@@ -24,6 +24,8 @@ mod kv;
 mod lease;
 mod maintenance;
 mod proposer;
+#[cfg(test)]
+mod proposer_tests;
 mod quota;
 #[cfg(test)]
 pub(crate) mod test_member;

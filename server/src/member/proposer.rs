@@ -187,7 +187,7 @@ impl Proposer {
         if status.commit > status.applied + MAX_APPLY_LAG {
             return Err(EtcdError::TooManyRequests);
         }
-        let waiter = self.machine.waiters().register(id);
+        let (waiter, _registered) = Registered::new(&self.machine, id);
         let mut leadership = replication.raft.leadership();
         leadership.borrow_and_update();
         let proposed = if leader_only {
@@ -195,15 +195,8 @@ impl Proposer {
         } else {
             replication.raft.propose(data).await
         };
-        if let Err(e) = proposed {
-            self.machine.waiters().cancel(id);
-            return Err(e.into());
-        }
-        let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
-        if outcome.is_err() {
-            self.machine.waiters().cancel(id);
-        }
-        outcome
+        proposed?;
+        wait_applied(replication, waiter, status.leader, leadership).await
     }
 
     /// Proposes a membership change (a conf change carrying the proposal id
@@ -224,20 +217,14 @@ impl Proposer {
         let mut change = ConfChangeV2::default();
         change.mut_changes().push(single);
         change.context = context.into();
-        let waiter = self.machine.waiters().register(request_id);
-        if let Err(e) = replication.raft.propose_conf_change(change).await {
-            self.machine.waiters().cancel(request_id);
-            return Err(e.into());
-        }
+        let (waiter, _registered) = Registered::new(&self.machine, request_id);
+        replication.raft.propose_conf_change(change).await?;
         match tokio::time::timeout(replication.request_timeout, waiter).await {
             Ok(Ok(Ok(Applied::Members(members)))) => Ok(members),
             Ok(Ok(Ok(_))) => Err(EtcdError::Internal),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(EtcdError::Stopped),
-            Err(_) => {
-                self.machine.waiters().cancel(request_id);
-                Err(EtcdError::Timeout)
-            }
+            Err(_) => Err(EtcdError::Timeout),
         }
     }
 
@@ -265,6 +252,38 @@ impl Proposer {
             Ok(result) => result.map(|_| ()).map_err(EtcdError::from),
             Err(_) => Err(EtcdError::Timeout),
         }
+    }
+}
+
+/// A proposal's waiter, registered in the machine under its id, and
+/// cancelled when this guard drops: however the caller leaves (answered,
+/// refused by raft, timed out, or gone because its client went away and
+/// the request's future was dropped), no waiter is left behind.
+struct Registered<'a> {
+    /// Where the waiter is registered.
+    machine: &'a Machine,
+    /// The proposal id it is registered under.
+    id: u64,
+}
+
+impl<'a> Registered<'a> {
+    /// Registers a waiter for proposal `id`: what applying it answers, and
+    /// the guard that forgets it.
+    fn new(
+        machine: &'a Machine,
+        id: u64,
+    ) -> (
+        tokio::sync::oneshot::Receiver<crate::machine::Outcome>,
+        Self,
+    ) {
+        (machine.waiters().register(id), Self { machine, id })
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        // A waiter already answered is gone: forgetting it changes nothing.
+        self.machine.waiters().cancel(self.id);
     }
 }
 

@@ -1,7 +1,8 @@
 //! A single-voter member for unit tests: production's write path end to
 //! end (a raft node of one voter, its log on the member's engine), on
 //! tokio's paused clock (`start_paused`, moved only by
-//! `tokio::time::advance`).
+//! `tokio::time::advance`). Also a follower cut off from its peers, and
+//! the bare state machine, for the proposer's tests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,21 +74,43 @@ impl Clock for RuntimeClock {
     }
 }
 
-/// Delivers nothing: a lone voter has no peers.
+/// Delivers nothing: a lone voter has no peers, and a test follower never
+/// reaches its own.
 struct NoPeers;
 
 impl crate::raft::node::Transport for NoPeers {
     fn send(&self, _messages: Vec<::raft::eraftpb::Message>) {}
 }
 
-/// A lone voter on `engine`, recovering what it holds; its lessor (with
-/// `config`) promoted now.
-pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
-    let store = Arc::new(Store::open(Arc::clone(&engine), true).unwrap());
+/// The state machine on `engine`, recovering what it holds; its lessor
+/// (with `config`) promoted now.
+pub fn machine_on(engine: Arc<dyn Engine>, config: LessorConfig) -> Arc<Machine> {
+    let store = Arc::new(Store::open(engine, true).unwrap());
     let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
     let lessor = Lessor::recover(config, clock, &store).unwrap();
     lessor.promote();
-    let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
+    Arc::new(Machine::new(store, Arc::new(lessor)))
+}
+
+/// A lone voter on `engine`, recovering what it holds; its lessor (with
+/// `config`) promoted now.
+pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
+    let member = start(engine, config, &[]);
+    assert!(member.raft.status().is_leader, "a lone voter leads at once");
+    member
+}
+
+/// A member of a new cluster of itself and the voters `others`, which it
+/// never reaches: a follower that knows no leader (a lone member of a
+/// partition).
+pub fn follower_on(engine: Arc<dyn Engine>, others: &[u64]) -> TestMember {
+    start(engine, LessorConfig::default(), others)
+}
+
+/// A member on `engine` whose raft node's peers are `others` (none: a
+/// lone voter), bootstrapped if `engine` holds no raft configuration yet.
+fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestMember {
+    let machine = machine_on(Arc::clone(&engine), config);
     let log = Arc::new(RaftStorage::open(engine).unwrap());
     if ::raft::Storage::initial_state(log.as_ref())
         .unwrap()
@@ -95,11 +118,14 @@ pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
         .voters
         .is_empty()
     {
-        let me = cairn_proto::cairnpb::Member {
-            id: IDENTITY.member_id,
-            ..Default::default()
-        };
-        crate::bootstrap::open::new_cluster(&machine, &log, IDENTITY.cluster_id, &[me]).unwrap();
+        let members: Vec<_> = std::iter::once(IDENTITY.member_id)
+            .chain(others.iter().copied())
+            .map(|id| cairn_proto::cairnpb::Member {
+                id,
+                ..Default::default()
+            })
+            .collect();
+        crate::bootstrap::open::new_cluster(&machine, &log, IDENTITY.cluster_id, &members).unwrap();
     }
     let node = NodeConfig {
         id: IDENTITY.member_id,
@@ -116,7 +142,6 @@ pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
         std::sync::mpsc::channel(),
     )
     .unwrap();
-    assert!(raft.status().is_leader, "a lone voter leads at once");
     let (hold, held) = std::sync::mpsc::channel::<()>();
     tokio::task::spawn_blocking(move || held.recv());
     let replication = Replication {

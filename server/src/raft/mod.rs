@@ -14,7 +14,8 @@
 //! - `state_machine`: [`StateMachine`], what the node needs of the state.
 //! - `waiters`: [`Waiters`], proposal id -> the proposer's channel.
 //! - `storage`: [`RaftStorage`].
-//! - `node`: the Ready loop thread, [`RaftHandle`], [`RaftStatus`].
+//! - `node`: the Ready loop thread, [`RaftHandle`], [`RaftStatus`]; split
+//!   into the Ready steps, snapshots, conf changes and ReadIndex batching.
 //! - `transport`: [`Peers`] (sending) and [`RaftService`] (receiving):
 //!   raft messages and snapshots only.
 //! - `dialer`: [`Dialer`], how every peer channel connects (also used by

@@ -4,14 +4,20 @@
 //! indexes, proposers answered through the waiters, conf changes applied
 //! (and a member that removed itself stopped), ReadIndex rounds answered
 //! only once applied, snapshots taken from and installed into the state
-//! machine for a member cut off while the log was compacted.
+//! machine (for a member cut off while the log was compacted, and for a
+//! lone follower fed by a scripted leader), leader-only proposals refused
+//! by a follower.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ::raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, SnapshotMetadata};
+use ::raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, Message, MessageType, Snapshot,
+    SnapshotMetadata,
+};
+use ::raft::Storage as _;
 
 use super::node::{self, is_snapshot, Transport};
 use super::{Input, MemberChange, NodeConfig, RaftHandle, RaftStorage, RequestError};
@@ -182,6 +188,8 @@ impl Transport for Link {
 struct TestNode {
     handle: RaftHandle,
     fake: Arc<Fake>,
+    /// Its raft log, to check what a snapshot did to it.
+    log: Arc<RaftStorage>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -223,32 +231,79 @@ fn start(id: u64, voters: &[u64], net: &Arc<Network>) -> TestNode {
         from: id,
         net: Arc::clone(net),
     });
-    let (handle, thread) = node::start(config, log, Arc::clone(&fake), link, channel).unwrap();
+    let (handle, thread) =
+        node::start(config, Arc::clone(&log), Arc::clone(&fake), link, channel).unwrap();
     TestNode {
         handle,
         fake,
+        log,
         thread: Some(thread),
     }
 }
 
-/// Waits (up to 10 s) until `f` holds.
+/// Nodes `1..=n` of one cluster on one in-process network, once one of
+/// them leads: every test's "given".
+struct Cluster {
+    /// The network, to cut members off and heal.
+    net: Arc<Network>,
+    /// Node `i + 1` at `i`.
+    nodes: Vec<TestNode>,
+    /// The position of the node that led once all had started.
+    leader: usize,
+}
+
+impl Cluster {
+    /// Starts nodes `1..=n`, all voters, and waits until one leads.
+    async fn start(n: u64) -> Self {
+        let net = Arc::new(Network::default());
+        let voters: Vec<u64> = (1..=n).collect();
+        let nodes: Vec<TestNode> = voters.iter().map(|id| start(*id, &voters, &net)).collect();
+        until("a leader", || {
+            nodes.iter().any(|n| n.handle.status().is_leader)
+        })
+        .await;
+        let leader = nodes
+            .iter()
+            .position(|n| n.handle.status().is_leader)
+            .unwrap();
+        Self { net, nodes, leader }
+    }
+
+    /// The leader.
+    fn leader(&self) -> &TestNode {
+        &self.nodes[self.leader]
+    }
+
+    /// A node that is not the leader (position and id).
+    fn follower(&self) -> (usize, u64) {
+        let at = (self.leader + 1) % self.nodes.len();
+        (at, at as u64 + 1)
+    }
+}
+
+/// Waits (up to 10 s) until `f` holds. The raft thread runs on the wall
+/// clock (its ticks are real), so this polls.
 async fn until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("timed out waiting until {what}");
+}
+
+/// The data of a proposal: its id (what the fake answers its waiter by),
+/// then `tail`.
+fn proposal(id: u64, tail: &[u8]) -> Vec<u8> {
+    let mut data = id.to_be_bytes().to_vec();
+    data.extend_from_slice(tail);
+    data
 }
 
 /// Proposes `data` (whose first 8 bytes are its proposal id) and waits for
 /// the fake to apply it; the index it was applied at.
 async fn propose(node: &TestNode, id: u64, tail: &[u8]) -> u64 {
-    let mut data = id.to_be_bytes().to_vec();
-    data.extend_from_slice(tail);
     let waiter = node.fake.waiters.register(id);
-    node.handle.propose(data).await.unwrap();
+    node.handle.propose(proposal(id, tail)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("applied in time")
@@ -267,16 +322,14 @@ fn conf_change(kind: ConfChangeType, node: u64, context: &[u8]) -> ConfChangeV2 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_voter_applies_answers_reads_and_changes_membership() {
-    let net = Arc::new(Network::default());
-    let one = start(1, &[1], &net);
-
     // Phase 1: a lone voter elects itself without waiting for a timeout.
-    until("node 1 leads", || one.handle.status().is_leader).await;
+    let cluster = Cluster::start(1).await;
+    let one = cluster.leader();
 
     // Phase 2: proposals are applied in log order, each proposer answered
     // with its own entry's index.
-    let a = propose(&one, 10, b"a").await;
-    let b = propose(&one, 11, b"b").await;
+    let a = propose(one, 10, b"a").await;
+    let b = propose(one, 11, b"b").await;
     assert!(b > a, "{a} then {b}");
     let applied = one.fake.state();
     let positions: Vec<u64> = applied
@@ -316,19 +369,52 @@ async fn a_lone_voter_applies_answers_reads_and_changes_membership() {
     .await;
 
     // Phase 5: a leader-only proposal on the leader goes through.
-    let mut data = 12u64.to_be_bytes().to_vec();
-    data.push(b'c');
     let waiter = one.fake.waiters.register(12);
-    one.handle.propose_as_leader(data).await.unwrap();
+    one.handle
+        .propose_as_leader(proposal(12, b"c"))
+        .await
+        .unwrap();
     waiter.await.unwrap();
+
+    // Phase 6: removing the learner reaches the state machine, and raft's
+    // configuration drops it.
+    let remove = conf_change(ConfChangeType::RemoveNode, 2, b"bye");
+    one.handle.propose_conf_change(remove).await.unwrap();
+    until("learner 2 removed", || one.fake.state().changes.len() == 2).await;
+    let (_, kind, node, context) = one.fake.state().changes[1].clone();
+    assert_eq!(
+        (kind, node, context),
+        (MemberChange::Remove, 2, b"bye".to_vec())
+    );
+    until("status drops learner 2", || {
+        one.handle.status().learners.is_empty()
+    })
+    .await;
+
+    // Phase 7: removing the last voter is refused by raft when it applies:
+    // the state machine hears no member change, the entry's index is still
+    // consumed (as an empty entry), and the member goes on leading.
+    let before = one.fake.applied_index();
+    let last = conf_change(ConfChangeType::RemoveNode, 1, b"");
+    one.handle.propose_conf_change(last).await.unwrap();
+    until("the refused change applied", || {
+        one.fake.applied_index() > before
+    })
+    .await;
+    let state = one.fake.state();
+    assert_eq!(state.changes.len(), 2, "no member change for the refusal");
+    assert_eq!(state.entries.last(), Some(&(state.index, Vec::new())));
+    let status = one.handle.status();
+    assert!(status.is_leader && !status.removed);
+    assert_eq!(status.voters.into_iter().collect::<Vec<_>>(), vec![1]);
+    propose(one, 13, b"still").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_fails_waiters_and_reads() {
-    let net = Arc::new(Network::default());
-    let mut one = start(1, &[1], &net);
-    until("node 1 leads", || one.handle.status().is_leader).await;
-    propose(&one, 1, b"x").await;
+    let mut cluster = Cluster::start(1).await;
+    let one = &mut cluster.nodes[0];
+    propose(one, 1, b"x").await;
 
     // A proposer still waiting when the loop stops is told so.
     let waiting = one.fake.waiters.register(99);
@@ -347,69 +433,152 @@ async fn stopping_fails_waiters_and_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_applies_its_own_removal_stops() {
-    let net = Arc::new(Network::default());
-    let nodes: Vec<TestNode> = (1..=3).map(|id| start(id, &[1, 2, 3], &net)).collect();
-    until("a leader", || {
-        nodes.iter().any(|n| n.handle.status().is_leader)
-    })
-    .await;
-    let leader = nodes
-        .iter()
-        .position(|n| n.handle.status().is_leader)
-        .unwrap();
-    let victim = (leader + 1) % 3;
-    let victim_id = victim as u64 + 1;
+    let cluster = Cluster::start(3).await;
+    let (victim, victim_id) = cluster.follower();
 
     let remove = conf_change(ConfChangeType::RemoveNode, victim_id, b"");
-    nodes[leader]
+    cluster
+        .leader()
         .handle
         .propose_conf_change(remove)
         .await
         .unwrap();
     until("the removed member stopped", || {
-        nodes[victim].handle.status().removed
+        cluster.nodes[victim].handle.status().removed
     })
     .await;
-    assert!(nodes[victim].fake.state().stopped);
+    assert!(cluster.nodes[victim].fake.state().stopped);
     until("the others dropped it", || {
-        !nodes[leader].handle.status().voters.contains(&victim_id)
+        !cluster.leader().handle.status().voters.contains(&victim_id)
     })
     .await;
     // The remaining two still commit.
-    propose(&nodes[leader], 5, b"after").await;
+    propose(cluster.leader(), 5, b"after").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_during_compaction_catches_up_by_snapshot() {
-    let net = Arc::new(Network::default());
-    let nodes: Vec<TestNode> = (1..=3).map(|id| start(id, &[1, 2, 3], &net)).collect();
-    until("a leader", || {
-        nodes.iter().any(|n| n.handle.status().is_leader)
-    })
-    .await;
-    let leader = nodes
-        .iter()
-        .position(|n| n.handle.status().is_leader)
-        .unwrap();
-    let behind = (leader + 1) % 3;
+    let cluster = Cluster::start(3).await;
+    let (behind, behind_id) = cluster.follower();
+    let (leader, behind) = (cluster.leader(), &cluster.nodes[behind]);
 
     // Phase 1: cut one follower off, and write enough for the leader to
     // compact its log past everything that follower has.
-    net.cut.lock().unwrap().insert(behind as u64 + 1);
+    cluster.net.cut.lock().unwrap().insert(behind_id);
     for i in 0..(SNAPSHOT_COUNT + CATCH_UP) * 3 {
-        propose(&nodes[leader], 100 + i, format!("v{i}").as_bytes()).await;
+        propose(leader, 100 + i, format!("v{i}").as_bytes()).await;
     }
-    assert_eq!(nodes[behind].fake.state().restores, 0);
+    assert_eq!(behind.fake.state().restores, 0);
 
     // Phase 2: heal. The follower is behind the leader's first index, so
     // it gets the leader's state machine snapshot and installs it.
-    net.cut.lock().unwrap().clear();
-    propose(&nodes[leader], 1, b"after").await;
-    let target = nodes[leader].fake.applied_index();
+    cluster.net.cut.lock().unwrap().clear();
+    propose(leader, 1, b"after").await;
+    let target = leader.fake.applied_index();
     until("the follower caught up", || {
-        nodes[behind].fake.applied_index() >= target
+        behind.fake.applied_index() >= target
     })
     .await;
-    assert!(nodes[behind].fake.state().restores >= 1);
-    assert_eq!(nodes[behind].fake.data(), nodes[leader].fake.data());
+    assert!(behind.fake.state().restores >= 1);
+    assert_eq!(behind.fake.data(), leader.fake.data());
+}
+
+/// Member `id`'s inbox on `net`: the test plays that member, reading what
+/// the node under test sends it.
+fn inbox(net: &Network, id: u64) -> Receiver<Input> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    net.inputs.lock().unwrap().insert(id, tx);
+    rx
+}
+
+/// The next message of type `kind` in `inbox` (others are skipped),
+/// polled for up to 10 s.
+async fn next_message(inbox: &Receiver<Input>, kind: MessageType) -> Message {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match inbox.try_recv() {
+            Ok(Input::Step(msg)) if msg.get_msg_type() == kind => return msg,
+            Ok(_) => continue,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no {kind:?} within 10 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// A message from the scripted leader 1 to node 2, at term 2.
+fn from_leader(kind: MessageType) -> Message {
+    let mut msg = Message::default();
+    msg.set_msg_type(kind);
+    msg.from = 1;
+    msg.to = 2;
+    msg.term = 2;
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_follower_installs_the_leaders_snapshot_and_goes_on_from_it() {
+    // Given node 2 of {1, 2}, alone: the test plays leader 1.
+    let net = Arc::new(Network::default());
+    let leader = inbox(&net, 1);
+    let two = start(2, &[1, 2], &net);
+
+    // When leader 1 sends a snapshot at index 50 (term 2) holding "abc".
+    let mut snap = from_leader(MessageType::MsgSnapshot);
+    let mut snapshot = Snapshot::default();
+    let meta = snapshot.mut_metadata();
+    (meta.index, meta.term) = (50, 2);
+    meta.mut_conf_state().voters = vec![1, 2];
+    let mut data = 50u64.to_be_bytes().to_vec();
+    data.extend_from_slice(&[3, b'a', b'b', b'c']);
+    snapshot.data = data.into();
+    snap.set_snapshot(snapshot);
+    two.handle.send(Input::Step(snap));
+
+    // Then node 2 answers that it has everything up to 50, having
+    // installed it in the state machine and in the log.
+    let ack = next_message(&leader, MessageType::MsgAppendResponse).await;
+    assert!(!ack.reject);
+    assert_eq!(ack.index, 50);
+    let state = two.fake.state();
+    assert_eq!((state.restores, state.index), (1, 50));
+    assert_eq!(two.fake.data(), vec![b"abc".to_vec()]);
+    assert_eq!(two.log.first_index().unwrap(), 51);
+    assert_eq!(two.log.term(50).unwrap(), 2);
+    until("status follows leader 1 at 50", || {
+        let s = two.handle.status();
+        (s.leader, s.term, s.commit) == (1, 2, 50)
+    })
+    .await;
+
+    // When leader 1 appends entry 51 after it and commits it.
+    let waiter = two.fake.waiters.register(77);
+    let mut append = from_leader(MessageType::MsgAppend);
+    (append.log_term, append.index, append.commit) = (2, 50, 51);
+    let mut entry = Entry::default();
+    (entry.term, entry.index) = (2, 51);
+    entry.data = proposal(77, b"d").into();
+    append.mut_entries().push(entry);
+    two.handle.send(Input::Step(append));
+
+    // Then the entry applies on top of the snapshot's state.
+    let applied = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+    assert_eq!(applied.expect("applied in time"), Ok(51));
+    assert_eq!(two.fake.data(), vec![b"abc".to_vec(), proposal(77, b"d")]);
+
+    // When the follower gets proposals (right after a heartbeat, so it
+    // still knows its leader): a leader-only one is refused as NotLeader,
+    // never forwarded; any other is forwarded to the leader.
+    let mut heartbeat = from_leader(MessageType::MsgHeartbeat);
+    heartbeat.commit = 51;
+    two.handle.send(Input::Step(heartbeat));
+    assert_eq!(
+        two.handle.propose_as_leader(proposal(78, b"lo")).await,
+        Err(RequestError::NotLeader)
+    );
+    two.handle.propose(proposal(79, b"fw")).await.unwrap();
+    let forwarded = next_message(&leader, MessageType::MsgPropose).await;
+    let data: Vec<&[u8]> = forwarded.entries.iter().map(|e| e.data.as_ref()).collect();
+    assert_eq!(data, vec![proposal(79, b"fw").as_slice()]);
 }

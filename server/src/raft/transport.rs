@@ -7,7 +7,9 @@
 //! raft retransmits, so a stuck peer never blocks the leader. A broken call
 //! is reopened with exponential backoff. Snapshots go on their own
 //! `Snapshot` call, in 1 MiB chunks, so a large one never sits in front of
-//! heartbeats.
+//! heartbeats. Every peer task and snapshot transfer is owned by [`Peers`]
+//! (a `JoinSet`): [`Peers::stop`] ends and joins them all, and dropping
+//! [`Peers`] aborts them; nothing is detached.
 //!
 //! Receiving side ([`RaftService`]): decodes each message and hands it to the
 //! raft thread; reassembles snapshots before handing them over. Nothing
@@ -15,8 +17,9 @@
 //! member table, HashKV) is `crate::peer`, a service of its own.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ::raft::eraftpb::Message;
@@ -26,7 +29,8 @@ use cairn_proto::cairnpb::{
     Done, RaftBatch, SnapshotChunk, SnapshotKeyRequest, SnapshotKeyResponse,
 };
 use protobuf::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -65,12 +69,31 @@ pub struct Peers {
     runtime: tokio::runtime::Handle,
     /// How the peer tasks connect.
     dialer: Dialer,
+    /// Every peer task and snapshot transfer, so that none outlives the
+    /// member: joined by [`Peers::stop`], aborted if `Peers` is dropped.
+    tasks: Mutex<JoinSet<()>>,
+    /// Turns true once, in [`Peers::stop`]: every task ends on it, and no
+    /// task starts after it. Not the member's shutdown signal, which comes
+    /// before clients have drained: until the raft thread stops, what they
+    /// still write needs raft's messages to reach the peers.
+    stop: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peers").field("id", &self.id).finish()
     }
+}
+
+/// Locks `mutex`, whose holders only insert or take whole values: a panic
+/// cannot leave them half changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 impl Peers {
@@ -83,33 +106,67 @@ impl Peers {
             resolve,
             inputs: Mutex::new(inputs),
             runtime: tokio::runtime::Handle::current(),
+            tasks: Mutex::new(JoinSet::new()),
+            stop: watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every peer task and snapshot transfer and waits for them. Called
+    /// once the raft thread, the only sender, has stopped; a transfer cut
+    /// short is reported failed, and whatever raft sends afterwards is
+    /// reported unreachable.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        loop {
+            let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+            if tasks.is_empty() {
+                return;
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a peer task panicked");
+                    }
+                }
+            }
         }
     }
 
     fn report(&self, input: Input) {
-        let inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = inputs.send(input);
+        let _ = lock(&self.inputs).send(input);
+    }
+
+    /// Starts `task` on the runtime, owned by `self.tasks`; false (and
+    /// `task` dropped) once stopping.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> bool {
+        let mut tasks = lock(&self.tasks);
+        if *self.stop.borrow() {
+            return false;
+        }
+        // Finished transfers leave their results behind: reap them, so the
+        // set holds live tasks only.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(task, &self.runtime);
+        true
     }
 
     fn queue(&self, to: u64) -> mpsc::Sender<Message> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = lock(&self.queues);
         if let Some(q) = queues.get(&to) {
             if !q.is_closed() {
                 return q.clone();
             }
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let inputs = self
-            .inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        self.runtime.spawn(run_peer(
+        // Refused once stopping: `rx` is dropped with the task, so the
+        // caller's `try_send` fails and raft hears the peer is unreachable.
+        self.spawn(run_peer(
             self.dialer.clone(),
             to,
             Arc::clone(&self.resolve),
             rx,
-            inputs,
+            lock(&self.inputs).clone(),
+            self.stop.subscribe(),
         ));
         queues.insert(to, tx.clone());
         tx
@@ -121,15 +178,17 @@ impl Peers {
             self.report(Input::SnapshotSent { to, failed: true });
             return;
         };
-        let inputs = self
-            .inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let inputs = lock(&self.inputs).clone();
         let dialer = self.dialer.clone();
-        self.runtime.spawn(async move {
-            let failed = match send_snapshot(&dialer, &url, msg).await {
+        let stop = self.stop.subscribe();
+        let spawned = self.spawn(async move {
+            let sent = tokio::select! {
+                sent = send_snapshot(&dialer, &url, msg) => sent,
+                () = stopped(stop) => Err(SendError::Stopped),
+            };
+            let failed = match sent {
                 Ok(()) => false,
+                Err(SendError::Stopped) => true,
                 Err(e) => {
                     tracing::warn!(peer = format!("{to:x}"), error = %e, "sending a snapshot failed");
                     true
@@ -137,6 +196,9 @@ impl Peers {
             };
             let _ = inputs.send(Input::SnapshotSent { to, failed });
         });
+        if !spawned {
+            self.report(Input::SnapshotSent { to, failed: true });
+        }
     }
 }
 
@@ -164,13 +226,34 @@ fn client(channel: Channel) -> RaftClient<Channel> {
         .max_encoding_message_size(MAX_PEER_MESSAGE)
 }
 
-/// One peer's task: (re)connects and streams its queue.
+/// One peer's task: (re)connects and streams its queue, until the queue
+/// closes or `stop` turns true.
 async fn run_peer(
     dialer: Dialer,
     to: u64,
     resolve: Resolver,
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
     inputs: Sender<Input>,
+    stop: watch::Receiver<bool>,
+) {
+    // The current connection's call, owned by this task: aborted and
+    // joined when the connection ends, and when the task ends.
+    let mut call = JoinSet::new();
+    tokio::select! {
+        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, &mut call) => {}
+        () = stopped(stop) => {}
+    }
+    call.shutdown().await;
+}
+
+/// [`run_peer`]'s loop: one connection (and `call`) at a time.
+async fn stream_to_peer(
+    dialer: &Dialer,
+    to: u64,
+    resolve: &Resolver,
+    mut queue: mpsc::Receiver<Message>,
+    inputs: &Sender<Input>,
+    call: &mut JoinSet<Result<Response<Done>, Status>>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -197,13 +280,12 @@ async fn run_peer(
         backoff = BACKOFF_MIN;
         let (tx, rx) = mpsc::channel::<RaftBatch>(16);
         let mut raft = client(channel);
-        let call = tokio::spawn(async move {
+        call.spawn(async move {
             raft.send(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
         });
         loop {
             let Some(first) = queue.recv().await else {
-                call.abort();
                 return;
             };
             let mut messages = Vec::with_capacity(8);
@@ -221,7 +303,7 @@ async fn run_peer(
                 break;
             }
         }
-        call.abort();
+        call.shutdown().await;
     }
 }
 
@@ -244,6 +326,9 @@ enum SendError {
     /// The peer refused or the call broke.
     #[error("peer call failed: {0}")]
     Rpc(#[from] Status),
+    /// The member stopped before the transfer ended.
+    #[error("the member is stopping")]
+    Stopped,
 }
 
 async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(), SendError> {
@@ -302,8 +387,7 @@ impl RaftService {
     }
 
     fn step(&self, msg: Message) -> Result<(), Status> {
-        let inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
-        inputs
+        lock(&self.inputs)
             .send(Input::Step(msg))
             .map_err(|_| Status::unavailable("etcdserver: server stopped"))
     }
@@ -336,10 +420,7 @@ impl raft_server::Raft for RaftService {
         let Some(first) = stream.message().await? else {
             return Err(Status::invalid_argument("empty snapshot stream"));
         };
-        let key = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let key = lock(&self.transfers)
             .remove(&first.transfer)
             .ok_or_else(|| Status::failed_precondition("unknown snapshot transfer"))?;
         let mut msg = decode(&first.message)?;
@@ -368,7 +449,7 @@ impl raft_server::Raft for RaftService {
         let key = exchange
             .finish(&sender, transfer)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut transfers = lock(&self.transfers);
         // A sender that never followed up must not pile keys up forever.
         if transfers.len() >= MAX_PENDING_TRANSFERS {
             transfers.clear();
@@ -380,3 +461,7 @@ impl raft_server::Raft for RaftService {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;

@@ -79,23 +79,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gets_its_own_outcome_once() {
+        // Given two proposals waiting.
         let waiters = Waiters::default();
         let one = waiters.register(1);
         let two = waiters.register(2);
+
+        // When their entries apply, in any order, then each proposer gets
+        // its own outcome.
         assert!(waiters.answer(2, "two"));
         assert!(waiters.answer(1, "one"));
         assert_eq!(one.await, Ok("one"));
         assert_eq!(two.await, Ok("two"));
-        // Answered waiters are gone: a replayed entry answers nobody.
+
+        // Then answered waiters are gone: a replayed entry answers nobody.
         assert!(!waiters.answer(1, "again"));
         assert!(waiters.is_empty());
     }
 
     #[tokio::test]
     async fn a_cancelled_waiter_is_forgotten() {
+        // Given a proposer that gave up and cancelled.
         let waiters = Waiters::default();
         let gave_up = waiters.register(7);
         waiters.cancel(7);
+
+        // When its entry applies after all, then nobody is answered and
+        // nothing is left.
         assert!(!waiters.answer(7, ()));
         assert!(gave_up.await.is_err());
         assert_eq!(waiters.len(), 0);
@@ -103,18 +112,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_proposer_that_left_does_not_stop_the_apply() {
+        // Given a proposer that went away without cancelling.
         let waiters = Waiters::default();
         drop(waiters.register(3));
-        // The entry still applies; its answer just has no reader.
+
+        // When its entry applies, then the answer has no reader, and the
+        // waiter is gone all the same.
         assert!(!waiters.answer(3, 3));
         assert!(waiters.is_empty());
     }
 
     #[tokio::test]
+    async fn registering_an_id_again_replaces_the_earlier_waiter() {
+        // Given a waiter registered twice under one id.
+        let waiters = Waiters::default();
+        let first = waiters.register(5);
+        let second = waiters.register(5);
+        assert_eq!(waiters.len(), 1);
+
+        // When the entry applies, then only the later waiter is answered;
+        // the earlier one learns nobody will answer it.
+        assert!(waiters.answer(5, "applied"));
+        assert!(first.await.is_err());
+        assert_eq!(second.await, Ok("applied"));
+    }
+
+    #[tokio::test]
     async fn stopping_fails_every_waiter() {
+        // Given two proposals waiting.
         let waiters = Waiters::<Result<(), &str>>::default();
         let a = waiters.register(1);
         let b = waiters.register(2);
+
+        // When the loop stops, then both are told, and nothing is left.
         waiters.fail_all(|| Err("stopped"));
         assert_eq!(a.await, Ok(Err("stopped")));
         assert_eq!(b.await, Ok(Err("stopped")));

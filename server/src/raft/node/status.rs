@@ -1,0 +1,116 @@
+//! [`RaftStatus`]: what the rest of the member may know about raft, and how
+//! the raft thread publishes it after every round of its loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ::raft::StateRole;
+
+use super::{Node, Transport};
+use crate::raft::{RequestError, StateMachine};
+
+/// What the rest of the member may know about raft, published after every
+/// round of the loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This member's id.
+    pub id: u64,
+    /// The leader this member knows (0: none).
+    pub leader: u64,
+    /// The current term.
+    pub term: u64,
+    /// The highest log index known to be committed.
+    pub commit: u64,
+    /// The last applied index.
+    pub applied: u64,
+    /// This member's role.
+    pub is_leader: bool,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
+    /// Voters of the current configuration.
+    pub voters: BTreeSet<u64>,
+    /// Learners of the current configuration.
+    pub learners: BTreeSet<u64>,
+    /// On the leader: each member's matched index (what it has in its log).
+    pub matched: BTreeMap<u64, u64>,
+    /// On the leader: members heard from within the last election timeout.
+    pub active: BTreeSet<u64>,
+    /// Set when the loop stopped because of a failure.
+    pub failed: bool,
+    /// Set when this member applied its own removal from the cluster: the
+    /// loop has stopped and the member must stop serving (etcd exits).
+    pub removed: bool,
+}
+
+impl<T: Transport, M: StateMachine> Node<T, M> {
+    /// Publishes the status (and the leadership, when it changed); fails
+    /// the reads in flight when the leader changed under them.
+    pub(super) fn publish_status(&mut self) {
+        let status = self.current_status();
+        let leadership = (status.leader, status.term);
+        self.leadership.send_if_modified(|l| {
+            if *l == leadership {
+                false
+            } else {
+                *l = leadership;
+                true
+            }
+        });
+        if status.leader != self.last_leader {
+            crate::raft::log::leader_changed(
+                status.id,
+                self.last_leader,
+                status.leader,
+                status.term,
+            );
+            if self.last_leader != 0 {
+                self.reads.fail_all(RequestError::LeaderChanged);
+            }
+            self.last_leader = status.leader;
+        }
+        self.status.send_if_modified(|s| {
+            if *s == status {
+                false
+            } else {
+                *s = status;
+                true
+            }
+        });
+    }
+
+    /// The status as raft and the state machine describe it now.
+    fn current_status(&self) -> RaftStatus {
+        let raft = &self.raw.raft;
+        let conf = raft.prs().conf();
+        let is_leader = raft.state == StateRole::Leader;
+        let (matched, active) = if is_leader {
+            let mut matched = BTreeMap::new();
+            let mut active = BTreeSet::new();
+            let window = self.config.heartbeat * self.config.election_ticks as u32;
+            for (id, pr) in raft.prs().iter() {
+                matched.insert(*id, pr.matched);
+                let heard = self.heard.get(id).is_some_and(|t| t.elapsed() < window);
+                if pr.recent_active || heard || *id == raft.id {
+                    active.insert(*id);
+                }
+            }
+            (matched, active)
+        } else {
+            Default::default()
+        };
+        RaftStatus {
+            id: raft.id,
+            leader: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.machine.applied_index(),
+            is_leader,
+            is_learner: conf.learners().contains(&raft.id),
+            voters: conf.voters().ids().iter().collect(),
+            learners: conf.learners().iter().copied().collect(),
+            matched,
+            active,
+            failed: false,
+            removed: false,
+        }
+    }
+}
