@@ -138,7 +138,7 @@ impl LeaseApi {
             return Err(EtcdError::NotLeader);
         }
         self.wait_expired_lease_revoked(id).await?;
-        if self.lessor().renew_needs_clear(id)? {
+        if self.lessor().leader_only().renew_needs_clear(id)? {
             self.checkpoint(LeaseCheckpointRequest {
                 checkpoints: vec![LeaseCheckpoint {
                     id,
@@ -147,7 +147,7 @@ impl LeaseApi {
             })
             .await?;
         }
-        self.lessor().renew(id)
+        self.lessor().leader_only().renew(id)
     }
 
     /// An expired lease whose revoke is still on its way through raft: wait
@@ -159,8 +159,9 @@ impl LeaseApi {
     async fn wait_expired_lease_revoked(&self, id: i64) -> Result<(), EtcdError> {
         let mut changes = self.lessor().subscribe_changes();
         let deadline = tokio::time::Instant::now() + self.proposer.request_timeout();
-        while self.lessor().is_expired(id) {
-            if !self.lessor().is_primary() {
+        let leader_only = self.lessor().leader_only();
+        while leader_only.is_expired(id) {
+            if !leader_only.is_primary() {
                 return Err(EtcdError::NotLeader);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -227,7 +228,7 @@ impl LeaseApi {
     /// call), each through the same write path as a client's LeaseRevoke.
     /// Called by the lease task every check interval.
     pub async fn revoke_expired_leases(&self) {
-        for id in self.lessor().expired(crate::lease::REVOKE_RATE / 2) {
+        for id in self.lessor().leader_only().expired(crate::lease::REVOKE_RATE / 2) {
             let revoked = self
                 .proposer
                 .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
@@ -255,6 +256,7 @@ impl LeaseApi {
         for _ in 0..crate::lease::REVOKE_RATE / 2 {
             let due = self
                 .lessor()
+                .leader_only()
                 .due_checkpoints(crate::lease::CHECKPOINT_BATCH);
             let full = due.len() == crate::lease::CHECKPOINT_BATCH;
             if due.is_empty() {

@@ -86,7 +86,7 @@ pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
     let store = Arc::new(Store::open(Arc::clone(&engine), true).unwrap());
     let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
     let lessor = Lessor::recover(config, clock, &store).unwrap();
-    lessor.promote();
+    lessor.leader_only().promote();
     let machine = Arc::new(Machine::new(store, Arc::new(lessor)));
     let log = Arc::new(RaftStorage::open(engine).unwrap());
     if ::raft::Storage::initial_state(log.as_ref())
