@@ -565,11 +565,9 @@ async fn lease_task_revokes_expired_leases_and_stops() {
     let m = Arc::new(member());
     grant(&m, 1, 3).await.unwrap();
     put(&m, "a", 1).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(crate::tasks::lease_expiry::run(
-        Arc::clone(m.lease()),
-        stopped,
-    ));
+    let mut tasks = crate::tasks::Tasks::new();
+    let lease = Arc::clone(m.lease());
+    tasks.spawn(|shutdown| crate::tasks::lease_expiry::run(lease, shutdown));
     // The task checks every 500 ms on the paused clock: the lease is revoked
     // at the first check at or after its expiry.
     advance(Duration::from_millis(2_999)).await;
@@ -588,6 +586,5 @@ async fn lease_task_revokes_expired_leases_and_stops() {
         assert!(waited < 2_000, "lease not revoked");
     }
     assert!(live_keys(&m).await.is_empty());
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    tasks.join().await;
 }
