@@ -305,8 +305,16 @@ mod tests {
     fn flags_as_etcd_reads_them() {
         let table = [
             ("periodic", "0", Ok(AutoCompaction::Off)),
-            ("periodic", "1", Ok(AutoCompaction::Periodic(Duration::from_secs(3600)))),
-            ("periodic", "72", Ok(AutoCompaction::Periodic(Duration::from_secs(3600) * 72))),
+            (
+                "periodic",
+                "1",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(3600))),
+            ),
+            (
+                "periodic",
+                "72",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(3600) * 72)),
+            ),
             (
                 "periodic",
                 "5m",

@@ -18,7 +18,7 @@ use super::quota::Quota;
 use super::{unexpected, Limits, Proposer};
 use crate::entry::Command;
 use crate::error::EtcdError;
-use crate::lease::{IdGenerator, Lessor};
+use crate::lease::{IdGenerator, Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
 use crate::machine::Applied;
 use crate::peer::PeerChannels;
 
@@ -228,7 +228,8 @@ impl LeaseApi {
     /// call), each through the same write path as a client's LeaseRevoke.
     /// Called by the lease task every check interval.
     pub async fn revoke_expired_leases(&self) {
-        for id in self.lessor().leader_only().expired(crate::lease::REVOKE_RATE / 2) {
+        let expired = self.lessor().leader_only().expired(REVOKE_RATE / 2);
+        for id in expired {
             let revoked = self
                 .proposer
                 .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
@@ -253,12 +254,12 @@ impl LeaseApi {
     pub async fn checkpoint_due_leases(&self) {
         // etcd applies at most half its checkpoint rate (1000/s) of batches
         // per round.
-        for _ in 0..crate::lease::REVOKE_RATE / 2 {
+        for _ in 0..REVOKE_RATE / 2 {
             let due = self
                 .lessor()
                 .leader_only()
-                .due_checkpoints(crate::lease::CHECKPOINT_BATCH);
-            let full = due.len() == crate::lease::CHECKPOINT_BATCH;
+                .due_checkpoints(CHECKPOINT_BATCH);
+            let full = due.len() == CHECKPOINT_BATCH;
             if due.is_empty() {
                 return;
             }
