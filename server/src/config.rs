@@ -32,7 +32,8 @@ pub enum ClusterState {
     Existing,
 }
 
-/// What auto compaction does.
+/// What auto compaction does (`--auto-compaction-mode`,
+/// `--auto-compaction-retention`); [`crate::tasks::compactor`] does it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AutoCompaction {
     /// Nothing (retention 0, etcd's default).

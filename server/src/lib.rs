@@ -25,8 +25,9 @@
 //! - [`apply`]: the deterministic state machine: etcd's Range/Put/DeleteRange/Txn
 //!   semantics on top of the store.
 //! - [`lease`]: the lessor: leases and their attached keys (changed only by
-//!   applied operations), plus the leader-only expiry clock and the task that
-//!   revokes expired leases through the write path.
+//!   applied operations), plus the leader-only expiry and checkpoint
+//!   schedule; [`tasks::lease_expiry`] revokes expired leases through the
+//!   write path.
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
 //! - [`raft`]: raft replication: the Ready loop thread ([`raft::node`]), the
