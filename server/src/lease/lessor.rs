@@ -1,10 +1,10 @@
 //! The lease table (etcd's `lessor`): leases, their attached keys, and the
 //! leader-only expiry and checkpoint schedule, behind one lock.
 //!
-//! The replicated part ([`Table`]) changes only through
+//! The replicated part (`Table`) changes only through
 //! [`Lessor::apply_committed`], with the [`LeaseChanges`] of a write
 //! transaction, and only if that transaction committed. The leader-only
-//! part ([`Schedule`]) is moved through [`Lessor::leader_only`]: promotion,
+//! part (`Schedule`) is moved through [`Lessor::leader_only`]: promotion,
 //! renewals and the expiry scan.
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -21,9 +21,9 @@
 //!   LeaseRevoke would be.
 //!
 //! Files: [`lessor`] (the [`Lessor`]: both halves behind one lock, and what
-//! the write path and the Lease service read), [`table`] (the replicated
-//! leases) and [`attached`] (their keys, indexed both ways), [`schedule`]
-//! (the leader-only expiry and checkpoint queues) and [`leader`] (the
+//! the write path and the Lease service read), `table` (the replicated
+//! leases) and `attached` (their keys, indexed both ways), `schedule`
+//! (the leader-only expiry and checkpoint queues) and `leader` (the
 //! lessor as the leader uses it: promotion, renewals, expiries), [`txn`]
 //! (one write's pending lease changes), [`record`] (the on-disk record),
 //! [`clock`], [`id`] (server-chosen lease ids).
