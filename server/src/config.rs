@@ -6,7 +6,9 @@
 //! and `embed` read it; it depends on none of them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::duration::parse_go_duration;
 use crate::lease::LessorConfig;
 
 /// A configuration that cannot describe a cluster.
@@ -28,6 +30,64 @@ pub enum ClusterState {
     New,
     /// Join a cluster that already added this member.
     Existing,
+}
+
+/// What auto compaction does (`--auto-compaction-mode`,
+/// `--auto-compaction-retention`); [`crate::tasks::compactor`] does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoCompaction {
+    /// Nothing (retention 0, etcd's default).
+    #[default]
+    Off,
+    /// Keep this much time of history.
+    Periodic(Duration),
+    /// Keep this many revisions of history.
+    Revision(i64),
+}
+
+impl AutoCompaction {
+    /// From etcd's two flags. `mode` is `periodic` or `revision`; for
+    /// periodic, `retention` is a whole number of hours or a Go duration
+    /// (`5m`, `1h30m`); for revision, a number of revisions. A retention of
+    /// 0 turns auto compaction off.
+    pub fn from_flags(mode: &str, retention: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("invalid --auto-compaction-retention {retention:?} for mode {mode}: {why}")
+        };
+        match mode {
+            "periodic" => {
+                let period = match retention.parse::<u64>() {
+                    Ok(hours) => hours
+                        .checked_mul(3600)
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| bad("too long"))?,
+                    Err(_) => parse_go_duration(retention)
+                        .map_err(|_| bad("expected hours or a duration such as 30m"))?,
+                };
+                Ok(if period.is_zero() {
+                    Self::Off
+                } else {
+                    Self::Periodic(period)
+                })
+            }
+            "revision" => {
+                let revisions: i64 = retention
+                    .parse()
+                    .map_err(|_| bad("expected a number of revisions"))?;
+                if revisions < 0 {
+                    return Err(bad("must not be negative"));
+                }
+                Ok(if revisions == 0 {
+                    Self::Off
+                } else {
+                    Self::Revision(revisions)
+                })
+            }
+            other => Err(format!(
+                "invalid --auto-compaction-mode {other:?}: expected periodic or revision"
+            )),
+        }
+    }
 }
 
 /// Everything a member needs to start. Defaults are etcd's.
@@ -83,7 +143,7 @@ pub struct Config {
     pub corrupt_check_time: std::time::Duration,
     /// Auto compaction (`--auto-compaction-mode`,
     /// `--auto-compaction-retention`; off by default, as etcd).
-    pub auto_compaction: crate::compactor::AutoCompaction,
+    pub auto_compaction: AutoCompaction,
     /// The master key file (`--encryption-key-file`: 32 bytes raw or
     /// base64, mode 0600 or stricter). None: `<data-dir>.key`, generated on
     /// first start (for development only; logged loudly).
@@ -153,7 +213,7 @@ impl Default for Config {
             snapshot_catchup_entries: d::SNAPSHOT_CATCHUP_ENTRIES,
             quota_backend_bytes: d::QUOTA_BACKEND_BYTES,
             corrupt_check_time: std::time::Duration::ZERO,
-            auto_compaction: crate::compactor::AutoCompaction::Off,
+            auto_compaction: AutoCompaction::Off,
             encryption_key_file: None,
             previous_encryption_key_file: None,
             election_timeout: std::time::Duration::from_millis(d::ELECTION_TIMEOUT_MS),
@@ -239,6 +299,54 @@ mod tests {
             "http://a:1/path",
         ] {
             assert!(host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_as_etcd_reads_them() {
+        let table = [
+            ("periodic", "0", Ok(AutoCompaction::Off)),
+            (
+                "periodic",
+                "1",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(3600))),
+            ),
+            (
+                "periodic",
+                "72",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(3600) * 72)),
+            ),
+            (
+                "periodic",
+                "5m",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(300))),
+            ),
+            (
+                "periodic",
+                "1h30m",
+                Ok(AutoCompaction::Periodic(Duration::from_secs(5400))),
+            ),
+            ("revision", "1000", Ok(AutoCompaction::Revision(1000))),
+            ("revision", "0", Ok(AutoCompaction::Off)),
+        ];
+        for (mode, retention, want) in table {
+            assert_eq!(
+                AutoCompaction::from_flags(mode, retention),
+                want,
+                "{mode} {retention}"
+            );
+        }
+        for (mode, retention) in [
+            ("periodic", "soon"),
+            ("periodic", "-1h"),
+            ("revision", "5m"),
+            ("revision", "-3"),
+            ("hourly", "1"),
+        ] {
+            assert!(
+                AutoCompaction::from_flags(mode, retention).is_err(),
+                "{mode} {retention}"
+            );
         }
     }
 }

@@ -314,7 +314,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         )
         .await;
         if raft.status().is_leader {
-            member.lease().lessor().promote();
+            member.lease().lessor().leader_only().promote();
         }
     }
 

@@ -7,9 +7,7 @@
 //! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
 //!   API of [`member`] it serves, map the error through one table, fill the header. The
 //!   only module that knows tonic.
-//! - [`compactor`]: etcd's auto compaction (periodic, revision), run by the
-//!   leader through the write path. [`duration`]: Go's duration syntax, as
-//!   etcd's flags take it.
+//! - [`duration`]: Go's duration syntax, as etcd's flags take it.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`), one API
@@ -27,8 +25,9 @@
 //! - [`apply`]: the deterministic state machine: etcd's Range/Put/DeleteRange/Txn
 //!   semantics on top of the store.
 //! - [`lease`]: the lessor: leases and their attached keys (changed only by
-//!   applied operations), plus the leader-only expiry clock and the task that
-//!   revokes expired leases through the write path.
+//!   applied operations), plus the leader-only expiry and checkpoint
+//!   schedule; [`tasks::lease_expiry`] revokes expired leases through the
+//!   write path.
 //! - [`mvcc`]: revisions, the in-memory key index, history reads, compaction.
 //!   Knows nothing of raft or gRPC.
 //! - [`raft`]: raft replication: the Ready loop thread ([`raft::node`]), the
@@ -53,14 +52,14 @@
 //!   `--force-new-cluster`).
 //! - [`tasks`]: a running member's background work under one shutdown
 //!   signal (leadership, lease expiry, watch catch-up, publication,
-//!   re-sealing, corruption check, auto compaction).
+//!   re-sealing, corruption check, auto compaction: etcd's periodic and
+//!   revision modes, run by the leader through the write path).
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
 pub mod bootstrap;
-pub mod compactor;
 pub mod concurrency;
 pub mod config;
 pub mod defaults;

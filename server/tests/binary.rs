@@ -20,21 +20,10 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
     common::spawn_cairn(args)
 }
 
-/// The child's client URL and its log up to the line that gave it (the rest
-/// of the log is drained in the background).
-fn read_until_serving(child: &mut Child) -> (String, Vec<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("cairn serves").unwrap();
-        log.push(line.clone());
-        if let Some(url) = common::ready_url(&line) {
-            break url;
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (url, log)
+/// Kills a `cairn` child at once (what happens to its data is not the test).
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -129,14 +118,9 @@ fn the_service_manager_is_notified() {
     socket
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--data-dir",
-        ])
+    let mut child = common::cairn()
+        .args(common::FREE_PORTS)
+        .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &socket_path)
         .stderr(std::process::Stdio::null())
@@ -161,22 +145,15 @@ fn the_service_manager_is_notified() {
 #[tokio::test]
 async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--name",
-            "from-flag",
-        ])
-        .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
-        .env("ETCD_DATA_DIR", dir.path().join("data"))
-        .env("ETCD_NAME", "from-env")
-        .env("ETCD_NO_SUCH_FLAG", "secret-in-a-variable")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (url, log) = read_until_serving(&mut child);
+    let (child, url, log) = common::serve(
+        common::cairn()
+            .args(["--listen-peer-urls", "http://127.0.0.1:0"])
+            .args(["--name", "from-flag"])
+            .env("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:0")
+            .env("ETCD_DATA_DIR", dir.path().join("data"))
+            .env("ETCD_NAME", "from-env")
+            .env("ETCD_NO_SUCH_FLAG", "secret-in-a-variable"),
+    );
     let has = |msg: &str, key: &str, value: &str| {
         log.iter().any(|l| {
             let l: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -216,8 +193,7 @@ async fn flags_come_from_etcd_variables_and_the_command_line_wins() {
     let client = cairn_client::Client::connect(url).await.unwrap();
     let members = client.member_list().await.unwrap().members;
     assert_eq!(members[0].name, "from-flag");
-    child.kill().unwrap();
-    let _ = child.wait();
+    kill(child);
 }
 
 /// Lines read from a child's pipe, as they come.
@@ -283,18 +259,16 @@ fn parse_zap_line(line: &str) -> serde_json::Value {
 async fn logs_are_etcds_json_lines_to_every_output() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cairn.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let mut child = common::cairn()
         .args([
             "--listen-client-urls",
             "http://127.0.0.1:0,http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--log-outputs",
         ])
+        .args(["--listen-peer-urls", "http://127.0.0.1:0"])
+        .arg("--log-outputs")
         .arg(format!("{},stderr", file.display()))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let rx = line_channel(child.stderr.take().unwrap());
@@ -383,19 +357,11 @@ async fn logs_are_etcds_json_lines_to_every_output() {
 #[tokio::test]
 async fn logs_go_to_stdout_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--log-outputs",
-            "stdout",
-            "--data-dir",
-        ])
+    let mut child = common::cairn()
+        .args(common::FREE_PORTS)
+        .args(["--log-outputs", "stdout", "--data-dir"])
         .arg(dir.path().join("data"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = line_channel(child.stderr.take().unwrap());
@@ -432,17 +398,14 @@ async fn a_config_file_is_the_whole_configuration() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config-file")
-        .arg(&file)
-        .args(["--name", "from-flag"])
-        .env("ETCD_NAME", "from-env")
-        .env("ETCD_SNAPSHOT_COUNT", "banana")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (url, log) = read_until_serving(&mut child);
+    let (child, url, log) = common::serve(
+        common::cairn()
+            .arg("--config-file")
+            .arg(&file)
+            .args(["--name", "from-flag"])
+            .env("ETCD_NAME", "from-env")
+            .env("ETCD_SNAPSHOT_COUNT", "banana"),
+    );
     let log = log.join("\n");
     assert!(
         log.contains("loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"),
@@ -456,8 +419,7 @@ async fn a_config_file_is_the_whole_configuration() {
     let client = cairn_client::Client::connect(url).await.unwrap();
     let members = client.member_list().await.unwrap().members;
     assert_eq!(members[0].name, "from-file");
-    child.kill().unwrap();
-    let _ = child.wait();
+    kill(child);
 
     // A bad file stops the start with its key named, nothing written.
     std::fs::write(&file, "name: x\nsnapshot_count: 5\n").unwrap();
@@ -482,22 +444,14 @@ async fn a_config_file_is_the_whole_configuration() {
 fn enable_v2_is_accepted_with_a_warning() {
     let start = |args: &[&str]| {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args([
-                "--listen-client-urls",
-                "http://127.0.0.1:0",
-                "--listen-peer-urls",
-                "http://127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .args(args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (_, log) = read_until_serving(&mut child);
-        child.kill().unwrap();
-        let _ = child.wait();
+        let (child, _, log) = common::serve(
+            common::cairn()
+                .args(common::FREE_PORTS)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(args),
+        );
+        kill(child);
         log.join("\n")
     };
     let log = start(&["--enable-v2", "--experimental-enable-v2v3", "/v2/"]);

@@ -11,15 +11,7 @@ use std::time::{Duration, Instant};
 use cairn_client::{Delete, Get, Put};
 use cairn_proto::etcdserverpb::{kv_client::KvClient, AlarmType, RangeRequest};
 use common::cluster::Cluster;
-
-/// Polls `f` until it returns true, failing after `secs`.
-async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hasleader_requests_fail_fast_without_a_leader() {
@@ -126,21 +118,7 @@ async fn a_member_whose_data_differs_raises_corrupt() {
     let follower = (leader + 1) % 3;
     let victim = cluster.handle(follower).member().clone();
     let rev = c.get(Get::key("k5")).await.unwrap().kvs[0].mod_revision;
-    let kv = cairn_proto::mvccpb::KeyValue {
-        key: b"k5".to_vec(),
-        value: b"garbage".to_vec(),
-        create_revision: rev,
-        mod_revision: rev,
-        version: 1,
-        lease: 0,
-    };
-    let mut batch = cairn_server::storage::WriteBatch::new();
-    batch.put(
-        cairn_server::storage::Cf::Kv,
-        cairn_server::mvcc::Revision::new(rev, 0).record_key(false),
-        prost::Message::encode_to_vec(&kv),
-    );
-    victim.store().engine().write(batch, true).unwrap();
+    common::damage_record(&victim, b"k5", rev);
     // The leader's check finds it and raises CORRUPT for that member.
     let victim_id = victim.identity().member_id;
     eventually(20, "the CORRUPT alarm", async || {
@@ -334,11 +312,7 @@ async fn removing_a_member_that_would_lose_quorum_is_refused() {
     cluster.kill(down).await;
     // The leader notices (no answer within an election timeout).
     let member = cluster.handle(leader).member().clone();
-    let down_id = cluster.slots[down].config.clone();
-    let down_id = cairn_server::embed::member_id(
-        &down_id.initial_advertise_peer_urls,
-        &down_id.initial_cluster_token,
-    );
+    let down_id = cluster.member_id(down);
     eventually(20, "the leader to see the member down", async || {
         !member.raft_status().active.contains(&down_id)
     })

@@ -48,17 +48,10 @@ fn a_member_whose_disk_fills_up_exits_with_a_clear_message() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--listen-peer-urls",
-            "http://127.0.0.1:0",
-            "--data-dir",
-        ])
+    let mut child = common::cairn()
+        .args(common::FREE_PORTS)
+        .arg("--data-dir")
         .arg(disk.0.join("data"))
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let log = Arc::new(Mutex::new(Vec::<String>::new()));

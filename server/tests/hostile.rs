@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use cairn_client::{Get, Put};
@@ -17,18 +17,10 @@ use cairn_proto::etcdserverpb::{
     TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use common::cluster::Cluster;
+use common::eventually;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
-
-/// Polls `f` until it returns true, failing after `secs`.
-async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Messages as raw bytes both ways: to send what no typed client would,
 /// and to receive answers a protobuf decoder with a depth limit would

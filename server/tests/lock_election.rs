@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
@@ -19,6 +19,7 @@ use cairn_proto::v3electionpb::{
 use cairn_proto::v3lockpb::lock_client::LockClient;
 use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
 use common::cluster::Cluster;
+use common::eventually;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -33,15 +34,6 @@ async fn grant(ch: &Channel, ttl: i64) -> i64 {
         .unwrap()
         .into_inner()
         .id
-}
-
-/// Polls `f` until it returns true, failing after `secs`.
-async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn key_exists(ch: &Channel, key: &[u8]) -> bool {

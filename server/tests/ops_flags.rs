@@ -7,11 +7,18 @@ mod common;
 
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-use cairn_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest};
+use cairn_proto::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberRemoveRequest, RangeRequest, WatchCreateRequest,
+    WatchRequest,
+};
+use common::cluster::{configs, start_member, Cluster, Slot};
+use common::eventually;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 
 /// Opens a watch stream on `channel` and waits for its `created` answer:
 /// from then on, the stream holds one HTTP/2 stream of that connection.
@@ -88,20 +95,38 @@ async fn max_concurrent_streams_limits_streams_per_connection() {
     }
 }
 
-use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
-use cairn_proto::etcdserverpb::{MemberAddRequest, MemberListRequest, MemberRemoveRequest};
-use common::cluster::{configs, start_member, Cluster, Slot};
+/// A Cluster service client.
+type Members = ClusterClient<tonic::transport::Channel>;
 
-/// Polls `f` until it returns true, failing after `secs`.
-async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A Cluster client of member `i` only.
+async fn members_of(cluster: &Cluster, i: usize) -> Members {
+    ClusterClient::connect(cluster.url(i)).await.unwrap()
+}
+
+/// MemberAdd of a peer URL nobody uses; the number of members after it.
+async fn add(c: &mut Members, is_learner: bool) -> Result<usize, tonic::Status> {
+    let req = MemberAddRequest {
+        peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+        is_learner,
+    };
+    c.member_add(req)
+        .await
+        .map(|r| r.into_inner().members.len())
+}
+
+/// MemberRemove of member `id`; the number of members after it.
+async fn remove(c: &mut Members, id: u64) -> Result<usize, tonic::Status> {
+    c.member_remove(MemberRemoveRequest { id })
+        .await
+        .map(|r| r.into_inner().members.len())
+}
+
+/// Asserts that a membership change was refused with `code` and etcd's
+/// `message`.
+fn assert_refused(result: Result<usize, tonic::Status>, code: Code, message: &str) {
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    assert_eq!(err.message(), message);
 }
 
 /// A three-member cluster of which only m0 and m1 ever started (m2 is in
@@ -119,8 +144,7 @@ async fn two_of_three_started(strict: bool) -> Cluster {
         slots.push(Slot { config, handle });
     }
     let cluster = Cluster { dir, slots };
-    let leader = cluster.leader().await;
-    let mut c = ClusterClient::connect(cluster.url(leader)).await.unwrap();
+    let mut c = members_of(&cluster, cluster.leader().await).await;
     eventually(30, "m0 and m1 to publish their names", async || {
         let list = c.member_list(MemberListRequest::default()).await;
         list.is_ok_and(|l| {
@@ -136,14 +160,6 @@ async fn two_of_three_started(strict: bool) -> Cluster {
     cluster
 }
 
-fn member_id(cluster: &Cluster, i: usize) -> u64 {
-    let config = &cluster.slots[i].config;
-    cairn_server::embed::member_id(
-        &config.initial_advertise_peer_urls,
-        &config.initial_cluster_token,
-    )
-}
-
 /// etcd's `IsReadyToAddVotingMember` / `IsReadyToRemoveVotingMember`: with
 /// one of three voters never started, adding a voter (2 started of 4) or
 /// removing a started one (1 started of 2 left) is refused with
@@ -151,57 +167,26 @@ fn member_id(cluster: &Cluster, i: usize) -> u64 {
 /// `--strict-reconfig-check=false` the same add goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reconfig_check_refuses_changes_without_started_quorum() {
+    const NOT_STARTED: &str =
+        "etcdserver: re-configuration failed due to not enough started members";
     let mut cluster = two_of_three_started(true).await;
     let leader = cluster.leader().await;
     let follower = 1 - leader;
     for i in [leader, follower] {
-        let mut c = ClusterClient::connect(cluster.url(i)).await.unwrap();
-        let err = c
-            .member_add(MemberAddRequest {
-                peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-                is_learner: false,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-        assert_eq!(
-            err.message(),
-            "etcdserver: re-configuration failed due to not enough started members"
-        );
-        let err = c
-            .member_remove(MemberRemoveRequest {
-                id: member_id(&cluster, follower),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-        assert_eq!(
-            err.message(),
-            "etcdserver: re-configuration failed due to not enough started members"
-        );
+        let mut c = members_of(&cluster, i).await;
+        let added = add(&mut c, false).await;
+        assert_refused(added, Code::FailedPrecondition, NOT_STARTED);
+        let removed = remove(&mut c, cluster.member_id(follower)).await;
+        assert_refused(removed, Code::FailedPrecondition, NOT_STARTED);
     }
     // Removing the member that never started leaves two started of two.
-    let mut c = ClusterClient::connect(cluster.url(leader)).await.unwrap();
-    let left = c
-        .member_remove(MemberRemoveRequest {
-            id: member_id(&cluster, 2),
-        })
-        .await
-        .unwrap();
-    assert_eq!(left.into_inner().members.len(), 2);
+    let mut c = members_of(&cluster, leader).await;
+    assert_eq!(remove(&mut c, cluster.member_id(2)).await.unwrap(), 2);
     cluster.stop_all().await;
 
     let mut cluster = two_of_three_started(false).await;
-    let leader = cluster.leader().await;
-    let mut c = ClusterClient::connect(cluster.url(leader)).await.unwrap();
-    let added = c
-        .member_add(MemberAddRequest {
-            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-            is_learner: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(added.into_inner().members.len(), 4);
+    let mut c = members_of(&cluster, cluster.leader().await).await;
+    assert_eq!(add(&mut c, false).await.unwrap(), 4);
     cluster.stop_all().await;
 }
 
@@ -212,47 +197,28 @@ async fn strict_reconfig_check_refuses_changes_without_started_quorum() {
 /// the live voter goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_reconfig_check_refuses_changes_without_active_quorum() {
+    const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
     for strict in [true, false] {
         let mut cluster = Cluster::start(3, |c| c.strict_reconfig_check = strict).await;
         let leader = cluster.leader().await;
         cluster.wait_started().await;
-        let mut c = ClusterClient::connect(cluster.url(leader)).await.unwrap();
+        let mut c = members_of(&cluster, leader).await;
         let (down, live) = ((leader + 1) % 3, (leader + 2) % 3);
         cluster.kill(down).await;
         let member = cluster.handle(leader).member().clone();
-        let down_id = member_id(&cluster, down);
+        let down_id = cluster.member_id(down);
         eventually(20, "the leader to see the member down", async || {
             !member.raft_status().active.contains(&down_id)
         })
         .await;
-        let live_id = member_id(&cluster, live);
+        let live_id = cluster.member_id(live);
         if strict {
-            let err = c
-                .member_add(MemberAddRequest {
-                    peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-                    is_learner: true,
-                })
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-            assert_eq!(err.message(), "etcdserver: unhealthy cluster");
-            let err = c
-                .member_remove(MemberRemoveRequest { id: live_id })
-                .await
-                .unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-            assert_eq!(err.message(), "etcdserver: unhealthy cluster");
-            let left = c
-                .member_remove(MemberRemoveRequest { id: down_id })
-                .await
-                .unwrap();
-            assert_eq!(left.into_inner().members.len(), 2);
+            assert_refused(add(&mut c, true).await, Code::Unavailable, UNHEALTHY);
+            let removed = remove(&mut c, live_id).await;
+            assert_refused(removed, Code::Unavailable, UNHEALTHY);
+            assert_eq!(remove(&mut c, down_id).await.unwrap(), 2);
         } else {
-            let left = c
-                .member_remove(MemberRemoveRequest { id: live_id })
-                .await
-                .unwrap();
-            assert_eq!(left.into_inner().members.len(), 2);
+            assert_eq!(remove(&mut c, live_id).await.unwrap(), 2);
         }
         cluster.stop_all().await;
     }

@@ -26,21 +26,7 @@ async fn a_member_whose_data_differs_refuses_to_start() {
     let victim = (leader + 1) % 3;
     let member = cluster.handle(victim).member().clone();
     let rev = c.get(Get::key("k5")).await.unwrap().kvs[0].mod_revision;
-    let kv = cairn_proto::mvccpb::KeyValue {
-        key: b"k5".to_vec(),
-        value: b"garbage".to_vec(),
-        create_revision: rev,
-        mod_revision: rev,
-        version: 1,
-        lease: 0,
-    };
-    let mut batch = cairn_server::storage::WriteBatch::new();
-    batch.put(
-        cairn_server::storage::Cf::Kv,
-        cairn_server::mvcc::Revision::new(rev, 0).record_key(false),
-        prost::Message::encode_to_vec(&kv),
-    );
-    member.store().engine().write(batch, true).unwrap();
+    common::damage_record(&member, b"k5", rev);
     drop((c, member));
     cluster.kill(victim).await;
 
@@ -51,10 +37,7 @@ async fn a_member_whose_data_differs_refuses_to_start() {
     let err = cairn_server::embed::start(config.clone())
         .await
         .expect_err("the damaged member must not start");
-    let id = cairn_server::embed::member_id(
-        &config.initial_advertise_peer_urls,
-        &config.initial_cluster_token,
-    );
+    let id = cluster.member_id(victim);
     assert_eq!(
         err.to_string(),
         format!("{id:x} found data inconsistency with peers")
@@ -121,10 +104,7 @@ async fn force_new_cluster_restarts_a_survivor_alone_with_its_data() {
 
     // m0 survives; m1 and m2 are gone for good.
     let survivor = 0;
-    let id = cairn_server::embed::member_id(
-        &cluster.slots[survivor].config.initial_advertise_peer_urls,
-        &cluster.slots[survivor].config.initial_cluster_token,
-    );
+    let id = cluster.member_id(survivor);
     let mut forced = cluster.slots[survivor].config.clone();
     forced.force_new_cluster = true;
     let handle = common::cluster::start_member(forced).await;

@@ -15,18 +15,27 @@
 //!   checkpoint is due. It depends on a [`Clock`] and is never replicated:
 //!   keep-alives move it, and on promotion (start-up, for a single member)
 //!   every lease gets a fresh expiry, so a restart never expires everything at
-//!   once. Expiry itself is *not* done here: the member's lease task
-//!   ([`task`]) finds expired leases and applies a revoke for each through the
-//!   ordinary write path, exactly as a client's LeaseRevoke would be.
+//!   once. Expiry itself is *not* done here: the member's lease loop
+//!   ([`crate::tasks::lease_expiry`]) finds expired leases and applies a
+//!   revoke for each through the ordinary write path, exactly as a client's
+//!   LeaseRevoke would be.
 //!
-//! Files: [`lessor`] (the table), [`txn`] (one write's pending lease
-//! changes), [`record`] (the on-disk record), [`clock`], [`id`] (server-chosen
-//! lease ids), [`task`] (the expiry and checkpoint loop).
+//! Files: [`lessor`] (the [`Lessor`]: both halves behind one lock, and what
+//! the write path and the Lease service read), `table` (the replicated
+//! leases) and `attached` (their keys, indexed both ways), `schedule`
+//! (the leader-only expiry and checkpoint queues) and `leader` (the
+//! lessor as the leader uses it: promotion, renewals, expiries), [`txn`]
+//! (one write's pending lease changes), [`record`] (the on-disk record),
+//! [`clock`], [`id`] (server-chosen lease ids).
 
+mod attached;
 pub mod clock;
 pub mod id;
+mod leader;
 pub mod lessor;
 pub mod record;
+mod schedule;
+mod table;
 pub mod txn;
 
 #[cfg(test)]
@@ -36,6 +45,7 @@ use std::time::Duration;
 
 pub use clock::{Clock, TokioClock};
 pub use id::IdGenerator;
+pub use leader::LeaderOnly;
 pub use lessor::{Lessor, TimeToLive};
 pub use txn::{LeaseChanges, LeaseTxn};
 

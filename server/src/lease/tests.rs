@@ -79,6 +79,23 @@ async fn live_keys(m: &Apis) -> Vec<String> {
         .collect()
 }
 
+/// The leader-only half of the member's lessor.
+fn leader_only(m: &Apis) -> LeaderOnly<'_> {
+    m.lease().lessor().leader_only()
+}
+
+/// Lease `id`'s checkpointed remaining TTL (0: none).
+fn remaining_ttl(m: &Apis, id: i64) -> Option<i64> {
+    m.lease().lessor().record(id).map(|r| r.remaining_ttl)
+}
+
+/// Every attached key, with its lease, in key order.
+fn attached(m: &Apis) -> Vec<(Vec<u8>, i64)> {
+    m.lease()
+        .lessor()
+        .attached_in(&crate::mvcc::KeyRange::new(b"", b"\0"))
+}
+
 fn ttl_now(m: &Apis, id: i64) -> Option<i64> {
     m.lease()
         .time_to_live_here(LeaseTimeToLiveRequest { id, keys: false })
@@ -227,8 +244,7 @@ async fn attach_detach_and_reattach() {
         .await
         .unwrap();
     assert_eq!(keys_of(&m, 1).await, ["f"]);
-    let items: Vec<(Vec<u8>, i64)> = m.lease().lessor().items().into_iter().collect();
-    assert_eq!(items, [(b"d".to_vec(), 3), (b"f".to_vec(), 1)]);
+    assert_eq!(attached(&m), [(b"d".to_vec(), 3), (b"f".to_vec(), 1)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +261,7 @@ async fn revoke_deletes_a_thousand_keys_in_one_revision() {
     assert_eq!(rev, before + 1, "one revision for every deletion");
     assert_eq!(live_keys(&m).await, ["other"]);
     assert!(!m.lease().lessor().exists(5));
-    assert!(m.lease().lessor().items().is_empty());
+    assert!(attached(&m).is_empty());
     // Every tombstone record carries that one revision, sub-revisions 0..1000
     // in key order.
     let mut tombstones = Vec::new();
@@ -276,7 +292,7 @@ async fn expires_at_exactly_the_ttl_not_before() {
     put(&m, "a", 1).await.unwrap();
     assert_eq!(ttl_now(&m, 1), Some(5));
     advance(Duration::from_millis(4999)).await;
-    assert!(m.lease().lessor().expired(10).is_empty());
+    assert!(leader_only(&m).expired(10).is_empty());
     m.lease().revoke_expired_leases().await;
     assert_eq!(live_keys(&m).await, ["a"]);
     assert_eq!(ttl_now(&m, 1), Some(0)); // 1 ms left, truncated
@@ -342,10 +358,10 @@ async fn an_expired_lease_whose_revoke_never_comes_times_out_and_is_retried() {
     assert_eq!(renew.await.unwrap(), Err(EtcdError::Timeout));
     // Found expired once; if its revoke did not happen, it comes up again
     // after the retry interval.
-    assert_eq!(m.lease().lessor().expired(10), [1]);
-    assert!(m.lease().lessor().expired(10).is_empty());
+    assert_eq!(leader_only(&m).expired(10), [1]);
+    assert!(leader_only(&m).expired(10).is_empty());
     advance(EXPIRED_RETRY_INTERVAL).await;
-    assert_eq!(m.lease().lessor().expired(10), [1]);
+    assert_eq!(leader_only(&m).expired(10), [1]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -360,14 +376,14 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
     put(&m, "a", 1).await.unwrap();
     advance(Duration::from_millis(9_999)).await;
     m.lease().checkpoint_due_leases().await;
-    assert_eq!(m.lease().lessor().remaining_ttl(1), Some(0), "not due yet");
+    assert_eq!(remaining_ttl(&m, 1), Some(0), "not due yet");
     advance(Duration::from_millis(1)).await;
     m.lease().checkpoint_due_leases().await;
-    assert_eq!(m.lease().lessor().remaining_ttl(1), Some(90));
+    assert_eq!(remaining_ttl(&m, 1), Some(90));
     // The next one is scheduled (90 > 10 s) and records 80.
     advance(Duration::from_secs(10)).await;
     m.lease().checkpoint_due_leases().await;
-    assert_eq!(m.lease().lessor().remaining_ttl(1), Some(80));
+    assert_eq!(remaining_ttl(&m, 1), Some(80));
     let rev = m.proposer().header(0).revision;
     drop(m);
 
@@ -386,7 +402,7 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
     // A keep-alive clears the checkpoint (through the state machine): the
     // lease now has its full TTL, and a restart agrees.
     assert_eq!(m.lease().renew(1).await, Ok(100));
-    assert_eq!(m.lease().lessor().remaining_ttl(1), Some(0));
+    assert_eq!(remaining_ttl(&m, 1), Some(0));
     assert_eq!(ttl_now(&m, 1), Some(100));
     drop(m);
     let m = member_on(engine, config);
@@ -402,14 +418,14 @@ async fn no_checkpoints_when_turned_off_or_when_the_lease_is_short() {
     let m = member_on(Arc::new(MemoryEngine::new()), off);
     grant(&m, 1, 100).await.unwrap();
     advance(Duration::from_secs(301)).await;
-    assert!(m.lease().lessor().due_checkpoints(10).is_empty());
+    assert!(leader_only(&m).due_checkpoints(10).is_empty());
 
     // Default interval is 5 minutes: a 60 s lease is never checkpointed.
     let m = member();
     grant(&m, 1, 60).await.unwrap();
     grant(&m, 2, 600).await.unwrap();
     advance(Duration::from_secs(300)).await;
-    assert_eq!(m.lease().lessor().due_checkpoints(10), [(2, 300)]);
+    assert_eq!(leader_only(&m).due_checkpoints(10), [(2, 300)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -425,7 +441,7 @@ async fn restart_extends_expiries_instead_of_expiring_everything() {
     drop(m);
     advance(Duration::from_secs(60)).await;
     let m = member_on(engine, LessorConfig::default());
-    assert!(m.lease().lessor().expired(10).is_empty());
+    assert!(leader_only(&m).expired(10).is_empty());
     for id in 1..=3 {
         assert_eq!(ttl_now(&m, id), Some(11), "TTL + one election timeout");
     }
@@ -444,10 +460,10 @@ async fn promotion_spreads_piled_up_expiries() {
     for id in 1..=n {
         grant(&m, id, 10).await.unwrap();
     }
-    m.lease().lessor().promote();
+    leader_only(&m).promote();
     let now = tokio::time::Instant::now();
     let mut expiries: Vec<Duration> = (1..=n)
-        .map(|id| m.lease().lessor().expiry(id).unwrap() - now)
+        .map(|id| leader_only(&m).expiry(id).unwrap() - now)
         .collect();
     expiries.sort();
     assert_eq!(expiries[0], Duration::from_secs(11));
@@ -469,9 +485,9 @@ async fn promotion_spreads_piled_up_expiries() {
     for id in 1..=10 {
         grant(&m, id, 10).await.unwrap();
     }
-    m.lease().lessor().promote();
+    leader_only(&m).promote();
     let now = tokio::time::Instant::now();
-    assert!((1..=10).all(|id| m.lease().lessor().expiry(id) == Some(now + Duration::from_secs(11))));
+    assert!((1..=10).all(|id| leader_only(&m).expiry(id) == Some(now + Duration::from_secs(11))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -480,8 +496,7 @@ async fn failed_commits_leave_the_lessor_unchanged() {
     let m = member_on(engine.clone(), LessorConfig::default());
     grant(&m, 1, 60).await.unwrap();
     put(&m, "a", 1).await.unwrap();
-    let before = m.lease().lessor().snapshot();
-    let items = m.lease().lessor().items();
+    let before = m.lease().lessor().table();
 
     // A failed apply stops the raft node (the member stops serving, as
     // etcd's does), so the state machine is driven here as the node
@@ -512,8 +527,7 @@ async fn failed_commits_leave_the_lessor_unchanged() {
         let index = machine.applied_index() + 1;
         machine.apply_entry(index, &data).unwrap_err();
     }
-    assert_eq!(m.lease().lessor().snapshot(), before);
-    assert_eq!(m.lease().lessor().items(), items);
+    assert_eq!(m.lease().lessor().table(), before);
 
     // And everything works once the disk does.
     engine.set_failing(false);
@@ -547,12 +561,10 @@ async fn recovery_rebuilds_attached_keys_from_the_key_records() {
             .unwrap();
     }
     put(&m, "k0000", 0).await.unwrap();
-    let want = m.lease().lessor().snapshot();
-    let items = m.lease().lessor().items();
+    let want = m.lease().lessor().table();
     drop(m);
     let m = member_on(engine, LessorConfig::default());
-    assert_eq!(m.lease().lessor().snapshot(), want);
-    assert_eq!(m.lease().lessor().items(), items);
+    assert_eq!(m.lease().lessor().table(), want);
     assert_eq!(m.lease().lessor().keys(1).unwrap().len(), 1249);
     let keys: BTreeSet<Vec<u8>> = m.lease().lessor().keys(2).unwrap().into_iter().collect();
     assert_eq!(keys.len(), 1250);
@@ -563,11 +575,9 @@ async fn lease_task_revokes_expired_leases_and_stops() {
     let m = Arc::new(member());
     grant(&m, 1, 3).await.unwrap();
     put(&m, "a", 1).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(crate::tasks::lease_expiry::run(
-        Arc::clone(m.lease()),
-        stopped,
-    ));
+    let mut tasks = crate::tasks::Tasks::new();
+    let lease = Arc::clone(m.lease());
+    tasks.spawn(|shutdown| crate::tasks::lease_expiry::run(lease, shutdown));
     // The task checks every 500 ms on the paused clock: the lease is revoked
     // at the first check at or after its expiry.
     advance(Duration::from_millis(2_999)).await;
@@ -586,6 +596,5 @@ async fn lease_task_revokes_expired_leases_and_stops() {
         assert!(waited < 2_000, "lease not revoked");
     }
     assert!(live_keys(&m).await.is_empty());
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    tasks.join().await;
 }

@@ -3,7 +3,7 @@
 //! Cairn: one function per moment, called where Cairn reaches it.
 
 use super::go_duration;
-use crate::compactor::AutoCompaction;
+use crate::config::AutoCompaction;
 use crate::config::{ClusterState, Config};
 
 /// The cluster version Cairn runs as (etcd's `major.minor`).

@@ -18,7 +18,7 @@ use super::quota::Quota;
 use super::{unexpected, Limits, Proposer};
 use crate::entry::Command;
 use crate::error::EtcdError;
-use crate::lease::{IdGenerator, Lessor};
+use crate::lease::{IdGenerator, Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
 use crate::machine::Applied;
 use crate::peer::PeerChannels;
 
@@ -139,7 +139,7 @@ impl LeaseApi {
             return Err(EtcdError::NotLeader);
         }
         self.wait_expired_lease_revoked(id).await?;
-        if self.lessor().renew_needs_clear(id)? {
+        if self.lessor().leader_only().renew_needs_clear(id)? {
             self.checkpoint(LeaseCheckpointRequest {
                 checkpoints: vec![LeaseCheckpoint {
                     id,
@@ -148,7 +148,7 @@ impl LeaseApi {
             })
             .await?;
         }
-        self.lessor().renew(id)
+        self.lessor().leader_only().renew(id)
     }
 
     /// An expired lease whose revoke is still on its way through raft: wait
@@ -160,8 +160,9 @@ impl LeaseApi {
     async fn wait_expired_lease_revoked(&self, id: i64) -> Result<(), EtcdError> {
         let mut changes = self.lessor().subscribe_changes();
         let deadline = tokio::time::Instant::now() + self.proposer.request_timeout();
-        while self.lessor().is_expired(id) {
-            if !self.lessor().is_primary() {
+        let leader_only = self.lessor().leader_only();
+        while leader_only.is_expired(id) {
+            if !leader_only.is_primary() {
                 return Err(EtcdError::NotLeader);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -228,7 +229,8 @@ impl LeaseApi {
     /// call), each through the same write path as a client's LeaseRevoke.
     /// Called by the lease task every check interval.
     pub async fn revoke_expired_leases(&self) {
-        for id in self.lessor().expired(crate::lease::REVOKE_RATE / 2) {
+        let expired = self.lessor().leader_only().expired(REVOKE_RATE / 2);
+        for id in expired {
             let revoked = self
                 .proposer
                 .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
@@ -253,11 +255,12 @@ impl LeaseApi {
     pub async fn checkpoint_due_leases(&self) {
         // etcd applies at most half its checkpoint rate (1000/s) of batches
         // per round.
-        for _ in 0..crate::lease::REVOKE_RATE / 2 {
+        for _ in 0..REVOKE_RATE / 2 {
             let due = self
                 .lessor()
-                .due_checkpoints(crate::lease::CHECKPOINT_BATCH);
-            let full = due.len() == crate::lease::CHECKPOINT_BATCH;
+                .leader_only()
+                .due_checkpoints(CHECKPOINT_BATCH);
+            let full = due.len() == CHECKPOINT_BATCH;
             if due.is_empty() {
                 return;
             }

@@ -88,7 +88,7 @@ pub fn machine_on(engine: Arc<dyn Engine>, config: LessorConfig) -> Arc<Machine>
     let store = Arc::new(Store::open(engine, true).unwrap());
     let clock = Arc::new(RuntimeClock(tokio::runtime::Handle::current()));
     let lessor = Lessor::recover(config, clock, &store).unwrap();
-    lessor.promote();
+    lessor.leader_only().promote();
     Arc::new(Machine::new(store, Arc::new(lessor)))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Shutdown;
 use crate::member::MaintenanceApi;
 
-/// Runs the leader's corruption check ([`Member::check_corruption`]) every
+/// Runs the leader's corruption check ([`MaintenanceApi::check_corruption`]) every
 /// `interval`.
 pub async fn check_corruption(
     maintenance: Arc<MaintenanceApi>,

@@ -13,17 +13,17 @@ pub async fn follow_leadership(
     mut shutdown: Shutdown,
 ) {
     let mut status = proposer.replication().raft.subscribe();
-    let mut leading = lease.lessor().is_primary();
+    let mut leading = lease.lessor().leader_only().is_primary();
     loop {
         let is_leader = status.borrow_and_update().is_leader;
         if is_leader != leading {
             leading = is_leader;
             if leading {
                 tracing::info!("became the leader: lease expiries start here");
-                lease.lessor().promote();
+                lease.lessor().leader_only().promote();
             } else {
                 tracing::info!("no longer the leader: lease expiries are the leader's");
-                lease.lessor().demote();
+                lease.lessor().leader_only().demote();
             }
         }
         tokio::select! {

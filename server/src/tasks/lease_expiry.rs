@@ -4,20 +4,19 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
+use super::Shutdown;
 use crate::lease::CHECK_INTERVAL;
 use crate::member::LeaseApi;
 
-/// Runs the lease loop of `lease` until `stop` turns true (or its sender is
-/// dropped). A write in progress finishes before it returns.
-pub async fn run(lease: Arc<LeaseApi>, mut stop: watch::Receiver<bool>) {
+/// Runs the lease loop of `lease` until the member stops. A write in
+/// progress finishes before it returns.
+pub async fn run(lease: Arc<LeaseApi>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|stop| *stop) => break,
+            () = shutdown.recv() => break,
             _ = tick.tick() => {}
         }
         lease.revoke_expired_leases().await;

@@ -16,7 +16,7 @@ pub async fn raft_failed(proposer: &Proposer) {
 
 /// Keeps the member serving and the gRPC health service SERVING until the
 /// member stops or its raft loop fails; then ends every long-lived client
-/// stream ([`Member::begin_stop`]: requests answer "server stopped") and
+/// stream ([`Proposer::begin_stop`]: requests answer "server stopped") and
 /// reports NOT_SERVING. A failed member stops answering at once: it can no
 /// longer apply entries, so it must not look alive with stale state
 /// meanwhile. The `cairn` binary exits then (`Handle::failed`), as etcd

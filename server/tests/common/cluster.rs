@@ -260,6 +260,15 @@ impl Cluster {
         }
     }
 
+    /// The member id of slot `i` (from its peer URLs and cluster token).
+    pub fn member_id(&self, i: usize) -> u64 {
+        let config = &self.slots[i].config;
+        embed::member_id(
+            &config.initial_advertise_peer_urls,
+            &config.initial_cluster_token,
+        )
+    }
+
     /// Data directory of slot `i`.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.slots[i].config.data_dir.clone()

@@ -211,7 +211,7 @@ impl Flags {
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             quota_backend_bytes: self.quota_backend_bytes,
             corrupt_check_time: self.experimental_corrupt_check_time,
-            auto_compaction: cairn_server::compactor::AutoCompaction::from_flags(
+            auto_compaction: cairn_server::config::AutoCompaction::from_flags(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )

@@ -1,5 +1,6 @@
 //! Auto compaction, as etcd's `v3compactor` does it
-//! (`--auto-compaction-mode`, `--auto-compaction-retention`). Only the
+//! (`--auto-compaction-mode`, `--auto-compaction-retention`, read into
+//! [`AutoCompaction`]). Only the
 //! leader compacts, and through the replicated write path (a Compaction
 //! request, like a client's), so every member compacts at the same revision.
 //!
@@ -16,10 +17,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::duration::parse_go_duration;
+use super::Shutdown;
+use crate::config::AutoCompaction;
 use crate::error::EtcdError;
 
 /// How often the revision mode looks (etcd's `revInterval`).
@@ -28,63 +29,6 @@ pub const REVISION_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const HOUR: Duration = Duration::from_secs(3600);
 /// The periodic mode samples the revision this many times per interval.
 const RETRY_DIVISOR: u32 = 10;
-
-/// What auto compaction does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AutoCompaction {
-    /// Nothing (retention 0, etcd's default).
-    #[default]
-    Off,
-    /// Keep this much time of history.
-    Periodic(Duration),
-    /// Keep this many revisions of history.
-    Revision(i64),
-}
-
-impl AutoCompaction {
-    /// From etcd's two flags. `mode` is `periodic` or `revision`; for
-    /// periodic, `retention` is a whole number of hours or a Go duration
-    /// (`5m`, `1h30m`); for revision, a number of revisions. A retention of
-    /// 0 turns auto compaction off.
-    pub fn from_flags(mode: &str, retention: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!("invalid --auto-compaction-retention {retention:?} for mode {mode}: {why}")
-        };
-        match mode {
-            "periodic" => {
-                let period = match retention.parse::<u64>() {
-                    Ok(hours) => hours
-                        .checked_mul(3600)
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| bad("too long"))?,
-                    Err(_) => parse_go_duration(retention)
-                        .map_err(|_| bad("expected hours or a duration such as 30m"))?,
-                };
-                Ok(if period.is_zero() {
-                    Self::Off
-                } else {
-                    Self::Periodic(period)
-                })
-            }
-            "revision" => {
-                let revisions: i64 = retention
-                    .parse()
-                    .map_err(|_| bad("expected a number of revisions"))?;
-                if revisions < 0 {
-                    return Err(bad("must not be negative"));
-                }
-                Ok(if revisions == 0 {
-                    Self::Off
-                } else {
-                    Self::Revision(revisions)
-                })
-            }
-            other => Err(format!(
-                "invalid --auto-compaction-mode {other:?}: expected periodic or revision"
-            )),
-        }
-    }
-}
 
 /// What the compactor needs of a member.
 pub trait Compactable: Send + Sync {
@@ -114,19 +58,19 @@ impl Compactable for crate::member::KvApi {
     }
 }
 
-/// Runs `mode` against `target` until `stopped` turns true.
-pub async fn run(target: &impl Compactable, mode: AutoCompaction, stopped: watch::Receiver<bool>) {
+/// Runs `mode` against `target` until the member stops.
+pub async fn run(target: &impl Compactable, mode: AutoCompaction, shutdown: Shutdown) {
     match mode {
         AutoCompaction::Off => {}
-        AutoCompaction::Periodic(period) => periodic(target, period, stopped).await,
-        AutoCompaction::Revision(retention) => revisions(target, retention, stopped).await,
+        AutoCompaction::Periodic(period) => periodic(target, period, shutdown).await,
+        AutoCompaction::Revision(retention) => revisions(target, retention, shutdown).await,
     }
 }
 
-/// Sleeps `d`; false once `stopped` turns true.
-async fn wait(d: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps `d`; false once the member stops.
+async fn wait(d: Duration, shutdown: &mut Shutdown) -> bool {
     tokio::select! {
-        _ = stopped.wait_for(|s| *s) => false,
+        () = shutdown.recv() => false,
         () = tokio::time::sleep(d) => true,
     }
 }
@@ -147,7 +91,7 @@ async fn compact_at(target: &impl Compactable, revision: i64, mode: &str) -> boo
     }
 }
 
-async fn periodic(target: &impl Compactable, period: Duration, mut stopped: watch::Receiver<bool>) {
+async fn periodic(target: &impl Compactable, period: Duration, mut shutdown: Shutdown) {
     let compact_interval = period.min(HOUR);
     let retry = compact_interval / RETRY_DIVISOR;
     let retentions = (period.as_nanos() / retry.as_nanos().max(1)) as usize + 1;
@@ -161,7 +105,7 @@ async fn periodic(target: &impl Compactable, period: Duration, mut stopped: watc
         if revs.len() > retentions {
             revs.pop_front();
         }
-        if !wait(retry, &mut stopped).await {
+        if !wait(retry, &mut shutdown).await {
             return;
         }
         if !target.is_leader() {
@@ -180,10 +124,10 @@ async fn periodic(target: &impl Compactable, period: Duration, mut stopped: watc
     }
 }
 
-async fn revisions(target: &impl Compactable, retention: i64, mut stopped: watch::Receiver<bool>) {
+async fn revisions(target: &impl Compactable, retention: i64, mut shutdown: Shutdown) {
     let mut previous = 0;
     loop {
-        if !wait(REVISION_INTERVAL, &mut stopped).await {
+        if !wait(REVISION_INTERVAL, &mut shutdown).await {
             return;
         }
         if !target.is_leader() {
@@ -202,6 +146,7 @@ async fn revisions(target: &impl Compactable, retention: i64, mut stopped: watch
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::Tasks;
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -241,11 +186,11 @@ mod tests {
         *fake.start.lock().unwrap() = Some(Instant::now());
         fake.revision.store(100, Ordering::SeqCst);
         fake.follower.store(follower_until > 0, Ordering::SeqCst);
-        let (stop, stopped) = watch::channel(false);
-        let task = {
+        let mut tasks = Tasks::new();
+        {
             let fake = Arc::clone(&fake);
-            tokio::spawn(async move { run(fake.as_ref(), mode, stopped).await })
-        };
+            tasks.spawn(|shutdown| async move { run(fake.as_ref(), mode, shutdown).await });
+        }
         for minute in 1..=minutes {
             // Just before each whole minute, so samples see the minute's
             // revision.
@@ -256,8 +201,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        stop.send_replace(true);
-        task.await.unwrap();
+        tasks.join().await;
         let got = fake.compactions.lock().unwrap().clone();
         got
     }
@@ -300,45 +244,5 @@ mod tests {
         let got = drive(AutoCompaction::Revision(1000), 16, 0).await;
         assert!(got.is_empty());
         assert_eq!(drive(AutoCompaction::Off, 16, 0).await, vec![]);
-    }
-
-    #[test]
-    fn flags_as_etcd_reads_them() {
-        let table = [
-            ("periodic", "0", Ok(AutoCompaction::Off)),
-            ("periodic", "1", Ok(AutoCompaction::Periodic(HOUR))),
-            ("periodic", "72", Ok(AutoCompaction::Periodic(HOUR * 72))),
-            (
-                "periodic",
-                "5m",
-                Ok(AutoCompaction::Periodic(Duration::from_secs(300))),
-            ),
-            (
-                "periodic",
-                "1h30m",
-                Ok(AutoCompaction::Periodic(Duration::from_secs(5400))),
-            ),
-            ("revision", "1000", Ok(AutoCompaction::Revision(1000))),
-            ("revision", "0", Ok(AutoCompaction::Off)),
-        ];
-        for (mode, retention, want) in table {
-            assert_eq!(
-                AutoCompaction::from_flags(mode, retention),
-                want,
-                "{mode} {retention}"
-            );
-        }
-        for (mode, retention) in [
-            ("periodic", "soon"),
-            ("periodic", "-1h"),
-            ("revision", "5m"),
-            ("revision", "-3"),
-            ("hourly", "1"),
-        ] {
-            assert!(
-                AutoCompaction::from_flags(mode, retention).is_err(),
-                "{mode} {retention}"
-            );
-        }
     }
 }
