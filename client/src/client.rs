@@ -10,8 +10,11 @@ use cairn_proto::etcdserverpb::{
     kv_client::KvClient, CompactionRequest, CompactionResponse, DeleteRangeResponse, PutResponse,
     RangeResponse, TxnResponse,
 };
+use cairn_tls::client::{ClientTls, Connector};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
+
+pub use cairn_tls::client::ClientOptions as TlsOptions;
 
 use crate::kv::{Delete, Get, Put, Txn};
 use crate::retry::{self, Action, Failure, Kind};
@@ -126,13 +129,42 @@ impl Client {
     pub async fn connect_all(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<Client, Error> {
+        Self::connect_all_tls(endpoints, None).await
+    }
+
+    /// [`Client::connect_all`] with TLS for `https://` endpoints: the CA
+    /// that signs the members' certificates and, for members that require
+    /// one (`--client-cert-auth`), this client's certificate and key (as
+    /// etcdctl's `--cacert`, `--cert`, `--key`). Certificate files are read
+    /// again when they change, so a renewed client certificate is used by
+    /// the next connection. An `https://` endpoint without `tls` is an
+    /// [`Error::InvalidEndpoint`]; unusable files are an [`Error::Tls`].
+    pub async fn connect_all_tls(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Client, Error> {
+        let tls = tls
+            .map(|options| ClientTls::new(options, &cairn_tls::Policy::default()))
+            .transpose()
+            .map_err(|e| Error::Tls(e.to_string()))?;
         let mut members = Vec::new();
         for endpoint in endpoints {
-            let (uri, endpoint) = parse_endpoint(endpoint.into())?;
-            members.push(Member {
-                uri,
-                channel: endpoint.connect_lazy(),
-            });
+            let endpoint = endpoint.into();
+            let (uri, parsed) = parse_endpoint(endpoint.clone())?;
+            let channel = if uri.starts_with("https://") {
+                let Some(tls) = &tls else {
+                    return Err(Error::InvalidEndpoint(format!(
+                        "{endpoint:?}: an https:// endpoint needs TLS options (a CA file)"
+                    )));
+                };
+                // tonic gets the http:// form; the connector does the TLS.
+                let (plain, _) = cairn_tls::client::tonic_url(&uri);
+                let (_, parsed) = parse_endpoint(plain)?;
+                parsed.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
+            } else {
+                parsed.connect_lazy()
+            };
+            members.push(Member { uri, channel });
         }
         Self::from_members(members)
     }

@@ -37,6 +37,11 @@ pub enum Error {
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
 
+    /// The TLS files given to [`Client::connect_all_tls`](crate::Client::connect_all_tls)
+    /// cannot be used (missing, unreadable, a key that does not match).
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// A per-endpoint call named an endpoint the client does not have.
     #[error("no endpoint #{index}: the client has {count}")]
     NoSuchEndpoint {
@@ -69,6 +74,7 @@ impl Error {
             Error::Status(status) | Error::UnknownOutcome { source: status } => Some(status),
             Error::Transport(_)
             | Error::InvalidEndpoint(_)
+            | Error::Tls(_)
             | Error::NoSuchEndpoint { .. }
             | Error::Compacted { .. }
             | Error::WatchCanceled(_) => None,

@@ -100,7 +100,7 @@ mod watch;
 /// The generated etcd v3 protocol types (`etcdserverpb`, `mvccpb`, `authpb`).
 pub use cairn_proto as proto;
 
-pub use client::{Client, EndpointStatus};
+pub use client::{Client, EndpointStatus, TlsOptions};
 pub use error::Error;
 pub use kv::{prefix_end, Compare, CompareOp, Delete, Get, Op, Put, SortOrder, SortTarget, Txn};
 pub use lease::KeepAlive;

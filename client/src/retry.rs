@@ -106,6 +106,7 @@ pub(crate) fn classify(err: &Error) -> Failure {
         Error::Transport(_) => Failure::NotSent,
         Error::UnknownOutcome { .. }
         | Error::InvalidEndpoint(_)
+        | Error::Tls(_)
         | Error::NoSuchEndpoint { .. }
         | Error::Compacted { .. }
         | Error::WatchCanceled(_) => Failure::Answer,

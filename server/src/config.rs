@@ -14,8 +14,8 @@ use crate::lease::LessorConfig;
 /// A configuration that cannot describe a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A URL flag is not `http://host:port`.
-    #[error("invalid URL {0:?}: expected http://host:port")]
+    /// A URL flag is not `http://host:port` or `https://host:port`.
+    #[error("invalid URL {0:?}: expected http://host:port or https://host:port")]
     BadUrl(String),
     /// `--initial-cluster` is malformed or does not name this member.
     #[error("--initial-cluster: {0}")]
@@ -190,6 +190,53 @@ pub struct Config {
     /// [`crate::bootstrap::recovery::force_new_cluster`]). Start with it once, then
     /// without it.
     pub force_new_cluster: bool,
+    /// Client and peer TLS (`--cert-file`, `--peer-cert-file`, ...; see
+    /// [`TlsSettings`]).
+    pub tls: TlsSettings,
+}
+
+/// TLS for clients and peers, etcd's flags (see the `cairn-tls` crate).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The client side: `--cert-file`, `--key-file`, `--client-cert-auth`,
+    /// `--trusted-ca-file`, `--client-crl-file`.
+    pub client: cairn_tls::TlsInfo,
+    /// `--auto-tls`: a self-signed client certificate in
+    /// `<data-dir>/fixtures/client` when none is given.
+    pub client_auto_tls: bool,
+    /// The peer side, for listening and dialing: `--peer-cert-file`,
+    /// `--peer-key-file`, `--peer-client-cert-auth`,
+    /// `--peer-trusted-ca-file`, `--peer-crl-file`,
+    /// `--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname`.
+    pub peer: cairn_tls::TlsInfo,
+    /// `--peer-auto-tls`: a self-signed peer certificate in
+    /// `<data-dir>/fixtures/peer` when none is given (peers' certificates
+    /// are then not verified, as in etcd).
+    pub peer_auto_tls: bool,
+    /// Years a self-signed certificate is valid
+    /// (`--self-signed-cert-validity`, default 1).
+    pub self_signed_cert_validity: u32,
+    /// TLS 1.2 cipher suites, Go's names (`--cipher-suites`; empty: all).
+    pub cipher_suites: Vec<String>,
+    /// `--tls-min-version` (`TLS1.2`, etcd's default, or `TLS1.3`).
+    pub min_version: String,
+    /// `--tls-max-version` (empty: no bound).
+    pub max_version: String,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            client: cairn_tls::TlsInfo::default(),
+            client_auto_tls: false,
+            peer: cairn_tls::TlsInfo::default(),
+            peer_auto_tls: false,
+            self_signed_cert_validity: crate::defaults::SELF_SIGNED_CERT_VALIDITY,
+            cipher_suites: Vec::new(),
+            min_version: crate::defaults::TLS_MIN_VERSION.into(),
+            max_version: String::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -226,6 +273,7 @@ impl Default for Config {
             strict_reconfig_check: true,
             initial_corrupt_check: false,
             force_new_cluster: false,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -269,10 +317,16 @@ impl Config {
     }
 }
 
-/// `http://host:port` -> `host:port`.
+/// Whether `url` is `https://`.
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// `http://host:port` or `https://host:port` -> `host:port`.
 pub fn host_port(url: &str) -> Result<&str, Error> {
     let rest = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .ok_or_else(|| Error::BadUrl(url.into()))?;
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
@@ -292,9 +346,10 @@ mod tests {
             Some("127.0.0.1:2379")
         );
         assert_eq!(host_port("http://localhost:0/").ok(), Some("localhost:0"));
+        assert_eq!(host_port("https://a:1").ok(), Some("a:1"));
         for bad in [
             "127.0.0.1:2379",
-            "https://a:1",
+            "unix://a:1",
             "http://nohost",
             "http://a:1/path",
         ] {

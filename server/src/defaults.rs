@@ -41,6 +41,11 @@ pub const WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60
 /// [`WATCH_PROGRESS_NOTIFY_INTERVAL`] as the flag shows it (Go's format).
 pub const WATCH_PROGRESS_NOTIFY_INTERVAL_TEXT: &str = "10m0s";
 
+/// `--self-signed-cert-validity`: years an `--auto-tls` certificate is valid.
+pub const SELF_SIGNED_CERT_VALIDITY: u32 = 1;
+/// `--tls-min-version`.
+pub const TLS_MIN_VERSION: &str = "TLS1.2";
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -22,9 +22,9 @@
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tonic::transport::server::TcpIncoming;
 
 use crate::bootstrap::listen::local_url;
+use crate::bootstrap::tls::Transport;
 use crate::bootstrap::Released;
 use crate::member::{Apis, Identity, Limits, Replication};
 use crate::peer::PeerService;
@@ -219,8 +219,11 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     crate::logging::lifecycle::configuring_listeners(&config);
     // Bind first: a taken port should fail before the data directory is touched.
     let (client_listeners, peer_listeners) = listeners.bind_missing(&config).await?;
-    // How this member connects to its peers (from `--experimental-peer-source-address`).
-    let dialer = Dialer::new(config.peer_source_address);
+    // TLS of both sides: the member's own files and flags are checked here.
+    let transport = Transport::from_config(&config).map_err(crate::bootstrap::Error::from)?;
+    // How this member connects to its peers (from
+    // `--experimental-peer-source-address` and the peer TLS flags).
+    let dialer = Dialer::new(config.peer_source_address, transport.peer_client.clone());
     crate::logging::lifecycle::starting_server(&config);
     let (opened, joined) = crate::bootstrap::prepare(&config, &dialer).await?;
     let identity = Identity {
@@ -282,16 +285,17 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let mut tasks = Tasks::new();
     let mut peer_urls = Vec::new();
     let mut peer_servers = JoinSet::new();
-    for listener in peer_listeners {
-        peer_urls.push(local_url(&listener)?);
+    for bound in peer_listeners {
+        peer_urls.push(local_url(&bound)?);
         crate::logging::lifecycle::serving_peer(
             peer_urls
                 .last()
-                .map_or("", |u| u.trim_start_matches("http://")),
+                .map_or("", |u| u.split("://").nth(1).unwrap_or(u)),
         );
         let raft_service = RaftService::new(inputs.clone()).into_server();
         let peer_service = PeerService::new(&member).into_server();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let security = transport.peer_security(&bound);
+        let incoming = cairn_tls::server::TlsIncoming::new(bound.listener, security, "peer");
         let mut shutdown = tasks.shutdown();
         peer_servers.spawn(
             tonic::transport::Server::builder()
@@ -323,11 +327,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let (health, health_service) = crate::grpc::health().await;
     let mut client_urls = Vec::new();
     let mut servers = JoinSet::new();
-    for listener in client_listeners {
-        client_urls.push(local_url(&listener)?);
+    for bound in client_listeners {
+        client_urls.push(local_url(&bound)?);
+        let security = transport.client_security(&bound);
         servers.spawn(crate::grpc::serve(
             Arc::clone(&member),
-            listener,
+            bound.listener,
+            security,
             health_service.clone(),
             config.max_concurrent_streams,
             {
@@ -340,7 +346,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     for url in &client_urls {
         // The listener is bound and its server spawned: a client that
         // reads this line and connects is served.
-        crate::logging::lifecycle::ready_to_serve(url.trim_start_matches("http://"));
+        crate::logging::lifecycle::ready_to_serve(url.split("://").nth(1).unwrap_or(url));
     }
     let advertised = if config.advertise_client_urls.is_empty()
         || config.listen_client_urls.iter().any(|u| u.ends_with(":0"))

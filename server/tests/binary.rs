@@ -53,8 +53,8 @@ async fn sigterm_stops_gracefully_and_data_survives() {
 fn bad_flags_are_refused() {
     let table: &[(&[&str], &str)] = &[
         (
-            &["--cert-file=/etc/kubernetes/pki/etcd/server.crt"],
-            "--cert-file: TLS is not supported yet",
+            &["--peer-auto-tls=maybe"],
+            "invalid value 'maybe' for '--peer-auto-tls",
         ),
         (
             &["--listen-metrics-urls", "http://127.0.0.1:2381"],

@@ -1,19 +1,36 @@
 //! Binding the client and peer listeners: the first step of a start, so
 //! that a taken port fails before the data directory is touched.
+//!
+//! One listener per address: a URL given with both schemes
+//! (`http://10.0.0.1:2379,https://10.0.0.1:2379`) is one port that serves
+//! plain and TLS connections, told apart by their first byte, as etcd does.
 
 use tokio::net::TcpListener;
 
 use super::Error;
-use crate::config::host_port;
+use crate::config::{host_port, is_https};
 
 /// Listeners bound before `embed::start_with` (tests bind port 0 and learn the
 /// ports before the cluster's URLs are decided).
 #[derive(Debug, Default)]
 pub struct Listeners {
-    /// Client listeners; when empty, `listen_client_urls` are bound.
+    /// Client listeners; when empty, `listen_client_urls` are bound. The
+    /// scheme of each is that of the `listen_client_urls` entry at its index.
     pub client: Vec<TcpListener>,
-    /// Peer listeners; when empty, `listen_peer_urls` are bound.
+    /// Peer listeners; when empty, `listen_peer_urls` are bound (schemes
+    /// likewise from `listen_peer_urls`).
     pub peer: Vec<TcpListener>,
+}
+
+/// A bound listener and the schemes it serves.
+#[derive(Debug)]
+pub struct Bound {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Listed as `https://`: serves TLS.
+    pub secure: bool,
+    /// Listed as `http://`: serves plain connections.
+    pub insecure: bool,
 }
 
 /// The accept queue of every listener. etcd's (Go's) listeners take the
@@ -21,35 +38,50 @@ pub struct Listeners {
 /// default of 1024 refused connection bursts that etcd takes.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds every URL of `urls` (`http://host:port`).
-pub async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, Error> {
-    let mut listeners = Vec::new();
+/// Binds every address of `urls` (`http://host:port`, `https://host:port`)
+/// once, in the order first listed.
+pub async fn bind_all(urls: &[String]) -> Result<Vec<Bound>, Error> {
+    let mut bound: Vec<(String, Bound)> = Vec::new();
     for url in urls {
-        let listen_error = |source| Error::Listen {
-            url: url.clone(),
-            source,
-        };
-        // Like TcpListener::bind: the first of the name's addresses that binds.
-        let mut last = None;
-        for addr in tokio::net::lookup_host(host_port(url)?)
-            .await
-            .map_err(listen_error)?
-        {
-            match bind(addr) {
-                Ok(listener) => {
-                    last = Some(Ok(listener));
-                    break;
-                }
-                Err(e) => last = Some(Err(e)),
-            }
+        let address = host_port(url)?.to_string();
+        if let Some((_, same)) = bound.iter_mut().find(|(a, _)| *a == address) {
+            same.secure |= is_https(url);
+            same.insecure |= !is_https(url);
+            continue;
         }
-        match last {
-            Some(Ok(listener)) => listeners.push(listener),
-            Some(Err(e)) => return Err(listen_error(e)),
-            None => return Err(crate::config::Error::BadUrl(url.clone()).into()),
+        let listener = bind_url(url, &address).await?;
+        bound.push((
+            address,
+            Bound {
+                listener,
+                secure: is_https(url),
+                insecure: !is_https(url),
+            },
+        ));
+    }
+    Ok(bound.into_iter().map(|(_, b)| b).collect())
+}
+
+async fn bind_url(url: &str, address: &str) -> Result<TcpListener, Error> {
+    let listen_error = |source| Error::Listen {
+        url: url.to_string(),
+        source,
+    };
+    // Like TcpListener::bind: the first of the name's addresses that binds.
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address)
+        .await
+        .map_err(listen_error)?
+    {
+        match bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
         }
     }
-    Ok(listeners)
+    match last {
+        Some(e) => Err(listen_error(e)),
+        None => Err(crate::config::Error::BadUrl(url.to_string()).into()),
+    }
 }
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`] (and, as std and Go do,
@@ -66,13 +98,34 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// The URL a bound listener serves, `http://ip:port`.
-pub fn local_url(listener: &TcpListener) -> Result<String, Error> {
-    let local = listener.local_addr().map_err(|source| Error::Listen {
-        url: "bound listener".into(),
-        source,
-    })?;
-    Ok(format!("http://{local}"))
+/// The URL a bound listener serves, `http://ip:port` (`https://` when it
+/// serves TLS).
+pub fn local_url(bound: &Bound) -> Result<String, Error> {
+    let local = bound
+        .listener
+        .local_addr()
+        .map_err(|source| Error::Listen {
+            url: "bound listener".into(),
+            source,
+        })?;
+    let scheme = if bound.secure { "https" } else { "http" };
+    Ok(format!("{scheme}://{local}"))
+}
+
+/// Listeners bound by the caller, with the schemes of `urls` by index.
+fn given(listeners: Vec<TcpListener>, urls: &[String]) -> Vec<Bound> {
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let secure = urls.get(i).is_some_and(|u| is_https(u));
+            Bound {
+                listener,
+                secure,
+                insecure: !secure,
+            }
+        })
+        .collect()
 }
 
 impl Listeners {
@@ -81,16 +134,16 @@ impl Listeners {
     pub async fn bind_missing(
         self,
         config: &crate::config::Config,
-    ) -> Result<(Vec<TcpListener>, Vec<TcpListener>), Error> {
+    ) -> Result<(Vec<Bound>, Vec<Bound>), Error> {
         let client = if self.client.is_empty() {
             bind_all(&config.listen_client_urls).await?
         } else {
-            self.client
+            given(self.client, &config.listen_client_urls)
         };
         let peer = if self.peer.is_empty() {
             bind_all(&config.listen_peer_urls).await?
         } else {
-            self.peer
+            given(self.peer, &config.listen_peer_urls)
         };
         Ok((client, peer))
     }

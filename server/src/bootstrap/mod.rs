@@ -3,7 +3,8 @@
 //! open its data directory and bootstrap a new cluster's first state
 //! ([`open`]), check or repair its data ([`recovery`]). `cairn snapshot
 //! restore` writes a new data directory ([`restore`]). Member and cluster
-//! ids are etcd's ([`ids`]).
+//! ids are etcd's ([`ids`]). The TLS of each side, and etcd's checks of the
+//! TLS flags, come first ([`tls`]).
 //!
 //! `embed` calls [`prepare`] and then starts raft and the servers;
 //! nothing here knows of `embed`, gRPC or the running member.
@@ -15,6 +16,7 @@ pub mod open;
 pub mod recovery;
 pub mod released;
 pub mod restore;
+pub mod tls;
 
 pub use ids::{cluster_id, member_id};
 pub use join::Joined;
@@ -40,6 +42,9 @@ pub enum Error {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The member's own TLS files or flags cannot be used.
+    #[error(transparent)]
+    Tls(#[from] cairn_tls::TlsError),
     /// The data directory could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),

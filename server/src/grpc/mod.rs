@@ -29,7 +29,6 @@ use cairn_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 pub use admin::AdminService;
 pub use cluster::ClusterService;
@@ -87,6 +86,7 @@ macro_rules! etcd_service {
 pub async fn serve(
     member: Arc<Apis>,
     listener: TcpListener,
+    security: cairn_tls::server::Security,
     health: HealthService,
     max_concurrent_streams: u32,
     shutdown: impl Future<Output = ()> + Send,
@@ -130,10 +130,8 @@ pub async fn serve(
         ElectionServer::new(ElectionService::new(concurrency::LocalClient::new(&member))),
         max_message
     );
-    // Without TCP_NODELAY a response written in several frames waits for the
-    // client's delayed ACK: ~40 ms per unary call.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
+    // Plain or TLS by the listener's URLs (TCP_NODELAY set on each).
+    let incoming = cairn_tls::server::TlsIncoming::new(listener, security, "client")
         .map(|accepted| accepted.map(authority::FixAuthority::new));
     tonic::transport::Server::builder()
         // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then

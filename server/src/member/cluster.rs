@@ -40,11 +40,12 @@ pub fn to_pb(m: &cairnpb::Member) -> PbMember {
 
 /// A peer URL as etcd's `types.NewURLs` takes it: `http://host:port`, where
 /// host is a name, an IPv4 address or a bracketed IPv6 address and port a
-/// number, with no path (a trailing `/` aside), query or user. (`https://`
-/// waits for peer TLS.)
+/// number, with no path (a trailing `/` aside), query or user; or the same
+/// with `https://`.
 fn valid_url(url: &str) -> bool {
     let Some(host_port) = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
     else {
         return false;

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
+use cairn_tls::client::{ClientTls, Connector};
 use tonic::transport::{Channel, Endpoint};
 
 /// Why a channel to a peer could not be made.
@@ -37,16 +37,33 @@ pub struct Dialer {
     /// `None` lets the OS choose. A fault-injection proxy (cairn-jepsen) tells
     /// members apart by it, as a firewall would.
     source: Option<IpAddr>,
+    /// TLS for `https://` peers (`--peer-cert-file`, ...); `None`: peer TLS
+    /// is not configured, and an `https://` peer URL cannot be dialed.
+    tls: Option<ClientTls>,
 }
 
 impl Dialer {
-    /// Connections from `source` (or from whatever the OS picks).
-    pub fn new(source: Option<IpAddr>) -> Self {
-        Dialer { source }
+    /// Connections from `source` (or from whatever the OS picks), over TLS
+    /// with `tls` to `https://` peers.
+    pub fn new(source: Option<IpAddr>, tls: Option<ClientTls>) -> Self {
+        Dialer { source, tls }
     }
 
-    fn endpoint(url: &str) -> Result<Endpoint, DialError> {
-        Ok(Endpoint::from_shared(url.to_string())
+    /// The endpoint and connector for `url`: tonic is given the `http://`
+    /// form and the connector does the TLS (see `cairn_tls::client`).
+    fn endpoint(&self, url: &str) -> Result<(Endpoint, Connector), DialError> {
+        let (plain, https) = cairn_tls::client::tonic_url(url);
+        let tls = match (https, &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(DialError::BadUrl {
+                    url: url.to_string(),
+                    reason: "an https:// peer, but peer TLS is not configured (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)".into(),
+                })
+            }
+        };
+        let endpoint = Endpoint::from_shared(plain)
             .map_err(|e| DialError::BadUrl {
                 url: url.to_string(),
                 reason: e.to_string(),
@@ -54,35 +71,25 @@ impl Dialer {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5)))
-    }
-
-    fn connector(&self) -> HttpConnector {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_local_address(self.source);
-        connector
+            .keep_alive_timeout(Duration::from_secs(5));
+        Ok((endpoint, Connector::new(self.source, tls)))
     }
 
     /// A channel to a peer URL, connected now.
     pub async fn connect(&self, url: &str) -> Result<Channel, DialError> {
-        let endpoint = Self::endpoint(url)?;
-        match self.source {
-            None => endpoint.connect().await,
-            Some(_) => endpoint.connect_with_connector(self.connector()).await,
-        }
-        .map_err(|source| DialError::Connect {
-            url: url.to_string(),
-            source,
-        })
+        let (endpoint, connector) = self.endpoint(url)?;
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| DialError::Connect {
+                url: url.to_string(),
+                source,
+            })
     }
 
     /// A channel to a peer URL that connects on first use (and reconnects).
     pub fn lazy(&self, url: &str) -> Result<Channel, DialError> {
-        let endpoint = Self::endpoint(url)?;
-        Ok(match self.source {
-            None => endpoint.connect_lazy(),
-            Some(_) => endpoint.connect_with_connector_lazy(self.connector()),
-        })
+        let (endpoint, connector) = self.endpoint(url)?;
+        Ok(endpoint.connect_with_connector_lazy(connector))
     }
 }

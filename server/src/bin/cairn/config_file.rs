@@ -93,6 +93,10 @@ fn settings(text: &str) -> anyhow::Result<Vec<(String, String)>> {
         let Yaml::String(key) = key else {
             bail!("a key is not a string: {key:?}");
         };
+        if let (Some(prefix), Yaml::Hash(nested)) = (transport_security(&key), &value) {
+            settings.extend(security_settings(&key, prefix, nested)?);
+            continue;
+        }
         let value = match value {
             Yaml::Null => continue,
             Yaml::Array(items) => items
@@ -107,20 +111,52 @@ fn settings(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     Ok(settings)
 }
 
+/// The flag prefix of etcd's nested TLS sections: `client-transport-security`
+/// holds the client flags (`cert-file`), `peer-transport-security` the peer
+/// ones (`peer-cert-file`).
+fn transport_security(key: &str) -> Option<&'static str> {
+    match key {
+        "client-transport-security" => Some(""),
+        "peer-transport-security" => Some("peer-"),
+        _ => None,
+    }
+}
+
+/// The flags of one nested TLS section, by etcd's YAML keys.
+fn security_settings(
+    section: &str,
+    prefix: &str,
+    nested: &yaml_rust2::yaml::Hash,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut settings = Vec::new();
+    for (key, value) in nested {
+        let Yaml::String(key) = key else {
+            bail!("{section}: a key is not a string: {key:?}");
+        };
+        let flag = match (prefix, key.as_str()) {
+            (_, "cert-file" | "key-file" | "client-cert-auth" | "trusted-ca-file" | "auto-tls") => {
+                format!("{prefix}{key}")
+            }
+            ("", "crl-file") => "client-crl-file".to_string(),
+            ("peer-", "crl-file") => "peer-crl-file".to_string(),
+            ("peer-", "allowed-cn" | "allowed-hostname") => format!("peer-cert-{key}"),
+            _ => bail!("{section}: key {key:?} is not supported"),
+        };
+        if matches!(value, Yaml::Null) {
+            continue;
+        }
+        settings.push((flag, scalar(key, value)?));
+    }
+    Ok(settings)
+}
+
 /// A scalar value as text.
 fn scalar(key: &str, value: &Yaml) -> anyhow::Result<String> {
     Ok(match value {
         Yaml::String(s) | Yaml::Real(s) => s.clone(),
         Yaml::Integer(i) => i.to_string(),
         Yaml::Boolean(b) => b.to_string(),
-        Yaml::Hash(_) => bail!(
-            "key {key:?}: expected a value, not a mapping (Cairn has no nested settings{})",
-            if key.ends_with("transport-security") {
-                "; TLS is not supported yet"
-            } else {
-                ""
-            }
-        ),
+        Yaml::Hash(_) => bail!("key {key:?}: expected a value, not a mapping"),
         _ => bail!("key {key:?}: expected a value, got {value:?}"),
     })
 }
@@ -198,8 +234,8 @@ mod tests {
                 "key \"initial-cluster-state\"",
             ),
             (
-                "client-transport-security:\n  cert-file: a.pem\n",
-                "TLS is not supported yet",
+                "client-transport-security:\n  client-cert-file: a.pem\n",
+                "client-transport-security: key \"client-cert-file\" is not supported",
             ),
             ("name: [a, {b: c}]\n", "key \"name\": expected a value"),
             ("- name\n- data-dir\n", "expected a mapping"),
@@ -209,6 +245,33 @@ mod tests {
             let err = format!("{:#}", flags_from_yaml(text).err().unwrap());
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn etcds_transport_security_sections_set_the_tls_flags() {
+        let flags = flags_from_yaml(
+            "client-transport-security:\n  cert-file: /c.pem\n  key-file: /c-key.pem\n  client-cert-auth: true\n  trusted-ca-file: /ca.pem\n  auto-tls: false\n\
+             peer-transport-security:\n  cert-file: /p.pem\n  key-file: /p-key.pem\n  client-cert-auth: true\n  trusted-ca-file: /pca.pem\n  allowed-cn: member\n  auto-tls:\n\
+             cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n\
+             tls-min-version: TLS1.2\n",
+        )
+        .unwrap();
+        let tls = flags.tls.into_settings();
+        assert_eq!(tls.client.cert_file.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(
+            tls.client.key_file.as_deref(),
+            Some(Path::new("/c-key.pem"))
+        );
+        assert!(tls.client.client_cert_auth);
+        assert_eq!(
+            tls.client.trusted_ca_file.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        assert_eq!(tls.peer.cert_file.as_deref(), Some(Path::new("/p.pem")));
+        assert!(tls.peer.client_cert_auth);
+        assert_eq!(tls.peer.allowed_cn.as_deref(), Some("member"));
+        assert!(!tls.peer_auto_tls);
+        assert_eq!(tls.cipher_suites.len(), 2);
     }
 
     #[test]

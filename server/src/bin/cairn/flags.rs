@@ -172,6 +172,9 @@ pub struct Flags {
     /// once, then without it.
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub force_new_cluster: bool,
+    /// Client and peer TLS.
+    #[command(flatten)]
+    pub tls: crate::tls_flags::TlsFlags,
 }
 
 impl Flags {
@@ -222,6 +225,7 @@ impl Flags {
             strict_reconfig_check: self.strict_reconfig_check,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             force_new_cluster: self.force_new_cluster,
+            tls: self.tls.into_settings(),
         })
     }
 }

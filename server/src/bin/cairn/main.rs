@@ -6,6 +6,7 @@
 mod commands;
 mod config_file;
 mod flags;
+mod tls_flags;
 mod unsupported;
 
 use anyhow::Context;
