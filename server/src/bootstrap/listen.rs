@@ -44,7 +44,9 @@ pub async fn bind_all(urls: &[String]) -> Result<Vec<Bound>, Error> {
     let mut bound: Vec<(String, Bound)> = Vec::new();
     for url in urls {
         let address = host_port(url)?.to_string();
-        if let Some((_, same)) = bound.iter_mut().find(|(a, _)| *a == address) {
+        // Port 0 asks for a new port each time it is listed.
+        let shared = !address.ends_with(":0");
+        if let Some((_, same)) = bound.iter_mut().find(|(a, _)| shared && *a == address) {
             same.secure |= is_https(url);
             same.insecure |= !is_https(url);
             continue;
@@ -146,5 +148,35 @@ impl Listeners {
             given(self.peer, &config.listen_peer_urls)
         };
         Ok((client, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_listener_per_address_and_a_new_one_per_port_zero() {
+        let probe = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let urls = [
+            format!("http://127.0.0.1:{port}"),
+            format!("https://127.0.0.1:{port}"),
+            "https://127.0.0.1:0".to_string(),
+            "http://127.0.0.1:0".to_string(),
+        ];
+        let bound = bind_all(&urls).await.unwrap();
+        let schemes: Vec<(bool, bool)> = bound.iter().map(|b| (b.secure, b.insecure)).collect();
+        assert_eq!(schemes, [(true, true), (true, false), (false, true)]);
+        assert_eq!(bound[0].listener.local_addr().unwrap().port(), port);
+        assert!(local_url(&bound[1])
+            .unwrap()
+            .starts_with("https://127.0.0.1:"));
+        assert!(local_url(&bound[2])
+            .unwrap()
+            .starts_with("http://127.0.0.1:"));
     }
 }
