@@ -68,6 +68,7 @@ pub mod embed;
 pub mod entry;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod lease;
 pub mod logging;
 pub mod machine;

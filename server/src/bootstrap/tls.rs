@@ -11,8 +11,12 @@ use cairn_tls::{Policy, TlsError, TlsInfo};
 use super::listen::Bound;
 use crate::config::{host_port, is_https, Config};
 
-/// ALPN of the client and peer ports: gRPC is HTTP/2.
-const ALPN: &[&[u8]] = &[b"h2"];
+/// ALPN of the client port: gRPC is HTTP/2; the HTTP routes also take
+/// HTTP/1.1.
+const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// ALPN of the peer port: gRPC only.
+const PEER_ALPN: &[&[u8]] = &[b"h2"];
 
 /// The TLS of each side of a member.
 #[derive(Debug, Clone, Default)]
@@ -68,12 +72,12 @@ impl Transport {
         }
         let serves = |urls: &[String]| urls.iter().any(|u| is_https(u));
         let client_tls = if serves(&config.listen_client_urls) {
-            Some(ServerTls::new(&client, &policy, ALPN)?)
+            Some(ServerTls::new(&client, &policy, CLIENT_ALPN)?)
         } else {
             None
         };
         let peer_server = if serves(&config.listen_peer_urls) {
-            Some(ServerTls::new(&peer, &policy, ALPN)?)
+            Some(ServerTls::new(&peer, &policy, PEER_ALPN)?)
         } else {
             None
         };

@@ -133,17 +133,8 @@ pub async fn serve(
     // Plain or TLS by the listener's URLs (TCP_NODELAY set on each).
     let incoming = cairn_tls::server::TlsIncoming::new(listener, security, "client")
         .map(|accepted| accepted.map(authority::FixAuthority::new));
-    tonic::transport::Server::builder()
-        // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then
-        // advertises no SETTINGS_MAX_CONCURRENT_STREAMS at all.
-        .max_concurrent_streams(
-            (max_concurrent_streams != u32::MAX).then_some(max_concurrent_streams),
-        )
-        // Requests tonic itself refuses (too large, undecodable) are answered
-        // with grpc-go's codes, as etcd answers them.
-        .layer(tower::util::MapResponseLayer::new(
-            transport_statuses::<tonic::body::Body>,
-        ))
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(health)
         .add_service(InterceptedService::new(kv, require_leader.clone()))
         .add_service(InterceptedService::new(lease, require_leader.clone()))
@@ -154,7 +145,29 @@ pub async fn serve(
         .add_service(InterceptedService::new(election, require_leader))
         .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
             AdminService::new(Arc::clone(member.maintenance())),
+        ));
+    // The HTTP routes share the port (routed by path), as in etcd.
+    let routes = tonic::service::Routes::from(
+        routes
+            .routes()
+            .into_axum_router()
+            .merge(crate::http::router(Arc::clone(&member)))
+            .fallback(crate::http::not_found),
+    );
+    tonic::transport::Server::builder()
+        // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then
+        // advertises no SETTINGS_MAX_CONCURRENT_STREAMS at all.
+        .max_concurrent_streams(
+            (max_concurrent_streams != u32::MAX).then_some(max_concurrent_streams),
+        )
+        // HTTP/1.1 for the HTTP routes (curl, load balancers' probes).
+        .accept_http1(true)
+        // Requests tonic itself refuses (too large, undecodable) are answered
+        // with grpc-go's codes, as etcd answers them.
+        .layer(tower::util::MapResponseLayer::new(
+            transport_statuses::<tonic::body::Body>,
         ))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
