@@ -301,6 +301,8 @@ case "${1:-}" in
     compat)
         deps
         cargo build -p cairn-server --bin cairn --features jepsen-broken
+        # cairn-certs: the certificates of the TLS comparison.
+        cargo build -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         ;;
@@ -325,11 +327,13 @@ case "${1:-}" in
         else
             cargo test --workspace "${features[@]}"
         fi
+        # cairn-certs: the certificates of the TLS comparison and of the
+        # dev cluster's --tls run.
+        cargo build -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         # The README's run command (the three-zone cluster, plain and with
-        # --tls, whose certificates cairn-certs makes), end to end.
-        cargo build -p cairn-tls --bin cairn-certs
+        # --tls), end to end.
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/dev-cluster/test.sh
         # cairn-bench end to end against three-member etcd and Cairn (the
         # tool, not the figures: tiny totals, debug builds).
