@@ -295,6 +295,8 @@ case "${1:-}" in
         deps
         cargo build --release -p cairn-server --bin cairn
         cargo build --release -p cairn-bench --bin cairn-bench
+        # cairn-certs: the certificates of --tls (its libraries are cairn's).
+        cargo build --release -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/release/cairn" CAIRN_BENCH_BIN="$CARGO_TARGET_DIR/release/cairn-bench" \
             exec bash benches/compare.sh "$@"
         ;;
