@@ -21,6 +21,11 @@ before/after the run), KIND/NAME.cmd, KIND/NAME.stderr.
 Ratios: Cairn/etcd for throughput, etcd/Cairn for latency and RSS, so that a
 ratio >= 1.0 means Cairn is at least as good. The baseline is etcd 3.5.1 (the
 first kind); etcd 3.4, when measured, is shown beside it without a ratio.
+
+With compare.sh --tls, kinds etcd-3.5-tls and cairn-tls (the same servers with
+client and peer TLS) come after the plain ones: the report then has three
+tables, without TLS, with TLS (Cairn TLS / etcd TLS ratios) and the cost of TLS
+(each server's TLS figures against its own plain ones).
 """
 
 import json
@@ -36,7 +41,15 @@ NUM_FIELDS = ["total", "errors", "total_secs", "slowest_ms", "fastest_ms",
               "average_ms", "stddev_ms", "rps"]
 TABLE_BEGIN = "<!-- compare.sh:table:begin -->"
 TABLE_END = "<!-- compare.sh:table:end -->"
-COLORS = {"etcd-3.5": "#4e79a7", "etcd-3.4": "#9dbbd9", "cairn": "#e8762b"}
+COLORS = {"etcd-3.5": "#4e79a7", "etcd-3.4": "#9dbbd9", "cairn": "#e8762b",
+          "etcd-3.5-tls": "#27466b", "cairn-tls": "#a34a0c"}
+TLS_SUFFIX = "-tls"
+
+
+def split_tls(kinds):
+    """(plain kinds, TLS kinds), each in their order."""
+    return ([k for k in kinds if not k["id"].endswith(TLS_SUFFIX)],
+            [k for k in kinds if k["id"].endswith(TLS_SUFFIX)])
 
 
 # --------------------------------------------------------------------------
@@ -336,7 +349,8 @@ def build_rows(workloads, kinds, runs):
 # --------------------------------------------------------------------------
 # tables
 
-SHORT = {"etcd-3.5": "etcd 3.5", "etcd-3.4": "etcd 3.4", "cairn": "Cairn"}
+SHORT = {"etcd-3.5": "etcd 3.5", "etcd-3.4": "etcd 3.4", "cairn": "Cairn",
+         "etcd-3.5-tls": "etcd 3.5 TLS", "cairn-tls": "Cairn TLS"}
 GROUPS = (("requests/s", "rps", fmt_rps, "ratio_rps", "req/s"),
           ("p99 latency, ms", "p99_ms", fmt_ms, "ratio_p99", "p99 ms"),
           ("peak RSS, MiB", "rss_mib", fmt_mib, "ratio_rss", "RSS MiB"))
@@ -374,6 +388,37 @@ def table_cells(rows, kinds, base, subj, workloads, runs, md):
     smax = max(peaks[subj].values()) if peaks[subj] else None
     line.append(fmt_ratio(ratio(bmax, smax), md))
     body.append(line)
+    return groups, header, body
+
+
+def fmt_change(tls, plain):
+    """TLS against plain, as a signed percentage (—: a figure is missing)."""
+    r = ratio(tls, plain)
+    return "—" if r is None else f"{(r - 1) * 100:+.0f}%"
+
+
+def cost_cells(rows, servers, md):
+    """(groups, header, body) of the cost of TLS: for each server (plain kind
+    id, TLS kind id, short name), req/s and p99 without and with TLS and the
+    change (in parentheses: the throughput of a fixed-rate workload)."""
+    header, groups = ["workload"], []
+    for title, key, _, rk, short in GROUPS[:2]:
+        groups.append((title, len(header), 3 * len(servers)))
+        for _, _, name in servers:
+            prefix = short + " " if md else ""
+            header += [prefix + name, prefix + name + " TLS", "change"]
+    body = []
+    for r in rows:
+        line = [r["label"]]
+        for _, key, fmt, rk, _ in GROUPS[:2]:
+            for plain, tls, _ in servers:
+                a, b = r["kinds"][plain], r["kinds"][tls]
+                change = fmt_change(b[key], a[key]) if not (a["problem"] or b["problem"]) else "—"
+                if change != "—" and not judged(r, rk):
+                    change = f"({change})"
+                line += [fmt(a[key]) if not a["problem"] else "failed",
+                         fmt(b[key]) if not b["problem"] else "failed", change]
+        body.append(line)
     return groups, header, body
 
 
@@ -546,6 +591,8 @@ def cmd_check(d):
     if not workloads:
         problems.append("no workloads.tsv")
     want = {"etcd-3.5", "cairn"}
+    if machine.get("tls") == "yes":
+        want |= {"etcd-3.5" + TLS_SUFFIX, "cairn" + TLS_SUFFIX}
     have = {k["id"] for k in kinds}
     for missing in sorted(want - have):
         problems.append(f"{missing}: cluster never ran")
@@ -578,18 +625,51 @@ def cmd_check(d):
     return 0
 
 
+def tls_tables(workloads, kinds, runs):
+    """The text and markdown lines of the TLS tables (none without TLS kinds):
+    Cairn TLS against etcd TLS, and each server's TLS against its plain self."""
+    plain, tls = split_tls(kinds)
+    if not tls:
+        return [], []
+    rows, base, subj = build_rows(workloads, tls, runs)
+    groups, header, body = table_cells(rows, tls, base, subj, workloads, runs, md=False)
+    _, header_md, body_md = table_cells(rows, tls, base, subj, workloads, runs, md=True)
+    all_rows, _, _ = build_rows(workloads, kinds, runs)
+    plain_ids = {k["id"] for k in plain}
+    servers = [(k["id"][:-len(TLS_SUFFIX)], k["id"], SHORT.get(k["id"][:-len(TLS_SUFFIX)], k["id"]))
+               for k in tls if k["id"][:-len(TLS_SUFFIX)] in plain_ids]
+    cgroups, cheader, cbody = cost_cells(all_rows, servers, md=False)
+    _, cheader_md, cbody_md = cost_cells(all_rows, servers, md=True)
+    behind = [f"{r['label']} ({', '.join(behind_in(r))})" for r in rows if behind_in(r)]
+    txt = ["", "With client and peer TLS (https://, client certificates required by the members):",
+           "", text_table(groups, header, body),
+           "", "The cost of TLS: each server with client and peer TLS against itself without:",
+           "", text_table(cgroups, cheader, cbody)]
+    md = ["", "With client and peer TLS (`https://`, client certificates required by the members "
+          "from clients and peers, the same `cairn-certs` certificates for both servers):",
+          "", md_table(header_md, body_md), "",
+          "Where Cairn TLS is behind etcd TLS: " + ("; ".join(behind) if behind else "nowhere") + ".",
+          "", "The cost of TLS, each server against itself without TLS (a negative change of req/s "
+          "and a positive change of p99 are its cost):", "", md_table(cheader_md, cbody_md)]
+    return txt, md
+
+
 def cmd_report(d, publish_md=None, publish_svg=None):
     machine, workloads, kinds, runs = load(d)
     if not kinds:
         print(f"report: no runs in {d}", file=sys.stderr)
         return 1
     rows, base, subj = build_rows(workloads, kinds, runs)
-    groups, header, body = table_cells(rows, kinds, base, subj, workloads, runs, md=False)
-    _, header_md, body_md = table_cells(rows, kinds, base, subj, workloads, runs, md=True)
+    plain, _ = split_tls(kinds)
+    plain_rows, _, _ = build_rows(workloads, plain, runs)
+    groups, header, body = table_cells(plain_rows, plain, base, subj, workloads, runs, md=False)
+    _, header_md, body_md = table_cells(plain_rows, plain, base, subj, workloads, runs, md=True)
     mode = machine.get("mode", "?")
     machine_line = (f"{machine.get('cpus', '?')} × {machine.get('cpu', '?')}, {machine.get('memory', '?')} RAM, "
                     f"{machine.get('kernel', '?')}; disk {machine.get('disk', '?')}")
-    versions = ", ".join(k["version"] or k["label"] for k in kinds)
+    versions = ", ".join(k["version"] or k["label"] for k in plain)
+    if len(plain) < len(kinds):
+        versions += "; etcd and Cairn each also with client and peer TLS"
     n_rounds = max([k["rounds"] for k in kinds] + [1])
     rounds_txt = (f"{n_rounds} rounds (fresh clusters each), every figure the median of the rounds"
                   if n_rounds > 1 else "1 round")
@@ -608,6 +688,10 @@ def cmd_report(d, publish_md=None, publish_svg=None):
     note = ("ratio: Cairn/etcd 3.5.1 for req/s, etcd 3.5.1/Cairn for p99 and RSS: >= 1.00 means Cairn is\n"
             "at least as good; '<' marks a line where Cairn is behind; (ratio): throughput set by a fixed\n"
             "rate, not judged. RSS: the largest member's peak during the run. E: some requests failed.")
+    tls_txt, tls_md = tls_tables(workloads, kinds, runs)
+    if tls_txt:
+        note += ("\nWith TLS: the same ratios between Cairn TLS and etcd 3.5.1 TLS. Cost of TLS: each server's\n"
+                 "figures with client and peer TLS against its own without (change in %).")
     if errors:
         note += "\nErrors:\n" + "\n".join("  " + e for e in errors)
     if failed:
@@ -619,8 +703,8 @@ def cmd_report(d, publish_md=None, publish_svg=None):
         f"cairn-bench comparison ({mode} mode, {rounds_txt}), {machine.get('date', '')}",
         f"machine: {machine_line}",
         f"servers: {versions}",
-        "", text_table(groups, header, body), "", note, ""])
-    behind = [f"{r['label']} ({', '.join(behind_in(r))})" for r in rows if behind_in(r)]
+        "", text_table(groups, header, body), *tls_txt, "", note, ""])
+    behind = [f"{r['label']} ({', '.join(behind_in(r))})" for r in plain_rows if behind_in(r)]
     md = "\n".join([
         f"Run of {machine.get('date', '')} ({mode} mode, {rounds_txt}) on {machine_line}. "
         f"Servers: {versions}. "
@@ -636,6 +720,7 @@ def cmd_report(d, publish_md=None, publish_svg=None):
         "Peak RSS: the largest member's high-water mark during that run (reset before each run). "
         "(E): some requests of that run failed (see below).",
         "", "Where Cairn is behind in this table: " + ("; ".join(behind) if behind else "nowhere") + ".",
+        *tls_md,
         *(["", "Errors: " + "; ".join(errors) + "."] if errors else []),
         *(["", "Failed runs: " + "; ".join(failed) + "."] if failed else []),
         *(["", "A build or another etcd/cairn server ran on the machine during these runs, their figures are skewed: "
@@ -686,7 +771,10 @@ def cmd_brief(path):
 
 
 def cmd_leader(clients, ids):
-    eps = clients.split(",")
+    def host_port(url):
+        return re.sub(r"^https?://", "", url)
+    given = clients.split(",")
+    eps = [host_port(ep) for ep in given]
     try:
         status = json.load(sys.stdin)
     except json.JSONDecodeError:
@@ -694,7 +782,7 @@ def cmd_leader(clients, ids):
     leader_id = None
     by_ep = {}
     for st in status:
-        ep = st.get("Endpoint", "").replace("http://", "")
+        ep = host_port(st.get("Endpoint", ""))
         s = st.get("Status", {})
         by_ep[ep] = s.get("header", {}).get("member_id")
         if s.get("leader"):
@@ -702,7 +790,7 @@ def cmd_leader(clients, ids):
     name, leader_ep = "none", "-"
     for i, ep in enumerate(eps):
         if leader_id is not None and by_ep.get(ep) == leader_id:
-            name, leader_ep = f"m{i + 1}", ep
+            name, leader_ep = f"m{i + 1}", given[i]
     m1 = by_ep.get(eps[0])
     if ids:
         print(name, format(m1, "x") if m1 is not None else "-", leader_ep)

@@ -20,6 +20,7 @@
 #   options: --rounds N    N rounds (default 1); figures are the medians of the rounds
 #            --out DIR     results directory (default benches/results/<UTC timestamp>)
 #            --etcd34      also measure etcd 3.4 (Debian etcd-server; installed if missing)
+#            --tls         also measure etcd 3.5.1 and Cairn with client and peer TLS (see below)
 #            --publish     (full mode) copy the plot to docs/benchmarks.svg and put the
 #                          table into docs/benchmarks.md between its table markers
 #            --keep        keep the members' data directories and logs
@@ -29,6 +30,8 @@
 #                    else $CARGO_TARGET_DIR/debug/cairn)
 #   CAIRN_BENCH_BIN  cairn-bench binary (default $CARGO_TARGET_DIR/release/cairn-bench,
 #                    else target/release/cairn-bench of this clone, else the debug ones)
+#   CAIRN_CERTS_BIN  cairn-certs, for --tls (default: next to CAIRN_BIN, else in
+#                    $CARGO_TARGET_DIR/release or debug)
 #   CARGO_TARGET_DIR default ~/.cache/cairn/target (as scripts/dev.sh)
 #   CAIRN_TOOLS_DIR  cache of the etcd 3.5.1 binaries (see tests/compat/lib.sh)
 #   COMPARE_PORT     first loopback port to try (default 25790); a cluster takes six
@@ -47,18 +50,29 @@
 # all the endpoints). Before the first run, key "foo" (read by the range runs) is
 # written with a 256-byte value. Peak RSS per run: each member's high-water mark
 # (VmHWM) is reset before the run (/proc/PID/clear_refs, "5") and read after it.
+#
+# TLS (--tls): after the plain clusters, the same workloads against a three-member
+# etcd 3.5.1 cluster and a three-member Cairn cluster with client and peer TLS: one
+# set of certificates for both, made by cairn-certs for the run (a CA; per member a
+# certificate for 127.0.0.1 and localhost, used as server certificate for clients and
+# peers and as client certificate towards peers; a client certificate, CN root), every
+# URL https://, and the members started with etcd's --cert-file --key-file
+# --client-cert-auth --trusted-ca-file and the --peer-* twins. cairn-bench and etcdctl
+# get --cacert --cert --key. The report adds the table of the TLS clusters (Cairn TLS
+# against etcd TLS) and the cost of TLS (each server against itself without TLS).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 helper="$here/compare.py"
 
-quick=0 etcd34=0 publish=0 keep_arg=() out= report_only= rounds=1
+quick=0 etcd34=0 tls=0 publish=0 keep_arg=() out= report_only= rounds=1
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --etcd34) etcd34=1 ;;
+    --tls) tls=1 ;;
     --publish) publish=1 ;;
     --keep) keep_arg=(--keep) ;;
     --rounds) shift; rounds=${1:?--rounds needs a number} ;;
@@ -73,6 +87,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "$quick" = 0 ] || [ "$publish" = 0 ] || { echo "compare: --publish needs a full run, not --quick" >&2; exit 2; }
+# docs/benchmarks.md's table is the plain comparison; a TLS run's tables stay in its results
+[ "$tls" = 0 ] || [ "$publish" = 0 ] || { echo "compare: --publish is for runs without --tls" >&2; exit 2; }
 case "$rounds" in ''|*[!0-9]*|0) echo "compare: --rounds needs a positive number" >&2; exit 2 ;; esac
 
 publish_args=()
@@ -95,6 +111,13 @@ bench_bin=${CAIRN_BENCH_BIN:-$(first_exe "$target_dir/release/cairn-bench" "$rep
   { echo "compare: no cairn-bench binary (build it: cargo build --release -p cairn-bench; or set CAIRN_BENCH_BIN)" >&2; exit 1; }
 bench_bin=$(cd "$(dirname "$bench_bin")" && pwd)/$(basename "$bench_bin")
 export CAIRN_BIN=$cairn_bin
+if [ "$tls" = 1 ]; then
+  certs_bin=${CAIRN_CERTS_BIN:-$(first_exe "$(dirname "$cairn_bin")/cairn-certs" "$target_dir/release/cairn-certs" \
+    "$target_dir/debug/cairn-certs" || true)}
+  [ -n "$certs_bin" ] && [ -x "$certs_bin" ] ||
+    { echo "compare: no cairn-certs binary (build it: cargo build -p cairn-tls --bin cairn-certs; or set CAIRN_CERTS_BIN)" >&2; exit 1; }
+  export CAIRN_CERTS_BIN=$certs_bin
+fi
 
 # servers, ports, health checks and etcd 3.5.1 (and 3.4) from the etcdctl comparison;
 # only etcdctl 3.5 is needed here (health checks, move-leader, the "foo" key)
@@ -130,9 +153,14 @@ stale_check "$bench_bin" "$repo/benches/src" "$repo/proto"
 
 commit=$(source_commit)
 built() { date -u -r "$1" +'%Y-%m-%d %H:%M UTC'; }
-kind_label() { case "$1" in etcd-3.5) echo "etcd 3.5.1" ;; etcd-3.4) echo "etcd 3.4" ;; cairn) echo Cairn ;; esac; }
-version_of() {
+kind_label() {
   case "$1" in
+    etcd-3.5) echo "etcd 3.5.1" ;; etcd-3.4) echo "etcd 3.4" ;; cairn) echo Cairn ;;
+    *-tls) echo "$(kind_label "${1%-tls}"), TLS" ;;
+  esac
+}
+version_of() {
+  case "${1%-tls}" in
     cairn) echo "Cairn $commit (binary built $(built "$2"))" ;;
     *) "$2" --version 2>&1 | sed -n 's/^etcd Version: /etcd /p' | head -n 1 ;;
   esac
@@ -149,6 +177,13 @@ if [ "$etcd34" = 1 ]; then
     *) die "$etcd34_bin is not etcd 3.4" ;;
   esac
   kinds=(etcd-3.5 etcd-3.4 cairn)
+fi
+if [ "$tls" = 1 ]; then
+  kinds+=(etcd-3.5-tls cairn-tls)
+  # the run's certificates (see the header), in $work (removed on exit)
+  certs="$work/certs"
+  "$certs_bin" "$certs" m1=m1,127.0.0.1,localhost m2=m2,127.0.0.1,localhost m3=m3,127.0.0.1,localhost \
+    client=root >/dev/null
 fi
 
 # ---------------------------------------------------------------------------
@@ -189,6 +224,7 @@ out=$(cd "$out" && pwd)
 log "results in $out"
 {
   printf 'mode\t%s\n' "$([ "$quick" = 1 ] && echo quick || echo full)"
+  printf 'tls\t%s\n' "$([ "$tls" = 1 ] && echo yes || echo no)"
   printf 'rounds\t%s\n' "$rounds"
   printf 'date\t%s\n' "$(date -u +'%Y-%m-%d %H:%M UTC')"
   printf 'cpus\t%s\n' "$(nproc)"
@@ -210,42 +246,61 @@ for w in "${workloads[@]}"; do
     "$fixed" >>"$out/workloads.tsv"
 done
 : >"$out/kinds.tsv"
+# bin_of KIND : the server binary of KIND (with or without TLS)
+bin_of() { case "${1%-tls}" in etcd-3.5) echo "$etcd_bin" ;; etcd-3.4) echo "$etcd34_bin" ;; cairn) echo "$cairn_bin" ;; esac; }
 for kind in "${kinds[@]}"; do
-  case "$kind" in etcd-3.5) b=$etcd_bin ;; etcd-3.4) b=$etcd34_bin ;; cairn) b=$cairn_bin ;; esac
+  b=$(bin_of "$kind")
   printf '%s\t%s\t%s\t%s\n' "$kind" "$(kind_label "$kind")" "$b" "$(version_of "$kind" "$b")" >>"$out/kinds.tsv"
 done
 
 # ---------------------------------------------------------------------------
 # clusters
-# start_cluster KIND : three fresh members m1..m3 of KIND (etcd-3.5, etcd-3.4, cairn);
-# waits until all three are healthy; sets $clients, $member_names, $member_pids
+client_tls=()
+# start_cluster KIND : three fresh members m1..m3 of KIND (etcd-3.5, etcd-3.4, cairn;
+# etcd-3.5-tls, cairn-tls: with client and peer TLS); waits until all three are
+# healthy; sets $clients, $client_tls (the TLS flags of etcdctl and cairn-bench),
+# $member_names, $member_pids
 start_cluster() {
-  local kind=$1 n initial= bin t0=$SECONDS
-  local -a client=() peer=() args=()
+  local kind=$1 n initial= bin t0=$SECONDS scheme=http
+  local -a client=() peer=() args=() server_tls=()
   next_port=$base_port first_port=
+  client_tls=()
+  case "$kind" in *-tls)
+    scheme=https
+    client_tls=(--cacert "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client-key.pem") ;;
+  esac
   for n in 1 2 3; do
-    pick_port; client+=("127.0.0.1:$port")
-    pick_port; peer+=("127.0.0.1:$port")
+    pick_port; client+=("$scheme://127.0.0.1:$port")
+    pick_port; peer+=("$scheme://127.0.0.1:$port")
   done
-  for n in 1 2 3; do initial+="${initial:+,}m$n=http://${peer[n - 1]}"; done
+  for n in 1 2 3; do initial+="${initial:+,}m$n=${peer[n - 1]}"; done
   rm -rf "${work:?}/$kind"
   mkdir -p "$work/$kind"
-  case "$kind" in etcd-3.5) bin=$etcd_bin ;; etcd-3.4) bin=$etcd34_bin ;; cairn) bin=$cairn_bin ;; esac
+  bin=$(bin_of "$kind")
   for n in 1 2 3; do
     args=(--name "m$n" --data-dir "$work/$kind/m$n.data"
-      --listen-client-urls "http://${client[n - 1]}" --advertise-client-urls "http://${client[n - 1]}"
-      --listen-peer-urls "http://${peer[n - 1]}" --initial-advertise-peer-urls "http://${peer[n - 1]}"
+      --listen-client-urls "${client[n - 1]}" --advertise-client-urls "${client[n - 1]}"
+      --listen-peer-urls "${peer[n - 1]}" --initial-advertise-peer-urls "${peer[n - 1]}"
       --initial-cluster "$initial" --initial-cluster-token cairn-compare --initial-cluster-state new)
-    [ "$kind" != cairn ] || args+=(--zone "az-$n")
+    case "$kind" in cairn|cairn-tls) args+=(--zone "az-$n") ;; esac
+    if [ "$scheme" = https ]; then
+      server_tls=("$certs/m$n.pem" "$certs/m$n-key.pem" "$certs/ca.pem")
+      args+=(--cert-file "${server_tls[0]}" --key-file "${server_tls[1]}" --client-cert-auth
+        --trusted-ca-file "${server_tls[2]}" --peer-cert-file "${server_tls[0]}"
+        --peer-key-file "${server_tls[1]}" --peer-client-cert-auth --peer-trusted-ca-file "${server_tls[2]}")
+    fi
     spawn "$work/$kind/m$n.log" "$bin" "${args[@]}"
   done
+  # the endpoints of etcdctl and cairn-bench: host:port without TLS (as always
+  # here), https:// URLs with it
   clients=$(IFS=,; echo "${client[*]}")
-  wait_healthy "$kind cluster" "${client[0]}" 3 --cluster
+  [ "$scheme" = https ] || clients=${clients//http:\/\//}
+  wait_healthy "$kind cluster" "${clients%%,*}" 3 --cluster "${client_tls[@]}"
   log "$kind: healthy after $((SECONDS - t0))s"
   member_pids=("${server_pids[@]}")
 }
 
-ctl() { ETCDCTL_API=3 "$ctl35" --endpoints="$clients" --dial-timeout=2s --command-timeout=10s "$@"; }
+ctl() { ETCDCTL_API=3 "$ctl35" --endpoints="$clients" --dial-timeout=2s --command-timeout=10s "${client_tls[@]}" "$@"; }
 
 # leader_of : prints the name (m1..m3) of the member that leads, by `endpoint status`
 leader_of() { ctl endpoint status -w json 2>/dev/null | python3 "$helper" leader "$clients"; }
@@ -260,7 +315,7 @@ make_m1_leader() {
     if [ -n "$info" ] && [ "$leader" != none ]; then
       m1_id=$(echo "$info" | cut -d' ' -f2)
       ETCDCTL_API=3 "$ctl35" --endpoints="$(echo "$info" | cut -d' ' -f3)" --command-timeout=10s \
-        move-leader "$m1_id" >/dev/null 2>&1 || true
+        "${client_tls[@]}" move-leader "$m1_id" >/dev/null 2>&1 || true
     fi
     [ "$SECONDS" -lt "$deadline" ] || die "could not make m1 the leader (last: '$info')"
     sleep 0.5
@@ -333,7 +388,7 @@ run_workloads() {
   for w in "${workloads[@]}"; do
     IFS='|' read -r name desc global sub <<<"$w"
     # shellcheck disable=SC2206  # the flags are words
-    cmd=(timeout -s INT -k 10 "$run_timeout" "$bench_bin" --endpoints "$clients" $global --json $sub)
+    cmd=(timeout -s INT -k 10 "$run_timeout" "$bench_bin" --endpoints "$clients" "${client_tls[@]}" $global --json $sub)
     printf '%q ' "${cmd[@]:6}" >"$dir/$name.cmd"; echo >>"$dir/$name.cmd"
     wait_idle "$kind $name"
     hwm_reset=1

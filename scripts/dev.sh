@@ -2,7 +2,7 @@
 # Cairn's developer entry point. On a fresh Debian machine with the Rust
 # toolchain it installs what the build needs, then:
 #
-#   scripts/dev.sh cluster [--fresh]      build (optimised) and run a local three-zone cluster, in the foreground
+#   scripts/dev.sh cluster [--fresh] [--tls]  build (optimised) and run a local three-zone cluster, in the foreground
 #   scripts/dev.sh run [cairn flags...]   build and run a single member (etcd's defaults: localhost:2379)
 #   scripts/dev.sh test                   the whole test suite (unit, integration, etcdctl comparisons)
 #   scripts/dev.sh jepsen [--release] ARGS  build cairn and cairn-jepsen, run `cairn-jepsen ARGS`
@@ -96,27 +96,40 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# cluster [--fresh] [--dir DIR] [--client-ports P1,P2,P3] : three members,
-# one per zone (az-a, az-b, az-c), on this machine, in the foreground. Peer
-# port = client port + 1. The data (and each member's development key) stays
-# in DIR between runs; --fresh starts from nothing. CAIRN_BIN=PATH runs that
-# binary instead of building one (the test suite does).
+# cluster [--fresh] [--tls] [--dir DIR] [--client-ports P1,P2,P3] : three
+# members, one per zone (az-a, az-b, az-c), on this machine, in the
+# foreground. Peer port = client port + 1. The data (and each member's
+# development key) stays in DIR between runs; --fresh starts from nothing.
+# --tls: client and peer TLS with certificates of a CA made here by
+# cairn-certs (DIR/certs, kept between runs like the data), client and peer
+# certificates required. CAIRN_BIN=PATH runs that binary instead of building
+# one (the test suite does), with the cairn-certs next to it (or
+# CAIRN_CERTS_BIN).
 cluster() {
-    local dir="$root/dev-cluster" fresh=0 ports="2379,22379,32379"
+    local dir="$root/dev-cluster" fresh=0 tls=0 ports="2379,22379,32379"
     while [ $# -gt 0 ]; do
         case "$1" in
             --fresh) fresh=1 ;;
+            --tls) tls=1 ;;
             --dir) dir="$2"; shift ;;
             --client-ports) ports="$2"; shift ;;
-            *) echo "cluster: unknown option $1 (--fresh, --dir DIR, --client-ports P1,P2,P3)" >&2; exit 2 ;;
+            *) echo "cluster: unknown option $1 (--fresh, --tls, --dir DIR, --client-ports P1,P2,P3)" >&2; exit 2 ;;
         esac
         shift
     done
-    local bin="${CAIRN_BIN:-}"
+    local bin="${CAIRN_BIN:-}" certs_bin="${CAIRN_CERTS_BIN:-}"
     if [ -z "$bin" ]; then
         deps
         cargo build --release --bin cairn
         bin="$CARGO_TARGET_DIR/release/cairn"
+        if [ "$tls" = 1 ] && [ -z "$certs_bin" ]; then
+            cargo build --release -p cairn-tls --bin cairn-certs
+            certs_bin="$CARGO_TARGET_DIR/release/cairn-certs"
+        fi
+    fi
+    if [ "$tls" = 1 ]; then
+        certs_bin="${certs_bin:-$(dirname "$bin")/cairn-certs}"
+        [ -x "$certs_bin" ] || { echo "cluster: no cairn-certs at $certs_bin (set CAIRN_CERTS_BIN)" >&2; exit 1; }
     fi
     need_etcdctl
     local names=(a b c) client=() peer=() p
@@ -130,10 +143,40 @@ cluster() {
     done
     [ "$fresh" = 1 ] && rm -rf "$dir"
     mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)  # the printed etcdctl line works from anywhere
+    # The members keep their peers' URLs (http or https) in their data: a
+    # cluster made with one scheme does not restart with the other.
+    local made_tls=0
+    [ -e "$dir/certs/ca.pem" ] && made_tls=1
+    if [ -d "$dir/a.cairn" ] && [ "$made_tls" != "$tls" ]; then
+        local was="without" now="with"
+        [ "$made_tls" = 1 ] && was="with" now="without"
+        echo "cluster: $dir holds a cluster made $was --tls; it cannot restart $now it (add --fresh to start over)" >&2
+        exit 1
+    fi
+    local scheme=http ctl_tls=() tls_flags=()
+    if [ "$tls" = 1 ]; then
+        scheme=https
+        local certs="$dir/certs" have=1 f
+        for f in ca a a-key b b-key c c-key client client-key; do
+            [ -s "$certs/$f.pem" ] || have=0
+        done
+        if [ "$have" = 0 ]; then
+            # Every member's certificate serves both its clients and its
+            # peers, and is its client certificate when it dials a peer.
+            # The client's Common Name is root: with auth enabled it is the
+            # user etcd's and Cairn's --client-cert-auth take it for.
+            rm -rf "$certs"
+            "$certs_bin" "$certs" a=a,127.0.0.1,localhost b=b,127.0.0.1,localhost \
+                c=c,127.0.0.1,localhost client=root >/dev/null
+            echo "made a CA and certificates in $certs" >&2
+        fi
+        ctl_tls=(--cacert="$certs/ca.pem" --cert="$certs/client.pem" --key="$certs/client-key.pem")
+    fi
     local initial="" i endpoints=""
     for i in 0 1 2; do
-        initial+="${initial:+,}${names[$i]}=http://127.0.0.1:${peer[$i]}"
-        endpoints+="${endpoints:+,}http://127.0.0.1:${client[$i]}"
+        initial+="${initial:+,}${names[$i]}=$scheme://127.0.0.1:${peer[$i]}"
+        endpoints+="${endpoints:+,}$scheme://127.0.0.1:${client[$i]}"
     done
     local pids=()
     stop_cluster() {
@@ -145,17 +188,22 @@ cluster() {
     }
     trap 'stop_cluster; exit 0' INT TERM
     for i in 0 1 2; do
+        if [ "$tls" = 1 ]; then
+            local cert="$dir/certs/${names[$i]}.pem" key="$dir/certs/${names[$i]}-key.pem" ca="$dir/certs/ca.pem"
+            tls_flags=(--cert-file "$cert" --key-file "$key" --client-cert-auth --trusted-ca-file "$ca"
+                --peer-cert-file "$cert" --peer-key-file "$key" --peer-client-cert-auth --peer-trusted-ca-file "$ca")
+        fi
         "$bin" --name "${names[$i]}" --zone "az-${names[$i]}" --data-dir "$dir/${names[$i]}.cairn" \
-            --listen-client-urls "http://127.0.0.1:${client[$i]}" \
-            --advertise-client-urls "http://127.0.0.1:${client[$i]}" \
-            --listen-peer-urls "http://127.0.0.1:${peer[$i]}" \
-            --initial-advertise-peer-urls "http://127.0.0.1:${peer[$i]}" \
-            --initial-cluster "$initial" >>"$dir/${names[$i]}.log" 2>&1 &
+            --listen-client-urls "$scheme://127.0.0.1:${client[$i]}" \
+            --advertise-client-urls "$scheme://127.0.0.1:${client[$i]}" \
+            --listen-peer-urls "$scheme://127.0.0.1:${peer[$i]}" \
+            --initial-advertise-peer-urls "$scheme://127.0.0.1:${peer[$i]}" \
+            --initial-cluster "$initial" "${tls_flags[@]}" >>"$dir/${names[$i]}.log" 2>&1 &
         pids+=("$!")
     done
     echo "starting members a, b, c (zones az-a, az-b, az-c); logs in $dir/{a,b,c}.log" >&2
     local deadline=$((SECONDS + 120))
-    until ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --command-timeout=2s endpoint health >/dev/null 2>&1; do
+    until ETCDCTL_API=3 etcdctl "${ctl_tls[@]}" --endpoints="$endpoints" --command-timeout=2s endpoint health >/dev/null 2>&1; do
         for p in "${pids[@]}"; do
             kill -0 "$p" 2>/dev/null && continue
             echo "cluster: a member exited while starting; see $dir/*.log" >&2
@@ -169,10 +217,12 @@ cluster() {
         fi
         sleep 0.5
     done
+    local security=""
+    [ "$tls" = 1 ] && security=" Client and peer TLS (certificates in $dir/certs)."
     cat <<EOT
-Cairn is serving: three members in zones az-a, az-b, az-c.
+Cairn is serving: three members in zones az-a, az-b, az-c.$security
   endpoints: $endpoints
-  etcdctl --endpoints=$endpoints endpoint status -w table
+  etcdctl ${ctl_tls[*]}${ctl_tls[*]:+ }--endpoints=$endpoints endpoint status -w table
 Ctrl-C stops all three.
 EOT
     # In the foreground until a signal, or until a member stops by itself.
@@ -245,12 +295,16 @@ case "${1:-}" in
         deps
         cargo build --release -p cairn-server --bin cairn
         cargo build --release -p cairn-bench --bin cairn-bench
+        # cairn-certs: the certificates of --tls (its libraries are cairn's).
+        cargo build --release -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/release/cairn" CAIRN_BENCH_BIN="$CARGO_TARGET_DIR/release/cairn-bench" \
             exec bash benches/compare.sh "$@"
         ;;
     compat)
         deps
         cargo build -p cairn-server --bin cairn --features jepsen-broken
+        # cairn-certs: the certificates of the TLS comparison.
+        cargo build -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         ;;
@@ -275,9 +329,13 @@ case "${1:-}" in
         else
             cargo test --workspace "${features[@]}"
         fi
+        # cairn-certs: the certificates of the TLS comparison and of the
+        # dev cluster's --tls run.
+        cargo build -p cairn-tls --bin cairn-certs
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
-        # The README's run command (the three-zone cluster), end to end.
+        # The README's run command (the three-zone cluster, plain and with
+        # --tls), end to end.
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/dev-cluster/test.sh
         # cairn-bench end to end against three-member etcd and Cairn (the
         # tool, not the figures: tiny totals, debug builds).

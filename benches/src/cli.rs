@@ -3,8 +3,10 @@
 //! Boolean flags take Go's forms too (`--precise`, `--precise=true`,
 //! `--precise=false`), durations Go's syntax (`5m`, `1m30s`, `500ms`, `0`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_tls::client::ClientOptions;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 /// etcd's `tools/benchmark` workloads against any etcd v3 endpoint list.
@@ -51,6 +53,40 @@ pub struct Global {
     #[arg(long, global = true, num_args = 0..=1, require_equals = true,
           default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub json: bool,
+    /// Verify certificates of HTTPS-enabled servers using this CA bundle.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Identify HTTPS client using this SSL certificate file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Identify HTTPS client using this SSL key file.
+    // Its own id: `range`'s positional KEY is the id `key`.
+    #[arg(long = "key", id = "key_file", global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Accept any server certificate (etcdctl's flag; etcd's benchmark has
+    /// no such flag).
+    #[arg(long = "insecure-skip-tls-verify", global = true, num_args = 0..=1,
+          require_equals = true, default_value_t = false,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl Global {
+    /// The TLS of the connections, if any TLS flag was given. As etcd's
+    /// clientv3 with TLS configured, endpoints without a scheme are then
+    /// dialled over TLS (see [`crate::conn`]).
+    pub fn tls_options(&self) -> Option<ClientOptions> {
+        let any = self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.insecure_skip_tls_verify;
+        any.then(|| ClientOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })
+    }
 }
 
 /// The workloads.
@@ -493,6 +529,57 @@ mod tests {
             panic!("watch-latency")
         };
         assert_eq!(l.put_total, 5);
+    }
+
+    #[test]
+    fn tls_flags() {
+        // No TLS flag: no TLS.
+        assert_eq!(parse(&["put"]).global.tls_options(), None);
+
+        // etcd's --cacert/--cert/--key, before or after the subcommand.
+        let cli = parse(&[
+            "--endpoints=https://127.0.0.1:2379",
+            "--cacert=ca.pem",
+            "put",
+            "--cert",
+            "client.pem",
+            "--key=client-key.pem",
+        ]);
+        assert_eq!(
+            cli.global.tls_options(),
+            Some(ClientOptions {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("client.pem".into()),
+                key_file: Some("client-key.pem".into()),
+                insecure_skip_verify: false,
+            })
+        );
+
+        // A CA alone (server TLS, no client certificate).
+        let only_ca = parse(&["--cacert", "ca.pem", "range", "k"]).global;
+        assert_eq!(
+            only_ca.tls_options(),
+            Some(ClientOptions {
+                ca_file: Some("ca.pem".into()),
+                ..ClientOptions::default()
+            })
+        );
+
+        // --insecure-skip-tls-verify, in Go's bool forms.
+        for flag in [
+            "--insecure-skip-tls-verify",
+            "--insecure-skip-tls-verify=true",
+        ] {
+            let options = parse(&[flag, "put"]).global.tls_options().unwrap();
+            assert!(options.insecure_skip_verify && options.ca_file.is_none());
+        }
+        assert_eq!(
+            parse(&["--insecure-skip-tls-verify=false", "put"])
+                .global
+                .tls_options(),
+            None
+        );
+        assert!(Cli::try_parse_from(["cairn-bench", "--cacert", "put"]).is_err());
     }
 
     #[test]

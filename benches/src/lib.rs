@@ -11,7 +11,8 @@
 //!
 //! - [`cli`]: the flags (etcd's names and defaults) and [`cli::Cli`].
 //! - [`keys`]: Go's `PutVarint` key generation.
-//! - [`conn`]: `--conns` connections, each round-robin over the endpoints;
+//! - [`conn`]: `--conns` connections, each round-robin over the endpoints
+//!   (over TLS with `--cacert`/`--cert`/`--key`);
 //!   client i uses connection i % conns.
 //! - [`limiter`]: the shared `--rate` token bucket.
 //! - [`report`]: etcd's report (summary, 11-bucket histogram, percentiles,

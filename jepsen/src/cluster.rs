@@ -25,6 +25,17 @@
 //! Processes are started with `kill_on_drop`, so a harness that panics does
 //! not leave members behind; their output goes to `DIR/m{i}.log` (appended
 //! across restarts).
+//!
+//! # TLS
+//!
+//! With [`ClusterOptions::tls`] every URL is `https://` and the members
+//! require certificates of the run's CA from clients and from each other
+//! (`--client-cert-auth`, `--peer-client-cert-auth`). The CA lives only in
+//! the harness's memory; `DIR/certs` gets its certificate, one certificate
+//! per member (valid for 127.0.0.1, where the proxy listens, and for the
+//! member's own address, which the control plane dials) and the client's
+//! (Common Name root). The proxy forwards bytes, so TLS passes through it
+//! and every fault applies to it as to plain traffic.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,7 +44,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_client::Client;
+use cairn_client::{Client, TlsOptions};
+use cairn_tls::pki::{write, write_issued, Ca, Leaf};
 use tokio::process::{Child, Command};
 
 use crate::proxy::{Proxy, Source};
@@ -57,6 +69,8 @@ pub struct ClusterOptions {
     pub broken_stale_reads: bool,
     /// Extra flags for every member.
     pub extra_args: Vec<String>,
+    /// Client and peer TLS with certificates of a CA made for the run.
+    pub tls: bool,
 }
 
 impl ClusterOptions {
@@ -71,6 +85,7 @@ impl ClusterOptions {
             election_timeout: Duration::from_millis(1000),
             broken_stale_reads: false,
             extra_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -93,18 +108,70 @@ pub struct MemberSpec {
     pub data_dir: PathBuf,
     pub key_file: PathBuf,
     pub log_file: PathBuf,
+    /// Its certificate and key, in a TLS cluster.
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl MemberSpec {
+    /// `https` in a TLS cluster, else `http`.
+    fn scheme(&self) -> &'static str {
+        if self.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The URL of its peer listener as the cluster knows it (via the proxy).
     pub fn peer_url(&self) -> String {
-        format!("http://{}", self.proxied_peer)
+        format!("{}://{}", self.scheme(), self.proxied_peer)
     }
 
     /// The direct client URL (control plane only: no faults apply).
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        format!("{}://{}", self.scheme(), self.client_addr)
     }
+
+    /// The URL of `addr` (one of its listeners or proxy routes).
+    fn url(&self, addr: SocketAddr) -> String {
+        format!("{}://{addr}", self.scheme())
+    }
+}
+
+/// The certificates of a TLS cluster (see the module's docs).
+#[derive(Clone, Debug)]
+pub struct Certs {
+    /// The CA certificate (`--trusted-ca-file`, `--peer-trusted-ca-file`).
+    pub ca_file: PathBuf,
+    /// What the harness's clients trust and present.
+    pub client: TlsOptions,
+}
+
+/// Makes a CA, writes its certificate, a certificate per member (of
+/// `members`: name and own address) and the client's into `dir`.
+fn make_certs(
+    dir: &Path,
+    members: &[(String, IpAddr)],
+) -> Result<(Certs, Vec<(PathBuf, PathBuf)>)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = Ca::new("cairn-jepsen-ca")?;
+    let ca_file = dir.join("ca.pem");
+    write(&ca_file, ca.cert_pem(), false)?;
+    let mut member_certs = Vec::new();
+    for (serial, (name, ip)) in (2u64..).zip(members) {
+        let ip = ip.to_string();
+        let leaf = Leaf::new(name, &["127.0.0.1", &ip, "localhost"], serial);
+        member_certs.push(write_issued(dir, name, &ca.issue(&leaf)?)?);
+    }
+    let serial = 2 + members.len() as u64;
+    let (cert, key) = write_issued(dir, "client", &ca.issue(&Leaf::new("root", &[], serial))?)?;
+    let client = TlsOptions {
+        ca_file: Some(ca_file.clone()),
+        cert_file: Some(cert),
+        key_file: Some(key),
+        insecure_skip_verify: false,
+    };
+    Ok((Certs { ca_file, client }, member_certs))
 }
 
 /// A process and what state it is in.
@@ -124,6 +191,8 @@ pub struct Cluster {
     members: Vec<MemberSpec>,
     processes: Vec<Process>,
     proxy: Proxy,
+    /// In a TLS cluster.
+    certs: Option<Certs>,
 }
 
 /// A free port on `ip`, below Linux's ephemeral range (32768 and up).
@@ -178,10 +247,20 @@ impl Cluster {
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("creating {}", options.dir.display()))?;
         let front = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ip_of = |i: usize| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i as u8));
+        let (certs, member_certs) = if options.tls {
+            let names: Vec<(String, IpAddr)> = (0..options.members)
+                .map(|i| (format!("m{}", i + 1), ip_of(i)))
+                .collect();
+            let (certs, member_certs) = make_certs(&options.dir.join("certs"), &names)?;
+            (Some(certs), member_certs.into_iter().map(Some).collect())
+        } else {
+            (None, vec![None; options.members])
+        };
         let mut members = Vec::new();
-        for i in 0..options.members {
+        for (i, cert) in member_certs.into_iter().enumerate() {
             let zone = options.zones[i % options.zones.len()].clone();
-            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i as u8));
+            let ip = ip_of(i);
             let client_addr = SocketAddr::new(ip, free_port(ip)?);
             let peer_addr = SocketAddr::new(ip, free_port(ip)?);
             proxy.register_address(ip, &zone);
@@ -219,6 +298,7 @@ impl Cluster {
                 proxied_peer,
                 proxied_client,
                 key_file,
+                cert,
             });
         }
         let processes = members
@@ -234,6 +314,7 @@ impl Cluster {
             members,
             processes,
             proxy,
+            certs,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i, false)?;
@@ -260,6 +341,11 @@ impl Cluster {
         &self.options.zones
     }
 
+    /// The certificates, in a TLS cluster.
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
+    }
+
     /// Client endpoints for a client living in `zone`: every member through
     /// the proxy, the member of `zone` first.
     pub fn endpoints_from(&self, zone: &str) -> Vec<String> {
@@ -269,7 +355,7 @@ impl Cluster {
             .filter_map(|m| {
                 m.proxied_client
                     .get(zone)
-                    .map(|a| (m.zone != zone, format!("http://{a}")))
+                    .map(|a| (m.zone != zone, m.url(*a)))
             })
             .collect();
         endpoints.sort_by_key(|(other, _)| *other);
@@ -288,7 +374,7 @@ impl Cluster {
         let advertise_client = m
             .proxied_client
             .get(&m.zone)
-            .map(|a| format!("http://{a}"))
+            .map(|a| m.url(*a))
             .unwrap_or_else(|| m.admin_url());
         let mut args = vec![
             "--name".to_string(),
@@ -300,7 +386,7 @@ impl Cluster {
             "--advertise-client-urls".into(),
             advertise_client,
             "--listen-peer-urls".into(),
-            format!("http://{}", m.peer_addr),
+            m.url(m.peer_addr),
             "--initial-advertise-peer-urls".into(),
             m.peer_url(),
             "--initial-cluster".into(),
@@ -322,6 +408,24 @@ impl Cluster {
             "--experimental-watch-progress-notify-interval".into(),
             "1s".into(),
         ];
+        if let (Some((cert, key)), Some(certs)) = (&m.cert, &self.certs) {
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            let ca = certs.ca_file.display().to_string();
+            for (flag, value) in [
+                ("--cert-file", &cert),
+                ("--key-file", &key),
+                ("--trusted-ca-file", &ca),
+                ("--peer-cert-file", &cert),
+                ("--peer-key-file", &key),
+                ("--peer-trusted-ca-file", &ca),
+            ] {
+                args.extend([flag.to_string(), value.clone()]);
+            }
+            args.extend([
+                "--client-cert-auth".into(),
+                "--peer-client-cert-auth".into(),
+            ]);
+        }
         if self.options.broken_stale_reads {
             args.push("--experimental-jepsen-broken-stale-reads".into());
         }
@@ -482,7 +586,8 @@ impl Cluster {
             .get(i)
             .map(MemberSpec::admin_url)
             .ok_or_else(|| anyhow!("no member {i}"))?;
-        Ok(Client::connect(url).await?)
+        let tls = self.certs.as_ref().map(|c| &c.client);
+        Ok(Client::connect_all_tls([url], tls).await?)
     }
 
     /// The member that leads, asked directly of the running, unpaused

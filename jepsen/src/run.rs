@@ -17,11 +17,13 @@
 //! |                 | parameters (seed, command line)                        |
 //! | `report.html`   | the same, with plots; self-contained                   |
 //! | `cluster/`      | the members' data directories, keys and logs (`m1.log`)|
+//! |                 | and, with TLS, their certificates (`cluster/certs/`)  |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_tls::client::ClientTls;
 use tokio::sync::watch;
 
 use crate::checker::{self, CheckResult, Validity};
@@ -58,6 +60,9 @@ pub struct RunOptions {
     pub think: Duration,
     /// Start the members in the deliberately broken stale-read mode.
     pub broken_stale_reads: bool,
+    /// Client and peer TLS (certificates of a CA made for the run, in
+    /// `cluster/certs`).
+    pub tls: bool,
     /// For the report: the command line that repeats this run.
     pub command_line: String,
 }
@@ -79,6 +84,7 @@ impl RunOptions {
             op_timeout: Duration::from_secs(5),
             think: Duration::from_millis(10),
             broken_stale_reads: false,
+            tls: false,
             command_line: String::new(),
         }
     }
@@ -110,7 +116,14 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
     cluster_options.members = opts.members;
     cluster_options.zones = opts.zones.clone();
     cluster_options.broken_stale_reads = opts.broken_stale_reads;
+    cluster_options.tls = opts.tls;
     let cluster = Cluster::start(cluster_options, proxy, opts.seed).await?;
+    let client_tls_options = cluster.certs().map(|c| c.client.clone());
+    let client_tls = client_tls_options
+        .as_ref()
+        .map(|o| ClientTls::new(o, &cairn_tls::Policy::default()))
+        .transpose()
+        .context("the clients' TLS")?;
 
     let members: Vec<MemberMeta> = cluster
         .members()
@@ -136,6 +149,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let env = Env {
         recorder: recorder.clone(),
         zones,
+        tls: client_tls,
         clients: opts.clients,
         op_timeout: opts.op_timeout,
         think: opts.think,
@@ -174,7 +188,9 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
         Err(_) => tracing::error!("the workloads did not finish within 180 s"),
     }
     if opts.workloads.contains(&Workload::Watch) {
-        if let Err(e) = workload::watch::reference(recorder.clone(), reference_endpoints).await {
+        let tls = client_tls_options.as_ref();
+        if let Err(e) = workload::watch::reference(recorder.clone(), reference_endpoints, tls).await
+        {
             tracing::error!(error = %e, "reference watch failed");
         }
     }

@@ -111,3 +111,53 @@ async fn stale_reads_of_a_broken_server_are_caught() -> TestResult {
     assert!(html.contains("nonlinearizable"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_tls_run_under_kills_and_membership_changes_is_valid() -> TestResult {
+    // Client and peer TLS through the proxy: members restarted and re-added
+    // (an https:// peer URL in MemberAdd) while clients keep working.
+    let (mut o, _out) = options(13)?;
+    o.tls = true;
+    o.workloads = vec![Workload::Register, Workload::Watch];
+    o.schedule.kinds = vec![Nemesis::Kill, Nemesis::Membership];
+    let outcome = run(&o).await?;
+    for r in &outcome.results {
+        println!("{} {:?}: {}", r.checker, r.validity, r.summary);
+        for a in &r.anomalies {
+            println!("  {}: {}", a.kind, a.description);
+        }
+    }
+    assert_eq!(outcome.validity, Validity::Valid, "{:#?}", outcome.results);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("verdict.json"))?)?;
+    let members = verdict["meta"]["members"]
+        .as_array()
+        .ok_or("no members in the verdict")?;
+    for m in members {
+        for url in ["client_url", "peer_url"] {
+            let url = m[url].as_str().unwrap_or_default();
+            assert!(url.starts_with("https://"), "{url}");
+        }
+    }
+    let history = std::fs::read_to_string(outcome.dir.join("history.jsonl"))?;
+    assert!(
+        history.contains(r#""outcome":"ok""#),
+        "no op succeeded over TLS"
+    );
+    let faults: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split(r#""type":"fault","name":""#).nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    println!("faults: {faults:?}");
+    assert!(faults.contains(&"kill"), "no kill: {faults:?}");
+    assert!(
+        faults.contains(&"membership"),
+        "no membership change: {faults:?}"
+    );
+    // m1 listened for clients on https (its log names its listeners).
+    let m1 = std::fs::read_to_string(outcome.dir.join("cluster/m1.log"))?;
+    assert!(m1.contains("https://127.0.0.11:"), "m1 did not serve TLS");
+    assert!(outcome.dir.join("cluster/certs/ca.pem").exists());
+    Ok(())
+}

@@ -9,8 +9,21 @@
 #   bash tests/compat/etcdctl-compat.sh --etcd-only  # etcd only; print normalised transcript(s)
 #   options: --keep       keep raw and normalised transcripts + server logs; prints the directory
 #            --ctl 3.4|3.5  only that etcdctl version (default: both)
+#            --tls-only   only the TLS run (below)
+#
+# THE TLS RUN. Besides `host:port` and `http://host:port`, each etcdctl version
+# runs a shorter session (tls-session.sh: put, get, txn, del, member list,
+# endpoint status/health, then etcdctl without a client certificate and
+# etcdctl trusting another CA, both refused) against an etcd and a Cairn
+# serving `https://` with `--cert-file --key-file --client-cert-auth
+# --trusted-ca-file`, the same certificates for both, made by cairn-certs: a
+# server certificate valid for 127.0.0.1 and localhost, a client certificate
+# with Common Name root. The member's peer URL is given to both (plain http),
+# so that `member list` compares.
+#
 # Environment:
 #   CAIRN_BIN        Cairn server binary (default target/debug/cairn)
+#   CAIRN_CERTS_BIN  cairn-certs (default: next to CAIRN_BIN)
 #   CAIRN_TOOLS_DIR  cache for the etcd 3.5.1 binaries (default ~/.cache/cairn-tools)
 #   COMPAT_PORT      first loopback port to try (default 23790)
 #   COMPAT_READY_TIMEOUT  seconds to wait for a server to become healthy (default 30)
@@ -62,6 +75,12 @@
 #   - the keys attached to a lease (`timetolive --keys`: simple, JSON "keys", fields
 #                  "Key" lines) are sorted: etcd lists them in Go map order, which
 #                  differs from run to run.
+#   - the TLS run only: the member's peer host:port -> <PEER>, and its id in
+#                  `member list` -> <MEMBER_ID>; the TLS alert etcdctl reports when it
+#                  presents no certificate -> <NO CLIENT CERTIFICATE ALERT> (RFC 8446's
+#                  certificate_required from Cairn's rustls, bad_certificate from the
+#                  Go 1.16 that built etcd 3.5.1; the exit status and the rest of the
+#                  error are compared)
 # Numeric ids/terms/indexes/sizes are replaced only when NON-ZERO: etcd never reports
 # 0 for them in a response's outer header or in a status, while the headers of the
 # responses nested in a txn really carry 0 there (visible with `txn -w fields`),
@@ -80,35 +99,70 @@ session="$here/session.sh"
 # shellcheck source=tests/compat/lib.sh
 . "$here/lib.sh" "$@"
 
-start_etcd() { # start_etcd TAG -> sets $endpoint
-  local tag=$1 peer
+# The TLS run's certificates (see the header), one CA for both servers, and
+# a second CA that signed neither.
+certs="$work/certs"
+find_cairn_certs
+"$certs_bin" "$certs" server=server,127.0.0.1,localhost client=root >/dev/null
+"$certs_bin" "$work/other-ca" >/dev/null
+endpoint_forms+=("https://")
+server_tls=(--cert-file "$certs/server.pem" --key-file "$certs/server-key.pem"
+  --client-cert-auth --trusted-ca-file "$certs/ca.pem")
+client_tls=(--cacert="$certs/ca.pem" --cert="$certs/client.pem" --key="$certs/client-key.pem")
+
+start_etcd() { # start_etcd TAG SCHEME -> sets $endpoint, $peer
+  local tag=$1 scheme=${2:-} tls=()
   pick_port; endpoint="127.0.0.1:$port"
   pick_port; peer="127.0.0.1:$port"
+  [ "$scheme" != "https://" ] || tls=("${server_tls[@]}")
   mkdir -p "$work/$tag"
   spawn "$work/$tag/server.log" "$etcd_bin" --name compat --data-dir "$work/$tag/data" \
-    --listen-client-urls "http://$endpoint" --advertise-client-urls "http://$endpoint" \
+    --listen-client-urls "${scheme:-http://}$endpoint" --advertise-client-urls "${scheme:-http://}$endpoint" \
     --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
-    --initial-cluster "compat=http://$peer" --initial-cluster-state new
-  wait_healthy etcd "$endpoint" 1
+    --initial-cluster "compat=http://$peer" --initial-cluster-state new "${tls[@]}"
+  wait_healthy_at "$scheme" etcd
 }
 
-start_cairn() { # start_cairn TAG -> sets $endpoint
-  local tag=$1
+start_cairn() { # start_cairn TAG SCHEME -> sets $endpoint, $peer
+  local tag=$1 scheme=${2:-} tls=()
   pick_port; endpoint="127.0.0.1:$port"
+  # A peer port of its own (the default, localhost:2380, may be taken on a
+  # shared machine), given as etcd's is, so that `member list` compares.
+  pick_port; peer="127.0.0.1:$port"
+  [ "$scheme" != "https://" ] || tls=("${server_tls[@]}")
   mkdir -p "$work/$tag"
   spawn "$work/$tag/server.log" "$cairn_bin" --name compat --data-dir "$work/$tag/data" \
-    --listen-client-urls "http://$endpoint" --advertise-client-urls "http://$endpoint"
-  wait_healthy cairn "$endpoint" 1
+    --listen-client-urls "${scheme:-http://}$endpoint" --advertise-client-urls "${scheme:-http://}$endpoint" \
+    --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
+    --initial-cluster "compat=http://$peer" "${tls[@]}"
+  wait_healthy_at "$scheme" cairn
+}
+
+# wait_healthy_at SCHEME WHAT : wait_healthy at $endpoint, over TLS for https://.
+wait_healthy_at() {
+  if [ "$1" = "https://" ]; then
+    wait_healthy "$2" "https://$endpoint" 1 "${client_tls[@]}"
+  else
+    wait_healthy "$2" "$endpoint" 1
+  fi
 }
 
 # run_session CTL_VERSION TAG SERVER_KIND SCHEME -> writes $work/TAG.raw and $work/TAG.txt
 run_session() {
   local ver=$1 tag=$2 kind=$3 scheme=$4
-  "start_$kind" "$tag"
+  "start_$kind" "$tag" "$scheme"
   log "running session: etcdctl $ver against $kind at $scheme$endpoint"
-  run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$scheme$endpoint"
-  stop_servers
-  normalise single "$endpoint" <"$work/$tag.raw" >"$work/$tag.txt"
+  if [ "$scheme" = "https://" ]; then
+    run_script "$tag" "$here/tls-session.sh" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$scheme$endpoint" \
+      CACERT="$certs/ca.pem" CERT="$certs/client.pem" KEY="$certs/client-key.pem" \
+      OTHER_CACERT="$work/other-ca/ca.pem"
+    stop_servers
+    normalise single "$endpoint" "$peer" <"$work/$tag.raw" >"$work/$tag.txt"
+  else
+    run_script "$tag" "$session" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$scheme$endpoint"
+    stop_servers
+    normalise single "$endpoint" <"$work/$tag.raw" >"$work/$tag.txt"
+  fi
 }
 
 compare_all

@@ -4,18 +4,20 @@
 # the tools, and provides the server, port, normalisation and comparison helpers.
 # The caller then defines run_session (see compare_all) and calls compare_all.
 #
-# Options: --etcd-only, --keep, --ctl 3.4|3.5 (see the callers' headers; --help
-# prints the caller's header).
+# Options: --etcd-only, --keep, --ctl 3.4|3.5, --tls-only (see the callers'
+# headers; --help prints the caller's header).
 
 compat_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 etcd_only=0
 keep=0
+tls_only=0
 ctls=(3.4 3.5)
 while [ $# -gt 0 ]; do
   case "$1" in
     --etcd-only) etcd_only=1 ;;
     --keep) keep=1 ;;
+    --tls-only) tls_only=1 ;;
     --ctl) shift; ctls=("${1:?--ctl needs 3.4 or 3.5}") ;;
     --ctl=*) ctls=("${1#--ctl=}") ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -97,6 +99,13 @@ if [ "$etcd_only" = 0 ]; then
   [ -x "$cairn_bin" ] || die "Cairn binary '$cairn_bin' not found (build it, or set CAIRN_BIN; or use --etcd-only)"
   cairn_bin=$(cd "$(dirname "$cairn_bin")" && pwd)/$(basename "$cairn_bin")
 fi
+
+# find_cairn_certs : sets $certs_bin to cairn-certs (the certificates of the
+# TLS runs): CAIRN_CERTS_BIN, or the one built next to the cairn binary.
+find_cairn_certs() {
+  certs_bin=${CAIRN_CERTS_BIN:-$(dirname "$cairn_bin")/cairn-certs}
+  [ -x "$certs_bin" ] || die "cairn-certs '$certs_bin' not found (cargo build -p cairn-tls --bin cairn-certs, or set CAIRN_CERTS_BIN)"
+}
 
 # ---------------------------------------------------------------------------
 # servers
@@ -215,17 +224,25 @@ normalise() { python3 "$compat_dir/normalise.py" "$@"; }
 
 # compare_all : for each etcdctl version and each way of writing the endpoints
 # (`host:port`, and `http://host:port`, which etcdctl 3.4 sends on as the
-# HTTP/2 :authority of its maintenance calls), `run_session VERSION TAG etcd
-# SCHEME` and `run_session VERSION TAG cairn SCHEME` (defined by the caller:
-# they write the normalised transcript $work/TAG.txt, and may set
-# compare_failed=1 for a failure of their own), then diff the two. Exits 0 only
-# if every pair is identical.
+# HTTP/2 :authority of its maintenance calls; a caller with a TLS run adds
+# `https://` to endpoint_forms), `run_session VERSION TAG etcd SCHEME` and
+# `run_session VERSION TAG cairn SCHEME` (defined by the caller: they write the
+# normalised transcript $work/TAG.txt, and may set compare_failed=1 for a
+# failure of their own), then diff the two. Exits 0 only if every pair is
+# identical. --tls-only keeps only the `https://` form.
+endpoint_forms=("" "http://")
 compare_failed=0
 compare_all() {
-  local ver scheme tag
+  local ver scheme tag forms=("${endpoint_forms[@]}")
+  if [ "$tls_only" = 1 ]; then
+    case " ${endpoint_forms[*]} " in
+      *" https:// "*) forms=("https://") ;;
+      *) die "--tls-only: this comparison has no TLS run" ;;
+    esac
+  fi
   for ver in "${ctls[@]}"; do
-    for scheme in "" "http://"; do
-      tag=$ver${scheme:+-http}
+    for scheme in "${forms[@]}"; do
+      tag=$ver${scheme:+-${scheme%://}}
       run_session "$ver" "etcd-$tag" etcd "$scheme"
       if [ "$etcd_only" = 1 ]; then
         cat "$work/etcd-$tag.txt"

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Normalises the etcdctl transcripts of tests/compat/ before they are diffed.
 
-    normalise.py single ENDPOINT < raw > normalised      (etcdctl-compat.sh)
+    normalise.py single ENDPOINT [PEER] < raw > normalised
+                                                         (etcdctl-compat.sh; PEER, the
+                                                         member's peer host:port, for
+                                                         the TLS session's member list)
     normalise.py cluster TOKEN C1 P1 C2 P2 C3 P3 < raw > normalised
                                                          (cluster-compat.sh: the client
                                                          and peer host:port of members
@@ -41,7 +44,7 @@ TABLE_COLS = {"ID": "<MEMBER_ID>", "VERSION": "<VERSION>", "DB SIZE": "<DB_SIZE>
 # `endpoint status` simple output: endpoint, id, version, db size, is leader,
 # is learner, raft term, raft index, raft applied index, errors. (The endpoint and
 # the id may already be placeholders: <ENDPOINT>, http://<CLIENT_n>, <ID_n>.)
-STATUS_LINE = re.compile(r"^((?:http://)?<ENDPOINT>|(?:http://)?<CLIENT_\d>), ([0-9a-f]+|<ID_\d>), [^,]*, [^,]*, "
+STATUS_LINE = re.compile(r"^((?:https?://)?<ENDPOINT>|(?:http://)?<CLIENT_\d>), ([0-9a-f]+|<ID_\d>), [^,]*, [^,]*, "
                          r"(true|false), (true|false), \d+, \d+, \d+, ")
 
 
@@ -89,7 +92,15 @@ def common(line):
 # ---------------------------------------------------------------------------
 # single: etcdctl-compat.sh (one member; leases)
 
-def single(text, endpoint):
+# `member list` simple output: id, status, name, peer URLs, client URLs, learner.
+MEMBER_LINE = re.compile(r"^[0-9a-f]+(, (?:started|unstarted), )")
+# The alert a TLS server sends a client that presents no certificate when one
+# is required: RFC 8446 names certificate_required (rustls, newer Go); Go
+# 1.16, which built etcd 3.5.1, sends bad_certificate. etcdctl prints it.
+NO_CLIENT_CERT_ALERT = re.compile(r"remote error: tls: (?:bad certificate|certificate required)")
+
+
+def single(text, endpoint, peer=None):
     lines = text.split("\n")
 
     # Lease ids (see the header of etcdctl-compat.sh). First collect the ids the
@@ -159,6 +170,10 @@ def single(text, endpoint):
     tables = Tables()
     for line in lines:
         line = line.replace(endpoint, "<ENDPOINT>")
+        if peer is not None:
+            line = line.replace(peer, "<PEER>")
+            line = MEMBER_LINE.sub(r"<MEMBER_ID>\g<1>", line)
+        line = NO_CLIENT_CERT_ALERT.sub("remote error: tls: <NO CLIENT CERTIFICATE ALERT>", line)
         line = re.sub(r"\b[0-9a-f]+\b", lease_token, line)
         line = re.sub(r"^(lease \S+ granted with TTL\((\d+)s\), remaining\()(-?\d+)s\)(?:, attached keys\(\[(.*)\]\))?$",
                       timetolive_simple, line)
@@ -359,8 +374,8 @@ def snapshot_log(line):
 
 
 def main(argv):
-    if len(argv) == 2 and argv[0] == "single":
-        sys.stdout.write(single(sys.stdin.read(), argv[1]))
+    if len(argv) in (2, 3) and argv[0] == "single":
+        sys.stdout.write(single(sys.stdin.read(), *argv[1:]))
     elif len(argv) == 8 and argv[0] == "cluster":
         text, mismatches = cluster(sys.stdin.read(), argv[1], argv[2::2], argv[3::2])
         sys.stdout.write(text)

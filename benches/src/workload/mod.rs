@@ -15,12 +15,13 @@ use cairn_proto::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
     WatchResponse,
 };
+use cairn_tls::client::ClientTls;
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::cli::{Cli, Command, Global};
-use crate::conn::{error_text, Conn};
+use crate::conn::{client_tls, error_text, Conn};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::{Clock, Recorder, Report, Stats};
@@ -44,6 +45,8 @@ pub(crate) async fn run(cli: &Cli) -> Result<Vec<Report>, Error> {
 /// The connections and settings of a run.
 pub(crate) struct Env {
     global: Global,
+    /// The connections' TLS (`--cacert`/`--cert`/`--key`), if any.
+    tls: Option<ClientTls>,
     conns: Vec<Arc<Conn>>,
     clock: Option<Clock>,
 }
@@ -57,14 +60,16 @@ impl Env {
         if global.clients == 0 {
             return Err(Error::new("expected positive --clients, got (0)"));
         }
+        let tls = global.tls_options().as_ref().map(client_tls).transpose()?;
         let mut conns = Vec::with_capacity(global.conns);
         for _ in 0..global.conns {
             conns.push(Arc::new(
-                Conn::connect(&global.endpoints, global.dial_timeout).await?,
+                Conn::connect(&global.endpoints, global.dial_timeout, tls.as_ref()).await?,
             ));
         }
         Ok(Env {
             global: global.clone(),
+            tls,
             conns,
             clock: global.sample.then(Clock::now),
         })
@@ -84,7 +89,12 @@ impl Env {
     /// puts of watch-latency and the gets of watch-get).
     pub(crate) async fn extra_conn(&self) -> Result<Arc<Conn>, Error> {
         Ok(Arc::new(
-            Conn::connect(&self.global.endpoints, self.global.dial_timeout).await?,
+            Conn::connect(
+                &self.global.endpoints,
+                self.global.dial_timeout,
+                self.tls.as_ref(),
+            )
+            .await?,
         ))
     }
 

@@ -85,6 +85,21 @@ struct Common {
     /// Seconds each fault lasts: MIN..MAX.
     #[arg(long, default_value = "3..6", value_parser = parse_range)]
     window: (Duration, Duration),
+    /// Client and peer TLS: a CA made for the run, https:// everywhere,
+    /// client certificates required by the members from clients and peers.
+    #[arg(long)]
+    tls: bool,
+}
+
+impl Common {
+    /// What the command line that repeats a run adds for these options.
+    fn flags(&self) -> &'static str {
+        if self.tls {
+            " --tls"
+        } else {
+            ""
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +177,7 @@ fn options(common: &Common, seed: u64, command_line: String) -> Result<RunOption
         quiet: common.quiet,
         window: common.window,
     };
+    o.tls = common.tls;
     o.command_line = command_line;
     Ok(o)
 }
@@ -219,7 +235,7 @@ async fn main_inner(cli: Cli) -> Result<ExitCode> {
             let workloads = Workload::parse_list(&args.workload)?;
             let kinds = Nemesis::parse_list(&args.nemesis)?;
             let command_line = format!(
-                "cairn-jepsen run --workload {} --nemesis {} --time-limit {} --seed {seed}{}",
+                "cairn-jepsen run --workload {} --nemesis {} --time-limit {} --seed {seed}{}{}",
                 args.workload,
                 run::nemesis_names(&kinds),
                 args.time_limit,
@@ -227,7 +243,8 @@ async fn main_inner(cli: Cli) -> Result<ExitCode> {
                     " --broken-stale-reads"
                 } else {
                     ""
-                }
+                },
+                args.common.flags(),
             );
             println!("seed {seed}: {command_line}");
             let mut o = options(&args.common, seed, command_line)?;
@@ -263,9 +280,10 @@ async fn main_inner(cli: Cli) -> Result<ExitCode> {
             for (i, (name, workloads, kinds)) in matrix.into_iter().enumerate() {
                 let run_seed = seed.wrapping_add(i as u64);
                 let command_line = format!(
-                    "cairn-jepsen run --workload {} --nemesis {} --time-limit {secs} --seed {run_seed}",
+                    "cairn-jepsen run --workload {} --nemesis {} --time-limit {secs} --seed {run_seed}{}",
                     workloads.iter().map(|w| w.name()).collect::<Vec<_>>().join(","),
                     run::nemesis_names(&kinds),
+                    args.common.flags(),
                 );
                 println!("seed {run_seed}: {command_line}");
                 let mut o = options(&args.common, run_seed, command_line)?;
@@ -279,7 +297,8 @@ async fn main_inner(cli: Cli) -> Result<ExitCode> {
             // The self-test: a server serving stale reads must be caught.
             let run_seed = seed.wrapping_add(100);
             let command_line = format!(
-                "cairn-jepsen run --workload register --nemesis slow --quiet 0.2..0.3 --window 4..5 --time-limit 15 --broken-stale-reads --seed {run_seed}"
+                "cairn-jepsen run --workload register --nemesis slow --quiet 0.2..0.3 --window 4..5 --time-limit 15 --broken-stale-reads --seed {run_seed}{}",
+                args.common.flags(),
             );
             println!("seed {run_seed}: {command_line}");
             let mut o = options(&args.common, run_seed, command_line)?;

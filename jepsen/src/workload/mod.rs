@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use cairn_client::{Client, Error};
+use cairn_tls::client::{tonic_url, ClientTls, Connector};
 use tokio::sync::watch::Receiver;
 
 use crate::history::{Call, Op, Outcome, Record, Recorder, Ret};
@@ -93,6 +94,8 @@ pub struct Env {
     pub recorder: Recorder,
     /// Per zone: (zone, the endpoints a client there uses).
     pub zones: Vec<(String, Vec<String>)>,
+    /// The clients' TLS, for `https://` endpoints (a TLS cluster).
+    pub tls: Option<ClientTls>,
     /// Clients per workload.
     pub clients: usize,
     /// How long an op may take before it is recorded as unknown.
@@ -121,13 +124,22 @@ impl Env {
         };
         let mut channels = Vec::new();
         for url in endpoints {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+            // tonic gets the http:// form of an https:// URL; the connector
+            // does the TLS.
+            let (plain, over_tls) = tonic_url(url);
+            let endpoint = tonic::transport::Endpoint::from_shared(plain)?
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(1))
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+                .keep_alive_while_idle(true);
+            let channel = match (over_tls, &self.tls) {
+                (false, _) => endpoint.connect_lazy(),
+                (true, Some(tls)) => {
+                    endpoint.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
+                }
+                (true, None) => bail!("{url}: an https:// endpoint without the clients' TLS"),
+            };
             channels.push((url.clone(), channel));
         }
         let client = Client::from_channels(channels)?.with_require_leader(true);

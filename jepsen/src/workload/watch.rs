@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use cairn_client::proto::mvccpb::event::EventType;
-use cairn_client::{Client, Error, Get, Put, Watch, WatchEvent as ClientEvent, Watcher};
+use cairn_client::{
+    Client, Error, Get, Put, TlsOptions, Watch, WatchEvent as ClientEvent, Watcher,
+};
 
 use super::{header_revision, parse_value, Effect, Env, Process};
 use crate::history::{
@@ -250,9 +252,13 @@ fn convert(event: &cairn_client::proto::mvccpb::Event) -> Option<KvEvent> {
 
 /// The reference watch: after the workloads, every revision from the first
 /// still available up to the current one, recorded as watcher
-/// [`REFERENCE_WATCHER`].
-pub async fn reference(recorder: Recorder, endpoints: Vec<String>) -> Result<()> {
-    let client = Client::connect_all(endpoints).await?;
+/// [`REFERENCE_WATCHER`]. `tls`: the clients' TLS, in a TLS cluster.
+pub async fn reference(
+    recorder: Recorder,
+    endpoints: Vec<String>,
+    tls: Option<&TlsOptions>,
+) -> Result<()> {
+    let client = Client::connect_all_tls(endpoints, tls).await?;
     let Some(target) = current_revision(&client, Duration::from_secs(30)).await else {
         anyhow::bail!("no member answers: no reference watch");
     };
