@@ -43,6 +43,9 @@ pub struct ServerTls {
     config: Arc<ServerConfig>,
     /// Whether clients must present certificates (and so have a CN).
     client_certs: bool,
+    /// Whether a client certificate's names must match the address it
+    /// connects from (etcd's check on its peer listener).
+    check_client_san: bool,
 }
 
 impl ServerTls {
@@ -89,7 +92,17 @@ impl ServerTls {
         Ok(ServerTls {
             config: Arc::new(config),
             client_certs,
+            check_client_san: false,
         })
+    }
+
+    /// This TLS, also refusing a client certificate whose IP addresses and
+    /// DNS names (if it has any) do not include the address the client
+    /// connects from, as etcd's peer listener does: a member's certificate
+    /// copied to another machine does not let that machine join.
+    pub fn checking_client_san(mut self) -> Self {
+        self.check_client_san = true;
+        self
     }
 
     /// Whether clients must present certificates.
@@ -319,12 +332,26 @@ async fn handshake(
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
             info.tls = true;
-            info.common_name = stream
+            let leaf = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(files::common_name);
+                .map(|c| c.clone().into_owned());
+            info.common_name = leaf.as_ref().and_then(files::common_name);
+            if let (true, Some(leaf), Some(remote_addr)) =
+                (tls.check_client_san, &leaf, info.remote_addr)
+            {
+                if let Err(reason) = check_san(leaf, remote_addr.ip()).await {
+                    tracing::warn!(
+                        remote_addr = remote,
+                        side,
+                        reason,
+                        "rejected connection: client certificate does not match its address"
+                    );
+                    return None;
+                }
+            }
             Some(ServerStream {
                 io: Io::Tls(Box::new(stream)),
                 info,
@@ -343,4 +370,41 @@ async fn handshake(
             None
         }
     }
+}
+
+/// etcd's `checkSAN`: a certificate with IP addresses must name `remote`,
+/// unless it also has DNS names, one of which must resolve to `remote`; a
+/// certificate with neither passes.
+async fn check_san(
+    cert: &rustls_pki_types::CertificateDer<'_>,
+    remote: std::net::IpAddr,
+) -> Result<(), String> {
+    let names = files::names(cert);
+    let (ips, dns): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|n| n.parse::<std::net::IpAddr>().is_ok());
+    if ips
+        .iter()
+        .any(|ip| ip.parse::<std::net::IpAddr>() == Ok(remote))
+    {
+        return Ok(());
+    }
+    if dns.is_empty() {
+        return match ips.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "x509: certificate is valid for {ips:?}, not {remote}"
+            )),
+        };
+    }
+    for name in &dns {
+        if let Ok(addresses) = tokio::net::lookup_host((name.as_str(), 0)).await {
+            if addresses.into_iter().any(|a| a.ip() == remote) {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "tls: \"{remote}\" does not match any of DNSNames {dns:?}"
+    ))
 }

@@ -414,3 +414,30 @@ fn bad_own_files_are_errors_at_start() {
         .to_string();
     assert!(err.contains("not valid now"), "{err}");
 }
+
+#[tokio::test]
+async fn a_peer_listener_checks_client_certificates_against_their_address() {
+    // Given a listener that checks client certificates' names (etcd's peer
+    // listener), reached from 127.0.0.1,
+    let mut pki = Pki::new();
+    let (cert, key, _) = pki.issue("server", "server");
+    let mut info = server_info(&cert, &key);
+    info.client_cert_auth = true;
+    info.trusted_ca_file = Some(pki.ca_file());
+    let tls = ServerTls::new(&info, &Policy::default(), &[b"h2"])
+        .unwrap()
+        .checking_client_san();
+    let (url, _seen) = serve(Security::Tls(tls)).await;
+    // certificates naming that address (by IP or by a DNS name resolving to
+    // it), or naming nothing, pass; one naming another address does not.
+    for (names, accepted) in [
+        (&["127.0.0.1"][..], true),
+        (&["localhost"][..], true),
+        (&[][..], true),
+        (&["10.9.9.9"][..], false),
+    ] {
+        let (c, k, _) = pki.issue_leaf("peer", Leaf::new("peer", names, 0));
+        let result = talk(&url, Some(client(&pki, Some((&c, &k))))).await;
+        assert_eq!(result.is_ok(), accepted, "{names:?}: {result:?}");
+    }
+}

@@ -77,7 +77,9 @@ impl Transport {
             None
         };
         let peer_server = if serves(&config.listen_peer_urls) {
-            Some(ServerTls::new(&peer, &policy, PEER_ALPN)?)
+            // etcd's peer listener checks peers' certificates against their
+            // addresses too.
+            Some(ServerTls::new(&peer, &policy, PEER_ALPN)?.checking_client_san())
         } else {
             None
         };
