@@ -3,12 +3,9 @@
 //! for the hosts of the listen URLs, for `--self-signed-cert-validity`
 //! years, reused on later starts while the files exist.
 
-use std::net::IpAddr;
 use std::path::Path;
 
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use time::{Duration, OffsetDateTime};
 
 use crate::{pki, TlsError, TlsInfo};
@@ -42,21 +39,11 @@ pub fn self_signed(dir: &Path, hosts: &[String], validity_years: u32) -> Result<
         .distinguished_name
         .push(DnType::OrganizationName, "etcd");
     for host in hosts {
-        let name = host_of(host);
-        params.subject_alt_names.push(match name.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(name.to_string().try_into()?),
-        });
+        params
+            .subject_alt_names
+            .push(pki::subject_alt_name(host_of(host))?);
     }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    // Server and client: a member presents its peer certificate both ways.
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    pki::server_and_client(&mut params);
     let now = OffsetDateTime::now_utc();
     params.not_before = now;
     params.not_after = now + Duration::days(365 * i64::from(validity_years));

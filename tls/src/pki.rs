@@ -105,20 +105,10 @@ impl Ca {
             .distinguished_name
             .push(DnType::CommonName, leaf.common_name.clone());
         for name in &leaf.names {
-            params.subject_alt_names.push(match name.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.clone().try_into()?),
-            });
+            params.subject_alt_names.push(subject_alt_name(name)?);
         }
         params.serial_number = Some(SerialNumber::from(leaf.serial));
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        server_and_client(&mut params);
         params.use_authority_key_identifier_extension = true;
         (params.not_before, params.not_after) = leaf.validity.unwrap_or_else(default_validity);
         let key = KeyPair::generate()?;
@@ -152,6 +142,27 @@ impl Ca {
         let issuer = Issuer::from_params(&self.params, &self.key);
         Ok(params.signed_by(&issuer)?.pem()?)
     }
+}
+
+/// A subject alternative name: an IP address, or else a DNS name.
+pub(crate) fn subject_alt_name(name: &str) -> Result<SanType, TlsError> {
+    Ok(match name.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(name.to_string().try_into()?),
+    })
+}
+
+/// Usable as a server and as a client certificate: members present theirs
+/// both ways to their peers.
+pub(crate) fn server_and_client(params: &mut CertificateParams) {
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
 }
 
 /// Writes `contents` to `path`, readable by its owner only when `secret`.
