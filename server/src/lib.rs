@@ -7,6 +7,10 @@
 //! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
 //!   API of [`member`] it serves, map the error through one table, fill the header. The
 //!   only module that knows tonic.
+//! - [`http`]: the HTTP routes of the client port (`/health`, `/version`),
+//!   served beside gRPC on the same listener.
+//! - [`auth`]: key-range permissions (the checker; the auth store and
+//!   service are to come).
 //! - [`duration`]: Go's duration syntax, as etcd's flags take it.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.
@@ -59,6 +63,7 @@
 //! - [`error`]: the errors clients see, with etcd's messages.
 
 pub mod apply;
+pub mod auth;
 pub mod bootstrap;
 pub mod concurrency;
 pub mod config;
