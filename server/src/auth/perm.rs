@@ -156,11 +156,14 @@ mod tests {
         assert!(!p.can_write(b"ba", b""));
     }
 
+    /// A grant: (type, key, range_end).
+    type Grant = (PermissionType, &'static str, &'static str);
+
     #[test]
     fn keys_ranges_prefixes_and_from_key() {
         use PermissionType::*;
         // (grants, request key, request range_end, read allowed, write allowed)
-        let cases: &[(&[(PermissionType, &str, &str)], &str, &str, bool, bool)] = &[
+        let cases: &[(&[Grant], &str, &str, bool, bool)] = &[
             // one key
             (&[(Read, "foo", "")], "foo", "", true, false),
             (&[(Read, "foo", "")], "fo", "", false, false),
