@@ -220,8 +220,8 @@ mod tests {
         let table = [
             ("data_dir: /x\n", "unknown key \"data_dir\""),
             (
-                "listen-metrics-urls: http://127.0.0.1:2381\n",
-                "key \"listen-metrics-urls\": Cairn has no HTTP endpoint yet",
+                "enable-pprof: true\n",
+                "key \"enable-pprof\": Cairn is not a Go program",
             ),
             ("config-file: other.yml\n", "unknown key \"config-file\""),
             ("heartbeat-interval: soon\n", "key \"heartbeat-interval\""),

@@ -3,6 +3,7 @@
 use ::raft::eraftpb::{Entry, EntryType, Snapshot};
 
 use super::{machine_failed, Node, Transport};
+use crate::metrics::server::SLOW_APPLY;
 use crate::raft::{Error, StateMachine};
 
 impl<T: Transport, M: StateMachine> Node<T, M> {
@@ -73,10 +74,17 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 break;
             }
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self
-                    .machine
-                    .apply_entry(entry.index, &entry.data)
-                    .map_err(machine_failed)?,
+                EntryType::EntryNormal => {
+                    let start = std::time::Instant::now();
+                    self.machine
+                        .apply_entry(entry.index, &entry.data)
+                        .map_err(machine_failed)?;
+                    if let Some(m) = &self.metrics {
+                        if start.elapsed() > SLOW_APPLY {
+                            m.slow_apply.inc();
+                        }
+                    }
+                }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry)?
                 }
