@@ -33,6 +33,8 @@ pub struct RaftMetrics {
     /// etcd_server_snapshot_apply_in_progress_total: 1 while a leader's
     /// snapshot is installed.
     pub snapshot_apply_in_progress: IntGauge,
+    /// etcd_server_heartbeat_send_failures_total: heartbeats that left late.
+    pub heartbeat_send_failures: IntCounter,
 }
 
 /// etcd's `warnApplyDuration`: an apply slower than this is counted (and
@@ -104,6 +106,11 @@ impl ServerMetrics {
                 r,
                 "etcd_server_snapshot_apply_in_progress_total",
                 "1 if the server is applying the incoming snapshot. 0 if none.",
+            )?,
+            heartbeat_send_failures: int_counter(
+                r,
+                "etcd_server_heartbeat_send_failures_total",
+                "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
             )?,
         };
         // Constant label gauges: 1 for the label's value, as etcd has them.

@@ -108,6 +108,8 @@ struct Node<T: Transport, M: StateMachine> {
     removed: bool,
     /// etcd_server_* metrics of the raft thread (none in unit tests).
     metrics: Option<RaftMetrics>,
+    /// When the last heartbeat to each peer left (for the metrics).
+    heartbeats: HashMap<u64, Instant>,
     /// When each peer's last message arrived. raft's own `recent_active`
     /// is cleared at every check-quorum round and after an election, so
     /// it alone shows healthy peers as inactive for a moment every
@@ -168,6 +170,7 @@ pub fn start<T: Transport, M: StateMachine>(
         last_leader: 0,
         removed: false,
         metrics,
+        heartbeats: HashMap::new(),
         heard: HashMap::new(),
     };
     // A lone voter elects itself at once instead of after a timeout.

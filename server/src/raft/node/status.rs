@@ -65,6 +65,9 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             if self.last_leader != 0 {
                 self.reads.fail_all(RequestError::LeaderChanged);
             }
+            // A new term of leadership starts its heartbeats afresh (etcd
+            // resets its detector on becoming leader).
+            self.heartbeats.clear();
             // etcd counts each leader that becomes known, not its loss.
             if status.leader != 0 {
                 if let Some(m) = &self.metrics {
