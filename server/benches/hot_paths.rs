@@ -42,6 +42,23 @@ fn mvcc(c: &mut Criterion) {
             txn.commit(None).unwrap();
         })
     });
+    // The same with the member's metrics counting (etcd's mvcc counters and
+    // the commit histogram): what the metrics cost on the write path.
+    let store = store_with(0);
+    let metrics = cairn_server::metrics::Metrics::new(cairn_server::metrics::Level::Basic, 1);
+    store.set_metrics(metrics.unwrap().store());
+    group.bench_function("put (one txn, 256 B), with metrics", |b| {
+        b.iter(|| {
+            i += 1;
+            let mut txn = store.write();
+            txn.put(
+                format!("key{:08}", i % 10_000).as_bytes(),
+                vec![b'v'; 256],
+                0,
+            );
+            txn.commit(None).unwrap();
+        })
+    });
     let store = store_with(10_000);
     group.bench_function("range one key of 10k", |b| {
         b.iter(|| {

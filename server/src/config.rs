@@ -193,6 +193,12 @@ pub struct Config {
     /// Client and peer TLS (`--cert-file`, `--peer-cert-file`, ...; see
     /// [`TlsSettings`]).
     pub tls: TlsSettings,
+    /// Extra URLs that serve only `/metrics` and the health endpoints, no
+    /// gRPC (`--listen-metrics-urls`); `https://` ones with the client TLS.
+    pub listen_metrics_urls: Vec<String>,
+    /// `--metrics`: `basic` (etcd's default) or `extensive` (adds the gRPC
+    /// handling time histograms).
+    pub metrics: crate::metrics::Level,
 }
 
 /// TLS for clients and peers, etcd's flags (see the `cairn-tls` crate).
@@ -273,6 +279,8 @@ impl Default for Config {
             strict_reconfig_check: true,
             initial_corrupt_check: false,
             force_new_cluster: false,
+            listen_metrics_urls: Vec::new(),
+            metrics: crate::metrics::Level::Basic,
             tls: TlsSettings::default(),
         }
     }

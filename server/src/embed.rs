@@ -27,6 +27,7 @@ use crate::bootstrap::listen::local_url;
 use crate::bootstrap::tls::Transport;
 use crate::bootstrap::Released;
 use crate::member::{Apis, Identity, Limits, Replication};
+use crate::metrics::Metrics;
 use crate::peer::PeerService;
 use crate::raft::{Dialer, NodeConfig, Peers, RaftService};
 use crate::tasks::Tasks;
@@ -54,6 +55,9 @@ pub enum Error {
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The metrics could not be registered (a bug: their names are fixed).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// How long [`Handle::stop`] waits for clients to finish before it closes
@@ -72,6 +76,8 @@ pub struct Handle {
     client_urls: Vec<String>,
     /// The peer URLs actually bound.
     peer_urls: Vec<String>,
+    /// The bound `--listen-metrics-urls`.
+    metrics_urls: Vec<String>,
     /// The one shutdown signal and the background tasks that watch it.
     tasks: Tasks,
     /// One server per client listener; they drain on the signal.
@@ -98,6 +104,11 @@ impl Handle {
     /// The bound peer URLs.
     pub fn peer_urls(&self) -> &[String] {
         &self.peer_urls
+    }
+
+    /// The bound metrics URLs (`--listen-metrics-urls`, ports resolved).
+    pub fn metrics_urls(&self) -> &[String] {
+        &self.metrics_urls
     }
 
     /// The member being served.
@@ -218,7 +229,7 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, Error> {
     crate::logging::lifecycle::configuring_listeners(&config);
     // Bind first: a taken port should fail before the data directory is touched.
-    let (client_listeners, peer_listeners) = listeners.bind_missing(&config).await?;
+    let bound = listeners.bind_missing(&config).await?;
     // TLS of both sides: the member's own files and flags are checked here.
     let transport = Transport::from_config(&config).map_err(crate::bootstrap::Error::from)?;
     // How this member connects to its peers (from
@@ -230,17 +241,23 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         cluster_id: opened.cluster_id,
         member_id: opened.member_id,
     };
+    // The metrics are labelled with the member's id, known only now; the
+    // store and the log count from here on.
+    let metrics = Arc::new(Metrics::new(config.metrics, opened.member_id)?);
+    opened.log.set_metrics(metrics.wal.clone());
+    metrics
+        .server
+        .quota_backend_bytes
+        .set(i64::try_from(config.quota_backend_bytes).unwrap_or(i64::MAX));
 
     // Raft: the node's input channel first, so the transport can report to it.
     let (inputs, inputs_rx) = std::sync::mpsc::channel();
     let resolve =
         crate::bootstrap::join::resolver(&config, joined.peers, Arc::downgrade(&opened.machine))?;
-    let peers = Arc::new(Peers::new(
-        opened.member_id,
-        resolve,
-        inputs.clone(),
-        dialer.clone(),
-    ));
+    let peers = Arc::new(
+        Peers::new(opened.member_id, resolve, inputs.clone(), dialer.clone())
+            .with_metrics(Arc::clone(&metrics.network)),
+    );
     let election_ticks = (config.election_timeout.as_millis()
         / config.heartbeat_interval.as_millis().max(1))
     .max(2) as usize;
@@ -257,6 +274,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         Arc::clone(&opened.machine),
         Arc::clone(&peers),
         (inputs.clone(), inputs_rx),
+        Some(metrics.server.raft.clone()),
     )?;
     let member = Arc::new(
         Apis::builder(
@@ -278,6 +296,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         .with_strict_reconfig_check(config.strict_reconfig_check)
         .with_zone(config.zone.clone())
         .with_peer_dialer(dialer)
+        .with_metrics(Arc::clone(&metrics))
         .build(),
     );
 
@@ -285,14 +304,16 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let mut tasks = Tasks::new();
     let mut peer_urls = Vec::new();
     let mut peer_servers = JoinSet::new();
-    for bound in peer_listeners {
+    for bound in bound.peer {
         peer_urls.push(local_url(&bound)?);
         crate::logging::lifecycle::serving_peer(
             peer_urls
                 .last()
                 .map_or("", |u| u.split("://").nth(1).unwrap_or(u)),
         );
-        let raft_service = RaftService::new(inputs.clone()).into_server();
+        let raft_service = RaftService::new(inputs.clone())
+            .with_metrics(Arc::clone(&metrics.network))
+            .into_server();
         let peer_service = PeerService::new(&member).into_server();
         let security = transport.peer_security(&bound);
         let incoming = cairn_tls::server::TlsIncoming::new(bound.listener, security, "peer");
@@ -327,7 +348,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     let (health, health_service) = crate::grpc::health().await;
     let mut client_urls = Vec::new();
     let mut servers = JoinSet::new();
-    for bound in client_listeners {
+    for bound in bound.client {
         client_urls.push(local_url(&bound)?);
         let security = transport.client_security(&bound);
         servers.spawn(crate::grpc::serve(
@@ -340,6 +361,20 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
                 let mut shutdown = tasks.shutdown();
                 async move { shutdown.recv().await }
             },
+        ));
+    }
+    // `--listen-metrics-urls`: metrics and health only, drained like the
+    // client servers.
+    let mut metrics_urls = Vec::new();
+    for bound in bound.metrics {
+        metrics_urls.push(local_url(&bound)?);
+        let security = transport.client_security(&bound);
+        let mut shutdown = tasks.shutdown();
+        servers.spawn(crate::http::serve_metrics(
+            Arc::clone(&member),
+            bound.listener,
+            security,
+            async move { shutdown.recv().await },
         ));
     }
     crate::logging::lifecycle::now_serving(identity.member_id, &config, &peer_urls, &client_urls);
@@ -360,6 +395,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         member,
         client_urls,
         peer_urls,
+        metrics_urls,
         tasks,
         servers,
         peer_servers,

@@ -61,6 +61,8 @@
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
+//! - [`metrics`]: Prometheus metrics with etcd's names, a registry per
+//!   member; [`http`] serves them at `/metrics`.
 
 pub mod apply;
 pub mod auth;
@@ -78,6 +80,7 @@ pub mod lease;
 pub mod logging;
 pub mod machine;
 pub mod member;
+pub mod metrics;
 pub mod mvcc;
 pub mod notify;
 pub mod offline;

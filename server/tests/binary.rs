@@ -57,8 +57,12 @@ fn bad_flags_are_refused() {
             "invalid value 'maybe' for '--peer-auto-tls",
         ),
         (
-            &["--listen-metrics-urls", "http://127.0.0.1:2381"],
-            "--listen-metrics-urls: Cairn has no HTTP endpoint yet",
+            &["--enable-pprof"],
+            "--enable-pprof: Cairn is not a Go program",
+        ),
+        (
+            &["--metrics", "full"],
+            "invalid value 'full' for '--metrics",
         ),
         (&["--listen-client-urls", "127.0.0.1:2379"], "invalid URL"),
         (

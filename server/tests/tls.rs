@@ -188,6 +188,14 @@ async fn the_members_own_bad_tls_files_and_flags_stop_the_start() {
             }),
         ),
         (
+            "TLS key/cert (--cert-file, --key-file) must be provided for metrics url https://127.0.0.1:0 with HTTPS scheme",
+            Box::new(|c: &mut Config| {
+                c.tls.client = Default::default();
+                c.listen_client_urls = vec!["http://127.0.0.1:0".into()];
+                c.listen_metrics_urls = vec!["https://127.0.0.1:0".into()];
+            }),
+        ),
+        (
             "cannot listen on TLS for https://127.0.0.1:0",
             Box::new(|c: &mut Config| c.listen_peer_urls = vec!["https://127.0.0.1:0".into()]),
         ),
@@ -205,6 +213,81 @@ async fn the_members_own_bad_tls_files_and_flags_stop_the_start() {
             "the data directory was written: {want}"
         );
     }
+}
+
+/// `GET path` over HTTP/1.1 on `url`, plain or TLS (trusting `ca`): the
+/// raw answer, or what came before the connection failed.
+async fn http_get(url: &str, path: &str, ca: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tls, address) = match url.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, url.trim_start_matches("http://")),
+    };
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut raw = Vec::new();
+    if tls {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let _ = stream.read_to_end(&mut raw).await;
+    } else {
+        let mut stream = tcp;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let _ = stream.read_to_end(&mut raw).await;
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn an_https_metrics_url_serves_with_the_client_certificate() {
+    // Given a member whose clients use plain http and whose metrics URL is
+    // https (etcd's client certificate serves it),
+    let dir = tempfile::tempdir().unwrap();
+    let mut pki = Pki::new("ca");
+    let server = pki.issue("server", "server");
+    let member = embed::start(tls_config(dir.path(), &server, |c| {
+        c.listen_client_urls = vec!["http://127.0.0.1:0".into()];
+        c.listen_metrics_urls = vec!["https://127.0.0.1:0".into()];
+    }))
+    .await
+    .unwrap();
+    let url = member.metrics_urls()[0].clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // a client trusting the CA scrapes it and reads its health;
+    let scraped = http_get(&url, "/metrics", &pki.ca_file()).await;
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("etcd_server_has_leader 1"), "{scraped}");
+    let ready = http_get(&url, "/readyz", &pki.ca_file()).await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ok\n"),
+        "{ready}"
+    );
+
+    // plain http on it gets no answer.
+    let plain = http_get(
+        &url.replace("https://", "http://"),
+        "/metrics",
+        &pki.ca_file(),
+    )
+    .await;
+    assert!(!plain.contains("200 OK"), "{plain}");
+    member.stop().await.unwrap();
 }
 
 #[tokio::test]

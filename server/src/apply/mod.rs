@@ -37,6 +37,12 @@ pub trait ReadView {
     /// Reads `range` with `opts`.
     fn read(&self, range: &KeyRange, opts: RangeOptions)
         -> Result<RangeResult, crate::mvcc::Error>;
+
+    /// Counts one range of a request (etcd_mvcc_range_total): a Range, or
+    /// the previous values a put or delete returns. Reads the apply makes
+    /// for itself (a put's previous lease) are not counted, as etcd's
+    /// index lookups are not.
+    fn note_range(&self);
 }
 
 impl ReadView for Store {
@@ -47,6 +53,10 @@ impl ReadView for Store {
     ) -> Result<RangeResult, crate::mvcc::Error> {
         self.range(range, opts)
     }
+
+    fn note_range(&self) {
+        Store::note_range(self);
+    }
 }
 
 impl ReadView for WriteTxn<'_> {
@@ -56,6 +66,10 @@ impl ReadView for WriteTxn<'_> {
         opts: RangeOptions,
     ) -> Result<RangeResult, crate::mvcc::Error> {
         self.range(range, opts)
+    }
+
+    fn note_range(&self) {
+        WriteTxn::note_range(self);
     }
 }
 
@@ -132,6 +146,9 @@ pub fn put(
     req: &PutRequest,
 ) -> Result<PutResponse, EtcdError> {
     check_put(txn, leases, req)?;
+    if req.prev_kv || req.ignore_value || req.ignore_lease {
+        txn.note_range();
+    }
     let prev = current(txn, &req.key)?;
     let mut value = req.value.clone();
     let mut lease = req.lease;
@@ -159,6 +176,7 @@ pub fn delete_range(
 ) -> Result<DeleteRangeResponse, EtcdError> {
     let range = KeyRange::new(&req.key, &req.range_end);
     let prev_kvs = if req.prev_kv {
+        txn.note_range();
         txn.range(&range, RangeOptions::default())?.kvs
     } else {
         Vec::new()

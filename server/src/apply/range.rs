@@ -17,6 +17,7 @@ use crate::mvcc::{KeyRange, RangeOptions};
 /// result. Sorting or filtering needs every key, so the limit is then applied
 /// after them.
 pub fn range(view: &dyn ReadView, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+    view.note_range();
     let order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     let filtered = req.min_mod_revision != 0

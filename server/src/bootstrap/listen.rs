@@ -130,13 +130,25 @@ fn given(listeners: Vec<TcpListener>, urls: &[String]) -> Vec<Bound> {
         .collect()
 }
 
+/// Every listener of a member, bound.
+#[derive(Debug)]
+pub struct BoundListeners {
+    /// Client listeners (gRPC and HTTP).
+    pub client: Vec<Bound>,
+    /// Peer listeners.
+    pub peer: Vec<Bound>,
+    /// `--listen-metrics-urls`: metrics and health only.
+    pub metrics: Vec<Bound>,
+}
+
 impl Listeners {
     /// These listeners, with those missing bound from `config`'s
-    /// `listen_client_urls` and `listen_peer_urls`: (client, peer).
+    /// `listen_client_urls` and `listen_peer_urls`; the
+    /// `listen_metrics_urls` are always bound here.
     pub async fn bind_missing(
         self,
         config: &crate::config::Config,
-    ) -> Result<(Vec<Bound>, Vec<Bound>), Error> {
+    ) -> Result<BoundListeners, Error> {
         let client = if self.client.is_empty() {
             bind_all(&config.listen_client_urls).await?
         } else {
@@ -147,7 +159,12 @@ impl Listeners {
         } else {
             given(self.peer, &config.listen_peer_urls)
         };
-        Ok((client, peer))
+        let metrics = bind_all(&config.listen_metrics_urls).await?;
+        Ok(BoundListeners {
+            client,
+            peer,
+            metrics,
+        })
     }
 }
 

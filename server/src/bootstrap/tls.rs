@@ -63,6 +63,14 @@ impl Transport {
                 tracing::warn!(client_url = %url, "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL");
             }
         }
+        for url in &config.listen_metrics_urls {
+            // etcd serves https metrics URLs with the client TLS.
+            if is_https(url) && client.is_empty() {
+                return Err(TlsError::Setting(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for metrics url {url} with HTTPS scheme"
+                )));
+            }
+        }
         for url in &config.listen_peer_urls {
             if is_https(url) && peer.is_empty() {
                 return Err(TlsError::Setting(format!(
@@ -71,11 +79,12 @@ impl Transport {
             }
         }
         let serves = |urls: &[String]| urls.iter().any(|u| is_https(u));
-        let client_tls = if serves(&config.listen_client_urls) {
-            Some(ServerTls::new(&client, &policy, CLIENT_ALPN)?)
-        } else {
-            None
-        };
+        let client_tls =
+            if serves(&config.listen_client_urls) || serves(&config.listen_metrics_urls) {
+                Some(ServerTls::new(&client, &policy, CLIENT_ALPN)?)
+            } else {
+                None
+            };
         let peer_server = if serves(&config.listen_peer_urls) {
             // etcd's peer listener checks peers' certificates against their
             // addresses too.
@@ -101,7 +110,7 @@ impl Transport {
         })
     }
 
-    /// How a client listener accepts connections.
+    /// How a client (or metrics) listener accepts connections.
     pub fn client_security(&self, bound: &Bound) -> Security {
         security(bound, self.client.as_ref())
     }

@@ -162,6 +162,11 @@ pub async fn serve(
         )
         // HTTP/1.1 for the HTTP routes (curl, load balancers' probes).
         .accept_http1(true)
+        // grpc_server_* by method and code; outermost, so that it sees the
+        // codes as clients do (after the rewrite below).
+        .layer(crate::metrics::layer::GrpcMetricsLayer::new(
+            member.metrics().map(|m| Arc::clone(&m.grpc)),
+        ))
         // Requests tonic itself refuses (too large, undecodable) are answered
         // with grpc-go's codes, as etcd answers them.
         .layer(tower::util::MapResponseLayer::new(

@@ -24,7 +24,14 @@ pub(super) async fn health(
         .get("exclude")
         .map(|e| e.split(',').collect())
         .unwrap_or_default();
-    match check(&apis, serializable, &excluded).await {
+    let checked = check(&apis, serializable, &excluded).await;
+    if let Some(m) = apis.metrics() {
+        match checked {
+            Ok(()) => m.server.health_success.inc(),
+            Err(_) => m.server.health_failures.inc(),
+        }
+    }
+    match checked {
         Ok(()) => answer(StatusCode::OK, "true", String::new()),
         Err(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, "false", reason),
     }

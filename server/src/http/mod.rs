@@ -1,6 +1,8 @@
 //! The HTTP face of a member, on the client port beside gRPC (as etcd
-//! serves both on one port): `/health`, `/version`, and what later issues
-//! add (metrics, readiness, etcd's JSON API). Like [`crate::grpc`], each
+//! serves both on one port): `/health`, `/livez`, `/readyz`, `/version`,
+//! `/metrics`, and what later issues add (etcd's JSON API). The
+//! `--listen-metrics-urls` listeners serve the metrics and health
+//! endpoints alone ([`serve_metrics`]). Like [`crate::grpc`], each
 //! handler is thin: read the request, call the member's APIs, answer with
 //! etcd's body, headers and status code.
 //!
@@ -10,6 +12,10 @@
 //! `Unimplemented` if it is a gRPC call and etcd's 404 otherwise.
 
 mod health;
+mod metrics;
+mod probes;
+
+pub use metrics::serve_metrics;
 
 use std::sync::Arc;
 
@@ -22,9 +28,9 @@ use crate::member::Apis;
 
 /// The HTTP routes of the client port.
 pub fn router(apis: Arc<Apis>) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
+    probes::routes(Router::new())
         .route("/version", get(version))
+        .route("/metrics", get(metrics::metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(cors))
         .with_state(apis)

@@ -3,7 +3,7 @@
 //! downgrade and data key rotation, as etcd 3.5 answers them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::DowngradeInfo;
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
@@ -18,6 +18,7 @@ use super::{blocking_failed, unexpected, Proposer, ETCD_VERSION};
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
+use crate::metrics::MaintenanceMetrics;
 use crate::raft::Dialer;
 use crate::storage::{try_scan, Cf, Scan};
 
@@ -38,6 +39,8 @@ pub struct MaintenanceApi {
     dialer: Dialer,
     /// This member's zone (`--zone`), reported by Status.
     zone: String,
+    /// Hash, defragmentation and snapshot durations (set once at start).
+    metrics: std::sync::OnceLock<MaintenanceMetrics>,
 }
 
 impl MaintenanceApi {
@@ -52,7 +55,13 @@ impl MaintenanceApi {
             proposer,
             dialer,
             zone,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Times hashes, defragmentations and snapshots in `metrics`.
+    pub fn set_metrics(&self, metrics: MaintenanceMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Maintenance.Status.
@@ -124,9 +133,17 @@ impl MaintenanceApi {
     /// Maintenance.Defragment: reclaims the space of deleted records.
     pub async fn defragment(&self) -> Result<(), EtcdError> {
         let store = Arc::clone(self.proposer.store());
-        tokio::task::spawn_blocking(move || store.engine().defragment())
-            .await
-            .map_err(blocking_failed)??;
+        let metrics = self.metrics.get();
+        if let Some(m) = metrics {
+            m.defrag_inflight.set(1);
+        }
+        let start = Instant::now();
+        let done = tokio::task::spawn_blocking(move || store.engine().defragment()).await;
+        if let Some(m) = metrics {
+            m.defrag_inflight.set(0);
+            m.defrag.observe(crate::metrics::since(start));
+        }
+        done.map_err(blocking_failed)??;
         Ok(())
     }
 
@@ -189,10 +206,14 @@ impl MaintenanceApi {
         revision: i64,
     ) -> Result<(HashKvResponse, i64), EtcdError> {
         let store = Arc::clone(self.proposer.store());
+        let start = Instant::now();
         let (hash, compact_revision, hashed) =
             tokio::task::spawn_blocking(move || store.hash_kv(revision))
                 .await
                 .map_err(|_| EtcdError::Internal)??;
+        if let Some(m) = self.metrics.get() {
+            m.hash_rev.observe(crate::metrics::since(start));
+        }
         // etcd's header carries the member's current revision, not the
         // hashed one.
         let response = HashKvResponse {
@@ -260,6 +281,16 @@ impl MaintenanceApi {
     /// Maintenance.Snapshot: a consistent copy of the replicated state
     /// (see [`crate::snapshot`] for the file format).
     pub async fn snapshot_file(&self) -> Result<Vec<u8>, EtcdError> {
+        let start = Instant::now();
+        let file = self.snapshot_bytes().await?;
+        if let Some(m) = self.metrics.get() {
+            m.snapshot.observe(crate::metrics::since(start));
+        }
+        Ok(file)
+    }
+
+    /// [`Self::snapshot_file`], untimed.
+    async fn snapshot_bytes(&self) -> Result<Vec<u8>, EtcdError> {
         let machine = Arc::clone(self.proposer.machine());
         let data = tokio::task::spawn_blocking(move || machine.consistent_snapshot())
             .await
@@ -290,6 +321,16 @@ impl MaintenanceApi {
     /// table, the alarms and the downgrade job. The header's revision is the
     /// hashed revision.
     pub async fn hash(&self) -> Result<HashResponse, EtcdError> {
+        let start = Instant::now();
+        let hashed = self.hash_untimed().await;
+        if let Some(m) = self.metrics.get() {
+            m.hash.observe(crate::metrics::since(start));
+        }
+        hashed
+    }
+
+    /// [`Self::hash`], untimed.
+    async fn hash_untimed(&self) -> Result<HashResponse, EtcdError> {
         let machine = Arc::clone(self.proposer.machine());
         let (hash, revision) = tokio::task::spawn_blocking(move || {
             let (kv_hash, _, revision) = machine.store().hash_kv(0)?;

@@ -14,6 +14,7 @@ use prost::Message;
 
 use crate::error::EtcdError;
 use crate::machine::{Applied, Machine};
+use crate::metrics::Metrics;
 use crate::mvcc::Store;
 use crate::peer::PeerChannels;
 use crate::raft::Dialer;
@@ -118,6 +119,8 @@ pub struct Apis {
     /// How often watchers that asked for progress notifications get one
     /// (etcd's `--experimental-watch-progress-notify-interval`).
     watch_progress_interval: Duration,
+    /// The member's metrics (none in unit tests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Apis {
@@ -139,6 +142,7 @@ impl Apis {
             strict_reconfig_check: true,
             zone: String::new(),
             dialer: Dialer::default(),
+            metrics: None,
         }
     }
 
@@ -165,6 +169,11 @@ impl Apis {
     /// The Maintenance API.
     pub fn maintenance(&self) -> &Arc<MaintenanceApi> {
         &self.maintenance
+    }
+
+    /// The member's metrics, served at `/metrics`.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The watch progress notification interval.
@@ -224,6 +233,8 @@ pub struct ApisBuilder {
     zone: String,
     /// How this member connects to peers (lease forwarding, hash checks).
     dialer: Dialer,
+    /// The member's metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ApisBuilder {
@@ -257,9 +268,23 @@ impl ApisBuilder {
         self
     }
 
+    /// Counts the member's work in `metrics` (its proposals, maintenance
+    /// operations, store and raft log).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Builds the APIs.
     pub fn build(self) -> Apis {
+        if let Some(m) = &self.metrics {
+            self.machine.store().set_metrics(m.store());
+            m.cairn.set_zone(&self.zone);
+        }
         let proposer = Arc::new(Proposer::new(self.machine, self.identity, self.replication));
+        if let Some(m) = &self.metrics {
+            proposer.set_metrics(m.server.proposals.clone());
+        }
         let quota = Arc::new(Quota::new(Arc::clone(&proposer), self.quota_backend_bytes));
         Apis {
             kv: Arc::new(KvApi::new(
@@ -278,13 +303,16 @@ impl ApisBuilder {
                 self.strict_reconfig_check,
                 self.zone.clone(),
             )),
-            maintenance: Arc::new(MaintenanceApi::new(
-                Arc::clone(&proposer),
-                self.dialer,
-                self.zone,
-            )),
+            maintenance: Arc::new({
+                let api = MaintenanceApi::new(Arc::clone(&proposer), self.dialer, self.zone);
+                if let Some(m) = &self.metrics {
+                    api.set_metrics(m.maintenance());
+                }
+                api
+            }),
             proposer,
             watch_progress_interval: self.watch_progress_interval,
+            metrics: self.metrics,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::IdGenerator;
 use crate::machine::{Applied, Machine};
+use crate::metrics::server::ProposalMetrics;
 use crate::mvcc::Store;
 use crate::raft::RaftStatus;
 
@@ -48,6 +49,9 @@ pub struct Proposer {
     /// Set when the member begins to stop, so new requests are refused and
     /// long-lived per-client tasks (watch streams) end and release the store.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// etcd's proposal and ReadIndex metrics (set once at start; none in
+    /// unit tests).
+    metrics: std::sync::OnceLock<ProposalMetrics>,
 }
 
 impl Proposer {
@@ -59,7 +63,13 @@ impl Proposer {
             replication,
             proposal_ids: IdGenerator::now(identity.member_id),
             stopping: tokio::sync::watch::Sender::new(false),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts proposals and ReadIndex rounds in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: ProposalMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// The state machine.
@@ -188,6 +198,7 @@ impl Proposer {
             return Err(EtcdError::TooManyRequests);
         }
         let (waiter, _registered) = Registered::new(&self.machine, id);
+        let mut pending = Pending::new(self.metrics.get());
         let mut leadership = replication.raft.leadership();
         leadership.borrow_and_update();
         let proposed = if leader_only {
@@ -196,7 +207,17 @@ impl Proposer {
             replication.raft.propose(data).await
         };
         proposed?;
-        wait_applied(replication, waiter, status.leader, leadership).await
+        let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
+        // etcd counts a proposal that raft took and that timed out, or
+        // whose caller left, as failed; an error of the request is no
+        // failed proposal (nor is a stop).
+        if !matches!(
+            outcome,
+            Err(EtcdError::Timeout | EtcdError::TimeoutDueToLeaderFail)
+        ) {
+            pending.settled();
+        }
+        outcome
     }
 
     /// Proposes a membership change (a conf change carrying the proposal id
@@ -247,10 +268,57 @@ impl Proposer {
         if replication.broken_stale_reads {
             return Ok(());
         }
+        let metrics = self.metrics.get();
         match tokio::time::timeout(replication.request_timeout, replication.raft.read_index()).await
         {
-            Ok(result) => result.map(|_| ()).map_err(EtcdError::from),
-            Err(_) => Err(EtcdError::Timeout),
+            Ok(result) => result.map(|_| ()).map_err(|e| {
+                if let Some(m) = metrics {
+                    m.read_index_failed.inc();
+                }
+                EtcdError::from(e)
+            }),
+            Err(_) => {
+                if let Some(m) = metrics {
+                    m.slow_read_index.inc();
+                }
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+}
+
+/// A proposal in flight, for etcd's pending and failed counts: pending
+/// while it lives; failed when dropped unsettled (refused by raft, timed
+/// out, or given up by its caller).
+struct Pending<'a> {
+    metrics: Option<&'a ProposalMetrics>,
+    settled: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(metrics: Option<&'a ProposalMetrics>) -> Self {
+        if let Some(m) = metrics {
+            m.pending.inc();
+        }
+        Self {
+            metrics,
+            settled: false,
+        }
+    }
+
+    /// Its outcome is no failure.
+    fn settled(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.metrics {
+            m.pending.dec();
+            if !self.settled {
+                m.failed.inc();
+            }
         }
     }
 }

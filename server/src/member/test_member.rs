@@ -140,6 +140,7 @@ fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestM
         Arc::clone(&machine),
         Arc::new(NoPeers),
         std::sync::mpsc::channel(),
+        None,
     )
     .unwrap();
     let (hold, held) = std::sync::mpsc::channel::<()>();

@@ -28,7 +28,9 @@ pub use index::{KeyRange, TreeIndex};
 pub use key_index::{KeyAt, KeyIndex};
 pub use revision::Revision;
 pub use store::{CompactionJob, RangeOptions, RangeResult, Store};
-pub use watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
+pub use watch::{
+    StreamKey, SyncOutcome, WatchCounts, WatchHub, WatchMessage, WatchSpec, WatcherKey,
+};
 pub use write_txn::WriteTxn;
 
 /// Errors of the MVCC layer.

@@ -3,7 +3,7 @@
 //! [`WriteTxn`] (`write_txn.rs`), which holds the store's write lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
@@ -15,6 +15,7 @@ use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::write_txn::WriteTxn;
 use super::Error;
+use crate::metrics::mvcc::StoreMetrics;
 use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
@@ -61,6 +62,9 @@ pub(super) struct State {
     pub(super) compact_rev: i64,
     /// Applied index recorded with the latest commit.
     pub(super) applied_index: u64,
+    /// Keys alive at the current revision (etcd's keys gauge), kept up to
+    /// date by each commit so that the metrics never count them.
+    pub(super) live_keys: i64,
 }
 
 /// An MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
@@ -78,6 +82,8 @@ pub struct Store {
     pub(super) sync_writes: bool,
     /// Watchers, notified by every commit.
     pub(super) hub: WatchHub,
+    /// Counters and the commit histogram (none in unit tests).
+    pub(super) metrics: OnceLock<StoreMetrics>,
 }
 
 impl std::fmt::Debug for Store {
@@ -128,9 +134,16 @@ impl Store {
             compaction: Mutex::new(()),
             sync_writes,
             hub: WatchHub::default(),
+            metrics: OnceLock::new(),
         };
         store.finish_compaction(unfinished)?;
         Ok(store)
+    }
+
+    /// Counts this store's work in `metrics` from now on (set once the
+    /// member's id, which labels its metrics, is known).
+    pub fn set_metrics(&self, metrics: StoreMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Reloads the index after the engine's records were replaced wholesale
@@ -173,11 +186,13 @@ impl Store {
                 unfinished = Some((scheduled, available));
             }
         }
+        let live_keys = index.range(&KeyRange::new(b"", b"\0"), current_rev).count() as i64;
         let state = State {
             index,
             current_rev,
             compact_rev,
             applied_index,
+            live_keys,
         };
         Ok((state, unfinished))
     }
@@ -221,6 +236,19 @@ impl Store {
     /// The engine underneath (for size figures and defragmentation).
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// Counts one range of a read-only request (see
+    /// [`crate::apply::ReadView::note_range`]).
+    pub fn note_range(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.range.inc();
+        }
+    }
+
+    /// Keys alive at the current revision.
+    pub fn live_keys(&self) -> i64 {
+        self.read().live_keys
     }
 
     /// Reads a range at a revision.
@@ -392,8 +420,10 @@ impl Store {
     /// revision whole, its deletions included (etcd drops them, splitting
     /// the revision). Reads and hashes at `rev` go through the index, which
     /// has forgotten those tombstones, so nothing else sees them.
-    fn delete_compacted(&self, rev: i64, available: &HashSet<Revision>) -> Result<(), Error> {
+    /// Returns how many records it deleted.
+    fn delete_compacted(&self, rev: i64, available: &HashSet<Revision>) -> Result<u64, Error> {
         let _serial = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deleted = 0;
         let end = Revision::new(rev + 1, 0).to_bytes();
         let mut start: Vec<u8> = Vec::new();
         loop {
@@ -413,6 +443,7 @@ impl Store {
                     Scan::Continue
                 })?;
             if !obsolete.is_empty() {
+                deleted += obsolete.len() as u64;
                 let mut batch = WriteBatch::new();
                 for key in obsolete {
                     batch.delete(Cf::Kv, key);
@@ -428,7 +459,7 @@ impl Store {
         batch.put(Cf::Meta, META_FINISHED_COMPACT, rev.to_be_bytes());
         self.engine.write(batch, self.sync_writes)?;
         tracing::debug!(revision = rev, "compaction finished");
-        Ok(())
+        Ok(deleted)
     }
 }
 
@@ -446,7 +477,18 @@ pub struct CompactionJob {
 impl CompactionJob {
     /// Deletes the obsolete records (blocking; run it on a blocking thread).
     pub fn run(self) -> Result<(), Error> {
-        self.store.delete_compacted(self.rev, &self.available)
+        let start = std::time::Instant::now();
+        let deleted = self.store.delete_compacted(self.rev, &self.available)?;
+        if let Some(m) = self.store.metrics.get() {
+            m.compacted_keys.inc_by(deleted);
+            m.compaction_duration_ms
+                .observe(start.elapsed().as_secs_f64() * 1000.0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            m.compaction_last.set(i64::try_from(now).unwrap_or(0));
+        }
+        Ok(())
     }
 }
 

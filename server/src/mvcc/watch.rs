@@ -21,7 +21,7 @@
 //! can never be both delivered live and replayed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use cairn_proto::mvccpb::event::EventType;
@@ -131,6 +131,19 @@ pub struct WatchHub {
     next_watcher: AtomicU64,
     /// Next stream key.
     next_stream: AtomicU64,
+    /// Streams given out and not yet removed (etcd's watch stream count).
+    open_streams: AtomicI64,
+}
+
+/// What [`WatchHub::counts`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchCounts {
+    /// Watchers registered.
+    pub watchers: usize,
+    /// Those still catching up from history (etcd's slow watchers).
+    pub unsynced: usize,
+    /// Open streams.
+    pub streams: usize,
 }
 
 /// Outcome of one sync round.
@@ -150,9 +163,22 @@ impl WatchHub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A key for a new client stream.
+    /// A key for a new client stream (given back with
+    /// [`WatchHub::remove_stream`]).
     pub fn new_stream(&self) -> StreamKey {
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
         self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many watchers, unsynced ones and open streams there are (for
+    /// the metrics).
+    pub fn counts(&self) -> WatchCounts {
+        let state = self.lock();
+        WatchCounts {
+            watchers: state.watchers.len(),
+            unsynced: state.unsynced.len(),
+            streams: usize::try_from(self.open_streams.load(Ordering::Relaxed)).unwrap_or(0),
+        }
     }
 
     /// Resolves when a sync round may have work (a watcher became unsynced).
@@ -218,8 +244,9 @@ impl WatchHub {
         state.watchers.remove(&key).is_some()
     }
 
-    /// Removes every watcher of a closed stream.
+    /// Removes every watcher of a closed stream (once per stream).
     pub fn remove_stream(&self, stream: StreamKey) {
+        self.open_streams.fetch_sub(1, Ordering::Relaxed);
         let mut state = self.lock();
         let keys: Vec<WatcherKey> = state
             .watchers

@@ -42,6 +42,21 @@ pub struct WriteTxn<'a> {
     staged: WriteBatch,
     /// Set by a successful commit; otherwise drop rolls back.
     committed: bool,
+    /// Operations done, for etcd's mvcc counters (added when the
+    /// transaction ends, committed or not, as etcd's `End` does).
+    ops: Ops,
+}
+
+/// What a transaction did, for the metrics.
+#[derive(Debug, Default)]
+struct Ops {
+    /// A cell: reads take `&self`.
+    ranges: std::cell::Cell<u64>,
+    puts: u64,
+    deletes: u64,
+    put_bytes: i64,
+    /// Keys created minus keys deleted.
+    live_keys: i64,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -58,6 +73,7 @@ impl<'a> WriteTxn<'a> {
             undo: HashMap::new(),
             staged: WriteBatch::new(),
             committed: false,
+            ops: Ops::default(),
         }
     }
 
@@ -104,13 +120,24 @@ impl<'a> WriteTxn<'a> {
         )
     }
 
+    /// Counts one range of a request (see
+    /// [`crate::apply::ReadView::note_range`]).
+    pub fn note_range(&self) {
+        self.ops.ranges.set(self.ops.ranges.get() + 1);
+    }
+
     /// Puts `key`; creation revision and version follow from its history.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) {
         let rev = self.next_rev();
         let (create_revision, version) = match self.state.index.get(key, self.revision()) {
             Some(at) => (at.created.main, at.version + 1),
-            None => (rev.main, 1),
+            None => {
+                self.ops.live_keys += 1;
+                (rev.main, 1)
+            }
         };
+        self.ops.puts += 1;
+        self.ops.put_bytes += (key.len() + value.len()) as i64;
         let kv = KeyValue {
             key: key.to_vec(),
             create_revision,
@@ -127,6 +154,7 @@ impl<'a> WriteTxn<'a> {
 
     /// Deletes every live key of `range`; returns how many were deleted.
     pub fn delete_range(&mut self, range: &KeyRange) -> usize {
+        self.ops.deletes += 1;
         let view = self.revision();
         let keys: Vec<Vec<u8>> = self
             .state
@@ -144,6 +172,7 @@ impl<'a> WriteTxn<'a> {
                     ..KeyValue::default()
                 };
                 self.changes.push((rev, true, kv));
+                self.ops.live_keys -= 1;
             }
         }
         keys.len()
@@ -182,8 +211,13 @@ impl<'a> WriteTxn<'a> {
             batch.put(Cf::Meta, META_APPLIED_INDEX, (index as i64).to_be_bytes());
         }
         if !batch.is_empty() {
+            let start = std::time::Instant::now();
             self.store.engine().write(batch, self.store.sync_writes)?;
+            if let Some(m) = self.store.metrics.get() {
+                m.commit.observe(crate::metrics::since(start));
+            }
         }
+        self.state.live_keys += self.ops.live_keys;
         if let Some(index) = applied_index {
             self.state.applied_index = index;
         }
@@ -204,6 +238,18 @@ impl<'a> WriteTxn<'a> {
 
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
+        if let Some(m) = self.store.metrics.get() {
+            let ops = &self.ops;
+            let ranges = ops.ranges.get();
+            m.range.inc_by(ranges);
+            m.put.inc_by(ops.puts);
+            m.delete.inc_by(ops.deletes);
+            m.put_size.add(ops.put_bytes);
+            // etcd's rule: a transaction of one operation is not a txn.
+            if ranges + ops.puts + ops.deletes > 1 {
+                m.txn.inc();
+            }
+        }
         if self.committed {
             return;
         }

@@ -231,8 +231,15 @@ fn start(id: u64, voters: &[u64], net: &Arc<Network>) -> TestNode {
         from: id,
         net: Arc::clone(net),
     });
-    let (handle, thread) =
-        node::start(config, Arc::clone(&log), Arc::clone(&fake), link, channel).unwrap();
+    let (handle, thread) = node::start(
+        config,
+        Arc::clone(&log),
+        Arc::clone(&fake),
+        link,
+        channel,
+        None,
+    )
+    .unwrap();
     TestNode {
         handle,
         fake,

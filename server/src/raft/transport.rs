@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::dialer::{DialError, Dialer};
 use super::node::{is_snapshot, Input, Transport};
 use super::wire::{Exchange, WireError};
+use crate::metrics::network::{NetworkMetrics, PeerMetrics, Transfer};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -77,6 +78,8 @@ pub struct Peers {
     /// before clients have drained: until the raft thread stops, what they
     /// still write needs raft's messages to reach the peers.
     stop: watch::Sender<bool>,
+    /// etcd_network_* of the peer side (none in unit tests).
+    metrics: Option<Arc<NetworkMetrics>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -108,7 +111,15 @@ impl Peers {
             runtime: tokio::runtime::Handle::current(),
             tasks: Mutex::new(JoinSet::new()),
             stop: watch::Sender::new(false),
+            metrics: None,
         }
+    }
+
+    /// The same transport, counting bytes, failures, round trips and
+    /// snapshot sends in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<NetworkMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Ends every peer task and snapshot transfer and waits for them. Called
@@ -167,6 +178,7 @@ impl Peers {
             rx,
             lock(&self.inputs).clone(),
             self.stop.subscribe(),
+            self.metrics.as_ref().map(|m| m.peer(to)),
         ));
         queues.insert(to, tx.clone());
         tx
@@ -181,11 +193,16 @@ impl Peers {
         let inputs = lock(&self.inputs).clone();
         let dialer = self.dialer.clone();
         let stop = self.stop.subscribe();
+        let metrics = self.metrics.clone();
         let spawned = self.spawn(async move {
+            let start = std::time::Instant::now();
             let sent = tokio::select! {
                 sent = send_snapshot(&dialer, &url, msg) => sent,
                 () = stopped(stop) => Err(SendError::Stopped),
             };
+            if let Some(m) = &metrics {
+                m.snapshot(Transfer::Sent(to), sent.is_ok(), crate::metrics::since(start));
+            }
             let failed = match sent {
                 Ok(()) => false,
                 Err(SendError::Stopped) => true,
@@ -214,6 +231,9 @@ impl Transport for Peers {
                 continue;
             }
             if self.queue(to).try_send(msg).is_err() {
+                if let Some(m) = &self.metrics {
+                    m.send_failed(to);
+                }
                 self.report(Input::Unreachable(to));
             }
         }
@@ -235,15 +255,54 @@ async fn run_peer(
     queue: mpsc::Receiver<Message>,
     inputs: Sender<Input>,
     stop: watch::Receiver<bool>,
+    metrics: Option<PeerMetrics>,
 ) {
     // The current connection's call, owned by this task: aborted and
     // joined when the connection ends, and when the task ends.
     let mut call = JoinSet::new();
+    let m = metrics.as_ref();
     tokio::select! {
-        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, &mut call) => {}
+        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, &mut call, m) => {}
+        () = probe(&dialer, to, &resolve, m) => {}
         () = stopped(stop) => {}
     }
+    if let Some(m) = m {
+        m.active.set(0);
+    }
     call.shutdown().await;
+}
+
+/// How often a peer's round trip is measured (etcd's prober interval).
+const PROBE_INTERVAL: Duration = Duration::from_secs(4);
+
+/// etcd's prober: times a call that touches nothing on the peer, every
+/// [`PROBE_INTERVAL`], for etcd_network_peer_round_trip_time_seconds
+/// (successful round trips only, as etcd records them). Never returns.
+async fn probe(dialer: &Dialer, to: u64, resolve: &Resolver, metrics: Option<&PeerMetrics>) {
+    let Some(metrics) = metrics else {
+        return std::future::pending().await;
+    };
+    let mut channel = None;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if channel.is_none() {
+            // Connects on first use and reconnects by itself.
+            channel = resolve(to).and_then(|url| dialer.lazy(&url).ok());
+        }
+        let Some(ch) = channel.clone() else {
+            continue;
+        };
+        let start = std::time::Instant::now();
+        match client(ch).probe(Done {}).await {
+            Ok(_) => metrics.round_trip.observe(crate::metrics::since(start)),
+            // A peer from before the probe answers Unimplemented: still a
+            // round trip.
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                metrics.round_trip.observe(crate::metrics::since(start))
+            }
+            Err(_) => channel = None,
+        }
+    }
 }
 
 /// [`run_peer`]'s loop: one connection (and `call`) at a time.
@@ -254,6 +313,7 @@ async fn stream_to_peer(
     mut queue: mpsc::Receiver<Message>,
     inputs: &Sender<Input>,
     call: &mut JoinSet<Result<Response<Done>, Status>>,
+    metrics: Option<&PeerMetrics>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -278,6 +338,9 @@ async fn stream_to_peer(
             }
         };
         backoff = BACKOFF_MIN;
+        if let Some(m) = metrics {
+            m.active.set(1);
+        }
         let (tx, rx) = mpsc::channel::<RaftBatch>(16);
         let mut raft = client(channel);
         call.spawn(async move {
@@ -289,9 +352,13 @@ async fn stream_to_peer(
                 return;
             };
             let mut messages = Vec::with_capacity(8);
+            let mut bytes_sent = 0;
             for msg in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
                 match msg.write_to_bytes() {
-                    Ok(bytes) => messages.push(bytes),
+                    Ok(bytes) => {
+                        bytes_sent += bytes.len() as u64;
+                        messages.push(bytes);
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
                 }
                 if messages.len() >= BATCH_MESSAGES {
@@ -300,7 +367,14 @@ async fn stream_to_peer(
             }
             if tx.send(RaftBatch { messages }).await.is_err() {
                 let _ = inputs.send(Input::Unreachable(to));
+                if let Some(m) = metrics {
+                    m.active.set(0);
+                    m.disconnected.inc();
+                }
                 break;
+            }
+            if let Some(m) = metrics {
+                m.sent_bytes.inc_by(bytes_sent);
             }
         }
         call.shutdown().await;
@@ -367,6 +441,8 @@ pub struct RaftService {
     transfers: Mutex<HashMap<u64, super::wire::TransferKey>>,
     /// The next transfer id.
     next_transfer: std::sync::atomic::AtomicU64,
+    /// Bytes, failures and snapshots received (none in unit tests).
+    metrics: Option<Arc<NetworkMetrics>>,
 }
 
 impl RaftService {
@@ -376,7 +452,14 @@ impl RaftService {
             inputs: Mutex::new(inputs),
             transfers: Mutex::new(HashMap::new()),
             next_transfer: std::sync::atomic::AtomicU64::new(1),
+            metrics: None,
         }
+    }
+
+    /// The same service, counting what it receives in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<NetworkMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The tonic server for this service.
@@ -404,9 +487,29 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 impl raft_server::Raft for RaftService {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let mut stream = request.into_inner();
+        // The sender's counter, looked up once it is known (every message
+        // of a stream comes from the same member).
+        let mut received: Option<(u64, prometheus::IntCounter)> = None;
         while let Some(batch) = stream.message().await? {
             for bytes in batch.messages {
-                self.step(decode(&bytes)?)?;
+                let msg = match decode(&bytes) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        if let Some(m) = &self.metrics {
+                            m.receive_failed(received.as_ref().map_or(0, |(from, _)| *from));
+                        }
+                        return Err(e);
+                    }
+                };
+                if let Some(m) = &self.metrics {
+                    if received.as_ref().is_none_or(|(from, _)| *from != msg.from) {
+                        received = Some((msg.from, m.received_from(msg.from)));
+                    }
+                    if let Some((_, counter)) = &received {
+                        counter.inc_by(bytes.len() as u64);
+                    }
+                }
+                self.step(msg)?;
             }
         }
         Ok(Response::new(Done {}))
@@ -424,15 +527,29 @@ impl raft_server::Raft for RaftService {
             .remove(&first.transfer)
             .ok_or_else(|| Status::failed_precondition("unknown snapshot transfer"))?;
         let mut msg = decode(&first.message)?;
-        let mut sealed = first.data;
-        while let Some(chunk) = stream.message().await? {
-            sealed.extend_from_slice(&chunk.data);
+        let (from, start) = (msg.from, std::time::Instant::now());
+        let received = async {
+            let mut sealed = first.data;
+            while let Some(chunk) = stream.message().await? {
+                sealed.extend_from_slice(&chunk.data);
+            }
+            key.open(sealed)
+                .map_err(|e| Status::data_loss(e.to_string()))
         }
-        let data = key
-            .open(sealed)
-            .map_err(|e| Status::data_loss(e.to_string()))?;
-        msg.mut_snapshot().data = data.into();
+        .await;
+        if let Some(m) = &self.metrics {
+            m.snapshot(
+                Transfer::Received(from),
+                received.is_ok(),
+                crate::metrics::since(start),
+            );
+        }
+        msg.mut_snapshot().data = received?.into();
         self.step(msg)?;
+        Ok(Response::new(Done {}))
+    }
+
+    async fn probe(&self, _request: Request<Done>) -> Result<Response<Done>, Status> {
         Ok(Response::new(Done {}))
     }
 

@@ -125,7 +125,8 @@ pub fn start_member_tasks(
     let (name, timeout) = (config.name.clone(), config.request_timeout());
     tasks.spawn(|shutdown| publish::publish(m, name, client_urls, timeout, shutdown));
     if let Some(keys) = member.proposer().machine().keys().cloned() {
-        tasks.spawn(|shutdown| reseal::reseal(keys, shutdown));
+        let resealed = member.metrics().map(|m| m.cairn.resealed.clone());
+        tasks.spawn(|shutdown| reseal::reseal(keys, resealed, shutdown));
     }
     if config.auto_compaction != AutoCompaction::Off {
         let (kv, mode) = (Arc::clone(member.kv()), config.auto_compaction);

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use prometheus::IntCounter;
+
 use super::Shutdown;
 use crate::storage::crypto::KeyHandle;
 
@@ -14,7 +16,9 @@ const RESEAL_PAUSE: Duration = Duration::from_millis(100);
 /// After a data key rotation, re-seals old records at a bounded rate, then
 /// drops the keys nothing needs any more. Survives a crash at any point:
 /// it starts over from whatever is still sealed with an old key.
-pub async fn reseal(keys: KeyHandle, mut shutdown: Shutdown) {
+/// Each record re-sealed is counted in `resealed`
+/// (cairn_encryption_resealed_records_total).
+pub async fn reseal(keys: KeyHandle, resealed: Option<IntCounter>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = shutdown.recv() => return,
@@ -23,7 +27,11 @@ pub async fn reseal(keys: KeyHandle, mut shutdown: Shutdown) {
         let keys = keys.clone();
         let round = tokio::task::spawn_blocking(move || keys.reseal_round(RESEAL_BATCH)).await;
         match round {
-            Ok(Ok(_)) => {}
+            Ok(Ok(count)) => {
+                if let Some(c) = &resealed {
+                    c.inc_by(count as u64);
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "re-sealing failed; will retry"),
             Err(e) => tracing::error!(error = %e, "re-sealing task failed"),
         }

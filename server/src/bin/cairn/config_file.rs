@@ -182,6 +182,8 @@ mod tests {
              auto-compaction-mode: periodic\n\
              auto-compaction-retention: \"1h30m\"\n\
              experimental-watch-progress-notify-interval: 1.5s\n\
+             listen-metrics-urls: http://127.0.0.1:2381\n\
+             metrics: extensive\n\
              initial-cluster-token:\n",
         )
         .unwrap();
@@ -200,6 +202,8 @@ mod tests {
             flags.watch_progress_notify_interval,
             std::time::Duration::from_millis(1500)
         );
+        assert_eq!(flags.listen_metrics_urls, ["http://127.0.0.1:2381"]);
+        assert_eq!(flags.metrics, "extensive");
         // Left out or empty: the flag's default.
         assert_eq!(flags.initial_cluster_token, "etcd-cluster");
         assert_eq!(flags.election_timeout, 1000);
@@ -220,8 +224,8 @@ mod tests {
         let table = [
             ("data_dir: /x\n", "unknown key \"data_dir\""),
             (
-                "listen-metrics-urls: http://127.0.0.1:2381\n",
-                "key \"listen-metrics-urls\": Cairn has no HTTP endpoint yet",
+                "enable-pprof: true\n",
+                "key \"enable-pprof\": Cairn is not a Go program",
             ),
             ("config-file: other.yml\n", "unknown key \"config-file\""),
             ("heartbeat-interval: soon\n", "key \"heartbeat-interval\""),

@@ -172,6 +172,14 @@ pub struct Flags {
     /// once, then without it.
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub force_new_cluster: bool,
+    /// Comma-separated URLs to listen on for the metrics and health
+    /// endpoints only (no gRPC); https ones use the client TLS.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+    /// Level of detail of the exported metrics: 'extensive' adds the
+    /// server-side gRPC handling time histograms.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
     /// Client and peer TLS.
     #[command(flatten)]
     pub tls: crate::tls_flags::TlsFlags,
@@ -226,6 +234,8 @@ impl Flags {
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             force_new_cluster: self.force_new_cluster,
             tls: self.tls.into_settings(),
+            listen_metrics_urls: self.listen_metrics_urls,
+            metrics: self.metrics.parse().map_err(anyhow::Error::msg)?,
         })
     }
 }

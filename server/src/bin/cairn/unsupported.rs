@@ -6,9 +6,7 @@
 
 /// (flag, why it is refused).
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("listen-metrics-urls", HTTP),
-    ("metrics", HTTP),
-    ("enable-pprof", HTTP),
+    ("enable-pprof", PPROF),
     ("auth-token", AUTH),
     ("auth-token-ttl", AUTH),
     ("bcrypt-cost", AUTH),
@@ -19,8 +17,8 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("discovery-fallback", DISCOVERY),
 ];
 
-const HTTP: &str =
-    "Cairn has no HTTP endpoint yet (metrics, health, pprof); it arrives with the HTTP side";
+const PPROF: &str =
+    "Cairn is not a Go program: it has no pprof endpoints (use /metrics, or perf on the process)";
 const AUTH: &str = "authentication is not supported yet; it arrives with Auth";
 const DISCOVERY: &str = "discovery is not supported: list the members with --initial-cluster";
 
@@ -56,11 +54,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kubeadm_metrics_flags_are_refused_with_their_reason() {
-        // TLS flags are taken now.
+    fn etcd_flags_cairn_lacks_are_refused_with_their_reason() {
+        // TLS and metrics flags are taken now.
         assert_eq!(refusal("--cert-file=/etc/x.crt"), None);
-        let why = refusal("--listen-metrics-urls=http://127.0.0.1:2381").unwrap_or_default();
-        assert!(why.starts_with("--listen-metrics-urls: "), "{why}");
+        assert_eq!(refusal("--listen-metrics-urls=http://127.0.0.1:2381"), None);
+        let why = refusal("--enable-pprof").unwrap_or_default();
+        assert!(why.starts_with("--enable-pprof: "), "{why}");
         assert_eq!(refusal("--no-such-flag"), None);
         assert_eq!(refusal("cert-file"), None);
     }

@@ -53,6 +53,7 @@ pub use handle::{Input, RaftHandle};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};
+use crate::metrics::server::RaftMetrics;
 use read_index::ReadIndexQueue;
 use snapshots::NodeStorage;
 
@@ -105,6 +106,10 @@ struct Node<T: Transport, M: StateMachine> {
     last_leader: u64,
     /// Set once this member applied its own removal: the loop stops.
     removed: bool,
+    /// etcd_server_* metrics of the raft thread (none in unit tests).
+    metrics: Option<RaftMetrics>,
+    /// When the last heartbeat to each peer left (for the metrics).
+    heartbeats: HashMap<u64, Instant>,
     /// When each peer's last message arrived. raft's own `recent_active`
     /// is cleared at every check-quorum round and after an election, so
     /// it alone shows healthy peers as inactive for a moment every
@@ -114,13 +119,15 @@ struct Node<T: Transport, M: StateMachine> {
 
 /// Starts the raft thread for `machine` over the log in `log`. `inputs` is
 /// the receiving end of the handle's channel (created by the caller so the
-/// transport can be built before the node).
+/// transport can be built before the node). The thread counts leader
+/// changes, slow applies and snapshot installs in `metrics`.
 pub fn start<T: Transport, M: StateMachine>(
     config: NodeConfig,
     log: Arc<RaftStorage>,
     machine: Arc<M>,
     transport: Arc<T>,
     channel: (Sender<Input>, Receiver<Input>),
+    metrics: Option<RaftMetrics>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>), Error> {
     let state = log.initial_state()?;
     // A crash between installing a snapshot's state and its log leaves the
@@ -162,6 +169,8 @@ pub fn start<T: Transport, M: StateMachine>(
         reads: ReadIndexQueue::new(config.heartbeat * 2),
         last_leader: 0,
         removed: false,
+        metrics,
+        heartbeats: HashMap::new(),
         heard: HashMap::new(),
     };
     // A lone voter elects itself at once instead of after a timeout.

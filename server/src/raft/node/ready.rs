@@ -1,8 +1,9 @@
 //! One Ready, in the order raft-rs documents (see the steps in [`super`]).
 
-use ::raft::eraftpb::{Entry, EntryType, Snapshot};
+use ::raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 
 use super::{machine_failed, Node, Transport};
+use crate::metrics::server::SLOW_APPLY;
 use crate::raft::{Error, StateMachine};
 
 impl<T: Transport, M: StateMachine> Node<T, M> {
@@ -16,7 +17,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         let mut ready = self.raw.ready();
         // 1. Messages that may leave before persisting.
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send(ready.take_messages());
         }
         // 2. A snapshot from the leader.
         if *ready.snapshot() != Snapshot::default() {
@@ -42,7 +43,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         }
         // 5. Messages that promise what was just persisted.
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            self.send(ready.take_persisted_messages());
         }
         // 6. ReadIndex results.
         for rs in ready.take_read_states() {
@@ -57,13 +58,35 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             self.log.append(&[], Some(&hs), false)?;
         }
         if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
+            self.send(light.take_messages());
         }
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.reads.answer(self.machine.applied_index());
         self.maybe_compact_log()?;
         Ok(())
+    }
+
+    /// Hands `messages` to the transport. A leader's heartbeat to a peer
+    /// that leaves more than two heartbeat intervals after the previous one
+    /// is counted in etcd_server_heartbeat_send_failures_total, as etcd
+    /// counts it (the leader is likely overloaded, say by a slow disk).
+    fn send(&mut self, messages: Vec<Message>) {
+        if let Some(m) = &self.metrics {
+            let now = std::time::Instant::now();
+            let late = self.config.heartbeat * 2;
+            for msg in &messages {
+                if msg.get_msg_type() != MessageType::MsgHeartbeat {
+                    continue;
+                }
+                if let Some(last) = self.heartbeats.insert(msg.to, now) {
+                    if now.duration_since(last) > late {
+                        m.heartbeat_send_failures.inc();
+                    }
+                }
+            }
+        }
+        self.transport.send(messages);
     }
 
     /// Applies committed entries in log order, up to this member's removal.
@@ -73,10 +96,17 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 break;
             }
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self
-                    .machine
-                    .apply_entry(entry.index, &entry.data)
-                    .map_err(machine_failed)?,
+                EntryType::EntryNormal => {
+                    let start = std::time::Instant::now();
+                    self.machine
+                        .apply_entry(entry.index, &entry.data)
+                        .map_err(machine_failed)?;
+                    if let Some(m) = &self.metrics {
+                        if start.elapsed() > SLOW_APPLY {
+                            m.slow_apply.inc();
+                        }
+                    }
+                }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry)?
                 }

@@ -85,10 +85,19 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             bytes = snapshot.data.len(),
             "installing a snapshot from the leader"
         );
-        self.machine
+        let in_progress = self.metrics.as_ref().map(|m| &m.snapshot_apply_in_progress);
+        if let Some(g) = in_progress {
+            g.set(1);
+        }
+        let installed = self
+            .machine
             .restore(&snapshot.data)
-            .map_err(machine_failed)?;
-        self.log.apply_snapshot(meta)
+            .map_err(machine_failed)
+            .and_then(|()| self.log.apply_snapshot(meta));
+        if let Some(g) = in_progress {
+            g.set(0);
+        }
+        installed
     }
 
     /// Compacts the log once `snapshot_count` entries were applied past the

@@ -65,6 +65,15 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             if self.last_leader != 0 {
                 self.reads.fail_all(RequestError::LeaderChanged);
             }
+            // A new term of leadership starts its heartbeats afresh (etcd
+            // resets its detector on becoming leader).
+            self.heartbeats.clear();
+            // etcd counts each leader that becomes known, not its loss.
+            if status.leader != 0 {
+                if let Some(m) = &self.metrics {
+                    m.leader_changes.inc();
+                }
+            }
             self.last_leader = status.leader;
         }
         self.status.send_if_modified(|s| {

@@ -53,20 +53,27 @@ impl KeyHandle {
 
     /// One round of the background re-sealing: nothing while a single key is
     /// held; otherwise re-seals up to `max` records still sealed with an old
-    /// key, and once none is left drops the keys no record needs.
-    pub fn reseal_round(&self, max: usize) -> Result<(), Error> {
+    /// key, and once none is left drops the keys no record needs. Returns
+    /// how many records it re-sealed.
+    pub fn reseal_round(&self, max: usize) -> Result<usize, Error> {
         if self.engine.key_ids().len() <= 1 {
-            return Ok(());
+            return Ok(0);
         }
-        if self.engine.reseal_step(max)? == 0 {
+        let resealed = self.engine.reseal_step(max)?;
+        if resealed == 0 {
             self.engine.drop_unused_keys()?;
         }
-        Ok(())
+        Ok(resealed)
     }
 
     /// The ids of every data key held.
     pub fn key_ids(&self) -> Vec<u32> {
         self.engine.key_ids()
+    }
+
+    /// The id of the data key new records are sealed with.
+    pub fn active_key_id(&self) -> u32 {
+        self.engine.active_key()
     }
 
     /// The master key (to seal exported snapshots).
