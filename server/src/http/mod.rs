@@ -9,6 +9,7 @@
 //! and `/health` this router; a path neither knows gets gRPC's
 //! `Unimplemented` if it is a gRPC call and etcd's 404 otherwise.
 
+mod gateway;
 mod health;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub fn router(apis: Arc<Apis>) -> Router {
         .route("/health", get(health::health))
         .route("/version", get(version))
         .method_not_allowed_fallback(method_not_allowed)
+        // etcd's JSON API (after the fallback above, which is /health's).
+        .merge(gateway::router())
         .layer(axum::middleware::map_response(cors))
         .with_state(apis)
 }
