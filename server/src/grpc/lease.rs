@@ -39,7 +39,10 @@ impl LeaseService {
 
     /// Serves one keep-alive stream (a gRPC stream, or the JSON
     /// gateway's) from a task of its own.
-    pub fn keep_alives<S>(&self, requests: S) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
+    pub fn keep_alives<S>(
+        &self,
+        requests: S,
+    ) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
     where
         S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
     {
@@ -133,7 +136,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
-        Ok(Response::new(Box::pin(self.keep_alives(request.into_inner()))))
+        Ok(Response::new(Box::pin(
+            self.keep_alives(request.into_inner()),
+        )))
     }
 
     async fn lease_time_to_live(

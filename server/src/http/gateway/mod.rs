@@ -116,7 +116,9 @@ fn max_message(apis: &Apis) -> usize {
 /// a third larger, and a JSON body may spend more on names and escapes.
 /// A larger body is refused before it is all in memory.
 fn max_body(apis: &Apis) -> usize {
-    max_message(apis).saturating_mul(2).saturating_add(64 * 1024)
+    max_message(apis)
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
 }
 
 /// grpc-gateway's HTTP status for a gRPC code.
@@ -247,18 +249,16 @@ where
 {
     let result = async {
         let body = read_body(body, max_body(apis)).await?;
-        let request = decode_with::<Req>(
-            first_value(&body)?,
-            max_message(apis),
-            |m| Status::invalid_argument(m),
-        )?;
+        let request = decode_with::<Req>(first_value(&body)?, max_message(apis), |m| {
+            Status::invalid_argument(m)
+        })?;
         require_leader(apis, headers)?;
         call(tonic::Request::new(request)).await
     }
     .await;
-    match result.and_then(|r| {
-        jsonpb::to_json(r.get_ref()).map_err(|e| Status::internal(e.to_string()))
-    }) {
+    match result
+        .and_then(|r| jsonpb::to_json(r.get_ref()).map_err(|e| Status::internal(e.to_string())))
+    {
         Ok(json) => (StatusCode::OK, ok_headers(), json).into_response(),
         Err(status) => error_response(&status),
     }

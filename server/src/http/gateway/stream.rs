@@ -14,7 +14,11 @@
 use axum::body::{Body, BodyDataStream};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -27,12 +31,23 @@ use crate::member::Apis;
 /// Decoded requests waiting for the service.
 const REQUEST_BUFFER: usize = 16;
 
+/// Why a request body's values end.
+#[derive(Debug)]
+enum Ended {
+    /// Not a sequence of JSON values, or a value too large (Go's text).
+    Invalid(String),
+    /// The connection broke off: the client is gone.
+    Broken,
+}
+
 /// The JSON values of a request body, read as they arrive.
 pub(super) struct JsonValues {
     body: BodyDataStream,
     buf: Vec<u8>,
     /// The body has ended.
     done: bool,
+    /// ... because the connection broke off.
+    broken: bool,
     /// The most bytes one value may take.
     limit: usize,
 }
@@ -43,13 +58,13 @@ impl JsonValues {
             body: body.into_data_stream(),
             buf: Vec::new(),
             done: false,
+            broken: false,
             limit,
         }
     }
 
-    /// The next value, `None` once the body ends, or Go's text for why the
-    /// body is not a sequence of JSON values.
-    pub(super) async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    /// The next value, `None` once the body ends, or why there is none.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Ended> {
         loop {
             let start = scan::skip_space(&self.buf, 0);
             if start < self.buf.len() {
@@ -59,20 +74,28 @@ impl JsonValues {
                         self.buf.drain(..end);
                         return Ok(Some(value));
                     }
-                    Err(Stop::Syntax(message)) => return Err(message),
-                    Err(Stop::Eof) if self.done => return Err("unexpected EOF".into()),
+                    Err(_) if self.broken => return Err(Ended::Broken),
+                    Err(Stop::Syntax(message)) => return Err(Ended::Invalid(message)),
+                    Err(Stop::Eof) if self.done => {
+                        return Err(Ended::Invalid("unexpected EOF".into()))
+                    }
                     Err(Stop::Eof) => {}
                 }
+            } else if self.broken {
+                return Err(Ended::Broken);
             } else if self.done {
                 return Ok(None);
             }
             if self.buf.len() > self.limit {
-                return Err("http: request body too large".into());
+                return Err(Ended::Invalid("http: request body too large".into()));
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                // A body that breaks off ends like one that ended.
-                Some(Err(_)) | None => self.done = true,
+                Some(Err(_)) => {
+                    self.done = true;
+                    self.broken = true;
+                }
+                None => self.done = true,
             }
         }
     }
@@ -100,9 +123,9 @@ where
     S: Stream<Item = Result<Resp, Status>> + Send + 'static,
 {
     let lines = responses.map(|item| {
-        let line = match item.and_then(|r| {
-            jsonpb::to_json(&r).map_err(|e| Status::internal(e.to_string()))
-        }) {
+        let line = match item
+            .and_then(|r| jsonpb::to_json(&r).map_err(|e| Status::internal(e.to_string())))
+        {
             Ok(json) => format!("{{\"result\":{json}}}\n"),
             Err(status) => error_chunk(&status),
         };
@@ -124,14 +147,16 @@ pub(super) async fn bidi<Req, Resp, S>(
 where
     Req: Named + Send + 'static,
     Resp: Named + Send + 'static,
-    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Unpin + Send + 'static,
 {
     let max = max_message(apis);
     let mut values = JsonValues::new(body, max_body(apis));
     let first = match values.next().await {
         Ok(first) => first,
-        Err(message) => return error_response(&Status::unknown(message)),
+        Err(Ended::Invalid(message)) => return error_response(&Status::unknown(message)),
+        Err(Ended::Broken) => return error_response(&Status::cancelled("client is gone")),
     };
+    let (gone_tx, gone) = oneshot::channel();
     let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
     if let Some(raw) = first {
         let request = match decode_with::<Req>(&raw, max, Status::unknown) {
@@ -140,43 +165,84 @@ where
         };
         // The channel is new: there is room for the first request.
         if tx.try_send(Ok(request)).is_ok() {
-            tokio::spawn(read_requests(values, tx, max));
+            tokio::spawn(read_requests(values, tx, max, gone_tx));
         }
     }
-    respond(open(ReceiverStream::new(rx)))
+    respond(Until {
+        stream: open(ReceiverStream::new(rx)),
+        gone: Some(gone),
+    })
+}
+
+/// A response stream that ends once the client is known to be gone (its
+/// request body broke off), so the service's stream is dropped and its
+/// task stops without waiting for a write to fail.
+struct Until<S> {
+    stream: S,
+    /// Sent: the client is gone; dropped unsent: the requests ended
+    /// normally and the responses go on (then `None`).
+    gone: Option<oneshot::Receiver<()>>,
+}
+
+impl<S: Stream + Unpin> Stream for Until<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if let Some(gone) = self.gone.as_mut() {
+            match Pin::new(gone).poll(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(None),
+                Poll::Ready(Err(_)) => self.gone = None,
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
 }
 
 /// Feeds the rest of a body's requests to the service, until the body
-/// ends, a value does not decode, or the service's stream is gone.
+/// ends, a value does not decode, or the service's stream is gone. After a
+/// value that does not decode the body is still read (and dropped), so
+/// that a client that goes away is noticed.
 async fn read_requests<Req: Named + Send + 'static>(
     mut values: JsonValues,
     tx: mpsc::Sender<Result<Req, Status>>,
     max: usize,
+    mut gone: oneshot::Sender<()>,
 ) {
     loop {
         let next = tokio::select! {
             next = values.next() => next,
             () = tx.closed() => return,
         };
-        let raw = match next {
-            Ok(Some(raw)) => raw,
+        let ended = match next {
+            Ok(Some(raw)) => match decode_with::<Req>(&raw, max, Status::unknown) {
+                Ok(request) => {
+                    if tx.send(Ok(request)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(status) => Ended::Invalid(status.message().to_string()),
+            },
             Ok(None) => return,
-            Err(message) => {
-                tracing::debug!(error = %message, "gateway request stream ended");
-                return;
-            }
+            Err(ended) => ended,
         };
-        match decode_with::<Req>(&raw, max, Status::unknown) {
-            Ok(request) => {
-                if tx.send(Ok(request)).await.is_err() {
-                    return;
+        drop(tx);
+        if let Ended::Invalid(message) = ended {
+            tracing::debug!(error = %message, "gateway request stream ended");
+            loop {
+                tokio::select! {
+                    chunk = values.body.next() => match chunk {
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) => break,
+                        None => return,
+                    },
+                    () = gone.closed() => return,
                 }
             }
-            Err(status) => {
-                tracing::debug!(error = %status.message(), "gateway request stream ended");
-                return;
-            }
         }
+        let _ = gone.send(());
+        return;
     }
 }
 
@@ -192,9 +258,7 @@ where
     Req: Named,
     Resp: Named + Send + 'static,
     F: FnOnce(tonic::Request<Req>) -> Fut,
-    Fut: std::future::Future<
-        Output = Result<tonic::Response<tonic::codegen::BoxStream<Resp>>, Status>,
-    >,
+    Fut: Future<Output = Result<tonic::Response<tonic::codegen::BoxStream<Resp>>, Status>>,
 {
     let opened = async {
         let body = super::read_body(body, max_body(apis)).await?;

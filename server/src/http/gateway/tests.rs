@@ -26,7 +26,10 @@ fn first_value_as_go_decoder() {
     assert_eq!(first_value(b"  ").unwrap(), b"");
     assert_eq!(first_value(br#"{"a":1} garbage"#).unwrap(), br#"{"a":1}"#);
     let err = first_value(br#"{"key":"Zm9v""#).unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "unexpected EOF"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "unexpected EOF")
+    );
 }
 
 #[test]
@@ -37,7 +40,10 @@ fn decode_limits_as_grpc() {
     })
     .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert_eq!(err.message(), "grpc: received message larger than max (13 vs. 8)");
+    assert_eq!(
+        err.message(),
+        "grpc: received message larger than max (13 vs. 8)"
+    );
     let put = decode_with::<PutRequest>(b"null", 8, |m| Status::invalid_argument(m)).unwrap();
     assert_eq!(put, PutRequest::default());
 }

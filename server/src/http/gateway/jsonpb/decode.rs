@@ -386,9 +386,8 @@ impl Decoder<'_> {
         const I64: (i128, i128) = (i64::MIN as i128, i64::MAX as i128);
         const U32: (i128, i128) = (0, u32::MAX as i128);
         const U64: (i128, i128) = (0, u64::MAX as i128);
-        let int = |go_type: &str, (min, max): (i128, i128)| {
-            integer(trim_quote(raw), go_type, min, max)
-        };
+        let int =
+            |go_type: &str, (min, max): (i128, i128)| integer(trim_quote(raw), go_type, min, max);
         match field.kind {
             Kind::Bool => match raw.first() {
                 Some(b't') => varint(1, out),
@@ -497,7 +496,10 @@ mod tests {
     #[test]
     fn unquote_as_go() {
         assert_eq!(unquote(br#""a\"b\\c\/\n""#), b"a\"b\\c/\n".to_vec());
-        assert_eq!(unquote(br#""\u00e9\ud83d\ude00""#), "é😀".as_bytes().to_vec());
+        assert_eq!(
+            unquote(br#""\u00e9\ud83d\ude00""#),
+            "é😀".as_bytes().to_vec()
+        );
         assert_eq!(unquote(br#""\ud83d""#), "\u{fffd}".as_bytes().to_vec());
     }
 
@@ -509,9 +511,18 @@ mod tests {
         assert_eq!(int("\"-5\""), Ok(-5));
         assert_eq!(int("null"), Ok(0));
         let e = |m: &str| Err(invalid(m));
-        assert_eq!(int("1.5"), e("json: cannot unmarshal number 1.5 into Go value of type int64"));
-        assert_eq!(int("true"), e("json: cannot unmarshal bool into Go value of type int64"));
-        assert_eq!(int("\"abc\""), e("invalid character 'a' looking for beginning of value"));
+        assert_eq!(
+            int("1.5"),
+            e("json: cannot unmarshal number 1.5 into Go value of type int64")
+        );
+        assert_eq!(
+            int("true"),
+            e("json: cannot unmarshal bool into Go value of type int64")
+        );
+        assert_eq!(
+            int("\"abc\""),
+            e("invalid character 'a' looking for beginning of value")
+        );
         assert_eq!(int("\"\""), e("unexpected end of JSON input"));
         assert_eq!(
             int("99999999999999999999"),

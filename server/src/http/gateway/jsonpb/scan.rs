@@ -262,31 +262,64 @@ mod tests {
     #[test]
     fn go_messages() {
         let cases: &[(&str, &str)] = &[
-            ("abc", "invalid character 'a' looking for beginning of value"),
+            (
+                "abc",
+                "invalid character 'a' looking for beginning of value",
+            ),
             ("", "unexpected end of JSON input"),
             ("{\"a\":1", "unexpected end of JSON input"),
             ("{\"a\" 1}", "invalid character '1' after object key"),
-            ("{\"a\":1 2}", "invalid character '2' after object key:value pair"),
+            (
+                "{\"a\":1 2}",
+                "invalid character '2' after object key:value pair",
+            ),
             ("[1 2]", "invalid character '2' after array element"),
-            ("{1:2}", "invalid character '1' looking for beginning of object key string"),
+            (
+                "{1:2}",
+                "invalid character '1' looking for beginning of object key string",
+            ),
             ("5x", "invalid character 'x' after top-level value"),
             ("01", "invalid character '1' after top-level value"),
             ("-x", "invalid character 'x' in numeric literal"),
-            ("1.x", "invalid character 'x' after decimal point in numeric literal"),
-            ("1ex", "invalid character 'x' in exponent of numeric literal"),
+            (
+                "1.x",
+                "invalid character 'x' after decimal point in numeric literal",
+            ),
+            (
+                "1ex",
+                "invalid character 'x' in exponent of numeric literal",
+            ),
             ("tru", "unexpected end of JSON input"),
-            ("trux", "invalid character 'x' in literal true (expecting 'e')"),
+            (
+                "trux",
+                "invalid character 'x' in literal true (expecting 'e')",
+            ),
             ("nul", "unexpected end of JSON input"),
             ("\"\\x\"", "invalid character 'x' in string escape code"),
-            ("\"\\u12g4\"", "invalid character 'g' in \\u hexadecimal character escape"),
+            (
+                "\"\\u12g4\"",
+                "invalid character 'g' in \\u hexadecimal character escape",
+            ),
             ("\"a\nb\"", "invalid character '\\n' in string literal"),
-            ("'a'", "invalid character '\\'' looking for beginning of value"),
+            (
+                "'a'",
+                "invalid character '\\'' looking for beginning of value",
+            ),
             ("}", "invalid character '}' looking for beginning of value"),
         ];
         for (input, want) in cases {
-            assert_eq!(check_valid(input.as_bytes()), Err(want.to_string()), "{input:?}");
+            assert_eq!(
+                check_valid(input.as_bytes()),
+                Err(want.to_string()),
+                "{input:?}"
+            );
         }
-        for ok in ["{}", " [1, {\"a\": [true, false, null]}] ", "-0.5e+3", "\"\\u00e9\""] {
+        for ok in [
+            "{}",
+            " [1, {\"a\": [true, false, null]}] ",
+            "-0.5e+3",
+            "\"\\u00e9\"",
+        ] {
             assert_eq!(check_valid(ok.as_bytes()), Ok(()), "{ok:?}");
         }
     }

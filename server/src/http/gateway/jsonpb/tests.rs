@@ -3,8 +3,8 @@
 
 use cairn_proto::etcdserverpb::{
     compare, request_op, watch_request, AlarmMember, AlarmResponse, Compare, HashResponse,
-    LeaseTimeToLiveResponse, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnRequest, WatchRequest, WatchResponse,
+    LeaseTimeToLiveResponse, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, WatchRequest, WatchResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -135,7 +135,8 @@ fn requests_as_etcd_reads_them() {
         }] if p.key == b"b" && p.value == b"c"
     ));
 
-    let w: WatchRequest = decode(r#"{"create_request":{"key":"Zm9v","filters":["NOPUT"]}}"#).unwrap();
+    let w: WatchRequest =
+        decode(r#"{"create_request":{"key":"Zm9v","filters":["NOPUT"]}}"#).unwrap();
     assert!(matches!(
         w.request_union,
         Some(watch_request::RequestUnion::CreateRequest(c)) if c.key == b"foo" && c.filters == vec![0]
@@ -145,19 +146,40 @@ fn requests_as_etcd_reads_them() {
 #[test]
 fn errors_as_etcd_gives_them() {
     let cases = [
-        (r#"{"key":5}"#, "json: cannot unmarshal number into Go value of type []uint8"),
+        (
+            r#"{"key":5}"#,
+            "json: cannot unmarshal number into Go value of type []uint8",
+        ),
         (r#"{"key":"!!!"}"#, "illegal base64 data at input byte 0"),
         (r#"{"key":"Zm9vYQ"}"#, "illegal base64 data at input byte 4"),
-        (r#"{"limit":true}"#, "json: cannot unmarshal bool into Go value of type int64"),
-        (r#"{"limit":1.5}"#, "json: cannot unmarshal number 1.5 into Go value of type int64"),
-        (r#"{"limit":"abc"}"#, "invalid character 'a' looking for beginning of value"),
-        (r#"{"serializable":"yes"}"#, "json: cannot unmarshal string into Go value of type bool"),
-        (r#"{"keys_only":1}"#, "json: cannot unmarshal number into Go value of type bool"),
+        (
+            r#"{"limit":true}"#,
+            "json: cannot unmarshal bool into Go value of type int64",
+        ),
+        (
+            r#"{"limit":1.5}"#,
+            "json: cannot unmarshal number 1.5 into Go value of type int64",
+        ),
+        (
+            r#"{"limit":"abc"}"#,
+            "invalid character 'a' looking for beginning of value",
+        ),
+        (
+            r#"{"serializable":"yes"}"#,
+            "json: cannot unmarshal string into Go value of type bool",
+        ),
+        (
+            r#"{"keys_only":1}"#,
+            "json: cannot unmarshal number into Go value of type bool",
+        ),
         (
             r#"{"sort_order":"BOGUS"}"#,
             r#"unknown value "\"BOGUS\"" for enum etcdserverpb.RangeRequest.SortOrder"#,
         ),
-        ("[]", "json: cannot unmarshal array into Go value of type map[string]json.RawMessage"),
+        (
+            "[]",
+            "json: cannot unmarshal array into Go value of type map[string]json.RawMessage",
+        ),
     ];
     for (json, want) in cases {
         assert_eq!(
