@@ -59,7 +59,7 @@ pub fn router() -> Router<Arc<Apis>> {
         // redirects the bare prefix to it.
         router = router
             .route(&format!("{prefix}/{{*rest}}"), any(unknown))
-            .route(prefix, any(move || redirect(prefix)));
+            .route(prefix, any(move |method| redirect(method, prefix)));
     }
     router
 }
@@ -90,8 +90,18 @@ async fn unknown(method: Method) -> Response {
     plain(StatusCode::NOT_FOUND, "Not Found")
 }
 
-async fn redirect(prefix: &'static str) -> Response {
-    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+/// Go's `http.Redirect` to `prefix/` (a small HTML body for GET and HEAD).
+async fn redirect(method: Method, prefix: &'static str) -> Response {
+    let mut response = if method == Method::GET || method == Method::HEAD {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!("<a href=\"{prefix}/\">Moved Permanently</a>.\n\n"),
+        )
+            .into_response()
+    } else {
+        ().into_response()
+    };
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
     if let Ok(location) = HeaderValue::from_str(&format!("{prefix}/")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
