@@ -98,7 +98,10 @@ async fn health_without_a_leader_is_503() {
     let (status, _, body) = http(&url, "GET", "/health").await;
     assert_eq!(
         (status, body.as_str()),
-        (503, "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n")
+        (
+            503,
+            "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n"
+        )
     );
     member.stop().await.unwrap();
 }

@@ -37,7 +37,14 @@ done
 # for its readiness check).
 . "$here/lib.sh" --ctl 3.5 "${args[@]}"
 next_port=${HTTP_COMPAT_PORT:-22790}
-command -v curl >/dev/null || die "curl is required"
+if ! command -v curl >/dev/null; then
+  log "installing curl"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl
+  else
+    sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl
+  fi
+fi
 
 # etcd3gw (a Python client of the JSON API), installed with pip into the
 # tools directory, never into the system's Python.

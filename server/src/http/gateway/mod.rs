@@ -259,9 +259,11 @@ where
 {
     let result = async {
         let body = read_body(body, max_body(apis)).await?;
-        let request = decode_with::<Req>(first_value(&body)?, max_message(apis), |m| {
-            Status::invalid_argument(m)
-        })?;
+        let request = decode_with::<Req>(
+            first_value(&body)?,
+            max_message(apis),
+            Status::invalid_argument,
+        )?;
         require_leader(apis, headers)?;
         call(tonic::Request::new(request)).await
     }

@@ -262,9 +262,11 @@ where
 {
     let opened = async {
         let body = super::read_body(body, max_body(apis)).await?;
-        let request = decode_with::<Req>(super::first_value(&body)?, max_message(apis), |m| {
-            Status::invalid_argument(m)
-        })?;
+        let request = decode_with::<Req>(
+            super::first_value(&body)?,
+            max_message(apis),
+            Status::invalid_argument,
+        )?;
         super::require_leader(apis, headers)?;
         call(tonic::Request::new(request)).await
     }

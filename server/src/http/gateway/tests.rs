@@ -35,15 +35,17 @@ fn first_value_as_go_decoder() {
 #[test]
 fn decode_limits_as_grpc() {
     use cairn_proto::etcdserverpb::PutRequest;
-    let err = decode_with::<PutRequest>(br#"{"key":"Zm9v","value":"YmFyYmF6"}"#, 8, |m| {
-        Status::invalid_argument(m)
-    })
+    let err = decode_with::<PutRequest>(
+        br#"{"key":"Zm9v","value":"YmFyYmF6"}"#,
+        8,
+        Status::invalid_argument,
+    )
     .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(
         err.message(),
         "grpc: received message larger than max (13 vs. 8)"
     );
-    let put = decode_with::<PutRequest>(b"null", 8, |m| Status::invalid_argument(m)).unwrap();
+    let put = decode_with::<PutRequest>(b"null", 8, Status::invalid_argument).unwrap();
     assert_eq!(put, PutRequest::default());
 }

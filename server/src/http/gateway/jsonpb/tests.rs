@@ -7,7 +7,6 @@ use cairn_proto::etcdserverpb::{
     TxnRequest, WatchRequest, WatchResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
-use prost::Message;
 
 use super::*;
 
