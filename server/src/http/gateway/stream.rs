@@ -40,10 +40,60 @@ enum Ended {
     Broken,
 }
 
+/// Where a value could end, found in one pass over the bytes as they
+/// arrive, so that the buffer is scanned in full (by Go's rules) only when
+/// a value may be complete, not again at every chunk of a large one.
+#[derive(Debug, Default)]
+struct Tracker {
+    /// Bytes of the buffer looked at.
+    pos: usize,
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    /// A value may end within the bytes looked at.
+    ready: bool,
+}
+
+impl Tracker {
+    fn advance(&mut self, buf: &[u8]) {
+        for &c in buf.get(self.pos..).unwrap_or_default() {
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if c == b'\\' {
+                    self.escape = true;
+                } else if c == b'"' {
+                    self.in_string = false;
+                    self.ready |= self.depth == 0;
+                }
+                continue;
+            }
+            match c {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ready |= self.depth == 0;
+                }
+                // A top-level scalar (or garbage) ends at the first byte
+                // that cannot continue it.
+                c if self.depth == 0
+                    && !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')) =>
+                {
+                    self.ready = true;
+                }
+                _ => {}
+            }
+        }
+        self.pos = buf.len();
+    }
+}
+
 /// The JSON values of a request body, read as they arrive.
 pub(super) struct JsonValues {
     body: BodyDataStream,
     buf: Vec<u8>,
+    track: Tracker,
     /// The body has ended.
     done: bool,
     /// ... because the connection broke off.
@@ -57,6 +107,7 @@ impl JsonValues {
         Self {
             body: body.into_data_stream(),
             buf: Vec::new(),
+            track: Tracker::default(),
             done: false,
             broken: false,
             limit,
@@ -67,11 +118,14 @@ impl JsonValues {
     async fn next(&mut self) -> Result<Option<Vec<u8>>, Ended> {
         loop {
             let start = scan::skip_space(&self.buf, 0);
-            if start < self.buf.len() {
+            self.track.advance(&self.buf);
+            if start < self.buf.len() && (self.track.ready || self.done) {
                 match scan::value(&self.buf, start, self.done) {
                     Ok(end) => {
                         let value = self.buf[start..end].to_vec();
                         self.buf.drain(..end);
+                        // What follows is looked at afresh.
+                        self.track = Tracker::default();
                         return Ok(Some(value));
                     }
                     Err(_) if self.broken => return Err(Ended::Broken),
@@ -79,7 +133,7 @@ impl JsonValues {
                     Err(Stop::Eof) if self.done => {
                         return Err(Ended::Invalid("unexpected EOF".into()))
                     }
-                    Err(Stop::Eof) => {}
+                    Err(Stop::Eof) => self.track.ready = false,
                 }
             } else if self.broken {
                 return Err(Ended::Broken);
@@ -304,3 +358,52 @@ macro_rules! server_stream_route {
     };
 }
 pub(super) use server_stream_route;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&'static str]) -> Body {
+        let chunks: Vec<Result<&'static str, std::io::Error>> =
+            chunks.iter().map(|c| Ok(*c)).collect();
+        Body::from_stream(tokio_stream::iter(chunks))
+    }
+
+    async fn all(chunks: &[&'static str], limit: usize) -> (Vec<String>, Option<Ended>) {
+        let mut values = JsonValues::new(body(chunks), limit);
+        let mut got = Vec::new();
+        loop {
+            match values.next().await {
+                Ok(Some(v)) => got.push(String::from_utf8(v).unwrap()),
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn values_across_and_within_chunks() {
+        let (got, end) = all(&["{\"a\":", "\"}\"}{\"b\"", ":[1,2]} ", " {}\n"], 1000).await;
+        assert_eq!(got, [r#"{"a":"}"}"#, r#"{"b":[1,2]}"#, "{}"]);
+        assert!(end.is_none());
+        // Byte by byte: the same values.
+        let bytes: Vec<&'static str> =
+            r#"{"k":"a\"b"} {"x":{"y":[]}}"#.split_inclusive(|_: char| true).collect();
+        let (got, end) = all(&bytes, 1000).await;
+        assert_eq!(got, [r#"{"k":"a\"b"}"#, r#"{"x":{"y":[]}}"#]);
+        assert!(end.is_none());
+    }
+
+    #[tokio::test]
+    async fn truncated_malformed_and_oversized() {
+        let (got, end) = all(&["{}", "{\"a\""], 1000).await;
+        assert_eq!(got, ["{}"]);
+        assert!(matches!(end, Some(Ended::Invalid(m)) if m == "unexpected EOF"));
+        let (_, end) = all(&["{\"a\" 1}"], 1000).await;
+        assert!(
+            matches!(end, Some(Ended::Invalid(m)) if m == "invalid character '1' after object key")
+        );
+        let (_, end) = all(&["[\"", "xxxxxxxxxx", "xxxxxxxxxx"], 8).await;
+        assert!(matches!(end, Some(Ended::Invalid(m)) if m == "http: request body too large"));
+    }
+}

@@ -5,6 +5,8 @@
 //! standard base64, `null` for "not set"; unknown fields are ignored. Each
 //! error is the text Go gives for the same input.
 
+use std::collections::HashMap;
+
 use prost::encoding::{encode_key, encode_varint, WireType};
 
 use super::descriptors::{Descriptors, Field, Kind, MessageType};
@@ -53,8 +55,8 @@ fn type_error(raw: &[u8], go_type: &str) -> DecodeError {
 
 /// The members of a (valid) JSON object; a later duplicate key wins, as in
 /// Go's map.
-fn object(raw: &[u8]) -> Vec<(Vec<u8>, &[u8])> {
-    let mut entries: Vec<(Vec<u8>, &[u8])> = Vec::new();
+fn object(raw: &[u8]) -> HashMap<Vec<u8>, &[u8]> {
+    let mut entries = HashMap::new();
     let mut i = skip_space(raw, 1);
     while raw.get(i) == Some(&b'"') {
         let Ok(key_end) = scan::value(raw, i, true) else {
@@ -66,8 +68,7 @@ fn object(raw: &[u8]) -> Vec<(Vec<u8>, &[u8])> {
         let Ok(end) = scan::value(raw, start, true) else {
             break;
         };
-        entries.retain(|(k, _)| *k != key);
-        entries.push((key, &raw[start..end]));
+        entries.insert(key, &raw[start..end]);
         i = skip_space(raw, end);
         if raw.get(i) == Some(&b',') {
             i = skip_space(raw, i + 1);
@@ -126,11 +127,11 @@ pub fn unquote(raw: &[u8]) -> Vec<u8> {
             out.push(b);
             continue;
         }
-        let mut code = hex4(&inner[i..]).unwrap_or(0xfffd);
+        let mut code = inner.get(i..).and_then(hex4).unwrap_or(0xfffd);
         i += 4;
         if (0xd800..0xdc00).contains(&code) {
             let low = (inner.get(i..i + 2) == Some(b"\\u"))
-                .then(|| hex4(&inner[i + 2..]))
+                .then(|| inner.get(i + 2..).and_then(hex4))
                 .flatten()
                 .filter(|low| (0xdc00..0xe000).contains(low));
             match low {
@@ -344,8 +345,8 @@ impl Decoder<'_> {
             // The .proto name, then the JSON name (which wins), as jsonpb.
             let mut value = None;
             for name in [&field.name, &field.json_name] {
-                if let Some(pos) = entries.iter().position(|(k, _)| k == name.as_bytes()) {
-                    value = Some(entries.remove(pos).1);
+                if let Some(v) = entries.remove(name.as_bytes()) {
+                    value = Some(v);
                 }
             }
             let Some(value) = value.filter(|v| *v != b"null") else {
