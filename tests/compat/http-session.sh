@@ -243,6 +243,21 @@ post /v3/lease/grant '{"TTL":99999999999}'
 post /v3/kv/lease/grant '{"TTL":60}'
 post /v3/kv/lease/keepalive '{"ID":1}'
 
+echo "# lock and election (etcd 3.5 serves them on the gateway too)"
+post /v3/lease/grant '{"ID":3000,"TTL":60}'
+post /v3/lock/lock '{"name":"bG9jaw==","lease":3000}'
+lock_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"])' "$scratch/b" 2>/dev/null || echo none)
+post /v3/kv/range '{"key":"bG9jaw==","range_end":"bG9jbA==","keys_only":true}'
+post /v3/lock/unlock '{"key":"'"$lock_key"'"}'
+post /v3/election/leader '{"name":"ZWxlYw=="}'
+post /v3/election/campaign '{"name":"ZWxlYw==","lease":3000,"value":"djE="}'
+leader=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["leader"], separators=(",", ":")))' "$scratch/b" 2>/dev/null || echo null)
+post /v3/election/proclaim '{"leader":'"$leader"',"value":"djI="}'
+post /v3/election/leader '{"name":"ZWxlYw=="}'
+post /v3/election/resign '{"leader":'"$leader"'}'
+post /v3/election/proclaim '{"leader":'"$leader"',"value":"djM="}'
+post /v3/lease/revoke '{"ID":3000}'
+
 echo "# cluster"
 post /v3/cluster/member/list '{}'
 self_peer=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["members"][0]["peerURLs"][0])' "$scratch/b" 2>/dev/null || echo none)
