@@ -299,6 +299,7 @@ async fn watch_and_keep_alive_streams() {
     // The end of the body ends the stream.
     keep_alive.stream.write_all(b"0\r\n\r\n").await.unwrap();
     keep_alive.until("\r\n0\r\n\r\n").await;
+    drop(keep_alive);
     member.stop().await.unwrap();
 }
 
