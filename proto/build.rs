@@ -28,7 +28,12 @@ fn main() -> io::Result<()> {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
 
+    // The descriptors of every message, for the JSON gateway
+    // (cairn-server's http/gateway), which transcodes between etcd's JSON
+    // and these messages by their descriptors, as grpc-gateway does.
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(io::Error::other)?);
     tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("descriptors.bin"))
         .build_client(true)
         .build_server(true)
         .generate_default_stubs(true)

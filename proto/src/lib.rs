@@ -12,6 +12,11 @@
 //! implement answers `Unimplemented`. With default stubs, server-streaming rpcs
 //! return `tonic::codegen::BoxStream<T>` instead of an associated stream type.
 
+/// The `FileDescriptorSet` of every `.proto` file above (protoc's output,
+/// encoded): the message and field descriptors the JSON gateway transcodes
+/// by (field names, numbers, types, enum value names).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 /// etcd storage types: `KeyValue` and watch `Event`.
 #[allow(
     missing_docs,

@@ -67,7 +67,7 @@ async fn health_version_and_unknown_paths_answer_as_etcd() {
     let (status, _, body) = http(&url, "GET", "/health").await;
     assert_eq!(
         (status, body.as_str()),
-        (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#)
+        (503, "{\"health\":\"false\",\"reason\":\"ALARM NOSPACE\"}\n")
     );
     let (status, _, _) = http(&url, "GET", "/health?exclude=NOSPACE").await;
     assert_eq!(status, 200);
@@ -100,7 +100,10 @@ async fn health_without_a_leader_is_503() {
     let (status, _, body) = http(&url, "GET", "/health").await;
     assert_eq!(
         (status, body.as_str()),
-        (503, r#"{"health":"false","reason":"RAFT NO LEADER"}"#)
+        (
+            503,
+            "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n"
+        )
     );
     // Alive (it reads its own store), not ready (no leader to read through).
     let (livez, readyz) = tokio::join!(

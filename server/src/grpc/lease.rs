@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -36,6 +37,20 @@ impl LeaseService {
         Self { lease }
     }
 
+    /// Serves one keep-alive stream (a gRPC stream, or the JSON
+    /// gateway's) from a task of its own.
+    pub fn keep_alives<S>(
+        &self,
+        requests: S,
+    ) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
+    where
+        S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
+        tokio::spawn(keep_alive(Arc::clone(&self.lease), requests, tx));
+        ReceiverStream::new(rx)
+    }
+
     /// Completes a header that apply filled with the revision only.
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
@@ -48,7 +63,7 @@ impl LeaseService {
 /// with "etcdserver: server stopped", so the client renews elsewhere).
 async fn keep_alive(
     lease: Arc<LeaseApi>,
-    mut requests: Streaming<LeaseKeepAliveRequest>,
+    mut requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
     responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
 ) {
     let mut stopping = lease.proposer().stopping();
@@ -58,12 +73,12 @@ async fn keep_alive(
                 let _ = responses.send(Err(EtcdError::Stopped.into())).await;
                 return;
             }
-            next = requests.message() => next,
+            next = requests.next() => next,
         };
         let req = match next {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(status) => {
+            Some(Ok(req)) => req,
+            None => return,
+            Some(Err(status)) => {
                 // An undecodable or oversized message ends the stream with
                 // that error (etcd's INTERNAL / RESOURCE_EXHAUSTED), not OK.
                 tracing::debug!(error = %status, "lease keep-alive stream failed");
@@ -121,13 +136,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
-        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive(
-            Arc::clone(&self.lease),
-            request.into_inner(),
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            self.keep_alives(request.into_inner()),
+        )))
     }
 
     async fn lease_time_to_live(

@@ -20,6 +20,7 @@ use cairn_proto::mvccpb::Event;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -60,19 +61,18 @@ impl WatchService {
     }
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    async fn watch(
+impl WatchService {
+    /// Serves one watch stream: its requests (a gRPC stream, or the JSON
+    /// gateway's) and the responses, from a task of its own.
+    /// `require_leader`: the client asked for `hasleader`.
+    pub fn open<S>(
         &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        // clientv3's WithRequireLeader: the stream ends with "no leader"
-        // once this member has had no leader for a while (etcd's monitorLeader).
-        let require_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        let requests = request.into_inner();
+        requests: S,
+        require_leader: bool,
+    ) -> ReceiverStream<Result<WatchResponse, Status>>
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    {
         let (out_tx, out_rx) = mpsc::channel(OUT_BUFFER);
         let (hub_tx, hub_rx) = mpsc::channel(HUB_BUFFER);
         let store = self.kv.proposer().store();
@@ -88,7 +88,23 @@ impl Watch for WatchService {
             require_leader,
         };
         tokio::spawn(stream.run(requests, hub_rx));
-        let responses = ReceiverStream::new(out_rx);
+        ReceiverStream::new(out_rx)
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        // clientv3's WithRequireLeader: the stream ends with "no leader"
+        // once this member has had no leader for a while (etcd's monitorLeader).
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        let responses = self.open(request.into_inner(), require_leader);
         Ok(Response::new(Box::pin(responses)))
     }
 }
@@ -142,7 +158,7 @@ struct ClientGone;
 impl WatchStream {
     async fn run(
         mut self,
-        mut requests: Streaming<WatchRequest>,
+        mut requests: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
         mut hub_rx: mpsc::Receiver<WatchMessage>,
     ) {
         let interval = self.progress_interval;
@@ -179,14 +195,14 @@ impl WatchStream {
                     Err(ClientGone)
                 }
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => Err(ClientGone),
-                req = requests.message(), if reading => match req {
-                    Ok(Some(req)) => self.handle(req).await,
+                req = requests.next(), if reading => match req {
+                    Some(Ok(req)) => self.handle(req).await,
                     // The client closed its side: keep delivering, as etcd does,
                     // until it goes away.
-                    Ok(None) => { reading = false; Ok(()) }
+                    None => { reading = false; Ok(()) }
                     // A message that does not decode (or is too large) ends
                     // the stream with that error, as etcd's does, never OK.
-                    Err(status) => {
+                    Some(Err(status)) => {
                         let _ = self.out.send(Err(super::status::from_transport(status))).await;
                         Err(ClientGone)
                     }

@@ -38,12 +38,25 @@ pub(super) async fn health(
 }
 
 fn answer(status: StatusCode, health: &'static str, reason: String) -> Response {
+    let body = serde_json::json!({ "health": health, "reason": reason }).to_string();
+    if status != StatusCode::OK {
+        // etcd answers an unhealthy member through Go's `http.Error`: its
+        // headers, and a newline after the body.
+        return (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{body}\n"),
+        )
+            .into_response();
+    }
     // etcd writes it without a content type: Go sniffs text/plain.
-    let body = serde_json::json!({ "health": health, "reason": reason });
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body.to_string(),
+        body,
     )
         .into_response()
 }

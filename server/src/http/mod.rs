@@ -11,6 +11,7 @@
 //! and `/health` this router; a path neither knows gets gRPC's
 //! `Unimplemented` if it is a gRPC call and etcd's 404 otherwise.
 
+mod gateway;
 mod health;
 mod metrics;
 mod probes;
@@ -32,6 +33,8 @@ pub fn router(apis: Arc<Apis>) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics::metrics))
         .method_not_allowed_fallback(method_not_allowed)
+        // etcd's JSON API (after the fallback above, which is /health's).
+        .merge(gateway::router())
         .layer(axum::middleware::map_response(cors))
         .with_state(apis)
 }
