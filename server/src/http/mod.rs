@@ -58,9 +58,14 @@ async fn cors(mut response: Response) -> Response {
     response
 }
 
-/// A text answer as Go's `http.Error` writes it.
+/// A text answer as Go's `http.Error` writes it: `text` and a newline.
 pub(crate) fn go_error(status: StatusCode, text: &'static str) -> Response {
-    let mut response = (status, format!("{text}\n")).into_response();
+    go_text(status, format!("{text}\n"))
+}
+
+/// A plain-text body with the headers Go's `http.Error` sets.
+pub(crate) fn go_text(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

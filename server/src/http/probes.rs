@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use cairn_proto::etcdserverpb::{AlarmType, RangeRequest};
 
 use crate::member::Apis;
@@ -245,7 +245,7 @@ async fn answer(
         tracing::error!(path = %format!("/{}", kind.name()), reason = %report, "Health check error");
         // Go's http.Error: the text and a newline, failed checks always
         // listed.
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("{report}\n"));
+        return super::go_text(StatusCode::SERVICE_UNAVAILABLE, format!("{report}\n"));
     }
     let (verbose, _) = query_values(query, "verbose");
     let body = if verbose {
@@ -253,22 +253,7 @@ async fn answer(
     } else {
         "ok\n".to_string()
     };
-    text(StatusCode::OK, body)
-}
-
-/// A text answer with Go's headers.
-fn text(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
+    super::go_text(StatusCode::OK, body)
 }
 
 #[cfg(test)]
