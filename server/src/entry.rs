@@ -73,6 +73,26 @@ pub enum Command {
 }
 
 impl Command {
+    /// etcd's name of the request kind (the `op` label of
+    /// etcd_server_apply_duration_seconds); Cairn's own requests are named
+    /// the same way.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Command::Put(_) => "Put",
+            Command::DeleteRange(_) => "DeleteRange",
+            Command::Txn(_) => "Txn",
+            Command::Compaction(_) => "Compaction",
+            Command::LeaseGrant(_) => "LeaseGrant",
+            Command::LeaseRevoke(_) => "LeaseRevoke",
+            Command::LeaseCheckpoint(_) => "LeaseCheckpoint",
+            Command::Alarm(_) => "Alarm",
+            Command::MemberAttributes(_) => "ClusterMemberAttrSet",
+            Command::MemberPeerUrls(_) => "MemberPeerUrls",
+            Command::RotateDataKey(_) => "RotateDataKey",
+            Command::Downgrade(_) => "DowngradeInfoSet",
+        }
+    }
+
     /// The wire form of this command.
     fn into_request(self) -> Request {
         match self {

@@ -140,10 +140,26 @@ async fn a_scrape_has_etcds_metrics_as_etcd_has_them() {
     client.delete(Delete::key("k4")).await.unwrap();
     // A request the server refuses: InvalidArgument.
     assert!(client.get(Get::key("")).await.is_err());
-    let _watch = client
+    let mut watch = client
         .watch(cairn_client::Watch::key("k").prefix())
         .await
         .unwrap();
+    // One event through the watch (etcd_debugging_mvcc_events_total).
+    client.put(Put::new("k9", "v")).await.unwrap();
+    watch.next().await.unwrap();
+    // A lease granted, renewed once and revoked (etcd_debugging_lease_*).
+    let lease = client.lease_grant(60, 0).await.unwrap().id;
+    client.keep_alive_once(lease).await.unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    // A compaction (the pause histograms).
+    let revision = client
+        .get(Get::key("k0"))
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    client.compact(revision, true).await.unwrap();
     // The health counters and the checks' series.
     for path in ["/health", "/livez", "/readyz"] {
         assert_eq!(get(&url, path, None).await.0, 200, "{path}");
@@ -199,8 +215,39 @@ async fn a_scrape_has_etcds_metrics_as_etcd_has_them() {
     assert!(value(&scrape, "etcd_mvcc_delete_total", &[]) >= 2.0);
     assert!(value(&scrape, "etcd_mvcc_txn_total", &[]) >= 1.0);
     assert!(value(&scrape, "etcd_mvcc_range_total", &[]) >= 1.0);
-    // k0..k3 are left.
-    assert_eq!(value(&scrape, "etcd_debugging_mvcc_keys_total", &[]), 4.0);
+    // k0..k3 and k9 are left.
+    assert_eq!(value(&scrape, "etcd_debugging_mvcc_keys_total", &[]), 5.0);
+    assert_eq!(value(&scrape, "etcd_debugging_mvcc_events_total", &[]), 1.0);
+    assert_eq!(
+        value(&scrape, "etcd_debugging_mvcc_pending_events_total", &[]),
+        0.0
+    );
+    for lease in ["granted", "renewed", "revoked"] {
+        let name = format!("etcd_debugging_lease_{lease}_total");
+        assert_eq!(value(&scrape, &name, &[]), 1.0, "{name}");
+    }
+    assert_eq!(value(&scrape, "etcd_debugging_lease_ttl_total", &[]), 1.0);
+    let pause = "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds";
+    assert_eq!(value(&scrape, pause, &[]), 1.0);
+    let pause = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds";
+    assert!(value(&scrape, pause, &[]) >= 1.0);
+    let applied_puts = [("op", "Put"), ("success", "true"), ("version", "v3")];
+    let applied = value(&scrape, "etcd_server_apply_duration_seconds", &applied_puts);
+    assert_eq!(applied, 6.0);
+    let compaction = [("op", "Compaction"), ("success", "true")];
+    assert_eq!(
+        value(&scrape, "etcd_server_apply_duration_seconds", &compaction),
+        1.0
+    );
+    // cairn-client sends no client-api-version: "unknown", as etcd labels it.
+    let unary = [("type", "unary"), ("client_api_version", "unknown")];
+    assert!(value(&scrape, "etcd_server_client_requests_total", &unary) >= 10.0);
+    // The watch and the keep-alive's stream.
+    let stream = [("type", "stream"), ("client_api_version", "unknown")];
+    assert_eq!(
+        value(&scrape, "etcd_server_client_requests_total", &stream),
+        2.0
+    );
     assert_eq!(
         value(&scrape, "etcd_debugging_mvcc_watcher_total", &[]),
         1.0
@@ -219,12 +266,13 @@ async fn a_scrape_has_etcds_metrics_as_etcd_has_them() {
         value(&scrape, "etcd_server_quota_backend_bytes", &[]),
         2147483648.0
     );
+    // k0..k4 and k9.
     let put = [("grpc_method", "Put"), ("grpc_service", "etcdserverpb.KV")];
-    assert_eq!(value(&scrape, "grpc_server_started_total", &put), 5.0);
+    assert_eq!(value(&scrape, "grpc_server_started_total", &put), 6.0);
     let ok = [put[0], put[1], ("grpc_code", "OK"), ("grpc_type", "unary")];
-    assert_eq!(value(&scrape, "grpc_server_handled_total", &ok), 5.0);
-    assert_eq!(value(&scrape, "grpc_server_msg_received_total", &put), 5.0);
-    assert_eq!(value(&scrape, "grpc_server_handling_seconds", &put), 5.0);
+    assert_eq!(value(&scrape, "grpc_server_handled_total", &ok), 6.0);
+    assert_eq!(value(&scrape, "grpc_server_msg_received_total", &put), 6.0);
+    assert_eq!(value(&scrape, "grpc_server_handling_seconds", &put), 6.0);
     let refused = [("grpc_method", "Range"), ("grpc_code", "InvalidArgument")];
     assert_eq!(value(&scrape, "grpc_server_handled_total", &refused), 1.0);
     // A code never seen is there at zero, as grpc-go-prometheus has it.

@@ -364,6 +364,11 @@ impl WatchStream {
                 revision,
                 mut events,
             } => {
+                self.kv
+                    .proposer()
+                    .store()
+                    .watch_hub()
+                    .events_taken(events.len());
                 let Some(active) = self.active.get_mut(&watcher) else {
                     return Ok(());
                 };

@@ -79,7 +79,23 @@ impl<'m> Applying<'m> {
         let Some(command) = entry.command else {
             return self.record_index();
         };
+        let op = command.op();
+        let start = std::time::Instant::now();
         let outcome = self.execute(command)?;
+        if let Some(m) = self.machine.metrics.get() {
+            // etcd counts a compaction of an already compacted revision
+            // as a success.
+            let success = matches!(outcome, Ok(_) | Err(EtcdError::Compacted));
+            m.applied(op, success, crate::metrics::since(start));
+            match &outcome {
+                Ok(Applied::LeaseGrant(r)) => {
+                    m.lease.granted.inc();
+                    m.lease.ttl.observe(r.ttl as f64);
+                }
+                Ok(Applied::LeaseRevoke(_)) => m.lease.revoked.inc(),
+                _ => {}
+            }
+        }
         self.machine.waiters.answer(entry.id, outcome);
         Ok(())
     }

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::error::EtcdError;
 use crate::lease::Lessor;
+use crate::metrics::server::ApplyMetrics;
 use crate::mvcc::Store;
 use crate::raft::{StateMachine, Waiters};
 use crate::storage::crypto::KeyHandle;
@@ -125,6 +126,9 @@ pub struct Machine {
     /// RotateDataKey activates the replicated key id through them. None when
     /// the store is not sealed.
     keys: Option<KeyHandle>,
+    /// etcd's apply duration and lease counters (set once at start; none
+    /// in unit tests).
+    metrics: std::sync::OnceLock<ApplyMetrics>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -153,7 +157,14 @@ impl Machine {
             lessor,
             waiters: Waiters::default(),
             keys: None,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Times every applied entry, and counts leases, in `metrics` from now
+    /// on.
+    pub fn set_metrics(&self, metrics: ApplyMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// The same machine, rotating data keys through `keys` (the store's

@@ -19,6 +19,7 @@ use super::Proposer;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
+use crate::metrics::server::PromoteMetrics;
 
 /// How far a learner's log may trail the leader's and still be promoted
 /// (etcd: it must have 90% of the leader's entries).
@@ -78,6 +79,9 @@ pub struct ClusterApi {
     strict_reconfig_check: bool,
     /// This member's zone (`--zone`), published with its name.
     zone: String,
+    /// etcd's learner promotion counters (set once at start; none in unit
+    /// tests).
+    metrics: std::sync::OnceLock<PromoteMetrics>,
 }
 
 impl ClusterApi {
@@ -87,7 +91,13 @@ impl ClusterApi {
             proposer,
             strict_reconfig_check,
             zone,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts learner promotions in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: PromoteMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// The shared write path (headers, linearizable reads).
@@ -242,14 +252,23 @@ impl ClusterApi {
         let leader_match = status.matched.get(&status.id).copied().unwrap_or(0);
         let learner_match = status.matched.get(&id).copied().unwrap_or(0);
         if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
+            if let Some(m) = self.metrics.get() {
+                let reason = EtcdError::LearnerNotReady.to_string();
+                m.failures.with_label_values(&[&reason]).inc();
+            }
             return Err(EtcdError::LearnerNotReady);
         }
         if self.strict_reconfig_check {
             crate::reconfig::may_promote_member(&self.reconfig_voters(), id)?;
         }
-        self.proposer
+        let members = self
+            .proposer
             .propose_conf_change(ConfChangeType::AddNode, id, None)
-            .await
+            .await?;
+        if let Some(m) = self.metrics.get() {
+            m.successes.inc();
+        }
+        Ok(members)
     }
 
     /// Announces this member's name, client URLs and zone to the cluster

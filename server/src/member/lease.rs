@@ -20,6 +20,7 @@ use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
 use crate::machine::Applied;
+use crate::metrics::lease::LeaseMetrics;
 use crate::peer::PeerChannels;
 
 /// What the Lease service, the lease loop and the peer service call.
@@ -36,6 +37,9 @@ pub struct LeaseApi {
     lease_ids: IdGenerator,
     /// Channels to peers, for renewals and TTLs forwarded to the leader.
     peer_channels: PeerChannels,
+    /// etcd's renewal and expiry counters (set once at start; none in unit
+    /// tests).
+    metrics: std::sync::OnceLock<LeaseMetrics>,
 }
 
 impl LeaseApi {
@@ -53,6 +57,7 @@ impl LeaseApi {
             quota,
             lease_ids,
             peer_channels,
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -148,7 +153,16 @@ impl LeaseApi {
             })
             .await?;
         }
-        self.lessor().leader_only().renew(id)
+        let ttl = self.lessor().leader_only().renew(id)?;
+        if let Some(m) = self.metrics.get() {
+            m.renewed.inc();
+        }
+        Ok(ttl)
+    }
+
+    /// Counts renewals and expiries in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: LeaseMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// An expired lease whose revoke is still on its way through raft: wait
@@ -236,7 +250,12 @@ impl LeaseApi {
                 .propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id }))
                 .await;
             match revoked {
-                Ok(_) => tracing::debug!(lease = format!("{id:x}"), "expired lease revoked"),
+                Ok(_) => {
+                    tracing::debug!(lease = format!("{id:x}"), "expired lease revoked");
+                    if let Some(m) = self.metrics.get() {
+                        m.expired.inc();
+                    }
+                }
                 // Deposed meanwhile: the new leader's lessor decides.
                 Err(EtcdError::NotLeader) => return,
                 // Revoked by a client meanwhile.

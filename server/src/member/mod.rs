@@ -279,6 +279,7 @@ impl ApisBuilder {
     pub fn build(self) -> Apis {
         if let Some(m) = &self.metrics {
             self.machine.store().set_metrics(m.store());
+            self.machine.set_metrics(m.server.apply.clone());
             m.cairn.set_zone(&self.zone);
         }
         let proposer = Arc::new(Proposer::new(self.machine, self.identity, self.replication));
@@ -292,17 +293,29 @@ impl ApisBuilder {
                 self.limits,
                 Arc::clone(&quota),
             )),
-            lease: Arc::new(LeaseApi::new(
-                Arc::clone(&proposer),
-                self.limits,
-                quota,
-                PeerChannels::new(self.dialer.clone()),
-            )),
-            cluster: Arc::new(ClusterApi::new(
-                Arc::clone(&proposer),
-                self.strict_reconfig_check,
-                self.zone.clone(),
-            )),
+            lease: Arc::new({
+                let api = LeaseApi::new(
+                    Arc::clone(&proposer),
+                    self.limits,
+                    quota,
+                    PeerChannels::new(self.dialer.clone()),
+                );
+                if let Some(m) = &self.metrics {
+                    api.set_metrics(m.server.apply.lease.clone());
+                }
+                api
+            }),
+            cluster: Arc::new({
+                let api = ClusterApi::new(
+                    Arc::clone(&proposer),
+                    self.strict_reconfig_check,
+                    self.zone.clone(),
+                );
+                if let Some(m) = &self.metrics {
+                    api.set_metrics(m.server.promote.clone());
+                }
+                api
+            }),
             maintenance: Arc::new({
                 let api = MaintenanceApi::new(Arc::clone(&proposer), self.dialer, self.zone);
                 if let Some(m) = &self.metrics {

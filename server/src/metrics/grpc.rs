@@ -10,8 +10,9 @@
 //! than no series. The layer that updates them is in [`super::layer`].
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
-use prometheus::{Histogram, IntCounter, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
 
 use super::{histogram_vec, int_counter, int_counter_vec, Level};
 
@@ -117,6 +118,57 @@ pub struct MethodMetrics {
     pub sent: IntCounter,
     /// grpc_server_handling_seconds (`--metrics extensive` only).
     pub handling: Option<Histogram>,
+    /// Whether etcd's interceptors count it as a "stream" client request
+    /// (any streaming kind) rather than a "unary" one.
+    pub stream: bool,
+}
+
+/// How many distinct `client-api-version` values get a series of their
+/// own; later ones are counted as "unknown". The value comes from clients,
+/// and each distinct one would otherwise be a series kept forever.
+const MAX_CLIENT_VERSIONS: usize = 32;
+
+/// etcd_server_client_requests_total{type, client_api_version}.
+#[derive(Debug)]
+struct ClientRequests {
+    /// The family, for versions not seen yet.
+    vec: IntCounterVec,
+    /// Version -> its (unary, stream) counters, looked up without
+    /// allocating once a version was seen.
+    by_version: RwLock<HashMap<String, [IntCounter; 2]>>,
+}
+
+impl ClientRequests {
+    fn counters(&self, version: &str) -> [IntCounter; 2] {
+        [
+            self.vec.with_label_values(&["unary", version]),
+            self.vec.with_label_values(&["stream", version]),
+        ]
+    }
+
+    /// Counts one call of a client that sent `version` (none: "unknown",
+    /// as etcd labels it).
+    fn count(&self, version: Option<&str>, stream: bool) {
+        let version = version.filter(|v| !v.is_empty()).unwrap_or("unknown");
+        let i = usize::from(stream);
+        {
+            let known = self.by_version.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(counters) = known.get(version) {
+                counters[i].inc();
+                return;
+            }
+        }
+        let mut known = self.by_version.write().unwrap_or_else(|e| e.into_inner());
+        let version = if known.len() < MAX_CLIENT_VERSIONS {
+            version
+        } else {
+            "unknown"
+        };
+        let counters = known
+            .entry(version.to_string())
+            .or_insert_with(|| self.counters(version));
+        counters[i].inc();
+    }
 }
 
 /// The client port's gRPC metrics.
@@ -131,6 +183,8 @@ pub struct GrpcMetrics {
     pub received_bytes: IntCounter,
     /// etcd_network_client_grpc_sent_bytes_total: response messages' bytes.
     pub sent_bytes: IntCounter,
+    /// etcd_server_client_requests_total.
+    client_requests: ClientRequests,
 }
 
 impl GrpcMetrics {
@@ -184,12 +238,23 @@ impl GrpcMetrics {
                 received: received.with_label_values(&values),
                 sent: sent.with_label_values(&values),
                 handling: handling.as_ref().map(|h| h.with_label_values(&values)),
+                stream: *kind != Kind::Unary,
             });
             paths.insert(format!("/{service}/{method}"), i);
         }
+        let client_requests = ClientRequests {
+            vec: int_counter_vec(
+                r,
+                "etcd_server_client_requests_total",
+                "The total number of client requests per client version.",
+                &["type", "client_api_version"],
+            )?,
+            by_version: RwLock::new(HashMap::new()),
+        };
         Ok(Self {
             methods,
             paths,
+            client_requests,
             received_bytes: int_counter(
                 r,
                 "etcd_network_client_grpc_received_bytes_total",
@@ -212,6 +277,14 @@ impl GrpcMetrics {
     /// The counters of method `index` (from [`GrpcMetrics::lookup`]).
     pub fn method(&self, index: usize) -> Option<&MethodMetrics> {
         self.methods.get(index)
+    }
+
+    /// Counts a call of method `index` in etcd_server_client_requests_total,
+    /// by the `client-api-version` metadata its client sent (etcd's
+    /// clientv3 sends its own version, "3.5").
+    pub fn client_request(&self, index: usize, version: Option<&str>) {
+        let stream = self.method(index).is_some_and(|m| m.stream);
+        self.client_requests.count(version, stream);
     }
 }
 
@@ -244,6 +317,46 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn client_versions_are_bounded() {
+        let r = Registry::new();
+        let m = GrpcMetrics::new(&r, Level::Basic).unwrap();
+        let watch = m.lookup("/etcdserverpb.Watch/Watch").unwrap();
+        let put = m.lookup("/etcdserverpb.KV/Put").unwrap();
+        m.client_request(put, Some("3.5"));
+        m.client_request(put, Some("3.5"));
+        m.client_request(watch, None);
+        for i in 0..100 {
+            m.client_request(put, Some(&format!("x{i}")));
+        }
+        let family = r
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "etcd_server_client_requests_total")
+            .unwrap();
+        let value = |kind: &str, version: &str| {
+            family
+                .get_metric()
+                .iter()
+                .find(|m| {
+                    let labels: Vec<(&str, &str)> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    labels.contains(&("type", kind))
+                        && labels.contains(&("client_api_version", version))
+                })
+                .map(|m| m.get_counter().get_value())
+        };
+        assert_eq!(value("unary", "3.5"), Some(2.0));
+        assert_eq!(value("stream", "unknown"), Some(1.0));
+        // 32 versions at most (3.5 and unknown among them); the rest are
+        // "unknown".
+        assert_eq!(value("unary", "unknown"), Some(70.0));
+        assert!(family.get_metric().len() <= 2 * MAX_CLIENT_VERSIONS);
     }
 
     #[test]

@@ -80,6 +80,8 @@ where
         if let Some(method) = metrics.method(index) {
             method.started.inc();
         }
+        let version = request.headers().get("client-api-version");
+        metrics.client_request(index, version.and_then(|v| v.to_str().ok()));
         let request = request.map(|body| {
             tonic::body::Body::new(MeteredBody {
                 inner: body,

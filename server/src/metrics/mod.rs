@@ -24,6 +24,7 @@ pub mod cairn;
 pub mod disk;
 pub mod grpc;
 pub mod layer;
+pub mod lease;
 pub mod mvcc;
 pub mod network;
 pub mod process;
@@ -98,7 +99,7 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         Ok(Self {
-            server: server::ServerMetrics::new(r, member_id)?,
+            server: server::ServerMetrics::new(r, member_id, lease::LeaseMetrics::new(r)?)?,
             wal: disk::WalMetrics::new(r)?,
             backend: disk::BackendMetrics::new(r)?,
             mvcc: mvcc::MvccMetrics::new(r)?,

@@ -10,8 +10,12 @@ use crate::mvcc::Store;
 /// operation.
 #[derive(Debug, Clone)]
 pub struct StoreMetrics {
-    /// etcd_mvcc_range_total: every range, alone or inside a transaction.
-    pub range: IntCounter,
+    /// etcd_mvcc_range_total: every range, alone or inside a transaction
+    /// (counted through [`StoreMetrics::ranges`]).
+    range: IntCounter,
+    /// etcd_debugging_mvcc_range_total: the same count under its older
+    /// name, which etcd 3.5 still exports.
+    range_debugging: IntCounter,
     /// etcd_mvcc_put_total: every put inside a write transaction.
     pub put: IntCounter,
     /// etcd_mvcc_delete_total: every delete-range inside a write transaction.
@@ -32,6 +36,24 @@ pub struct StoreMetrics {
     /// etcd_debugging_mvcc_db_compaction_last: unix time of the last
     /// compaction (0 until one ran since start).
     pub compaction_last: IntGauge,
+    /// etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds:
+    /// the logical part of a compaction (the key index's), during which
+    /// the store's writers wait.
+    pub index_compaction_pause_ms: Histogram,
+    /// etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds: each
+    /// bounded batch of the physical part (etcd's writers wait for each of
+    /// its batches; Cairn's do not, so here it is the batch's duration).
+    pub db_compaction_pause_ms: Histogram,
+    /// The watch hub's event counters.
+    pub events: crate::mvcc::EventMetrics,
+}
+
+impl StoreMetrics {
+    /// Counts `n` ranges.
+    pub fn ranges(&self, n: u64) {
+        self.range.inc_by(n);
+        self.range_debugging.inc_by(n);
+    }
 }
 
 /// `etcd_mvcc_*`: the store's counters, and the current values read at
@@ -59,6 +81,7 @@ pub struct MvccMetrics {
 #[derive(Debug, Clone)]
 struct StoreCounters {
     range: IntCounter,
+    range_debugging: IntCounter,
     put: IntCounter,
     delete: IntCounter,
     txn: IntCounter,
@@ -66,6 +89,9 @@ struct StoreCounters {
     compacted_keys: IntCounter,
     compaction_duration_ms: Histogram,
     compaction_last: IntGauge,
+    index_compaction_pause_ms: Histogram,
+    db_compaction_pause_ms: Histogram,
+    events: crate::mvcc::EventMetrics,
 }
 
 impl MvccMetrics {
@@ -74,6 +100,11 @@ impl MvccMetrics {
             range: int_counter(
                 r,
                 "etcd_mvcc_range_total",
+                "Total number of ranges seen by this member.",
+            )?,
+            range_debugging: int_counter(
+                r,
+                "etcd_debugging_mvcc_range_total",
                 "Total number of ranges seen by this member.",
             )?,
             put: int_counter(
@@ -112,6 +143,32 @@ impl MvccMetrics {
                 "etcd_debugging_mvcc_db_compaction_last",
                 "The unix time of the last db compaction. Resets to 0 on start.",
             )?,
+            index_compaction_pause_ms: histogram(
+                r,
+                "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds",
+                "Bucketed histogram of index compaction pause duration.",
+                // 0.5 ms up to 4 s, as etcd's.
+                exponential(0.5, 2.0, 14),
+            )?,
+            db_compaction_pause_ms: histogram(
+                r,
+                "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+                "Bucketed histogram of db compaction pause duration.",
+                // 1 ms up to 4 s, as etcd's.
+                exponential(1.0, 2.0, 13),
+            )?,
+            events: crate::mvcc::EventMetrics {
+                pending: int_gauge(
+                    r,
+                    "etcd_debugging_mvcc_pending_events_total",
+                    "Total number of pending events to be sent.",
+                )?,
+                sent: int_counter(
+                    r,
+                    "etcd_debugging_mvcc_events_total",
+                    "Total number of events sent by this member.",
+                )?,
+            },
         };
         Ok(Self {
             counters,
@@ -171,6 +228,7 @@ impl MvccMetrics {
         let c = self.counters.clone();
         StoreMetrics {
             range: c.range,
+            range_debugging: c.range_debugging,
             put: c.put,
             delete: c.delete,
             txn: c.txn,
@@ -179,6 +237,9 @@ impl MvccMetrics {
             compacted_keys: c.compacted_keys,
             compaction_duration_ms: c.compaction_duration_ms,
             compaction_last: c.compaction_last,
+            index_compaction_pause_ms: c.index_compaction_pause_ms,
+            db_compaction_pause_ms: c.db_compaction_pause_ms,
+            events: c.events,
         }
     }
 

@@ -26,6 +26,19 @@ pub struct NetworkMetrics {
     snapshot_receive_success: IntCounterVec,
     snapshot_receive_failures: IntCounterVec,
     snapshot_receive_seconds: HistogramVec,
+    snapshot_send_inflights: IntGaugeVec,
+    snapshot_receive_inflights: IntGaugeVec,
+}
+
+/// A snapshot transfer under way: counted in etcd's
+/// `etcd_network_snapshot_{send,receive}_inflights_total` until dropped.
+#[derive(Debug)]
+pub struct Inflight(IntGauge);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// One peer's handles, looked up once by the task that talks to it.
@@ -105,6 +118,18 @@ impl NetworkMetrics {
                 "The total number of disconnected peers.",
                 &["Local", "Remote"],
             )?,
+            snapshot_send_inflights: int_gauge_vec(
+                r,
+                "etcd_network_snapshot_send_inflights_total",
+                "Total number of inflight snapshot sends",
+                &["To"],
+            )?,
+            snapshot_receive_inflights: int_gauge_vec(
+                r,
+                "etcd_network_snapshot_receive_inflights_total",
+                "Total number of inflight snapshot receives",
+                &["From"],
+            )?,
             snapshot_send_success: int_counter_vec(
                 r,
                 "etcd_network_snapshot_send_success",
@@ -180,6 +205,21 @@ impl NetworkMetrics {
         self.received_failures
             .with_label_values(&[&id_label(from)])
             .inc();
+    }
+
+    /// A snapshot transfer begins; it is in flight until the value is
+    /// dropped.
+    pub fn inflight(&self, transfer: Transfer) -> Inflight {
+        let gauge = match transfer {
+            Transfer::Sent(to) => self
+                .snapshot_send_inflights
+                .with_label_values(&[&id_label(to)]),
+            Transfer::Received(from) => self
+                .snapshot_receive_inflights
+                .with_label_values(&[&id_label(from)]),
+        };
+        gauge.inc();
+        Inflight(gauge)
     }
 
     /// A snapshot transfer ended after `seconds`, well or not.

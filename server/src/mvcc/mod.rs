@@ -29,7 +29,8 @@ pub use key_index::{KeyAt, KeyIndex};
 pub use revision::Revision;
 pub use store::{CompactionJob, RangeOptions, RangeResult, Store};
 pub use watch::{
-    StreamKey, SyncOutcome, WatchCounts, WatchHub, WatchMessage, WatchSpec, WatcherKey,
+    EventMetrics, StreamKey, SyncOutcome, WatchCounts, WatchHub, WatchMessage, WatchSpec,
+    WatcherKey,
 };
 pub use write_txn::WriteTxn;
 

@@ -143,6 +143,7 @@ impl Store {
     /// Counts this store's work in `metrics` from now on (set once the
     /// member's id, which labels its metrics, is known).
     pub fn set_metrics(&self, metrics: StoreMetrics) {
+        self.hub.set_metrics(metrics.events.clone());
         let _ = self.metrics.set(metrics);
     }
 
@@ -242,7 +243,7 @@ impl Store {
     /// [`crate::apply::ReadView::note_range`]).
     pub fn note_range(&self) {
         if let Some(m) = self.metrics.get() {
-            m.range.inc();
+            m.ranges(1);
         }
     }
 
@@ -404,8 +405,13 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(Cf::Meta, META_SCHEDULED_COMPACT, rev.to_be_bytes());
         self.engine.write(batch, self.sync_writes)?;
+        let pause = std::time::Instant::now();
         let available = state.index.compact(rev);
         state.compact_rev = rev;
+        if let Some(m) = self.metrics.get() {
+            m.index_compaction_pause_ms
+                .observe(pause.elapsed().as_secs_f64() * 1000.0);
+        }
         Ok(CompactionJob {
             store: Arc::clone(self),
             rev,
@@ -427,6 +433,7 @@ impl Store {
         let end = Revision::new(rev + 1, 0).to_bytes();
         let mut start: Vec<u8> = Vec::new();
         loop {
+            let batch_start = std::time::Instant::now();
             let mut obsolete = Vec::new();
             let mut next = None;
             self.engine
@@ -449,6 +456,10 @@ impl Store {
                     batch.delete(Cf::Kv, key);
                 }
                 self.engine.write(batch, false)?;
+            }
+            if let Some(m) = self.metrics.get() {
+                m.db_compaction_pause_ms
+                    .observe(batch_start.elapsed().as_secs_f64() * 1000.0);
             }
             match next {
                 Some(key) => start = key,

@@ -133,6 +133,20 @@ pub struct WatchHub {
     next_stream: AtomicU64,
     /// Streams given out and not yet removed (etcd's watch stream count).
     open_streams: AtomicI64,
+    /// etcd's event counters (set once at start; none in unit tests).
+    metrics: std::sync::OnceLock<EventMetrics>,
+}
+
+/// etcd_debugging_mvcc_pending_events_total and _events_total: events are
+/// pending from the moment the hub hands them to a watcher's stream until
+/// the stream takes them to send ([`WatchHub::events_taken`]), as etcd
+/// counts them between its watchable store and its gRPC send loop.
+#[derive(Debug, Clone)]
+pub struct EventMetrics {
+    /// Events handed to streams and not yet taken.
+    pub pending: prometheus::IntGauge,
+    /// Events taken by streams to send.
+    pub sent: prometheus::IntCounter,
 }
 
 /// What [`WatchHub::counts`] reports.
@@ -157,6 +171,26 @@ pub struct SyncOutcome {
 }
 
 impl WatchHub {
+    /// Counts events in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: EventMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// A stream took `n` events off its channel to send them.
+    pub fn events_taken(&self, n: usize) {
+        if let Some(m) = self.metrics.get() {
+            m.pending.sub(n as i64);
+            m.sent.inc_by(n as u64);
+        }
+    }
+
+    /// `n` events were handed to a stream.
+    fn events_handed(&self, n: usize) {
+        if let Some(m) = self.metrics.get() {
+            m.pending.add(n as i64);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // Hub state changes are single map operations: a panic elsewhere
         // cannot leave it half-updated.
@@ -280,12 +314,14 @@ impl WatchHub {
     pub(super) fn notify(&self, revision: i64, events: &[Event]) {
         let mut state = self.lock();
         let mut fell_behind = Vec::new();
+        let mut handed = 0;
         for (key, w) in state.watchers.iter_mut().filter(|(_, w)| w.synced) {
             if w.next_rev > revision {
                 continue;
             }
             let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
             if !mine.is_empty() {
+                let n = mine.len();
                 let msg = WatchMessage::Events {
                     watcher: *key,
                     revision,
@@ -297,9 +333,11 @@ impl WatchHub {
                     fell_behind.push(*key);
                     continue;
                 }
+                handed += n;
             }
             w.next_rev = revision + 1;
         }
+        self.events_handed(handed);
         if !fell_behind.is_empty() {
             state.unsynced.extend(fell_behind);
             drop(state);
@@ -395,6 +433,7 @@ impl WatchHub {
             }
             let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
             if !mine.is_empty() {
+                let n = mine.len();
                 let msg = WatchMessage::Events {
                     watcher: key,
                     revision: to,
@@ -403,6 +442,7 @@ impl WatchHub {
                 if w.tx.try_send(msg).is_err() {
                     continue;
                 }
+                self.events_handed(n);
             }
             w.next_rev = to + 1;
             progressed = true;

@@ -241,7 +241,7 @@ impl Drop for WriteTxn<'_> {
         if let Some(m) = self.store.metrics.get() {
             let ops = &self.ops;
             let ranges = ops.ranges.get();
-            m.range.inc_by(ranges);
+            m.ranges(ranges);
             m.put.inc_by(ops.puts);
             m.delete.inc_by(ops.deletes);
             m.put_size.add(ops.put_bytes);

@@ -196,10 +196,12 @@ impl Peers {
         let metrics = self.metrics.clone();
         let spawned = self.spawn(async move {
             let start = std::time::Instant::now();
+            let inflight = metrics.as_ref().map(|m| m.inflight(Transfer::Sent(to)));
             let sent = tokio::select! {
                 sent = send_snapshot(&dialer, &url, msg) => sent,
                 () = stopped(stop) => Err(SendError::Stopped),
             };
+            drop(inflight);
             if let Some(m) = &metrics {
                 m.snapshot(Transfer::Sent(to), sent.is_ok(), crate::metrics::since(start));
             }
@@ -528,6 +530,10 @@ impl raft_server::Raft for RaftService {
             .ok_or_else(|| Status::failed_precondition("unknown snapshot transfer"))?;
         let mut msg = decode(&first.message)?;
         let (from, start) = (msg.from, std::time::Instant::now());
+        let inflight = self
+            .metrics
+            .as_ref()
+            .map(|m| m.inflight(Transfer::Received(from)));
         let received = async {
             let mut sealed = first.data;
             while let Some(chunk) = stream.message().await? {
@@ -537,6 +543,7 @@ impl raft_server::Raft for RaftService {
                 .map_err(|e| Status::data_loss(e.to_string()))
         }
         .await;
+        drop(inflight);
         if let Some(m) = &self.metrics {
             m.snapshot(
                 Transfer::Received(from),
