@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
-use super::key_index::{KeyAt, KeyIndex};
+use super::key_index::{KeyAt, KeyIndex, KeyMark};
 use super::revision::Revision;
 
 /// Which keys a request addresses, decoded from etcd's `key` / `range_end` pair.
@@ -87,13 +87,19 @@ impl TreeIndex {
         self.keys.get(key)
     }
 
-    /// Replaces (or removes, with `None`) one key's history: used to roll back a
-    /// failed transaction.
-    pub fn set_key_index(&mut self, key: Vec<u8>, ki: Option<KeyIndex>) {
-        match ki {
-            Some(ki) => self.keys.insert(key, ki),
-            None => self.keys.remove(&key),
-        };
+    /// Takes back a failed transaction's changes to one key: back to `mark`,
+    /// or removed when the key had no history before (`None`).
+    pub fn rollback(&mut self, key: &[u8], mark: Option<KeyMark>) {
+        match mark {
+            Some(mark) => {
+                if let Some(ki) = self.keys.get_mut(key) {
+                    ki.rollback(mark);
+                }
+            }
+            None => {
+                self.keys.remove(key);
+            }
+        }
     }
 
     /// Records a put of `key` at `rev`.

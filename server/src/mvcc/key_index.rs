@@ -81,6 +81,24 @@ pub struct KeyIndex {
     generations: Vec<Generation>,
 }
 
+/// Where a key's history stood before a write transaction changed it:
+/// enough to take back what the transaction appended, without copying the
+/// history (a transaction only ever appends revisions newer than every
+/// known one: puts to the current generation, a tombstone that ends it and
+/// opens the next). Copying instead made every write to a key cost as much
+/// as the key's whole uncompacted history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMark {
+    /// `modified` before.
+    modified: Revision,
+    /// How many generations there were.
+    generations: usize,
+    /// The last of them: its version, creation and revision count.
+    last_ver: i64,
+    last_created: Revision,
+    last_revs: usize,
+}
+
 impl Default for KeyIndex {
     fn default() -> Self {
         Self {
@@ -108,6 +126,29 @@ impl KeyIndex {
                 revs: vec![modified],
             }],
         }
+    }
+
+    /// Where this history stands now (see [`KeyMark`]).
+    pub fn mark(&self) -> KeyMark {
+        let last = self.generations.last();
+        KeyMark {
+            modified: self.modified,
+            generations: self.generations.len(),
+            last_ver: last.map_or(0, |g| g.ver),
+            last_created: last.map_or_else(Revision::default, |g| g.created),
+            last_revs: last.map_or(0, |g| g.revs.len()),
+        }
+    }
+
+    /// Takes back every put and tombstone recorded since `mark` was taken.
+    pub fn rollback(&mut self, mark: KeyMark) {
+        self.generations.truncate(mark.generations);
+        if let Some(g) = self.generations.last_mut() {
+            g.revs.truncate(mark.last_revs);
+            g.ver = mark.last_ver;
+            g.created = mark.last_created;
+        }
+        self.modified = mark.modified;
     }
 
     /// Records a put at `rev`, which must be newer than every known revision.
@@ -262,6 +303,44 @@ mod tests {
                 .get(*at)
                 .map(|k| (k.modified.main, k.created.main, k.version));
             assert_eq!(got, *want, "get({at})");
+        }
+    }
+
+    #[test]
+    fn rollback_takes_back_what_was_appended_since_the_mark() {
+        // (put, tombstone?) steps after the mark, from several starting
+        // histories: rolling back restores the history exactly.
+        let starts = [KeyIndex::new(), example(), {
+            let mut deleted = example();
+            deleted.tombstone(r(20));
+            deleted
+        }];
+        let steps: [&[(i64, bool)]; 4] = [
+            &[(30, false)],
+            &[(30, false), (31, true)],
+            &[(30, true), (31, false), (32, false)],
+            &[
+                (30, false),
+                (31, true),
+                (32, false),
+                (33, true),
+                (34, false),
+            ],
+        ];
+        for start in &starts {
+            for step in steps {
+                let mut ki = start.clone();
+                let mark = ki.mark();
+                for &(main, tombstone) in step {
+                    if tombstone {
+                        ki.tombstone(r(main));
+                    } else {
+                        ki.put(r(main));
+                    }
+                }
+                ki.rollback(mark);
+                assert_eq!(&ki, start, "steps {step:?}");
+            }
         }
     }
 

@@ -25,7 +25,7 @@ mod tests;
 mod watch_tests;
 
 pub use index::{KeyRange, TreeIndex};
-pub use key_index::{KeyAt, KeyIndex};
+pub use key_index::{KeyAt, KeyIndex, KeyMark};
 pub use revision::Revision;
 pub use store::{CompactionJob, RangeOptions, RangeResult, Store};
 pub use watch::{

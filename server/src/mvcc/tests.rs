@@ -104,6 +104,43 @@ fn one_transaction_one_revision() {
 }
 
 #[test]
+fn a_dropped_transaction_leaves_the_index_as_it_was() {
+    let store = memory_store();
+    put(&store, "a", "1");
+    put(&store, "a", "2");
+    put(&store, "b", "1");
+    delete(&store, "b", "");
+    let before = |store: &Store| {
+        (1..=store.current_revision())
+            .map(|rev| get_at(store, "a", "z", rev).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let was = before(&store);
+    {
+        // Puts to a live key, to a deleted key, to a new key; deletes and
+        // re-creates; then dropped uncommitted.
+        let mut txn = store.write();
+        txn.put(b"a", b"3".to_vec(), 0);
+        txn.delete_range(&KeyRange::new(b"a", b""));
+        txn.put(b"a", b"4".to_vec(), 0);
+        txn.put(b"b", b"2".to_vec(), 0);
+        txn.put(b"c", b"1".to_vec(), 0);
+        txn.delete_range(&KeyRange::new(b"c", b""));
+    }
+    assert_eq!(before(&store), was);
+    // The next write gets the next revision and sees the old history.
+    // (A new store is at revision 1, as etcd's: the first put was 2.)
+    let rev = put(&store, "a", "5");
+    assert_eq!(rev, 6);
+    assert_eq!(
+        get_at(&store, "a", "", 0).unwrap(),
+        vec![kv("a", "5", 2, 6, 3)]
+    );
+    assert_eq!(get_at(&store, "b", "", 0).unwrap(), vec![]);
+    assert_eq!(get_at(&store, "c", "", 0).unwrap(), vec![]);
+}
+
+#[test]
 fn range_limit_and_count() {
     let store = memory_store();
     for k in ["a", "b", "c", "d"] {

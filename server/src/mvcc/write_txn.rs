@@ -13,7 +13,7 @@ use cairn_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
 use super::index::KeyRange;
-use super::key_index::KeyIndex;
+use super::key_index::{KeyIndex, KeyMark};
 use super::revision::Revision;
 use super::store::{range_at, to_event, State, META_APPLIED_INDEX};
 use super::{Error, RangeOptions, RangeResult, Store};
@@ -35,8 +35,9 @@ pub struct WriteTxn<'a> {
     changes: Vec<(Revision, bool, KeyValue)>,
     /// The put records of `changes` by revision, for reads inside the transaction.
     pending: HashMap<Revision, KeyValue>,
-    /// Each touched key's history before the transaction (None = was absent).
-    undo: HashMap<Vec<u8>, Option<KeyIndex>>,
+    /// Where each touched key's history stood before the transaction
+    /// (None = the key was absent), to roll back to.
+    undo: HashMap<Vec<u8>, Option<KeyMark>>,
     /// Writes outside the key space (e.g. lease records) that must commit
     /// atomically with this transaction's records.
     staged: WriteBatch,
@@ -99,7 +100,7 @@ impl<'a> WriteTxn<'a> {
 
     fn remember(&mut self, key: &[u8]) {
         if !self.undo.contains_key(key) {
-            let before = self.state.index.key_index(key).cloned();
+            let before = self.state.index.key_index(key).map(KeyIndex::mark);
             self.undo.insert(key.to_vec(), before);
         }
     }
@@ -254,7 +255,7 @@ impl Drop for WriteTxn<'_> {
             return;
         }
         for (key, before) in self.undo.drain() {
-            self.state.index.set_key_index(key, before);
+            self.state.index.rollback(&key, before);
         }
     }
 }
