@@ -18,7 +18,8 @@
 #            --out DIR     results directory (default benches/results/restart-<UTC timestamp>)
 #            --keep        keep the data directories and logs
 # Environment: CAIRN_BIN, CAIRN_BENCH_BIN, CARGO_TARGET_DIR, CAIRN_TOOLS_DIR as
-# benches/compare.sh (release builds first); RESTART_PORT first port (default 25990).
+# benches/compare.sh (release builds first); RESTART_PORT first port (default 25990);
+# RESTART_PERF=1 records each Cairn restart with `perf record -g` (cairn.restartR.perf).
 #
 # Results: table.txt (one row per server: load seconds, each restart's seconds,
 # RSS, data size), each server's logs (Cairn's "start-up phase" lines give the
@@ -133,8 +134,14 @@ measure() {
     t0=$(now)
     start "$kind" "$data" "$log_file"
     server_pids=("$pid")
+    perf_pid=
+    if [ -n "${RESTART_PERF:-}" ] && [ "$kind" = cairn ]; then
+      perf record -q -g -p "$pid" -o "$out/cairn.restart$r.perf" >/dev/null 2>&1 &
+      perf_pid=$!
+    fi
     until_read
     t1=$(now)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     restart_s+=("$(elapsed "$t0" "$t1")")
     rss_ready=$(rss_kib "$pid")
     log "$kind: restart $r: a linearizable read after ${restart_s[-1]} s (RSS $((rss_ready / 1024)) MiB)"
