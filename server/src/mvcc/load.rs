@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use super::index::{KeyRange, TreeIndex};
+use super::index::{KeyRange, RestoredRecord, TreeIndex};
 use super::revision::Revision;
 use super::store::{State, META_APPLIED_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
 use super::Error;
@@ -92,34 +92,39 @@ pub(super) fn record_revision(key: &[u8]) -> Result<(Revision, bool), Error> {
 /// Reads the state stored in `engine`: one pass over every `kv` record.
 pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
     let started = std::time::Instant::now();
-    let mut index = TreeIndex::new();
+    let threads = default_threads();
     let mut current_rev = 1;
-    let mut records = 0u64;
+    let mut records = Vec::new();
     // Only keys whose latest record attaches them to a lease.
     let mut leases: HashMap<Vec<u8>, i64> = HashMap::new();
     let decode = |key: &[u8], value: &[u8]| -> Result<(Revision, bool, RecordMeta), Error> {
         let (rev, tombstone) = record_revision(key)?;
         Ok((rev, tombstone, RecordMeta::decode_at(rev, value)?))
     };
-    // Records are opened and decoded on worker threads; the index is built
-    // here, in revision order, as a plain scan would.
-    scan_map(engine, Cf::Kv, default_threads(), decode, |(rev, tombstone, meta)| {
+    // Records are opened and decoded on worker threads and arrive here in
+    // revision order.
+    scan_map(engine, Cf::Kv, threads, decode, |(rev, tombstone, meta)| {
         if !tombstone && meta.lease != 0 {
             leases.insert(meta.key.clone(), meta.lease);
         } else if !leases.is_empty() {
             leases.remove(&meta.key);
         }
-        index.restore(
-            meta.key,
+        current_rev = current_rev.max(rev.main);
+        records.push(RestoredRecord {
+            key: meta.key,
             rev,
             tombstone,
-            meta.create_revision,
-            meta.version,
-        );
-        current_rev = current_rev.max(rev.main);
-        records += 1;
+            created: meta.create_revision,
+            version: meta.version,
+        });
         Ok(())
     })?;
+    let read_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let record_count = records.len();
+    // Sorted by key (parts on their own threads), then built in one go: a
+    // search of the map per record, in revision order, was most of the
+    // rebuild.
+    let mut index = TreeIndex::from_sorted(sorted_by_key(records, threads));
     let scheduled = read_i64(engine, META_SCHEDULED_COMPACT)?.unwrap_or(-1);
     let finished = read_i64(engine, META_FINISHED_COMPACT)?.unwrap_or(-1);
     let applied_index = read_i64(engine, META_APPLIED_INDEX)?.unwrap_or(0) as u64;
@@ -139,8 +144,9 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
     let mut leased: Vec<(Vec<u8>, i64)> = leases.into_iter().collect();
     leased.sort_unstable();
     tracing::info!(
-        records,
-        threads = default_threads(),
+        records = record_count,
+        threads,
+        read_ms,
         keys = index.len(),
         leased_keys = leased.len(),
         took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -159,6 +165,45 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
             rev: current_rev,
             keys: leased,
         },
+    })
+}
+
+/// `records` (in revision order) sorted by key, each key's records still
+/// in revision order: `threads` parts sorted on their own threads, merged
+/// as they are consumed (on equal keys, the earlier part first).
+fn sorted_by_key(
+    mut records: Vec<RestoredRecord>,
+    threads: usize,
+) -> impl Iterator<Item = RestoredRecord> {
+    let part_len = records.len().div_ceil(threads.max(1)).max(1);
+    let mut parts = Vec::new();
+    while records.len() > part_len {
+        parts.push(records.split_off(records.len() - part_len));
+    }
+    parts.push(records);
+    parts.reverse();
+    std::thread::scope(|scope| {
+        for part in parts.iter_mut() {
+            scope.spawn(move || part.sort_by(|a, b| a.key.cmp(&b.key)));
+        }
+    });
+    let mut parts: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<RestoredRecord>> = parts.iter_mut().map(Iterator::next).collect();
+    std::iter::from_fn(move || {
+        let mut best: Option<usize> = None;
+        for (i, head) in heads.iter().enumerate() {
+            let Some(head) = head else { continue };
+            let better = match best.and_then(|b| heads[b].as_ref()) {
+                Some(current) => head.key < current.key,
+                None => true,
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let next = parts[i].next();
+        std::mem::replace(&mut heads[i], next)
     })
 }
 
@@ -269,6 +314,53 @@ mod tests {
         put(&store, "f", 6);
         let want = owned(&[("c", 4), ("e", 1), ("f", 6), ("z", 5)]);
         assert_eq!(store.leased_keys().unwrap(), want, "after writes");
+    }
+
+    /// Records of a made-up history, in revision order: puts and deletes
+    /// of a few keys, the earliest records dropped (as by a compaction).
+    fn history(seed: u64, len: i64) -> Vec<RestoredRecord> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let mut live: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        let mut out = Vec::new();
+        for main in 2..len {
+            for sub in 0..(next() % 3) as i64 {
+                let key = format!("k{}", next() % 12).into_bytes();
+                let rev = Revision::new(main, sub);
+                let tombstone = next() % 4 == 0;
+                let (created, version) = if tombstone {
+                    live.remove(&key);
+                    (0, 0)
+                } else {
+                    let entry = live.entry(key.clone()).or_insert((main, 0));
+                    entry.1 += 1;
+                    *entry
+                };
+                out.push(RestoredRecord { key, rev, tombstone, created, version });
+            }
+        }
+        out.split_off(out.len() / 5)
+    }
+
+    #[test]
+    fn sorted_build_is_the_index_of_records_in_revision_order() {
+        for seed in 0..20 {
+            let records = history(seed, 200);
+            let mut want = TreeIndex::new();
+            for r in records.clone() {
+                want.restore(r.key, r.rev, r.tombstone, r.created, r.version);
+            }
+            for threads in [1, 2, 3, 8] {
+                let sorted: Vec<_> = sorted_by_key(records.clone(), threads).collect();
+                assert!(sorted.windows(2).all(|w| (&w[0].key, w[0].rev) < (&w[1].key, w[1].rev)));
+                let got = TreeIndex::from_sorted(sorted);
+                assert_eq!(format!("{got:?}"), format!("{want:?}"), "seed {seed}, {threads}");
+            }
+        }
+        assert!(TreeIndex::from_sorted(sorted_by_key(Vec::new(), 4)).is_empty());
     }
 
     #[test]
