@@ -193,10 +193,11 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     let lessor = phase("leases", || {
         Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)
     })?;
-    let machine = Arc::new(
-        phase("member table", || Machine::open(store, Arc::new(lessor)))?.with_keys(keys),
-    );
-    let log = Arc::new(phase("raft log", || RaftStorage::open(Arc::clone(&engine)))?);
+    let machine =
+        Arc::new(phase("member table", || Machine::open(store, Arc::new(lessor)))?.with_keys(keys));
+    let log = Arc::new(phase("raft log", || {
+        RaftStorage::open(Arc::clone(&engine))
+    })?);
     let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
     let fresh = state.hard_state.term == 0
         && state.conf_state.voters.is_empty()

@@ -257,7 +257,10 @@ mod tests {
     }
 
     fn owned(pairs: &[(&str, i64)]) -> Vec<(Vec<u8>, i64)> {
-        pairs.iter().map(|(k, l)| (k.as_bytes().to_vec(), *l)).collect()
+        pairs
+            .iter()
+            .map(|(k, l)| (k.as_bytes().to_vec(), *l))
+            .collect()
     }
 
     #[test]
@@ -302,7 +305,11 @@ mod tests {
         put(&store, "e", 1);
         put(&store, "c", 4); // a new generation
         put(&store, "z", 5);
-        store.compact(store.current_revision()).unwrap().run().unwrap();
+        store
+            .compact(store.current_revision())
+            .unwrap()
+            .run()
+            .unwrap();
         drop(store);
 
         let want = owned(&[("a", 1), ("c", 4), ("e", 1), ("z", 5)]);
@@ -321,7 +328,9 @@ mod tests {
     fn history(seed: u64, len: i64) -> Vec<RestoredRecord> {
         let mut x = seed;
         let mut next = move || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             x >> 33
         };
         let mut live: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
@@ -339,7 +348,13 @@ mod tests {
                     entry.1 += 1;
                     *entry
                 };
-                out.push(RestoredRecord { key, rev, tombstone, created, version });
+                out.push(RestoredRecord {
+                    key,
+                    rev,
+                    tombstone,
+                    created,
+                    version,
+                });
             }
         }
         out.split_off(out.len() / 5)
@@ -355,9 +370,15 @@ mod tests {
             }
             for threads in [1, 2, 3, 8] {
                 let sorted: Vec<_> = sorted_by_key(records.clone(), threads).collect();
-                assert!(sorted.windows(2).all(|w| (&w[0].key, w[0].rev) < (&w[1].key, w[1].rev)));
+                assert!(sorted
+                    .windows(2)
+                    .all(|w| (&w[0].key, w[0].rev) < (&w[1].key, w[1].rev)));
                 let got = TreeIndex::from_sorted(sorted);
-                assert_eq!(format!("{got:?}"), format!("{want:?}"), "seed {seed}, {threads}");
+                assert_eq!(
+                    format!("{got:?}"),
+                    format!("{want:?}"),
+                    "seed {seed}, {threads}"
+                );
             }
         }
         assert!(TreeIndex::from_sorted(sorted_by_key(Vec::new(), 4)).is_empty());

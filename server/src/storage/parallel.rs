@@ -128,11 +128,11 @@ fn read<T, E>(
     let mut gone = false;
     engine.scan_raw(cf, &[], None, &mut |key, value| {
         chunk.push(key, value);
-        if chunk.ends.len() == CHUNK_RECORDS {
-            if stop.load(Ordering::Relaxed) || !send(std::mem::take(&mut chunk)) {
-                gone = true;
-                return Scan::Stop;
-            }
+        if chunk.ends.len() == CHUNK_RECORDS
+            && (stop.load(Ordering::Relaxed) || !send(std::mem::take(&mut chunk)))
+        {
+            gone = true;
+            return Scan::Stop;
         }
         Scan::Continue
     })?;
@@ -217,7 +217,11 @@ mod tests {
             let plain = collect(&sealed, 1).unwrap();
             assert_eq!(plain.len(), records as usize);
             for threads in [2, 3, 8] {
-                assert_eq!(collect(&sealed, threads).unwrap(), plain, "{records} {threads}");
+                assert_eq!(
+                    collect(&sealed, threads).unwrap(),
+                    plain,
+                    "{records} {threads}"
+                );
             }
         }
     }

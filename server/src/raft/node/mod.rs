@@ -264,7 +264,12 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             if applied >= commit {
                 let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let entries = commit - from;
-                tracing::info!(phase = "raft log replay", took_ms, entries, "start-up phase");
+                tracing::info!(
+                    phase = "raft log replay",
+                    took_ms,
+                    entries,
+                    "start-up phase"
+                );
                 self.replay = None;
             }
         }
