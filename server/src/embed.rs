@@ -332,6 +332,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     // wait; it used to, for a whole request timeout, before serving.)
     let voters = raft.status().voters;
     if voters.len() == 1 && voters.contains(&identity.member_id) {
+        let started = std::time::Instant::now();
         let mut status = raft.subscribe();
         let _ = tokio::time::timeout(
             config.request_timeout(),
@@ -341,6 +342,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         if raft.status().is_leader {
             member.lease().lessor().leader_only().promote();
         }
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(phase = "election", took_ms, "start-up phase");
     }
 
     crate::logging::lifecycle::starting_etcd_server(identity.member_id);

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cairn_proto::cairnpb;
 
@@ -48,6 +49,16 @@ pub(super) fn load_member_id(
     Ok(id)
 }
 
+/// Runs one start-up phase and logs how long it took ("start-up phase",
+/// info): the breakdown of a restart that `benches/restart.sh` collects.
+pub(super) fn phase<T>(name: &'static str, run: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = run();
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(phase = name, took_ms, "start-up phase");
+    out
+}
+
 /// The master key file a config uses: the flag, or `<data-dir>.key`.
 pub fn key_file_path(config: &Config) -> PathBuf {
     config.encryption_key_file.clone().unwrap_or_else(|| {
@@ -89,8 +100,8 @@ pub(super) struct OpenedEngine {
 /// handle on its keys that key rotation uses (none when nothing is sealed),
 /// and a [`Released`] that resolves once RocksDB is closed again.
 pub(super) fn open_engine(config: &Config, db_dir: &Path) -> Result<OpenedEngine, Error> {
-    let master = master_key(config)?;
-    let (rocks, released) = track(RocksEngine::open(db_dir)?);
+    let master = phase("master key", || master_key(config))?;
+    let (rocks, released) = track(phase("rocksdb open", || RocksEngine::open(db_dir))?);
     let raw: Arc<dyn Engine> = Arc::new(rocks);
     if cfg!(feature = "bench-plaintext") {
         tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");
@@ -104,7 +115,7 @@ pub(super) fn open_engine(config: &Config, db_dir: &Path) -> Result<OpenedEngine
         let old = MasterKey::load(previous)?;
         SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
     }
-    let sealed = Arc::new(SealedEngine::open(raw, master)?);
+    let sealed = Arc::new(phase("data keys", || SealedEngine::open(raw, master))?);
     let keys = KeyHandle::new(Arc::clone(&sealed));
     Ok(OpenedEngine {
         engine: sealed,
@@ -176,10 +187,17 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     // Raft's log goes through the same engine; the store's commits need
     // not be synced, since raft's log is the durable copy and a restart
     // replays it from the applied index.
-    let store = Arc::new(Store::open(Arc::clone(&engine), false)?);
-    let lessor = Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)?;
-    let machine = Arc::new(Machine::open(store, Arc::new(lessor))?.with_keys(keys));
-    let log = Arc::new(RaftStorage::open(Arc::clone(&engine))?);
+    let store = Arc::new(phase("key index", || {
+        Store::open(Arc::clone(&engine), false)
+    })?);
+    let lessor = phase("leases", || {
+        Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)
+    })?;
+    let machine =
+        Arc::new(phase("member table", || Machine::open(store, Arc::new(lessor)))?.with_keys(keys));
+    let log = Arc::new(phase("raft log", || {
+        RaftStorage::open(Arc::clone(&engine))
+    })?);
     let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
     let fresh = state.hard_state.term == 0
         && state.conf_state.voters.is_empty()

@@ -14,6 +14,7 @@
 
 mod index;
 mod key_index;
+mod load;
 mod revision;
 mod store;
 mod watch;

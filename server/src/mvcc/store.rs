@@ -11,6 +11,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::index::{KeyRange, TreeIndex};
+use super::load::{self, LeasedKeys, Loaded};
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::write_txn::WriteTxn;
@@ -21,9 +22,9 @@ use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 /// Meta key: the last applied index whose effects are in the store.
 pub(super) const META_APPLIED_INDEX: &[u8] = b"applied_index";
 /// Meta key: the revision of the latest requested compaction.
-const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
+pub(super) const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
 /// Meta key: the revision of the latest compaction whose records are all deleted.
-const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
+pub(super) const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
 /// How many obsolete records one compaction batch deletes: bounds the size of
 /// each write so compaction never stalls writers behind one huge batch.
 const COMPACTION_BATCH: usize = 1000;
@@ -84,6 +85,10 @@ pub struct Store {
     pub(super) hub: WatchHub,
     /// Counters and the commit histogram (none in unit tests).
     pub(super) metrics: OnceLock<StoreMetrics>,
+    /// The live keys attached to leases, found by the last load's pass over
+    /// the records, until the lessor takes them ([`Store::leased_keys`]):
+    /// so that rebuilding the lessor reads no record again.
+    leased: Mutex<Option<LeasedKeys>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,19 +96,6 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("sync_writes", &self.sync_writes)
             .finish()
-    }
-}
-
-fn read_i64(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, Error> {
-    match engine.get(Cf::Meta, key)? {
-        None => Ok(None),
-        Some(v) => {
-            let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::Corrupt {
-                what: String::from_utf8_lossy(key).into_owned(),
-                reason: format!("expected 8 bytes, found {}", v.len()),
-            })?;
-            Ok(Some(i64::from_be_bytes(bytes)))
-        }
     }
 }
 
@@ -127,7 +119,11 @@ impl Store {
     /// Opens the store on `engine`: rebuilds the index from every stored
     /// record and finishes a compaction a crash interrupted.
     pub fn open(engine: Arc<dyn Engine>, sync_writes: bool) -> Result<Self, Error> {
-        let (state, unfinished) = Self::load(engine.as_ref())?;
+        let Loaded {
+            state,
+            unfinished,
+            leased,
+        } = load::load(engine.as_ref())?;
         let store = Self {
             engine,
             state: RwLock::new(state),
@@ -135,6 +131,7 @@ impl Store {
             sync_writes,
             hub: WatchHub::default(),
             metrics: OnceLock::new(),
+            leased: Mutex::new(Some(leased)),
         };
         store.finish_compaction(unfinished)?;
         Ok(store)
@@ -153,49 +150,34 @@ impl Store {
     /// compacted away), since the commits in between were never notified.
     pub fn reload(&self) -> Result<(), Error> {
         let mut state = self.write_lock();
-        let (fresh, unfinished) = Self::load(self.engine.as_ref())?;
+        let Loaded {
+            state: fresh,
+            unfinished,
+            leased,
+        } = load::load(self.engine.as_ref())?;
         *state = fresh;
+        *self.leased_lock() = Some(leased);
         self.hub.unsync_all();
         drop(state);
         self.finish_compaction(unfinished)
     }
 
-    /// The state stored in `engine`, and the compaction a crash left
-    /// unfinished (its revision and the revisions it must keep).
-    #[allow(clippy::type_complexity)]
-    fn load(engine: &dyn Engine) -> Result<(State, Option<(i64, HashSet<Revision>)>), Error> {
-        let mut index = TreeIndex::new();
-        let mut current_rev = 1;
-        try_scan::<Error>(engine, Cf::Kv, &[], None, |key, value| {
-            let (rev, tombstone, kv) = decode_record(key, value)?;
-            index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
-            current_rev = current_rev.max(rev.main);
-            Ok(Scan::Continue)
-        })?;
-        let scheduled = read_i64(engine, META_SCHEDULED_COMPACT)?.unwrap_or(-1);
-        let finished = read_i64(engine, META_FINISHED_COMPACT)?.unwrap_or(-1);
-        let applied_index = read_i64(engine, META_APPLIED_INDEX)?.unwrap_or(0) as u64;
-        let mut compact_rev = -1;
-        let mut unfinished = None;
-        if scheduled >= 0 {
-            let available = index.compact(scheduled);
-            compact_rev = scheduled;
-            // Compaction may have removed the newest record (a tombstone): the
-            // revision never goes backwards past a compaction point.
-            current_rev = current_rev.max(scheduled);
-            if finished < scheduled {
-                unfinished = Some((scheduled, available));
-            }
+    fn leased_lock(&self) -> std::sync::MutexGuard<'_, Option<LeasedKeys>> {
+        // Replaced or taken whole: a poisoned lock still holds a usable value.
+        self.leased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live keys attached to a lease, with their lease ids, in key
+    /// order: what the last load found, taken (once) if no write has
+    /// committed since; otherwise read from the latest record of every live
+    /// key.
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, Error> {
+        let state = self.read();
+        let loaded = self.leased_lock().take();
+        match loaded {
+            Some(loaded) if loaded.rev == state.current_rev => Ok(loaded.keys),
+            _ => load::read_leased_keys(&state, self.engine.as_ref()),
         }
-        let live_keys = index.range(&KeyRange::new(b"", b"\0"), current_rev).count() as i64;
-        let state = State {
-            index,
-            current_rev,
-            compact_rev,
-            applied_index,
-            live_keys,
-        };
-        Ok((state, unfinished))
     }
 
     fn finish_compaction(&self, unfinished: Option<(i64, HashSet<Revision>)>) -> Result<(), Error> {

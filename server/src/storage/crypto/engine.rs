@@ -20,6 +20,7 @@
 //! a new master key) is in [`super::rotation`]; this file seals, opens, and
 //! replaces a data key before it reaches its seal limit.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
@@ -297,6 +298,24 @@ impl Engine for SealedEngine {
             },
         )?;
         failure.map_or(Ok(()), Err)
+    }
+
+    fn scan_raw(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
+    ) -> Result<(), Error> {
+        self.inner.scan(cf, start, end, visit)
+    }
+
+    fn open_raw<'a>(&self, cf: Cf, key: &[u8], raw: &'a [u8]) -> Result<Cow<'a, [u8]>, Error> {
+        if is_sealed(cf) {
+            Ok(Cow::Owned(self.open_value(cf, key, raw)?))
+        } else {
+            Ok(Cow::Borrowed(raw))
+        }
     }
 
     fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<(), Error> {

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Restart time after kill -9, etcd 3.5.1 and Cairn side by side (issue 19): a fresh
+# SINGLE-member server of each kind is loaded with N keys (cairn-bench put:
+# N sequential keys, then N/10 random overwrites among them; 256-byte values; 1,000
+# clients over 100 connections), killed with SIGKILL right after the load, and
+# started again on the same data directory; the figure is the time from the start
+# of the new process until a linearizable Get (etcdctl 3.5, polled every ~50 ms)
+# succeeds. With --restarts R, the member is then killed again (at rest) and
+# restarted R-1 more times. Also reported: the data directory's size at rest (after
+# the kill), the member's RSS just before the kill and once it answers again.
+#
+# Usage (from anywhere):
+#   bash benches/restart.sh                 # N = 1,000,000 (about 2 x 2 minutes of load on 2 cores)
+#   bash benches/restart.sh --keys 200000   # smaller N while iterating
+#   options: --keys N      keys to load (default 1000000)
+#            --restarts R  restarts per server (default 2: after the load, then at rest)
+#            --only KIND   etcd or cairn (default both, etcd first)
+#            --out DIR     results directory (default benches/results/restart-<UTC timestamp>)
+#            --keep        keep the data directories and logs
+# Environment: CAIRN_BIN, CAIRN_BENCH_BIN, CARGO_TARGET_DIR, CAIRN_TOOLS_DIR as
+# benches/compare.sh (release builds first); RESTART_PORT first port (default 25990);
+# RESTART_PERF=1 records each Cairn restart with `perf record -g` (cairn.restartR.perf).
+#
+# Results: table.txt (one row per server: load seconds, each restart's seconds,
+# RSS, data size), each server's logs (Cairn's "start-up phase" lines give the
+# breakdown of its restarts), the cairn-bench reports.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+keys=1000000 restarts=2 only= out= keep_arg=()
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keys) shift; keys=${1:?--keys needs a number} ;;
+    --restarts) shift; restarts=${1:?--restarts needs a number} ;;
+    --only) shift; only=${1:?--only needs etcd or cairn} ;;
+    --out) shift; out=${1:?--out needs a directory} ;;
+    --keep) keep_arg=(--keep) ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "restart: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$keys" in ''|*[!0-9]*|0) echo "restart: --keys needs a positive number" >&2; exit 2 ;; esac
+case "$restarts" in ''|*[!0-9]*|0) echo "restart: --restarts needs a positive number" >&2; exit 2 ;; esac
+case "$only" in ''|etcd|cairn) ;; *) echo "restart: --only takes etcd or cairn" >&2; exit 2 ;; esac
+
+target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}
+first_exe() { local f; for f in "$@"; do [ -x "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+cairn_bin=${CAIRN_BIN:-$(first_exe "$target_dir/release/cairn" "$target_dir/debug/cairn" || true)}
+bench_bin=${CAIRN_BENCH_BIN:-$(first_exe "$target_dir/release/cairn-bench" "$target_dir/debug/cairn-bench" || true)}
+[ -n "$cairn_bin" ] && [ -x "$cairn_bin" ] ||
+  { echo "restart: no Cairn binary (cargo build --release -p cairn-server --bin cairn; or set CAIRN_BIN)" >&2; exit 1; }
+[ -n "$bench_bin" ] && [ -x "$bench_bin" ] ||
+  { echo "restart: no cairn-bench binary (cargo build --release -p cairn-bench; or set CAIRN_BENCH_BIN)" >&2; exit 1; }
+export CAIRN_BIN=$cairn_bin
+case "$cairn_bin$bench_bin" in */debug/*) echo "restart: WARNING: a DEBUG build: the figures mean nothing" >&2 ;; esac
+
+# etcd 3.5.1, etcdctl 3.5, ports, spawn/stop helpers
+# shellcheck source=tests/compat/lib.sh
+. "$repo/tests/compat/lib.sh" --ctl 3.5 "${keep_arg[@]}"
+log() { echo "restart: $*" >&2; }
+next_port=${RESTART_PORT:-25990}
+ready_timeout=600
+
+out=${out:-$repo/benches/results/restart-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+log "results in $out (N = $keys)"
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# start KIND DATA LOG : starts one single-member server of KIND on $data, sets $pid
+start() {
+  local kind=$1 data=$2 log_file=$3 bin=$etcd_bin
+  local -a args=(--name m1 --data-dir "$data"
+    --listen-client-urls "http://$client" --advertise-client-urls "http://$client"
+    --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer"
+    --initial-cluster "m1=http://$peer" --initial-cluster-token cairn-restart
+    --initial-cluster-state new)
+  if [ "$kind" = cairn ]; then
+    bin=$cairn_bin
+    args+=(--encryption-key-file "$key_file")
+  fi
+  "$bin" "${args[@]}" >>"$log_file" 2>&1 &
+  pid=$!
+}
+
+# until_read : polls a linearizable Get until it succeeds (the server must stay up)
+until_read() {
+  while :; do
+    kill -0 "$pid" 2>/dev/null || die "the server exited while restarting (log: $log_file)"
+    if ETCDCTL_API=3 "$ctl35" --endpoints="$client" --dial-timeout=1s --command-timeout=2s \
+      get --consistency=l restart-probe >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.03
+  done
+}
+
+row_header=$(printf '%-6s %8s %8s %-24s %10s %10s %10s' server keys load_s restart_s rss_mib rss2_mib data_mib)
+echo "$row_header" >"$out/table.txt"
+
+measure() {
+  local kind=$1 dir="$work/$1" data t0 t1 load_s sizes=() rss_loaded rss_ready r
+  pick_port; client=127.0.0.1:$port
+  pick_port; peer=127.0.0.1:$port
+  mkdir -p "$dir"
+  data="$dir/m1.data"
+  log_file="$out/$kind.log"
+  : >"$log_file"
+  key_file="$dir/master.key"
+  head -c 32 /dev/urandom | base64 >"$key_file"
+  chmod 600 "$key_file"
+  start "$kind" "$data" "$log_file"
+  server_pids=("$pid") server_logs=("$log_file")
+  wait_healthy "$kind" "$client" 1
+  log "$kind: loading $keys keys"
+  t0=$(now)
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    put --total "$keys" --key-space-size "$keys" --sequential-keys --val-size 256 >"$out/$kind.load.json"
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    put --total $((keys / 10)) --key-space-size "$keys" --val-size 256 >>"$out/$kind.load.json"
+  t1=$(now)
+  load_s=$(elapsed "$t0" "$t1")
+  rss_loaded=$(rss_kib "$pid")
+  for r in $(seq 1 "$restarts"); do
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null || true
+    sizes+=("$(du -sk "$data" | cut -f1)")
+    echo "=== restart $r (kill -9) ===" >>"$log_file"
+    t0=$(now)
+    start "$kind" "$data" "$log_file"
+    server_pids=("$pid")
+    perf_pid=
+    if [ -n "${RESTART_PERF:-}" ] && [ "$kind" = cairn ]; then
+      perf record -q -g -p "$pid" -o "$out/cairn.restart$r.perf" >/dev/null 2>&1 &
+      perf_pid=$!
+    fi
+    until_read
+    t1=$(now)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+    restart_s+=("$(elapsed "$t0" "$t1")")
+    rss_ready=$(rss_kib "$pid")
+    log "$kind: restart $r: a linearizable read after ${restart_s[-1]} s (RSS $((rss_ready / 1024)) MiB)"
+  done
+  stop_servers
+  printf '%-6s %8s %8s %-24s %10s %10s %10s\n' "$kind" "$keys" "$load_s" "$(IFS=/; echo "${restart_s[*]}")" \
+    "$((rss_loaded / 1024))" "$((rss_ready / 1024))" "$((sizes[0] / 1024))" >>"$out/table.txt"
+  restart_s=()
+  [ "$keep" = 1 ] || rm -rf "$dir"
+}
+
+restart_s=()
+for kind in etcd cairn; do
+  [ -z "$only" ] || [ "$only" = "$kind" ] || continue
+  measure "$kind"
+done
+if [ -f "$out/cairn.log" ]; then
+  grep -a 'start-up phase' "$out/cairn.log" >"$out/cairn.phases.log" || true
+fi
+{
+  echo
+  echo "restart_s: seconds from the new process to the first linearizable Get, per restart"
+  echo "           (the first right after the load, the others at rest);"
+  echo "rss_mib: RSS after the load, before kill -9; rss2_mib: RSS once the last restart answered;"
+  echo "data_mib: data directory at rest after the first kill -9."
+} >>"$out/table.txt"
+cat "$out/table.txt"
