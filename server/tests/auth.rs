@@ -12,164 +12,19 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cairn_proto::authpb::permission::Type as PermissionType;
-use cairn_proto::authpb::Permission;
-use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
-use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::{
-    compare, watch_request, AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest,
-    AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthStatusRequest,
-    AuthUserAddRequest, AuthUserDeleteRequest, AuthUserGetRequest, AuthUserGrantRoleRequest,
-    AuthUserListRequest, AuthenticateRequest, CompactionRequest, Compare, DefragmentRequest,
-    MemberAddRequest, PutRequest, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest,
+    compare, watch_request, AuthDisableRequest, AuthStatusRequest, AuthUserDeleteRequest,
+    AuthUserGetRequest, AuthUserListRequest, CompactionRequest, Compare, DefragmentRequest,
+    MemberAddRequest, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use cairn_server::embed::{self, Config};
-use tonic::transport::Channel;
 use tonic::Code;
 
+use common::auth::Conn;
 use common::cluster::Cluster;
-
-/// A connection to one member, with an optional token.
-#[derive(Clone)]
-struct Conn {
-    channel: Channel,
-    token: Option<String>,
-}
-
-impl Conn {
-    async fn to(url: &str) -> Conn {
-        let channel = Channel::from_shared(url.to_string())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Conn {
-            channel,
-            token: None,
-        }
-    }
-
-    fn as_token(&self, token: &str) -> Conn {
-        Conn {
-            channel: self.channel.clone(),
-            token: Some(token.to_string()),
-        }
-    }
-
-    fn req<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            request
-                .metadata_mut()
-                .insert("token", token.parse().unwrap());
-        }
-        request
-    }
-
-    fn auth(&self) -> AuthClient<Channel> {
-        AuthClient::new(self.channel.clone())
-    }
-
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone())
-    }
-
-    async fn authenticate(&self, name: &str, password: &str) -> Result<String, tonic::Status> {
-        let resp = self
-            .auth()
-            .authenticate(AuthenticateRequest {
-                name: name.into(),
-                password: password.into(),
-            })
-            .await?;
-        Ok(resp.into_inner().token)
-    }
-
-    async fn put(&self, key: &str, value: &str) -> Result<(), tonic::Status> {
-        self.kv()
-            .put(self.req(PutRequest {
-                key: key.into(),
-                value: value.into(),
-                ..Default::default()
-            }))
-            .await
-            .map(drop)
-    }
-
-    async fn get(&self, key: &str) -> Result<usize, tonic::Status> {
-        let resp = self
-            .kv()
-            .range(self.req(RangeRequest {
-                key: key.into(),
-                ..Default::default()
-            }))
-            .await?;
-        Ok(resp.into_inner().kvs.len())
-    }
-
-    async fn user_add(&self, name: &str, password: &str) -> Result<(), tonic::Status> {
-        self.auth()
-            .user_add(self.req(AuthUserAddRequest {
-                name: name.into(),
-                password: password.into(),
-                ..Default::default()
-            }))
-            .await
-            .map(drop)
-    }
-
-    async fn role_add(&self, name: &str) -> Result<(), tonic::Status> {
-        self.auth()
-            .role_add(self.req(AuthRoleAddRequest { name: name.into() }))
-            .await
-            .map(drop)
-    }
-
-    async fn grant_role(&self, user: &str, role: &str) -> Result<(), tonic::Status> {
-        self.auth()
-            .user_grant_role(self.req(AuthUserGrantRoleRequest {
-                user: user.into(),
-                role: role.into(),
-            }))
-            .await
-            .map(drop)
-    }
-
-    async fn grant(&self, role: &str, key: &str, end: &str) -> Result<(), tonic::Status> {
-        self.auth()
-            .role_grant_permission(self.req(AuthRoleGrantPermissionRequest {
-                name: role.into(),
-                perm: Some(Permission {
-                    perm_type: PermissionType::Readwrite as i32,
-                    key: key.into(),
-                    range_end: end.into(),
-                }),
-            }))
-            .await
-            .map(drop)
-    }
-
-    async fn revoke(&self, role: &str, key: &str, end: &str) -> Result<(), tonic::Status> {
-        self.auth()
-            .role_revoke_permission(self.req(AuthRoleRevokePermissionRequest {
-                role: role.into(),
-                key: key.into(),
-                range_end: end.into(),
-            }))
-            .await
-            .map(drop)
-    }
-
-    async fn enable(&self) -> Result<(), tonic::Status> {
-        self.auth()
-            .auth_enable(self.req(AuthEnableRequest {}))
-            .await
-            .map(drop)
-    }
-}
 
 /// Asserts `result` failed with etcd's `code` and `message`.
 #[track_caller]
