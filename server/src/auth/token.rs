@@ -8,17 +8,19 @@
 //! raft index. Every member assigns the token to the user when it applies
 //! the entry, so it is valid on every member; each member keeps it in
 //! memory only (a restart forgets every token, as etcd does), for
-//! `--auth-token-ttl` after its last use, on tokio's clock (tests pause
-//! it). Disabling auth voids every token; deleting a user or changing its
+//! `--auth-token-ttl` after its last use, on an injectable [`Clock`]
+//! (tokio's; tests pause it: tokens are assigned on the raft thread, so a
+//! test gives a clock that reads its runtime's paused time from there). Disabling auth voids every token; deleting a user or changing its
 //! password voids its tokens.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::EtcdError;
+use crate::lease::{Clock, TokioClock};
 
 /// Letters of a simple token's random part (etcd's).
 const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -79,6 +81,9 @@ pub struct SimpleTokens {
     ttl: Duration,
     /// Token -> its user and deadline.
     tokens: Mutex<Tokens>,
+    /// Deadlines are read on it (tokens are assigned on the raft thread
+    /// and read on the runtime's).
+    clock: Arc<dyn Clock>,
 }
 
 /// The table and when it is next swept of expired tokens.
@@ -92,9 +97,16 @@ struct Tokens {
 }
 
 impl SimpleTokens {
-    /// Simple tokens living `ttl` after their last use (0: etcd's 300 s).
+    /// Simple tokens living `ttl` after their last use (0: etcd's 300 s),
+    /// on tokio's clock.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_clock(ttl, Arc::new(TokioClock))
+    }
+
+    /// [`SimpleTokens::new`] on `clock`.
+    pub fn with_clock(ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
+            clock,
             ttl: if ttl.is_zero() {
                 crate::defaults::AUTH_TOKEN_TTL
             } else {
@@ -148,7 +160,7 @@ impl TokenProvider for SimpleTokens {
         index: u64,
     ) -> Result<String, EtcdError> {
         let token = format!("{prefix}.{index}");
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut table = self.table();
         if table.by_token.len() >= table.sweep_at {
             table.by_token.retain(|_, a| a.deadline > now);
@@ -165,7 +177,7 @@ impl TokenProvider for SimpleTokens {
     }
 
     fn info(&self, token: &str, revision: u64) -> Option<(String, u64)> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut table = self.table();
         let assigned = table.by_token.get_mut(token)?;
         if assigned.deadline <= now {

@@ -23,6 +23,8 @@ use crate::raft::Dialer;
 use crate::raft::{RaftHandle, RaftStatus};
 
 mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod cluster;
 mod identity;
 mod kv;
