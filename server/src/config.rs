@@ -169,6 +169,14 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (`--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// Which tokens Authenticate hands out (`--auth-token`, etcd's simple
+    /// tokens by default).
+    pub auth_token: crate::auth::TokenKind,
+    /// How long a simple token lives after its last use
+    /// (`--auth-token-ttl`, 300 s).
+    pub auth_token_ttl: std::time::Duration,
+    /// bcrypt cost of password hashes (`--bcrypt-cost`, 10).
+    pub bcrypt_cost: u32,
     /// How often watchers that asked for it get a progress notification
     /// (`--experimental-watch-progress-notify-interval`, default 10 minutes).
     pub watch_progress_notify_interval: std::time::Duration,
@@ -274,6 +282,9 @@ impl Default for Config {
             experimental_lease_checkpoint_interval: d::LEASE_CHECKPOINT_INTERVAL,
             max_request_bytes: d::MAX_REQUEST_BYTES,
             max_txn_ops: d::MAX_TXN_OPS,
+            auth_token: crate::auth::TokenKind::Simple,
+            auth_token_ttl: d::AUTH_TOKEN_TTL,
+            bcrypt_cost: d::BCRYPT_COST,
             watch_progress_notify_interval: d::WATCH_PROGRESS_NOTIFY_INTERVAL,
             max_concurrent_streams: d::MAX_CONCURRENT_STREAMS,
             strict_reconfig_check: true,

@@ -46,6 +46,15 @@ pub const SELF_SIGNED_CERT_VALIDITY: u32 = 1;
 /// `--tls-min-version`.
 pub const TLS_MIN_VERSION: &str = "TLS1.2";
 
+/// `--auth-token`: etcd's simple tokens.
+pub const AUTH_TOKEN: &str = "simple";
+/// `--auth-token-ttl` in seconds: how long a simple token lives unused.
+pub const AUTH_TOKEN_TTL_SECS: u64 = 300;
+/// [`AUTH_TOKEN_TTL_SECS`] as a duration.
+pub const AUTH_TOKEN_TTL: Duration = Duration::from_secs(AUTH_TOKEN_TTL_SECS);
+/// `--bcrypt-cost`: Go's `bcrypt.DefaultCost`.
+pub const BCRYPT_COST: u32 = 10;
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -38,6 +38,9 @@ pub struct Entry {
     /// The proposal id, unique in the cluster: applying the entry answers
     /// the waiter registered under it, wherever it was proposed.
     pub id: u64,
+    /// Who asked (None: no credentials); checked at apply while auth is
+    /// enabled.
+    pub auth: Option<cairnpb::AuthHeader>,
     /// The operation; `None` for a request of a kind this version does not
     /// know (applied as a no-op, as before).
     pub command: Option<Command>,
@@ -70,6 +73,8 @@ pub enum Command {
     RotateDataKey(u32),
     /// Enable or cancel the cluster's downgrade job.
     Downgrade(cairnpb::DowngradeInfo),
+    /// An Auth service change or an authentication.
+    Auth(cairnpb::auth_request::Request),
 }
 
 impl Command {
@@ -90,6 +95,23 @@ impl Command {
             Command::MemberPeerUrls(_) => "MemberPeerUrls",
             Command::RotateDataKey(_) => "RotateDataKey",
             Command::Downgrade(_) => "DowngradeInfoSet",
+            Command::Auth(r) => {
+                use cairnpb::auth_request::Request as A;
+                match r {
+                    A::Enable(_) => "AuthEnable",
+                    A::Disable(_) => "AuthDisable",
+                    A::Authenticate(_) => "Authenticate",
+                    A::UserAdd(_) => "AuthUserAdd",
+                    A::UserDelete(_) => "AuthUserDelete",
+                    A::UserChangePassword(_) => "AuthUserChangePassword",
+                    A::UserGrantRole(_) => "AuthUserGrantRole",
+                    A::UserRevokeRole(_) => "AuthUserRevokeRole",
+                    A::RoleAdd(_) => "AuthRoleAdd",
+                    A::RoleGrantPermission(_) => "AuthRoleGrantPermission",
+                    A::RoleRevokePermission(_) => "AuthRoleRevokePermission",
+                    A::RoleDelete(_) => "AuthRoleDelete",
+                }
+            }
         }
     }
 
@@ -108,12 +130,14 @@ impl Command {
             Command::MemberPeerUrls(m) => Request::MemberPeerUrls(m),
             Command::RotateDataKey(id) => Request::RotateDataKey(id),
             Command::Downgrade(d) => Request::Downgrade(d),
+            Command::Auth(r) => Request::AuthRequest(cairnpb::AuthRequest { request: Some(r) }),
         }
     }
 
-    /// The decoded form of a wire request.
-    fn from_request(request: Request) -> Result<Self, prost::DecodeError> {
-        Ok(match request {
+    /// The decoded form of a wire request (None: an auth request of a kind
+    /// this version does not know, applied as a no-op).
+    fn from_request(request: Request) -> Result<Option<Self>, prost::DecodeError> {
+        Ok(Some(match request {
             Request::Put(r) => Command::Put(r),
             Request::DeleteRange(r) => Command::DeleteRange(r),
             Request::Txn(bytes) => Command::Txn(TxnRequest::decode(bytes.as_slice())?),
@@ -126,7 +150,11 @@ impl Command {
             Request::MemberPeerUrls(m) => Command::MemberPeerUrls(m),
             Request::RotateDataKey(id) => Command::RotateDataKey(id),
             Request::Downgrade(d) => Command::Downgrade(d),
-        })
+            Request::AuthRequest(r) => match r.request {
+                Some(r) => Command::Auth(r),
+                None => return Ok(None),
+            },
+        }))
     }
 }
 
@@ -178,11 +206,12 @@ pub fn decode(data: &[u8]) -> Result<Entry, Undecodable> {
     };
     let raw = RaftRequest::decode(data).map_err(undecodable)?;
     let command = match raw.request {
-        Some(request) => Some(Command::from_request(request).map_err(undecodable)?),
+        Some(request) => Command::from_request(request).map_err(undecodable)?,
         None => None,
     };
     Ok(Entry {
         id: raw.id,
+        auth: raw.auth,
         command,
     })
 }
@@ -192,8 +221,18 @@ pub fn decode(data: &[u8]) -> Result<Entry, Undecodable> {
 /// state machine will decode. A command that would not decode is refused
 /// with the error its entry would have been applied as.
 pub fn encode(id: u64, command: Command) -> Result<Vec<u8>, EtcdError> {
+    encode_with(id, None, command)
+}
+
+/// [`encode`] with the caller's `auth` header.
+pub fn encode_with(
+    id: u64,
+    auth: Option<cairnpb::AuthHeader>,
+    command: Command,
+) -> Result<Vec<u8>, EtcdError> {
     let data = RaftRequest {
         id,
+        auth,
         request: Some(command.into_request()),
     }
     .encode_to_vec();
@@ -265,16 +304,27 @@ mod tests {
                 enabled: true,
                 target_version: "3.4.0".into(),
             }),
+            Command::Auth(cairnpb::auth_request::Request::RoleAdd(
+                cairn_proto::etcdserverpb::AuthRoleAddRequest { name: "r".into() },
+            )),
         ];
+        let header = cairnpb::AuthHeader {
+            username: "alice".into(),
+            revision: 3,
+            internal: false,
+        };
         for command in commands {
             let data = encode(42, command.clone()).unwrap();
             assert_eq!(
                 decode(&data).unwrap(),
                 Entry {
                     id: 42,
-                    command: Some(command)
+                    auth: None,
+                    command: Some(command.clone())
                 }
             );
+            let data = encode_with(42, Some(header.clone()), command.clone()).unwrap();
+            assert_eq!(decode(&data).unwrap().auth, Some(header.clone()));
         }
     }
 

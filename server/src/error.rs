@@ -124,6 +124,59 @@ pub enum EtcdError {
     /// A request naming an action the server does not know.
     #[error("etcdserver: unknown method")]
     UnknownMethod,
+    /// AuthEnable without a `root` user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while `root` lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// UserAdd of a user that exists.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// UserAdd with an empty name, or a request without a user while auth
+    /// is enabled.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// A request naming a user that does not exist.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// RoleAdd of a role that exists.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// A request naming a role that does not exist.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// RoleAdd with an empty name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// Authenticate with an unknown user or a wrong password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// RoleGrantPermission without a permission.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// The caller may not do this.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// UserRevokeRole of a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Authenticate while auth is disabled.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// A token that is unknown, expired, or from before auth was disabled.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// A change that would break auth (deleting root, root losing its
+    /// role, an invalid permission range).
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// A request whose caller was identified before the auth store changed.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
     /// A local failure with no etcd equivalent (for example a disk error). The
     /// detail is logged, not sent.
     #[error("etcdserver: internal error")]

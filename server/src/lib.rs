@@ -4,13 +4,14 @@
 //!
 //! From the wire down:
 //!
-//! - [`grpc`]: tonic services (KV, Watch, Lease, Maintenance). Validate the request, call the
+//! - [`grpc`]: tonic services (KV, Watch, Lease, Cluster, Maintenance, Auth). Validate the request, call the
 //!   API of [`member`] it serves, map the error through one table, fill the header. The
 //!   only module that knows tonic.
 //! - [`http`]: the HTTP routes of the client port (`/health`, `/version`),
 //!   served beside gRPC on the same listener.
-//! - [`auth`]: key-range permissions (the checker; the auth store and
-//!   service are to come).
+//! - [`auth`]: authentication and RBAC: the replicated auth store (one
+//!   sealed record), tokens, passwords (bcrypt) and the permission check of
+//!   each request kind.
 //! - [`duration`]: Go's duration syntax, as etcd's flags take it.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.

@@ -107,6 +107,7 @@ pub fn snapshot_status(file: &[u8], master: Option<&MasterKey>) -> Result<Snapsh
             "kv" => Cf::Kv,
             "lease" => Cf::Lease,
             "meta" => Cf::Meta,
+            "auth" => Cf::Auth,
             other => {
                 return Err(Error::Records(format!("unknown column family {other:?}")));
             }

@@ -11,6 +11,7 @@ use cairn_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 
 use super::Error;
+use crate::auth::Caller;
 use crate::error::EtcdError;
 use crate::member::{Apis, KvApi, LeaseApi};
 use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec};
@@ -35,6 +36,11 @@ impl LocalClient {
         })
     }
 
+    /// The member's write path (identity, auth checks).
+    pub fn proposer(&self) -> &Arc<crate::member::Proposer> {
+        self.kv.proposer()
+    }
+
     pub(super) fn header(&self, revision: i64) -> ResponseHeader {
         self.kv.proposer().header(revision)
     }
@@ -51,22 +57,22 @@ impl LocalClient {
         &self,
         req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, EtcdError> {
-        self.lease.grant(req).await
+        self.lease.grant(req, &Caller::Member).await
     }
 
     pub(super) async fn delete_range(
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        self.kv.delete_range(req).await
+        self.kv.delete_range(req, &Caller::Member).await
     }
 
     pub(super) async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        self.kv.txn(req).await
+        self.kv.txn(req, &Caller::Member).await
     }
 
     pub(super) async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
-        self.kv.range(req).await
+        self.kv.range(req, &Caller::Member).await
     }
 }
 

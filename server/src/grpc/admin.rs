@@ -26,9 +26,10 @@ impl AdminService {
 impl Admin for AdminService {
     async fn rotate_data_key(
         &self,
-        _request: Request<RotateDataKeyRequest>,
+        request: Request<RotateDataKeyRequest>,
     ) -> Result<Response<RotateDataKeyResponse>, Status> {
-        let key_id = self.maintenance.rotate_data_key().await?;
+        let caller = super::caller::of(&request, self.maintenance.proposer());
+        let key_id = self.maintenance.rotate_data_key(&caller).await?;
         Ok(Response::new(RotateDataKeyResponse {
             header: Some(self.maintenance.proposer().header(0)),
             key_id,

@@ -10,6 +10,7 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use super::caller;
 use crate::member::{to_pb, ClusterApi};
 
 /// The Cluster service of one member.
@@ -36,10 +37,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        let caller = caller::of(&request, self.cluster.proposer());
         let req = request.into_inner();
         let (added, members) = self
             .cluster
-            .member_add(req.peer_ur_ls, req.is_learner)
+            .member_add(req.peer_ur_ls, req.is_learner, &caller)
             .await?;
         Ok(Response::new(MemberAddResponse {
             header: Some(self.cluster.proposer().header_without_revision()),
@@ -52,7 +54,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        let members = self.cluster.member_remove(request.into_inner().id).await?;
+        let caller = caller::of(&request, self.cluster.proposer());
+        let members = self
+            .cluster
+            .member_remove(request.into_inner().id, &caller)
+            .await?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),
@@ -63,8 +69,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let caller = caller::of(&request, self.cluster.proposer());
         let req = request.into_inner();
-        let members = self.cluster.member_update(req.id, req.peer_ur_ls).await?;
+        let members = self
+            .cluster
+            .member_update(req.id, req.peer_ur_ls, &caller)
+            .await?;
         Ok(Response::new(MemberUpdateResponse {
             header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),
@@ -89,7 +99,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let members = self.cluster.member_promote(request.into_inner().id).await?;
+        let caller = caller::of(&request, self.cluster.proposer());
+        let members = self
+            .cluster
+            .member_promote(request.into_inner().id, &caller)
+            .await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.cluster.proposer().header_without_revision()),
             members: list(&members),

@@ -37,6 +37,7 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let req = request.into_inner();
         let (header, leader) =
             concurrency::campaign(&self.member, &req.name, req.lease, &req.value)
@@ -52,6 +53,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let req = request.into_inner();
         let header = concurrency::proclaim(&self.member, req.leader, &req.value)
             .await
@@ -65,6 +67,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let (header, kv) = concurrency::leader(&self.member, &request.into_inner().name)
             .await
             .map_err(recipe_status)?;
@@ -78,6 +81,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let name = request.into_inner().name;
         let (tx, rx) = mpsc::channel(16);
         let member = Arc::clone(&self.member);
@@ -97,6 +101,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let header = concurrency::resign(&self.member, request.into_inner().leader)
             .await
             .map_err(recipe_status)?;

@@ -9,7 +9,7 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::validate;
+use super::{caller, validate};
 use crate::member::KvApi;
 
 /// The KV service of one member.
@@ -38,17 +38,19 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let caller = caller::of(&request, self.kv.proposer());
         let req = request.into_inner();
         validate::range(&req)?;
-        let mut resp = self.kv.range(req).await?;
+        let mut resp = self.kv.range(req, &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = caller::of(&request, self.kv.proposer());
         let req = request.into_inner();
         validate::put(&req)?;
-        let mut resp = self.kv.put(req).await?;
+        let mut resp = self.kv.put(req, &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -57,17 +59,19 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = caller::of(&request, self.kv.proposer());
         let req = request.into_inner();
         validate::delete_range(&req)?;
-        let mut resp = self.kv.delete_range(req).await?;
+        let mut resp = self.kv.delete_range(req, &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = caller::of(&request, self.kv.proposer());
         let req = request.into_inner();
         validate::txn(&req, self.kv.limits().max_txn_ops)?;
-        let mut resp = self.kv.txn(req).await?;
+        let mut resp = self.kv.txn(req, &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -76,7 +80,8 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let resp = self.kv.compact(request.into_inner()).await?;
+        let caller = caller::of(&request, self.kv.proposer());
+        let resp = self.kv.compact(request.into_inner(), &caller).await?;
         Ok(Response::new(resp))
     }
 }

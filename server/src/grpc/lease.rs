@@ -17,6 +17,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller;
+use crate::auth::Caller;
 use crate::error::EtcdError;
 use crate::member::LeaseApi;
 
@@ -42,12 +44,13 @@ impl LeaseService {
     pub fn keep_alives<S>(
         &self,
         requests: S,
+        caller: Caller,
     ) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
     where
         S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive(Arc::clone(&self.lease), requests, tx));
+        tokio::spawn(keep_alive(Arc::clone(&self.lease), requests, tx, caller));
         ReceiverStream::new(rx)
     }
 
@@ -65,6 +68,7 @@ async fn keep_alive(
     lease: Arc<LeaseApi>,
     mut requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
     responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+    caller: Caller,
 ) {
     let mut stopping = lease.proposer().stopping();
     loop {
@@ -92,7 +96,7 @@ async fn keep_alive(
         // never sees a successful keep-alive at a revision after the one that
         // revoked the lease.
         let header = lease.proposer().header(0);
-        let ttl = match lease.renew(req.id).await {
+        let ttl = match lease.renew(req.id, &caller).await {
             Ok(ttl) => ttl,
             Err(EtcdError::LeaseNotFound) => 0,
             Err(e) => {
@@ -118,7 +122,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut resp = self.lease.grant(request.into_inner()).await?;
+        let caller = caller::of(&request, self.lease.proposer());
+        let mut resp = self.lease.grant(request.into_inner(), &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -127,7 +132,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let mut resp = self.lease.revoke(request.into_inner()).await?;
+        let caller = caller::of(&request, self.lease.proposer());
+        let mut resp = self.lease.revoke(request.into_inner(), &caller).await?;
         self.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -136,8 +142,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        let caller = caller::of(&request, self.lease.proposer());
         Ok(Response::new(Box::pin(
-            self.keep_alives(request.into_inner()),
+            self.keep_alives(request.into_inner(), caller),
         )))
     }
 
@@ -145,9 +152,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let caller = caller::of(&request, self.lease.proposer());
         let req = request.into_inner();
         let id = req.id;
-        match self.lease.time_to_live(req).await {
+        match self.lease.time_to_live(req, &caller).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(EtcdError::LeaseNotFound) => Ok(Response::new(LeaseTimeToLiveResponse {
                 header: Some(self.lease.proposer().header(0)),
@@ -161,8 +169,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Ok(Response::new(self.lease.leases()))
+        let caller = caller::of(&request, self.lease.proposer());
+        Ok(Response::new(self.lease.leases(&caller).await?))
     }
 }

@@ -27,6 +27,7 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let req = request.into_inner();
         let (header, key) = concurrency::lock(&self.member, &req.name, req.lease)
             .await
@@ -41,6 +42,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        super::require_admin(&request, &self.member).await?;
         let header = concurrency::unlock(&self.member, &request.into_inner().key)
             .await
             .map_err(recipe_status)?;

@@ -12,6 +12,7 @@ use cairn_proto::etcdserverpb::{
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::caller;
 use crate::member::MaintenanceApi;
 
 /// Bytes per Snapshot response message (etcd sends 32 KiB pieces; larger
@@ -52,24 +53,29 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.maintenance.defragment().await?;
+        let caller = caller::of(&request, self.maintenance.proposer());
+        self.maintenance.defragment(&caller).await?;
         // etcd answers Defragment, MoveLeader and every Snapshot chunk
         // without a header.
         Ok(Response::new(DefragmentResponse { header: None }))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Ok(Response::new(self.maintenance.hash().await?))
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let caller = caller::of(&request, self.maintenance.proposer());
+        Ok(Response::new(self.maintenance.hash(&caller).await?))
     }
 
     async fn downgrade(
         &self,
         request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        let caller = caller::of(&request, self.maintenance.proposer());
         Ok(Response::new(
-            self.maintenance.downgrade(request.into_inner()).await?,
+            self.maintenance
+                .downgrade(request.into_inner(), &caller)
+                .await?,
         ))
     }
 
@@ -77,25 +83,28 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        let caller = caller::of(&request, self.maintenance.proposer());
         let rev = request.into_inner().revision;
-        Ok(Response::new(self.maintenance.hash_kv(rev).await?))
+        Ok(Response::new(self.maintenance.hash_kv(rev, &caller).await?))
     }
 
     async fn move_leader(
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let caller = caller::of(&request, self.maintenance.proposer());
         self.maintenance
-            .move_leader(request.into_inner().target_id)
+            .move_leader(request.into_inner().target_id, &caller)
             .await?;
         Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
-        let file = self.maintenance.snapshot_file().await?;
+        let caller = caller::of(&request, self.maintenance.proposer());
+        let file = self.maintenance.snapshot_file(&caller).await?;
         let total = file.len();
         let mut sent = 0;
         let responses: Vec<Result<SnapshotResponse, Status>> = file

@@ -5,7 +5,9 @@
 //! mapping table), fill the response header.
 
 mod admin;
+mod auth;
 mod authority;
+pub mod caller;
 mod cluster;
 mod election;
 mod kv;
@@ -19,6 +21,7 @@ mod watch;
 use std::future::Future;
 use std::sync::Arc;
 
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -31,6 +34,7 @@ use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 
 pub use admin::AdminService;
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use kv::KvService;
@@ -122,6 +126,10 @@ pub async fn serve(
         )),
         max_message
     );
+    let auth = etcd_service!(
+        AuthServer::new(AuthService::new(Arc::clone(member.auth()))),
+        max_message
+    );
     let lock = etcd_service!(
         LockServer::new(LockService::new(concurrency::LocalClient::new(&member))),
         max_message
@@ -141,6 +149,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(maintenance, require_leader.clone()))
         .add_service(InterceptedService::new(cluster, require_leader.clone()))
         .add_service(InterceptedService::new(watch, require_leader.clone()))
+        .add_service(InterceptedService::new(auth, require_leader.clone()))
         .add_service(InterceptedService::new(lock, require_leader.clone()))
         .add_service(InterceptedService::new(election, require_leader))
         .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
@@ -201,6 +210,23 @@ fn transport_statuses<B>(mut response: http::Response<B>) -> http::Response<B> {
         }
     }
     response
+}
+
+/// The Lock and Election recipes run as the member itself, so while auth
+/// is on they are served to root users only (etcd checks each of the
+/// recipe's own requests against the caller's key permissions; Cairn is
+/// stricter rather than letting any user lock or elect on any key).
+async fn require_admin<T>(
+    request: &tonic::Request<T>,
+    member: &concurrency::LocalClient,
+) -> Result<(), tonic::Status> {
+    let proposer = member.proposer();
+    if proposer.machine().auth().enabled() {
+        proposer
+            .require_admin(&caller::of(request, proposer))
+            .await?;
+    }
+    Ok(())
 }
 
 /// etcd's `hasleader` check: a request carrying the gRPC metadata

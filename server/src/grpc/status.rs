@@ -46,6 +46,23 @@ fn code(e: &EtcdError) -> Code {
         EtcdError::Stopped => Code::Unavailable,
         EtcdError::Corrupt => Code::DataLoss,
         EtcdError::Internal => Code::Internal,
+        EtcdError::RootUserNotExist
+        | EtcdError::RootRoleNotExist
+        | EtcdError::UserAlreadyExist
+        | EtcdError::UserNotFound
+        | EtcdError::RoleAlreadyExist
+        | EtcdError::RoleNotFound
+        | EtcdError::RoleNotGranted
+        | EtcdError::PermissionNotGranted
+        | EtcdError::AuthNotEnabled => Code::FailedPrecondition,
+        EtcdError::UserEmpty
+        | EtcdError::RoleEmpty
+        | EtcdError::AuthFailed
+        | EtcdError::PermissionNotGiven
+        | EtcdError::InvalidAuthMgmt
+        | EtcdError::AuthOldRevision => Code::InvalidArgument,
+        EtcdError::PermissionDenied => Code::PermissionDenied,
+        EtcdError::InvalidAuthToken => Code::Unauthenticated,
     }
 }
 
@@ -302,6 +319,91 @@ mod tests {
                 EtcdError::UnknownMethod,
                 Code::Unknown,
                 "etcdserver: unknown method",
+            ),
+            (
+                EtcdError::RootUserNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                EtcdError::RootRoleNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not have root role",
+            ),
+            (
+                EtcdError::UserAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: user name already exists",
+            ),
+            (
+                EtcdError::UserEmpty,
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                EtcdError::UserNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: user name not found",
+            ),
+            (
+                EtcdError::RoleAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: role name already exists",
+            ),
+            (
+                EtcdError::RoleNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: role name not found",
+            ),
+            (
+                EtcdError::RoleEmpty,
+                Code::InvalidArgument,
+                "etcdserver: role name is empty",
+            ),
+            (
+                EtcdError::AuthFailed,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                EtcdError::PermissionNotGiven,
+                Code::InvalidArgument,
+                "etcdserver: permission not given",
+            ),
+            (
+                EtcdError::PermissionDenied,
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                EtcdError::RoleNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: role is not granted to the user",
+            ),
+            (
+                EtcdError::PermissionNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: permission is not granted to the role",
+            ),
+            (
+                EtcdError::AuthNotEnabled,
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+            ),
+            (
+                EtcdError::InvalidAuthToken,
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                EtcdError::InvalidAuthMgmt,
+                Code::InvalidArgument,
+                "etcdserver: invalid auth management",
+            ),
+            (
+                EtcdError::AuthOldRevision,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
             ),
         ];
         for (err, want_code, want_msg) in table {

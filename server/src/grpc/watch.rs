@@ -24,6 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::member::KvApi;
 use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec, WatcherKey};
 
@@ -32,6 +33,11 @@ use crate::mvcc::{KeyRange, StreamKey, WatchMessage, WatchSpec, WatcherKey};
 const HUB_BUFFER: usize = 1024;
 /// Responses queued towards the client.
 const OUT_BUFFER: usize = 16;
+/// The cancel reason of a watch refused by auth: etcd sends the gRPC
+/// error's text.
+const PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+
 /// etcd's watch id meaning "none" (failed creates, stream-wide progress).
 const INVALID_WATCH_ID: i64 = -1;
 /// etcd's error for a client-chosen id already in use on the stream.
@@ -69,6 +75,7 @@ impl WatchService {
         &self,
         requests: S,
         require_leader: bool,
+        caller: Caller,
     ) -> ReceiverStream<Result<WatchResponse, Status>>
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
@@ -86,6 +93,7 @@ impl WatchService {
             ids: HashMap::new(),
             next_id: 0,
             require_leader,
+            caller,
         };
         tokio::spawn(stream.run(requests, hub_rx));
         ReceiverStream::new(out_rx)
@@ -104,7 +112,8 @@ impl Watch for WatchService {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v.as_bytes() == b"true");
-        let responses = self.open(request.into_inner(), require_leader);
+        let caller = super::caller::of(&request, self.kv.proposer());
+        let responses = self.open(request.into_inner(), require_leader, caller);
         Ok(Response::new(Box::pin(responses)))
     }
 }
@@ -146,6 +155,10 @@ struct WatchStream {
     /// The client asked for `hasleader`: end the stream when the member
     /// stays without a leader.
     require_leader: bool,
+    /// Who opened the stream: each create is checked (read on its range)
+    /// against the auth state of that moment. Watchers already created are
+    /// not checked again (etcd 3.5's rule; see `crate::auth`).
+    caller: Caller,
 }
 
 /// How long a `hasleader` watch stream survives without a leader (etcd
@@ -282,10 +295,36 @@ impl WatchStream {
         }
     }
 
+    /// etcd's `isWatchPermitted`: while auth is on, the stream's caller
+    /// must be allowed to read the watched range (a bad token is refused).
+    async fn permitted(&self, req: &WatchCreateRequest) -> bool {
+        let proposer = self.kv.proposer();
+        match proposer.identify(&self.caller).await {
+            Ok(who) if who.is_checked() => who
+                .checker(&proposer.machine().auth().state())
+                .watch(req)
+                .is_ok(),
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
     async fn create(&mut self, mut req: WatchCreateRequest) -> Result<(), ClientGone> {
         // etcd's conventions: no key = the smallest key; "\0" end = from key.
         if req.key.is_empty() {
             req.key = vec![0];
+        }
+        if !self.permitted(&req).await {
+            return self
+                .send(WatchResponse {
+                    header: self.header(0),
+                    watch_id: req.watch_id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: PERMISSION_DENIED.to_string(),
+                    ..WatchResponse::default()
+                })
+                .await;
         }
         // A negative start revision, as etcd's arithmetic treats it: below
         // the compacted revision C (-1 while nothing was ever compacted), the

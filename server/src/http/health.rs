@@ -79,7 +79,12 @@ async fn check(apis: &Apis, serializable: bool, excluded: &[&str]) -> Result<(),
         serializable,
         ..RangeRequest::default()
     };
-    match tokio::time::timeout(apis.proposer().request_timeout(), apis.kv().range(read)).await {
+    match tokio::time::timeout(
+        apis.proposer().request_timeout(),
+        apis.kv().range(read, &crate::auth::Caller::Member),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("QGET ERROR:{e}")),
         Err(_) => Err("QGET ERROR:context deadline exceeded".into()),

@@ -85,7 +85,12 @@ impl Check {
                     ..RangeRequest::default()
                 };
                 let timeout = apis.proposer().request_timeout();
-                match tokio::time::timeout(timeout, apis.kv().range(read)).await {
+                match tokio::time::timeout(
+                    timeout,
+                    apis.kv().range(read, &crate::auth::Caller::Member),
+                )
+                .await
+                {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(crate::error::EtcdError::Timeout.to_string()),

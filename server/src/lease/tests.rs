@@ -2,6 +2,7 @@
 //! in-memory engine, and the leader-only clock on tokio's paused clock
 //! (`start_paused`, `tokio::time::advance`): no sleeps, no wall clock.
 
+use crate::auth::Caller;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ fn member() -> TestMember {
 
 async fn grant(m: &Apis, id: i64, ttl: i64) -> Result<i64, EtcdError> {
     m.lease()
-        .grant(LeaseGrantRequest { ttl, id })
+        .grant(LeaseGrantRequest { ttl, id }, &Caller::Member)
         .await
         .map(|r| r.ttl)
 }
@@ -38,18 +39,24 @@ async fn grant(m: &Apis, id: i64, ttl: i64) -> Result<i64, EtcdError> {
 async fn put(m: &Apis, key: &str, lease: i64) -> Result<i64, EtcdError> {
     let resp = m
         .kv()
-        .put(PutRequest {
-            key: key.into(),
-            value: b"v".to_vec(),
-            lease,
-            ..PutRequest::default()
-        })
+        .put(
+            PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                lease,
+                ..PutRequest::default()
+            },
+            &Caller::Member,
+        )
         .await?;
     Ok(resp.header.map_or(0, |h| h.revision))
 }
 
 async fn revoke(m: &Apis, id: i64) -> Result<i64, EtcdError> {
-    let resp = m.lease().revoke(LeaseRevokeRequest { id }).await?;
+    let resp = m
+        .lease()
+        .revoke(LeaseRevokeRequest { id }, &Caller::Member)
+        .await?;
     Ok(resp.header.map_or(0, |h| h.revision))
 }
 
@@ -66,11 +73,14 @@ async fn keys_of(m: &Apis, id: i64) -> Vec<String> {
 async fn live_keys(m: &Apis) -> Vec<String> {
     let rr = m
         .kv()
-        .range(RangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            ..RangeRequest::default()
-        })
+        .range(
+            RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..RangeRequest::default()
+            },
+            &Caller::Member,
+        )
         .await
         .unwrap();
     rr.kvs
@@ -144,12 +154,12 @@ async fn grant_with_id_zero_gets_a_generated_positive_id() {
     let m = member();
     let a = m
         .lease()
-        .grant(LeaseGrantRequest { ttl: 10, id: 0 })
+        .grant(LeaseGrantRequest { ttl: 10, id: 0 }, &Caller::Member)
         .await
         .unwrap();
     let b = m
         .lease()
-        .grant(LeaseGrantRequest { ttl: 10, id: 0 })
+        .grant(LeaseGrantRequest { ttl: 10, id: 0 }, &Caller::Member)
         .await
         .unwrap();
     assert!(a.id > 0 && b.id > 0 && a.id != b.id);
@@ -184,12 +194,15 @@ async fn attach_detach_and_reattach() {
 
     // ignore_lease keeps the old lease.
     m.kv()
-        .put(PutRequest {
-            key: b"a".to_vec(),
-            value: b"w".to_vec(),
-            ignore_lease: true,
-            ..PutRequest::default()
-        })
+        .put(
+            PutRequest {
+                key: b"a".to_vec(),
+                value: b"w".to_vec(),
+                ignore_lease: true,
+                ..PutRequest::default()
+            },
+            &Caller::Member,
+        )
         .await
         .unwrap();
     assert_eq!(keys_of(&m, 3).await, ["a"]);
@@ -202,11 +215,14 @@ async fn attach_detach_and_reattach() {
     put(&m, "c", 3).await.unwrap();
     put(&m, "d", 3).await.unwrap();
     m.kv()
-        .delete_range(DeleteRangeRequest {
-            key: b"b".to_vec(),
-            range_end: b"d".to_vec(),
-            ..DeleteRangeRequest::default()
-        })
+        .delete_range(
+            DeleteRangeRequest {
+                key: b"b".to_vec(),
+                range_end: b"d".to_vec(),
+                ..DeleteRangeRequest::default()
+            },
+            &Caller::Member,
+        )
         .await
         .unwrap();
     assert!(keys_of(&m, 1).await.is_empty());
@@ -219,28 +235,31 @@ async fn attach_detach_and_reattach() {
     // Inside a txn: a put attaches, a later delete in the same txn detaches.
     let op = |r| RequestOp { request: Some(r) };
     m.kv()
-        .txn(TxnRequest {
-            success: vec![
-                op(Request::RequestPut(PutRequest {
-                    key: b"e".to_vec(),
-                    lease: 1,
-                    ..PutRequest::default()
-                })),
-                op(Request::RequestTxn(TxnRequest {
-                    success: vec![op(Request::RequestDeleteRange(DeleteRangeRequest {
+        .txn(
+            TxnRequest {
+                success: vec![
+                    op(Request::RequestPut(PutRequest {
                         key: b"e".to_vec(),
-                        ..DeleteRangeRequest::default()
-                    }))],
-                    ..TxnRequest::default()
-                })),
-                op(Request::RequestPut(PutRequest {
-                    key: b"f".to_vec(),
-                    lease: 1,
-                    ..PutRequest::default()
-                })),
-            ],
-            ..TxnRequest::default()
-        })
+                        lease: 1,
+                        ..PutRequest::default()
+                    })),
+                    op(Request::RequestTxn(TxnRequest {
+                        success: vec![op(Request::RequestDeleteRange(DeleteRangeRequest {
+                            key: b"e".to_vec(),
+                            ..DeleteRangeRequest::default()
+                        }))],
+                        ..TxnRequest::default()
+                    })),
+                    op(Request::RequestPut(PutRequest {
+                        key: b"f".to_vec(),
+                        lease: 1,
+                        ..PutRequest::default()
+                    })),
+                ],
+                ..TxnRequest::default()
+            },
+            &Caller::Member,
+        )
         .await
         .unwrap();
     assert_eq!(keys_of(&m, 1).await, ["f"]);
@@ -309,7 +328,7 @@ async fn keep_alive_pushes_expiry_out() {
     grant(&m, 1, 5).await.unwrap();
     put(&m, "a", 1).await.unwrap();
     advance(Duration::from_secs(4)).await;
-    assert_eq!(m.lease().renew(1).await, Ok(5));
+    assert_eq!(m.lease().renew(1, &Caller::Member).await, Ok(5));
     assert_eq!(ttl_now(&m, 1), Some(5));
     advance(Duration::from_secs(4)).await;
     m.lease().revoke_expired_leases().await;
@@ -318,7 +337,10 @@ async fn keep_alive_pushes_expiry_out() {
     m.lease().revoke_expired_leases().await;
     assert!(live_keys(&m).await.is_empty());
     // Unknown (and revoked) leases are not found.
-    assert_eq!(m.lease().renew(1).await, Err(EtcdError::LeaseNotFound));
+    assert_eq!(
+        m.lease().renew(1, &Caller::Member).await,
+        Err(EtcdError::LeaseNotFound)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -332,7 +354,7 @@ async fn an_expired_lease_cannot_be_renewed_and_is_retried_later() {
     // client read the keys of a lease it had just been told was gone).
     let renew = tokio::spawn({
         let m = Arc::clone(&m);
-        async move { m.lease().renew(1).await }
+        async move { m.lease().renew(1, &Caller::Member).await }
     });
     tokio::task::yield_now().await;
     assert!(!renew.is_finished(), "answered before the revoke");
@@ -350,7 +372,7 @@ async fn an_expired_lease_whose_revoke_never_comes_times_out_and_is_retried() {
     // rather than claim the lease is gone while its keys live.
     let renew = tokio::spawn({
         let m = Arc::clone(&m);
-        async move { m.lease().renew(1).await }
+        async move { m.lease().renew(1, &Caller::Member).await }
     });
     tokio::task::yield_now().await;
     assert!(!renew.is_finished(), "answered before the request timeout");
@@ -401,7 +423,7 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
 
     // A keep-alive clears the checkpoint (through the state machine): the
     // lease now has its full TTL, and a restart agrees.
-    assert_eq!(m.lease().renew(1).await, Ok(100));
+    assert_eq!(m.lease().renew(1, &Caller::Member).await, Ok(100));
     assert_eq!(remaining_ttl(&m, 1), Some(0));
     assert_eq!(ttl_now(&m, 1), Some(100));
     drop(m);
@@ -544,7 +566,15 @@ async fn leases_are_listed_soonest_expiry_first() {
     grant(&m, 7, 30).await.unwrap();
     grant(&m, 3, 10).await.unwrap();
     grant(&m, 5, 20).await.unwrap();
-    let ids: Vec<i64> = m.lease().leases().leases.iter().map(|l| l.id).collect();
+    let ids: Vec<i64> = m
+        .lease()
+        .leases(&Caller::Member)
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .map(|l| l.id)
+        .collect();
     assert_eq!(ids, [3, 5, 7]);
 }
 

@@ -6,13 +6,14 @@
 //! a revoke of an unknown lease) still consumes the entry: the index is
 //! recorded and the error goes to the waiter.
 
-use cairn_proto::cairnpb;
+use cairn_proto::cairnpb::{self, auth_request::Request as AuthRequest};
 use cairn_proto::etcdserverpb::{CompactionResponse, TxnRequest, TxnResponse};
 use prost::Message;
 use tokio::sync::oneshot;
 
 use super::{Applied, Error, Machine, MemberChange, Outcome};
 use crate::apply;
+use crate::auth::{check, AuthInfo, Checker};
 use crate::entry::{self, Command};
 use crate::error::EtcdError;
 use crate::lease::LeaseTxn;
@@ -81,7 +82,13 @@ impl<'m> Applying<'m> {
         };
         let op = command.op();
         let start = std::time::Instant::now();
-        let outcome = self.execute(command)?;
+        let outcome = match self.refused(&command, entry.auth.as_ref()) {
+            Some(refusal) => {
+                self.record_index()?;
+                Err(refusal)
+            }
+            None => self.execute(command)?,
+        };
         if let Some(m) = self.machine.metrics.get() {
             // etcd counts a compaction of an already compacted revision
             // as a success.
@@ -157,6 +164,42 @@ impl<'m> Applying<'m> {
         }
     }
 
+    /// etcd's `authApplierV3`: while auth is enabled, the entry's caller
+    /// must be allowed to do what it asks, by the auth state at this index
+    /// (so every member decides alike). Writes check their keys (see
+    /// [`crate::auth::check`]); compaction and auth changes need the root
+    /// role; an authentication is checked by its own rules. The member's
+    /// own proposals are not checked. One atomic load while auth is off.
+    fn refused(
+        &self,
+        command: &Command,
+        header: Option<&cairnpb::AuthHeader>,
+    ) -> Option<EtcdError> {
+        let auth = &self.machine.auth;
+        if !auth.enabled() || header.is_some_and(|h| h.internal) {
+            return None;
+        }
+        let state = auth.state();
+        let caller = header.map(|h| AuthInfo {
+            user: h.username.clone(),
+            revision: h.revision,
+        });
+        let checker = Checker::new(&state, caller.as_ref());
+        let lessor = &self.machine.lessor;
+        let lease_keys = |id: i64| lessor.keys(id).unwrap_or_default();
+        let result = match command {
+            Command::Put(r) => checker.put(r, &lease_keys),
+            Command::DeleteRange(r) => checker.delete_range(r),
+            Command::Txn(r) => checker.txn(r, &lease_keys),
+            Command::LeaseRevoke(r) => checker.lease_keys(&lease_keys(r.id)),
+            Command::Compaction(_) => check::admin(&state, caller.as_ref()),
+            Command::Auth(AuthRequest::Authenticate(_)) => Ok(()),
+            Command::Auth(_) => check::admin(&state, caller.as_ref()),
+            _ => Ok(()),
+        };
+        result.err()
+    }
+
     fn execute(&self, command: Command) -> Result<Outcome, Error> {
         let index = self.index;
         let tables = &self.machine.tables;
@@ -197,6 +240,11 @@ impl<'m> Applying<'m> {
                 tables.set_downgrade(index, info)?;
                 Ok(Applied::Downgraded)
             }
+            Command::Auth(request) => self
+                .machine
+                .auth
+                .apply(&self.machine.store, index, request)?
+                .map(Applied::Auth),
             Command::MemberPeerUrls(m) => tables
                 .update_member(index, m.id, |known| cairnpb::Member {
                     peer_urls: m.peer_urls,

@@ -2,8 +2,8 @@
 //!
 //! Every member applies the same entries in the same order, so everything
 //! here is deterministic: no clock, no randomness, no local configuration.
-//! The state is the MVCC store, the lease table, the member table and the
-//! alarms; all of it lives in the engine, and every entry's effects are
+//! The state is the MVCC store, the lease table, the member table, the
+//! alarms and the auth store; all of it lives in the engine, and every entry's effects are
 //! written in one batch together with the entry's index (the applied index),
 //! so a restart resumes exactly after the last applied entry.
 //!
@@ -24,6 +24,8 @@ mod snapshot;
 mod tables;
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use cairn_proto::etcdserverpb::{
 };
 use tokio::sync::oneshot;
 
+use crate::auth::AuthStore;
 use crate::error::EtcdError;
 use crate::lease::Lessor;
 use crate::metrics::server::ApplyMetrics;
@@ -54,6 +57,9 @@ pub enum Error {
     /// The engine failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// The auth record could not be read or written.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::store::Error),
     /// An entry or snapshot record could not be decoded.
     #[error("corrupt {what}: {reason}")]
     Corrupt {
@@ -89,6 +95,8 @@ pub enum Applied {
     KeyRotated(u32),
     /// The downgrade job was enabled or cancelled.
     Downgraded,
+    /// An auth change was applied; an authentication's token.
+    Auth(Option<String>),
 }
 
 impl Applied {
@@ -119,6 +127,9 @@ pub struct Machine {
     /// The member table, alarms, downgrade job and cluster id: replicated
     /// like user data, but read by the member itself on every request.
     tables: Tables,
+    /// Users, roles, permissions and whether auth is on (replicated: one
+    /// sealed record), and this member's tokens.
+    auth: Arc<AuthStore>,
     /// Clients waiting for their proposal, by proposal id: applying an
     /// entry answers its proposer wherever the entry came from.
     waiters: Waiters<Outcome>,
@@ -145,6 +156,7 @@ impl Machine {
     pub fn open(store: Arc<Store>, lessor: Arc<Lessor>) -> Result<Self, Error> {
         let machine = Self::new(store, lessor);
         machine.tables.load()?;
+        machine.auth.load(machine.store.engine().as_ref())?;
         Ok(machine)
     }
 
@@ -153,6 +165,7 @@ impl Machine {
     pub fn new(store: Arc<Store>, lessor: Arc<Lessor>) -> Self {
         Self {
             tables: Tables::new(Arc::clone(&store)),
+            auth: Arc::new(AuthStore::new()),
             store,
             lessor,
             waiters: Waiters::default(),
@@ -187,6 +200,11 @@ impl Machine {
     /// The lessor.
     pub fn lessor(&self) -> &Arc<Lessor> {
         &self.lessor
+    }
+
+    /// The auth store (state and tokens).
+    pub fn auth(&self) -> &Arc<AuthStore> {
+        &self.auth
     }
 
     /// The member table, alarms, downgrade job and cluster id.

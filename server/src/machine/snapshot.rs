@@ -1,7 +1,7 @@
 //! The whole replicated state as snapshot data, and its installation.
 //!
-//! Snapshot data is every record of the `kv`, `lease` and `meta` column
-//! families as length-delimited `cairnpb.SnapshotRecord`s, except the
+//! Snapshot data is every record of the `kv`, `lease`, `meta` and `auth`
+//! column families as length-delimited `cairnpb.SnapshotRecord`s, except the
 //! `meta` records that are this member's own (its id, its wrapped data
 //! keys): those never travel and are never replaced.
 
@@ -15,7 +15,7 @@ use crate::storage::{try_scan, Cf, Scan, WriteBatch};
 const LOCAL_META: [&[u8]; 1] = [b"member_id"];
 
 /// The column families a snapshot carries.
-const REPLICATED: [Cf; 3] = [Cf::Kv, Cf::Lease, Cf::Meta];
+const REPLICATED: [Cf; 4] = [Cf::Kv, Cf::Lease, Cf::Meta, Cf::Auth];
 
 /// Meta records that are this member's own: its id and its encryption
 /// keys (wrapped by its own master key), never sent in a snapshot nor
@@ -43,6 +43,7 @@ fn decode(data: &[u8]) -> Result<WriteBatch, Error> {
             "kv" => Cf::Kv,
             "lease" => Cf::Lease,
             "meta" => Cf::Meta,
+            "auth" => Cf::Auth,
             other => {
                 return Err(Error::Corrupt {
                     what: "snapshot record",
@@ -116,6 +117,7 @@ impl Machine {
         self.store.reload()?;
         self.lessor.reload(&self.store)?;
         self.tables.load()?;
+        self.auth.load(engine.as_ref())?;
         Ok(())
     }
 }

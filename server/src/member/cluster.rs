@@ -16,6 +16,7 @@ use cairn_proto::etcdserverpb::Member as PbMember;
 use raft::eraftpb::ConfChangeType;
 
 use super::Proposer;
+use crate::auth::Caller;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
@@ -139,7 +140,9 @@ impl ClusterApi {
         &self,
         peer_urls: Vec<String>,
         is_learner: bool,
+        caller: &Caller,
     ) -> Result<(cairnpb::Member, Vec<cairnpb::Member>), EtcdError> {
+        self.proposer.require_admin(caller).await?;
         if peer_urls.is_empty() || !peer_urls.iter().all(|u| valid_url(u)) {
             return Err(EtcdError::MemberBadUrls);
         }
@@ -186,7 +189,12 @@ impl ClusterApi {
     /// MemberRemove. With `--strict-reconfig-check`, refused when the
     /// voters left would not have a quorum of started ones, or (as the
     /// leader sees it) of reachable ones ([`crate::reconfig`]).
-    pub async fn member_remove(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
+    pub async fn member_remove(
+        &self,
+        id: u64,
+        caller: &Caller,
+    ) -> Result<Vec<cairnpb::Member>, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let Some(target) = self.proposer.machine().tables().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };
@@ -203,7 +211,9 @@ impl ClusterApi {
         &self,
         id: u64,
         peer_urls: Vec<String>,
+        caller: &Caller,
     ) -> Result<Vec<cairnpb::Member>, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         if peer_urls.is_empty() || !peer_urls.iter().all(|u| valid_url(u)) {
             return Err(EtcdError::MemberBadUrls);
         }
@@ -234,7 +244,12 @@ impl ClusterApi {
 
     /// MemberPromote: a learner becomes a voter, once its log has caught up.
     /// Decided by the leader (only it knows the learner's progress).
-    pub async fn member_promote(&self, id: u64) -> Result<Vec<cairnpb::Member>, EtcdError> {
+    pub async fn member_promote(
+        &self,
+        id: u64,
+        caller: &Caller,
+    ) -> Result<Vec<cairnpb::Member>, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let Some(target) = self.proposer.machine().tables().member(id) else {
             return Err(EtcdError::MemberNotFound);
         };

@@ -14,6 +14,7 @@ use prost::Message;
 use super::quota::Quota;
 use super::{blocking_failed, unexpected, Limits, Proposer};
 use crate::apply;
+use crate::auth::Caller;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
@@ -50,11 +51,23 @@ impl KvApi {
     }
 
     /// Range. Linearizable (the default) waits for a ReadIndex round;
-    /// `serializable` reads the local state at once.
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+    /// `serializable` reads the local state at once. While auth is on, the
+    /// caller must may read the range, by the auth state applied here
+    /// after that round (so a permission revoked anywhere before the
+    /// request is refused).
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+        caller: &Caller,
+    ) -> Result<RangeResponse, EtcdError> {
         self.proposer.check_serving()?;
         if !req.serializable {
             self.proposer.barrier().await?;
+        }
+        let who = self.proposer.identify(caller).await?;
+        if who.is_checked() {
+            who.checker(&self.proposer.machine().auth().state())
+                .range(&req)?;
         }
         let store = Arc::clone(self.proposer.store());
         let result = tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
@@ -62,6 +75,9 @@ impl KvApi {
             .map_err(blocking_failed)?;
         if let Err(EtcdError::Corrupt) = &result {
             self.raise_corrupt().await;
+        }
+        if who.is_checked() {
+            who.still_current(&self.proposer.machine().auth().state())?;
         }
         result
     }
@@ -80,23 +96,34 @@ impl KvApi {
         }
     }
 
-    /// Put.
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
+    /// Put, checked at apply against the caller's permissions.
+    pub async fn put(&self, req: PutRequest, caller: &Caller) -> Result<PutResponse, EtcdError> {
         self.limits.check_size(&req)?;
         self.quota.check(req.encoded_len()).await?;
-        match self.proposer.propose(Command::Put(req)).await? {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::Put(req), who.header())
+            .await?
+        {
             Applied::Put(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
 
-    /// DeleteRange.
+    /// DeleteRange, checked at apply against the caller's permissions.
     pub async fn delete_range(
         &self,
         req: DeleteRangeRequest,
+        caller: &Caller,
     ) -> Result<DeleteRangeResponse, EtcdError> {
         self.limits.check_size(&req)?;
-        match self.proposer.propose(Command::DeleteRange(req)).await? {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::DeleteRange(req), who.header())
+            .await?
+        {
             Applied::DeleteRange(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -106,22 +133,40 @@ impl KvApi {
     /// served like a read, as etcd does: after a ReadIndex round (unless
     /// every range in it is serializable), from the local store, without a
     /// log entry.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+    /// Every compare and op is checked against the caller's permissions
+    /// (after the ReadIndex round for a read, at apply for a write).
+    pub async fn txn(&self, req: TxnRequest, caller: &Caller) -> Result<TxnResponse, EtcdError> {
         self.limits.check_size(&req)?;
         if !has_write(&req) {
             self.proposer.check_serving()?;
             if !all_serializable(&req) {
                 self.proposer.barrier().await?;
             }
+            let who = self.proposer.identify(caller).await?;
             let machine = Arc::clone(self.proposer.machine());
-            return tokio::task::spawn_blocking(move || machine.read_only_txn(&req))
+            if who.is_checked() {
+                let lessor = machine.lessor();
+                who.checker(&machine.auth().state())
+                    .txn(&req, &|id| lessor.keys(id).unwrap_or_default())?;
+            }
+            let served = Arc::clone(&machine);
+            let result = tokio::task::spawn_blocking(move || served.read_only_txn(&req))
                 .await
                 .map_err(blocking_failed)?;
+            if who.is_checked() {
+                who.still_current(&machine.auth().state())?;
+            }
+            return result;
         }
         if has_put(&req) {
             self.quota.check(req.encoded_len()).await?;
         }
-        match self.proposer.propose(Command::Txn(req)).await? {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::Txn(req), who.header())
+            .await?
+        {
             Applied::Txn(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -129,9 +174,19 @@ impl KvApi {
 
     /// Compact. With `physical`, returns once the obsolete records are deleted
     /// on this member; otherwise they are deleted in the background.
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+    /// Needs the root role while auth is on (checked at apply).
+    pub async fn compact(
+        &self,
+        req: CompactionRequest,
+        caller: &Caller,
+    ) -> Result<CompactionResponse, EtcdError> {
         let physical = req.physical;
-        match self.proposer.propose(Command::Compaction(req)).await? {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::Compaction(req), who.header())
+            .await?
+        {
             Applied::Compaction(_, done) => {
                 if physical {
                     done.await.map_err(|_| EtcdError::Internal)??;

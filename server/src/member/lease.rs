@@ -16,6 +16,7 @@ use prost::Message;
 
 use super::quota::Quota;
 use super::{unexpected, Limits, Proposer};
+use crate::auth::Caller;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::lease::{IdGenerator, Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
@@ -73,21 +74,41 @@ impl LeaseApi {
 
     /// LeaseGrant. An id of 0 is replaced by one from the member's id
     /// generator before the grant is proposed, so applying stays deterministic.
-    pub async fn grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
+    pub async fn grant(
+        &self,
+        mut req: LeaseGrantRequest,
+        caller: &Caller,
+    ) -> Result<LeaseGrantResponse, EtcdError> {
         self.limits.check_size(&req)?;
         self.quota.check(req.encoded_len()).await?;
         if req.id == 0 {
             req.id = self.lease_ids.next_lease_id();
         }
-        match self.proposer.propose(Command::LeaseGrant(req)).await? {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::LeaseGrant(req), who.header())
+            .await?
+        {
             Applied::LeaseGrant(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
 
     /// LeaseRevoke: deletes the attached keys and the lease in one write.
-    pub async fn revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, EtcdError> {
-        match self.proposer.propose(Command::LeaseRevoke(req)).await? {
+    /// While auth is on, the caller must be allowed to write every attached
+    /// key (checked at apply).
+    pub async fn revoke(
+        &self,
+        req: LeaseRevokeRequest,
+        caller: &Caller,
+    ) -> Result<LeaseRevokeResponse, EtcdError> {
+        let who = self.proposer.identify(caller).await?;
+        match self
+            .proposer
+            .propose_as(Command::LeaseRevoke(req), who.header())
+            .await?
+        {
             Applied::LeaseRevoke(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -128,7 +149,11 @@ impl LeaseApi {
     /// first cleared through the state machine (so a restart does not resume
     /// from a stale checkpoint), then the lease expires its full TTL from
     /// now. `LeaseNotFound` for a lease that does not exist or has expired.
-    pub async fn renew(&self, id: i64) -> Result<i64, EtcdError> {
+    ///
+    /// While auth is on, the caller must be a root user or be allowed to
+    /// write every key attached to the lease (etcd's `checkLeaseRenew`).
+    pub async fn renew(&self, id: i64, caller: &Caller) -> Result<i64, EtcdError> {
+        self.check_lease_keys(id, caller, true).await?;
         if let Some(url) = self.leader_url()? {
             let req = LeaseForward {
                 request: Some(lease_forward::Request::Renew(id)),
@@ -191,10 +216,17 @@ impl LeaseApi {
     /// LeaseTimeToLive (on the leader; a follower forwards it).
     /// `LeaseNotFound` for an unknown lease (the service answers it with
     /// TTL -1, as etcd does).
+    ///
+    /// With `keys`, while auth is on, the caller must be a root user or be
+    /// allowed to read every attached key (etcd's `checkLeaseTimeToLive`).
     pub async fn time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
+        caller: &Caller,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        if req.keys {
+            self.check_lease_keys(req.id, caller, false).await?;
+        }
         if let Some(url) = self.leader_url()? {
             let forward = LeaseForward {
                 request: Some(lease_forward::Request::TimeToLive(req)),
@@ -226,9 +258,53 @@ impl LeaseApi {
         })
     }
 
-    /// LeaseLeases: every lease, soonest expiry first.
-    pub fn leases(&self) -> LeaseLeasesResponse {
-        LeaseLeasesResponse {
+    /// Refuses `caller`, while auth is on, unless it is a root user or may
+    /// write (`write`) or read every key attached to lease `id`. A caller
+    /// without credentials is refused ("user name is empty").
+    async fn check_lease_keys(
+        &self,
+        id: i64,
+        caller: &Caller,
+        write: bool,
+    ) -> Result<(), EtcdError> {
+        let who = self.proposer.identify(caller).await?;
+        if !who.is_checked() {
+            return Ok(());
+        }
+        if who.user().is_none() {
+            return Err(EtcdError::UserEmpty);
+        }
+        let state = self.proposer.machine().auth().state();
+        if who.admin(&state).is_ok() {
+            return Ok(());
+        }
+        let keys = self.lessor().keys(id).unwrap_or_default();
+        let checker = who.checker(&state);
+        if write {
+            checker.lease_keys(&keys)
+        } else {
+            checker.lease_keys_read(&keys)
+        }
+    }
+
+    /// LeaseLeases: every lease, soonest expiry first. While auth is on,
+    /// the caller must be a root user or be allowed to read every key
+    /// attached to any lease (etcd's `checkLeaseLeases`).
+    pub async fn leases(&self, caller: &Caller) -> Result<LeaseLeasesResponse, EtcdError> {
+        let who = self.proposer.identify(caller).await?;
+        if who.is_checked() {
+            if who.user().is_none() {
+                return Err(EtcdError::UserEmpty);
+            }
+            let state = self.proposer.machine().auth().state();
+            if who.admin(&state).is_err() {
+                let checker = who.checker(&state);
+                for id in self.lessor().leases() {
+                    checker.lease_keys_read(&self.lessor().keys(id).unwrap_or_default())?;
+                }
+            }
+        }
+        Ok(LeaseLeasesResponse {
             header: Some(self.proposer.header(0)),
             leases: self
                 .lessor()
@@ -236,7 +312,7 @@ impl LeaseApi {
                 .into_iter()
                 .map(|id| LeaseStatus { id })
                 .collect(),
-        }
+        })
     }
 
     /// Revokes the leases that have expired (at most half the revoke rate per

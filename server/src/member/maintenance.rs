@@ -15,6 +15,7 @@ use cairn_proto::etcdserverpb::{
 use prost::Message;
 
 use super::{blocking_failed, unexpected, Proposer, ETCD_VERSION};
+use crate::auth::Caller;
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::machine::Applied;
@@ -131,7 +132,8 @@ impl MaintenanceApi {
     }
 
     /// Maintenance.Defragment: reclaims the space of deleted records.
-    pub async fn defragment(&self) -> Result<(), EtcdError> {
+    pub async fn defragment(&self, caller: &Caller) -> Result<(), EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let store = Arc::clone(self.proposer.store());
         let metrics = self.metrics.get();
         if let Some(m) = metrics {
@@ -195,7 +197,12 @@ impl MaintenanceApi {
     }
 
     /// Maintenance.HashKV at `revision` (0 = current).
-    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, EtcdError> {
+    pub async fn hash_kv(
+        &self,
+        revision: i64,
+        caller: &Caller,
+    ) -> Result<HashKvResponse, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         Ok(self.hash_kv_and_revision(revision).await?.0)
     }
 
@@ -226,7 +233,8 @@ impl MaintenanceApi {
 
     /// Rotates the data key on every member (a replicated operation);
     /// returns the id now active.
-    pub async fn rotate_data_key(&self) -> Result<u32, EtcdError> {
+    pub async fn rotate_data_key(&self, caller: &Caller) -> Result<u32, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let next = self
             .proposer
             .machine()
@@ -241,7 +249,8 @@ impl MaintenanceApi {
 
     /// Maintenance.MoveLeader: hands the leadership to `target` (a voter);
     /// only the leader can. Returns once `target` leads.
-    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+    pub async fn move_leader(&self, target: u64, caller: &Caller) -> Result<(), EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let replication = self.proposer.replication();
         let status = replication.raft.status();
         if !status.is_leader {
@@ -280,7 +289,8 @@ impl MaintenanceApi {
 
     /// Maintenance.Snapshot: a consistent copy of the replicated state
     /// (see [`crate::snapshot`] for the file format).
-    pub async fn snapshot_file(&self) -> Result<Vec<u8>, EtcdError> {
+    pub async fn snapshot_file(&self, caller: &Caller) -> Result<Vec<u8>, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let start = Instant::now();
         let file = self.snapshot_bytes().await?;
         if let Some(m) = self.metrics.get() {
@@ -318,9 +328,10 @@ impl MaintenanceApi {
     /// CRC-32C; the values are not comparable with etcd's, only between Cairn
     /// members). Covers the key-value history as HashKV sees it (so physical
     /// compaction's progress does not matter), every lease record, the member
-    /// table, the alarms and the downgrade job. The header's revision is the
-    /// hashed revision.
-    pub async fn hash(&self) -> Result<HashResponse, EtcdError> {
+    /// table, the alarms, the downgrade job and the auth store. The header's
+    /// revision is the hashed revision.
+    pub async fn hash(&self, caller: &Caller) -> Result<HashResponse, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let start = Instant::now();
         let hashed = self.hash_untimed().await;
         if let Some(m) = self.metrics.get() {
@@ -355,6 +366,7 @@ impl MaintenanceApi {
                 ctx.update(&a.alarm.to_be_bytes());
             }
             ctx.update(machine.tables().downgrade().unwrap_or_default().as_bytes());
+            ctx.update(&machine.auth().state().encode());
             let digest = ctx.finish();
             let mut first = [0u8; 4];
             first.copy_from_slice(&digest.as_ref()[..4]);
@@ -376,7 +388,12 @@ impl MaintenanceApi {
     /// same and enables the job (replicated); CANCEL cancels an enabled job.
     /// Every answer carries the cluster version. (Cairn members never run the
     /// target version, so an enabled job stays until it is cancelled.)
-    pub async fn downgrade(&self, req: DowngradeRequest) -> Result<DowngradeResponse, EtcdError> {
+    pub async fn downgrade(
+        &self,
+        req: DowngradeRequest,
+        caller: &Caller,
+    ) -> Result<DowngradeResponse, EtcdError> {
+        self.proposer.require_admin(caller).await?;
         let action = DowngradeAction::try_from(req.action).map_err(|_| EtcdError::UnknownMethod)?;
         match action {
             DowngradeAction::Validate | DowngradeAction::Enable => {

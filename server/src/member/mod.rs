@@ -1,10 +1,12 @@
 //! One Cairn member's internal API (etcd's `EtcdServer`), split the way
-//! its gRPC services are: [`KvApi`], [`LeaseApi`], [`ClusterApi`] and
-//! [`MaintenanceApi`], each holding only what it needs, all sharing one
+//! its gRPC services are: [`KvApi`], [`LeaseApi`], [`ClusterApi`],
+//! [`MaintenanceApi`] and [`AuthApi`], each holding only what it needs, all sharing one
 //! [`Proposer`] (propose and wait, ReadIndex, leader-only proposals, the
 //! request timeout). [`Apis`] builds them once for a member; the gRPC
 //! services, the peer service and the member's background tasks each take
-//! the API they call.
+//! the API they call. Every client request names its [`crate::auth::Caller`];
+//! [`Proposer::identify`] (`identity.rs`) resolves it into a [`Who`] while
+//! auth is on, whose header rides in the request's raft entry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,11 @@ use crate::peer::PeerChannels;
 use crate::raft::Dialer;
 use crate::raft::{RaftHandle, RaftStatus};
 
+mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod cluster;
+mod identity;
 mod kv;
 mod lease;
 mod maintenance;
@@ -31,7 +37,9 @@ mod quota;
 #[cfg(test)]
 pub(crate) mod test_member;
 
+pub use auth::AuthApi;
 pub use cluster::{to_pb, ClusterApi};
+pub use identity::Who;
 pub use kv::KvApi;
 pub use lease::LeaseApi;
 pub use maintenance::{MaintenanceApi, CLUSTER_VERSION};
@@ -116,6 +124,8 @@ pub struct Apis {
     /// Status, alarms, hashes, defragment, snapshot, move-leader,
     /// downgrade, key rotation.
     maintenance: Arc<MaintenanceApi>,
+    /// Users, roles, enable/disable, authentication.
+    auth: Arc<AuthApi>,
     /// How often watchers that asked for progress notifications get one
     /// (etcd's `--experimental-watch-progress-notify-interval`).
     watch_progress_interval: Duration,
@@ -143,6 +153,7 @@ impl Apis {
             zone: String::new(),
             dialer: Dialer::default(),
             metrics: None,
+            bcrypt_cost: crate::defaults::BCRYPT_COST,
         }
     }
 
@@ -169,6 +180,11 @@ impl Apis {
     /// The Maintenance API.
     pub fn maintenance(&self) -> &Arc<MaintenanceApi> {
         &self.maintenance
+    }
+
+    /// The Auth API.
+    pub fn auth(&self) -> &Arc<AuthApi> {
+        &self.auth
     }
 
     /// The member's metrics, served at `/metrics`.
@@ -204,13 +220,14 @@ impl Apis {
             || Arc::strong_count(&self.lease) > 1
             || Arc::strong_count(&self.cluster) > 1
             || Arc::strong_count(&self.maintenance) > 1
+            || Arc::strong_count(&self.auth) > 1
             || Arc::strong_count(&self.proposer) > PROPOSER_OWNERS
     }
 }
 
 /// The holders of a member's [`Proposer`] while nothing is in flight: the
-/// [`Apis`], its four APIs and the quota.
-const PROPOSER_OWNERS: usize = 6;
+/// [`Apis`], its five APIs and the quota.
+const PROPOSER_OWNERS: usize = 7;
 
 /// The settings of a member's APIs, each with etcd's default until set.
 #[derive(Debug)]
@@ -235,9 +252,17 @@ pub struct ApisBuilder {
     dialer: Dialer,
     /// The member's metrics.
     metrics: Option<Arc<Metrics>>,
+    /// `--bcrypt-cost`.
+    bcrypt_cost: u32,
 }
 
 impl ApisBuilder {
+    /// Sets `--bcrypt-cost` (etcd's 10 by default).
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = cost;
+        self
+    }
+
     /// Sets the watch progress notification interval.
     pub fn with_watch_progress_interval(mut self, interval: Duration) -> Self {
         self.watch_progress_interval = interval;
@@ -323,6 +348,10 @@ impl ApisBuilder {
                 }
                 api
             }),
+            auth: Arc::new(AuthApi::new(
+                Arc::clone(&proposer),
+                crate::auth::Passwords::new(self.bcrypt_cost),
+            )),
             proposer,
             watch_progress_interval: self.watch_progress_interval,
             metrics: self.metrics,
@@ -340,7 +369,9 @@ impl crate::peer::PeerHandler for Apis {
     }
 
     async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, EtcdError> {
-        self.maintenance.hash_kv(revision).await
+        self.maintenance
+            .hash_kv(revision, &crate::auth::Caller::Member)
+            .await
     }
 
     async fn renew(&self, id: i64) -> Result<i64, EtcdError> {

@@ -27,6 +27,13 @@ use crate::metrics::server::ProposalMetrics;
 use crate::mvcc::Store;
 use crate::raft::RaftStatus;
 
+/// The auth header of the member's own proposals: never checked.
+const MEMBER: cairnpb::AuthHeader = cairnpb::AuthHeader {
+    username: String::new(),
+    revision: 0,
+    internal: true,
+};
+
 /// Proposals are refused while applying lags committing by more than this
 /// (etcd's maxGapBetweenApplyAndCommitIndex).
 const MAX_APPLY_LAG: u64 = 5000;
@@ -159,11 +166,22 @@ impl Proposer {
         Ok(())
     }
 
-    /// Proposes `request` and waits until this member has applied it.
-    /// While the CORRUPT alarm is raised, only alarm changes get through
-    /// (etcd refuses everything else with "corrupt cluster").
+    /// Proposes `request` as the member itself (never checked against the
+    /// auth store) and waits until this member has applied it. While the
+    /// CORRUPT alarm is raised, only alarm changes get through (etcd
+    /// refuses everything else with "corrupt cluster").
     pub async fn propose(&self, command: Command) -> Result<Applied, EtcdError> {
-        self.propose_with(command, false).await
+        self.propose_with(command, Some(MEMBER), false).await
+    }
+
+    /// [`Proposer::propose`] for a client's request, carrying `auth` (who
+    /// asked; None: no credentials) for the check at apply.
+    pub async fn propose_as(
+        &self,
+        command: Command,
+        auth: Option<cairnpb::AuthHeader>,
+    ) -> Result<Applied, EtcdError> {
+        self.propose_with(command, auth, false).await
     }
 
     /// [`Proposer::propose`] for decisions only the leader may take: the
@@ -171,12 +189,13 @@ impl Proposer {
     /// forwarded (found by cairn-jepsen, FINDINGS.md #4: a paused leader,
     /// resumed, revoked leases its successor had renewed).
     pub async fn propose_as_leader(&self, command: Command) -> Result<Applied, EtcdError> {
-        self.propose_with(command, true).await
+        self.propose_with(command, Some(MEMBER), true).await
     }
 
     async fn propose_with(
         &self,
         command: Command,
+        auth: Option<cairnpb::AuthHeader>,
         leader_only: bool,
     ) -> Result<Applied, EtcdError> {
         if *self.stopping.borrow() {
@@ -188,7 +207,7 @@ impl Proposer {
             return Err(EtcdError::Corrupt);
         }
         let id = self.next_proposal_id();
-        let data = entry::encode(id, command)?;
+        let data = entry::encode_with(id, auth, command)?;
         let replication = &self.replication;
         let status = replication.raft.status();
         if status.is_learner {

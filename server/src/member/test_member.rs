@@ -151,8 +151,18 @@ fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestM
         leader_change_grace: Duration::from_secs(1),
         broken_stale_reads: false,
     };
+    // Tokens are assigned on the raft thread: they read the runtime's
+    // (paused) clock too.
+    machine
+        .auth()
+        .set_tokens(Arc::new(crate::auth::SimpleTokens::with_clock(
+            Duration::ZERO,
+            Arc::new(RuntimeClock(tokio::runtime::Handle::current())),
+        )));
     TestMember {
-        apis: Apis::builder(machine, IDENTITY, LIMITS, replication).build(),
+        apis: Apis::builder(machine, IDENTITY, LIMITS, replication)
+            .with_bcrypt_cost(crate::auth::password::MIN_COST)
+            .build(),
         raft,
         thread: Some(thread),
         _hold_clock: hold,

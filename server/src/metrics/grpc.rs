@@ -59,6 +59,23 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("etcdserverpb.Cluster", "MemberUpdate", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberList", Kind::Unary),
     ("etcdserverpb.Cluster", "MemberPromote", Kind::Unary),
+    ("etcdserverpb.Auth", "AuthEnable", Kind::Unary),
+    ("etcdserverpb.Auth", "AuthDisable", Kind::Unary),
+    ("etcdserverpb.Auth", "AuthStatus", Kind::Unary),
+    ("etcdserverpb.Auth", "Authenticate", Kind::Unary),
+    ("etcdserverpb.Auth", "UserAdd", Kind::Unary),
+    ("etcdserverpb.Auth", "UserGet", Kind::Unary),
+    ("etcdserverpb.Auth", "UserList", Kind::Unary),
+    ("etcdserverpb.Auth", "UserDelete", Kind::Unary),
+    ("etcdserverpb.Auth", "UserChangePassword", Kind::Unary),
+    ("etcdserverpb.Auth", "UserGrantRole", Kind::Unary),
+    ("etcdserverpb.Auth", "UserRevokeRole", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleAdd", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleGet", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleList", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleDelete", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleGrantPermission", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleRevokePermission", Kind::Unary),
     ("etcdserverpb.Maintenance", "Alarm", Kind::Unary),
     ("etcdserverpb.Maintenance", "Status", Kind::Unary),
     ("etcdserverpb.Maintenance", "Defragment", Kind::Unary),
@@ -76,6 +93,23 @@ pub const METHODS: &[(&str, &str, Kind)] = &[
     ("v3electionpb.Election", "Resign", Kind::Unary),
     ("grpc.health.v1.Health", "Check", Kind::Unary),
     ("grpc.health.v1.Health", "Watch", Kind::ServerStream),
+    ("etcdserverpb.Auth", "AuthEnable", Kind::Unary),
+    ("etcdserverpb.Auth", "AuthDisable", Kind::Unary),
+    ("etcdserverpb.Auth", "AuthStatus", Kind::Unary),
+    ("etcdserverpb.Auth", "Authenticate", Kind::Unary),
+    ("etcdserverpb.Auth", "UserAdd", Kind::Unary),
+    ("etcdserverpb.Auth", "UserGet", Kind::Unary),
+    ("etcdserverpb.Auth", "UserList", Kind::Unary),
+    ("etcdserverpb.Auth", "UserDelete", Kind::Unary),
+    ("etcdserverpb.Auth", "UserChangePassword", Kind::Unary),
+    ("etcdserverpb.Auth", "UserGrantRole", Kind::Unary),
+    ("etcdserverpb.Auth", "UserRevokeRole", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleAdd", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleGet", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleList", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleDelete", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleGrantPermission", Kind::Unary),
+    ("etcdserverpb.Auth", "RoleRevokePermission", Kind::Unary),
     ("cairnpb.Admin", "RotateDataKey", Kind::Unary),
 ];
 
@@ -381,8 +415,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{service}/{method} is not declared"));
             assert_eq!(found.2, *kind, "{service}/{method}");
         }
-        // Every service the client port registers has all its methods here
-        // (Auth is not served yet).
+        // Every service the client port registers has all its methods here.
         for (service, method, _) in &declared {
             let served = METHODS.iter().any(|(s, _, _)| s == service);
             if served {

@@ -89,6 +89,8 @@ pub struct ServerMetrics {
     has_leader: IntGauge,
     is_leader: IntGauge,
     is_learner: IntGauge,
+    /// etcd_debugging_auth_revision: the auth store's revision.
+    auth_revision: IntGauge,
     /// Gauges in etcd (set to raft's indexes), whatever their `_total`.
     committed: Gauge,
     applied: Gauge,
@@ -224,6 +226,11 @@ impl ServerMetrics {
                 "etcd_server_is_learner",
                 "Whether or not this member is a learner. 1 if is, 0 otherwise.",
             )?,
+            auth_revision: int_gauge(
+                r,
+                "etcd_debugging_auth_revision",
+                "The current revision of auth store.",
+            )?,
             committed: gauge(
                 r,
                 "etcd_server_proposals_committed_total",
@@ -272,6 +279,9 @@ impl ServerMetrics {
         self.is_learner.set(i64::from(status.is_learner));
         self.committed.set(status.commit as f64);
         self.applied.set(status.applied as f64);
+        let auth = apis.proposer().machine().auth().state().revision();
+        self.auth_revision
+            .set(i64::try_from(auth).unwrap_or(i64::MAX));
     }
 
     /// Records one `/livez` or `/readyz` check's result (etcd's

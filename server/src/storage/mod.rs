@@ -66,11 +66,15 @@ pub enum Cf {
     /// hard state, conf state, snapshot metadata, compaction point
     /// (see `crate::raft::storage`).
     Raft,
+    /// The auth store (users with their password hashes, roles, the enabled
+    /// flag and revision) as one record under one opaque key: sealed at
+    /// rest like user data, and no user or role name in a record key.
+    Auth,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (used when opening the engine).
-    pub const ALL: [Cf; 4] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Raft];
+    pub const ALL: [Cf; 5] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Raft, Cf::Auth];
 
     /// The column family's name on disk.
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::Lease => "lease",
             Cf::Raft => "raft",
+            Cf::Auth => "auth",
         }
     }
 }

@@ -54,7 +54,9 @@ impl Compactable for crate::member::KvApi {
             revision,
             physical: false,
         };
-        crate::member::KvApi::compact(self, req).await.map(|_| ())
+        crate::member::KvApi::compact(self, req, &crate::auth::Caller::Member)
+            .await
+            .map(|_| ())
     }
 }
 

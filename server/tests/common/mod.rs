@@ -30,6 +30,7 @@ pub async fn client(member: &Handle) -> Client {
         .await
         .expect("client connects")
 }
+pub mod auth;
 pub mod cluster;
 
 /// Polls `f` until it returns true, failing after `secs`.

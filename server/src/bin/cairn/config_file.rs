@@ -211,6 +211,39 @@ mod tests {
     }
 
     #[test]
+    fn auth_keys_are_taken() {
+        let flags =
+            flags_from_yaml("auth-token: simple\nauth-token-ttl: 60\nbcrypt-cost: 4\n").unwrap();
+        assert_eq!(flags.auth_token, "simple");
+        assert_eq!(flags.auth_token_ttl, 60);
+        assert_eq!(flags.bcrypt_cost, 4);
+        let config = flags.into_config().unwrap();
+        assert_eq!(config.auth_token_ttl, std::time::Duration::from_secs(60));
+        assert_eq!(config.bcrypt_cost, 4);
+        // Defaults: etcd's.
+        let flags = flags_from_yaml("").unwrap();
+        assert_eq!(
+            (
+                flags.auth_token.as_str(),
+                flags.auth_token_ttl,
+                flags.bcrypt_cost
+            ),
+            ("simple", 300, 10)
+        );
+        // JWT is refused until its provider is wired; an unknown kind too.
+        let err = flags_from_yaml("auth-token: jwt,sign-method=RS256\n")
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("--auth-token jwt"), "{err}");
+        let err = flags_from_yaml("auth-token: nope\n")
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid --auth-token"), "{err}");
+    }
+
+    #[test]
     fn an_empty_file_is_every_default() {
         for text in ["", "# nothing\n", "---\n"] {
             let flags = flags_from_yaml(text).unwrap();

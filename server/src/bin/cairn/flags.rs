@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cairn_server::auth::TokenKind;
 use cairn_server::defaults;
 use cairn_server::embed::{self, Config};
 
@@ -126,6 +127,18 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = defaults::MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// Specify auth token type and its options: 'simple' (etcd's simple
+    /// tokens) or 'jwt,pub-key=...,priv-key=...,sign-method=...'.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = defaults::AUTH_TOKEN)]
+    pub auth_token: String,
+    /// Time (in seconds) of the auth token's life after its last use
+    /// (simple tokens).
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = defaults::AUTH_TOKEN_TTL_SECS)]
+    pub auth_token_ttl: u64,
+    /// Specify bcrypt algorithm cost factor for auth password hashing
+    /// (4 to 31; anything else means the default, 10, as in etcd).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = defaults::BCRYPT_COST)]
+    pub bcrypt_cost: u32,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = defaults::MAX_TXN_OPS)]
     pub max_txn_ops: usize,
@@ -203,6 +216,14 @@ impl Flags {
             experimental_lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            auth_token: match TokenKind::parse(&self.auth_token).map_err(anyhow::Error::msg)? {
+                TokenKind::Jwt(_) => anyhow::bail!(
+                    "--auth-token jwt: JWT tokens are not supported yet (use --auth-token simple)"
+                ),
+                simple => simple,
+            },
+            auth_token_ttl: std::time::Duration::from_secs(self.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost,
             watch_progress_notify_interval: self.watch_progress_notify_interval,
             listen_peer_urls: self.listen_peer_urls,
             initial_cluster: self.initial_cluster,

@@ -1,15 +1,12 @@
 //! etcd flags that Cairn does not take yet, each with the reason, so that
 //! an etcd command line (kubeadm's static pod, a systemd unit) fails with an
 //! answer instead of clap's "unexpected argument", and a setting that
-//! matters (metrics, auth) is never dropped in silence: the same names as
+//! matters is never dropped in silence: the same names as
 //! `ETCD_*` variables stop the start too.
 
 /// (flag, why it is refused).
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("enable-pprof", PPROF),
-    ("auth-token", AUTH),
-    ("auth-token-ttl", AUTH),
-    ("bcrypt-cost", AUTH),
     ("discovery", DISCOVERY),
     ("discovery-srv", DISCOVERY),
     ("discovery-token", DISCOVERY),
@@ -19,7 +16,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 
 const PPROF: &str =
     "Cairn is not a Go program: it has no pprof endpoints (use /metrics, or perf on the process)";
-const AUTH: &str = "authentication is not supported yet; it arrives with Auth";
 const DISCOVERY: &str = "discovery is not supported: list the members with --initial-cluster";
 
 /// Why `flag` (a name without dashes) is refused, if it is one of etcd's

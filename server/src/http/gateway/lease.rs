@@ -36,8 +36,9 @@ async fn keep_alive(
         return error_response(&status);
     }
     let service = service(&apis);
+    let caller = super::caller(&apis, &headers);
     bidi::<LeaseKeepAliveRequest, LeaseKeepAliveResponse, _>(&apis, body, move |requests| {
-        service.keep_alives(requests)
+        service.keep_alives(requests, caller)
     })
     .await
 }

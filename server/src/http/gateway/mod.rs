@@ -11,8 +11,11 @@
 //! code. Streams (watch, keep-alive, snapshot, observe) are one JSON object
 //! per line, `{"result":...}`, read and written with bounded buffers.
 //!
-//! Auth (`/v3/auth/...`) is not served: Cairn has no Auth service yet.
+//! Auth (`/v3/auth/...`): the HTTP `Authorization` header is passed to the
+//! gRPC method as metadata `authorization` (etcd's gateway does the same),
+//! which the services read as the caller's token.
 
+mod auth;
 mod cluster;
 mod jsonpb;
 mod kv;
@@ -52,6 +55,7 @@ pub fn router() -> Router<Arc<Apis>> {
             .chain(cluster::routes())
             .chain(maintenance::routes())
             .chain(recipes::routes())
+            .chain(auth::routes())
         {
             router = router.route(&format!("{prefix}{path}"), route);
         }
@@ -236,6 +240,28 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Status> {
         .map_err(|_| Status::resource_exhausted("http: request body too large"))
 }
 
+/// `request` with the HTTP `Authorization` header as the gRPC metadata
+/// `authorization` (the caller's token), as etcd's gateway passes it.
+fn with_token<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> tonic::Request<T> {
+    let token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
+    request
+}
+
+/// The caller of a gateway stream (watch, keep-alive): its
+/// `Authorization` header, while auth is on.
+fn caller(apis: &Apis, headers: &HeaderMap) -> crate::auth::Caller {
+    crate::grpc::caller::of(
+        &with_token(tonic::Request::new(()), headers),
+        apis.proposer(),
+    )
+}
+
 /// etcd's `hasleader` check, asked for with the gateway's metadata header
 /// `Grpc-Metadata-Hasleader: true` (what `RequireLeader` checks for gRPC).
 fn require_leader(apis: &Apis, headers: &HeaderMap) -> Result<bool, Status> {
@@ -265,7 +291,7 @@ where
             Status::invalid_argument,
         )?;
         require_leader(apis, headers)?;
-        call(tonic::Request::new(request)).await
+        call(with_token(tonic::Request::new(request), headers)).await
     }
     .await;
     match result

@@ -322,7 +322,7 @@ where
             Status::invalid_argument,
         )?;
         super::require_leader(apis, headers)?;
-        call(tonic::Request::new(request)).await
+        call(super::with_token(tonic::Request::new(request), headers)).await
     }
     .await;
     match opened {

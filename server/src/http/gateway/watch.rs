@@ -31,8 +31,9 @@ async fn watch(
         Err(status) => return error_response(&status),
     };
     let service = WatchService::new(Arc::clone(apis.kv()), apis.watch_progress_interval());
+    let caller = super::caller(&apis, &headers);
     bidi::<WatchRequest, WatchResponse, _>(&apis, body, move |requests| {
-        service.open(requests, require_leader)
+        service.open(requests, require_leader, caller)
     })
     .await
 }

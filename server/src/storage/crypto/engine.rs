@@ -2,7 +2,7 @@
 //!
 //! Every value written to the column families that can hold user data
 //! (`kv`: MVCC records with their user keys and values; `lease`; `raft`: log
-//! entries carry whole requests) is sealed with AES-256-GCM
+//! entries carry whole requests; `auth`: users, password hashes, roles) is sealed with AES-256-GCM
 //! ([`super::key_ring`]) before it reaches the inner engine, with the column
 //! family and the record key as associated data; every value read is opened
 //! (and authenticated) on the way out. Record keys stay plain: they are
@@ -27,7 +27,7 @@ use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
 use crate::storage::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
 
 /// The column families whose values are sealed.
-pub const SEALED_CFS: [Cf; 3] = [Cf::Kv, Cf::Lease, Cf::Raft];
+pub const SEALED_CFS: [Cf; 4] = [Cf::Kv, Cf::Lease, Cf::Raft, Cf::Auth];
 
 /// `meta` key of the master key's fingerprint (a wrong key is refused).
 pub(super) const FINGERPRINT: &[u8] = b"enc/fingerprint";

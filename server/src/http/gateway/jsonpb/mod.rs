@@ -40,6 +40,16 @@ named!("etcdserverpb":
     StatusRequest, StatusResponse, DefragmentRequest, DefragmentResponse, HashRequest,
     HashResponse, SnapshotRequest, SnapshotResponse, MoveLeaderRequest, MoveLeaderResponse,
     DowngradeRequest, DowngradeResponse,
+    AuthEnableRequest, AuthEnableResponse, AuthDisableRequest, AuthDisableResponse,
+    AuthStatusRequest, AuthStatusResponse, AuthenticateRequest, AuthenticateResponse,
+    AuthUserAddRequest, AuthUserAddResponse, AuthUserGetRequest, AuthUserGetResponse,
+    AuthUserListRequest, AuthUserListResponse, AuthUserDeleteRequest, AuthUserDeleteResponse,
+    AuthUserChangePasswordRequest, AuthUserChangePasswordResponse, AuthUserGrantRoleRequest,
+    AuthUserGrantRoleResponse, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse,
+    AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleGetRequest, AuthRoleGetResponse,
+    AuthRoleListRequest, AuthRoleListResponse, AuthRoleDeleteRequest, AuthRoleDeleteResponse,
+    AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse,
+    AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse,
 );
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 named!("v3lockpb": LockRequest, LockResponse, UnlockRequest, UnlockResponse);
