@@ -156,8 +156,7 @@ fn expired_tampered_and_foreign_tokens_are_refused() {
     assert_eq!(jwt.info_at(&token, exp + 1), None, "expired");
 
     let parts: Vec<&str> = token.split('.').collect();
-    let forged_claims =
-        B64.encode(format!(r#"{{"exp":{exp},"revision":3,"username":"root"}}"#));
+    let forged_claims = B64.encode(format!(r#"{{"exp":{exp},"revision":3,"username":"root"}}"#));
     let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
     assert_eq!(jwt.info_at(&forged, NOW), None, "claims changed");
     let mut sig = B64.decode(parts[2]).unwrap();

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conn::Chan;
 use cairn_proto::etcdserverpb::{
     kv_client::KvClient, request_op::Request, CompactionRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
@@ -12,7 +11,7 @@ use cairn_proto::etcdserverpb::{
 
 use super::{closed_loop, index, outcome, Env};
 use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
-use crate::conn::{error_text, Conn};
+use crate::conn::{error_text, Chan, Conn};
 use crate::keys::{check_key_size, KeyGen};
 use crate::limiter::Limiter;
 use crate::progress::Progress;

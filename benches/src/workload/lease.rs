@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::conn::Chan;
 use cairn_proto::etcdserverpb::{
     lease_client::LeaseClient, LeaseGrantRequest, LeaseKeepAliveRequest,
 };
@@ -11,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{closed_loop, join_error, Env};
 use crate::cli::LeaseKeepaliveArgs;
-use crate::conn::error_text;
+use crate::conn::{error_text, Chan};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::Report;

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::{kv_client::KvClient, PutRequest};
 use tokio::task::JoinSet;
-use crate::conn::Chan;
 
 use super::{closed_loop, create_request, index, join_error, outcome, Env, WatchStream};
 use crate::cli::WatchArgs;
+use crate::conn::Chan;
 use crate::keys::{check_key_size, fresh_key};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
