@@ -19,7 +19,8 @@
 //!   connected.
 //!
 //! All three are refused before anything is applied, so a write is safe to
-//! send again. The call is retried once per failure of this kind; if the
+//! send again. A watch etcd cancels at creation with one of them as the
+//! reason is opened again the same way (clientv3's `shouldRetryWatch`). The call is retried once per failure of this kind; if the
 //! new token is refused too, that answer is returned.
 
 use std::sync::{PoisonError, RwLock};
@@ -97,16 +98,21 @@ impl Credentials {
 }
 
 /// True if `err` asks for a new token (see the module docs); a missing
-/// token counts only for a client that has credentials.
+/// token counts only for a client that has credentials. A watch refused
+/// for its token (etcd cancels it at creation with the error as the cancel
+/// reason) counts too, as in clientv3's `shouldRetryWatch`.
 pub(crate) fn should_refresh(err: &Error, has_credentials: bool) -> bool {
-    let Error::Status(status) = err else {
-        return false;
+    let (code, message) = match err {
+        Error::Status(status) => (Some(status.code()), status.message()),
+        Error::WatchCanceled(reason) => (None, reason.as_str()),
+        _ => return false,
     };
-    match (status.code(), status.message()) {
-        (tonic::Code::Unauthenticated, INVALID_TOKEN)
-        | (tonic::Code::InvalidArgument, OLD_REVISION)
-        | (tonic::Code::Unknown, OLD_REVISION_3_5_1) => true,
-        (tonic::Code::InvalidArgument, USER_EMPTY) => has_credentials,
+    let code_is = |want: tonic::Code| code.is_none_or(|code| code == want);
+    match message {
+        INVALID_TOKEN => code_is(tonic::Code::Unauthenticated),
+        OLD_REVISION => code_is(tonic::Code::InvalidArgument),
+        OLD_REVISION_3_5_1 => code_is(tonic::Code::Unknown),
+        USER_EMPTY => has_credentials && code_is(tonic::Code::InvalidArgument),
         _ => false,
     }
 }
@@ -240,6 +246,15 @@ mod tests {
                 Error::UnknownOutcome {
                     source: tonic::Status::unauthenticated(INVALID_TOKEN),
                 },
+                false,
+                false,
+            ),
+            // A watch canceled at creation, its reason the error.
+            (Error::WatchCanceled(INVALID_TOKEN.into()), true, true),
+            (Error::WatchCanceled(OLD_REVISION_3_5_1.into()), true, true),
+            (Error::WatchCanceled(USER_EMPTY.into()), true, false),
+            (
+                Error::WatchCanceled("etcdserver: permission denied".into()),
                 false,
                 false,
             ),
