@@ -333,3 +333,11 @@ fn etcd_tokens_verify() {
     }
     assert!(seen >= 5);
 }
+
+/// The server shares one provider between every connection's tasks.
+#[test]
+fn provider_is_shareable() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Jwt>();
+    shareable::<JwtError>();
+}
