@@ -305,6 +305,7 @@ case "${1:-}" in
         cargo build -p cairn-server --bin cairn --features jepsen-broken
         # cairn-certs: the certificates of the TLS comparison.
         cargo build -p cairn-tls --bin cairn-certs
+        # The etcdctl sessions, plain, TLS and auth (auth-session.sh).
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         # The JSON API: curl and etcd3gw against etcd 3.5.1 and Cairn.
@@ -334,6 +335,7 @@ case "${1:-}" in
         # cairn-certs: the certificates of the TLS comparison and of the
         # dev cluster's --tls run.
         cargo build -p cairn-tls --bin cairn-certs
+        # The etcdctl sessions, plain, TLS and auth (auth-session.sh).
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
         # The JSON API: curl and etcd3gw against etcd 3.5.1 and Cairn.

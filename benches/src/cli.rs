@@ -69,6 +69,9 @@ pub struct Global {
           require_equals = true, default_value_t = false,
           default_missing_value = "true", action = ArgAction::Set)]
     pub insecure_skip_tls_verify: bool,
+    /// Authenticate as this user: name:password (etcd's flag; no prompt).
+    #[arg(long, global = true, value_name = "NAME:PASSWORD", value_parser = crate::conn::parse_user)]
+    pub user: Option<crate::conn::UserPassword>,
 }
 
 impl Global {

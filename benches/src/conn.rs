@@ -8,20 +8,123 @@
 //! `https://` endpoint needs it, an endpoint without a scheme uses it when it
 //! is given, and an `http://` one never does. The TLS itself is
 //! `cairn_tls`'s connector, the one the server and the client use.
+//!
+//! `--user name:password` (etcd's flag; cairn-bench does not prompt for a
+//! missing password): each connection authenticates once when it connects
+//! and every call carries the token (gRPC metadata `token`, added by
+//! [`Chan`]'s interceptor). A call refused because the token expired or
+//! is out of date is sent again once with a new token, as etcd's clientv3
+//! under its benchmark does ([`Conn::renew_token`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
 use cairn_tls::client::{tonic_url, ClientTls, Connector};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
 
+/// A channel whose calls carry the connection's auth token, if it has one.
+pub type Chan = InterceptedService<Channel, TokenInterceptor>;
+
 /// One benchmark connection: a channel to every endpoint, used in turn.
 #[derive(Debug)]
 pub struct Conn {
+    /// One channel per endpoint.
     channels: Vec<Channel>,
+    /// The next channel's index (round-robin).
     next: AtomicUsize,
+    /// `--user`'s credentials and the token they got, if given.
+    auth: Option<Arc<Auth>>,
+}
+
+/// `--user name:password`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserPassword {
+    /// The user name.
+    pub user: String,
+    /// The password (never printed).
+    pub password: String,
+}
+
+impl std::fmt::Debug for UserPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:<password>", self.user)
+    }
+}
+
+/// Parses `--user`: etcd splits at the first colon. Without one etcd's
+/// benchmark prompts for the password; cairn-bench refuses.
+pub fn parse_user(text: &str) -> Result<UserPassword, String> {
+    match text.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok(UserPassword {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        _ => Err("expected name:password (cairn-bench does not prompt for a password)".into()),
+    }
+}
+
+/// A connection's credentials and current token.
+struct Auth {
+    /// Who to authenticate as.
+    credentials: UserPassword,
+    /// The token (`None` while the cluster has auth disabled); a std lock
+    /// held only to copy the value.
+    token: RwLock<Option<AsciiMetadataValue>>,
+    /// One renewal at a time: calls refused together share it.
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    /// The user only: neither the password nor the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("user", &self.credentials.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    fn token(&self) -> Option<AsciiMetadataValue> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Adds the connection's token to each call.
+#[derive(Debug, Clone)]
+pub struct TokenInterceptor(Option<Arc<Auth>>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = self.0.as_ref().and_then(|auth| auth.token()) {
+            request.metadata_mut().insert("token", token);
+        }
+        Ok(request)
+    }
+}
+
+/// True for the answers that ask for a new token (as named by
+/// [`error_text`]): clientv3's `shouldRefreshToken`, etcd 3.5.1's form of
+/// the old-revision refusal included.
+pub fn needs_new_token(error: &str) -> bool {
+    matches!(
+        error,
+        "etcdserver: invalid auth token"
+            | "etcdserver: revision of auth store is old"
+            | "etcdserver: user name is empty"
+            | "rpc error: code = Unknown desc = auth: revision in header is old"
+    )
 }
 
 /// `127.0.0.1:2379` -> `http://127.0.0.1:2379` (`https://` when `tls`); a
@@ -52,6 +155,7 @@ impl Conn {
         endpoints: &[String],
         dial_timeout: Duration,
         tls: Option<&ClientTls>,
+        user: Option<&UserPassword>,
     ) -> Result<Conn, Error> {
         if endpoints.is_empty() {
             return Err(Error::new("no endpoint given (--endpoints)"));
@@ -84,16 +188,90 @@ impl Conn {
                 .map_err(|e| Error::new(format!("dial error: {uri}: {}", with_sources(&e))))?;
             channels.push(channel);
         }
-        Ok(Conn {
+        let conn = Conn {
             channels,
             next: AtomicUsize::new(0),
-        })
+            auth: user.map(|credentials| {
+                Arc::new(Auth {
+                    credentials: credentials.clone(),
+                    token: RwLock::new(None),
+                    renewing: tokio::sync::Mutex::new(()),
+                })
+            }),
+        };
+        conn.authenticate().await?;
+        Ok(conn)
     }
 
     /// The channel for the next call (round-robin over the endpoints).
-    pub fn pick(&self) -> Channel {
+    pub fn pick(&self) -> Chan {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[i].clone()
+        InterceptedService::new(
+            self.channels[i].clone(),
+            TokenInterceptor(self.auth.clone()),
+        )
+    }
+
+    /// The token calls carry now (to hand to [`Conn::renew_token`]).
+    pub fn token(&self) -> Option<AsciiMetadataValue> {
+        self.auth.as_ref().and_then(|auth| auth.token())
+    }
+
+    /// Whether the connection has `--user` credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Authenticates again after a call sent with `stale` was refused,
+    /// unless another call already did.
+    pub async fn renew_token(&self, stale: Option<&AsciiMetadataValue>) -> Result<(), Error> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let _one_at_a_time = auth.renewing.lock().await;
+        if auth.token().as_ref() != stale {
+            return Ok(());
+        }
+        self.authenticate().await
+    }
+
+    /// `Auth.Authenticate` on the next endpoint; stores the token (none
+    /// while auth is disabled, as clientv3 accepts).
+    async fn authenticate(&self) -> Result<(), Error> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        let request = AuthenticateRequest {
+            name: auth.credentials.user.clone(),
+            password: auth.credentials.password.clone(),
+        };
+        let token = match AuthClient::new(self.channels[i].clone())
+            .authenticate(request)
+            .await
+        {
+            Ok(response) => {
+                let token = response.into_inner().token;
+                Some(AsciiMetadataValue::try_from(token.as_str()).map_err(|_| {
+                    Error::new("authenticate: the token is not valid gRPC metadata")
+                })?)
+            }
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message() == "etcdserver: authentication is not enabled" =>
+            {
+                None
+            }
+            Err(status) => {
+                return Err(Error::new(format!(
+                    "authenticate as {}: {}",
+                    auth.credentials.user,
+                    error_text(&status)
+                )))
+            }
+        };
+        *auth.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+        Ok(())
     }
 }
 
@@ -147,5 +325,41 @@ mod tests {
             error_text(&tonic::Status::deadline_exceeded("late")),
             "rpc error: code = DeadlineExceeded desc = late"
         );
+    }
+
+    #[test]
+    fn user_flag_and_token_refusals() {
+        let parsed = parse_user("alice:pa:ss").unwrap();
+        assert_eq!(
+            (parsed.user.as_str(), parsed.password.as_str()),
+            ("alice", "pa:ss")
+        );
+        assert_eq!(format!("{parsed:?}"), "alice:<password>");
+        assert_eq!(parse_user("alice:").unwrap().password, "");
+        assert!(parse_user("alice").is_err() && parse_user(":pw").is_err());
+        for (status, renew) in [
+            (
+                tonic::Status::unauthenticated("etcdserver: invalid auth token"),
+                true,
+            ),
+            (
+                tonic::Status::invalid_argument("etcdserver: revision of auth store is old"),
+                true,
+            ),
+            (
+                tonic::Status::unknown("auth: revision in header is old"),
+                true,
+            ),
+            (
+                tonic::Status::invalid_argument("etcdserver: user name is empty"),
+                true,
+            ),
+            (
+                tonic::Status::permission_denied("etcdserver: permission denied"),
+                false,
+            ),
+        ] {
+            assert_eq!(needs_new_token(&error_text(&status)), renew, "{status:?}");
+        }
     }
 }

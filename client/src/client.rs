@@ -60,6 +60,10 @@ pub struct Client {
     /// rather than shared, so one view of a client can require a leader
     /// (say, for a watch) while the rest of the program uses it plainly.
     require_leader: bool,
+    /// The user's credentials and token ([`Client::with_credentials`]),
+    /// shared by the clones made after they were given, so one renewal of
+    /// the token serves them all.
+    pub(crate) auth: Option<Arc<crate::auth::Credentials>>,
 }
 
 /// The state all clones of a [`Client`] share.
@@ -192,25 +196,30 @@ impl Client {
             uri: CUSTOM_CHANNEL.to_string(),
             channel,
         };
-        Self::build(vec![member], false)
+        Self::build(vec![member], false, None)
     }
 
     fn from_members(endpoints: Vec<Member>) -> Result<Client, Error> {
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint("no endpoint given".into()));
         }
-        Ok(Self::build(endpoints, false))
+        Ok(Self::build(endpoints, false, None))
     }
 
     /// A client over `endpoints`, which the caller has made sure is not
     /// empty, starting at the first.
-    fn build(endpoints: Vec<Member>, require_leader: bool) -> Client {
+    fn build(
+        endpoints: Vec<Member>,
+        require_leader: bool,
+        auth: Option<Arc<crate::auth::Credentials>>,
+    ) -> Client {
         Client {
             shared: Arc::new(Shared {
                 endpoints,
                 current: AtomicUsize::new(0),
             }),
             require_leader,
+            auth,
         }
     }
 
@@ -243,7 +252,8 @@ impl Client {
     /// A client that talks to endpoint `index` only, without failover, for
     /// the operations that are about one member (`status`, `hash_kv`,
     /// `defragment`, `snapshot`, `move_leader` on the leader). It shares this
-    /// client's connection to that member and its require-leader setting.
+    /// client's connection to that member, its require-leader setting and
+    /// its credentials.
     pub fn endpoint(&self, index: usize) -> Result<Client, Error> {
         let member = self
             .shared
@@ -257,7 +267,11 @@ impl Client {
             uri: member.uri.clone(),
             channel: member.channel.clone(),
         };
-        Ok(Self::build(vec![pinned], self.require_leader))
+        Ok(Self::build(
+            vec![pinned],
+            self.require_leader,
+            self.auth.clone(),
+        ))
     }
 
     /// The current endpoint's channel, to build raw tonic clients for other
@@ -288,9 +302,10 @@ impl Client {
     }
 
     /// Wraps a message into a request, with the require-leader metadata if
-    /// this client asks for it.
+    /// this client asks for it, and the auth token if it has one.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        crate::auth::add_token(&mut request, self.token());
         if self.require_leader {
             request.metadata_mut().insert(
                 REQUIRE_LEADER_KEY,
@@ -304,7 +319,9 @@ impl Client {
     /// endpoint, failing over per the retry policy (`retry::decide`): up to
     /// `retry::ROUNDS` rounds over all endpoints, with a backoff between
     /// rounds. Returns the first success, the first error that must not be
-    /// retried, or the last error once every attempt is used up.
+    /// retried, or the last error once every attempt is used up. A refused
+    /// auth token is renewed and the attempt made again, once per call
+    /// (see `auth.rs`), on the same endpoint.
     pub(crate) async fn run<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<T, Error>
     where
         F: FnMut(usize, Channel) -> Fut,
@@ -313,16 +330,23 @@ impl Client {
         let count = self.shared.endpoints.len();
         let total = count.saturating_mul(retry::ROUNDS as usize);
         let mut tried = 0usize;
+        let mut renewed = false;
         loop {
             if tried > 0 && tried.is_multiple_of(count) {
                 let round = u32::try_from(tried / count).unwrap_or(u32::MAX);
                 tokio::time::sleep(retry::backoff(round)).await;
             }
             let (index, channel) = self.current();
+            let token = self.token();
             let err = match attempt(index, channel).await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if !renewed && crate::auth::should_refresh(&err, self.auth.is_some()) {
+                renewed = true;
+                self.refresh_token(token.as_ref()).await?;
+                continue;
+            }
             let failure = retry::classify(&err);
             match retry::decide(kind, failure) {
                 Action::Return => return Err(err),

@@ -48,6 +48,15 @@
 //! requests and end watches (etcd's `WithRequireLeader`), so those fail over
 //! too instead of being served by a member cut off from the cluster.
 //!
+//! # Authentication
+//!
+//! [`Client::with_credentials`] authenticates as a user (etcdctl's
+//! `--user name:password`) and sends the token with every call; a token a
+//! member refuses (expired, made by another member, or older than the last
+//! change to users and roles) is renewed and the call sent again, once, as
+//! etcd's clientv3 does. Clients with a TLS client certificate need no
+//! credentials: the member takes the certificate's Common Name as the user.
+//!
 //! The client sets no deadline on calls (only a 2 s limit on connecting to
 //! a member); wrap a call in `tokio::time::timeout` to bound it, and treat a
 //! write that timed out like an [`Error::UnknownOutcome`].
@@ -88,6 +97,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod client;
 mod cluster;
 mod error;

@@ -36,6 +36,14 @@
 //! member's own address, which the control plane dials) and the client's
 //! (Common Name root). The proxy forwards bytes, so TLS passes through it
 //! and every fault applies to it as to plain traffic.
+//!
+//! # Auth
+//!
+//! With [`ClusterOptions::auth`], [`Cluster::start`] enables auth once a
+//! leader is elected (see [`crate::auth`]) and the control plane's clients
+//! authenticate as root; they are kept per member, so that a leader lookup
+//! every 100 ms does not cost an `Authenticate` (a password hash on the
+//! member) each time.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,6 +53,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_client::{Client, TlsOptions};
+
+use crate::auth::Credentials;
 use cairn_tls::pki::{write, write_issued, Ca, Leaf};
 use tokio::process::{Child, Command};
 
@@ -71,6 +81,8 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// Client and peer TLS with certificates of a CA made for the run.
     pub tls: bool,
+    /// Enable auth (user and role root) once the cluster has a leader.
+    pub auth: bool,
 }
 
 impl ClusterOptions {
@@ -86,6 +98,7 @@ impl ClusterOptions {
             broken_stale_reads: false,
             extra_args: Vec::new(),
             tls: false,
+            auth: false,
         }
     }
 }
@@ -193,6 +206,11 @@ pub struct Cluster {
     proxy: Proxy,
     /// In a TLS cluster.
     certs: Option<Certs>,
+    /// Root's credentials, once auth is enabled.
+    credentials: Option<Credentials>,
+    /// With auth: the control plane's authenticated client of each member
+    /// (see the module's docs), made on first use.
+    admins: std::sync::Mutex<BTreeMap<usize, Client>>,
 }
 
 /// A free port on `ip`, below Linux's ephemeral range (32768 and up).
@@ -315,14 +333,21 @@ impl Cluster {
             processes,
             proxy,
             certs,
+            credentials: None,
+            admins: std::sync::Mutex::new(BTreeMap::new()),
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i, false)?;
         }
-        cluster
+        let leader = cluster
             .wait_for_leader(Duration::from_secs(30))
             .await
             .context("the cluster did not elect a leader")?;
+        if cluster.options.auth {
+            let admin = cluster.admin(leader).await?;
+            let credentials = crate::auth::enable(&admin).await.context("enabling auth")?;
+            cluster.credentials = Some(credentials);
+        }
         Ok(cluster)
     }
 
@@ -344,6 +369,11 @@ impl Cluster {
     /// The certificates, in a TLS cluster.
     pub fn certs(&self) -> Option<&Certs> {
         self.certs.as_ref()
+    }
+
+    /// Root's credentials, in a cluster with auth.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
     }
 
     /// Client endpoints for a client living in `zone`: every member through
@@ -579,7 +609,8 @@ impl Cluster {
         self.spawn(i, true)
     }
 
-    /// A control-plane client of member `i` alone (direct, no faults).
+    /// A control-plane client of member `i` alone (direct, no faults);
+    /// with auth, authenticated as root (and kept for the next call).
     pub async fn admin(&self, i: usize) -> Result<Client> {
         let url = self
             .members
@@ -587,7 +618,21 @@ impl Cluster {
             .map(MemberSpec::admin_url)
             .ok_or_else(|| anyhow!("no member {i}"))?;
         let tls = self.certs.as_ref().map(|c| &c.client);
-        Ok(Client::connect_all_tls([url], tls).await?)
+        let client = Client::connect_all_tls([url], tls).await?;
+        let Some(credentials) = &self.credentials else {
+            return Ok(client);
+        };
+        let admins = || {
+            self.admins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(kept) = admins().get(&i) {
+            return Ok(kept.clone());
+        }
+        let client = credentials.apply(client).await?;
+        admins().insert(i, client.clone());
+        Ok(client)
     }
 
     /// The member that leads, asked directly of the running, unpaused

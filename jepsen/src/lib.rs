@@ -6,6 +6,8 @@
 //! * [`history`]: the records of a run (ops, watch events, fault windows) and
 //!   their JSON-lines form. Everything downstream reads only this.
 //! * [`rng`]: the seeded generator behind `--seed`.
+//! * [`auth`]: `--auth`: root user and role, `auth enable`, the clients'
+//!   credentials.
 //! * [`proxy`]: the user-space fault proxy every client and peer connection
 //!   goes through; it knows each connection's source and destination zone and
 //!   applies latency, partitions and slow links per link.
@@ -18,6 +20,7 @@
 //! * [`report`]: the verdict file and the HTML report.
 //! * [`run`]: one run, start to finish: the directory layout of its results.
 
+pub mod auth;
 pub mod checker;
 pub mod cluster;
 pub mod history;

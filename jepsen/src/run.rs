@@ -63,6 +63,9 @@ pub struct RunOptions {
     /// Client and peer TLS (certificates of a CA made for the run, in
     /// `cluster/certs`).
     pub tls: bool,
+    /// Auth on: root user and role made and auth enabled at the start,
+    /// every client authenticated as root.
+    pub auth: bool,
     /// For the report: the command line that repeats this run.
     pub command_line: String,
 }
@@ -85,6 +88,7 @@ impl RunOptions {
             think: Duration::from_millis(10),
             broken_stale_reads: false,
             tls: false,
+            auth: false,
             command_line: String::new(),
         }
     }
@@ -117,6 +121,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
     cluster_options.zones = opts.zones.clone();
     cluster_options.broken_stale_reads = opts.broken_stale_reads;
     cluster_options.tls = opts.tls;
+    cluster_options.auth = opts.auth;
     let cluster = Cluster::start(cluster_options, proxy, opts.seed).await?;
     let client_tls_options = cluster.certs().map(|c| c.client.clone());
     let client_tls = client_tls_options
@@ -124,6 +129,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
         .map(|o| ClientTls::new(o, &cairn_tls::Policy::default()))
         .transpose()
         .context("the clients' TLS")?;
+    let credentials = cluster.credentials().cloned();
 
     let members: Vec<MemberMeta> = cluster
         .members()
@@ -150,6 +156,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
         recorder: recorder.clone(),
         zones,
         tls: client_tls,
+        credentials: credentials.clone(),
         clients: opts.clients,
         op_timeout: opts.op_timeout,
         think: opts.think,
@@ -189,8 +196,13 @@ pub async fn run(opts: &RunOptions) -> Result<RunOutcome> {
     }
     if opts.workloads.contains(&Workload::Watch) {
         let tls = client_tls_options.as_ref();
-        if let Err(e) = workload::watch::reference(recorder.clone(), reference_endpoints, tls).await
-        {
+        let reference = workload::watch::reference(
+            recorder.clone(),
+            reference_endpoints,
+            tls,
+            credentials.as_ref(),
+        );
+        if let Err(e) = reference.await {
             tracing::error!(error = %e, "reference watch failed");
         }
     }

@@ -58,9 +58,9 @@ pub enum Error {
     /// The metrics could not be registered (a bug: their names are fixed).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// `--auth-token jwt,...`: not served yet.
-    #[error("--auth-token jwt: JWT tokens are not supported yet (use --auth-token simple)")]
-    UnsupportedAuthToken,
+    /// `--auth-token jwt,...` whose keys do not load.
+    #[error("--auth-token: {0}")]
+    AuthToken(String),
 }
 
 /// How long [`Handle::stop`] waits for clients to finish before it closes
@@ -231,11 +231,10 @@ pub async fn start(config: Config) -> Result<Handle, Error> {
 /// from the config).
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, Error> {
     crate::logging::lifecycle::configuring_listeners(&config);
-    // The JWT provider (auth/jwt.rs) is to plug in here; until then the
-    // flag is refused before anything is touched.
-    if let crate::auth::TokenKind::Jwt(_) = &config.auth_token {
-        return Err(Error::UnsupportedAuthToken);
-    }
+    // The token provider first: JWT key files that do not load stop the
+    // start before anything is touched.
+    let tokens = crate::auth::token::provider(&config.auth_token, config.auth_token_ttl)
+        .map_err(|e| Error::AuthToken(e.to_string()))?;
     // Bind first: a taken port should fail before the data directory is touched.
     let bound = listeners.bind_missing(&config).await?;
     // TLS of both sides: the member's own files and flags are checked here.
@@ -278,12 +277,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     };
     // The token provider: member-local state that applied entries change,
     // set before the first entry is applied (the raft thread starts below).
-    opened
-        .machine
-        .auth()
-        .set_tokens(Arc::new(crate::auth::SimpleTokens::new(
-            config.auth_token_ttl,
-        )));
+    opened.machine.auth().set_tokens(tokens);
     let (raft, raft_thread) = crate::raft::node::start(
         node_config,
         Arc::clone(&opened.log),

@@ -10,6 +10,7 @@
 #   options: --keep       keep raw and normalised transcripts + server logs; prints the directory
 #            --ctl 3.4|3.5  only that etcdctl version (default: both)
 #            --tls-only   only the TLS run (below)
+#            --auth-only  only the auth run (below); --no-auth: all but the auth run
 #
 # THE TLS RUN. Besides `host:port` and `http://host:port`, each etcdctl version
 # runs a shorter session (tls-session.sh: put, get, txn, del, member list,
@@ -20,6 +21,16 @@
 # server certificate valid for 127.0.0.1 and localhost, a client certificate
 # with Common Name root. The member's peer URL is given to both (plain http),
 # so that `member list` compares.
+#
+# THE AUTH RUN. Each etcdctl version also runs auth-session.sh (~120 commands:
+# `auth enable` and its preconditions, users and roles added, granted, listed,
+# revoked and deleted, read/write/readwrite permissions on a key, a range,
+# a prefix and from a key, alice's reads, writes, deletes and txns with and
+# without permission, wrong and changed passwords, `auth status` (3.5),
+# `auth disable`) against a plain, fresh etcd and Cairn over `host:port`.
+# It needs no normalisation of its own: etcdctl prints no token, and the auth
+# store's revision is deterministic. `bash tests/compat/auth-session.sh` runs
+# this comparison alone.
 #
 # Environment:
 #   CAIRN_BIN        Cairn server binary (default target/debug/cairn)
@@ -47,7 +58,8 @@
 #                                                                 entries (elections, membership), not only writes
 #   - `endpoint health` durations ("took = 1.2ms", JSON "took", TOOK column) -> <DURATION>
 #   - etcdctl's own client-side warning log lines (printed to stderr on RPC errors):
-#                  their "ts" timestamp and "target" (contains a Go pointer / random
+#                  their "ts" timestamp (a string; a number in `endpoint health`'s log) and
+#                  "target" (contains a Go pointer / random
 #                  client id)                                   -> <TS>, <TARGET>
 #                  (their "error" field, with the gRPC status code and message, is kept)
 #   - table layout: cells of `-w table` output are trimmed and border lines collapsed,
@@ -101,11 +113,14 @@ session="$here/session.sh"
 
 # The TLS run's certificates (see the header), one CA for both servers, and
 # a second CA that signed neither.
+# (Not made for the auth run alone, which needs no cairn-certs.)
 certs="$work/certs"
-find_cairn_certs
-"$certs_bin" "$certs" server=server,127.0.0.1,localhost client=root >/dev/null
-"$certs_bin" "$work/other-ca" >/dev/null
-endpoint_forms+=("https://")
+if [ "$auth_only" = 0 ]; then
+  find_cairn_certs
+  "$certs_bin" "$certs" server=server,127.0.0.1,localhost client=root >/dev/null
+  "$certs_bin" "$work/other-ca" >/dev/null
+fi
+endpoint_forms+=("https://" auth)
 server_tls=(--cert-file "$certs/server.pem" --key-file "$certs/server-key.pem"
   --client-cert-auth --trusted-ca-file "$certs/ca.pem")
 client_tls=(--cacert="$certs/ca.pem" --cert="$certs/client.pem" --key="$certs/client-key.pem")
@@ -150,6 +165,14 @@ wait_healthy_at() {
 # run_session CTL_VERSION TAG SERVER_KIND SCHEME -> writes $work/TAG.raw and $work/TAG.txt
 run_session() {
   local ver=$1 tag=$2 kind=$3 scheme=$4
+  if [ "$scheme" = auth ]; then
+    start_"$kind" "$tag" ""
+    log "running the auth session: etcdctl $ver against $kind at $endpoint"
+    run_script "$tag" "$here/auth-session.sh" ETCDCTL="$(ctl_for "$ver")" ENDPOINT="$endpoint"
+    stop_servers
+    normalise single "$endpoint" <"$work/$tag.raw" >"$work/$tag.txt"
+    return
+  fi
   "start_$kind" "$tag" "$scheme"
   log "running session: etcdctl $ver against $kind at $scheme$endpoint"
   if [ "$scheme" = "https://" ]; then

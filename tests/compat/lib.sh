@@ -4,20 +4,24 @@
 # the tools, and provides the server, port, normalisation and comparison helpers.
 # The caller then defines run_session (see compare_all) and calls compare_all.
 #
-# Options: --etcd-only, --keep, --ctl 3.4|3.5, --tls-only (see the callers'
-# headers; --help prints the caller's header).
+# Options: --etcd-only, --keep, --ctl 3.4|3.5, --tls-only, --auth-only,
+# --no-auth (see the callers' headers; --help prints the caller's header).
 
 compat_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 etcd_only=0
 keep=0
 tls_only=0
+auth_only=0
+no_auth=0
 ctls=(3.4 3.5)
 while [ $# -gt 0 ]; do
   case "$1" in
     --etcd-only) etcd_only=1 ;;
     --keep) keep=1 ;;
     --tls-only) tls_only=1 ;;
+    --auth-only) auth_only=1 ;;
+    --no-auth) no_auth=1 ;;
     --ctl) shift; ctls=("${1:?--ctl needs 3.4 or 3.5}") ;;
     --ctl=*) ctls=("${1#--ctl=}") ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -225,37 +229,46 @@ normalise() { python3 "$compat_dir/normalise.py" "$@"; }
 # compare_all : for each etcdctl version and each way of writing the endpoints
 # (`host:port`, and `http://host:port`, which etcdctl 3.4 sends on as the
 # HTTP/2 :authority of its maintenance calls; a caller with a TLS run adds
-# `https://` to endpoint_forms), `run_session VERSION TAG etcd SCHEME` and
-# `run_session VERSION TAG cairn SCHEME` (defined by the caller: they write the
+# `https://` to endpoint_forms, one with an auth run adds `auth`, a session
+# of its own over `host:port`), `run_session VERSION TAG etcd FORM` and
+# `run_session VERSION TAG cairn FORM` (defined by the caller: they write the
 # normalised transcript $work/TAG.txt, and may set compare_failed=1 for a
 # failure of their own), then diff the two. Exits 0 only if every pair is
-# identical. --tls-only keeps only the `https://` form.
+# identical. --tls-only keeps only the `https://` form, --auth-only only
+# `auth`, --no-auth all but `auth`.
 endpoint_forms=("" "http://")
 compare_failed=0
 compare_all() {
-  local ver scheme tag forms=("${endpoint_forms[@]}")
-  if [ "$tls_only" = 1 ]; then
+  local ver scheme tag label forms=("${endpoint_forms[@]}") only=
+  [ "$tls_only" = 0 ] || only="https://"
+  [ "$auth_only" = 0 ] || only="auth"
+  if [ -n "$only" ]; then
     case " ${endpoint_forms[*]} " in
-      *" https:// "*) forms=("https://") ;;
-      *) die "--tls-only: this comparison has no TLS run" ;;
+      *" $only "*) forms=("$only") ;;
+      *) die "--tls-only/--auth-only: this comparison has no such run" ;;
     esac
+  elif [ "$no_auth" = 1 ]; then
+    forms=()
+    for scheme in "${endpoint_forms[@]}"; do [ "$scheme" = auth ] || forms+=("$scheme"); done
   fi
   for ver in "${ctls[@]}"; do
     for scheme in "${forms[@]}"; do
       tag=$ver${scheme:+-${scheme%://}}
+      if [ "$scheme" = auth ]; then label="auth session"; else label="endpoints ${scheme}host:port"; fi
       run_session "$ver" "etcd-$tag" etcd "$scheme"
       if [ "$etcd_only" = 1 ]; then
         cat "$work/etcd-$tag.txt"
         continue
       fi
       run_session "$ver" "cairn-$tag" cairn "$scheme"
-      if diff -u --label "etcd (etcdctl $ver, endpoints ${scheme}host:port)" \
-        --label "cairn (etcdctl $ver, endpoints ${scheme}host:port)" \
+      if diff -u --label "etcd (etcdctl $ver, $label)" \
+        --label "cairn (etcdctl $ver, $label)" \
         "$work/etcd-$tag.txt" "$work/cairn-$tag.txt" >"$work/diff-$tag.txt"; then
-        log "etcdctl $ver, endpoints ${scheme}host:port: transcripts identical ($(grep -c '^\$ etcdctl' "$work/etcd-$tag.txt") commands)"
+        log "etcdctl $ver, $label: transcripts identical ($(grep -c '^\$ etcdctl' "$work/etcd-$tag.txt") commands)"
       else
         cat "$work/diff-$tag.txt"
-        log "etcdctl $ver, endpoints ${scheme}host:port: transcripts DIFFER (see diff above)"
+        first_difference "$work/etcd-$tag.txt" "$work/cairn-$tag.txt"
+        log "etcdctl $ver, $label: transcripts DIFFER (see diff above)"
         compare_failed=1
       fi
     done
@@ -264,4 +277,25 @@ compare_all() {
     if [ "$compare_failed" = 0 ]; then log "PASS"; else log "FAIL"; fi
   fi
   exit "$compare_failed"
+}
+
+# first_difference ETCD CAIRN : names the command (its number in the
+# transcript, and its line) whose output differs first, and the two lines.
+first_difference() {
+  python3 - "$1" "$2" <<'PY' >&2
+import sys
+a = open(sys.argv[1], encoding="utf-8", errors="replace").read().splitlines()
+b = open(sys.argv[2], encoding="utf-8", errors="replace").read().splitlines()
+n, command = 0, "(before the first command)"
+for i in range(max(len(a), len(b))):
+    x = a[i] if i < len(a) else "<end of transcript>"
+    y = b[i] if i < len(b) else "<end of transcript>"
+    if x.startswith("$ etcdctl") and x == y:
+        n, command = n + 1, x
+    if x != y:
+        print(f"compat: first difference at line {i + 1}, in command #{n}: {command}")
+        print(f"compat:   etcd:  {x}")
+        print(f"compat:   cairn: {y}")
+        break
+PY
 }

@@ -29,7 +29,8 @@ JSON_RULES = [  # JSON output (-w json) of get/put/del/txn/compaction/endpoint s
     ("dbSizeInUse", NUM, "<DB_SIZE>"),
     ("version", r"\"[^\"]*\"", "<VERSION>"),  # only the string form: kv versions are numbers
     ("took", r"\"[^\"]*\"", "<DURATION>"),
-    ("ts", r"\"[^\"]*\"", "<TS>"), ("target", r"\"[^\"]*\"", "<TARGET>"),  # etcdctl warn logs
+    # etcdctl's warn logs (the ts of `endpoint health`'s own client is a number)
+    ("ts", r"(?:\"[^\"]*\"|\d+(?:\.\d+)?)", "<TS>"), ("target", r"\"[^\"]*\"", "<TARGET>"),
 ]
 FIELDS_RULES = [  # -w fields output: `"Name" : value`
     ("ClusterID", NUM, "<CLUSTER_ID>"), ("MemberID", NUM, "<MEMBER_ID>"),

@@ -8,11 +8,10 @@ use cairn_proto::etcdserverpb::{
     kv_client::KvClient, request_op::Request, CompactionRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
 };
-use tonic::transport::Channel;
 
 use super::{closed_loop, index, outcome, Env};
 use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
-use crate::conn::{error_text, Conn};
+use crate::conn::{error_text, Chan, Conn};
 use crate::keys::{check_key_size, KeyGen};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
@@ -42,7 +41,7 @@ pub(crate) async fn put(env: &Env, a: &PutArgs) -> Result<Vec<Report>, Error> {
         };
         Ok((0, request))
     };
-    let call = |_client: usize, channel: Channel, request: PutRequest| async move {
+    let call = |_client: usize, channel: Chan, request: PutRequest| async move {
         outcome(KvClient::new(channel).put(request).await)
     };
 
@@ -112,7 +111,7 @@ pub(crate) async fn range(env: &Env, a: &RangeArgs) -> Result<Vec<Report>, Error
         ..RangeRequest::default()
     };
     let make = move |_| Ok((0, request.clone()));
-    let call = |_client: usize, channel: Channel, request: RangeRequest| async move {
+    let call = |_client: usize, channel: Chan, request: RangeRequest| async move {
         outcome(KvClient::new(channel).range(request).await)
     };
     let progress = Progress::start(a.total as u64);
@@ -140,7 +139,7 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     }
 }
 
-async fn txn(channel: Channel, request: TxnRequest) -> Result<(), String> {
+async fn txn(channel: Chan, request: TxnRequest) -> Result<(), String> {
     outcome(KvClient::new(channel).txn(request).await)
 }
 
@@ -166,7 +165,7 @@ pub(crate) async fn txn_put(env: &Env, a: &TxnPutArgs) -> Result<Vec<Report>, Er
         };
         Ok((0, request))
     };
-    let call = |_client: usize, channel: Channel, request: TxnRequest| txn(channel, request);
+    let call = |_client: usize, channel: Chan, request: TxnRequest| txn(channel, request);
     let progress = Progress::start(a.total as u64);
     let (took, by_kind) = closed_loop(
         env,
@@ -221,7 +220,7 @@ pub(crate) async fn txn_mixed(env: &Env, a: &TxnMixedArgs) -> Result<Vec<Report>
         };
         Ok((kind, request))
     };
-    let call = |_client: usize, channel: Channel, request: TxnRequest| txn(channel, request);
+    let call = |_client: usize, channel: Chan, request: TxnRequest| txn(channel, request);
     let progress = Progress::start(a.total as u64);
     let (took, by_kind) = closed_loop(
         env,

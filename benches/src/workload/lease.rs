@@ -7,11 +7,10 @@ use cairn_proto::etcdserverpb::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::{closed_loop, join_error, Env};
 use crate::cli::LeaseKeepaliveArgs;
-use crate::conn::error_text;
+use crate::conn::{error_text, Chan};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::Report;
@@ -55,7 +54,7 @@ pub(crate) async fn lease_keepalive(
     let leases = Arc::new(leases);
 
     let make = |_| Ok((0, ()));
-    let call = move |client: usize, channel: Channel, (): ()| {
+    let call = move |client: usize, channel: Chan, (): ()| {
         let id = leases.get(client).copied().unwrap_or(0);
         keep_alive_once(channel, id)
     };
@@ -67,7 +66,7 @@ pub(crate) async fn lease_keepalive(
 }
 
 /// One renewal on a stream of its own.
-async fn keep_alive_once(channel: Channel, id: i64) -> Result<(), String> {
+async fn keep_alive_once(channel: Chan, id: i64) -> Result<(), String> {
     let (requests, queue) = mpsc::channel(1);
     requests
         .send(LeaseKeepAliveRequest { id })

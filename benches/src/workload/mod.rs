@@ -11,6 +11,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cli::{Cli, Command, Global};
+use crate::conn::{client_tls, error_text, needs_new_token, Chan, Conn};
+use crate::limiter::Limiter;
+use crate::progress::Progress;
+use crate::report::{Clock, Recorder, Report, Stats};
+use crate::Error;
 use cairn_proto::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
     WatchResponse,
@@ -18,14 +24,6 @@ use cairn_proto::etcdserverpb::{
 use cairn_tls::client::ClientTls;
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
-
-use crate::cli::{Cli, Command, Global};
-use crate::conn::{client_tls, error_text, Conn};
-use crate::limiter::Limiter;
-use crate::progress::Progress;
-use crate::report::{Clock, Recorder, Report, Stats};
-use crate::Error;
 
 /// Runs the command line's workload.
 pub(crate) async fn run(cli: &Cli) -> Result<Vec<Report>, Error> {
@@ -64,7 +62,13 @@ impl Env {
         let mut conns = Vec::with_capacity(global.conns);
         for _ in 0..global.conns {
             conns.push(Arc::new(
-                Conn::connect(&global.endpoints, global.dial_timeout, tls.as_ref()).await?,
+                Conn::connect(
+                    &global.endpoints,
+                    global.dial_timeout,
+                    tls.as_ref(),
+                    global.user.as_ref(),
+                )
+                .await?,
             ));
         }
         Ok(Env {
@@ -93,6 +97,7 @@ impl Env {
                 &self.global.endpoints,
                 self.global.dial_timeout,
                 self.tls.as_ref(),
+                self.global.user.as_ref(),
             )
             .await?,
         ))
@@ -138,8 +143,10 @@ pub(crate) fn index(i: usize) -> i64 {
 /// (`make(i)` -> (report kind, request)) into a queue `--clients` deep;
 /// `--clients` tasks each take the next request, wait for the rate limit,
 /// send it on their connection (`call(client, channel, request)`), record
-/// its latency or error under its kind, and take the next. Returns the wall
-/// time and, per kind, every client's recorder.
+/// its latency or error under its kind, and take the next. A request refused
+/// for its auth token is sent again once with a new one (clientv3's retry;
+/// the latency recorded covers both). Returns the wall time and, per kind,
+/// every client's recorder.
 pub(crate) async fn closed_loop<Req, Make, Call, Fut>(
     env: &Env,
     total: usize,
@@ -150,9 +157,9 @@ pub(crate) async fn closed_loop<Req, Make, Call, Fut>(
     call: Call,
 ) -> Result<(Duration, Vec<Vec<Recorder>>), Error>
 where
-    Req: Send + 'static,
+    Req: Clone + Send + 'static,
     Make: FnMut(usize) -> Result<(usize, Req), Error> + Send + 'static,
-    Call: Fn(usize, Channel, Req) -> Fut + Send + Sync + 'static,
+    Call: Fn(usize, Chan, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let clients = env.clients();
@@ -187,7 +194,15 @@ where
                 };
                 limiter.wait().await;
                 let started = Instant::now();
-                let outcome = call(client, conn.pick(), request).await;
+                let token = conn.token();
+                let mut outcome = call(client, conn.pick(), request.clone()).await;
+                if let Err(error) = &outcome {
+                    let renew = needs_new_token(error)
+                        && (conn.has_credentials() || error != "etcdserver: user name is empty");
+                    if renew && conn.renew_token(token.as_ref()).await.is_ok() {
+                        outcome = call(client, conn.pick(), request).await;
+                    }
+                }
                 let ended = Instant::now();
                 if let Some(recorder) = recorders.get_mut(kind) {
                     recorder.record(started, ended, outcome);
@@ -240,7 +255,7 @@ impl WatchStream {
     /// request must be on its way before the call can return). `depth` is
     /// how many requests may wait to be sent.
     pub(crate) async fn open(
-        channel: Channel,
+        channel: Chan,
         first: WatchRequest,
         depth: usize,
     ) -> Result<WatchStream, Error> {

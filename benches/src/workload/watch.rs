@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::{kv_client::KvClient, PutRequest};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use super::{closed_loop, create_request, index, join_error, outcome, Env, WatchStream};
 use crate::cli::WatchArgs;
+use crate::conn::Chan;
 use crate::keys::{check_key_size, fresh_key};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
@@ -183,7 +183,7 @@ pub(crate) async fn watch(env: &Env, a: &WatchArgs) -> Result<Vec<Report>, Error
     let put_timeline = Arc::clone(&timeline);
     let keys = Arc::clone(&watched);
     let make = move |i: usize| Ok((0, (i, keys[i % keys.len()].clone())));
-    let call = move |_client: usize, channel: Channel, (seq, key): (usize, Vec<u8>)| {
+    let call = move |_client: usize, channel: Chan, (seq, key): (usize, Vec<u8>)| {
         put_timeline.mark(seq);
         let request = PutRequest {
             key,

@@ -89,16 +89,23 @@ struct Common {
     /// client certificates required by the members from clients and peers.
     #[arg(long)]
     tls: bool,
+    /// Auth on: user and role root made and `auth enable` at the start;
+    /// every client authenticates as root (user name and password).
+    #[arg(long)]
+    auth: bool,
 }
 
 impl Common {
     /// What the command line that repeats a run adds for these options.
-    fn flags(&self) -> &'static str {
+    fn flags(&self) -> String {
+        let mut flags = String::new();
         if self.tls {
-            " --tls"
-        } else {
-            ""
+            flags.push_str(" --tls");
         }
+        if self.auth {
+            flags.push_str(" --auth");
+        }
+        flags
     }
 }
 
@@ -178,6 +185,7 @@ fn options(common: &Common, seed: u64, command_line: String) -> Result<RunOption
         window: common.window,
     };
     o.tls = common.tls;
+    o.auth = common.auth;
     o.command_line = command_line;
     Ok(o)
 }

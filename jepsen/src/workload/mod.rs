@@ -24,6 +24,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use cairn_client::{Client, Error};
 use cairn_tls::client::{tonic_url, ClientTls, Connector};
+
+use crate::auth::Credentials;
 use tokio::sync::watch::Receiver;
 
 use crate::history::{Call, Op, Outcome, Record, Recorder, Ret};
@@ -96,6 +98,8 @@ pub struct Env {
     pub zones: Vec<(String, Vec<String>)>,
     /// The clients' TLS, for `https://` endpoints (a TLS cluster).
     pub tls: Option<ClientTls>,
+    /// Root's credentials, in a run with auth (`--auth`).
+    pub credentials: Option<Credentials>,
     /// Clients per workload.
     pub clients: usize,
     /// How long an op may take before it is recorded as unknown.
@@ -143,7 +147,21 @@ impl Env {
             channels.push((url.clone(), channel));
         }
         let client = Client::from_channels(channels)?.with_require_leader(true);
-        Ok((zone.clone(), client))
+        let Some(credentials) = &self.credentials else {
+            return Ok((zone.clone(), client));
+        };
+        // Authenticating needs a member that answers; under faults that
+        // may take a while (until the workloads stop).
+        loop {
+            match credentials.apply(client.clone()).await {
+                Ok(client) => return Ok((zone.clone(), client)),
+                Err(e) if self.stopped() => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "authenticating a client; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 
     /// Runs `client(env, rng, n)` for each of the `clients` clients at once,

@@ -252,13 +252,18 @@ fn convert(event: &cairn_client::proto::mvccpb::Event) -> Option<KvEvent> {
 
 /// The reference watch: after the workloads, every revision from the first
 /// still available up to the current one, recorded as watcher
-/// [`REFERENCE_WATCHER`]. `tls`: the clients' TLS, in a TLS cluster.
+/// [`REFERENCE_WATCHER`]. `tls`: the clients' TLS, in a TLS cluster;
+/// `credentials`: root's, in a run with auth.
 pub async fn reference(
     recorder: Recorder,
     endpoints: Vec<String>,
     tls: Option<&TlsOptions>,
+    credentials: Option<&crate::auth::Credentials>,
 ) -> Result<()> {
-    let client = Client::connect_all_tls(endpoints, tls).await?;
+    let mut client = Client::connect_all_tls(endpoints, tls).await?;
+    if let Some(credentials) = credentials {
+        client = credentials.apply(client).await?;
+    }
     let Some(target) = current_revision(&client, Duration::from_secs(30)).await else {
         anyhow::bail!("no member answers: no reference watch");
     };

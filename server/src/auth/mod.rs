@@ -8,6 +8,8 @@
 //!   the admin check (the root role).
 //! - [`perm`]: key-range permission intervals (read, write).
 //! - [`token`]: [`TokenProvider`] and etcd's simple tokens.
+//! - [`jwt`]: etcd's JWT tokens (`--auth-token jwt,...`) and the parsing
+//!   of `--auth-token`.
 //! - [`password`]: bcrypt, rate-limited, off the async threads.
 //!
 //! Who calls: gRPC metadata `token` (or `authorization`, as etcd's gateway
@@ -28,6 +30,7 @@
 //! at that later moment.
 
 pub mod check;
+pub mod jwt;
 pub mod password;
 pub mod perm;
 pub mod state;
@@ -80,23 +83,18 @@ pub enum TokenKind {
     /// etcd's simple tokens (the default).
     #[default]
     Simple,
-    /// JWT, with etcd's options (`jwt,pub-key=...,priv-key=...,sign-method=...`):
-    /// the JWT provider (`auth/jwt.rs`) plugs in here through
-    /// [`TokenProvider`]; until then the binary refuses the flag.
-    Jwt(String),
+    /// JWT, with etcd's options (`jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...`;
+    /// the key files are read when the member starts).
+    Jwt(jwt::JwtOptions),
 }
 
 impl TokenKind {
     /// Reads `--auth-token` as etcd does: the type before the first comma,
-    /// then `key=value` options.
+    /// then `key=value` options ([`jwt::parse_spec`]).
     pub fn parse(value: &str) -> Result<Self, String> {
-        let kind = value.split(',').next().unwrap_or_default();
-        match kind {
-            "simple" => Ok(TokenKind::Simple),
-            "jwt" => Ok(TokenKind::Jwt(value.to_string())),
-            other => Err(format!(
-                "invalid --auth-token {other:?}: expected \"simple\" or \"jwt,...\" (auth: invalid auth options)"
-            )),
+        match jwt::parse_spec(value).map_err(|e| e.to_string())? {
+            jwt::TokenSpec::Simple => Ok(TokenKind::Simple),
+            jwt::TokenSpec::Jwt(options) => Ok(TokenKind::Jwt(options)),
         }
     }
 }

@@ -216,12 +216,8 @@ impl Flags {
             experimental_lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
-            auth_token: match TokenKind::parse(&self.auth_token).map_err(anyhow::Error::msg)? {
-                TokenKind::Jwt(_) => anyhow::bail!(
-                    "--auth-token jwt: JWT tokens are not supported yet (use --auth-token simple)"
-                ),
-                simple => simple,
-            },
+            auth_token: TokenKind::parse(&self.auth_token)
+                .map_err(|e| anyhow::anyhow!("--auth-token: {e}"))?,
             auth_token_ttl: std::time::Duration::from_secs(self.auth_token_ttl),
             bcrypt_cost: self.bcrypt_cost,
             watch_progress_notify_interval: self.watch_progress_notify_interval,
