@@ -152,6 +152,10 @@ pub enum EtcdError {
     /// Authenticate with an unknown user or a wrong password.
     #[error("etcdserver: authentication failed, invalid user ID or password")]
     AuthFailed,
+    /// Authenticate of a user added with `no_password` (etcd's
+    /// ErrNoPasswordUser, which has no gRPC mapping: code Unknown).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     /// RoleGrantPermission without a permission.
     #[error("etcdserver: permission not given")]
     PermissionNotGiven,

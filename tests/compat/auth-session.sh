@@ -123,8 +123,10 @@ run del foo/ --prefix --prev-kv "${alice[@]}"           # rev 11
 run put foo/c v-c "${alice[@]}"                         # rev 12
 run get bar --user=alice --password=alice-pw
 run endpoint health "${alice[@]}"                       # denied read of "health" still counts as healthy
-run compaction 2 "${alice[@]}"                          # any user may compact
-run compaction 2 "${root[@]}"                           # compacted already
+# Compaction by a user without the root role is not compared: etcd 3.5.1
+# lets any user compact; Cairn asks for the root role, as its Auth issue
+# does (a difference kept on purpose: README, "Auth").
+run compaction 2 "${root[@]}"
 
 section "transactions mixing permitted and denied keys"
 txn "${alice[@]}" <<'TXN'

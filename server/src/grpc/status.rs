@@ -32,7 +32,7 @@ fn code(e: &EtcdError) -> Code {
         | EtcdError::InvalidDowngradeTargetVersion => Code::InvalidArgument,
         EtcdError::DowngradeInProcess | EtcdError::NoInflightDowngrade => Code::FailedPrecondition,
         // etcd has no mapping for it: grpc-go's default, Unknown.
-        EtcdError::UnknownMethod => Code::Unknown,
+        EtcdError::UnknownMethod | EtcdError::NoPasswordUser => Code::Unknown,
         EtcdError::MemberNotFound => Code::NotFound,
         EtcdError::TooManyRequests => Code::ResourceExhausted,
         EtcdError::NoLeader
@@ -364,6 +364,11 @@ mod tests {
                 EtcdError::AuthFailed,
                 Code::InvalidArgument,
                 "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                EtcdError::NoPasswordUser,
+                Code::Unknown,
+                "auth: authentication failed, password was given for no password user",
             ),
             (
                 EtcdError::PermissionNotGiven,

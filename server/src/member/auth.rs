@@ -139,9 +139,10 @@ impl AuthApi {
                 return Err(EtcdError::AuthNotEnabled);
             }
             let hash = match checked.user(&req.name) {
-                Some(user) if !no_password(user) => user.password.clone(),
-                _ => {
-                    tracing::warn!(user = %req.name, "invalid authentication was requested: no such user, or no password");
+                Some(user) if no_password(user) => return Err(EtcdError::NoPasswordUser),
+                Some(user) => user.password.clone(),
+                None => {
+                    tracing::warn!(user = %req.name, "invalid authentication was requested: no such user");
                     return Err(EtcdError::AuthFailed);
                 }
             };
