@@ -163,7 +163,6 @@ async fn a_short_tls_run_under_kills_and_membership_changes_is_valid() -> TestRe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's Auth service (issue 18); run with --ignored once it is merged"]
 async fn a_short_auth_run_under_kills_is_valid() -> TestResult {
     // Auth enabled at the start through the Auth API (it fails if a
     // member refuses any step); every client authenticates as root, and a
