@@ -140,6 +140,74 @@ async fn client_cert_auth_requires_a_certificate_of_the_trusted_ca() {
     member.stop().await.unwrap();
 }
 
+/// With `--client-cert-auth` and auth enabled, a request without a token
+/// acts as its certificate's Common Name (etcd's rule).
+#[tokio::test]
+async fn with_client_cert_auth_the_common_name_is_the_user() {
+    use cairn_proto::etcdserverpb::auth_client::AuthClient;
+    use cairn_proto::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut pki = Pki::new("ca");
+    let server = pki.issue("server", "server");
+    let root = pki.issue("root", "root");
+    let alice = pki.issue("alice", "alice");
+    let ca = pki.ca_file();
+    let member = embed::start(tls_config(dir.path(), &server, |c| {
+        c.tls.client.client_cert_auth = true;
+        c.tls.client.trusted_ca_file = Some(ca);
+        c.bcrypt_cost = 4;
+    }))
+    .await
+    .unwrap();
+    let url = member.client_urls()[0].clone();
+    let as_root = Client::connect_all_tls([url.clone()], Some(&pki.client_options(Some(&root))))
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(as_root.channel());
+    for name in ["root", "alice"] {
+        auth.user_add(AuthUserAddRequest {
+            name: name.into(),
+            password: format!("{name}-pw"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    // root, by its certificate alone: keys and the admin calls.
+    put_get(&as_root, "k").await.unwrap();
+    auth.user_add(AuthUserAddRequest {
+        name: "bob".into(),
+        password: "bob-pw".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // alice, by hers: a user with no permission.
+    let as_alice = Client::connect_all_tls([url], Some(&pki.client_options(Some(&alice))))
+        .await
+        .unwrap();
+    let refused = as_alice.get(Get::key("k")).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    let refused = AuthClient::new(as_alice.channel())
+        .auth_enable(AuthEnableRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: permission denied");
+    member.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_members_own_bad_tls_files_and_flags_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
