@@ -327,9 +327,9 @@ async fn one_member_through_the_whole_flow() {
     member.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_share_users_tokens_and_revocations() {
-    let mut cluster = Cluster::start(3, cheap_bcrypt).await;
+/// A connection to each of the three members, and root's (auth enabled
+/// through member 0) once bob holds role `k` (read-write on key `k`).
+async fn root_and_bob(cluster: &Cluster) -> ([Conn; 3], Conn) {
     cluster.wait_started().await;
     let conns = [
         Conn::to(&cluster.url(0)).await,
@@ -341,6 +341,13 @@ async fn three_members_share_users_tokens_and_revocations() {
     root.role_add("k").await.unwrap();
     root.grant("k", "k", "").await.unwrap();
     root.grant_role("bob", "k").await.unwrap();
+    (conns, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_share_users_tokens_and_revocations() {
+    let mut cluster = Cluster::start(3, cheap_bcrypt).await;
+    let (conns, root) = root_and_bob(&cluster).await;
     root.put("k", "v").await.unwrap();
 
     // Added through member 0, authenticated on member 1 (its Authenticate
@@ -385,17 +392,7 @@ async fn jwt_tokens_are_valid_on_every_member_and_carry_their_revision() {
         c.auth_token = kind.clone();
     })
     .await;
-    cluster.wait_started().await;
-    let conns = [
-        Conn::to(&cluster.url(0)).await,
-        Conn::to(&cluster.url(1)).await,
-        Conn::to(&cluster.url(2)).await,
-    ];
-    let root = set_up_root(&conns[0]).await;
-    root.user_add("bob", "bobpw").await.unwrap();
-    root.role_add("k").await.unwrap();
-    root.grant("k", "k", "").await.unwrap();
-    root.grant_role("bob", "k").await.unwrap();
+    let (conns, root) = root_and_bob(&cluster).await;
     // root's token is from before those changes: its revision is old for
     // a key request (admin calls do not check it, as etcd's); a new one
     // serves.
