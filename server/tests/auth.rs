@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -433,20 +433,6 @@ async fn jwt_tokens_are_valid_on_every_member_and_carry_their_revision() {
     cluster.stop_all().await;
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_auth_state_and_none_of_it_is_on_disk_in_plain_text() {
     const USER: &str = "CAIRNUSERCANARY";
@@ -476,7 +462,7 @@ async fn a_restart_keeps_the_auth_state_and_none_of_it_is_on_disk_in_plain_text(
         b"$2b$04$",
         b"JDJiJDA0J",
     ];
-    let scanned = files(&config.data_dir);
+    let scanned = common::files(&config.data_dir);
     assert!(scanned.len() > 3, "{scanned:?}");
     for file in scanned {
         let bytes = std::fs::read(&file).unwrap();

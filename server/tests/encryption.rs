@@ -25,24 +25,10 @@ const CANARIES: [&[u8]; 3] = [
 /// A value shaped like a Kubernetes Secret as kube-apiserver stores it.
 const SECRET: &str = r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"canary-db-credentials","namespace":"default"},"data":{"password":"Q0FJUk4tQ0FOQVJZLVZBTFVF"},"type":"Opaque"}"#;
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// (file, canary) for every canary found in a file under `dir`.
 fn scan_for_canaries(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut hits = Vec::new();
-    for file in files(dir) {
+    for file in common::files(dir) {
         let bytes = std::fs::read(&file).unwrap();
         for canary in CANARIES {
             if bytes.windows(canary.len()).any(|w| w == canary) {
@@ -83,7 +69,7 @@ async fn no_plaintext_under_the_data_directory_or_in_a_saved_snapshot() {
 
     // Every file: RocksDB's WAL, SST, MANIFEST, OPTIONS, LOG (and the raft
     // log, which lives in the same RocksDB), plus the saved snapshot.
-    let scanned = files(&config.data_dir);
+    let scanned = common::files(&config.data_dir);
     let names: Vec<String> = scanned
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

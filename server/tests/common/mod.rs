@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cairn_client::Client;
 use cairn_server::embed::{self, Config, Handle};
@@ -140,4 +140,19 @@ pub async fn sigterm_and_wait(mut child: std::process::Child) {
         assert!(Instant::now() < deadline, "cairn did not stop on SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every file under `dir`, recursively (the plaintext scans of encryption
+/// and auth).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
