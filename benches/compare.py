@@ -42,13 +42,17 @@ NUM_FIELDS = ["total", "errors", "total_secs", "slowest_ms", "fastest_ms",
 TABLE_BEGIN = "<!-- compare.sh:table:begin -->"
 TABLE_END = "<!-- compare.sh:table:end -->"
 COLORS = {"etcd-3.5": "#4e79a7", "etcd-3.4": "#9dbbd9", "cairn": "#e8762b",
-          "etcd-3.5-tls": "#27466b", "cairn-tls": "#a34a0c"}
+          "etcd-3.5-tls": "#27466b", "cairn-tls": "#a34a0c", "cairn-plaintext": "#f5b98a"}
 TLS_SUFFIX = "-tls"
+# Cairn's benchmark-only build that seals nothing: measured beside Cairn for the
+# cost of encryption, never compared with etcd in the main table
+PLAINTEXT = "cairn-plaintext"
 
 
 def split_tls(kinds):
-    """(plain kinds, TLS kinds), each in their order."""
-    return ([k for k in kinds if not k["id"].endswith(TLS_SUFFIX)],
+    """(plain kinds, TLS kinds), each in their order; the plaintext build is in
+    neither (see encryption_tables)."""
+    return ([k for k in kinds if not k["id"].endswith(TLS_SUFFIX) and k["id"] != PLAINTEXT],
             [k for k in kinds if k["id"].endswith(TLS_SUFFIX)])
 
 
@@ -162,9 +166,11 @@ def load(d):
     """machine, workloads, kinds, runs: runs[(kind, workload)] is the list of
     that workload's runs, one per round."""
     machine = dict((r[0], r[1] if len(r) > 1 else "") for r in read_tsv(os.path.join(d, "machine.tsv")))
+    # "source": the run a row reads (another row's, for a run with several reports)
     workloads = [{"name": r[0], "desc": r[1], "cmd": r[2] if len(r) > 2 else "",
                   "workload": r[3] if len(r) > 3 else None,
-                  "fixed_rate": len(r) > 4 and r[4] == "fixed-rate"}
+                  "fixed_rate": len(r) > 4 and r[4] == "fixed-rate",
+                  "source": r[5] if len(r) > 5 and r[5] else r[0]}
                  for r in read_tsv(os.path.join(d, "workloads.tsv"))]
     kinds = [{"id": r[0], "label": r[1], "bin": r[2], "version": r[3] if len(r) > 3 else ""}
              for r in read_tsv(os.path.join(d, "kinds.tsv"))]
@@ -179,7 +185,7 @@ def load(d):
                 with open(sp, encoding="utf-8") as f:
                     k["startups"].append(json.load(f))
         for w in workloads:
-            runs[(k["id"], w["name"])] = [load_round(os.path.join(rd, w["name"]), w["workload"])
+            runs[(k["id"], w["name"])] = [load_round(os.path.join(rd, w["source"]), w["workload"])
                                           for rd in rdirs]
     return machine, workloads, kinds, runs
 
@@ -350,7 +356,7 @@ def build_rows(workloads, kinds, runs):
 # tables
 
 SHORT = {"etcd-3.5": "etcd 3.5", "etcd-3.4": "etcd 3.4", "cairn": "Cairn",
-         "etcd-3.5-tls": "etcd 3.5 TLS", "cairn-tls": "Cairn TLS"}
+         "etcd-3.5-tls": "etcd 3.5 TLS", "cairn-tls": "Cairn TLS", PLAINTEXT: "Cairn plaintext"}
 GROUPS = (("requests/s", "rps", fmt_rps, "ratio_rps", "req/s"),
           ("p99 latency, ms", "p99_ms", fmt_ms, "ratio_p99", "p99 ms"),
           ("peak RSS, MiB", "rss_mib", fmt_mib, "ratio_rss", "RSS MiB"))
@@ -398,20 +404,21 @@ def fmt_change(tls, plain):
 
 
 def cost_cells(rows, servers, md):
-    """(groups, header, body) of the cost of TLS: for each server (plain kind
-    id, TLS kind id, short name), req/s and p99 without and with TLS and the
-    change (in parentheses: the throughput of a fixed-rate workload)."""
+    """(groups, header, body) of the cost of a feature (TLS, encryption): for
+    each server (kind id without it, kind id with it, name without, name
+    with), req/s and p99 without and with it and the change (in parentheses:
+    the throughput of a fixed-rate workload)."""
     header, groups = ["workload"], []
     for title, key, _, rk, short in GROUPS[:2]:
         groups.append((title, len(header), 3 * len(servers)))
-        for _, _, name in servers:
+        for _, _, name, name_with in servers:
             prefix = short + " " if md else ""
-            header += [prefix + name, prefix + name + " TLS", "change"]
+            header += [prefix + name, prefix + name_with, "change"]
     body = []
     for r in rows:
         line = [r["label"]]
         for _, key, fmt, rk, _ in GROUPS[:2]:
-            for plain, tls, _ in servers:
+            for plain, tls, _, _ in servers:
                 a, b = r["kinds"][plain], r["kinds"][tls]
                 change = fmt_change(b[key], a[key]) if not (a["problem"] or b["problem"]) else "—"
                 if change != "—" and not judged(r, rk):
@@ -636,7 +643,8 @@ def tls_tables(workloads, kinds, runs):
     _, header_md, body_md = table_cells(rows, tls, base, subj, workloads, runs, md=True)
     all_rows, _, _ = build_rows(workloads, kinds, runs)
     plain_ids = {k["id"] for k in plain}
-    servers = [(k["id"][:-len(TLS_SUFFIX)], k["id"], SHORT.get(k["id"][:-len(TLS_SUFFIX)], k["id"]))
+    servers = [(k["id"][:-len(TLS_SUFFIX)], k["id"], SHORT.get(k["id"][:-len(TLS_SUFFIX)], k["id"]),
+                SHORT.get(k["id"][:-len(TLS_SUFFIX)], k["id"]) + " TLS")
                for k in tls if k["id"][:-len(TLS_SUFFIX)] in plain_ids]
     cgroups, cheader, cbody = cost_cells(all_rows, servers, md=False)
     _, cheader_md, cbody_md = cost_cells(all_rows, servers, md=True)
@@ -654,6 +662,85 @@ def tls_tables(workloads, kinds, runs):
     return txt, md
 
 
+def encryption_tables(workloads, kinds, runs):
+    """The text and markdown lines of the cost of encryption at rest (none
+    without the plaintext build): Cairn as it ships against its plaintext
+    build, on every workload."""
+    ids = {k["id"] for k in kinds}
+    if PLAINTEXT not in ids or "cairn" not in ids:
+        return [], []
+    rows, _, _ = build_rows(workloads, kinds, runs)
+    servers = [(PLAINTEXT, "cairn", "plaintext", "sealed")]
+    groups, header, body = cost_cells(rows, servers, md=False)
+    _, header_md, body_md = cost_cells(rows, servers, md=True)
+    txt = ["", "The cost of encryption at rest: Cairn as it ships (every record sealed) against its",
+           "benchmark-only plaintext build (--features bench-plaintext), same commit:",
+           "", text_table(groups, header, body)]
+    md = ["", "The cost of encryption at rest: Cairn as it ships (every record sealed with AES-256-GCM) "
+          "against its benchmark-only plaintext build (`--features bench-plaintext`, same commit; a "
+          "negative change of req/s and a positive change of p99 are the cost of sealing):",
+          "", md_table(header_md, body_md)]
+    return txt, md
+
+
+SCALE_FIGURES = (
+    # (key, label, format, better: "high" / "low")
+    ("load_rate", "load: puts/s ({keys} keys, then {over} random overwrites; 1,000 clients)", "{:,.0f}", "high"),
+    ("restart_s_1", "restart after kill -9 right after the load, to a linearizable read (s)", "{:.2f}", "low"),
+    ("restart_s_2", "restart after kill -9 at rest (s)", "{:.2f}", "low"),
+    ("rss_loaded_mib", "RSS after the load (MiB)", "{:,.0f}", "low"),
+    ("rss_restarted_mib", "RSS once restarted (MiB)", "{:,.0f}", "low"),
+    ("data_mib", "data directory at rest (MiB)", "{:,.0f}", "low"),
+    ("put_rps_small", "put, random keys, with {small} keys in the store (req/s)", "{:,.0f}", "high"),
+    ("put_rps_all", "put, random keys, with {keys} keys (req/s)", "{:,.0f}", "high"),
+    ("put_flat", "put: rate with {keys} keys / rate with {small}", "{:.2f}", "high"),
+    ("range_rps_small", "linearizable range, random key, {small} keys (req/s)", "{:,.0f}", "high"),
+    ("range_rps_all", "linearizable range, random key, {keys} keys (req/s)", "{:,.0f}", "high"),
+    ("range_flat", "range: rate with {keys} keys / rate with {small}", "{:.2f}", "high"),
+)
+
+
+def scale_tables(d):
+    """The text and markdown lines of benches/restart.sh's figures in d/scale
+    (none without them): etcd 3.5.1 and Cairn, single members, with the
+    ratio (>= 1.00: Cairn at least as good)."""
+    path = os.path.join(d, "scale", "scale.tsv")
+    figs = {}
+    for r in read_tsv(path):
+        if len(r) >= 3:
+            try:
+                figs.setdefault(r[0], {})[r[1]] = float(r[2])
+            except ValueError:
+                figs.setdefault(r[0], {})[r[1]] = None
+    if not figs:
+        return [], []
+    for f in figs.values():
+        if f.get("load_s") and f.get("load_puts"):
+            f["load_rate"] = f["load_puts"] / f["load_s"]
+        for what in ("put", "range"):
+            a, b = f.get(f"{what}_rps_all"), f.get(f"{what}_rps_small")
+            f[f"{what}_flat"] = a / b if a and b else None
+    any_f = next(iter(figs.values()))
+    keys = int(any_f.get("keys") or 0)
+    names = {"keys": f"{keys:,}", "over": f"{keys // 10:,}", "small": f"{int(any_f.get('small_keys') or 0):,}"}
+    header = ["figure", "etcd 3.5.1", "Cairn", "ratio"]
+    body = []
+    for key, label, fmt, better in SCALE_FIGURES:
+        e, c = figs.get("etcd", {}).get(key), figs.get("cairn", {}).get(key)
+        if e is None and c is None:
+            continue
+        r = (c / e if better == "high" else e / c) if e and c else None
+        body.append([label.format(**names), fmt.format(e) if e is not None else "—",
+                     fmt.format(c) if c is not None else "—", "—" if r is None else f"{r:.2f}"])
+    behind = [b[0] for b in body if b[3] != "—" and float(b[3]) < 1.0]
+    intro = (f"At scale: a single member of each server, loaded with {names['keys']} keys (256-byte "
+             "values) by benches/restart.sh (see its header); ratio >= 1.00: Cairn at least as good")
+    txt = ["", intro + ":", "", text_table([("etcd 3.5.1 vs Cairn", 1, 3)], header, body)]
+    md = ["", intro + ":", "", md_table(header, body), "",
+          "Where Cairn is behind at scale: " + ("; ".join(behind) if behind else "nowhere") + "."]
+    return txt, md
+
+
 def cmd_report(d, publish_md=None, publish_svg=None):
     machine, workloads, kinds, runs = load(d)
     if not kinds:
@@ -668,8 +755,10 @@ def cmd_report(d, publish_md=None, publish_svg=None):
     machine_line = (f"{machine.get('cpus', '?')} × {machine.get('cpu', '?')}, {machine.get('memory', '?')} RAM, "
                     f"{machine.get('kernel', '?')}; disk {machine.get('disk', '?')}")
     versions = ", ".join(k["version"] or k["label"] for k in plain)
-    if len(plain) < len(kinds):
+    if split_tls(kinds)[1]:
         versions += "; etcd and Cairn each also with client and peer TLS"
+    if any(k["id"] == PLAINTEXT for k in kinds):
+        versions += "; Cairn also as its plaintext build"
     n_rounds = max([k["rounds"] for k in kinds] + [1])
     rounds_txt = (f"{n_rounds} rounds (fresh clusters each), every figure the median of the rounds"
                   if n_rounds > 1 else "1 round")
@@ -689,6 +778,8 @@ def cmd_report(d, publish_md=None, publish_svg=None):
             "at least as good; '<' marks a line where Cairn is behind; (ratio): throughput set by a fixed\n"
             "rate, not judged. RSS: the largest member's peak during the run. E: some requests failed.")
     tls_txt, tls_md = tls_tables(workloads, kinds, runs)
+    enc_txt, enc_md = encryption_tables(workloads, kinds, runs)
+    scale_txt, scale_md = scale_tables(d)
     if tls_txt:
         note += ("\nWith TLS: the same ratios between Cairn TLS and etcd 3.5.1 TLS. Cost of TLS: each server's\n"
                  "figures with client and peer TLS against its own without (change in %).")
@@ -703,7 +794,7 @@ def cmd_report(d, publish_md=None, publish_svg=None):
         f"cairn-bench comparison ({mode} mode, {rounds_txt}), {machine.get('date', '')}",
         f"machine: {machine_line}",
         f"servers: {versions}",
-        "", text_table(groups, header, body), *tls_txt, "", note, ""])
+        "", text_table(groups, header, body), *tls_txt, *enc_txt, *scale_txt, "", note, ""])
     behind = [f"{r['label']} ({', '.join(behind_in(r))})" for r in plain_rows if behind_in(r)]
     md = "\n".join([
         f"Run of {machine.get('date', '')} ({mode} mode, {rounds_txt}) on {machine_line}. "
@@ -720,7 +811,7 @@ def cmd_report(d, publish_md=None, publish_svg=None):
         "Peak RSS: the largest member's high-water mark during that run (reset before each run). "
         "(E): some requests of that run failed (see below).",
         "", "Where Cairn is behind in this table: " + ("; ".join(behind) if behind else "nowhere") + ".",
-        *tls_md,
+        *tls_md, *enc_md, *scale_md,
         *(["", "Errors: " + "; ".join(errors) + "."] if errors else []),
         *(["", "Failed runs: " + "; ".join(failed) + "."] if failed else []),
         *(["", "A build or another etcd/cairn server ran on the machine during these runs, their figures are skewed: "

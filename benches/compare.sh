@@ -21,6 +21,12 @@
 #            --out DIR     results directory (default benches/results/<UTC timestamp>)
 #            --etcd34      also measure etcd 3.4 (Debian etcd-server; installed if missing)
 #            --tls         also measure etcd 3.5.1 and Cairn with client and peer TLS (see below)
+#            --plaintext   also measure Cairn's benchmark-only plaintext build (nothing sealed:
+#                          the report's "cost of encryption" table; CAIRN_PLAINTEXT_BIN)
+#            --scale       then the scale runs of benches/restart.sh (single members of etcd
+#                          3.5.1 and Cairn, --scale-keys keys, default 1,000,000: load rate,
+#                          restart after kill -9, RSS and data size, put/range at 10,000 keys
+#                          and at all of them); their table joins the report
 #            --publish     (full mode) copy the plot to docs/benchmarks.svg and put the
 #                          table into docs/benchmarks.md between its table markers
 #            --keep        keep the members' data directories and logs
@@ -30,6 +36,8 @@
 #                    else $CARGO_TARGET_DIR/debug/cairn)
 #   CAIRN_BENCH_BIN  cairn-bench binary (default $CARGO_TARGET_DIR/release/cairn-bench,
 #                    else target/release/cairn-bench of this clone, else the debug ones)
+#   CAIRN_PLAINTEXT_BIN  Cairn built with --features bench-plaintext, for --plaintext
+#                    (default: cairn-plaintext next to CAIRN_BIN)
 #   CAIRN_CERTS_BIN  cairn-certs, for --tls (default: next to CAIRN_BIN, else in
 #                    $CARGO_TARGET_DIR/release or debug)
 #   CARGO_TARGET_DIR default ~/.cache/cairn/target (as scripts/dev.sh)
@@ -66,13 +74,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 helper="$here/compare.py"
 
-quick=0 etcd34=0 tls=0 publish=0 keep_arg=() out= report_only= rounds=1
+quick=0 etcd34=0 tls=0 publish=0 keep_arg=() out= report_only= rounds=1 plaintext=0 scale=0
+scale_keys=
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --etcd34) etcd34=1 ;;
     --tls) tls=1 ;;
+    --plaintext) plaintext=1 ;;
+    --scale) scale=1 ;;
+    --scale-keys) shift; scale_keys=${1:?--scale-keys needs a number} ;;
+    --scale-keys=*) scale_keys=${1#--scale-keys=} ;;
     --publish) publish=1 ;;
     --keep) keep_arg=(--keep) ;;
     --rounds) shift; rounds=${1:?--rounds needs a number} ;;
@@ -111,6 +124,12 @@ bench_bin=${CAIRN_BENCH_BIN:-$(first_exe "$target_dir/release/cairn-bench" "$rep
   { echo "compare: no cairn-bench binary (build it: cargo build --release -p cairn-bench; or set CAIRN_BENCH_BIN)" >&2; exit 1; }
 bench_bin=$(cd "$(dirname "$bench_bin")" && pwd)/$(basename "$bench_bin")
 export CAIRN_BIN=$cairn_bin
+if [ "$plaintext" = 1 ]; then
+  plaintext_bin=${CAIRN_PLAINTEXT_BIN:-$(dirname "$cairn_bin")/cairn-plaintext}
+  [ -x "$plaintext_bin" ] || { echo "compare: no plaintext build of Cairn at $plaintext_bin (build it:" \
+    "cargo build --release -p cairn-server --bin cairn --features bench-plaintext, and copy it there;" \
+    "scripts/dev.sh compare --plaintext does; or set CAIRN_PLAINTEXT_BIN)" >&2; exit 1; }
+fi
 if [ "$tls" = 1 ]; then
   certs_bin=${CAIRN_CERTS_BIN:-$(first_exe "$(dirname "$cairn_bin")/cairn-certs" "$target_dir/release/cairn-certs" \
     "$target_dir/debug/cairn-certs" || true)}
@@ -156,12 +175,14 @@ built() { date -u -r "$1" +'%Y-%m-%d %H:%M UTC'; }
 kind_label() {
   case "$1" in
     etcd-3.5) echo "etcd 3.5.1" ;; etcd-3.4) echo "etcd 3.4" ;; cairn) echo Cairn ;;
+    cairn-plaintext) echo "Cairn, plaintext build" ;;
     *-tls) echo "$(kind_label "${1%-tls}"), TLS" ;;
   esac
 }
 version_of() {
   case "${1%-tls}" in
     cairn) echo "Cairn $commit (binary built $(built "$2"))" ;;
+    cairn-plaintext) echo "Cairn $commit plaintext build (binary built $(built "$2"))" ;;
     *) "$2" --version 2>&1 | sed -n 's/^etcd Version: /etcd /p' | head -n 1 ;;
   esac
 }
@@ -178,6 +199,7 @@ if [ "$etcd34" = 1 ]; then
   esac
   kinds=(etcd-3.5 etcd-3.4 cairn)
 fi
+[ "$plaintext" = 0 ] || kinds+=(cairn-plaintext)
 if [ "$tls" = 1 ]; then
   kinds+=(etcd-3.5-tls cairn-tls)
   # the run's certificates (see the header), in $work (removed on exit)
@@ -192,12 +214,18 @@ if [ "$quick" = 0 ]; then
   t1_put=5000 t1_range=5000 tn_put=100000 tn_range=100000 t_txn=20000 t_lease=50000
   cn="--conns 100 --clients 1000"
   streams=10 watchers=10 put_total=1000 put_rate=100
+  big_streams=100 big_watchers=100 big_keys=1000 big_total=10000 big_rate=1000
+  kube="--conns 10 --clients 100" kube_keys=10000 kube_total=20000 kube_every=100
+  large="--conns 10 --clients 10" t_100k=1000 t_1m=200
   run_timeout=${COMPARE_RUN_TIMEOUT:-900}
   idle_wait=${COMPARE_IDLE_WAIT:-900}
 else
   t1_put=200 t1_range=200 tn_put=200 tn_range=200 t_txn=200 t_lease=200
   cn="--conns 5 --clients 10"
   streams=2 watchers=2 put_total=20 put_rate=200
+  big_streams=4 big_watchers=5 big_keys=10 big_total=40 big_rate=200
+  kube="--conns 2 --clients 4" kube_keys=100 kube_total=200 kube_every=20
+  large="--conns 2 --clients 2" t_100k=10 t_1m=4
   run_timeout=${COMPARE_RUN_TIMEOUT:-60}
   idle_wait=${COMPARE_IDLE_WAIT:-0}
 fi
@@ -214,6 +242,13 @@ workloads=(
   "txn-put|txn-put, 4 puts per txn|$cn|txn-put $kv --txn-ops 4 --key-space-size 100000 --total $t_txn"
   "watch-latency|watch-latency, $((streams * watchers)) watchers on $streams streams, $put_rate puts/s||watch-latency $kv $watch"
   "lease-keepalive|lease-keepalive|$cn|lease-keepalive --total $t_lease"
+  # at scale (Cairn's additions to etcd's workloads)
+  "watchers|watch-latency, $((big_streams * big_watchers)) watchers of $big_keys keys on $big_streams streams, $big_rate puts/s|--conns $big_streams --clients $big_streams|watch-latency $kv --streams $big_streams --watchers-per-stream $big_watchers --key-space-size $big_keys --put-total $big_total --put-rate $big_rate"
+  "kube|Kubernetes-shaped: updates and lists of $kube_keys 1 KiB objects, a watch|$kube|kube --keys $kube_keys --total $kube_total --list-every $kube_every"
+  "kube-list|Kubernetes-shaped: whole lists of $kube_keys objects, 500 a page||=kube kube-list"
+  "kube-watch|Kubernetes-shaped: the watch's events||=kube kube-watch"
+  "put-100k|put, 100 KiB values|$large|put --key-size 8 --val-size 102400 --sequential-keys --key-space-size 1000 --total $t_100k"
+  "put-1m|put, 1 MiB values|$large|put --key-size 8 --val-size 1048576 --sequential-keys --key-space-size 100 --total $t_1m"
 )
 
 # ---------------------------------------------------------------------------
@@ -241,13 +276,25 @@ log "results in $out"
 : >"$out/workloads.tsv"
 for w in "${workloads[@]}"; do
   IFS='|' read -r name desc global sub <<<"$w"
-  case "$sub" in *--put-rate*|*--rate*) fixed=fixed-rate ;; *) fixed= ;; esac
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$desc" "cairn-bench --endpoints \$EPS $global --json $sub" "${sub%% *}" \
-    "$fixed" >>"$out/workloads.tsv"
+  case "$sub" in *--put-rate*|*--rate*|=*-watch) fixed=fixed-rate ;; *) fixed= ;; esac
+  case "$sub" in
+    =*)  # another row of a run: "=RUN REPORT" (the run's report named REPORT)
+      read -r source report <<<"${sub#=}"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$desc" "(the $source run)" "$report" "$fixed" "$source" \
+        >>"$out/workloads.tsv" ;;
+    *)
+      printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$desc" "cairn-bench --endpoints \$EPS $global --json $sub" "${sub%% *}" \
+        "$fixed" >>"$out/workloads.tsv" ;;
+  esac
 done
 : >"$out/kinds.tsv"
 # bin_of KIND : the server binary of KIND (with or without TLS)
-bin_of() { case "${1%-tls}" in etcd-3.5) echo "$etcd_bin" ;; etcd-3.4) echo "$etcd34_bin" ;; cairn) echo "$cairn_bin" ;; esac; }
+bin_of() {
+  case "${1%-tls}" in
+    etcd-3.5) echo "$etcd_bin" ;; etcd-3.4) echo "$etcd34_bin" ;; cairn) echo "$cairn_bin" ;;
+    cairn-plaintext) echo "$plaintext_bin" ;;
+  esac
+}
 for kind in "${kinds[@]}"; do
   b=$(bin_of "$kind")
   printf '%s\t%s\t%s\t%s\n' "$kind" "$(kind_label "$kind")" "$b" "$(version_of "$kind" "$b")" >>"$out/kinds.tsv"
@@ -282,7 +329,7 @@ start_cluster() {
       --listen-client-urls "${client[n - 1]}" --advertise-client-urls "${client[n - 1]}"
       --listen-peer-urls "${peer[n - 1]}" --initial-advertise-peer-urls "${peer[n - 1]}"
       --initial-cluster "$initial" --initial-cluster-token cairn-compare --initial-cluster-state new)
-    case "$kind" in cairn|cairn-tls) args+=(--zone "az-$n") ;; esac
+    case "$kind" in cairn*) args+=(--zone "az-$n") ;; esac
     if [ "$scheme" = https ]; then
       server_tls=("$certs/m$n.pem" "$certs/m$n-key.pem" "$certs/ca.pem")
       args+=(--cert-file "${server_tls[0]}" --key-file "${server_tls[1]}" --client-cert-auth
@@ -387,6 +434,7 @@ run_workloads() {
   member_stats >"$dir/startup.stats.json"
   for w in "${workloads[@]}"; do
     IFS='|' read -r name desc global sub <<<"$w"
+    case "$sub" in =*) continue ;; esac  # a row of another run
     # shellcheck disable=SC2206  # the flags are words
     cmd=(timeout -s INT -k 10 "$run_timeout" "$bench_bin" --endpoints "$clients" "${client_tls[@]}" $global --json $sub)
     printf '%q ' "${cmd[@]:6}" >"$dir/$name.cmd"; echo >>"$dir/$name.cmd"
@@ -437,6 +485,16 @@ for round in $(seq 1 "$rounds"); do
     [ "${#keep_arg[@]}" = 0 ] || cp "$work/$kind"/m*.log "$out/$kind/r$round/" 2>/dev/null || true
   done
 done
+
+# the scale runs: single members, one server at a time (benches/restart.sh)
+if [ "$scale" = 1 ]; then
+  [ -n "$scale_keys" ] || scale_keys=$([ "$quick" = 1 ] && echo 2000 || echo 1000000)
+  log "scale: benches/restart.sh with $scale_keys keys"
+  scale_args=(--keys "$scale_keys" --out "$out/scale")
+  [ "$quick" = 0 ] || scale_args+=(--restarts 1 --flat-total 200)
+  CAIRN_BIN=$cairn_bin CAIRN_BENCH_BIN=$bench_bin bash "$here/restart.sh" "${scale_args[@]}" "${keep_arg[@]}" ||
+    { failures=$((failures + 1)); log "the scale runs failed"; }
+fi
 
 # ---------------------------------------------------------------------------
 # report

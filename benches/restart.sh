@@ -4,10 +4,14 @@
 # N sequential keys, then N/10 random overwrites among them; 256-byte values; 1,000
 # clients over 100 connections), killed with SIGKILL right after the load, and
 # started again on the same data directory; the figure is the time from the start
-# of the new process until a linearizable Get (etcdctl 3.5, polled every ~50 ms)
+# of the new process until a linearizable Get (etcdctl 3.5, polled every ~30 ms)
 # succeeds. With --restarts R, the member is then killed again (at rest) and
 # restarted R-1 more times. Also reported: the data directory's size at rest (after
-# the kill), the member's RSS just before the kill and once it answers again.
+# the kill), the member's RSS just before the kill and once it answers again, and
+# whether throughput stays flat as the store grows: put (random keys, 1,000 clients
+# over 100 connections) and linearizable range (a random one of the keys) once the
+# first 10,000 keys are in, and again once all N are (--flat-total requests each).
+# `benches/compare.sh --scale` runs this script and puts its table in its report.
 #
 # Usage (from anywhere):
 #   bash benches/restart.sh                 # N = 1,000,000 (about 2 x 2 minutes of load on 2 cores)
@@ -16,20 +20,22 @@
 #            --restarts R  restarts per server (default 2: after the load, then at rest)
 #            --only KIND   etcd or cairn (default both, etcd first)
 #            --out DIR     results directory (default benches/results/restart-<UTC timestamp>)
+#            --flat-total T  requests of each put/range run (default 50000; 0: no such runs)
 #            --keep        keep the data directories and logs
 # Environment: CAIRN_BIN, CAIRN_BENCH_BIN, CARGO_TARGET_DIR, CAIRN_TOOLS_DIR as
 # benches/compare.sh (release builds first); RESTART_PORT first port (default 25990);
 # RESTART_PERF=1 records each Cairn restart with `perf record -g` (cairn.restartR.perf).
 #
 # Results: table.txt (one row per server: load seconds, each restart's seconds,
-# RSS, data size), each server's logs (Cairn's "start-up phase" lines give the
+# RSS, data size, the put and range rates at 10,000 and at N keys), scale.tsv (the
+# same, one "server, figure, value" line each, for compare.sh), each server's logs (Cairn's "start-up phase" lines give the
 # breakdown of its restarts), the cairn-bench reports.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-keys=1000000 restarts=2 only= out= keep_arg=()
+keys=1000000 restarts=2 only= out= keep_arg=() flat_total=50000 small=10000
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +43,7 @@ while [ $# -gt 0 ]; do
     --restarts) shift; restarts=${1:?--restarts needs a number} ;;
     --only) shift; only=${1:?--only needs etcd or cairn} ;;
     --out) shift; out=${1:?--out needs a directory} ;;
+    --flat-total) shift; flat_total=${1:?--flat-total needs a number} ;;
     --keep) keep_arg=(--keep) ;;
     -h|--help) usage; exit 0 ;;
     *) echo "restart: unknown argument: $1 (try --help)" >&2; exit 2 ;;
@@ -45,6 +52,8 @@ while [ $# -gt 0 ]; do
 done
 case "$keys" in ''|*[!0-9]*|0) echo "restart: --keys needs a positive number" >&2; exit 2 ;; esac
 case "$restarts" in ''|*[!0-9]*|0) echo "restart: --restarts needs a positive number" >&2; exit 2 ;; esac
+case "$flat_total" in ''|*[!0-9]*) echo "restart: --flat-total needs a number" >&2; exit 2 ;; esac
+[ "$small" -lt "$keys" ] || small=$((keys / 10 > 0 ? keys / 10 : 1))
 case "$only" in ''|etcd|cairn) ;; *) echo "restart: --only takes etcd or cairn" >&2; exit 2 ;; esac
 
 target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}
@@ -100,8 +109,33 @@ until_read() {
   done
 }
 
-row_header=$(printf '%-6s %8s %8s %-24s %10s %10s %10s' server keys load_s restart_s rss_mib rss2_mib data_mib)
-echo "$row_header" >"$out/table.txt"
+row_fmt='%-6s %8s %8s %-24s %8s %8s %8s %9s %9s %9s %9s\n'
+# shellcheck disable=SC2059  # the format is ours
+printf "$row_fmt" server keys load_s restart_s rss_mib rss2_mib data_mib put_small put_all range_small \
+  range_all >"$out/table.txt"
+: >"$out/scale.tsv"
+# figure KIND NAME VALUE : one line of scale.tsv
+figure() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$out/scale.tsv"; }
+# rate_of FILE : requests/s of a cairn-bench --json report (its last line), "failed" with errors
+rate_of() {
+  tail -n 1 "$1" | python3 -c 'import json, sys
+o = json.load(sys.stdin)
+print(round(o["rps"]) if o["errors"] == 0 else "failed")'
+}
+# flat KIND AT N : the put and range runs with N keys in the store (put_rps_AT, range_rps_AT)
+flat() {
+  local kind=$1 at=$2 n=$3
+  flat_put=- flat_range=-
+  [ "$flat_total" -gt 0 ] || return 0
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    put --total "$flat_total" --key-space-size "$n" --val-size 256 >"$out/$kind.put-$at.json"
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    range --key-space-size "$n" --consistency l --total "$flat_total" >"$out/$kind.range-$at.json"
+  flat_put=$(rate_of "$out/$kind.put-$at.json") flat_range=$(rate_of "$out/$kind.range-$at.json")
+  figure "$kind" "put_rps_$at" "$flat_put"
+  figure "$kind" "range_rps_$at" "$flat_range"
+  log "$kind: with $n keys: put $flat_put/s, linearizable range $flat_range/s"
+}
 
 measure() {
   local kind=$1 dir="$work/$1" data t0 t1 load_s sizes=() rss_loaded rss_ready r
@@ -117,6 +151,11 @@ measure() {
   start "$kind" "$data" "$log_file"
   server_pids=("$pid") server_logs=("$log_file")
   wait_healthy "$kind" "$client" 1
+  # the first $small keys (one sequential pass), and the runs at that size
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    put --total "$small" --key-space-size "$small" --sequential-keys --val-size 256 >"$out/$kind.small.json"
+  flat "$kind" small "$small"
+  local put_small=$flat_put range_small=$flat_range
   log "$kind: loading $keys keys"
   t0=$(now)
   "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
@@ -125,6 +164,9 @@ measure() {
     put --total $((keys / 10)) --key-space-size "$keys" --val-size 256 >>"$out/$kind.load.json"
   t1=$(now)
   load_s=$(elapsed "$t0" "$t1")
+  figure "$kind" load_s "$load_s"
+  figure "$kind" load_puts "$((keys + keys / 10))"
+  flat "$kind" all "$keys"
   rss_loaded=$(rss_kib "$pid")
   for r in $(seq 1 "$restarts"); do
     kill -9 "$pid"
@@ -145,10 +187,18 @@ measure() {
     restart_s+=("$(elapsed "$t0" "$t1")")
     rss_ready=$(rss_kib "$pid")
     log "$kind: restart $r: a linearizable read after ${restart_s[-1]} s (RSS $((rss_ready / 1024)) MiB)"
+    figure "$kind" "restart_s_$r" "${restart_s[-1]}"
   done
   stop_servers
-  printf '%-6s %8s %8s %-24s %10s %10s %10s\n' "$kind" "$keys" "$load_s" "$(IFS=/; echo "${restart_s[*]}")" \
-    "$((rss_loaded / 1024))" "$((rss_ready / 1024))" "$((sizes[0] / 1024))" >>"$out/table.txt"
+  figure "$kind" keys "$keys"
+  figure "$kind" small_keys "$small"
+  figure "$kind" rss_loaded_mib "$((rss_loaded / 1024))"
+  figure "$kind" rss_restarted_mib "$((rss_ready / 1024))"
+  figure "$kind" data_mib "$((sizes[0] / 1024))"
+  # shellcheck disable=SC2059
+  printf "$row_fmt" "$kind" "$keys" "$load_s" "$(IFS=/; echo "${restart_s[*]}")" \
+    "$((rss_loaded / 1024))" "$((rss_ready / 1024))" "$((sizes[0] / 1024))" "$put_small" "$flat_put" \
+    "$range_small" "$flat_range" >>"$out/table.txt"
   restart_s=()
   [ "$keep" = 1 ] || rm -rf "$dir"
 }
@@ -166,6 +216,8 @@ fi
   echo "restart_s: seconds from the new process to the first linearizable Get, per restart"
   echo "           (the first right after the load, the others at rest);"
   echo "rss_mib: RSS after the load, before kill -9; rss2_mib: RSS once the last restart answered;"
-  echo "data_mib: data directory at rest after the first kill -9."
+  echo "data_mib: data directory at rest after the first kill -9;"
+  echo "put_small, range_small: requests/s with the first $small keys in; put_all, range_all: with all"
+  echo "           $keys (and the overwrites); random keys, 1,000 clients over 100 connections."
 } >>"$out/table.txt"
 cat "$out/table.txt"

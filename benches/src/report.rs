@@ -73,7 +73,7 @@ impl Clock {
 
 /// What one task saw: the latencies of its successful requests, its errors,
 /// and (with `--sample`) when each success started.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Recorder {
     lats: Vec<f64>,
     errors: BTreeMap<String, u64>,

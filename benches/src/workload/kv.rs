@@ -12,7 +12,7 @@ use cairn_proto::etcdserverpb::{
 use super::{closed_loop, index, outcome, Env};
 use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
 use crate::conn::{error_text, Chan, Conn};
-use crate::keys::{check_key_size, KeyGen};
+use crate::keys::{check_key_size, fresh_key, KeyGen};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::Report;
@@ -102,15 +102,34 @@ async fn compact_every(conn: Arc<Conn>, interval: Duration, delta: i64) {
 }
 
 /// `range KEY [END]`: `--total` gets of the key or range, linearizable or
-/// serializable.
+/// serializable; with `--key-space-size N`, each a get of one random key of
+/// the N sequential ones put writes.
 pub(crate) async fn range(env: &Env, a: &RangeArgs) -> Result<Vec<Report>, Error> {
     let request = RangeRequest {
-        key: a.key.as_bytes().to_vec(),
+        key: a.key.as_deref().unwrap_or("").as_bytes().to_vec(),
         range_end: a.end.as_deref().unwrap_or("").as_bytes().to_vec(),
         serializable: a.consistency == Consistency::S,
         ..RangeRequest::default()
     };
-    let make = move |_| Ok((0, request.clone()));
+    let key_size = a.key_size;
+    let mut spread = match a.key_space_size {
+        Some(space) => {
+            check_key_size(a.key_size, space)?;
+            Some((space, Rng::seeded()))
+        }
+        None => None,
+    };
+    let make = move |_| {
+        let mut request = request.clone();
+        if let Some((space, rng)) = &mut spread {
+            // A fresh buffer: the keys of one pass of put --sequential-keys
+            // (etcd's put reuses its buffer, so a second pass differs).
+            let i = usize::try_from(rng.below(*space as u64)).unwrap_or(0);
+            request.key = fresh_key(key_size, index(i))?;
+            request.range_end.clear();
+        }
+        Ok((0, request))
+    };
     let call = |_client: usize, channel: Chan, request: RangeRequest| async move {
         outcome(KvClient::new(channel).range(request).await)
     };

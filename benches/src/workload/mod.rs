@@ -1,6 +1,7 @@
 //! The workloads and what they share: connections, the closed-loop driver,
 //! report assembly, watch streams.
 
+mod kube;
 mod kv;
 mod lease;
 mod watch;
@@ -37,6 +38,7 @@ pub(crate) async fn run(cli: &Cli) -> Result<Vec<Report>, Error> {
         Command::WatchLatency(a) => watch_latency::watch_latency(&env, a).await,
         Command::WatchGet(a) => watch_get::watch_get(&env, a).await,
         Command::LeaseKeepalive(a) => lease::lease_keepalive(&env, a).await,
+        Command::Kube(a) => kube::kube(&env, a).await,
     }
 }
 

@@ -1,6 +1,7 @@
-//! watch-latency: `--streams` x `--watchers-per-stream` watchers on one key;
-//! `--put-total` puts of it at `--put-rate` from a connection of their own;
-//! each event is timed from its put's completion.
+//! watch-latency: `--streams` x `--watchers-per-stream` watchers on one key
+//! (with Cairn's `--key-space-size N`, spread over N keys: watcher w on key
+//! w % N); `--put-total` puts at `--put-rate` from a connection of their own
+//! (put i to key i % N); each event is timed from its put's completion.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -18,58 +19,81 @@ use crate::Error;
 
 /// `watch-latency`.
 pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec<Report>, Error> {
+    if a.key_space_size == 0 {
+        return Err(Error::new("expected positive --key-space-size, got (0)"));
+    }
     let mut rng = Rng::seeded();
-    let key = rng.bytes(a.key_size);
+    let keys: Vec<Vec<u8>> = (0..a.key_space_size)
+        .map(|_| rng.bytes(a.key_size))
+        .collect();
     let value = rng.bytes(a.val_size);
     let puts = a.put_total;
+    let space = keys.len();
+    // The puts to key k: k, k + space, k + 2 space, ...
+    let puts_to = move |k: usize| (puts + space - 1 - k) / space;
 
-    // Watchers: stream s on client s % clients; every watcher created before
-    // the first put.
+    // Watchers: stream s on client s % clients; watcher w (counted over
+    // every stream) on key w % space; every watcher created before the
+    // first put.
     let mut streams = Vec::with_capacity(a.streams);
+    let mut w = 0;
     for s in 0..a.streams {
         if a.watchers_per_stream == 0 {
             break;
         }
         let conn = env.client_conn(s % env.clients());
-        let request = || create_request(key.clone(), 0, a.prevkv);
-        let mut stream = WatchStream::open(conn.pick(), request(), 1).await?;
-        let mut ids = vec![stream.created().await?];
+        let request = |w: usize| create_request(keys[w % space].clone(), 0, a.prevkv);
+        let mut stream = WatchStream::open(conn.pick(), request(w), 1).await?;
+        let mut watching = vec![(stream.created().await?, w % space)];
+        w += 1;
         for _ in 1..a.watchers_per_stream {
-            stream.send(request()).await?;
-            ids.push(stream.created().await?);
+            stream.send(request(w)).await?;
+            watching.push((stream.created().await?, w % space));
+            w += 1;
         }
-        streams.push((stream, ids));
+        streams.push((stream, watching));
     }
-    let watchers: usize = streams.iter().map(|(_, ids)| ids.len()).sum();
+    let events: usize = streams
+        .iter()
+        .flat_map(|(_, watching)| watching.iter().map(|&(_, k)| puts_to(k)))
+        .sum();
     let put_conn = env.extra_conn().await?;
 
-    let progress = Progress::start((puts * watchers) as u64);
+    let progress = Progress::start(events as u64);
     let mut receiving = JoinSet::new();
-    for (mut stream, ids) in streams {
+    for (mut stream, watching) in streams {
         let progress = progress.clone();
         receiving.spawn(async move {
-            let slot: HashMap<i64, usize> =
-                ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            let slot: HashMap<i64, usize> = watching
+                .iter()
+                .enumerate()
+                .map(|(i, &(id, _))| (id, i))
+                .collect();
+            let wanted: Vec<usize> = watching.iter().map(|&(_, k)| puts_to(k)).collect();
             let mut times: Vec<Vec<Instant>> =
-                ids.iter().map(|_| Vec::with_capacity(puts)).collect();
-            let mut complete = times.iter().filter(|t| t.len() >= puts).count();
+                wanted.iter().map(|&n| Vec::with_capacity(n)).collect();
+            let mut complete = wanted.iter().filter(|&&n| n == 0).count();
             while complete < times.len() {
                 let response = stream.next().await?;
                 let received = Instant::now();
-                let Some(t) = slot.get(&response.watch_id).and_then(|&i| times.get_mut(i)) else {
+                let Some(&i) = slot.get(&response.watch_id) else {
+                    continue;
+                };
+                let (Some(t), Some(&n)) = (times.get_mut(i), wanted.get(i)) else {
                     continue;
                 };
                 for _ in &response.events {
-                    if t.len() < puts {
+                    if t.len() < n {
                         t.push(received);
                         progress.inc();
-                        if t.len() == puts {
+                        if t.len() == n {
                             complete += 1;
                         }
                     }
                 }
             }
-            Ok::<_, Error>(times)
+            let keys: Vec<usize> = watching.iter().map(|&(_, k)| k).collect();
+            Ok::<_, Error>((keys, times))
         });
     }
 
@@ -78,10 +102,10 @@ pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec
     let start = Instant::now();
     let mut put_recorder = env.recorder();
     let mut put_done = Vec::with_capacity(puts);
-    for _ in 0..puts {
+    for i in 0..puts {
         limiter.wait().await;
         let request = PutRequest {
-            key: key.clone(),
+            key: keys[i % space].clone(),
             value: value.clone(),
             ..PutRequest::default()
         };
@@ -100,8 +124,11 @@ pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec
 
     let mut event_recorder = env.recorder();
     while let Some(done) = receiving.join_next().await {
-        for times in done.map_err(join_error)?? {
-            for (&put_end, &event) in put_done.iter().zip(&times) {
+        let (keys, times) = done.map_err(join_error)??;
+        for (k, times) in keys.into_iter().zip(times) {
+            // The j-th event on key k is put k + j * space's.
+            let put_ends = put_done.iter().skip(k).step_by(space);
+            for (&put_end, &event) in put_ends.zip(&times) {
                 // An event seen before its put returned counts as 0.
                 event_recorder.record(put_end.min(event), event, Ok(()));
             }

@@ -111,6 +111,9 @@ pub enum Command {
     WatchGet(WatchGetArgs),
     /// Benchmark lease keepalive.
     LeaseKeepalive(LeaseKeepaliveArgs),
+    /// Benchmark Kubernetes-shaped traffic (Cairn's addition): optimistic
+    /// updates, paginated lists of a prefix, a watch of the prefix.
+    Kube(KubeArgs),
 }
 
 impl Command {
@@ -125,6 +128,7 @@ impl Command {
             Command::WatchLatency(_) => "watch-latency",
             Command::WatchGet(_) => "watch-get",
             Command::LeaseKeepalive(_) => "lease-keepalive",
+            Command::Kube(_) => "kube",
         }
     }
 
@@ -187,8 +191,9 @@ pub struct PutArgs {
 /// `range KEY [END]`.
 #[derive(Debug, Clone, Args)]
 pub struct RangeArgs {
-    /// The key (or range start).
-    pub key: String,
+    /// The key (or range start); not needed with `--key-space-size`.
+    #[arg(required_unless_present = "key_space_size")]
+    pub key: Option<String>,
     /// The range end (exclusive); a single key without it.
     pub end: Option<String>,
     /// Maximum range requests per second (0 is no limit).
@@ -200,6 +205,14 @@ pub struct RangeArgs {
     /// Linearizable (l) or Serializable (s).
     #[arg(long, value_enum, default_value = "l")]
     pub consistency: Consistency,
+    /// Cairn's addition: instead of KEY, each get reads one random key of
+    /// the N that `put --sequential-keys --key-space-size N` writes (so a
+    /// read row can measure a store of N keys, not one hot key).
+    #[arg(long = "key-space-size")]
+    pub key_space_size: Option<usize>,
+    /// Key size of those keys (as put's `--key-size`).
+    #[arg(long = "key-size", default_value_t = 8)]
+    pub key_size: usize,
 }
 
 /// `txn-put`.
@@ -316,6 +329,12 @@ pub struct WatchLatencyArgs {
     /// Value size of watch response.
     #[arg(long = "val-size", default_value_t = 32)]
     pub val_size: usize,
+    /// Cairn's addition: the watchers spread over this many keys (watcher w
+    /// watches key w % N) and the puts go round-robin over them, so each put
+    /// reaches 1/N of the watchers: many watchers without every put
+    /// fanning out to all of them. 1 is etcd's workload (one key).
+    #[arg(long = "key-space-size", default_value_t = 1)]
+    pub key_space_size: usize,
 }
 
 /// `watch-get`.
@@ -338,6 +357,40 @@ pub struct LeaseKeepaliveArgs {
     /// Total number of lease keepalive requests.
     #[arg(long, default_value_t = 10000)]
     pub total: usize,
+}
+
+/// `kube`: Kubernetes-shaped traffic on `--keys` objects under `--prefix`
+/// (created before the measured part), as kube-apiserver drives etcd:
+/// optimistic updates (`Txn[mod_revision == r] -> Put else Get`), every
+/// `--list-every`th operation a paginated list of the whole prefix at one
+/// revision (`--page-size` keys a page), and one watch of the prefix with a
+/// progress request every `--progress-interval`.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Objects under the prefix.
+    #[arg(long, default_value_t = 10000)]
+    pub keys: usize,
+    /// The prefix (a resource's directory in kube-apiserver's layout).
+    #[arg(long, default_value = "/registry/pods/default/")]
+    pub prefix: String,
+    /// Value size of the objects.
+    #[arg(long = "val-size", default_value_t = 1024)]
+    pub val_size: usize,
+    /// Total operations (updates and whole lists).
+    #[arg(long, default_value_t = 20000)]
+    pub total: usize,
+    /// One operation in this many is a whole paginated list (0: none).
+    #[arg(long = "list-every", default_value_t = 100)]
+    pub list_every: usize,
+    /// Keys per page of a list (kube-apiserver's default limit).
+    #[arg(long = "page-size", default_value_t = 500)]
+    pub page_size: i64,
+    /// How often the watcher asks for a progress notification (0: never).
+    #[arg(long = "progress-interval", default_value = "1s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// Maximum operations per second (0 is no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// Go's `time.ParseDuration` for non-negative durations: `0`, or numbers
@@ -379,222 +432,4 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    fn parse(args: &[&str]) -> Cli {
-        let mut all = vec!["cairn-bench"];
-        all.extend_from_slice(args);
-        Cli::try_parse_from(all).unwrap()
-    }
-
-    #[test]
-    fn defaults_are_etcds() {
-        let cli = parse(&["put"]);
-        assert_eq!(cli.global.endpoints, ["127.0.0.1:2379"]);
-        assert_eq!((cli.global.conns, cli.global.clients), (1, 1));
-        assert!(!cli.global.precise && !cli.global.sample && !cli.global.json);
-        let Command::Put(p) = cli.command else {
-            panic!("put")
-        };
-        assert_eq!(
-            (p.key_size, p.val_size, p.rate, p.total, p.key_space_size),
-            (8, 8, 0, 10000, 1)
-        );
-        assert!(!p.sequential_keys);
-        assert_eq!(p.compact_interval, Duration::ZERO);
-        assert_eq!(p.compact_index_delta, 1000);
-
-        let Command::Range(r) = parse(&["range", "foo"]).command else {
-            panic!("range")
-        };
-        assert_eq!(
-            (r.key.as_str(), r.end, r.total, r.rate),
-            ("foo", None, 10000, 0)
-        );
-        assert_eq!(r.consistency, Consistency::L);
-
-        let Command::TxnPut(t) = parse(&["txn-put"]).command else {
-            panic!("txn-put")
-        };
-        assert_eq!(
-            (
-                t.key_size,
-                t.val_size,
-                t.txn_ops,
-                t.rate,
-                t.total,
-                t.key_space_size
-            ),
-            (8, 8, 1, 0, 10000, 1)
-        );
-
-        let Command::TxnMixed(m) = parse(&["txn-mixed"]).command else {
-            panic!("txn-mixed")
-        };
-        assert_eq!(
-            (m.total, m.limit, m.key_space_size, m.rw_ratio),
-            (10000, 1000, 1, 1.0)
-        );
-        assert_eq!((m.end_key.as_str(), m.consistency), ("", Consistency::L));
-
-        let Command::Watch(w) = parse(&["watch"]).command else {
-            panic!("watch")
-        };
-        assert_eq!(
-            (
-                w.streams,
-                w.watch_per_stream,
-                w.watched_key_total,
-                w.put_rate,
-                w.put_total
-            ),
-            (10, 100, 1, 0, 1000)
-        );
-        assert_eq!(
-            (w.key_size, w.key_space_size, w.sequential_keys),
-            (32, 1, false)
-        );
-
-        let Command::WatchLatency(l) = parse(&["watch-latency"]).command else {
-            panic!("watch-latency")
-        };
-        assert_eq!(
-            (
-                l.streams,
-                l.watchers_per_stream,
-                l.put_total,
-                l.put_rate,
-                l.key_size,
-                l.val_size
-            ),
-            (10, 10, 1000, 100, 32, 32)
-        );
-        assert!(!l.prevkv);
-
-        let Command::WatchGet(g) = parse(&["watch-get"]).command else {
-            panic!("watch-get")
-        };
-        assert_eq!((g.watchers, g.streams, g.events), (10000, 1, 8));
-
-        let Command::LeaseKeepalive(k) = parse(&["lease-keepalive"]).command else {
-            panic!("lease-keepalive")
-        };
-        assert_eq!(k.total, 10000);
-    }
-
-    #[test]
-    fn etcd_style_command_lines() {
-        let cli = parse(&[
-            "--endpoints=10.0.0.1:2379,10.0.0.2:2379",
-            "--conns=100",
-            "--clients=1000",
-            "put",
-            "--key-size=8",
-            "--sequential-keys",
-            "--total=100000",
-            "--val-size=256",
-            "--compact-interval=1m30s",
-        ]);
-        assert_eq!(cli.global.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
-        assert_eq!((cli.global.conns, cli.global.clients), (100, 1000));
-        let Command::Put(p) = cli.command else {
-            panic!("put")
-        };
-        assert!(p.sequential_keys);
-        assert_eq!((p.total, p.val_size), (100000, 256));
-        assert_eq!(p.compact_interval, Duration::from_secs(90));
-
-        // Global flags after the subcommand, Go's bool forms, --consistency.
-        let cli = parse(&[
-            "range",
-            "k",
-            "z",
-            "--consistency=s",
-            "--precise=true",
-            "--json",
-            "--sample=false",
-        ]);
-        assert!(cli.global.precise && cli.global.json && !cli.global.sample);
-        assert_eq!(
-            cli.command.preamble().unwrap(),
-            "bench with serializable range"
-        );
-        let Command::Range(r) = cli.command else {
-            panic!("range")
-        };
-        assert_eq!(r.end.as_deref(), Some("z"));
-        assert!(Cli::try_parse_from(["cairn-bench", "range", "k", "--consistency=x"]).is_err());
-        // watch-latency takes 3.4/3.5's --total too.
-        let Command::WatchLatency(l) = parse(&["watch-latency", "--total", "5"]).command else {
-            panic!("watch-latency")
-        };
-        assert_eq!(l.put_total, 5);
-    }
-
-    #[test]
-    fn tls_flags() {
-        // No TLS flag: no TLS.
-        assert_eq!(parse(&["put"]).global.tls_options(), None);
-
-        // etcd's --cacert/--cert/--key, before or after the subcommand.
-        let cli = parse(&[
-            "--endpoints=https://127.0.0.1:2379",
-            "--cacert=ca.pem",
-            "put",
-            "--cert",
-            "client.pem",
-            "--key=client-key.pem",
-        ]);
-        assert_eq!(
-            cli.global.tls_options(),
-            Some(ClientOptions {
-                ca_file: Some("ca.pem".into()),
-                cert_file: Some("client.pem".into()),
-                key_file: Some("client-key.pem".into()),
-                insecure_skip_verify: false,
-            })
-        );
-
-        // A CA alone (server TLS, no client certificate).
-        let only_ca = parse(&["--cacert", "ca.pem", "range", "k"]).global;
-        assert_eq!(
-            only_ca.tls_options(),
-            Some(ClientOptions {
-                ca_file: Some("ca.pem".into()),
-                ..ClientOptions::default()
-            })
-        );
-
-        // --insecure-skip-tls-verify, in Go's bool forms.
-        for flag in [
-            "--insecure-skip-tls-verify",
-            "--insecure-skip-tls-verify=true",
-        ] {
-            let options = parse(&[flag, "put"]).global.tls_options().unwrap();
-            assert!(options.insecure_skip_verify && options.ca_file.is_none());
-        }
-        assert_eq!(
-            parse(&["--insecure-skip-tls-verify=false", "put"])
-                .global
-                .tls_options(),
-            None
-        );
-        assert!(Cli::try_parse_from(["cairn-bench", "--cacert", "put"]).is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("3 days").is_err());
-    }
-}
+mod tests;
