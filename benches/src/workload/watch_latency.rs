@@ -1,21 +1,25 @@
 //! watch-latency: `--streams` x `--watchers-per-stream` watchers on one key
 //! (with Cairn's `--key-space-size N`, spread over N keys: watcher w on key
 //! w % N); `--put-total` puts at `--put-rate` from a connection of their own
-//! (put i to key i % N); each event is timed from its put's completion.
+//! (put i to key i % N; over several keys up to 64 at once, so that a high
+//! `--put-rate` is reached); each event is timed from its put's completion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use cairn_proto::etcdserverpb::{kv_client::KvClient, PutRequest};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{create_request, join_error, outcome, Env, WatchStream};
 use crate::cli::WatchLatencyArgs;
 use crate::limiter::Limiter;
 use crate::progress::Progress;
-use crate::report::Report;
+use crate::report::{Recorder, Report};
 use crate::rng::Rng;
 use crate::Error;
+
+/// Puts under way at once over a key space (see the puts below).
+const MAX_PUTS_IN_FLIGHT: usize = 64;
 
 /// `watch-latency`.
 pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec<Report>, Error> {
@@ -97,28 +101,37 @@ pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec
         });
     }
 
-    // The puts, one after another.
+    // The puts: one after another on one key (etcd's workload); over a key
+    // space, up to `depth` at once, awaited in order, so that put i is done
+    // before put i + space (the next to its key) starts, and the j-th event
+    // of a key is its j-th put's.
+    let depth = space.clamp(1, MAX_PUTS_IN_FLIGHT);
     let limiter = Limiter::new(a.put_rate, a.put_rate);
     let start = Instant::now();
     let mut put_recorder = env.recorder();
     let mut put_done = Vec::with_capacity(puts);
+    let mut in_flight = VecDeque::with_capacity(depth);
     for i in 0..puts {
+        if in_flight.len() >= depth {
+            if let Some(put) = in_flight.pop_front() {
+                settle(put, &mut put_recorder, &mut put_done).await?;
+            }
+        }
         limiter.wait().await;
         let request = PutRequest {
             key: keys[i % space].clone(),
             value: value.clone(),
             ..PutRequest::default()
         };
-        let started = Instant::now();
-        let result = outcome(KvClient::new(put_conn.pick()).put(request).await);
-        let ended = Instant::now();
-        if let Err(message) = result {
-            return Err(Error::new(format!(
-                "Failed to Put for watch latency benchmark: {message}"
-            )));
-        }
-        put_recorder.record(started, ended, Ok(()));
-        put_done.push(ended);
+        let channel = put_conn.pick();
+        in_flight.push_back(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = outcome(KvClient::new(channel).put(request).await);
+            (started, Instant::now(), result)
+        }));
+    }
+    while let Some(put) = in_flight.pop_front() {
+        settle(put, &mut put_recorder, &mut put_done).await?;
     }
     let puts_took = start.elapsed();
 
@@ -152,4 +165,25 @@ pub(crate) async fn watch_latency(env: &Env, a: &WatchLatencyArgs) -> Result<Vec
             "",
         ),
     ])
+}
+
+/// One put of the workload: when it started and ended, and how.
+type PutOutcome = (Instant, Instant, Result<(), String>);
+
+/// Waits for `put`, records it and notes when it ended; a failed put ends
+/// the workload (etcd's message).
+async fn settle(
+    put: JoinHandle<PutOutcome>,
+    recorder: &mut Recorder,
+    done: &mut Vec<Instant>,
+) -> Result<(), Error> {
+    let (started, ended, result) = put.await.map_err(join_error)?;
+    if let Err(message) = result {
+        return Err(Error::new(format!(
+            "Failed to Put for watch latency benchmark: {message}"
+        )));
+    }
+    recorder.record(started, ended, Ok(()));
+    done.push(ended);
+    Ok(())
 }
