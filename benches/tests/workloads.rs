@@ -135,6 +135,53 @@ async fn put_and_range() {
     let range = single(&reports, "range", 50);
     assert!(range.stats.series.is_some());
     assert!(range.to_text(false).contains("Sample in one second"));
+
+    // Cairn's range over the key space put wrote: no KEY.
+    let reports = bench(&m, &["range", "--key-space-size=50", "--total=40"]).await;
+    single(&reports, "range", 40);
+    m.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_shaped_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = member(dir.path()).await;
+    // 40 objects; 60 operations, every 10th a whole list of 7-key pages
+    // (each must see all 40, or the run fails); the watch must deliver
+    // every update (or the run fails).
+    let reports = bench(
+        &m,
+        &[
+            "--clients=4",
+            "--conns=2",
+            "kube",
+            "--keys=40",
+            "--total=60",
+            "--list-every=10",
+            "--page-size=7",
+            "--val-size=64",
+            "--progress-interval=10ms",
+        ],
+    )
+    .await;
+    let names: Vec<&str> = reports.iter().map(|r| r.workload.as_str()).collect();
+    assert_eq!(names, ["kube-update", "kube-list", "kube-watch", "kube"]);
+    for r in &reports {
+        assert_eq!(
+            r.stats.error_count(),
+            0,
+            "{}: {:?}",
+            r.workload,
+            r.stats.errors
+        );
+    }
+    assert_eq!(reports[0].stats.count(), 54);
+    assert_eq!(reports[1].stats.count(), 6);
+    assert_eq!(reports[3].stats.count(), 60);
+    // One event per update that won its compare (the rest re-read the key).
+    let events = reports[2].stats.count();
+    assert!(events > 0 && events <= 54, "{events} events");
+    assert_eq!(key_count(&m).await, 40);
     m.stop().await.unwrap();
 }
 
@@ -222,6 +269,24 @@ async fn watch_workloads() {
     assert_eq!(events.workload, "watch-latency");
     assert_eq!(events.stats.count(), 30);
     assert_eq!(events.stats.error_count(), 0);
+
+    // Cairn's watchers over a key space: 7 watchers over 3 keys (3, 2, 2),
+    // 8 puts over the keys in turn (3, 3, 2): 3*3 + 2*3 + 2*2 = 19 events.
+    let reports = bench(
+        &m,
+        &[
+            "watch-latency",
+            "--streams=1",
+            "--watchers-per-stream=7",
+            "--key-space-size=3",
+            "--put-total=8",
+            "--put-rate=0",
+        ],
+    )
+    .await;
+    check(&reports[0], "watch-latency-put", 8);
+    assert_eq!(reports[1].stats.count(), 19);
+    assert_eq!(reports[1].stats.error_count(), 0);
 
     let reports = bench(
         &m,
