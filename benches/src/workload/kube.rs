@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_client::prefix_end;
+
 use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     kv_client::KvClient,
@@ -458,33 +460,5 @@ async fn watch_prefix(
                 )));
             }
         }
-    }
-}
-
-/// The range end of every key with `prefix` (etcd's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(&b) = end.last() {
-        if b < 0xff {
-            if let Some(last) = end.last_mut() {
-                *last = b + 1;
-            }
-            return end;
-        }
-        end.pop();
-    }
-    // Every byte 0xff: to the end of the keyspace.
-    vec![0]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends_are_etcds() {
-        assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }
