@@ -276,32 +276,7 @@ pub struct DefragReport {
 /// must open the data directory's keys before anything is compacted. Refuses
 /// a running member's directory and a directory that is not a Cairn member's.
 pub fn defrag(data_dir: &Path, key_file: Option<&Path>) -> Result<DefragReport, Error> {
-    let not_cairn = |reason| Error::NotADataDir {
-        path: data_dir.to_path_buf(),
-        reason,
-    };
-    if !data_dir.is_dir() {
-        return Err(not_cairn("no such directory"));
-    }
-    let path = data_dir.join("db");
-    let config = crate::config::Config {
-        data_dir: data_dir.to_path_buf(),
-        encryption_key_file: key_file.map(Path::to_path_buf),
-        ..crate::config::Config::default()
-    };
-    // Loaded, never generated: a missing key file is an error.
-    let master = MasterKey::load(crate::bootstrap::key_file_path(&config))?;
-    let raw = RocksEngine::open_existing(&path)?
-        .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
-    let raw: Arc<dyn Engine> = Arc::new(raw);
-    if !cfg!(feature = "bench-plaintext") {
-        if !SealedEngine::has_keys(raw.as_ref())? {
-            return Err(not_cairn("its database holds no encryption keys"));
-        }
-        // Opens (and so checks) every data key with the master key; writes
-        // nothing, since the keys exist.
-        drop(SealedEngine::open(Arc::clone(&raw), master)?);
-    }
+    let StoppedMember { path, raw, .. } = open_stopped(data_dir, key_file)?;
     let before = raw.size();
     tracing::info!(
         path = %path.display(),
@@ -332,6 +307,54 @@ pub fn defrag(data_dir: &Path, key_file: Option<&Path>) -> Result<DefragReport, 
         after,
         took,
     })
+}
+
+/// A stopped member's database, opened for an offline tool.
+pub struct StoppedMember {
+    /// The database directory (`<data-dir>/db`).
+    pub path: PathBuf,
+    /// The engine as stored (sealed values stay sealed): for whole-database
+    /// operations such as compaction.
+    pub raw: Arc<dyn Engine>,
+    /// The engine that opens sealed values with the member's keys (the raw
+    /// one in `bench-plaintext` builds).
+    pub engine: Arc<dyn Engine>,
+}
+
+/// Opens the database of the stopped member in `data_dir` with its master
+/// key (`key_file`, else `<data-dir>.key`, as the member uses: loaded,
+/// never generated), which must open its data keys. Creates and writes
+/// nothing. Refuses a running member's directory and a directory that is
+/// not a Cairn member's.
+pub fn open_stopped(data_dir: &Path, key_file: Option<&Path>) -> Result<StoppedMember, Error> {
+    let not_cairn = |reason| Error::NotADataDir {
+        path: data_dir.to_path_buf(),
+        reason,
+    };
+    if !data_dir.is_dir() {
+        return Err(not_cairn("no such directory"));
+    }
+    let path = data_dir.join("db");
+    let config = crate::config::Config {
+        data_dir: data_dir.to_path_buf(),
+        encryption_key_file: key_file.map(Path::to_path_buf),
+        ..crate::config::Config::default()
+    };
+    let master = MasterKey::load(crate::bootstrap::key_file_path(&config))?;
+    let raw = RocksEngine::open_existing(&path)?
+        .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
+    let raw: Arc<dyn Engine> = Arc::new(raw);
+    let engine: Arc<dyn Engine> = if cfg!(feature = "bench-plaintext") {
+        Arc::clone(&raw)
+    } else {
+        if !SealedEngine::has_keys(raw.as_ref())? {
+            return Err(not_cairn("its database holds no encryption keys"));
+        }
+        // Opens (and so checks) every data key with the master key; writes
+        // nothing, since the keys exist.
+        Arc::new(SealedEngine::open(Arc::clone(&raw), master)?)
+    };
+    Ok(StoppedMember { path, raw, engine })
 }
 
 /// `after - before` as a signed number (etcd logs the shrink as negative).
