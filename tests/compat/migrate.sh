@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# etcd -> Cairn -> etcd round trip against real etcd 3.5.1 (`cairn migrate`):
+#
+#  1. a history is written into a real etcd 3.5.1 (puts, overwrites, deletes,
+#     txns, leases with keys, a compaction, more writes, users and roles, auth
+#     enabled), then saved with `etcdctl snapshot save` (3.5 and 3.4);
+#  2. each file is imported with `cairn migrate from-etcd` (also the stopped
+#     member's member/snap/db), and a Cairn started on the 3.5 one;
+#  3. etcd and Cairn are compared with each etcdctl version (3.4 and 3.5): every
+#     `get "" --prefix --rev=N` (simple and -w json, headers included but for
+#     the cluster/member ids and raft term) for every N from the compacted
+#     revision to the current one, the compacted revision's error below it,
+#     `endpoint status` revision, leases (TTL, keys), users, roles, auth status;
+#  4. the same writes are made to both and the revisions given compared;
+#  5. Cairn is stopped and exported (`cairn migrate to-etcd --plaintext`):
+#     `etcdutl snapshot status` (3.5) and `etcdctl snapshot status` (3.4) read
+#     it, `etcdutl snapshot restore` makes a new etcd member of it, which is
+#     compared with the first etcd as in 3;
+#  6. damaged files are refused with nothing written: truncated, a byte
+#     flipped, Cairn's own snapshot format, not a database at all; and an
+#     export without --plaintext.
+#
+# Usage (from the repo root): bash tests/compat/migrate.sh [--keep] [--ctl 3.4|3.5]
+# Environment: CAIRN_BIN (default target/debug/cairn), CAIRN_TOOLS_DIR,
+#   MIGRATE_COMPAT_PORT (first loopback port, default 23140; takes 6 ports),
+#   COMPAT_READY_TIMEOUT.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/compat/lib.sh
+. "$here/lib.sh" "$@"
+next_port=${MIGRATE_COMPAT_PORT:-23140}
+etcdutl="$etcd35_dir/etcdutl"
+[ -x "$etcdutl" ] || die "etcdutl not found in $etcd35_dir"
+failed=0
+auth=()  # etcdctl's --user once auth is enabled
+
+# ctl VERSION ENDPOINT ARGS... : etcdctl of that version against ENDPOINT.
+ctl() {
+  local ver=$1 ep=$2
+  shift 2
+  ETCDCTL_API=3 "$(ctl_for "$ver")" --endpoints="$ep" "${auth[@]}" "$@"
+}
+
+# start_etcd NAME DATA_DIR : an etcd member on two new ports; sets $ep.
+# (Ports are picked once, and never reused: pick_port only skips ports in use.)
+start_etcd() {
+  local name=$1 dir=$2 cport pport
+  pick_port; cport=$port
+  pick_port; pport=$port
+  spawn "$work/$name.log" "$etcd_bin" --name "$name" --data-dir "$dir" \
+    --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "$name=http://127.0.0.1:$pport"
+  ep="127.0.0.1:$cport"
+  wait_healthy etcd "$ep" 1 "${auth[@]}"
+}
+
+# json_revision : the header revision of etcdctl's -w json output on stdin.
+json_revision() {
+  python3 -c 'import json,sys
+d=json.load(sys.stdin)
+d=d[0]["Status"] if isinstance(d,list) else d
+print(d["header"]["revision"])'
+}
+
+# dump VERSION ENDPOINT FROM TO : everything compared of a store, normalised.
+dump() {
+  local ver=$1 ep=$2 from=$3 to=$4 n id
+  echo "endpoint status revision: $(ctl "$ver" "$ep" endpoint status -w json | json_revision)"
+  for n in $(seq "$from" "$to"); do
+    echo "\$ get \"\" --prefix --rev=$n"
+    ctl "$ver" "$ep" get "" --prefix --rev="$n"
+    ctl "$ver" "$ep" get "" --prefix --rev="$n" -w json | python3 -c 'import json,sys
+d=json.load(sys.stdin)
+for k in ("cluster_id","member_id","raft_term"): d["header"].pop(k,None)
+print(json.dumps(d,sort_keys=True))'
+  done
+  echo "\$ get \"\" --prefix --rev=$((from - 1))"
+  ctl "$ver" "$ep" get "" --prefix --rev=$((from - 1)) 2>&1 | grep -o 'etcdserver: .*' | sort -u || true
+  ctl "$ver" "$ep" lease list
+  for id in $(ctl "$ver" "$ep" lease list | sed -n 's/^\([0-9a-f]\{16\}\)$/\1/p'); do
+    # The remaining TTL is each server's clock: only the granted TTL and keys.
+    # etcd lists a lease's keys in Go map order: sorted here.
+    ctl "$ver" "$ep" lease timetolive --keys "$id" | python3 -c 'import re,sys
+line=re.sub(r"remaining\([0-9-]*s\)","remaining(N)",sys.stdin.read())
+print(re.sub(r"\(\[(.*)\]\)",lambda m:"(["+" ".join(sorted(m.group(1).split()))+"])",line),end="")'
+  done
+  ctl "$ver" "$ep" user list
+  ctl "$ver" "$ep" role list
+  ctl "$ver" "$ep" user get bob
+  ctl "$ver" "$ep" role get reader
+  ctl "$ver" "$ep" auth status
+}
+
+# compare LABEL EP_A EP_B FROM TO : dump both with every etcdctl version; diff.
+compare() {
+  local label=$1 a=$2 b=$3 from=$4 to=$5 ver
+  for ver in "${ctls[@]}"; do
+    dump "$ver" "$a" "$from" "$to" >"$work/$label-$ver-a.txt" 2>&1
+    dump "$ver" "$b" "$from" "$to" >"$work/$label-$ver-b.txt" 2>&1
+    if diff -u "$work/$label-$ver-a.txt" "$work/$label-$ver-b.txt" >"$work/$label-$ver.diff"; then
+      log "$label, etcdctl $ver: identical ($(grep -c '^\$ get' "$work/$label-$ver-a.txt") revisions compared)"
+    else
+      head -n 60 "$work/$label-$ver.diff" >&2
+      log "$label, etcdctl $ver: DIFFER"
+      failed=1
+    fi
+  done
+}
+
+# writes ENDPOINT : the same writes on a store; prints the revision of each.
+writes() {
+  local ep=$1
+  ctl 3.5 "$ep" put w/1 one -w json | json_revision
+  ctl 3.5 "$ep" put k/a after -w json | json_revision
+  ctl 3.5 "$ep" del k/b -w json | json_revision
+  printf 'val("k/a") = "after"\n\nput w/2 two\nput w/3 three\n\n\n' |
+    ctl 3.5 "$ep" txn -w json | json_revision
+  ctl 3.5 "$ep" del nothing/here -w json | json_revision
+}
+
+# --- 1. a history in etcd -----------------------------------------------------
+start_etcd e1 "$work/e1"
+e1=$ep
+c() { ctl 3.5 "$e1" "$@" >/dev/null; }
+c put k/a 1; c put k/a 2; c put k/b 1; c put k/c 1; c del k/c
+printf 'val("k/a") = "2"\n\nput k/d 1\nput k/e 1\ndel k/b\n\nput k/f 1\n\n' | c txn
+lease=$(ctl 3.5 "$e1" lease grant 3600 | sed -n 's/^lease \([0-9a-f]*\) granted.*/\1/p')
+c put --lease="$lease" l/1 x; c put --lease="$lease" l/2 y; c put k/a 3
+compacted=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+c compaction "$compacted"
+c put k/a 4; c put k/b 2; c del k/d; c put --lease="$lease" l/3 z
+printf 'val("k/a") = "nope"\n\nput k/x 1\n\nput k/y 1\ndel l/1\n\n' | c txn
+c put big "$(head -c 20000 /dev/zero | tr '\0' v)"
+c user add root:pw; c role add root; c user grant-role root root
+c user add bob:pw2; c role add reader; c role grant-permission reader read k/ k0
+c user grant-role bob reader; c auth enable
+auth=(--user=root:pw)
+rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+log "etcd history: revisions 1..$rev, compacted at $compacted, auth enabled"
+ctl 3.5 "$e1" snapshot save "$work/snap35.db" >/dev/null 2>&1
+[ -z "$ctl34" ] || ctl 3.4 "$e1" snapshot save "$work/snap34.db" >/dev/null 2>&1
+
+# --- 2. import ------------------------------------------------------------------
+head -c 32 /dev/urandom >"$work/c1.key"
+chmod 600 "$work/c1.key"
+pick_port; c1_client=$port
+pick_port; c1_peer=$port
+member=(--name c1 --initial-cluster "c1=http://127.0.0.1:$c1_peer"
+  --initial-advertise-peer-urls "http://127.0.0.1:$c1_peer" --encryption-key-file "$work/c1.key")
+"$cairn_bin" migrate from-etcd --snapshot "$work/snap35.db" --data-dir "$work/c1" "${member[@]}" >&2
+if [ -f "$work/snap34.db" ]; then
+  "$cairn_bin" migrate from-etcd --snapshot "$work/snap34.db" --data-dir "$work/c34" "${member[@]}" |
+    grep -q "at revision $rev " || die "the etcdctl 3.4 snapshot did not import at revision $rev"
+fi
+spawn "$work/c1.log" "$cairn_bin" --data-dir "$work/c1" "${member[@]}" \
+  --listen-client-urls "http://127.0.0.1:$c1_client" --advertise-client-urls "http://127.0.0.1:$c1_client" \
+  --listen-peer-urls "http://127.0.0.1:$c1_peer"
+c1="127.0.0.1:$c1_client"
+wait_healthy cairn "$c1" 1 "${auth[@]}"
+
+# --- 3. compare -----------------------------------------------------------------
+compare imported "$e1" "$c1" "$compacted" "$rev"
+
+# --- 4. the same writes to both ------------------------------------------------
+etcd_revs=$(writes "$e1" | tr '\n' ' ')
+cairn_revs=$(writes "$c1" | tr '\n' ' ')
+if [ "$etcd_revs" = "$cairn_revs" ]; then
+  log "writes after the import: the same revisions ($etcd_revs)"
+else
+  log "writes after the import: etcd gave $etcd_revs, Cairn $cairn_revs"
+  failed=1
+fi
+rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+ctl 3.5 "$c1" snapshot save "$work/cairn-own.snap" >/dev/null 2>&1
+
+# --- 5. back to etcd --------------------------------------------------------------
+stop_servers
+cp "$work/e1/member/snap/db" "$work/member.db"
+"$cairn_bin" migrate from-etcd --snapshot "$work/member.db" --data-dir "$work/cm" "${member[@]}" |
+  grep -q "at revision $rev " || die "the stopped member's member/snap/db did not import at revision $rev"
+if "$cairn_bin" migrate to-etcd --data-dir "$work/c1" --encryption-key-file "$work/c1.key" \
+  --out "$work/back.db" >"$work/refused.out" 2>&1; then
+  die "an export without --plaintext was not refused"
+fi
+grep -q -- "--plaintext" "$work/refused.out" || die "the refusal does not name --plaintext"
+[ ! -e "$work/back.db" ] || die "a refused export wrote a file"
+"$cairn_bin" migrate to-etcd --data-dir "$work/c1" --encryption-key-file "$work/c1.key" \
+  --out "$work/back.db" --plaintext >&2
+status=$("$etcdutl" snapshot status -w json "$work/back.db")
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["revision"]==int(sys.argv[2]), d' \
+  "$status" "$rev" || die "etcdutl snapshot status: $status (expected revision $rev)"
+log "etcdutl snapshot status of the export: $status"
+if [ -n "$ctl34" ]; then
+  status=$(ETCDCTL_API=3 "$ctl34" snapshot status -w json "$work/back.db")
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["revision"]==int(sys.argv[2]), d' \
+    "$status" "$rev" || die "etcdctl 3.4 snapshot status: $status (expected revision $rev)"
+  log "etcdctl 3.4 snapshot status of the export: $status"
+fi
+pick_port; e2_peer=$port
+pick_port; e2_client=$port
+"$etcdutl" snapshot restore "$work/back.db" --name e2 --data-dir "$work/e2" \
+  --initial-cluster "e2=http://127.0.0.1:$e2_peer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" >"$work/restore.log" 2>&1 ||
+  { cat "$work/restore.log" >&2; die "etcdutl snapshot restore refused the export"; }
+start_etcd e1 "$work/e1"
+e1=$ep
+spawn "$work/e2.log" "$etcd_bin" --name e2 --data-dir "$work/e2" \
+  --listen-client-urls "http://127.0.0.1:$e2_client" --advertise-client-urls "http://127.0.0.1:$e2_client" \
+  --listen-peer-urls "http://127.0.0.1:$e2_peer" --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" \
+  --initial-cluster "e2=http://127.0.0.1:$e2_peer"
+e2="127.0.0.1:$e2_client"
+wait_healthy etcd "$e2" 1 "${auth[@]}"
+compare exported "$e1" "$e2" "$compacted" "$rev"
+etcd_revs=$(ctl 3.5 "$e1" put after/back 1 -w json | json_revision)
+back_revs=$(ctl 3.5 "$e2" put after/back 1 -w json | json_revision)
+[ "$etcd_revs" = "$back_revs" ] || { log "next write: etcd $etcd_revs, restored etcd $back_revs"; failed=1; }
+stop_servers
+
+# --- 6. refusals --------------------------------------------------------------------
+python3 - "$work" <<'PY'
+import sys
+w = sys.argv[1]
+data = open(f"{w}/snap35.db", "rb").read()
+open(f"{w}/bad-truncated.db", "wb").write(data[: len(data) // 2])
+flipped = bytearray(data)
+flipped[len(data) // 3] ^= 0x01
+open(f"{w}/bad-flipped.db", "wb").write(bytes(flipped))
+open(f"{w}/bad-text.db", "wb").write(b"this is not a database\n" * 100)
+PY
+cp "$work/cairn-own.snap" "$work/bad-cairn.db"
+for bad in truncated flipped text cairn; do
+  if RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$cairn_bin" migrate from-etcd \
+    --snapshot "$work/bad-$bad.db" --data-dir "$work/bad-$bad" "${member[@]}" >"$work/bad-$bad.out" 2>&1; then
+    log "a $bad file was imported"
+    failed=1
+  elif [ -e "$work/bad-$bad" ]; then
+    log "a refused $bad file left $work/bad-$bad behind"
+    failed=1
+  else
+    log "$bad file refused: $(sed -n '/^Caused by:/{n;s/^ *//;p;q}' "$work/bad-$bad.out")"
+  fi
+done
+
+if [ "$failed" = 0 ]; then log "PASS"; else log "FAIL"; fi
+exit "$failed"
