@@ -20,7 +20,13 @@ use cairn_server::migrate;
 use cairn_server::mvcc::Revision;
 use prost::Message;
 
-const RECORDS: i64 = 112_000;
+/// Writes in the history (`MIGRATE_TEST_WRITES` to time a bigger file).
+fn records() -> i64 {
+    std::env::var("MIGRATE_TEST_WRITES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(112_000)
+}
 const KEYS: i64 = 30_000;
 const COMPACTED: i64 = 40_000;
 const LEASE: i64 = 0x77;
@@ -32,12 +38,12 @@ fn key_name(i: i64) -> Vec<u8> {
     format!("k{i:05}").into_bytes()
 }
 
-/// Revisions 2..=RECORDS+1, one write each: every tenth a deletion of a
+/// Revisions 2..=records()+1, one write each: every tenth a deletion of a
 /// live key, the rest puts; keys below 50 attached to LEASE.
 fn history() -> History {
     let mut live: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // key -> (create, version)
     let mut out = Vec::new();
-    for i in 0..RECORDS {
+    for i in 0..records() {
         let rev = i + 2;
         let k = (i * 7919) % KEYS;
         if i % 10 == 9 && live.remove(&k).is_some() {
@@ -120,7 +126,7 @@ fn etcd_file(history: &History) -> Vec<u8> {
     let lease = lease.finish().unwrap();
     let mut meta = w.bucket();
     let compacted = Revision::new(COMPACTED, 0).to_bytes();
-    meta.put_value(b"consistent_index", &(RECORDS as u64 + 10).to_be_bytes())
+    meta.put_value(b"consistent_index", &(records() as u64 + 10).to_be_bytes())
         .unwrap();
     meta.put_value(b"finishedCompactRev", &compacted).unwrap();
     meta.put_value(b"scheduledCompactRev", &compacted).unwrap();
@@ -171,7 +177,7 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
         file.len(),
         started.elapsed()
     );
-    assert_eq!(report.revision, RECORDS + 1);
+    assert_eq!(report.revision, records() + 1);
     assert_eq!(report.imported.key_records, kept.len() as u64);
     assert_eq!(report.imported.compacted, COMPACTED);
     // A second import into the same directory is refused.
@@ -179,10 +185,10 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
 
     let member = cairn_server::embed::start(config.clone()).await.unwrap();
     let c = common::client(&member).await;
-    for at in [COMPACTED, COMPACTED + 1, 77_777, RECORDS + 1] {
+    for at in [COMPACTED, COMPACTED + 1, 77_777, records() + 1] {
         let want = model_at(&full, at);
         let got = c.get(Get::key("k").prefix().revision(at)).await.unwrap();
-        assert_eq!(got.header.unwrap().revision, RECORDS + 1);
+        assert_eq!(got.header.unwrap().revision, records() + 1);
         assert_eq!(got.count, want.len() as i64, "count at {at}");
         let got: BTreeMap<Vec<u8>, KeyValue> =
             got.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
@@ -195,7 +201,7 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
     assert!(err.to_string().contains("compacted"), "{err}");
     let ttl = c.lease_time_to_live(LEASE, true).await.unwrap();
     assert_eq!(ttl.granted_ttl, 3600);
-    let leased: Vec<Vec<u8>> = model_at(&full, RECORDS + 1)
+    let leased: Vec<Vec<u8>> = model_at(&full, records() + 1)
         .into_values()
         .filter(|kv| kv.lease == LEASE)
         .map(|kv| kv.key)
@@ -208,14 +214,14 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
     let started = std::time::Instant::now();
     let exported = migrate::to_etcd(&config.data_dir, None, &out, true).unwrap();
     eprintln!("exported in {:?}", started.elapsed());
-    assert_eq!(exported.revision, RECORDS + 1);
+    assert_eq!(exported.revision, records() + 1);
     assert_eq!(exported.compacted, COMPACTED);
     let back = std::fs::read(&out).unwrap();
     assert_eq!(back.len() % 512, 32);
     assert_eq!(bucket(&back, b"key"), bucket(&file, b"key"));
     assert_eq!(bucket(&back, b"lease"), bucket(&file, b"lease"));
     let reread = migrate::read_etcd(&back).unwrap();
-    assert_eq!(reread.revision, RECORDS + 1);
+    assert_eq!(reread.revision, records() + 1);
     if let Some(etcdutl) = etcdutl() {
         let status = std::process::Command::new(etcdutl)
             .args(["snapshot", "status", "-w", "json"])
@@ -225,7 +231,7 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
         let text = String::from_utf8_lossy(&status.stdout);
         assert!(status.status.success(), "{text}");
         assert!(
-            text.contains(&format!("\"revision\":{},", RECORDS + 1)),
+            text.contains(&format!("\"revision\":{},", records() + 1)),
             "{text}"
         );
     } else {
@@ -236,7 +242,7 @@ async fn a_100k_record_etcd_file_round_trips_with_every_revision() {
     let member = cairn_server::embed::start(config).await.unwrap();
     let c = common::client(&member).await;
     let put = c.put(Put::new("next", "1")).await.unwrap();
-    assert_eq!(put.header.unwrap().revision, RECORDS + 2);
+    assert_eq!(put.header.unwrap().revision, records() + 2);
     member.stop().await.unwrap();
 }
 
