@@ -11,7 +11,11 @@
 #     the cluster/member ids and raft term) for every N from the compacted
 #     revision to the current one, the compacted revision's error below it,
 #     `endpoint status` revision, leases (TTL, keys), users, roles, auth status;
-#  4. the same writes are made to both and the revisions given compared;
+#  4. the same writes are made to both and the revisions given compared; then
+#     `etcdctl snapshot save` (3.4 and 3.5) against Cairn writes Cairn's own
+#     file (a bbolt database, values sealed), whose revision and total keys
+#     `etcdutl snapshot status` and etcdctl 3.4's read as `cairn snapshot status`
+#     does, and which `cairn snapshot restore` restores;
 #  5. Cairn is stopped and exported (`cairn migrate to-etcd --plaintext`):
 #     `etcdutl snapshot status` (3.5) and `etcdctl snapshot status` (3.4) read
 #     it, `etcdutl snapshot restore` makes a new etcd member of it, which is
@@ -173,7 +177,36 @@ else
   failed=1
 fi
 rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
-ctl 3.5 "$c1" snapshot save "$work/cairn-own.snap" >/dev/null 2>&1
+
+# --- 4b. Cairn's own snapshot file, read by etcd's tools ----------------------------
+# total_keys TOOL... : "revision totalKey" of `TOOL... -w json` (snapshot status)
+total_keys() {
+  "$@" -w json | python3 -c 'import json,sys
+d=json.load(sys.stdin); print(d["revision"], d["totalKey"])'
+}
+for ver in "${ctls[@]}"; do
+  ctl "$ver" "$c1" snapshot save "$work/cairn-own-$ver.snap" >/dev/null 2>&1 ||
+    die "etcdctl $ver snapshot save against Cairn failed"
+  ours=$(total_keys "$cairn_bin" snapshot status "$work/cairn-own-$ver.snap" \
+    --encryption-key-file "$work/c1.key")
+  [ "${ours%% *}" = "$rev" ] || { log "cairn snapshot status: $ours, expected revision $rev"; failed=1; }
+  for tool in etcdutl ctl34; do
+    case $tool in
+      etcdutl) theirs=$(total_keys "$etcdutl" snapshot status "$work/cairn-own-$ver.snap") ;;
+      ctl34) [ -n "$ctl34" ] || continue
+        theirs=$(total_keys env ETCDCTL_API=3 "$ctl34" snapshot status "$work/cairn-own-$ver.snap") ;;
+    esac
+    if [ "$theirs" = "$ours" ]; then
+      log "Cairn snapshot (etcdctl $ver save) read by $tool: revision and total keys $theirs, as cairn's"
+    else
+      log "Cairn snapshot (etcdctl $ver save) read by $tool: $theirs, cairn: $ours"
+      failed=1
+    fi
+  done
+done
+cp "$work/cairn-own-3.5.snap" "$work/cairn-own.snap"
+"$cairn_bin" snapshot restore "$work/cairn-own.snap" --data-dir "$work/restored" "${member[@]}" |
+  grep -q "at revision $rev\$" || die "cairn snapshot restore of its own bbolt snapshot"
 
 # --- 5. back to etcd --------------------------------------------------------------
 stop_servers

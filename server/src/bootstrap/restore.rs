@@ -22,12 +22,10 @@ use crate::storage::crypto::MasterKey;
 /// file; then start each member with the same flags. Returns the restored
 /// revision.
 pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
-    let (index, state) =
-        crate::snapshot::decode_file(file).map_err(|e| Error::Restore(e.to_string()))?;
     let master = MasterKey::load(key_file_path(config))?;
-    let data = crate::snapshot::open_state(Some(&master), index, state)
+    let decoded = crate::snapshot::decode_file(file, Some(&master))
         .map_err(|e| Error::Restore(e.to_string()))?;
-    restore_state(&data, config)
+    restore_state(&decoded.data, config)
 }
 
 /// Writes replicated state `data` (snapshot records: what

@@ -118,6 +118,11 @@ pub fn read_etcd(file: &[u8]) -> Result<Imported, Error> {
         had_digest,
         ..Imported::default()
     };
+    if db.bucket(b"cairn")?.is_some() {
+        return Err(Error::NotEtcd(
+            "it is a Cairn snapshot (restore it with `cairn snapshot restore`)".into(),
+        ));
+    }
     let keys = db
         .bucket(etcd::KEY)?
         .ok_or_else(|| Error::NotEtcd("it has no `key` bucket".into()))?;

@@ -210,6 +210,19 @@ fn refuses_damaged_truncated_and_foreign_files() {
         read_etcd(b"CAIRNSNAP1 a Cairn snapshot is not an etcd one"),
         Err(Error::Bbolt(cairn_bbolt::Error::NotBbolt(_)))
     ));
+    // Cairn's own snapshot (a bbolt file with a `key` bucket, sealed values).
+    let mut state = Vec::new();
+    SnapshotRecord {
+        cf: "kv".into(),
+        key: Revision::new(2, 0).record_key(false),
+        value: kv("a", 2, 2, 1, 0),
+    }
+    .encode_length_delimited(&mut state)
+    .unwrap();
+    let master = crate::storage::crypto::MasterKey::from_bytes([3; 32]);
+    let cairn = crate::snapshot::encode_file(2, &state, Some(&master)).unwrap();
+    let err = read_etcd(&cairn).unwrap_err();
+    assert!(err.to_string().contains("cairn snapshot restore"), "{err}");
     // bbolt, but not etcd's.
     let other = file(vec![(b"stuff", vec![(b"k".to_vec(), b"v".to_vec())])], true);
     assert!(matches!(read_etcd(&other), Err(Error::NotEtcd(_))));

@@ -24,8 +24,9 @@ pub enum SnapshotCommand {
     },
     /// Prints a snapshot file's hash, revision, total keys and total size
     /// (etcdutl snapshot status). The hash is the CRC-32C of the file's
-    /// plain state records; total keys counts MVCC key records (every
-    /// revision of every key, deletions included).
+    /// plain state records; total keys counts, as etcdutl does, the MVCC key
+    /// records (every revision of every key, deletions included) and the
+    /// three entries of bucket `cairn`.
     Status(StatusArgs),
 }
 
@@ -88,9 +89,10 @@ pub struct DefragArgs {
 /// `cairn snapshot status`: the hash, revision, key count and size of a
 /// snapshot file. The hash is the CRC-32C (Castagnoli, as etcdutl's) of the
 /// file's plain state records, after unsealing; the revision is the one a
-/// member restored from the file starts at; total keys counts the MVCC key
-/// records (every revision of every key, deletions included); total size is
-/// the file's size.
+/// member restored from the file starts at; total keys counts, as etcdutl
+/// does, the MVCC key records (every revision of every key, deletions
+/// included) and the three entries of bucket `cairn`; total size is the
+/// file's size.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The file written by `etcdctl snapshot save` against Cairn.
