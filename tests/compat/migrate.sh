@@ -20,6 +20,8 @@
 #     `etcdutl snapshot status` (3.5) and `etcdctl snapshot status` (3.4) read
 #     it, `etcdutl snapshot restore` makes a new etcd member of it, which is
 #     compared with the first etcd as in 3;
+#     `cairn migrate verify` passes between etcd and Cairn (3, 4), etcd and the
+#     restored export (5), and fails once a value differs;
 #  6. damaged files are refused with nothing written: truncated, a byte
 #     flipped, Cairn's own snapshot format, not a database at all; and an
 #     export without --plaintext.
@@ -124,6 +126,21 @@ writes() {
   ctl 3.5 "$ep" del nothing/here -w json | json_revision
 }
 
+# verify LABEL EXPECT ETCD OTHER : `cairn migrate verify` between two stores;
+# EXPECT is pass or fail.
+verify() {
+  local label=$1 expect=$2 got=pass
+  RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$cairn_bin" migrate verify --etcd-endpoints "$3" \
+    --cairn-endpoints "$4" "${auth[@]}" >"$work/verify-$label.out" 2>&1 || got=fail
+  if [ "$got" = "$expect" ]; then
+    log "migrate verify ($label): ${got}ed as expected: $(grep -E '^(identical|DIFFERENT)' "$work/verify-$label.out" | head -n 1)"
+  else
+    cat "$work/verify-$label.out" >&2
+    log "migrate verify ($label): ${got}ed, expected to $expect"
+    failed=1
+  fi
+}
+
 # --- 1. a history in etcd -----------------------------------------------------
 start_etcd e1 "$work/e1"
 e1=$ep
@@ -166,6 +183,7 @@ wait_healthy cairn "$c1" 1 "${auth[@]}"
 
 # --- 3. compare -----------------------------------------------------------------
 compare imported "$e1" "$c1" "$compacted" "$rev"
+verify imported pass "$e1" "$c1"
 
 # --- 4. the same writes to both ------------------------------------------------
 etcd_revs=$(writes "$e1" | tr '\n' ' ')
@@ -177,6 +195,7 @@ else
   failed=1
 fi
 rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+verify "after the same writes" pass "$e1" "$c1"
 
 # --- 4b. Cairn's own snapshot file, read by etcd's tools ----------------------------
 # total_keys TOOL... : "revision totalKey" of `TOOL... -w json` (snapshot status)
@@ -249,6 +268,10 @@ compare exported "$e1" "$e2" "$compacted" "$rev"
 etcd_revs=$(ctl 3.5 "$e1" put after/back 1 -w json | json_revision)
 back_revs=$(ctl 3.5 "$e2" put after/back 1 -w json | json_revision)
 [ "$etcd_revs" = "$back_revs" ] || { log "next write: etcd $etcd_revs, restored etcd $back_revs"; failed=1; }
+verify "etcd and the restored export" pass "$e1" "$e2"
+ctl 3.5 "$e1" put diverge one >/dev/null
+ctl 3.5 "$e2" put diverge two >/dev/null
+verify "one value differs" fail "$e1" "$e2"
 stop_servers
 
 # --- 6. refusals --------------------------------------------------------------------

@@ -10,6 +10,9 @@
 //!   --plaintext`): a stopped member's data becomes an etcd snapshot file
 //!   for `etcdutl snapshot restore` ([`export`]).
 //!
+//! - `cairn migrate verify` (the binary's `verify.rs`): two live stores
+//!   compared through the etcd API at one revision, for the cut-over.
+//!
 //! The bbolt format is `cairn-bbolt`'s; etcd's schema (bucket names, key
 //! encodings, the snapshot digest) is [`etcd`]'s. No Go code or tool runs.
 

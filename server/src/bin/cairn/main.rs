@@ -9,6 +9,7 @@ mod flags;
 mod migrate;
 mod tls_flags;
 mod unsupported;
+mod verify;
 
 use anyhow::Context;
 use cairn_server::embed;
@@ -235,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Snapshot(command)) => return commands::snapshot(command),
         Some(Command::Admin(command)) => return commands::admin(command).await,
-        Some(Command::Migrate(command)) => return migrate::run(command),
+        Some(Command::Migrate(command)) => return migrate::run(command).await,
         Some(Command::Defrag(args)) => {
             // etcdutl reports the sizes in its log lines.
             cairn_server::logging::init("zap", &["default".to_string()], "info")?;

@@ -42,11 +42,16 @@ pub enum MigrateCommand {
         #[arg(long)]
         plaintext: bool,
     },
+    /// Compares two live stores (etcd and Cairn) at one revision: every
+    /// key's value, create/mod revision, version and lease, the compacted
+    /// revision and the leases. Exits non-zero on any difference.
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// Runs `cairn migrate ...`.
-pub fn run(command: MigrateCommand) -> anyhow::Result<()> {
+pub async fn run(command: MigrateCommand) -> anyhow::Result<()> {
     match command {
+        MigrateCommand::Verify(args) => crate::verify::run(args).await,
         MigrateCommand::FromEtcd { snapshot, member } => {
             let bytes = std::fs::read(&snapshot)
                 .with_context(|| format!("reading {}", snapshot.display()))?;
