@@ -7,6 +7,8 @@
 //! byte; `etcdutl snapshot status` when etcd 3.5.1's tools are installed).
 //! The real-etcd round trip is `tests/compat/migrate.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 mod common;
 
 use std::collections::BTreeMap;

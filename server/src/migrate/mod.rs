@@ -9,7 +9,6 @@
 //! - [`to_etcd`] (`cairn migrate to-etcd --data-dir DIR --out FILE
 //!   --plaintext`): a stopped member's data becomes an etcd snapshot file
 //!   for `etcdutl snapshot restore` ([`export`]).
-//!
 //! - `cairn migrate verify` (the binary's `verify.rs`): two live stores
 //!   compared through the etcd API at one revision, for the cut-over.
 //!
