@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # etcd -> Cairn -> etcd round trip against real etcd 3.5.1 (`cairn migrate`):
 #
-#  1. a history is written into a real etcd 3.5.1 (puts, overwrites, deletes,
+#  1. a history is written into a real etcd (3.5.1, then Debian's 3.4 when
+#     etcdctl 3.4 is in the run: steps 1 to 5 for each) (puts, overwrites, deletes,
 #     txns, leases with keys, a compaction, more writes, users and roles, auth
 #     enabled), then saved with `etcdctl snapshot save` (3.5 and 3.4);
 #  2. each file is imported with `cairn migrate from-etcd` (also the stopped
@@ -54,7 +55,7 @@ start_etcd() {
   local name=$1 dir=$2 cport pport
   pick_port; cport=$port
   pick_port; pport=$port
-  spawn "$work/$name.log" "$etcd_bin" --name "$name" --data-dir "$dir" \
+  spawn "$(dirname "$dir")/$name.log" "$server_bin" --name "$name" --data-dir "$dir" \
     --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
     --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
     --initial-cluster "$name=http://127.0.0.1:$pport"
@@ -96,7 +97,8 @@ print(re.sub(r"\(\[(.*)\]\)",lambda m:"(["+" ".join(sorted(m.group(1).split()))+
   ctl "$ver" "$ep" role list
   ctl "$ver" "$ep" user get bob
   ctl "$ver" "$ep" role get reader
-  ctl "$ver" "$ep" auth status
+  # (etcd 3.4 has no AuthStatus rpc.)
+  [ "$server" = 3.4 ] || ctl "$ver" "$ep" auth status
 }
 
 # compare LABEL EP_A EP_B FROM TO : dump both with every etcdctl version; diff.
@@ -141,151 +143,175 @@ verify() {
   fi
 }
 
-# --- 1. a history in etcd -----------------------------------------------------
-start_etcd e1 "$work/e1"
-e1=$ep
-c() { ctl 3.5 "$e1" "$@" >/dev/null; }
-c put k/a 1; c put k/a 2; c put k/b 1; c put k/c 1; c del k/c
-printf 'val("k/a") = "2"\n\nput k/d 1\nput k/e 1\ndel k/b\n\nput k/f 1\n\n' | c txn
-lease=$(ctl 3.5 "$e1" lease grant 3600 | sed -n 's/^lease \([0-9a-f]*\) granted.*/\1/p')
-c put --lease="$lease" l/1 x; c put --lease="$lease" l/2 y; c put k/a 3
-compacted=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
-c compaction "$compacted"
-c put k/a 4; c put k/b 2; c del k/d; c put --lease="$lease" l/3 z
-printf 'val("k/a") = "nope"\n\nput k/x 1\n\nput k/y 1\ndel l/1\n\n' | c txn
-c put big "$(head -c 20000 /dev/zero | tr '\0' v)"
-c user add root:pw; c role add root; c user grant-role root root
-c user add bob:pw2; c role add reader; c role grant-permission reader read k/ k0
-c user grant-role bob reader; c auth enable
-auth=(--user=root:pw)
-rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
-log "etcd history: revisions 1..$rev, compacted at $compacted, auth enabled"
-ctl 3.5 "$e1" snapshot save "$work/snap35.db" >/dev/null 2>&1
-[ -z "$ctl34" ] || ctl 3.4 "$e1" snapshot save "$work/snap34.db" >/dev/null 2>&1
-
-# --- 2. import ------------------------------------------------------------------
-head -c 32 /dev/urandom >"$work/c1.key"
-chmod 600 "$work/c1.key"
-pick_port; c1_client=$port
-pick_port; c1_peer=$port
-member=(--name c1 --initial-cluster "c1=http://127.0.0.1:$c1_peer"
-  --initial-advertise-peer-urls "http://127.0.0.1:$c1_peer" --encryption-key-file "$work/c1.key")
-"$cairn_bin" migrate from-etcd --snapshot "$work/snap35.db" --data-dir "$work/c1" "${member[@]}" >&2
-if [ -f "$work/snap34.db" ]; then
-  "$cairn_bin" migrate from-etcd --snapshot "$work/snap34.db" --data-dir "$work/c34" "${member[@]}" |
-    grep -q "at revision $rev " || die "the etcdctl 3.4 snapshot did not import at revision $rev"
-fi
-spawn "$work/c1.log" "$cairn_bin" --data-dir "$work/c1" "${member[@]}" \
-  --listen-client-urls "http://127.0.0.1:$c1_client" --advertise-client-urls "http://127.0.0.1:$c1_client" \
-  --listen-peer-urls "http://127.0.0.1:$c1_peer"
-c1="127.0.0.1:$c1_client"
-wait_healthy cairn "$c1" 1 "${auth[@]}"
-
-# --- 3. compare -----------------------------------------------------------------
-compare imported "$e1" "$c1" "$compacted" "$rev"
-verify imported pass "$e1" "$c1"
-
-# --- 4. the same writes to both ------------------------------------------------
-etcd_revs=$(writes "$e1" | tr '\n' ' ')
-cairn_revs=$(writes "$c1" | tr '\n' ' ')
-if [ "$etcd_revs" = "$cairn_revs" ]; then
-  log "writes after the import: the same revisions ($etcd_revs)"
-else
-  log "writes after the import: etcd gave $etcd_revs, Cairn $cairn_revs"
-  failed=1
-fi
-rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
-verify "after the same writes" pass "$e1" "$c1"
-
-# --- 4b. Cairn's own snapshot file, read by etcd's tools ----------------------------
 # total_keys TOOL... : "revision totalKey" of `TOOL... -w json` (snapshot status)
 total_keys() {
   "$@" -w json | python3 -c 'import json,sys
 d=json.load(sys.stdin); print(d["revision"], d["totalKey"])'
 }
-for ver in "${ctls[@]}"; do
-  ctl "$ver" "$c1" snapshot save "$work/cairn-own-$ver.snap" >/dev/null 2>&1 ||
-    die "etcdctl $ver snapshot save against Cairn failed"
-  ours=$(total_keys "$cairn_bin" snapshot status "$work/cairn-own-$ver.snap" \
-    --encryption-key-file "$work/c1.key")
-  [ "${ours%% *}" = "$rev" ] || { log "cairn snapshot status: $ours, expected revision $rev"; failed=1; }
-  for tool in etcdutl ctl34; do
-    case $tool in
-      etcdutl) theirs=$(total_keys "$etcdutl" snapshot status "$work/cairn-own-$ver.snap") ;;
-      ctl34) [ -n "$ctl34" ] || continue
-        theirs=$(total_keys env ETCDCTL_API=3 "$ctl34" snapshot status "$work/cairn-own-$ver.snap") ;;
-    esac
-    if [ "$theirs" = "$ours" ]; then
-      log "Cairn snapshot (etcdctl $ver save) read by $tool: revision and total keys $theirs, as cairn's"
-    else
-      log "Cairn snapshot (etcdctl $ver save) read by $tool: $theirs, cairn: $ours"
-      failed=1
-    fi
-  done
-done
-cp "$work/cairn-own-3.5.snap" "$work/cairn-own.snap"
-"$cairn_bin" snapshot restore "$work/cairn-own.snap" --data-dir "$work/restored" "${member[@]}" |
-  grep -q "at revision $rev\$" || die "cairn snapshot restore of its own bbolt snapshot"
 
-# --- 5. back to etcd --------------------------------------------------------------
-stop_servers
-cp "$work/e1/member/snap/db" "$work/member.db"
-"$cairn_bin" migrate from-etcd --snapshot "$work/member.db" --data-dir "$work/cm" "${member[@]}" |
-  grep -q "at revision $rev " || die "the stopped member's member/snap/db did not import at revision $rev"
-if "$cairn_bin" migrate to-etcd --data-dir "$work/c1" --encryption-key-file "$work/c1.key" \
-  --out "$work/back.db" >"$work/refused.out" 2>&1; then
-  die "an export without --plaintext was not refused"
-fi
-grep -q -- "--plaintext" "$work/refused.out" || die "the refusal does not name --plaintext"
-[ ! -e "$work/back.db" ] || die "a refused export wrote a file"
-"$cairn_bin" migrate to-etcd --data-dir "$work/c1" --encryption-key-file "$work/c1.key" \
-  --out "$work/back.db" --plaintext >&2
-status=$("$etcdutl" snapshot status -w json "$work/back.db")
-python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["revision"]==int(sys.argv[2]), d' \
-  "$status" "$rev" || die "etcdutl snapshot status: $status (expected revision $rev)"
-log "etcdutl snapshot status of the export: $status"
-if [ -n "$ctl34" ]; then
-  status=$(ETCDCTL_API=3 "$ctl34" snapshot status -w json "$work/back.db")
+# round_trip SERVER : steps 1 to 5 with etcd SERVER (3.5: etcd 3.5.1 and
+# etcdutl; 3.4: Debian's etcd 3.4 and its etcdctl's snapshot restore), in
+# $work/SERVER.
+round_trip() {
+  local server=$1 w="$work/$1"
+  mkdir -p "$w"
+  auth=()
+  if [ "$server" = 3.4 ]; then
+    server_bin=$(command -v etcd)
+    restore_tool=(env ETCDCTL_API=3 "$ctl34")
+  else
+    server_bin=$etcd_bin
+    restore_tool=("$etcdutl")
+  fi
+  # --- 1. a history in etcd -----------------------------------------------------
+  start_etcd e1 "$w/e1"
+  e1=$ep
+  c() { ctl 3.5 "$e1" "$@" >/dev/null; }
+  c put k/a 1; c put k/a 2; c put k/b 1; c put k/c 1; c del k/c
+  printf 'val("k/a") = "2"\n\nput k/d 1\nput k/e 1\ndel k/b\n\nput k/f 1\n\n' | c txn
+  lease=$(ctl 3.5 "$e1" lease grant 3600 | sed -n 's/^lease \([0-9a-f]*\) granted.*/\1/p')
+  c put --lease="$lease" l/1 x; c put --lease="$lease" l/2 y; c put k/a 3
+  compacted=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+  c compaction "$compacted"
+  c put k/a 4; c put k/b 2; c del k/d; c put --lease="$lease" l/3 z
+  printf 'val("k/a") = "nope"\n\nput k/x 1\n\nput k/y 1\ndel l/1\n\n' | c txn
+  c put big "$(head -c 20000 /dev/zero | tr '\0' v)"
+  c user add root:pw; c role add root; c user grant-role root root
+  c user add bob:pw2; c role add reader; c role grant-permission reader read k/ k0
+  c user grant-role bob reader; c auth enable
+  auth=(--user=root:pw)
+  rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+  log "etcd $server history: revisions 1..$rev, compacted at $compacted, auth enabled"
+  ctl 3.5 "$e1" snapshot save "$w/snap35.db" >/dev/null 2>&1
+  [ -z "$ctl34" ] || ctl 3.4 "$e1" snapshot save "$w/snap34.db" >/dev/null 2>&1
+
+  # --- 2. import ------------------------------------------------------------------
+  head -c 32 /dev/urandom >"$w/c1.key"
+  chmod 600 "$w/c1.key"
+  pick_port; c1_client=$port
+  pick_port; c1_peer=$port
+  member=(--name c1 --initial-cluster "c1=http://127.0.0.1:$c1_peer"
+    --initial-advertise-peer-urls "http://127.0.0.1:$c1_peer" --encryption-key-file "$w/c1.key")
+  "$cairn_bin" migrate from-etcd --snapshot "$w/snap35.db" --data-dir "$w/c1" "${member[@]}" >&2
+  if [ -f "$w/snap34.db" ]; then
+    "$cairn_bin" migrate from-etcd --snapshot "$w/snap34.db" --data-dir "$w/c34" "${member[@]}" |
+      grep -q "at revision $rev " || die "the etcdctl 3.4 snapshot did not import at revision $rev"
+  fi
+  spawn "$w/c1.log" "$cairn_bin" --data-dir "$w/c1" "${member[@]}" \
+    --listen-client-urls "http://127.0.0.1:$c1_client" --advertise-client-urls "http://127.0.0.1:$c1_client" \
+    --listen-peer-urls "http://127.0.0.1:$c1_peer"
+  c1="127.0.0.1:$c1_client"
+  wait_healthy cairn "$c1" 1 "${auth[@]}"
+
+  # --- 3. compare -----------------------------------------------------------------
+  compare "$server-imported" "$e1" "$c1" "$compacted" "$rev"
+  verify "etcd $server, imported" pass "$e1" "$c1"
+
+  # --- 4. the same writes to both ------------------------------------------------
+  etcd_revs=$(writes "$e1" | tr '\n' ' ')
+  cairn_revs=$(writes "$c1" | tr '\n' ' ')
+  if [ "$etcd_revs" = "$cairn_revs" ]; then
+    log "etcd $server, writes after the import: the same revisions ($etcd_revs)"
+  else
+    log "etcd $server, writes after the import: etcd gave $etcd_revs, Cairn $cairn_revs"
+    failed=1
+  fi
+  rev=$(ctl 3.5 "$e1" endpoint status -w json | json_revision)
+  verify "etcd $server, after the same writes" pass "$e1" "$c1"
+
+  # --- 4b. Cairn's own snapshot file, read by etcd's tools ----------------------------
+  for ver in "${ctls[@]}"; do
+    ctl "$ver" "$c1" snapshot save "$w/cairn-own-$ver.snap" >/dev/null 2>&1 ||
+      die "etcdctl $ver snapshot save against Cairn failed"
+    ours=$(total_keys "$cairn_bin" snapshot status "$w/cairn-own-$ver.snap" \
+      --encryption-key-file "$w/c1.key")
+    [ "${ours%% *}" = "$rev" ] || { log "cairn snapshot status: $ours, expected revision $rev"; failed=1; }
+    for tool in etcdutl ctl34; do
+      case $tool in
+        etcdutl) theirs=$(total_keys "$etcdutl" snapshot status "$w/cairn-own-$ver.snap") ;;
+        ctl34) [ -n "$ctl34" ] || continue
+          theirs=$(total_keys env ETCDCTL_API=3 "$ctl34" snapshot status "$w/cairn-own-$ver.snap") ;;
+      esac
+      if [ "$theirs" = "$ours" ]; then
+        log "Cairn snapshot (etcd $server history, etcdctl $ver save) read by $tool: revision and total keys $theirs, as cairn's"
+      else
+        log "Cairn snapshot (etcd $server history, etcdctl $ver save) read by $tool: $theirs, cairn: $ours"
+        failed=1
+      fi
+    done
+  done
+  cp "$w/cairn-own-3.5.snap" "$w/cairn-own.snap"
+  "$cairn_bin" snapshot restore "$w/cairn-own.snap" --data-dir "$w/restored" "${member[@]}" |
+    grep -q "at revision $rev\$" || die "cairn snapshot restore of its own bbolt snapshot"
+
+  # --- 5. back to etcd --------------------------------------------------------------
+  stop_servers
+  cp "$w/e1/member/snap/db" "$w/member.db"
+  "$cairn_bin" migrate from-etcd --snapshot "$w/member.db" --data-dir "$w/cm" "${member[@]}" |
+    grep -q "at revision $rev " || die "the stopped member's member/snap/db did not import at revision $rev"
+  if "$cairn_bin" migrate to-etcd --data-dir "$w/c1" --encryption-key-file "$w/c1.key" \
+    --out "$w/back.db" >"$w/refused.out" 2>&1; then
+    die "an export without --plaintext was not refused"
+  fi
+  grep -q -- "--plaintext" "$w/refused.out" || die "the refusal does not name --plaintext"
+  [ ! -e "$w/back.db" ] || die "a refused export wrote a file"
+  "$cairn_bin" migrate to-etcd --data-dir "$w/c1" --encryption-key-file "$w/c1.key" \
+    --out "$w/back.db" --plaintext >&2
+  status=$("$etcdutl" snapshot status -w json "$w/back.db")
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["revision"]==int(sys.argv[2]), d' \
-    "$status" "$rev" || die "etcdctl 3.4 snapshot status: $status (expected revision $rev)"
-  log "etcdctl 3.4 snapshot status of the export: $status"
+    "$status" "$rev" || die "etcdutl snapshot status: $status (expected revision $rev)"
+  log "etcdutl snapshot status of the export: $status"
+  if [ -n "$ctl34" ]; then
+    status=$(ETCDCTL_API=3 "$ctl34" snapshot status -w json "$w/back.db")
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["revision"]==int(sys.argv[2]), d' \
+      "$status" "$rev" || die "etcdctl 3.4 snapshot status: $status (expected revision $rev)"
+    log "etcdctl 3.4 snapshot status of the export: $status"
+  fi
+  pick_port; e2_peer=$port
+  pick_port; e2_client=$port
+  "${restore_tool[@]}" snapshot restore "$w/back.db" --name e2 --data-dir "$w/e2" \
+    --initial-cluster "e2=http://127.0.0.1:$e2_peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" >"$w/restore.log" 2>&1 ||
+    { cat "$w/restore.log" >&2; die "${restore_tool[*]} snapshot restore refused the export"; }
+  start_etcd e1 "$w/e1"
+  e1=$ep
+  spawn "$w/e2.log" "$server_bin" --name e2 --data-dir "$w/e2" \
+    --listen-client-urls "http://127.0.0.1:$e2_client" --advertise-client-urls "http://127.0.0.1:$e2_client" \
+    --listen-peer-urls "http://127.0.0.1:$e2_peer" --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" \
+    --initial-cluster "e2=http://127.0.0.1:$e2_peer"
+  e2="127.0.0.1:$e2_client"
+  wait_healthy etcd "$e2" 1 "${auth[@]}"
+  compare "$server-exported" "$e1" "$e2" "$compacted" "$rev"
+  etcd_revs=$(ctl 3.5 "$e1" put after/back 1 -w json | json_revision)
+  back_revs=$(ctl 3.5 "$e2" put after/back 1 -w json | json_revision)
+  [ "$etcd_revs" = "$back_revs" ] || { log "next write: etcd $etcd_revs, restored etcd $back_revs"; failed=1; }
+  verify "etcd $server and its restored export" pass "$e1" "$e2"
+  ctl 3.5 "$e1" put diverge one >/dev/null
+  ctl 3.5 "$e2" put diverge two >/dev/null
+  verify "etcd $server, one value differs" fail "$e1" "$e2"
+  stop_servers
+}
+
+servers=(3.5)
+# etcd 3.4 comes with etcdctl 3.4 (Debian's etcd-server, which lib.sh installs).
+if [ -n "$ctl34" ] && command -v etcd >/dev/null &&
+  [ "$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: \(3\.4\)\..*/\1/p')" = 3.4 ]; then
+  servers+=(3.4)
 fi
-pick_port; e2_peer=$port
-pick_port; e2_client=$port
-"$etcdutl" snapshot restore "$work/back.db" --name e2 --data-dir "$work/e2" \
-  --initial-cluster "e2=http://127.0.0.1:$e2_peer" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" >"$work/restore.log" 2>&1 ||
-  { cat "$work/restore.log" >&2; die "etcdutl snapshot restore refused the export"; }
-start_etcd e1 "$work/e1"
-e1=$ep
-spawn "$work/e2.log" "$etcd_bin" --name e2 --data-dir "$work/e2" \
-  --listen-client-urls "http://127.0.0.1:$e2_client" --advertise-client-urls "http://127.0.0.1:$e2_client" \
-  --listen-peer-urls "http://127.0.0.1:$e2_peer" --initial-advertise-peer-urls "http://127.0.0.1:$e2_peer" \
-  --initial-cluster "e2=http://127.0.0.1:$e2_peer"
-e2="127.0.0.1:$e2_client"
-wait_healthy etcd "$e2" 1 "${auth[@]}"
-compare exported "$e1" "$e2" "$compacted" "$rev"
-etcd_revs=$(ctl 3.5 "$e1" put after/back 1 -w json | json_revision)
-back_revs=$(ctl 3.5 "$e2" put after/back 1 -w json | json_revision)
-[ "$etcd_revs" = "$back_revs" ] || { log "next write: etcd $etcd_revs, restored etcd $back_revs"; failed=1; }
-verify "etcd and the restored export" pass "$e1" "$e2"
-ctl 3.5 "$e1" put diverge one >/dev/null
-ctl 3.5 "$e2" put diverge two >/dev/null
-verify "one value differs" fail "$e1" "$e2"
-stop_servers
+for server in "${servers[@]}"; do round_trip "$server"; done
 
 # --- 6. refusals --------------------------------------------------------------------
 python3 - "$work" <<'PY'
 import sys
 w = sys.argv[1]
-data = open(f"{w}/snap35.db", "rb").read()
+data = open(f"{w}/3.5/snap35.db", "rb").read()
 open(f"{w}/bad-truncated.db", "wb").write(data[: len(data) // 2])
 flipped = bytearray(data)
 flipped[len(data) // 3] ^= 0x01
 open(f"{w}/bad-flipped.db", "wb").write(bytes(flipped))
 open(f"{w}/bad-text.db", "wb").write(b"this is not a database\n" * 100)
 PY
-cp "$work/cairn-own.snap" "$work/bad-cairn.db"
+cp "$work/3.5/cairn-own.snap" "$work/bad-cairn.db"
 for bad in truncated flipped text cairn; do
   if RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$cairn_bin" migrate from-etcd \
     --snapshot "$work/bad-$bad.db" --data-dir "$work/bad-$bad" "${member[@]}" >"$work/bad-$bad.out" 2>&1; then
