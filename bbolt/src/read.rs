@@ -33,10 +33,15 @@ pub struct Db<'a> {
 
 /// A meta page's fields, once its magic, version and checksum hold.
 struct Meta {
+    /// Where meta page 1 and every other page start.
     page_size: u32,
+    /// The root bucket's page: where every read starts.
     root: u64,
+    /// The freelist page (`u64::MAX`: not stored), reported only.
     freelist: u64,
+    /// The high-water mark: pages at or past it are not the database's.
     pages: u64,
+    /// Which of the two valid metas is current (the higher).
     txid: u64,
 }
 
@@ -80,7 +85,9 @@ fn read_meta(data: &[u8], at: usize) -> Result<Meta, MetaProblem> {
 /// A bucket: the root bucket, or one nested in another.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket<'a> {
+    /// The file its pages are in.
     db: Db<'a>,
+    /// Where its tree starts.
     root: Root<'a>,
     /// How deep it is nested (the root bucket: 0): bounded, so that a
     /// damaged file whose bucket holds itself ends in an error.
@@ -250,8 +257,11 @@ fn no_meta(data: &[u8], first: MetaProblem, second: MetaProblem) -> Error {
 
 /// One element of a leaf page: flags, key, value.
 struct LeafElement<'a> {
+    /// 0x01: the value is a nested bucket's header.
     flags: u32,
+    /// The key (a slice of its page).
     key: &'a [u8],
+    /// The value, or the nested bucket's header (and inline page).
     value: &'a [u8],
 }
 
@@ -317,11 +327,15 @@ fn branch_elements(page: &[u8], id: u64) -> Result<Vec<(&[u8], u64)>, Error> {
 /// The walk of one bucket's tree: visits bounded by the file's pages, keys
 /// checked to increase.
 struct Walk<'a, 'f, E> {
+    /// The file.
     db: Db<'a>,
+    /// Pages visited: more than the file has means a loop.
     visited: u64,
+    /// The last key visited: the next must be greater (damage otherwise).
     last: Option<&'a [u8]>,
     /// The bucket's nesting depth.
     depth: usize,
+    /// The caller's visitor.
     visit: &'f mut dyn FnMut(&'a [u8], Item<'a>) -> Result<(), E>,
 }
 

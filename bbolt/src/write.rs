@@ -46,13 +46,14 @@ pub struct Writer<W: Write + Seek> {
     out: W,
     /// The next page id (pages 0 and 1 are the metas).
     next: u64,
-    /// Pages written: buffer reused for each page.
+    /// The page being serialised: one buffer reused for every page.
     page: Vec<u8>,
 }
 
 /// The entries of one page being filled: (key, value, leaf flags or child).
 struct Node {
-    /// Keys and values (values: a leaf's value, or empty for a branch).
+    /// (key, value, extra): a leaf's value and element flags, or a
+    /// branch's empty value and child page id.
     entries: Vec<(Vec<u8>, Vec<u8>, u64)>,
     /// The page's size so far: header, elements, keys and values.
     size: usize,
@@ -167,6 +168,7 @@ fn header(page: &mut [u8], id: u64, flags: u16, count: u16, overflow: u32) {
 
 /// One bucket being written (see [`Writer::bucket`]).
 pub struct BucketWriter<'w, W: Write + Seek> {
+    /// The file its pages are written to.
     writer: &'w mut Writer<W>,
     /// The leaf page being filled.
     leaf: Node,

@@ -48,8 +48,11 @@ pub struct VerifyArgs {
 
 /// One store: its channel and the caller's token.
 struct Store {
+    /// "etcd" or "cairn", in messages.
     name: &'static str,
+    /// A connection to one of its endpoints.
     channel: Channel,
+    /// The caller's token, when `--user` was given (auth on).
     token: Option<String>,
 }
 
@@ -161,13 +164,17 @@ impl Store {
 
 /// One side's keys at a revision, read page by page.
 struct Cursor<'s> {
+    /// The store read.
     store: &'s Store,
+    /// The revision every page is read at (one snapshot of the store).
     rev: i64,
+    /// The current page's keys not compared yet.
     buffer: VecDeque<KeyValue>,
     /// The next page's first key; None once the last page was read.
     next: Option<Vec<u8>>,
-    /// Keys read, and the SHA-256 of their encodings in order.
+    /// Keys compared.
     count: u64,
+    /// The SHA-256 of their encodings, in key order.
     digest: ring::digest::Context,
 }
 
