@@ -25,10 +25,13 @@
 #     restored export (5), and fails once a value differs;
 #  6. damaged files are refused with nothing written: truncated, a byte
 #     flipped, Cairn's own snapshot format, not a database at all; and an
-#     export without --plaintext.
+#     export without --plaintext;
+#  7. `migrate verify` over TLS with client certificates (etcd and Cairn
+#     serving https:// only, certificates from cairn-certs).
 #
 # Usage (from the repo root): bash tests/compat/migrate.sh [--keep] [--ctl 3.4|3.5]
-# Environment: CAIRN_BIN (default target/debug/cairn), CAIRN_TOOLS_DIR,
+# Environment: CAIRN_BIN (default target/debug/cairn), CAIRN_CERTS_BIN (default:
+#   next to CAIRN_BIN), CAIRN_TOOLS_DIR,
 #   MIGRATE_COMPAT_PORT (first loopback port, default 23140; takes 6 ports),
 #   COMPAT_READY_TIMEOUT.
 set -euo pipefail
@@ -324,6 +327,52 @@ for bad in truncated flipped text cairn; do
     log "$bad file refused: $(sed -n '/^Caused by:/{n;s/^ *//;p;q}' "$work/bad-$bad.out")"
   fi
 done
+
+# --- 7. verify over TLS ---------------------------------------------------------------
+# etcd 3.5.1 and Cairn serving https:// only with --client-cert-auth (one CA,
+# made by cairn-certs): a few writes, saved, imported, verified over TLS.
+find_cairn_certs
+certs="$work/certs"
+"$certs_bin" "$certs" server=server,127.0.0.1,localhost client=root >/dev/null
+server_tls=(--cert-file "$certs/server.pem" --key-file "$certs/server-key.pem"
+  --client-cert-auth --trusted-ca-file "$certs/ca.pem")
+client_tls=(--cacert="$certs/ca.pem" --cert="$certs/client.pem" --key="$certs/client-key.pem")
+w="$work/tls"
+mkdir -p "$w"
+auth=()
+pick_port; et_client=$port
+pick_port; et_peer=$port
+spawn "$w/etcd.log" "$etcd_bin" --name t1 --data-dir "$w/etcd" \
+  --listen-client-urls "https://127.0.0.1:$et_client" --advertise-client-urls "https://127.0.0.1:$et_client" \
+  --listen-peer-urls "http://127.0.0.1:$et_peer" --initial-advertise-peer-urls "http://127.0.0.1:$et_peer" \
+  --initial-cluster "t1=http://127.0.0.1:$et_peer" "${server_tls[@]}"
+et="https://127.0.0.1:$et_client"
+wait_healthy etcd "$et" 1 "${client_tls[@]}"
+for i in 1 2 3; do ctl 3.5 "$et" "${client_tls[@]}" put "tls/$i" "v$i" >/dev/null; done
+ctl 3.5 "$et" "${client_tls[@]}" del tls/2 >/dev/null
+ctl 3.5 "$et" "${client_tls[@]}" snapshot save "$w/snap.db" >/dev/null 2>&1
+pick_port; ct_client=$port
+pick_port; ct_peer=$port
+tls_member=(--name t2 --initial-cluster "t2=http://127.0.0.1:$ct_peer"
+  --initial-advertise-peer-urls "http://127.0.0.1:$ct_peer" --encryption-key-file "$work/3.5/c1.key")
+"$cairn_bin" migrate from-etcd --snapshot "$w/snap.db" --data-dir "$w/cairn" "${tls_member[@]}" >&2
+spawn "$w/cairn.log" "$cairn_bin" --data-dir "$w/cairn" "${tls_member[@]}" \
+  --listen-client-urls "https://127.0.0.1:$ct_client" --advertise-client-urls "https://127.0.0.1:$ct_client" \
+  --listen-peer-urls "http://127.0.0.1:$ct_peer" "${server_tls[@]}"
+ct="https://127.0.0.1:$ct_client"
+wait_healthy cairn "$ct" 1 "${client_tls[@]}"
+if RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$cairn_bin" migrate verify \
+  --etcd-endpoints "$et" --cairn-endpoints "$ct" \
+  --etcd-cacert "$certs/ca.pem" --etcd-cert "$certs/client.pem" --etcd-key "$certs/client-key.pem" \
+  --cairn-cacert "$certs/ca.pem" --cairn-cert "$certs/client.pem" --cairn-key "$certs/client-key.pem" \
+  >"$work/verify-tls.out" 2>&1 && grep -q '^identical' "$work/verify-tls.out"; then
+  log "migrate verify over TLS (client certificates): $(tail -n 1 "$work/verify-tls.out")"
+else
+  cat "$work/verify-tls.out" >&2
+  log "migrate verify over TLS failed"
+  failed=1
+fi
+stop_servers
 
 if [ "$failed" = 0 ]; then log "PASS"; else log "FAIL"; fi
 exit "$failed"

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context};
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -19,6 +21,7 @@ use cairn_proto::etcdserverpb::{
     AuthenticateRequest, HashKvRequest, LeaseLeasesRequest, LeaseTimeToLiveRequest, RangeRequest,
 };
 use cairn_proto::mvccpb::KeyValue;
+use cairn_tls::client::{ClientOptions, ClientTls, Connector};
 use prost::Message;
 use tonic::transport::Channel;
 
@@ -44,6 +47,25 @@ pub struct VerifyArgs {
     /// at the same revision: stop the writers first).
     #[arg(long)]
     rev: Option<i64>,
+    /// For https:// etcd endpoints: the CA that signs etcd's certificates
+    /// (etcdctl's --cacert).
+    #[arg(long)]
+    etcd_cacert: Option<PathBuf>,
+    /// A client certificate for etcd (--client-cert-auth).
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// For https:// Cairn endpoints: the CA that signs Cairn's certificates.
+    #[arg(long)]
+    cairn_cacert: Option<PathBuf>,
+    /// A client certificate for Cairn.
+    #[arg(long)]
+    cairn_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long)]
+    cairn_key: Option<PathBuf>,
 }
 
 /// One store: its channel and the caller's token.
@@ -61,6 +83,7 @@ impl Store {
         name: &'static str,
         endpoints: &[String],
         user: Option<&str>,
+        tls: &ClientOptions,
     ) -> anyhow::Result<Self> {
         let mut last = None;
         for ep in endpoints {
@@ -69,7 +92,20 @@ impl Store {
             } else {
                 format!("http://{ep}")
             };
-            match Channel::from_shared(url.clone())?.connect().await {
+            // tonic gets the http:// form of an https:// URL; the connector
+            // does the TLS (cairn-tls, as every Cairn client).
+            let (plain, secure) = cairn_tls::client::tonic_url(&url);
+            let endpoint = Channel::from_shared(plain)?;
+            let connected = if secure {
+                let tls = ClientTls::new(tls, &cairn_tls::Policy::default())
+                    .with_context(|| format!("TLS for {name} (give --{name}-cacert)"))?;
+                endpoint
+                    .connect_with_connector(Connector::new(None, Some(tls)))
+                    .await
+            } else {
+                endpoint.connect().await
+            };
+            match connected {
                 Ok(channel) => {
                     let mut store = Store {
                         name,
@@ -225,8 +261,20 @@ impl<'s> Cursor<'s> {
 /// Runs `cairn migrate verify`.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let user = args.user.as_deref();
-    let etcd = Store::connect("etcd", &args.etcd_endpoints, user).await?;
-    let cairn = Store::connect("cairn", &args.cairn_endpoints, user).await?;
+    let etcd_tls = ClientOptions {
+        ca_file: args.etcd_cacert.clone(),
+        cert_file: args.etcd_cert.clone(),
+        key_file: args.etcd_key.clone(),
+        insecure_skip_verify: false,
+    };
+    let cairn_tls = ClientOptions {
+        ca_file: args.cairn_cacert.clone(),
+        cert_file: args.cairn_cert.clone(),
+        key_file: args.cairn_key.clone(),
+        insecure_skip_verify: false,
+    };
+    let etcd = Store::connect("etcd", &args.etcd_endpoints, user, &etcd_tls).await?;
+    let cairn = Store::connect("cairn", &args.cairn_endpoints, user, &cairn_tls).await?;
     let (etcd_rev, cairn_rev) = (etcd.current().await?, cairn.current().await?);
     println!("etcd at revision {etcd_rev}, cairn at revision {cairn_rev}");
     let rev = args.rev.unwrap_or(etcd_rev);
