@@ -388,8 +388,11 @@ impl<'a> Db<'a> {
             reason: reason.to_string(),
         };
         let root = le_u64(element.value, 0).ok_or_else(|| damaged("short bucket header"))?;
+        let inline = element
+            .value
+            .get(BUCKET_HEADER..)
+            .ok_or_else(|| damaged("short bucket header"))?;
         let root = if root == 0 {
-            let inline = &element.value[BUCKET_HEADER..];
             if inline.len() < PAGE_HEADER || le_u16(inline, 8).unwrap_or(0) & LEAF == 0 {
                 return Err(damaged("inline bucket without a leaf page"));
             }

@@ -169,6 +169,24 @@ fn inline_buckets_are_read() {
 }
 
 #[test]
+fn a_short_bucket_header_is_damage() {
+    for len in [0, 8, 15] {
+        let mut w = Writer::new(Cursor::new(Vec::new())).unwrap();
+        let mut b = w.bucket();
+        b.leaf.size += ELEMENT + 1 + len;
+        b.leaf
+            .entries
+            .push((b"b".to_vec(), vec![0u8; len], u64::from(BUCKET_LEAF)));
+        let root = b.finish().unwrap();
+        let file = w.finish(root).unwrap().into_inner();
+        assert!(
+            matches!(read_file(&file), Err(Error::Damaged { .. })),
+            "{len}"
+        );
+    }
+}
+
+#[test]
 fn not_bbolt_truncated_and_damaged() {
     assert!(matches!(Db::open(b""), Err(Error::NotBbolt(_))));
     assert!(matches!(Db::open(&[0u8; 9000]), Err(Error::NotBbolt(_))));
@@ -209,10 +227,12 @@ fn every_flip_and_every_cut_is_an_error_or_a_read_never_a_panic() {
             bad[at] ^= bit;
             let _ = read_file(&bad);
         }
-        // Bytes set to large values (lengths and offsets).
-        let mut bad = file.clone();
-        bad[at] = 0xff;
-        let _ = read_file(&bad);
+        // Bytes set to large and small values (lengths and offsets).
+        for value in [0xff, 0x08, 0x00] {
+            let mut bad = file.clone();
+            bad[at] = value;
+            let _ = read_file(&bad);
+        }
     }
     for cut in 0..file.len() {
         assert!(read_file(&file[..cut]).is_err(), "cut at {cut}");
