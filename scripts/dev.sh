@@ -8,7 +8,7 @@
 #   scripts/dev.sh jepsen [--release] ARGS  build cairn and cairn-jepsen, run `cairn-jepsen ARGS`
 #   scripts/dev.sh bench ARGS             build cairn-bench (optimised), run `cairn-bench ARGS`
 #   scripts/dev.sh compare ARGS           build cairn and cairn-bench (optimised), run benches/compare.sh ARGS
-#   scripts/dev.sh compat                 build cairn, run the etcdctl and HTTP comparisons (tests/compat/)
+#   scripts/dev.sh compat                 build cairn, run the etcdctl, migration and HTTP comparisons (tests/compat/)
 #   scripts/dev.sh deps                   only install the build dependencies
 #   scripts/dev.sh selftest-deps          check the dependency check itself (on made-up trees)
 #   scripts/dev.sh verify-unit            check contrib/systemd/cairn.service with systemd-analyze verify
@@ -314,6 +314,8 @@ case "${1:-}" in
         # The etcdctl sessions, plain, TLS and auth (auth-session.sh).
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
+        # cairn migrate: etcd -> Cairn -> etcd with real etcd 3.5.1.
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/migrate.sh
         # The JSON API: curl and etcd3gw against etcd 3.5.1 and Cairn.
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/http-compat.sh
         ;;
@@ -344,6 +346,8 @@ case "${1:-}" in
         # The etcdctl sessions, plain, TLS and auth (auth-session.sh).
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/etcdctl-compat.sh
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/cluster-compat.sh
+        # cairn migrate: etcd -> Cairn -> etcd with real etcd 3.5.1.
+        CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/migrate.sh
         # The JSON API: curl and etcd3gw against etcd 3.5.1 and Cairn.
         CAIRN_BIN="$CARGO_TARGET_DIR/debug/cairn" bash tests/compat/http-compat.sh
         # The README's run command (the three-zone cluster, plain and with

@@ -82,6 +82,7 @@ pub mod logging;
 pub mod machine;
 pub mod member;
 pub mod metrics;
+pub mod migrate;
 pub mod mvcc;
 pub mod notify;
 pub mod offline;

@@ -10,9 +10,12 @@
 //!   reads them. The same state hashes the same whatever file key sealed it.
 //! - revision: the revision a member restored from the file starts at (the
 //!   store is rebuilt in memory from the records, as a restore would).
-//! - total keys: the MVCC key records, one per revision of a key, deletions
-//!   included (etcd's `key` bucket holds the same records; etcdutl also counts
-//!   its other buckets' keys, which Cairn keeps out of this figure).
+//! - total keys: as etcdutl counts them in the same file (a bbolt
+//!   database, [`crate::snapshot`]): the MVCC key records, one per revision
+//!   of a key, deletions included (bucket `key`), plus the keys of Cairn's
+//!   own bucket (`cairn`: index, file key, state). So `etcdutl snapshot
+//!   status` on the file prints the same revision and total keys; its hash
+//!   is of the sealed bytes (another figure).
 //! - total size: the file's size in bytes.
 //!
 //! `defrag` compacts every column family of the stopped member's RocksDB
@@ -91,11 +94,11 @@ pub struct SnapshotStatus {
 /// `master`. A damaged, truncated or foreign file, or a wrong key, is an
 /// error.
 pub fn snapshot_status(file: &[u8], master: Option<&MasterKey>) -> Result<SnapshotStatus, Error> {
-    let (index, state) = crate::snapshot::decode_file(file)?;
-    let data = crate::snapshot::open_state(master, index, state).map_err(|e| match e {
+    let decoded = crate::snapshot::decode_file(file, master).map_err(|e| match e {
         crate::snapshot::Error::WrongKey if master.is_none() => Error::KeyNeeded,
         other => Error::Snapshot(other),
     })?;
+    let data = decoded.data;
     let engine = MemoryEngine::new();
     let mut batch = WriteBatch::new();
     let mut total_key = 0u64;
@@ -125,7 +128,7 @@ pub fn snapshot_status(file: &[u8], master: Option<&MasterKey>) -> Result<Snapsh
     Ok(SnapshotStatus {
         hash: crc32c(&data),
         revision: store.current_revision(),
-        total_key,
+        total_key: total_key + decoded.other_keys,
         total_size: file.len() as u64,
     })
 }
@@ -276,32 +279,7 @@ pub struct DefragReport {
 /// must open the data directory's keys before anything is compacted. Refuses
 /// a running member's directory and a directory that is not a Cairn member's.
 pub fn defrag(data_dir: &Path, key_file: Option<&Path>) -> Result<DefragReport, Error> {
-    let not_cairn = |reason| Error::NotADataDir {
-        path: data_dir.to_path_buf(),
-        reason,
-    };
-    if !data_dir.is_dir() {
-        return Err(not_cairn("no such directory"));
-    }
-    let path = data_dir.join("db");
-    let config = crate::config::Config {
-        data_dir: data_dir.to_path_buf(),
-        encryption_key_file: key_file.map(Path::to_path_buf),
-        ..crate::config::Config::default()
-    };
-    // Loaded, never generated: a missing key file is an error.
-    let master = MasterKey::load(crate::bootstrap::key_file_path(&config))?;
-    let raw = RocksEngine::open_existing(&path)?
-        .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
-    let raw: Arc<dyn Engine> = Arc::new(raw);
-    if !cfg!(feature = "bench-plaintext") {
-        if !SealedEngine::has_keys(raw.as_ref())? {
-            return Err(not_cairn("its database holds no encryption keys"));
-        }
-        // Opens (and so checks) every data key with the master key; writes
-        // nothing, since the keys exist.
-        drop(SealedEngine::open(Arc::clone(&raw), master)?);
-    }
+    let StoppedMember { path, raw, .. } = open_stopped(data_dir, key_file)?;
     let before = raw.size();
     tracing::info!(
         path = %path.display(),
@@ -332,6 +310,54 @@ pub fn defrag(data_dir: &Path, key_file: Option<&Path>) -> Result<DefragReport, 
         after,
         took,
     })
+}
+
+/// A stopped member's database, opened for an offline tool.
+pub struct StoppedMember {
+    /// The database directory (`<data-dir>/db`).
+    pub path: PathBuf,
+    /// The engine as stored (sealed values stay sealed): for whole-database
+    /// operations such as compaction.
+    pub raw: Arc<dyn Engine>,
+    /// The engine that opens sealed values with the member's keys (the raw
+    /// one in `bench-plaintext` builds).
+    pub engine: Arc<dyn Engine>,
+}
+
+/// Opens the database of the stopped member in `data_dir` with its master
+/// key (`key_file`, else `<data-dir>.key`, as the member uses: loaded,
+/// never generated), which must open its data keys. Creates and writes
+/// nothing. Refuses a running member's directory and a directory that is
+/// not a Cairn member's.
+pub fn open_stopped(data_dir: &Path, key_file: Option<&Path>) -> Result<StoppedMember, Error> {
+    let not_cairn = |reason| Error::NotADataDir {
+        path: data_dir.to_path_buf(),
+        reason,
+    };
+    if !data_dir.is_dir() {
+        return Err(not_cairn("no such directory"));
+    }
+    let path = data_dir.join("db");
+    let config = crate::config::Config {
+        data_dir: data_dir.to_path_buf(),
+        encryption_key_file: key_file.map(Path::to_path_buf),
+        ..crate::config::Config::default()
+    };
+    let master = MasterKey::load(crate::bootstrap::key_file_path(&config))?;
+    let raw = RocksEngine::open_existing(&path)?
+        .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
+    let raw: Arc<dyn Engine> = Arc::new(raw);
+    let engine: Arc<dyn Engine> = if cfg!(feature = "bench-plaintext") {
+        Arc::clone(&raw)
+    } else {
+        if !SealedEngine::has_keys(raw.as_ref())? {
+            return Err(not_cairn("its database holds no encryption keys"));
+        }
+        // Opens (and so checks) every data key with the master key; writes
+        // nothing, since the keys exist.
+        Arc::new(SealedEngine::open(Arc::clone(&raw), master)?)
+    };
+    Ok(StoppedMember { path, raw, engine })
 }
 
 /// `after - before` as a signed number (etcd logs the shrink as negative).
@@ -367,8 +393,10 @@ mod tests {
         let data = crate::machine::Machine::new(store, lessor)
             .snapshot_data()
             .unwrap();
-        let sealed = crate::snapshot::seal_state(master, 9, &data).unwrap();
-        (crate::snapshot::encode_file(9, &sealed), data)
+        (
+            crate::snapshot::encode_file(9, &data, Some(master)).unwrap(),
+            data,
+        )
     }
 
     #[test]
@@ -377,7 +405,8 @@ mod tests {
         let (file, data) = snapshot(&master);
         let status = snapshot_status(&file, Some(&master)).unwrap();
         assert_eq!(status.revision, 5);
-        assert_eq!(status.total_key, 4);
+        // Four key records, and index, file key and state.
+        assert_eq!(status.total_key, 7);
         assert_eq!(status.total_size, file.len() as u64);
         assert_eq!(status.hash, crc32c(&data));
         // Another save of the same state has another file key, same hash.
@@ -411,7 +440,15 @@ mod tests {
             );
         }
         // A valid checksum over records that do not decode.
-        let garbage = crate::snapshot::encode_file(1, b"\x05junk!");
+        let mut junk = Vec::new();
+        SnapshotRecord {
+            cf: "kv".into(),
+            key: crate::mvcc::Revision::new(2, 0).record_key(false),
+            value: b"\xff\xff".to_vec(),
+        }
+        .encode_length_delimited(&mut junk)
+        .unwrap();
+        let garbage = crate::snapshot::encode_file(1, &junk, None).unwrap();
         assert!(matches!(
             snapshot_status(&garbage, None),
             Err(Error::Records(_))

@@ -54,8 +54,8 @@
 #                  order the checks end
 #   - `snapshot save`: etcdctl's own log lines' numeric "ts", "size" and "took"
 #                  (the file is checked to exist and be non-empty; its content is
-#                  not compared: the snapshot formats differ, etcd's `snapshot
-#                  status` cannot read Cairn's)
+#                  not compared: the snapshot files differ, Cairn's values being
+#                  sealed; migrate.sh checks what etcd's tools read of Cairn's)
 # and the transcript ends with two lines saying whether the member ids and the
 # cluster id are the ones etcd derives (SHA-1 of peer URLs + token; of the member
 # ids): Cairn claims to derive them as etcd does. Compared exactly, as in

@@ -23,7 +23,7 @@ pub use join::Joined;
 pub use listen::{bind, Listeners, LISTEN_BACKLOG};
 pub use open::{key_file_path, new_cluster, Opened};
 pub use released::Released;
-pub use restore::restore_snapshot;
+pub use restore::{restore_snapshot, restore_state};
 
 use crate::config::Config;
 use crate::raft::Dialer;

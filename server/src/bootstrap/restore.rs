@@ -1,5 +1,6 @@
 //! `cairn snapshot restore`: a new data directory from a `snapshot save`
-//! file.
+//! file; and [`restore_state`], its second half, which `cairn migrate
+//! from-etcd` shares (the state there comes from an etcd file).
 
 use std::sync::Arc;
 
@@ -21,11 +22,18 @@ use crate::storage::crypto::MasterKey;
 /// file; then start each member with the same flags. Returns the restored
 /// revision.
 pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
-    let (index, state) =
-        crate::snapshot::decode_file(file).map_err(|e| Error::Restore(e.to_string()))?;
     let master = MasterKey::load(key_file_path(config))?;
-    let data = crate::snapshot::open_state(Some(&master), index, state)
+    let decoded = crate::snapshot::decode_file(file, Some(&master))
         .map_err(|e| Error::Restore(e.to_string()))?;
+    restore_state(&decoded.data, config)
+}
+
+/// Writes replicated state `data` (snapshot records: what
+/// [`Machine::snapshot_data`] yields) into a new data directory, sealed
+/// under the member's master key, and bootstraps a new cluster from it with
+/// the membership of `config`. Refuses an existing data directory. Returns
+/// the restored revision.
+pub fn restore_state(data: &[u8], config: &Config) -> Result<i64, Error> {
     let db_dir = config.data_dir.join("db");
     if db_dir.exists() {
         return Err(Error::Restore(format!(
@@ -43,7 +51,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
     let store = Arc::new(Store::open(Arc::clone(&engine), true)?);
     let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
     let machine = Machine::new(Arc::clone(&store), lessor).with_keys(keys);
-    machine.restore(&data)?;
+    machine.restore(data)?;
     let log = RaftStorage::open(Arc::clone(&engine))?;
     new_cluster(&machine, &log, cluster_id, &members)?;
     Ok(store.current_revision())

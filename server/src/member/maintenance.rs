@@ -310,17 +310,13 @@ impl MaintenanceApi {
                 EtcdError::Internal
             })?;
         let (index, state) = data;
-        let state = match self.proposer.machine().keys() {
-            // Sealed with the member's master key: the file holds no plaintext.
-            Some(keys) => {
-                crate::snapshot::seal_state(keys.master(), index, &state).map_err(|e| {
-                    tracing::error!(error = %e, "sealing the snapshot failed");
-                    EtcdError::Internal
-                })?
-            }
-            None => state,
-        };
-        Ok(crate::snapshot::encode_file(index, &state))
+        // Sealed with the member's master key: the file holds no plaintext
+        // value.
+        let master = self.proposer.machine().keys().map(|keys| keys.master());
+        crate::snapshot::encode_file(index, &state, master).map_err(|e| {
+            tracing::error!(error = %e, "writing the snapshot failed");
+            EtcdError::Internal
+        })
     }
 
     /// Maintenance.Hash: a hash of the member's whole replicated state, equal on

@@ -28,7 +28,10 @@ mod watch_tests;
 pub use index::{KeyRange, TreeIndex};
 pub use key_index::{KeyAt, KeyIndex, KeyMark};
 pub use revision::Revision;
-pub use store::{CompactionJob, RangeOptions, RangeResult, Store};
+pub use store::{
+    CompactionJob, RangeOptions, RangeResult, Store, META_APPLIED_INDEX, META_FINISHED_COMPACT,
+    META_SCHEDULED_COMPACT,
+};
 pub use watch::{
     EventMetrics, StreamKey, SyncOutcome, WatchCounts, WatchHub, WatchMessage, WatchSpec,
     WatcherKey,

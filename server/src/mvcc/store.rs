@@ -20,11 +20,11 @@ use crate::metrics::mvcc::StoreMetrics;
 use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
-pub(super) const META_APPLIED_INDEX: &[u8] = b"applied_index";
+pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
 /// Meta key: the revision of the latest requested compaction.
-pub(super) const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
+pub const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
 /// Meta key: the revision of the latest compaction whose records are all deleted.
-pub(super) const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
+pub const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
 /// How many obsolete records one compaction batch deletes: bounds the size of
 /// each write so compaction never stalls writers behind one huge batch.
 const COMPACTION_BATCH: usize = 1000;

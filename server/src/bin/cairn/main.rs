@@ -6,8 +6,10 @@
 mod commands;
 mod config_file;
 mod flags;
+mod migrate;
 mod tls_flags;
 mod unsupported;
+mod verify;
 
 use anyhow::Context;
 use cairn_server::embed;
@@ -47,6 +49,9 @@ enum Command {
     /// Cairn's administration calls against a running cluster.
     #[command(subcommand)]
     Admin(commands::AdminCommand),
+    /// From etcd to Cairn and back, keeping every revision.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 /// What `cairn --version` prints: the lines tools parse from `etcd
@@ -231,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Snapshot(command)) => return commands::snapshot(command),
         Some(Command::Admin(command)) => return commands::admin(command).await,
+        Some(Command::Migrate(command)) => return migrate::run(command).await,
         Some(Command::Defrag(args)) => {
             // etcdutl reports the sizes in its log lines.
             cairn_server::logging::init("zap", &["default".to_string()], "info")?;
