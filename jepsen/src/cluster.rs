@@ -228,11 +228,36 @@ fn free_port(ip: IpAddr) -> Result<u16> {
         let mut h = seed.build_hasher();
         h.write_u64(attempt);
         let port = 12000 + (h.finish() % 11000) as u16;
-        if std::net::TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
+        if claim_port(port) && std::net::TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
             return Ok(port);
         }
     }
     bail!("no free port on {ip} in 12000..23000")
+}
+
+/// Claims `port` for this process until it exits: an exclusive lock on a
+/// file named after it, the same claim cairn-server's test clusters make.
+/// A bind check alone does not keep a port while a member is killed for a
+/// fault and restarted on it: a test cluster running beside this one could
+/// take it in between.
+fn claim_port(port: u16) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static CLAIMED: OnceLock<Mutex<Vec<std::fs::File>>> = OnceLock::new();
+    let dir = std::env::temp_dir().join("cairn-test-ports");
+    let Ok(file) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::File::create(dir.join(port.to_string())))
+    else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    let mut files = CLAIMED
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    files.push(file);
+    true
 }
 
 /// A fresh 32-byte master key file, mode 0600.

@@ -24,7 +24,8 @@ pub struct Cluster {
     pub slots: Vec<Slot>,
 }
 
-/// A free loopback port below Linux's ephemeral range (32768 and up).
+/// A free loopback port below Linux's ephemeral range (32768 and up),
+/// reserved for this test process until it exits.
 ///
 /// Members are stopped and restarted on the same ports. A port the kernel
 /// handed out (bind to :0) lies in the ephemeral range, where another
@@ -32,6 +33,13 @@ pub struct Cluster {
 /// member is down, and the restart then fails with "Address already in
 /// use". Ports 12000..23000 are never handed out that way; the range stays
 /// clear of the etcdctl comparisons' 23790+ and the dev cluster's 26000+.
+///
+/// A bind alone does not keep the port: nextest runs tests in parallel
+/// processes, and another test could pick the same port between this check
+/// and the member's bind, or while this test's member is stopped for a
+/// restart (a CI run lost `parity` that way). So each port is also claimed
+/// by an exclusive lock on a file named after it, held until the process
+/// ends (the kernel drops the lock then, even on a crash).
 async fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let seed = std::collections::hash_map::RandomState::new();
@@ -39,11 +47,33 @@ async fn free_port() -> u16 {
         let mut h = seed.build_hasher();
         h.write_u64(attempt);
         let port = 12000 + (h.finish() % 11000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+        if claim_port(port) && TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
             return port;
         }
     }
     panic!("no free port in 12000..23000");
+}
+
+/// Claims `port` for this process: true when no other test process holds
+/// its lock file (see [`free_port`]).
+fn claim_port(port: u16) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static CLAIMED: OnceLock<Mutex<Vec<std::fs::File>>> = OnceLock::new();
+    let dir = std::env::temp_dir().join("cairn-test-ports");
+    let Ok(file) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::File::create(dir.join(port.to_string())))
+    else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    let mut files = CLAIMED
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    files.push(file);
+    true
 }
 
 /// Configs for `n` members named m0.. in zones az-a, az-b, az-c, ...
