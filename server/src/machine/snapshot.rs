@@ -113,8 +113,7 @@ impl Machine {
         }
         // After the deletions: a later op on the same key wins.
         batch.ops.extend(records.ops);
-        engine.write(batch, true)?;
-        self.store.reload()?;
+        self.store.replace(batch)?;
         self.lessor.reload(&self.store)?;
         self.tables.load()?;
         self.auth.load(engine.as_ref())?;

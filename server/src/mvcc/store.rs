@@ -149,7 +149,19 @@ impl Store {
     /// unsynced and catches up from the new history (or learns that it was
     /// compacted away), since the commits in between were never notified.
     pub fn reload(&self) -> Result<(), Error> {
+        self.replace(WriteBatch::new())
+    }
+
+    /// Writes `batch` (synced), which replaces records wholesale (a raft
+    /// snapshot being installed), then reloads as [`Store::reload`] does,
+    /// all under the write lock: a read holding the read lock never sees
+    /// the new records through the old index (a record it names could be
+    /// gone).
+    pub fn replace(&self, batch: WriteBatch) -> Result<(), Error> {
         let mut state = self.write_lock();
+        if !batch.is_empty() {
+            self.engine.write(batch, true)?;
+        }
         let Loaded {
             state: fresh,
             unfinished,
