@@ -12,10 +12,15 @@ pub async fn follow_leadership(
     lease: Arc<LeaseApi>,
     mut shutdown: Shutdown,
 ) {
-    let mut status = proposer.replication().raft.subscribe();
+    // (leader, term) changes only when either does: the whole status
+    // changes with every round of a busy leader (commit, applied, matched),
+    // and waking this task for each of those cost a wake-up per round.
+    let raft = &proposer.replication().raft;
+    let id = raft.status().id;
+    let mut leadership = raft.leadership();
     let mut leading = lease.lessor().leader_only().is_primary();
     loop {
-        let is_leader = status.borrow_and_update().is_leader;
+        let is_leader = leadership.borrow_and_update().0 == id;
         if is_leader != leading {
             leading = is_leader;
             if leading {
@@ -28,7 +33,7 @@ pub async fn follow_leadership(
         }
         tokio::select! {
             () = shutdown.recv() => return,
-            changed = status.changed() => if changed.is_err() { return },
+            changed = leadership.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -239,6 +239,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                     s.leader = 0;
                     s.is_leader = false;
                 });
+                self.leadership.send_modify(|(leader, _)| *leader = 0);
                 break;
             }
             if self.removed {
