@@ -10,6 +10,7 @@
 //! round (raft batches them); serializable reads need nothing from here.
 //! Every member has raft, a lone one included (tests run a single voter).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::lease::IdGenerator;
 use crate::machine::{Applied, Machine};
 use crate::metrics::server::ProposalMetrics;
 use crate::mvcc::Store;
-use crate::raft::RaftStatus;
+use crate::raft::{RaftStatus, Refusal};
 
 /// The auth header of the member's own proposals: never checked.
 const MEMBER: cairnpb::AuthHeader = cairnpb::AuthHeader {
@@ -220,20 +221,29 @@ impl Proposer {
         let mut pending = Pending::new(self.metrics.get());
         let mut leadership = replication.raft.leadership();
         leadership.borrow_and_update();
-        let proposed = if leader_only {
-            replication.raft.propose_as_leader(data).await
-        } else {
-            replication.raft.propose(data).await
+        // Raft's refusal answers the waiter, so that this task is woken
+        // once per proposal (by the apply, or by the refusal), not also
+        // when raft takes it.
+        let refused = Arc::new(AtomicBool::new(false));
+        let refusal = {
+            let machine = Arc::clone(&self.machine);
+            let refused = Arc::clone(&refused);
+            Refusal::new(move |e| {
+                refused.store(true, Ordering::Release);
+                machine.waiters().answer(id, Err(EtcdError::from(e)));
+            })
         };
-        proposed?;
+        replication.raft.offer(data, leader_only, refusal);
         let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
-        // etcd counts a proposal that raft took and that timed out, or
-        // whose caller left, as failed; an error of the request is no
-        // failed proposal (nor is a stop).
-        if !matches!(
-            outcome,
-            Err(EtcdError::Timeout | EtcdError::TimeoutDueToLeaderFail)
-        ) {
+        // etcd counts a proposal raft refused, or that raft took and that
+        // timed out, or whose caller left, as failed; an error of the
+        // request is no failed proposal (nor is a stop).
+        if !refused.load(Ordering::Acquire)
+            && !matches!(
+                outcome,
+                Err(EtcdError::Timeout | EtcdError::TimeoutDueToLeaderFail)
+            )
+        {
             pending.settled();
         }
         outcome

@@ -108,7 +108,7 @@ async fn answer_proposal(raft: &ScriptedRaft, answer: Result<(), RequestError>) 
             done,
             leader_only: false,
             ..
-        } => done.send(answer).unwrap(),
+        } => done.answer(answer),
         other => panic!("expected a proposal, got {other:?}"),
     }
 }

@@ -39,7 +39,7 @@ pub mod wire;
 
 pub use dialer::{DialError, Dialer};
 pub use error::{Error, RequestError};
-pub use node::{Input, NodeConfig, RaftHandle, RaftStatus};
+pub use node::{Input, NodeConfig, RaftHandle, RaftStatus, Refusal, Taken};
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;
 pub use transport::{Peers, RaftService, Resolver};

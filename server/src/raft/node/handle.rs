@@ -12,7 +12,7 @@ use crate::raft::RequestError;
 /// Something for the raft thread to do.
 #[derive(Debug)]
 pub enum Input {
-    /// Propose a normal entry; `done` says whether raft took it.
+    /// Propose a normal entry; `done` hears whether raft took it.
     Propose {
         /// The entry's data (an encoded `cairnpb.RaftRequest`).
         data: Vec<u8>,
@@ -22,8 +22,9 @@ pub enum Input {
         /// leader that has not noticed yet must not get them committed by
         /// its successor, whose lessor knows better.
         leader_only: bool,
-        /// Ok once appended to the leader's log (or forwarded to it).
-        done: oneshot::Sender<Result<(), RequestError>>,
+        /// Told once appended to the leader's log (or forwarded to it), or
+        /// refused.
+        done: Taken,
     },
     /// Propose a membership change.
     ConfChange {
@@ -55,6 +56,68 @@ pub enum Input {
     Campaign,
     /// Stop the thread.
     Stop,
+}
+
+/// Who hears whether raft took a proposal.
+#[derive(Debug)]
+pub enum Taken {
+    /// A channel told either way.
+    Told(oneshot::Sender<Result<(), RequestError>>),
+    /// Told only if raft refuses it: a proposer that waits for the entry's
+    /// apply anyway is then woken once per proposal, not twice.
+    OnRefusal(Refusal),
+}
+
+impl Taken {
+    /// Tells whoever listens how the proposal went.
+    pub fn answer(self, result: Result<(), RequestError>) {
+        match (self, result) {
+            (Taken::Told(tx), result) => {
+                // The proposer may have gone; raft's decision stands.
+                let _ = tx.send(result);
+            }
+            (Taken::OnRefusal(refusal), Ok(())) => refusal.disarm(),
+            (Taken::OnRefusal(refusal), Err(e)) => refusal.refuse(e),
+        }
+    }
+}
+
+/// What to do if raft refuses a proposal: called on the raft thread with
+/// the reason, or with [`RequestError::Stopped`] if the input is dropped
+/// unhandled (the thread stopped before it got to it).
+pub struct Refusal(Option<Box<dyn FnOnce(RequestError) + Send>>);
+
+impl Refusal {
+    /// Calls `on_refusal` if the proposal is refused.
+    pub fn new(on_refusal: impl FnOnce(RequestError) + Send + 'static) -> Self {
+        Self(Some(Box::new(on_refusal)))
+    }
+
+    fn refuse(mut self, e: RequestError) {
+        if let Some(f) = self.0.take() {
+            f(e);
+        }
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(RequestError::Stopped);
+        }
+    }
+}
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusal")
+            .field("armed", &self.0.is_some())
+            .finish()
+    }
 }
 
 /// A handle on the raft thread.
@@ -124,11 +187,25 @@ impl RaftHandle {
         if !self.send(Input::Propose {
             data,
             leader_only,
-            done,
+            done: Taken::Told(done),
         }) {
             return Err(RequestError::Stopped);
         }
         rx.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Proposes `data` (only if this member leads, with `leader_only`)
+    /// without waiting for raft to take it: `refusal` is called if raft
+    /// refuses it (or the thread is gone). For a proposer that waits for
+    /// the entry's apply, which answers it either way.
+    pub fn offer(&self, data: Vec<u8>, leader_only: bool, refusal: Refusal) {
+        // A send that fails drops the input, and with it `refusal`, which
+        // then reports the stop.
+        self.send(Input::Propose {
+            data,
+            leader_only,
+            done: Taken::OnRefusal(refusal),
+        });
     }
 
     /// Proposes a membership change; Ok once raft took it.

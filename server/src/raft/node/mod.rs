@@ -49,7 +49,7 @@ use ::raft::eraftpb::{Message, MessageType};
 use ::raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
-pub use handle::{Input, RaftHandle};
+pub use handle::{Input, RaftHandle, Refusal, Taken};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};
@@ -284,14 +284,14 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 done,
                 ..
             } if self.raw.raft.state != StateRole::Leader => {
-                let _ = done.send(Err(RequestError::NotLeader));
+                done.answer(Err(RequestError::NotLeader));
             }
             Input::Propose { data, done, .. } => {
                 let result = self.raw.propose(Vec::new(), data).map_err(|e| {
                     tracing::debug!(error = %e, "proposal dropped");
                     RequestError::NoLeader
                 });
-                let _ = done.send(result);
+                done.answer(result);
             }
             Input::ConfChange { change, done } => {
                 let context = change.context.to_vec();
