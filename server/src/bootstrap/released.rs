@@ -56,6 +56,15 @@ impl<E: Engine> Engine for Tracked<E> {
         self.inner.get(cf, key)
     }
 
+    fn get_many(
+        &self,
+        cf: Cf,
+        keys: &[Vec<u8>],
+        visit: &mut dyn FnMut(usize, Option<&[u8]>) -> Scan,
+    ) -> Result<(), Error> {
+        self.inner.get_many(cf, keys, visit)
+    }
+
     fn scan(
         &self,
         cf: Cf,

@@ -17,7 +17,7 @@ use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, Wa
 use super::write_txn::WriteTxn;
 use super::Error;
 use crate::metrics::mvcc::StoreMetrics;
-use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
+use crate::storage::{try_get_many, try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
 pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
@@ -537,26 +537,44 @@ pub(super) fn range_at(
             revs.push(at.modified);
         }
     }
-    let mut kvs = Vec::with_capacity(revs.len());
-    for r in revs {
-        let kv = match pending.get(&r) {
-            Some(kv) => kv.clone(),
-            None => {
-                let bytes =
-                    engine
-                        .get(Cf::Kv, &r.record_key(false))?
-                        .ok_or_else(|| Error::Corrupt {
-                            what: format!("record {r}"),
-                            reason: "indexed but missing from storage".into(),
-                        })?;
-                decode_kv(r, &bytes)?
-            }
+    // The records not pending are read in one pass, in revision order (a
+    // page of keys is scattered over the history), then put back in key
+    // order.
+    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending.get(r).cloned()).collect();
+    let mut stored: Vec<(Vec<u8>, usize)> = kvs
+        .iter()
+        .enumerate()
+        .filter(|(_, kv)| kv.is_none())
+        .map(|(i, _)| (revs[i].record_key(false), i))
+        .collect();
+    stored.sort_unstable();
+    let (keys, places): (Vec<Vec<u8>>, Vec<usize>) = stored.into_iter().unzip();
+    try_get_many::<Error>(engine, Cf::Kv, &keys, |n, bytes| {
+        // A position the engine made up leaves its record missing, below.
+        let Some(&place) = places.get(n) else {
+            return Ok(());
         };
-        kvs.push(kv);
-    }
+        let r = revs[place];
+        let bytes = bytes.ok_or_else(|| missing(r))?;
+        kvs[place] = Some(decode_kv(r, bytes)?);
+        Ok(())
+    })?;
+    let kvs = kvs
+        .into_iter()
+        .zip(&revs)
+        .map(|(kv, r)| kv.ok_or_else(|| missing(*r)))
+        .collect::<Result<_, _>>()?;
     Ok(RangeResult {
         kvs,
         count,
         rev: view_rev,
     })
+}
+
+/// A record the key index points to that storage does not have.
+fn missing(r: Revision) -> Error {
+    Error::Corrupt {
+        what: format!("record {r}"),
+        reason: "indexed but missing from storage".into(),
+    }
 }

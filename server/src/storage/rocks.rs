@@ -129,6 +129,24 @@ impl Engine for RocksEngine {
         self.db.get_cf(self.handle(cf)?, key).map_err(engine_err)
     }
 
+    fn get_many(
+        &self,
+        cf: Cf,
+        keys: &[Vec<u8>],
+        visit: &mut dyn FnMut(usize, Option<&[u8]>) -> Scan,
+    ) -> Result<(), Error> {
+        // Sorted keys are looked up in one pass; each value is pinned in
+        // the block cache (or memtable), lent to the visitor, not copied.
+        let sorted = keys.is_sorted();
+        let values = self.db.batched_multi_get_cf(self.handle(cf)?, keys, sorted);
+        for (i, value) in values.into_iter().enumerate() {
+            if visit(i, value.map_err(engine_err)?.as_deref()) == Scan::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         cf: Cf,

@@ -274,6 +274,34 @@ impl Engine for SealedEngine {
         }
     }
 
+    fn get_many(
+        &self,
+        cf: Cf,
+        keys: &[Vec<u8>],
+        visit: &mut dyn FnMut(usize, Option<&[u8]>) -> Scan,
+    ) -> Result<(), Error> {
+        if !is_sealed(cf) {
+            return self.inner.get_many(cf, keys, visit);
+        }
+        let mut failure = None;
+        self.inner.get_many(cf, keys, &mut |i, sealed| {
+            let Some(sealed) = sealed else {
+                return visit(i, None);
+            };
+            let key = keys
+                .get(i)
+                .ok_or_else(|| Error::Engine(format!("get_many: no key at position {i}")));
+            match key.and_then(|key| self.open_value(cf, key, sealed)) {
+                Ok(plain) => visit(i, Some(&plain)),
+                Err(e) => {
+                    failure = Some(e);
+                    Scan::Stop
+                }
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
     fn scan(
         &self,
         cf: Cf,
