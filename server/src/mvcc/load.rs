@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::index::{KeyRange, RestoredRecord, TreeIndex};
+use super::page_counts::PageCounts;
 use super::revision::Revision;
 use super::store::{State, META_APPLIED_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
 use super::Error;
@@ -159,6 +160,7 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
             compact_rev,
             applied_index,
             live_keys,
+            page_counts: PageCounts::default(),
         },
         unfinished,
         leased: LeasedKeys {

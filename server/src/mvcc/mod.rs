@@ -10,11 +10,14 @@
 //! record key (see [`Revision::record_key`]) to an encoded `mvccpb.KeyValue`;
 //! deletions are tombstone records holding only the key. The ordered index of
 //! user keys ([`TreeIndex`], built from [`KeyIndex`]es) lives in memory only
-//! and is rebuilt from the records at start-up.
+//! and is rebuilt from the records at start-up. A paginated list's pages
+//! take their counts from the page before (`page_counts`).
 
 mod index;
 mod key_index;
 mod load;
+mod page_counts;
+mod range;
 mod revision;
 mod store;
 mod watch;

@@ -12,12 +12,14 @@ use tokio::sync::mpsc;
 
 use super::index::{KeyRange, TreeIndex};
 use super::load::{self, LeasedKeys, Loaded};
+use super::page_counts::PageCounts;
+use super::range::range_at;
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::write_txn::WriteTxn;
 use super::Error;
 use crate::metrics::mvcc::StoreMetrics;
-use crate::storage::{try_get_many, try_scan, Cf, Engine, Scan, WriteBatch};
+use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
 pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
@@ -66,6 +68,10 @@ pub(super) struct State {
     /// Keys alive at the current revision (etcd's keys gauge), kept up to
     /// date by each commit so that the metrics never count them.
     pub(super) live_keys: i64,
+    /// Counts of paginated lists' next pages. Part of the state because it
+    /// describes this history: a snapshot install, which replaces the
+    /// state, starts it afresh.
+    pub(super) page_counts: PageCounts,
 }
 
 /// An MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
@@ -99,7 +105,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue, Error> {
+pub(super) fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue, Error> {
     KeyValue::decode(bytes).map_err(|e| Error::Corrupt {
         what: format!("record {rev}"),
         reason: e.to_string(),
@@ -253,6 +259,7 @@ impl Store {
             &state,
             self.engine.as_ref(),
             &HashMap::new(),
+            Some(&state.page_counts),
             state.current_rev,
             range,
             opts,
@@ -509,72 +516,5 @@ pub(super) fn to_event(tombstone: bool, kv: KeyValue) -> Event {
         r#type: r#type as i32,
         kv: Some(kv),
         prev_kv: None,
-    }
-}
-
-/// Reads `range` as of `view_rev` (the newest revision the reader may see),
-/// with `pending` records not yet on disk (a write transaction's own writes).
-pub(super) fn range_at(
-    state: &State,
-    engine: &dyn Engine,
-    pending: &HashMap<Revision, KeyValue>,
-    view_rev: i64,
-    range: &KeyRange,
-    opts: RangeOptions,
-) -> Result<RangeResult, Error> {
-    let rev = if opts.rev <= 0 { view_rev } else { opts.rev };
-    if rev > view_rev {
-        return Err(Error::FutureRev);
-    }
-    if rev < state.compact_rev {
-        return Err(Error::Compacted);
-    }
-    let mut count = 0;
-    let mut revs = Vec::new();
-    for (_, at) in state.index.range(range, rev) {
-        count += 1;
-        if !opts.count_only && (opts.limit == 0 || revs.len() < opts.limit) {
-            revs.push(at.modified);
-        }
-    }
-    // The records not pending are read in one pass, in revision order (a
-    // page of keys is scattered over the history), then put back in key
-    // order.
-    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending.get(r).cloned()).collect();
-    let mut stored: Vec<(Vec<u8>, usize)> = kvs
-        .iter()
-        .enumerate()
-        .filter(|(_, kv)| kv.is_none())
-        .map(|(i, _)| (revs[i].record_key(false), i))
-        .collect();
-    stored.sort_unstable();
-    let (keys, places): (Vec<Vec<u8>>, Vec<usize>) = stored.into_iter().unzip();
-    try_get_many::<Error>(engine, Cf::Kv, &keys, |n, bytes| {
-        // A position the engine made up leaves its record missing, below.
-        let Some(&place) = places.get(n) else {
-            return Ok(());
-        };
-        let r = revs[place];
-        let bytes = bytes.ok_or_else(|| missing(r))?;
-        kvs[place] = Some(decode_kv(r, bytes)?);
-        Ok(())
-    })?;
-    let kvs = kvs
-        .into_iter()
-        .zip(&revs)
-        .map(|(kv, r)| kv.ok_or_else(|| missing(*r)))
-        .collect::<Result<_, _>>()?;
-    Ok(RangeResult {
-        kvs,
-        count,
-        rev: view_rev,
-    })
-}
-
-/// A record the key index points to that storage does not have.
-fn missing(r: Revision) -> Error {
-    Error::Corrupt {
-        what: format!("record {r}"),
-        reason: "indexed but missing from storage".into(),
     }
 }

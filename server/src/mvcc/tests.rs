@@ -104,40 +104,6 @@ fn one_transaction_one_revision() {
 }
 
 #[test]
-fn a_range_gives_key_order_whatever_the_records_order() {
-    // On both engines (RocksDB reads a range's records in one MultiGet, in
-    // revision order): keys written out of key order, then a transaction
-    // reading its own write beside them.
-    let dir = tempfile::tempdir().unwrap();
-    let engines: [Arc<dyn Engine>; 2] = [
-        Arc::new(MemoryEngine::new()),
-        Arc::new(RocksEngine::open(dir.path()).unwrap()),
-    ];
-    for engine in engines {
-        let store = Store::open(engine, true).unwrap();
-        for k in ["d", "a", "c"] {
-            put(&store, k, k);
-        }
-        let mut txn = store.write();
-        txn.put(b"b", b"b".to_vec(), 0);
-        let page = RangeOptions {
-            limit: 3,
-            ..Default::default()
-        };
-        let seen = txn.range(&KeyRange::new(b"a", b"z"), page).unwrap();
-        assert_eq!(
-            seen.kvs,
-            vec![
-                kv("a", "a", 3, 3, 1),
-                kv("b", "b", 5, 5, 1),
-                kv("c", "c", 4, 4, 1)
-            ]
-        );
-        assert_eq!(seen.count, 4);
-    }
-}
-
-#[test]
 fn a_dropped_transaction_leaves_the_index_as_it_was() {
     let store = memory_store();
     put(&store, "a", "1");

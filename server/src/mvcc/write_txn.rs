@@ -14,8 +14,9 @@ use prost::Message;
 
 use super::index::KeyRange;
 use super::key_index::{KeyIndex, KeyMark};
+use super::range::range_at;
 use super::revision::Revision;
-use super::store::{range_at, to_event, State, META_APPLIED_INDEX};
+use super::store::{to_event, State, META_APPLIED_INDEX};
 use super::{Error, RangeOptions, RangeResult, Store};
 use crate::storage::{BatchOp, Cf, WriteBatch};
 
@@ -115,6 +116,7 @@ impl<'a> WriteTxn<'a> {
             &self.state,
             self.store.engine().as_ref(),
             &self.pending,
+            None,
             self.revision(),
             range,
             opts,
