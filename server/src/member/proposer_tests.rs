@@ -324,3 +324,31 @@ async fn read_index_requests_arriving_together_are_all_answered() {
     assert!(proposer.raft_status().applied >= applied);
     assert_eq!(proposer.machine().waiters().len(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_voter_serves_linearizable_reads_without_a_readindex_round() {
+    let (proposer, raft) = scripted();
+
+    // Phase 1: the only voter, leading, with all it committed applied:
+    // raft would answer at once, so the read does not ask it.
+    raft.status.send_modify(|s| {
+        s.reads_alone = true;
+        s.commit = 7;
+        s.applied = 7;
+    });
+    assert_eq!(proposer.barrier().await, Ok(()));
+    assert!(matches!(raft.inputs.try_recv(), Err(TryRecvError::Empty)));
+
+    // Phase 2: committed entries not applied yet (a restart's replay):
+    // the read asks raft, and waits for its answer.
+    raft.status.send_modify(|s| s.applied = 6);
+    let read = {
+        let proposer = Arc::clone(&proposer);
+        tokio::spawn(async move { proposer.barrier().await })
+    };
+    let Input::Read { done } = raft.next().await else {
+        panic!("expected a read");
+    };
+    done.send(Ok(7)).unwrap();
+    assert_eq!(read.await.unwrap(), Ok(()));
+}

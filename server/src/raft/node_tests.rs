@@ -348,8 +348,12 @@ async fn a_lone_voter_applies_answers_reads_and_changes_membership() {
     assert_eq!(positions, vec![a, b]);
     assert!(one.fake.waiters.is_empty());
 
-    // Phase 3: ReadIndex. Reads queued together are answered together, at
-    // an index this member has applied.
+    // Phase 3: ReadIndex. A lone voter that leads reads alone (from its
+    // status, without a round of the loop), at an index it has applied.
+    until("the lone voter reads alone", || {
+        one.handle.status().reads_alone
+    })
+    .await;
     let mut reads = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let handle = one.handle.clone();

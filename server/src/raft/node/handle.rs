@@ -217,8 +217,18 @@ impl RaftHandle {
         rx.await.map_err(|_| RequestError::Stopped)?
     }
 
-    /// Waits until a linearizable read may be served locally.
+    /// Waits until a linearizable read may be served locally. A lone voter
+    /// that leads answers from its published status, as raft would answer
+    /// it at once (see [`RaftStatus::reads_alone`]), without waking the
+    /// raft thread: every write acknowledged so far was committed by it
+    /// alone and is applied once `applied` reaches `commit`.
     pub async fn read_index(&self) -> Result<u64, RequestError> {
+        {
+            let status = self.status.borrow();
+            if status.reads_alone && status.applied >= status.commit {
+                return Ok(status.commit);
+            }
+        }
         let (done, rx) = oneshot::channel();
         if !self.send(Input::Read { done }) {
             return Err(RequestError::Stopped);

@@ -253,6 +253,8 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             self.publish_status();
             self.note_replay();
         }
+        // Nothing answers reads any more, not even a lone voter's.
+        self.status.send_modify(|s| s.reads_alone = false);
         self.reads.fail_all(RequestError::Stopped);
         self.machine.stopped();
         tracing::info!("raft loop stopped");

@@ -39,6 +39,12 @@ pub struct RaftStatus {
     /// Set when this member applied its own removal from the cluster: the
     /// loop has stopped and the member must stop serving (etcd exits).
     pub removed: bool,
+    /// This member is the only voter, leads, and has committed an entry of
+    /// its term: raft would answer a ReadIndex at once with `commit`
+    /// (raft-rs's singleton case), so a linearizable read may take `commit`
+    /// from this status instead of a round of the loop. Cleared when the
+    /// loop ends.
+    pub reads_alone: bool,
 }
 
 impl<T: Transport, M: StateMachine> Node<T, M> {
@@ -120,6 +126,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             active,
             failed: false,
             removed: false,
+            reads_alone: is_leader && raft.prs().is_singleton() && raft.commit_to_current_term(),
         }
     }
 }
