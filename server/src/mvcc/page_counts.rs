@@ -26,6 +26,11 @@ use super::index::KeyRange;
 /// `range_at`); the oldest note is forgotten first.
 const CAPACITY: usize = 64;
 
+/// Ranges whose keys are longer together are not noted, so the notes stay
+/// small whatever keys clients page through (Kubernetes keys are well
+/// below this; etcd allows keys of up to a request's size).
+const MAX_NOTED_KEY_BYTES: usize = 4096;
+
 /// A next page's count: the range, its revision, and the keys in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Note {
@@ -57,6 +62,9 @@ impl PageCounts {
         let KeyRange::Range { end, .. } = range else {
             return;
         };
+        if last.len() + end.as_ref().map_or(0, Vec::len) > MAX_NOTED_KEY_BYTES {
+            return;
+        }
         let mut start = last.to_vec();
         start.push(0);
         let range = KeyRange::Range {
@@ -160,6 +168,12 @@ mod tests {
         // A single-key read never pages.
         counts.note_next(&KeyRange::new(b"/pods/a", b""), b"/pods/a", 9, 1);
         assert_eq!(counts.take(&KeyRange::new(b"/pods/a\0", b""), 9), None);
+
+        // Nor is a page of very long keys noted (the notes stay small).
+        let long = vec![b'k'; MAX_NOTED_KEY_BYTES];
+        counts.note_next(&list, &long, 9, 1);
+        let after_long = KeyRange::new(&[long.as_slice(), b"\0"].concat(), b"/pods0");
+        assert_eq!(counts.take(&after_long, 9), None);
     }
 
     #[test]
