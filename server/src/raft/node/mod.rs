@@ -119,6 +119,11 @@ struct Node<T: Transport, M: StateMachine> {
     /// machine was behind, and when the node started: the replay of those entries is logged
     /// ("start-up phase") once applied, for the restart time's breakdown.
     replay: Option<(u64, u64, Instant)>,
+    /// The term in which this member, leading, is known to have committed
+    /// an entry of its own (0: none yet). True once, it stays true for the
+    /// whole term, so the status need not read the committed entry's term
+    /// from the log after every round (a lone voter's `reads_alone`).
+    committed_in_term: u64,
 }
 
 /// Starts the raft thread for `machine` over the log in `log`. `inputs` is
@@ -178,6 +183,7 @@ pub fn start<T: Transport, M: StateMachine>(
         heard: HashMap::new(),
         replay: (state.hard_state.commit > applied)
             .then(|| (applied, state.hard_state.commit, Instant::now())),
+        committed_in_term: 0,
     };
     // A lone voter elects itself at once instead of after a timeout.
     let voters = state.conf_state.voters.clone();

@@ -93,7 +93,8 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
     }
 
     /// The status as raft and the state machine describe it now.
-    fn current_status(&self) -> RaftStatus {
+    fn current_status(&mut self) -> RaftStatus {
+        let reads_alone = self.reads_alone();
         let raft = &self.raw.raft;
         let conf = raft.prs().conf();
         let is_leader = raft.state == StateRole::Leader;
@@ -126,7 +127,21 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             active,
             failed: false,
             removed: false,
-            reads_alone: is_leader && raft.prs().is_singleton() && raft.commit_to_current_term(),
+            reads_alone,
         }
+    }
+
+    /// Whether this member is the only voter, leads, and has committed an
+    /// entry of its term (see [`RaftStatus::reads_alone`]); the last is
+    /// read from the log once per term.
+    fn reads_alone(&mut self) -> bool {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader || !raft.prs().is_singleton() {
+            return false;
+        }
+        if self.committed_in_term != raft.term && raft.commit_to_current_term() {
+            self.committed_in_term = raft.term;
+        }
+        self.committed_in_term == raft.term
     }
 }
