@@ -29,7 +29,7 @@ use crate::bootstrap::Released;
 use crate::member::{Apis, Identity, Limits, Replication};
 use crate::metrics::Metrics;
 use crate::peer::PeerService;
-use crate::raft::{Dialer, NodeConfig, Peers, RaftService};
+use crate::raft::{Dialer, NodeConfig, Peers, RaftService, StreamReceiver};
 use crate::tasks::Tasks;
 
 pub use crate::bootstrap::{
@@ -325,16 +325,21 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         let raft_service = RaftService::new(inputs.clone())
             .with_metrics(Arc::clone(&metrics.network))
             .into_server();
+        let raft_streams = Arc::new(
+            StreamReceiver::new(inputs.clone()).with_metrics(Arc::clone(&metrics.network)),
+        );
         let peer_service = PeerService::new(&member).into_server();
         let security = transport.peer_security(&bound);
         let incoming = cairn_tls::server::TlsIncoming::new(bound.listener, security, "peer");
         let mut shutdown = tasks.shutdown();
-        peer_servers.spawn(
+        peer_servers.spawn(crate::peer::port::serve(
+            incoming,
             tonic::transport::Server::builder()
                 .add_service(raft_service)
-                .add_service(peer_service)
-                .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await }),
-        );
+                .add_service(peer_service),
+            raft_streams,
+            async move { shutdown.recv().await },
+        ));
     }
 
     // A lone voter leads at once: wait for it, so that the first client

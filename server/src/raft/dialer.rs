@@ -1,13 +1,17 @@
 //! How this member opens connections to its peers.
 //!
-//! Every peer channel (raft streams, snapshots, and the member-to-member
+//! Every peer connection (raft streams, snapshots, and the member-to-member
 //! calls of `crate::peer`) is made here, so one setting applies to all.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cairn_tls::client::{ClientTls, Connector};
+use cairn_tls::client::{ClientStream, ClientTls, Connector};
 use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
+
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a channel to a peer could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,14 @@ pub enum DialError {
         url: String,
         /// tonic's error.
         source: tonic::transport::Error,
+    },
+    /// Connecting a raft stream failed (TCP or the TLS handshake).
+    #[error("cannot connect to {url}: {reason}")]
+    Stream {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
     },
 }
 
@@ -68,7 +80,7 @@ impl Dialer {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
@@ -85,6 +97,23 @@ impl Dialer {
                 url: url.to_string(),
                 source,
             })
+    }
+
+    /// A connection of its own to a peer URL, for a raft stream
+    /// (`super::stream`): TCP from this member's source address, then TLS
+    /// for an `https://` peer, as a channel's connection would be.
+    pub async fn connect_stream(&self, url: &str) -> Result<ClientStream, DialError> {
+        let (endpoint, connector) = self.endpoint(url)?;
+        let failed = |reason: String| DialError::Stream {
+            url: url.to_string(),
+            reason,
+        };
+        let connecting = connector.oneshot(endpoint.uri().clone());
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(io)) => Ok(io.into_inner()),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!("no connection within {CONNECT_TIMEOUT:?}"))),
+        }
     }
 
     /// A channel to a peer URL that connects on first use (and reconnects).

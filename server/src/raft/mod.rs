@@ -4,8 +4,8 @@
 //! [`RaftStorage`] keeps the log, hard state and conf state on the
 //! [`crate::storage::Engine`] (column family `raft`), so they go through the
 //! same engine (and, later, the same encryption) as everything else;
-//! [`transport`] carries raft messages and snapshots between members over
-//! tonic. The state machine is behind [`StateMachine`] (implemented by
+//! [`transport`] carries raft messages (on raft streams) and snapshots (on
+//! tonic) between members. The state machine is behind [`StateMachine`] (implemented by
 //! the server's `Machine`): this module hands it entry bytes and indexes
 //! and knows nothing of what they mean, nor of the errors clients see.
 //!
@@ -16,8 +16,11 @@
 //! - `storage`: [`RaftStorage`].
 //! - `node`: the Ready loop thread, [`RaftHandle`], [`RaftStatus`]; split
 //!   into the Ready steps, snapshots, conf changes and ReadIndex batching.
-//! - `transport`: [`Peers`] (sending) and [`RaftService`] (receiving):
-//!   raft messages and snapshots only.
+//! - `transport`: [`Peers`], the sending side: raft messages and snapshots
+//!   only.
+//! - `stream`: the raft stream, length-prefixed raft messages on a
+//!   connection of their own, and [`StreamReceiver`], its receiving side.
+//! - `service`: [`RaftService`], raft's gRPC calls (snapshots, the prober).
 //! - `dialer`: [`Dialer`], how every peer channel connects (also used by
 //!   `crate::peer`).
 //! - `log`: [`log::logger`], raft's slog records forwarded to `tracing`.
@@ -29,10 +32,12 @@ pub mod log;
 pub mod node;
 #[cfg(test)]
 mod node_tests;
+mod service;
 mod state_machine;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
+pub mod stream;
 pub mod transport;
 mod waiters;
 pub mod wire;
@@ -40,7 +45,9 @@ pub mod wire;
 pub use dialer::{DialError, Dialer};
 pub use error::{Error, RequestError};
 pub use node::{Input, NodeConfig, RaftHandle, RaftStatus, Refusal, Taken};
+pub use service::RaftService;
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;
-pub use transport::{Peers, RaftService, Resolver};
+pub use stream::StreamReceiver;
+pub use transport::{Peers, Resolver};
 pub use waiters::Waiters;

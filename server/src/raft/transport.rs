@@ -1,20 +1,22 @@
-//! The peer transport: raft messages between members over tonic gRPC.
+//! The sending side of the peer transport: raft messages and snapshots
+//! to the other members.
 //!
-//! Sending side ([`Peers`]): one task per peer owns a long-lived
-//! client-streaming `Send` call and a bounded queue. The raft thread only
-//! ever `try_send`s into the queue: when it is full (the peer is slow or
-//! gone) the message is dropped and raft is told the peer is unreachable;
-//! raft retransmits, so a stuck peer never blocks the leader. A broken call
-//! is reopened with exponential backoff. Snapshots go on their own
-//! `Snapshot` call, in 1 MiB chunks, so a large one never sits in front of
-//! heartbeats. Every peer task and snapshot transfer is owned by [`Peers`]
-//! (a `JoinSet`): [`Peers::stop`] ends and joins them all, and dropping
-//! [`Peers`] aborts them; nothing is detached.
+//! [`Peers`]: one task per peer owns a raft stream (`super::stream`: a
+//! connection of its own, length-prefixed messages) and a bounded queue.
+//! The raft thread only ever `try_send`s into the queue: when it is full
+//! (the peer is slow or gone) the message is dropped and raft is told the
+//! peer is unreachable; raft retransmits, so a stuck peer never blocks the
+//! leader. A broken stream is reopened with exponential backoff. Snapshots
+//! go on their own gRPC `Snapshot` call, sealed, in 1 MiB chunks, so a
+//! large one never sits in front of heartbeats. Every peer task and
+//! snapshot transfer is owned by [`Peers`] (a `JoinSet`): [`Peers::stop`]
+//! ends and joins them all, and dropping [`Peers`] aborts them; nothing is
+//! detached.
 //!
-//! Receiving side ([`RaftService`]): decodes each message and hands it to the
-//! raft thread; reassembles snapshots before handing them over. Nothing
-//! else: what members ask each other outside raft (lease forwarding, the
-//! member table, HashKV) is `crate::peer`, a service of its own.
+//! The receiving side is `super::stream::StreamReceiver` (messages) and
+//! `super::service::RaftService` (snapshots, the prober). What members ask
+//! each other outside raft (lease forwarding, the member table, HashKV) is
+//! `crate::peer`, a service of its own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,18 +26,16 @@ use std::time::Duration;
 
 use ::raft::eraftpb::Message;
 use cairn_proto::cairnpb::raft_client::RaftClient;
-use cairn_proto::cairnpb::raft_server::{self, RaftServer};
-use cairn_proto::cairnpb::{
-    Done, RaftBatch, SnapshotChunk, SnapshotKeyRequest, SnapshotKeyResponse,
-};
+use cairn_proto::cairnpb::{Done, SnapshotChunk, SnapshotKeyRequest};
 use protobuf::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use super::dialer::{DialError, Dialer};
 use super::node::{is_snapshot, Input, Transport};
+use super::stream::{self, StreamError};
 use super::wire::{Exchange, WireError};
 use crate::metrics::network::{NetworkMetrics, PeerMetrics, Transfer};
 
@@ -45,8 +45,6 @@ const PEER_QUEUE: usize = 4096;
 const BATCH_MESSAGES: usize = 512;
 /// Snapshot chunk size.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-/// Snapshot transfers a member keeps keys for at most.
-const MAX_PENDING_TRANSFERS: usize = 64;
 /// Largest gRPC message a member accepts from a peer.
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 /// Backoff bounds for reconnecting.
@@ -90,7 +88,7 @@ impl std::fmt::Debug for Peers {
 
 /// Locks `mutex`, whose holders only insert or take whole values: a panic
 /// cannot leave them half changed.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -259,19 +257,15 @@ async fn run_peer(
     stop: watch::Receiver<bool>,
     metrics: Option<PeerMetrics>,
 ) {
-    // The current connection's call, owned by this task: aborted and
-    // joined when the connection ends, and when the task ends.
-    let mut call = JoinSet::new();
     let m = metrics.as_ref();
     tokio::select! {
-        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, &mut call, m) => {}
+        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, m) => {}
         () = probe(&dialer, to, &resolve, m) => {}
         () = stopped(stop) => {}
     }
     if let Some(m) = m {
         m.active.set(0);
     }
-    call.shutdown().await;
 }
 
 /// How often a peer's round trip is measured (etcd's prober interval).
@@ -307,24 +301,25 @@ async fn probe(dialer: &Dialer, to: u64, resolve: &Resolver, metrics: Option<&Pe
     }
 }
 
-/// [`run_peer`]'s loop: one connection (and `call`) at a time.
+/// [`run_peer`]'s loop: one raft stream at a time, each batch of the
+/// queue written as one write.
 async fn stream_to_peer(
     dialer: &Dialer,
     to: u64,
     resolve: &Resolver,
     mut queue: mpsc::Receiver<Message>,
     inputs: &Sender<Input>,
-    call: &mut JoinSet<Result<Response<Done>, Status>>,
     metrics: Option<&PeerMetrics>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut batch = Vec::with_capacity(8);
     loop {
-        let connected = match resolve(to) {
-            Some(url) => dialer.connect(&url).await.map_err(SendError::Dial),
+        let opened = match resolve(to) {
+            Some(url) => stream::open(dialer, &url).await.map_err(SendError::from),
             None => Err(SendError::NoUrl),
         };
-        let channel = match connected {
-            Ok(c) => c,
+        let mut writer = match opened {
+            Ok(w) => w,
             Err(e) => {
                 tracing::debug!(peer = format!("{to:x}"), error = %e, "peer unreachable");
                 let _ = inputs.send(Input::Unreachable(to));
@@ -343,43 +338,27 @@ async fn stream_to_peer(
         if let Some(m) = metrics {
             m.active.set(1);
         }
-        let (tx, rx) = mpsc::channel::<RaftBatch>(16);
-        let mut raft = client(channel);
-        call.spawn(async move {
-            raft.send(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-        });
         loop {
-            let Some(first) = queue.recv().await else {
+            if queue.recv_many(&mut batch, BATCH_MESSAGES).await == 0 {
                 return;
-            };
-            let mut messages = Vec::with_capacity(8);
-            let mut bytes_sent = 0;
-            for msg in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
-                match msg.write_to_bytes() {
-                    Ok(bytes) => {
-                        bytes_sent += bytes.len() as u64;
-                        messages.push(bytes);
+            }
+            match writer.send(batch.drain(..)).await {
+                Ok(bytes) => {
+                    if let Some(m) = metrics {
+                        m.sent_bytes.inc_by(bytes);
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
                 }
-                if messages.len() >= BATCH_MESSAGES {
+                Err(e) => {
+                    tracing::debug!(peer = format!("{to:x}"), error = %e, "raft stream broke");
+                    let _ = inputs.send(Input::Unreachable(to));
+                    if let Some(m) = metrics {
+                        m.active.set(0);
+                        m.disconnected.inc();
+                    }
                     break;
                 }
             }
-            if tx.send(RaftBatch { messages }).await.is_err() {
-                let _ = inputs.send(Input::Unreachable(to));
-                if let Some(m) = metrics {
-                    m.active.set(0);
-                    m.disconnected.inc();
-                }
-                break;
-            }
-            if let Some(m) = metrics {
-                m.sent_bytes.inc_by(bytes_sent);
-            }
         }
-        call.shutdown().await;
     }
 }
 
@@ -393,6 +372,9 @@ enum SendError {
     /// The peer could not be connected to.
     #[error(transparent)]
     Dial(#[from] DialError),
+    /// The raft stream could not be opened, or broke.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// Agreeing on the transfer key or sealing failed.
     #[error("snapshot sealing: {0}")]
     Wire(#[from] WireError),
@@ -433,157 +415,6 @@ async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(
     }));
     raft.snapshot(tokio_stream::iter(chunks)).await?;
     Ok(())
-}
-
-/// The receiving side of raft's traffic.
-pub struct RaftService {
-    /// The raft thread's inputs.
-    inputs: Mutex<Sender<Input>>,
-    /// Keys of snapshot transfers agreed but not yet received, by id.
-    transfers: Mutex<HashMap<u64, super::wire::TransferKey>>,
-    /// The next transfer id.
-    next_transfer: std::sync::atomic::AtomicU64,
-    /// Bytes, failures and snapshots received (none in unit tests).
-    metrics: Option<Arc<NetworkMetrics>>,
-}
-
-impl RaftService {
-    /// A service feeding `inputs`.
-    pub fn new(inputs: Sender<Input>) -> Self {
-        Self {
-            inputs: Mutex::new(inputs),
-            transfers: Mutex::new(HashMap::new()),
-            next_transfer: std::sync::atomic::AtomicU64::new(1),
-            metrics: None,
-        }
-    }
-
-    /// The same service, counting what it receives in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<NetworkMetrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// The tonic server for this service.
-    pub fn into_server(self) -> RaftServer<Self> {
-        RaftServer::new(self)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE)
-    }
-
-    fn step(&self, msg: Message) -> Result<(), Status> {
-        lock(&self.inputs)
-            .send(Input::Step(msg))
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))
-    }
-}
-
-fn decode(bytes: &[u8]) -> Result<Message, Status> {
-    let mut msg = Message::default();
-    msg.merge_from_bytes(bytes)
-        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
-    Ok(msg)
-}
-
-#[tonic::async_trait]
-impl raft_server::Raft for RaftService {
-    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
-        let mut stream = request.into_inner();
-        // The sender's counter, looked up once it is known (every message
-        // of a stream comes from the same member).
-        let mut received: Option<(u64, prometheus::IntCounter)> = None;
-        while let Some(batch) = stream.message().await? {
-            for bytes in batch.messages {
-                let msg = match decode(&bytes) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        if let Some(m) = &self.metrics {
-                            m.receive_failed(received.as_ref().map_or(0, |(from, _)| *from));
-                        }
-                        return Err(e);
-                    }
-                };
-                if let Some(m) = &self.metrics {
-                    if received.as_ref().is_none_or(|(from, _)| *from != msg.from) {
-                        received = Some((msg.from, m.received_from(msg.from)));
-                    }
-                    if let Some((_, counter)) = &received {
-                        counter.inc_by(bytes.len() as u64);
-                    }
-                }
-                self.step(msg)?;
-            }
-        }
-        Ok(Response::new(Done {}))
-    }
-
-    async fn snapshot(
-        &self,
-        request: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<Done>, Status> {
-        let mut stream = request.into_inner();
-        let Some(first) = stream.message().await? else {
-            return Err(Status::invalid_argument("empty snapshot stream"));
-        };
-        let key = lock(&self.transfers)
-            .remove(&first.transfer)
-            .ok_or_else(|| Status::failed_precondition("unknown snapshot transfer"))?;
-        let mut msg = decode(&first.message)?;
-        let (from, start) = (msg.from, std::time::Instant::now());
-        let inflight = self
-            .metrics
-            .as_ref()
-            .map(|m| m.inflight(Transfer::Received(from)));
-        let received = async {
-            let mut sealed = first.data;
-            while let Some(chunk) = stream.message().await? {
-                sealed.extend_from_slice(&chunk.data);
-            }
-            key.open(sealed)
-                .map_err(|e| Status::data_loss(e.to_string()))
-        }
-        .await;
-        drop(inflight);
-        if let Some(m) = &self.metrics {
-            m.snapshot(
-                Transfer::Received(from),
-                received.is_ok(),
-                crate::metrics::since(start),
-            );
-        }
-        msg.mut_snapshot().data = received?.into();
-        self.step(msg)?;
-        Ok(Response::new(Done {}))
-    }
-
-    async fn probe(&self, _request: Request<Done>) -> Result<Response<Done>, Status> {
-        Ok(Response::new(Done {}))
-    }
-
-    async fn snapshot_key(
-        &self,
-        request: Request<SnapshotKeyRequest>,
-    ) -> Result<Response<SnapshotKeyResponse>, Status> {
-        let sender = request.into_inner().public_key;
-        let exchange = Exchange::start().map_err(|e| Status::internal(e.to_string()))?;
-        let public_key = exchange.public_key();
-        let transfer = self
-            .next_transfer
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = exchange
-            .finish(&sender, transfer)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut transfers = lock(&self.transfers);
-        // A sender that never followed up must not pile keys up forever.
-        if transfers.len() >= MAX_PENDING_TRANSFERS {
-            transfers.clear();
-        }
-        transfers.insert(transfer, key);
-        Ok(Response::new(SnapshotKeyResponse {
-            transfer,
-            public_key,
-        }))
-    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //! live only in memory, for one transfer.
 //!
 //! This protects snapshots from anyone reading the network. It does not
-//! authenticate the peer (there is no TLS yet): an active man in the middle
-//! is out of its reach, as is every other peer message.
+//! authenticate the peer: that is peer TLS's (`--peer-cert-file`, ...);
+//! without it, an active man in the middle is out of its reach, as is
+//! every other peer message.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::agreement::{agree_ephemeral, EphemeralPrivateKey, PublicKey, UnparsedPublicKey, X25519};
