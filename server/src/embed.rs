@@ -124,8 +124,12 @@ impl Handle {
     /// exits).
     pub async fn removed(&self) {
         let replication = self.member.proposer().replication();
-        let mut status = replication.raft.subscribe();
-        if status.wait_for(|s| s.removed).await.is_err() {
+        let mut ending = replication.raft.ending();
+        if ending
+            .wait_for(|e| *e == crate::raft::Ending::Removed)
+            .await
+            .is_err()
+        {
             // The raft thread is gone without a removal: never resolve.
             std::future::pending::<()>().await;
         }

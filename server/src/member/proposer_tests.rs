@@ -70,8 +70,9 @@ fn scripted() -> (Arc<Proposer>, ScriptedRaft) {
         ..RaftStatus::default()
     });
     let (leadership, leadership_rx) = watch::channel((me, 2));
+    let (_ending, ending_rx) = watch::channel(crate::raft::Ending::Running);
     let replication = Replication {
-        raft: RaftHandle::new(inputs, status_rx, leadership_rx),
+        raft: RaftHandle::new(inputs, status_rx, leadership_rx, ending_rx),
         request_timeout: REQUEST_TIMEOUT,
         leader_change_grace: GRACE,
         broken_stale_reads: false,

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use super::Shutdown;
 use crate::member::Proposer;
+use crate::raft::Ending;
 
 /// Resolves once `member`'s raft loop has failed; never for a member
 /// without raft, or whose raft thread ended otherwise.
 pub async fn raft_failed(proposer: &Proposer) {
-    let mut status = proposer.replication().raft.subscribe();
-    if status.wait_for(|s| s.failed).await.is_err() {
+    let mut ending = proposer.replication().raft.ending();
+    if ending.wait_for(|e| *e == Ending::Failed).await.is_err() {
         std::future::pending::<()>().await;
     }
 }

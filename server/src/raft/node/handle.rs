@@ -120,6 +120,19 @@ impl std::fmt::Debug for Refusal {
     }
 }
 
+/// Whether the raft loop has ended on its own, and how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ending {
+    /// Running (or stopped when asked: the channel then closes).
+    #[default]
+    Running,
+    /// A disk write (or the state machine) failed: the member must stop
+    /// serving.
+    Failed,
+    /// This member applied its own removal.
+    Removed,
+}
+
 /// A handle on the raft thread.
 #[derive(Debug, Clone)]
 pub struct RaftHandle {
@@ -129,6 +142,11 @@ pub struct RaftHandle {
     status: watch::Receiver<RaftStatus>,
     /// (leader, term), changed only when either changes.
     leadership: watch::Receiver<(u64, u64)>,
+    /// Changed once at most, when the loop fails or the member is removed.
+    /// Whoever waits for that watches this, not the status, which changes
+    /// every round: a waiter on the status was woken once per request (the
+    /// binary's main thread was, for every put).
+    ending: watch::Receiver<Ending>,
 }
 
 impl RaftHandle {
@@ -138,11 +156,13 @@ impl RaftHandle {
         inputs: Sender<Input>,
         status: watch::Receiver<RaftStatus>,
         leadership: watch::Receiver<(u64, u64)>,
+        ending: watch::Receiver<Ending>,
     ) -> Self {
         Self {
             inputs,
             status,
             leadership,
+            ending,
         }
     }
 
@@ -164,6 +184,11 @@ impl RaftHandle {
     /// A receiver of (leader, term) changes only.
     pub fn leadership(&self) -> watch::Receiver<(u64, u64)> {
         self.leadership.clone()
+    }
+
+    /// A receiver of the loop's [`Ending`] (changed once at most).
+    pub fn ending(&self) -> watch::Receiver<Ending> {
+        self.ending.clone()
     }
 
     /// A sender of inputs (for the transport).

@@ -49,7 +49,7 @@ use ::raft::eraftpb::{Message, MessageType};
 use ::raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
-pub use handle::{Input, RaftHandle, Refusal, Taken};
+pub use handle::{Ending, Input, RaftHandle, Refusal, Taken};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};
@@ -98,6 +98,8 @@ struct Node<T: Transport, M: StateMachine> {
     /// (leader, term), changed only when either changes: waiters watch
     /// this rather than the busy status.
     leadership: watch::Sender<(u64, u64)>,
+    /// Set once if the loop fails or applies this member's removal.
+    ending: watch::Sender<Ending>,
     /// Timing and sizes.
     config: NodeConfig,
     /// Linearizable reads, batched into ReadIndex rounds.
@@ -165,6 +167,7 @@ pub fn start<T: Transport, M: StateMachine>(
         ..RaftStatus::default()
     });
     let (leadership_tx, leadership_rx) = watch::channel((0, 0));
+    let (ending_tx, ending_rx) = watch::channel(Ending::Running);
     let (inputs_tx, inputs_rx) = channel;
     let mut node = Node {
         raw,
@@ -174,6 +177,7 @@ pub fn start<T: Transport, M: StateMachine>(
         inputs: inputs_rx,
         status: status_tx,
         leadership: leadership_tx,
+        ending: ending_tx,
         config,
         reads: ReadIndexQueue::new(config.heartbeat * 2),
         last_leader: 0,
@@ -196,7 +200,10 @@ pub fn start<T: Transport, M: StateMachine>(
         .name("cairn-raft".into())
         .spawn(move || node.run())
         .map_err(Error::Thread)?;
-    Ok((RaftHandle::new(inputs_tx, status_rx, leadership_rx), thread))
+    Ok((
+        RaftHandle::new(inputs_tx, status_rx, leadership_rx, ending_rx),
+        thread,
+    ))
 }
 
 /// Inputs handled per round at most, so ticks keep coming under load.
@@ -246,6 +253,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                     s.is_leader = false;
                 });
                 self.leadership.send_modify(|(leader, _)| *leader = 0);
+                self.ending.send_replace(Ending::Failed);
                 break;
             }
             if self.removed {
@@ -254,6 +262,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 // itself, and raft-rs panics when it next persists entries.
                 tracing::warn!("the member has been permanently removed from the cluster");
                 self.status.send_modify(|s| s.removed = true);
+                self.ending.send_replace(Ending::Removed);
                 break;
             }
             self.publish_status();
