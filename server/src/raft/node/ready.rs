@@ -91,6 +91,9 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
 
     /// Applies committed entries in log order, up to this member's removal.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        if !entries.is_empty() {
+            self.publish_commit();
+        }
         for entry in entries {
             if self.removed {
                 break;

@@ -131,6 +131,23 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         }
     }
 
+    /// Publishes a commit index that advanced, before the entries up to it
+    /// are applied (and their proposers answered): a lone voter's read
+    /// takes its index from the status, and must never get one below a
+    /// write already acknowledged. Until the round's full status follows,
+    /// `applied < commit` sends reads through the loop.
+    pub(super) fn publish_commit(&mut self) {
+        let commit = self.raw.raft.raft_log.committed;
+        self.status.send_if_modified(|s| {
+            if s.commit < commit {
+                s.commit = commit;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     /// Whether this member is the only voter, leads, and has committed an
     /// entry of its term (see [`RaftStatus::reads_alone`]); the last is
     /// read from the log once per term.
