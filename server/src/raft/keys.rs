@@ -1,16 +1,19 @@
-//! Record layout of the `raft` column family.
+//! Record layout of the `raft` and `raft_state` column families.
 //!
-//! | key                         | value                                   |
-//! |-----------------------------|-----------------------------------------|
-//! | `e` + index (8 bytes, BE)   | `eraftpb.Entry` (rust-protobuf)         |
-//! | `s/hard_state`              | `eraftpb.HardState`                     |
-//! | `s/conf_state`              | `eraftpb.ConfState`                     |
-//! | `s/snapshot`                | `eraftpb.SnapshotMetadata` (last applied) |
-//! | `s/truncated`               | index, term (8 bytes BE each)           |
+//! | family       | key                       | value                                     |
+//! |--------------|---------------------------|-------------------------------------------|
+//! | `raft`       | `e` + index (8 bytes, BE) | `eraftpb.Entry` (rust-protobuf)           |
+//! | `raft_state` | `s/hard_state`            | `eraftpb.HardState`                       |
+//! | `raft_state` | `s/conf_state`            | `eraftpb.ConfState`                       |
+//! | `raft_state` | `s/snapshot`              | `eraftpb.SnapshotMetadata` (last applied) |
+//! | `raft_state` | `s/truncated`             | index, term (8 bytes BE each)             |
 //!
 //! Big-endian indexes make the engine's key order the log order, so a range
-//! of entries is one scan. `s/truncated` is the last entry removed from the
-//! log (by compaction or a snapshot): the log starts right after it.
+//! of entries is one scan, and the files RocksDB flushes from `raft` cover
+//! ranges no other file covers. `s/truncated` is the last entry removed from
+//! the log (by compaction or a snapshot): the log starts right after it.
+//! Databases written before `raft_state` existed hold the `s/` records in
+//! `raft`; `RaftStorage::open` moves them.
 
 use protobuf::Message;
 
@@ -28,6 +31,8 @@ pub(super) const CONF_STATE: &[u8] = b"s/conf_state";
 pub(super) const SNAPSHOT: &[u8] = b"s/snapshot";
 /// The compaction point ([`LogId`] of the last removed entry).
 pub(super) const TRUNCATED: &[u8] = b"s/truncated";
+/// Every state record (in `raft_state`).
+pub(super) const STATE_KEYS: [&[u8]; 4] = [HARD_STATE, CONF_STATE, SNAPSHOT, TRUNCATED];
 
 /// An entry's position: index and term.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -10,8 +10,9 @@ use super::keys::{self, LogId};
 use super::Error;
 use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
-/// The raft log, hard state and conf state of one member, in column family
-/// `raft` of an [`Engine`] (record layout in `keys`).
+/// The raft log, hard state and conf state of one member, in column
+/// families `raft` (the entries) and `raft_state` (the rest) of an
+/// [`Engine`] (record layout in `keys`).
 ///
 /// Behaves as raft-rs's `MemStorage` (the tests run the same cases against
 /// both), with three deliberate differences: what `MemStorage` answers with a
@@ -71,11 +72,12 @@ impl RaftStorage {
     /// Scans the entry keys once to find the last index, and fails on a hole
     /// in the log (a missing entry is corruption, not something to skip).
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, Error> {
-        let truncated = match engine.get(Cf::Raft, keys::TRUNCATED)? {
+        move_state_out_of_the_log(engine.as_ref())?;
+        let truncated = match engine.get(Cf::RaftState, keys::TRUNCATED)? {
             Some(v) => LogId::decode(keys::TRUNCATED, &v)?,
             None => LogId::default(),
         };
-        let snapshot = match engine.get(Cf::Raft, keys::SNAPSHOT)? {
+        let snapshot = match engine.get(Cf::RaftState, keys::SNAPSHOT)? {
             Some(v) => {
                 let meta: SnapshotMetadata = keys::decode(keys::SNAPSHOT, &v)?;
                 LogId {
@@ -169,7 +171,7 @@ impl RaftStorage {
         if let Some(hs) = hard_state {
             let record = keys::encode("hard state", hs)?;
             written += record.len();
-            batch.put(Cf::Raft, keys::HARD_STATE, record);
+            batch.put(Cf::RaftState, keys::HARD_STATE, record);
         }
         if batch.is_empty() {
             return Ok(());
@@ -214,7 +216,7 @@ impl RaftStorage {
         for index in bounds.first_index()..to {
             batch.delete(Cf::Raft, keys::entry_key(index));
         }
-        batch.put(Cf::Raft, keys::TRUNCATED, truncated.encode());
+        batch.put(Cf::RaftState, keys::TRUNCATED, truncated.encode());
         self.engine.write(batch, false)?;
         bounds.truncated = truncated;
         Ok(())
@@ -242,15 +244,19 @@ impl RaftStorage {
         for index in bounds.first_index()..=bounds.last_index {
             batch.delete(Cf::Raft, keys::entry_key(index));
         }
-        batch.put(Cf::Raft, keys::SNAPSHOT, keys::encode("snapshot", meta)?);
-        batch.put(Cf::Raft, keys::TRUNCATED, position.encode());
         batch.put(
-            Cf::Raft,
+            Cf::RaftState,
+            keys::SNAPSHOT,
+            keys::encode("snapshot", meta)?,
+        );
+        batch.put(Cf::RaftState, keys::TRUNCATED, position.encode());
+        batch.put(
+            Cf::RaftState,
             keys::HARD_STATE,
             keys::encode("hard state", &hard_state)?,
         );
         batch.put(
-            Cf::Raft,
+            Cf::RaftState,
             keys::CONF_STATE,
             keys::encode("conf state", meta.get_conf_state())?,
         );
@@ -269,7 +275,7 @@ impl RaftStorage {
         let _bounds = self.write();
         let mut batch = WriteBatch::new();
         batch.put(
-            Cf::Raft,
+            Cf::RaftState,
             keys::CONF_STATE,
             keys::encode("conf state", conf_state)?,
         );
@@ -289,7 +295,7 @@ impl RaftStorage {
 
     /// Reads a raft message record, `M::default()` when absent.
     fn record<M: Message + Default>(&self, key: &[u8]) -> Result<M, Error> {
-        match self.engine.get(Cf::Raft, key)? {
+        match self.engine.get(Cf::RaftState, key)? {
             Some(v) => keys::decode(key, &v),
             None => Ok(M::default()),
         }
@@ -458,4 +464,23 @@ impl Storage for RaftStorage {
     fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
         Ok(self.build_snapshot(request_index)?)
     }
+}
+
+/// Moves raft's state records out of the entries' family, where databases
+/// written before [`Cf::RaftState`] hold them, in one synced write: a crash
+/// leaves them all in one family or all in the other, and the next open
+/// finishes. Nothing to do (one read per record) once moved.
+fn move_state_out_of_the_log(engine: &dyn Engine) -> Result<(), Error> {
+    let mut batch = WriteBatch::new();
+    for key in keys::STATE_KEYS {
+        if let Some(value) = engine.get(Cf::Raft, key)? {
+            batch.put(Cf::RaftState, key, value);
+            batch.delete(Cf::Raft, key);
+        }
+    }
+    if !batch.is_empty() {
+        engine.write(batch, true)?;
+        tracing::info!("raft state moved to column family raft_state");
+    }
+    Ok(())
 }

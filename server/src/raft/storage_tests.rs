@@ -19,7 +19,7 @@ use protobuf::Message;
 
 use super::{Error, RaftStorage};
 use crate::storage::flaky::FlakyEngine;
-use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, WriteBatch};
+use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, Scan, WriteBatch};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -472,7 +472,7 @@ fn corrupt_records_are_errors_not_panics() {
         super::keys::entry_key(2),
         b"\xff\xff\xff".to_vec(),
     );
-    b.put(Cf::Raft, super::keys::HARD_STATE, b"\xff".to_vec());
+    b.put(Cf::RaftState, super::keys::HARD_STATE, b"\xff".to_vec());
     engine.write(b, true).unwrap();
     assert!(other(s.entries(1, 4, None, ctx()).map(|_| ())));
     assert!(other(s.term(2).map(|_| ())));
@@ -492,7 +492,7 @@ fn corrupt_records_are_errors_not_panics() {
     // A hole in the log: entry 2 is missing.
     let mut b = WriteBatch::new();
     b.delete(Cf::Raft, super::keys::entry_key(2));
-    b.put(Cf::Raft, super::keys::TRUNCATED, b"short".to_vec());
+    b.put(Cf::RaftState, super::keys::TRUNCATED, b"short".to_vec());
     engine.write(b, true).unwrap();
     assert!(other(s.entries(1, 4, None, ctx()).map(|_| ())));
     assert!(matches!(
@@ -500,7 +500,7 @@ fn corrupt_records_are_errors_not_panics() {
         Err(Error::Corrupt { .. })
     ));
     let mut b = WriteBatch::new();
-    b.delete(Cf::Raft, super::keys::TRUNCATED);
+    b.delete(Cf::RaftState, super::keys::TRUNCATED);
     engine.write(b, true).unwrap();
     let err = RaftStorage::open(engine).unwrap_err();
     assert!(err.to_string().contains("entry 2 is missing"), "{err}");
@@ -551,4 +551,75 @@ fn log_and_state_survive_a_restart_on_rocksdb() {
         s.snapshot(0, 2).unwrap().get_metadata(),
         &meta(9, 8, &[1, 2])
     );
+}
+
+/// Every key of `cf` in `engine`.
+fn keys_of(engine: &dyn Engine, cf: Cf) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    engine
+        .scan(cf, &[], None, &mut |k, _| {
+            keys.push(k.to_vec());
+            Scan::Continue
+        })
+        .unwrap();
+    keys
+}
+
+#[test]
+fn the_entries_family_holds_entries_alone() {
+    let engine = Arc::new(MemoryEngine::new());
+    let s = RaftStorage::open(engine.clone()).unwrap();
+    s.set_conf_state(&voters(&[1])).unwrap();
+    s.append(&entries(1..=4), Some(&hard_state(4, 1, 4)), true)
+        .unwrap();
+    s.compact(2).unwrap();
+    let raft = keys_of(engine.as_ref(), Cf::Raft);
+    assert_eq!(
+        raft,
+        (2..=4)
+            .map(|i| super::keys::entry_key(i).to_vec())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(keys_of(engine.as_ref(), Cf::RaftState).len(), 3);
+}
+
+#[test]
+fn state_in_the_entries_family_moves_on_open() {
+    // The first layout: every record in `raft`.
+    let engine = Arc::new(FlakyEngine::default());
+    {
+        let s = RaftStorage::open(engine.clone()).unwrap();
+        s.set_conf_state(&voters(&[1, 2])).unwrap();
+        s.append(&entries(1..=6), Some(&hard_state(6, 1, 5)), true)
+            .unwrap();
+        s.compact(3).unwrap();
+        s.apply_snapshot(&meta(6, 6, &[1, 2])).unwrap();
+        s.append(&entries(7..=8), Some(&hard_state(8, 1, 7)), true)
+            .unwrap();
+    }
+    let mut b = WriteBatch::new();
+    for key in super::keys::STATE_KEYS {
+        let value = engine.get(Cf::RaftState, key).unwrap().unwrap();
+        b.delete(Cf::RaftState, key);
+        b.put(Cf::Raft, key, value);
+    }
+    engine.write(b, true).unwrap();
+    engine.take_writes();
+
+    let s = RaftStorage::open(engine.clone()).unwrap();
+    let writes = engine.take_writes();
+    assert_eq!(writes.len(), 1, "one write");
+    assert!(writes[0].1, "synced");
+    let st = s.initial_state().unwrap();
+    assert_eq!(st.hard_state, hard_state(8, 1, 7));
+    assert_eq!(st.conf_state, voters(&[1, 2]));
+    assert_eq!((s.first_index(), s.last_index()), (Ok(7), Ok(8)));
+    assert_eq!(s.term(6), Ok(6));
+    assert_eq!(keys_of(engine.as_ref(), Cf::Raft).len(), 2, "entries 7, 8");
+    assert_eq!(keys_of(engine.as_ref(), Cf::RaftState).len(), 4);
+
+    // Moved once: the next open writes nothing.
+    drop(s);
+    RaftStorage::open(engine.clone()).unwrap();
+    assert!(engine.take_writes().is_empty());
 }

@@ -62,19 +62,38 @@ pub enum Cf {
     Meta,
     /// Leases: lease id -> encoded lease record (TTL, checkpointed remaining TTL).
     Lease,
-    /// The raft log and raft's own state: entries (prefix + index, big-endian),
-    /// hard state, conf state, snapshot metadata, compaction point
-    /// (see `crate::raft::storage`).
+    /// The raft log's entries (prefix + index, big-endian) and nothing else
+    /// (see `crate::raft::storage`): every file RocksDB flushes from it then
+    /// holds a key range no other file holds, and moves down the levels
+    /// without being rewritten.
     Raft,
     /// The auth store (users with their password hashes, roles, the enabled
     /// flag and revision) as one record under one opaque key: sealed at
     /// rest like user data, and no user or role name in a record key.
     Auth,
+    /// Raft's own state, rewritten on every round of the raft loop: hard
+    /// state, conf state, snapshot metadata, compaction point. Apart from
+    /// the entries because, in their family, every flushed file would span
+    /// from the entries to these keys, overlap every other, and be compacted
+    /// (a rewrite of the whole log) instead of moved. Absent from databases
+    /// written before it: created on open, filled by `RaftStorage::open`.
+    RaftState,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (used when opening the engine).
-    pub const ALL: [Cf; 5] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Raft, Cf::Auth];
+    pub const ALL: [Cf; 6] = [
+        Cf::Kv,
+        Cf::Meta,
+        Cf::Lease,
+        Cf::Raft,
+        Cf::Auth,
+        Cf::RaftState,
+    ];
+
+    /// The column families every Cairn database has held since its first
+    /// layout ([`Cf::RaftState`] came later).
+    pub const FIRST_LAYOUT: [Cf; 5] = [Cf::Kv, Cf::Meta, Cf::Lease, Cf::Raft, Cf::Auth];
 
     /// The column family's name on disk.
     pub fn name(self) -> &'static str {
@@ -84,6 +103,7 @@ impl Cf {
             Cf::Lease => "lease",
             Cf::Raft => "raft",
             Cf::Auth => "auth",
+            Cf::RaftState => "raft_state",
         }
     }
 }

@@ -47,11 +47,12 @@ impl RocksEngine {
         Self::open_with(path, true)
     }
 
-    /// Opens the existing database in `path`, creating nothing: no
-    /// directory, database or column family (the offline tools must not
-    /// turn a wrong path into a new empty member). `Ok(None)` when `path`
-    /// holds no database with every column family of [`Cf::ALL`]; fails
-    /// with [`Error::InUse`] while a running member holds it.
+    /// Opens the existing database in `path`, creating no directory or
+    /// database (the offline tools must not turn a wrong path into a new
+    /// empty member). `Ok(None)` when `path` holds no database with every
+    /// column family of [`Cf::FIRST_LAYOUT`]; a database written before
+    /// [`Cf::RaftState`] gets that family, empty. Fails with
+    /// [`Error::InUse`] while a running member holds it.
     pub fn open_existing(path: &Path) -> Result<Option<Self>, Error> {
         if !path.join("CURRENT").is_file() {
             return Ok(None);
@@ -60,7 +61,7 @@ impl RocksEngine {
         let Ok(names) = DB::list_cf(&Options::default(), path) else {
             return Ok(None);
         };
-        if !Cf::ALL
+        if !Cf::FIRST_LAYOUT
             .iter()
             .all(|cf| names.iter().any(|n| n == cf.name()))
         {
@@ -72,7 +73,9 @@ impl RocksEngine {
     fn open_with(path: &Path, create: bool) -> Result<Self, Error> {
         let mut opts = Options::default();
         opts.create_if_missing(create);
-        opts.create_missing_column_families(create);
+        // Families added after a database was written are created empty
+        // (the callers checked that it is a Cairn database).
+        opts.create_missing_column_families(true);
         // Fail loudly on checksum mismatches instead of returning bad data.
         opts.set_paranoid_checks(true);
         // One memtable budget for all column families (RocksDB's default is
@@ -237,6 +240,36 @@ mod tests {
         }
         drop(engine);
         assert!(RocksEngine::open_existing(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_database_of_the_first_layout_opens_with_the_later_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let cfs = Cf::FIRST_LAYOUT.map(|cf| cf.name());
+            let db = DB::open_cf(&opts, &path, cfs).unwrap();
+            let raft = db.cf_handle(Cf::Raft.name()).unwrap();
+            db.put_cf(raft, b"s/hard_state", b"old").unwrap();
+        }
+        let engine = RocksEngine::open_existing(&path).unwrap().unwrap();
+        assert_eq!(
+            engine.get(Cf::Raft, b"s/hard_state").unwrap(),
+            Some(b"old".to_vec())
+        );
+        assert_eq!(engine.get(Cf::RaftState, b"s/hard_state").unwrap(), None);
+        let mut b = WriteBatch::new();
+        b.put(Cf::RaftState, b"s/hard_state".to_vec(), b"new".to_vec());
+        engine.write(b, true).unwrap();
+        drop(engine);
+        let engine = RocksEngine::open(&path).unwrap();
+        assert_eq!(
+            engine.get(Cf::RaftState, b"s/hard_state").unwrap(),
+            Some(b"new".to_vec())
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
 use crate::storage::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
 
 /// The column families whose values are sealed.
-pub const SEALED_CFS: [Cf; 4] = [Cf::Kv, Cf::Lease, Cf::Raft, Cf::Auth];
+pub const SEALED_CFS: [Cf; 5] = [Cf::Kv, Cf::Lease, Cf::Raft, Cf::Auth, Cf::RaftState];
 
 /// `meta` key of the master key's fingerprint (a wrong key is refused).
 pub(super) const FINGERPRINT: &[u8] = b"enc/fingerprint";
