@@ -26,6 +26,7 @@
 //! - `log`: [`log::logger`], raft's slog records forwarded to `tracing`.
 
 mod dialer;
+mod entry_cache;
 mod error;
 mod keys;
 pub mod log;

@@ -1,11 +1,12 @@
 //! [`RaftStorage`]: raft's log and state on the [`Engine`].
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ::raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use ::raft::{GetEntriesContext, RaftState, Storage, NO_LIMIT};
 use protobuf::Message;
 
+use super::entry_cache::{EntryCache, CACHE_BYTES};
 use super::keys::{self, LogId};
 use super::Error;
 use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
@@ -33,6 +34,10 @@ pub struct RaftStorage {
     /// The log's bounds, cached so `first_index`/`last_index` (called by raft
     /// on every step) never touch the disk.
     bounds: RwLock<Bounds>,
+    /// The log's newest entries, so raft's reads of what it just appended
+    /// skip RocksDB and the unseal. Changed under the bounds' write lock,
+    /// after the engine write; taken after the bounds' lock, never before.
+    cache: Mutex<EntryCache>,
     /// etcd's WAL metrics (fsync durations, bytes written); none in unit
     /// tests.
     metrics: std::sync::OnceLock<crate::metrics::disk::WalMetrics>,
@@ -113,6 +118,7 @@ impl RaftStorage {
                 snapshot,
                 last_index,
             }),
+            cache: Mutex::new(EntryCache::new(CACHE_BYTES)),
             metrics: std::sync::OnceLock::new(),
         })
     }
@@ -187,6 +193,7 @@ impl RaftStorage {
             m.write_bytes.add(written as f64);
         }
         bounds.last_index = last_index;
+        self.cache().append(entries);
         Ok(())
     }
 
@@ -219,6 +226,7 @@ impl RaftStorage {
         batch.put(Cf::RaftState, keys::TRUNCATED, truncated.encode());
         self.engine.write(batch, false)?;
         bounds.truncated = truncated;
+        self.cache().compact(to);
         Ok(())
     }
 
@@ -261,6 +269,7 @@ impl RaftStorage {
             keys::encode("conf state", meta.get_conf_state())?,
         );
         self.engine.write(batch, true)?;
+        self.cache().clear();
         *bounds = Bounds {
             truncated: position,
             snapshot: position,
@@ -291,6 +300,17 @@ impl RaftStorage {
 
     fn write(&self) -> RwLockWriteGuard<'_, Bounds> {
         self.bounds.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        // A panic in the middle of a change may have left the cache
+        // inconsistent: empty it, and the disk answers.
+        self.cache.lock().unwrap_or_else(|e| {
+            let mut cache = e.into_inner();
+            cache.clear();
+            self.cache.clear_poison();
+            cache
+        })
     }
 
     /// Reads a raft message record, `M::default()` when absent.
@@ -339,6 +359,9 @@ impl RaftStorage {
         if index > bounds.last_index {
             return Err(Error::Unavailable);
         }
+        if let Some(term) = self.cache().term(index) {
+            return Ok(term);
+        }
         self.stored_term(index)
     }
 
@@ -361,6 +384,9 @@ impl RaftStorage {
             None | Some(NO_LIMIT) => u64::MAX,
             Some(max) => max,
         };
+        if let Some(cached) = self.cache().entries(low, high, limit) {
+            return Ok(cached);
+        }
         let mut out = Vec::new();
         let mut size = 0u64;
         let mut limited = false;

@@ -474,6 +474,8 @@ fn corrupt_records_are_errors_not_panics() {
     );
     b.put(Cf::RaftState, super::keys::HARD_STATE, b"\xff".to_vec());
     engine.write(b, true).unwrap();
+    // (A new storage: the one above serves its own appends from memory.)
+    let s = RaftStorage::open(engine.clone()).unwrap();
     assert!(other(s.entries(1, 4, None, ctx()).map(|_| ())));
     assert!(other(s.term(2).map(|_| ())));
     assert!(other(s.initial_state().map(|_| ())));
@@ -486,6 +488,7 @@ fn corrupt_records_are_errors_not_panics() {
         entry(3, 3).write_to_bytes().unwrap(),
     );
     engine.write(b, true).unwrap();
+    let s = RaftStorage::open(engine.clone()).unwrap();
     assert!(other(s.term(2).map(|_| ())));
     assert!(other(s.entries(2, 3, None, ctx()).map(|_| ())));
 
@@ -622,4 +625,36 @@ fn state_in_the_entries_family_moves_on_open() {
     drop(s);
     RaftStorage::open(engine.clone()).unwrap();
     assert!(engine.take_writes().is_empty());
+}
+
+#[test]
+fn the_newest_entries_are_read_from_memory() {
+    let engine = Arc::new(MemoryEngine::new());
+    let s = RaftStorage::open(engine.clone()).unwrap();
+    s.append(&entries(1..=5), Some(&hard_state(1, 1, 1)), true)
+        .unwrap();
+    // Garbage on disk under 3 and 4: what was appended is served anyway.
+    let mut b = WriteBatch::new();
+    for i in [3, 4] {
+        b.put(Cf::Raft, super::keys::entry_key(i), b"\xff".to_vec());
+    }
+    engine.write(b, true).unwrap();
+    let ctx = || GetEntriesContext::empty(false);
+    assert_eq!(s.entries(2, 6, None, ctx()), Ok(entries(2..=5)));
+    assert_eq!(s.term(4), Ok(4));
+    // A conflicting append replaces the cached suffix as it does the disk's.
+    s.append(&[entry(4, 9)], None, true).unwrap();
+    assert_eq!(s.term(4), Ok(9));
+    assert_eq!(
+        s.term(5),
+        Err(::raft::Error::Store(StorageError::Unavailable))
+    );
+    // After a compaction past them, and a restart, the disk answers.
+    s.compact(3).unwrap();
+    assert_eq!(
+        s.term(1),
+        Err(::raft::Error::Store(StorageError::Compacted))
+    );
+    let s = RaftStorage::open(engine).unwrap();
+    assert!(s.entries(3, 5, None, ctx()).is_err());
 }
