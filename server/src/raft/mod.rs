@@ -2,8 +2,9 @@
 //!
 //! The raft thread ([`node`]) owns the `RawNode` and runs the Ready loop;
 //! [`RaftStorage`] keeps the log, hard state and conf state on the
-//! [`crate::storage::Engine`] (column family `raft`), so they go through the
-//! same engine (and, later, the same encryption) as everything else;
+//! [`crate::storage::Engine`] (column families `raft`, the entries, and
+//! `raft_state`, the rest), so they go through the
+//! same engine (and the same encryption at rest) as everything else;
 //! [`transport`] carries raft messages (on raft streams) and snapshots (on
 //! tonic) between members. The state machine is behind [`StateMachine`] (implemented by
 //! the server's `Machine`): this module hands it entry bytes and indexes
