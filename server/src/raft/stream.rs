@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dialer::{DialError, Dialer};
 use super::node::Input;
+use super::transport::lock;
 use crate::metrics::network::NetworkMetrics;
 
 /// What a dialer sends first. Its first byte is neither a TLS handshake's
@@ -192,11 +193,7 @@ impl StreamReceiver {
     ) -> Result<(), StreamError> {
         io.write_all(&[ACCEPTED]).await?;
         io.flush().await?;
-        let inputs = self
-            .inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let inputs = lock(&self.inputs).clone();
         // The sender's counter, looked up once it is known (every message
         // of a stream comes from the same member).
         let mut received: Option<(u64, prometheus::IntCounter)> = None;
