@@ -75,6 +75,21 @@ impl EntryCache {
         }
     }
 
+    /// The first index of the newest entries that hold more than `bytes`,
+    /// looking at no more than `max_entries` of them: the entries before
+    /// it are older than `bytes` of newer ones. `None` when the cache holds
+    /// no more than `bytes`, or when `max_entries` newest ones do not.
+    pub fn newest_start(&self, bytes: u64, max_entries: usize) -> Option<u64> {
+        let mut total = 0u64;
+        for entry in self.entries.iter().rev().take(max_entries) {
+            total += size(entry);
+            if total > bytes {
+                return Some(entry.index);
+            }
+        }
+        None
+    }
+
     /// Forgets the entries before `to` (the log was compacted up to it).
     pub fn compact(&mut self, to: u64) {
         while self.first_index().is_some_and(|first| first < to) {
@@ -197,5 +212,20 @@ mod tests {
         assert_eq!(c.term(5), None);
         c.clear();
         assert_eq!((c.term(6), c.bytes), (None, 0));
+    }
+
+    #[test]
+    fn finds_where_the_newest_bytes_start() {
+        let one = size(&entry(1, 1, 1000));
+        let mut c = EntryCache::new(u64::MAX);
+        assert_eq!(c.newest_start(0, 10), None, "empty");
+        c.append(&(1..=5).map(|i| entry(i, 1, 1000)).collect::<Vec<_>>());
+        // More than 2 entries' worth starts at the third newest (3).
+        assert_eq!(c.newest_start(2 * one, 10), Some(3));
+        assert_eq!(c.newest_start(2 * one - 1, 10), Some(4));
+        assert_eq!(c.newest_start(0, 10), Some(5));
+        // Not within what is cached, or not within the entries looked at.
+        assert_eq!(c.newest_start(5 * one, 10), None);
+        assert_eq!(c.newest_start(2 * one, 2), None);
     }
 }

@@ -217,7 +217,7 @@ impl RaftStorage {
         }
         let truncated = LogId {
             index: to - 1,
-            term: self.stored_term(to - 1)?,
+            term: self.term_at(&bounds, to - 1)?,
         };
         let mut batch = WriteBatch::new();
         for index in bounds.first_index()..to {
@@ -228,6 +228,13 @@ impl RaftStorage {
         bounds.truncated = truncated;
         self.cache().compact(to);
         Ok(())
+    }
+
+    /// The first index of the newest entries that hold more than `bytes`
+    /// (among at most `max_entries` cached ones): the entries before it are
+    /// older than that. `None` when the cache cannot tell.
+    pub fn newest_start(&self, bytes: u64, max_entries: usize) -> Option<u64> {
+        self.cache().newest_start(bytes, max_entries)
     }
 
     /// Resets the log to the snapshot described by `meta` (synced, one

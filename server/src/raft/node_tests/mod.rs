@@ -6,7 +6,7 @@
 //! only once applied, snapshots taken from and installed into the state
 //! machine (for a member cut off while the log was compacted, and for a
 //! lone follower fed by a scripted leader), leader-only proposals refused
-//! by a follower.
+//! by a follower, and the log kept for followers (`log_retention`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, Sender};
@@ -24,13 +24,16 @@ use super::{Input, MemberChange, NodeConfig, RaftHandle, RaftStorage, RequestErr
 use super::{StateMachine, Waiters};
 use crate::storage::MemoryEngine;
 
+mod log_retention;
+
 /// What the fake has applied.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Applied {
     /// The last applied index.
     index: u64,
-    /// Normal entries' data in apply order, with their indexes (empty
-    /// entries included: they are what a new leader appends).
+    /// Normal entries' data (the first [`KEPT`] bytes) in apply order, with
+    /// their indexes (empty entries included: they are what a new leader
+    /// appends).
     entries: Vec<(u64, Vec<u8>)>,
     /// Conf changes as the node handed them over.
     changes: Vec<(u64, MemberChange, u64, Vec<u8>)>,
@@ -39,6 +42,9 @@ struct Applied {
     /// Whether the loop said it stopped.
     stopped: bool,
 }
+
+/// Bytes of each entry's data the fake keeps.
+const KEPT: usize = 64;
 
 /// A state machine that records what it is given. Its snapshot is the
 /// list of non-empty entries and the applied index.
@@ -82,7 +88,11 @@ impl StateMachine for Fake {
             return Ok(());
         }
         state.index = index;
-        state.entries.push((index, data.to_vec()));
+        // A prefix tells proposals apart and keeps large ones cheap to hold
+        // (and within the snapshot's one-byte lengths).
+        state
+            .entries
+            .push((index, data[..data.len().min(KEPT)].to_vec()));
         drop(state);
         if let Some(id) = data.get(..8) {
             self.waiters
@@ -208,6 +218,11 @@ const CATCH_UP: u64 = 3;
 /// Starts node `id` of a cluster of `voters`, bootstrapped (as embed does)
 /// by a snapshot at index 1.
 fn start(id: u64, voters: &[u64], net: &Arc<Network>) -> TestNode {
+    start_with(id, voters, net, SNAPSHOT_COUNT)
+}
+
+/// [`start`], compacting the log by count every `snapshot_count` entries.
+fn start_with(id: u64, voters: &[u64], net: &Arc<Network>, snapshot_count: u64) -> TestNode {
     let log = Arc::new(RaftStorage::open(Arc::new(MemoryEngine::new())).unwrap());
     let mut meta = SnapshotMetadata {
         index: 1,
@@ -224,7 +239,7 @@ fn start(id: u64, voters: &[u64], net: &Arc<Network>) -> TestNode {
         id,
         heartbeat: Duration::from_millis(10),
         election_ticks: 10,
-        snapshot_count: SNAPSHOT_COUNT,
+        snapshot_count,
         catch_up_entries: CATCH_UP,
     };
     let link = Arc::new(Link {
@@ -262,9 +277,17 @@ struct Cluster {
 impl Cluster {
     /// Starts nodes `1..=n`, all voters, and waits until one leads.
     async fn start(n: u64) -> Self {
+        Self::start_with(n, SNAPSHOT_COUNT).await
+    }
+
+    /// [`Cluster::start`], compacting by count every `snapshot_count`.
+    async fn start_with(n: u64, snapshot_count: u64) -> Self {
         let net = Arc::new(Network::default());
         let voters: Vec<u64> = (1..=n).collect();
-        let nodes: Vec<TestNode> = voters.iter().map(|id| start(*id, &voters, &net)).collect();
+        let nodes: Vec<TestNode> = voters
+            .iter()
+            .map(|id| start_with(*id, &voters, &net, snapshot_count))
+            .collect();
         until("a leader", || {
             nodes.iter().any(|n| n.handle.status().is_leader)
         })
