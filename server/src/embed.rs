@@ -354,10 +354,13 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     if voters.len() == 1 && voters.contains(&identity.member_id) {
         let started = std::time::Instant::now();
         let mut status = raft.subscribe();
-        let _ = tokio::time::timeout(
-            config.request_timeout(),
-            status.wait_for(|s| s.is_leader || s.failed),
-        )
+        let mut ending = raft.ending();
+        let _ = tokio::time::timeout(config.request_timeout(), async {
+            tokio::select! {
+                _ = status.wait_for(|s| s.is_leader) => {}
+                _ = ending.wait_for(|e| *e != crate::raft::Ending::Running) => {}
+            }
+        })
         .await;
         if raft.status().is_leader {
             member.lease().lessor().leader_only().promote();

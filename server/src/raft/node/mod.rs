@@ -248,7 +248,6 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 // Nothing here leads or follows any more: Status, hasleader
                 // checks and reads must not see the last role it had.
                 self.status.send_modify(|s| {
-                    s.failed = true;
                     s.leader = 0;
                     s.is_leader = false;
                 });
@@ -261,7 +260,6 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 // applied its own removal no longer has a progress entry for
                 // itself, and raft-rs panics when it next persists entries.
                 tracing::warn!("the member has been permanently removed from the cluster");
-                self.status.send_modify(|s| s.removed = true);
                 self.ending.send_replace(Ending::Removed);
                 break;
             }

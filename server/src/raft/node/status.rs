@@ -34,11 +34,6 @@ pub struct RaftStatus {
     pub matched: BTreeMap<u64, u64>,
     /// On the leader: members heard from within the last election timeout.
     pub active: BTreeSet<u64>,
-    /// Set when the loop stopped because of a failure.
-    pub failed: bool,
-    /// Set when this member applied its own removal from the cluster: the
-    /// loop has stopped and the member must stop serving (etcd exits).
-    pub removed: bool,
     /// This member is the only voter, leads, and has committed an entry of
     /// its term: raft would answer a ReadIndex at once with `commit`
     /// (raft-rs's singleton case), so a linearizable read may take `commit`
@@ -125,8 +120,6 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             learners: conf.learners().iter().copied().collect(),
             matched,
             active,
-            failed: false,
-            removed: false,
             reads_alone,
         }
     }

@@ -1,7 +1,7 @@
-//! How long the log keeps entries: by count as etcd does (see
-//! `a_member_cut_off_during_compaction_catches_up_by_snapshot`), and by
-//! size: large entries go once they are older than the newest 4 MiB and,
-//! on the leader, every follower has them.
+//! How long the log keeps entries: by count as etcd does (a member cut off
+//! past the kept entries catches up by snapshot), and by size: large
+//! entries go once they are older than the newest 4 MiB and, on the
+//! leader, every follower has them.
 
 use super::*;
 
@@ -79,4 +79,31 @@ async fn large_entries_go_once_every_follower_has_them() {
     assert_eq!(away.fake.data(), leader.fake.data());
     propose(leader, 3_000, b"after").await;
     until("the leader compacted by size", || span(leader).0 > needed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_during_compaction_catches_up_by_snapshot() {
+    let cluster = Cluster::start(3).await;
+    let (behind, behind_id) = cluster.follower();
+    let (leader, behind) = (cluster.leader(), &cluster.nodes[behind]);
+
+    // Phase 1: cut one follower off, and write enough for the leader to
+    // compact its log past everything that follower has.
+    cluster.net.cut.lock().unwrap().insert(behind_id);
+    for i in 0..(SNAPSHOT_COUNT + CATCH_UP) * 3 {
+        propose(leader, 100 + i, format!("v{i}").as_bytes()).await;
+    }
+    assert_eq!(behind.fake.state().restores, 0);
+
+    // Phase 2: heal. The follower is behind the leader's first index, so
+    // it gets the leader's state machine snapshot and installs it.
+    cluster.net.cut.lock().unwrap().clear();
+    propose(leader, 1, b"after").await;
+    let target = leader.fake.applied_index();
+    until("the follower caught up", || {
+        behind.fake.applied_index() >= target
+    })
+    .await;
+    assert!(behind.fake.state().restores >= 1);
+    assert_eq!(behind.fake.data(), leader.fake.data());
 }
