@@ -22,11 +22,22 @@ pub(super) const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub(super) struct EntryCache {
     /// The entries, oldest first, each index one more than the previous.
-    entries: VecDeque<Entry>,
-    /// Sum of the entries' encoded sizes, to hold the cache to `limit`.
-    bytes: u64,
+    entries: VecDeque<Cached>,
+    /// The running byte offset just past the newest entry: the cache holds
+    /// `end - entries[0].start` bytes, and the newest `n` entries hold
+    /// `end - entries[len - n].start`, each found without a walk.
+    end: u64,
     /// Most bytes kept; the newest entry is kept even when larger.
     limit: u64,
+}
+
+/// A cached entry and where it starts in the running byte count of what
+/// was appended (an offset from an arbitrary base: only differences mean
+/// anything).
+#[derive(Debug)]
+struct Cached {
+    start: u64,
+    entry: Entry,
 }
 
 impl EntryCache {
@@ -34,13 +45,18 @@ impl EntryCache {
     pub fn new(limit: u64) -> Self {
         Self {
             entries: VecDeque::new(),
-            bytes: 0,
+            end: 0,
             limit,
         }
     }
 
     fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.index)
+        self.entries.front().map(|c| c.entry.index)
+    }
+
+    /// The entries' encoded sizes, summed.
+    fn bytes(&self) -> u64 {
+        self.entries.front().map_or(0, |c| self.end - c.start)
     }
 
     /// Records consecutive `entries` just written to the log: cached
@@ -56,53 +72,53 @@ impl EntryCache {
                 let keep = (first.index - cached) as usize;
                 if keep > self.entries.len() {
                     self.clear();
-                } else {
-                    for stale in self.entries.drain(keep..) {
-                        self.bytes -= size(&stale);
-                    }
+                } else if let Some(stale) = self.entries.get(keep) {
+                    self.end = stale.start;
+                    self.entries.truncate(keep);
                 }
             }
             _ => self.clear(),
         }
         for entry in entries {
-            self.bytes += size(entry);
-            self.entries.push_back(entry.clone());
+            let start = self.end;
+            self.end += size(entry);
+            self.entries.push_back(Cached {
+                start,
+                entry: entry.clone(),
+            });
         }
-        while self.bytes > self.limit && self.entries.len() > 1 {
-            if let Some(old) = self.entries.pop_front() {
-                self.bytes -= size(&old);
-            }
+        while self.bytes() > self.limit && self.entries.len() > 1 {
+            self.entries.pop_front();
         }
     }
 
     /// The first index of the newest entries that hold more than `bytes`,
-    /// looking at no more than `max_entries` of them: the entries before
-    /// it are older than `bytes` of newer ones. `None` when the cache holds
-    /// no more than `bytes`, or when `max_entries` newest ones do not.
+    /// counting no more than `max_entries` of them: the entries before it
+    /// are older than `bytes` of newer ones. `None` when the cache holds no
+    /// more than `bytes`, or when `max_entries` newest ones do not. A
+    /// binary search, since the raft loop asks after every round.
     pub fn newest_start(&self, bytes: u64, max_entries: usize) -> Option<u64> {
-        let mut total = 0u64;
-        for entry in self.entries.iter().rev().take(max_entries) {
-            total += size(entry);
-            if total > bytes {
-                return Some(entry.index);
-            }
+        let threshold = self.end.checked_sub(bytes)?;
+        // Entries starting before the threshold have more than `bytes`
+        // from their start to the end; the newest of them is the answer.
+        let at = self.entries.partition_point(|c| c.start < threshold);
+        let at = at.checked_sub(1)?;
+        if self.entries.len() - at > max_entries {
+            return None;
         }
-        None
+        self.entries.get(at).map(|c| c.entry.index)
     }
 
     /// Forgets the entries before `to` (the log was compacted up to it).
     pub fn compact(&mut self, to: u64) {
         while self.first_index().is_some_and(|first| first < to) {
-            if let Some(old) = self.entries.pop_front() {
-                self.bytes -= size(&old);
-            }
+            self.entries.pop_front();
         }
     }
 
     /// Forgets every entry (the log was replaced by a snapshot).
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.bytes = 0;
     }
 
     /// The term of the entry at `index`, if cached.
@@ -110,7 +126,7 @@ impl EntryCache {
         let offset = index.checked_sub(self.first_index()?)?;
         self.entries
             .get(usize::try_from(offset).ok()?)
-            .map(|e| e.term)
+            .map(|c| c.entry.term)
     }
 
     /// The entries `low..high`, limited as raft's `limit_size` (the first
@@ -126,12 +142,12 @@ impl EntryCache {
         let end = usize::try_from(high - first).ok()?;
         let mut out = Vec::with_capacity(end - start);
         let mut total = 0u64;
-        for entry in self.entries.range(start..end) {
-            total = total.saturating_add(size(entry));
+        for cached in self.entries.range(start..end) {
+            total = total.saturating_add(size(&cached.entry));
             if !out.is_empty() && total > limit {
                 break;
             }
-            out.push(entry.clone());
+            out.push(cached.entry.clone());
         }
         Some(out)
     }
@@ -205,13 +221,13 @@ mod tests {
         c.compact(4);
         assert_eq!(c.term(3), None);
         assert_eq!(c.term(4), Some(1));
-        assert_eq!(c.bytes, 2 * one);
+        assert_eq!(c.bytes(), 2 * one);
         // One entry larger than the limit is still kept.
         c.append(&[entry(6, 1, 10_000)]);
         assert_eq!(c.term(6), Some(1));
         assert_eq!(c.term(5), None);
         c.clear();
-        assert_eq!((c.term(6), c.bytes), (None, 0));
+        assert_eq!((c.term(6), c.bytes()), (None, 0));
     }
 
     #[test]
@@ -227,5 +243,15 @@ mod tests {
         // Not within what is cached, or not within the entries looked at.
         assert_eq!(c.newest_start(5 * one, 10), None);
         assert_eq!(c.newest_start(2 * one, 2), None);
+        // After a conflicting append replaced 4 and 5 by one entry, the
+        // sizes still count from what is cached.
+        c.append(&[entry(4, 2, 1000)]);
+        assert_eq!(c.newest_start(2 * one, 10), Some(2));
+        assert_eq!(c.newest_start(4 * one, 10), None);
+        // And after the oldest aged out for room.
+        let mut c = EntryCache::new(3 * one);
+        c.append(&(1..=5).map(|i| entry(i, 1, 1000)).collect::<Vec<_>>());
+        assert_eq!(c.newest_start(2 * one, 10), Some(3));
+        assert_eq!(c.newest_start(3 * one, 10), None);
     }
 }
