@@ -155,10 +155,7 @@ impl LeaseApi {
     pub async fn renew(&self, id: i64, caller: &Caller) -> Result<i64, EtcdError> {
         self.check_lease_keys(id, caller, true).await?;
         if let Some(url) = self.leader_url()? {
-            let req = LeaseForward {
-                request: Some(lease_forward::Request::Renew(id)),
-            };
-            return Ok(self.peer_channels.forward_lease(&url, req).await?.ttl);
+            return Ok(self.peer_channels.renew(&url, id).await?);
         }
         self.renew_here(id).await
     }

@@ -4,15 +4,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cairn_proto::cairnpb::peer_client::PeerClient;
-use cairn_proto::cairnpb::{Done, LeaseForward, LeaseForwardResponse, MemberTable};
+use cairn_proto::cairnpb::{lease_forward, Done, LeaseForward, LeaseForwardResponse, MemberTable};
 use cairn_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use tonic::transport::Channel;
 
+use super::renewals::{RenewalStreams, Renewed};
 use super::Error;
 use crate::raft::transport::MAX_PEER_MESSAGE;
 use crate::raft::Dialer;
 
-fn client(channel: Channel) -> PeerClient<Channel> {
+pub(super) fn client(channel: Channel) -> PeerClient<Channel> {
     PeerClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE)
@@ -20,13 +21,16 @@ fn client(channel: Channel) -> PeerClient<Channel> {
 
 /// Long-lived channels to peers for lease forwarding: one multiplexed
 /// HTTP/2 connection per peer URL, opened lazily and reused, instead of a
-/// connection per request (a keep-alive stream forwards every renewal).
+/// connection per request; renewals go on a stream of their own over it
+/// (see `renewals`).
 #[derive(Debug, Default)]
 pub struct PeerChannels {
     /// Peer URL -> channel.
     channels: Mutex<HashMap<String, Channel>>,
     /// How the channels connect.
     dialer: Dialer,
+    /// Renewals, on one stream per leader over these channels.
+    renewals: RenewalStreams,
 }
 
 impl PeerChannels {
@@ -35,6 +39,7 @@ impl PeerChannels {
         PeerChannels {
             channels: Mutex::default(),
             dialer,
+            renewals: RenewalStreams::default(),
         }
     }
 
@@ -55,6 +60,20 @@ impl PeerChannels {
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Renews lease `id` at the leader at `url`, on its renewal stream (or
+    /// with a call, if that leader has no such stream); the lease's TTL.
+    pub async fn renew(&self, url: &str, id: i64) -> Result<i64, Error> {
+        match self.renewals.renew(url, || self.get(url), id).await {
+            Renewed::Answer(result) => result,
+            Renewed::Unsupported => {
+                let req = LeaseForward {
+                    request: Some(lease_forward::Request::Renew(id)),
+                };
+                Ok(self.forward_lease(url, req).await?.ttl)
+            }
+        }
     }
 
     /// Forwards a lease request to the leader at `url`.

@@ -52,8 +52,9 @@ impl Error {
         }
     }
 
-    /// The status that carries this error to the caller.
-    pub fn to_status(&self) -> Status {
+    /// The wire form of this error, as a status's details or a renewal's
+    /// answer carry it.
+    pub fn to_wire(&self) -> PeerError {
         let kind = match self {
             Error::Refused(e) => PASSED_ON
                 .iter()
@@ -61,27 +62,41 @@ impl Error {
                 .map_or(Kind::Failed, |(kind, _)| *kind),
             _ => Kind::Failed,
         };
-        let code = match kind {
-            Kind::Failed => Code::Internal,
-            _ => Code::FailedPrecondition,
+        PeerError { kind: kind as i32 }
+    }
+
+    /// The error a peer's wire form carries (`message`: the text that came
+    /// with it); `None` for an unspecified kind, which no peer sends.
+    pub fn from_wire(wire: &PeerError, message: &str) -> Option<Self> {
+        if wire.kind == Kind::Unspecified as i32 {
+            return None;
+        }
+        let kind = Kind::try_from(wire.kind).unwrap_or(Kind::Failed);
+        Some(match PASSED_ON.iter().find(|(known, _)| *known == kind) {
+            Some((_, e)) => Error::Refused(e.clone()),
+            None => Error::Failed(message.to_string()),
+        })
+    }
+
+    /// The status that carries this error to the caller.
+    pub fn to_status(&self) -> Status {
+        let wire = self.to_wire();
+        let code = if wire.kind == Kind::Failed as i32 {
+            Code::Internal
+        } else {
+            Code::FailedPrecondition
         };
-        let details = PeerError { kind: kind as i32 }.encode_to_vec();
-        Status::with_details(code, self.to_string(), details.into())
+        Status::with_details(code, self.to_string(), wire.encode_to_vec().into())
     }
 
     /// The error a status from a peer carries. A status without a
     /// `PeerError` never came from the peer's handler: the call itself
     /// failed.
     pub fn from_status(status: &Status) -> Self {
-        let detail = match PeerError::decode(status.details()) {
-            Ok(d) if d.kind != Kind::Unspecified as i32 => d,
-            _ => return Error::Unreachable(status.to_string()),
-        };
-        let kind = Kind::try_from(detail.kind).unwrap_or(Kind::Failed);
-        match PASSED_ON.iter().find(|(known, _)| *known == kind) {
-            Some((_, e)) => Error::Refused(e.clone()),
-            None => Error::Failed(status.message().to_string()),
-        }
+        PeerError::decode(status.details())
+            .ok()
+            .and_then(|wire| Error::from_wire(&wire, status.message()))
+            .unwrap_or_else(|| Error::Unreachable(status.to_string()))
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `error`: [`Error`], its wire mapping, and its mapping to `EtcdError`.
 //! - `client`: [`PeerChannels`] (lease forwarding), [`fetch_members`],
 //!   [`hash_kv`].
+//! - `renewals`: lease renewals on one stream per leader, both sides.
 //! - `service`: [`PeerHandler`] (what a member answers) and [`PeerService`].
 //! - `port`: the peer port, raft streams and gRPC told apart by their first
 //!   bytes.
@@ -20,6 +21,7 @@
 mod client;
 mod error;
 pub mod port;
+mod renewals;
 mod service;
 
 pub use client::{fetch_members, hash_kv, PeerChannels};

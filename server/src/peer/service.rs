@@ -4,12 +4,14 @@ use std::sync::{Arc, Weak};
 
 use cairn_proto::cairnpb::peer_server::{self, PeerServer};
 use cairn_proto::cairnpb::{
-    lease_forward, Done, LeaseForward, LeaseForwardResponse, Member, MemberTable,
+    lease_forward, Done, LeaseForward, LeaseForwardResponse, Member, MemberTable, Renewal,
+    RenewalAnswer,
 };
 use cairn_proto::etcdserverpb::{
     HashKvRequest, HashKvResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use tonic::{Request, Response, Status};
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::Error;
 use crate::error::EtcdError;
@@ -71,6 +73,16 @@ fn refused(e: EtcdError) -> Status {
 
 #[tonic::async_trait]
 impl<L: PeerHandler> peer_server::Peer for PeerService<L> {
+    async fn renewals(
+        &self,
+        request: Request<Streaming<Renewal>>,
+    ) -> Result<Response<BoxStream<RenewalAnswer>>, Status> {
+        self.handler()?;
+        let stream =
+            super::renewals::answer_renewals(Weak::clone(&self.handler), request.into_inner());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn hash_kv(
         &self,
         request: Request<HashKvRequest>,
