@@ -146,10 +146,16 @@ pub fn put(
     req: &PutRequest,
 ) -> Result<PutResponse, EtcdError> {
     check_put(txn, leases, req)?;
-    if req.prev_kv || req.ignore_value || req.ignore_lease {
+    // The previous value is read only when the request uses it, as etcd
+    // reads it: a plain put needs none (its creation revision and version
+    // come from the key index), and reading it costs an engine read and an
+    // unseal of a value that may be large.
+    let prev = if req.prev_kv || req.ignore_value || req.ignore_lease {
         txn.note_range();
-    }
-    let prev = current(txn, &req.key)?;
+        current(txn, &req.key)?
+    } else {
+        None
+    };
     let mut value = req.value.clone();
     let mut lease = req.lease;
     if let Some(prev) = &prev {

@@ -12,6 +12,7 @@ use cairn_proto::etcdserverpb::{
 
 use super::*;
 use crate::mvcc::Store;
+use crate::storage::flaky::FlakyEngine;
 use crate::storage::MemoryEngine;
 
 /// Leases that exist: the odd ids.
@@ -578,4 +579,30 @@ fn failing_txn_writes_nothing() {
         .kvs
         .is_empty());
     }
+}
+
+#[test]
+fn a_put_reads_the_previous_value_only_when_it_uses_it() {
+    let engine = Arc::new(FlakyEngine::default());
+    let s = Store::open(Arc::clone(&engine) as Arc<dyn crate::storage::Engine>, true).unwrap();
+    do_put(&s, p("a", "1")).unwrap();
+    // An overwrite: its version and creation revision come from the index.
+    let before = engine.reads();
+    let r = do_put(&s, p("a", "2")).unwrap();
+    assert_eq!((r.prev_kv, engine.reads()), (None, before));
+    // With prev_kv (and likewise ignore_value, ignore_lease) it reads.
+    let r = do_put(
+        &s,
+        PutRequest {
+            prev_kv: true,
+            ..p("a", "3")
+        },
+    )
+    .unwrap();
+    assert_eq!(r.prev_kv.map(|kv| kv.value), Some(b"2".to_vec()));
+    assert!(engine.reads() > before);
+    let got = s
+        .range(&KeyRange::new(b"a", b""), RangeOptions::default())
+        .unwrap();
+    assert_eq!((got.kvs[0].version, got.kvs[0].create_revision), (3, 2));
 }

@@ -1,8 +1,9 @@
 //! Test support: an engine whose writes fail on demand, to prove that a failed
-//! commit changes nothing above the storage layer, and which records the
-//! writes it accepted, to check what went into one batch.
+//! commit changes nothing above the storage layer, which records the
+//! writes it accepted, to check what went into one batch, and which counts
+//! its reads, to check what a request reads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::{Cf, Engine, Error, MemoryEngine, Scan, SizeInfo, WriteBatch};
@@ -16,12 +17,19 @@ pub struct FlakyEngine {
     pub fail: AtomicBool,
     /// Every accepted write, with its sync flag, oldest first.
     writes: Mutex<Vec<(WriteBatch, bool)>>,
+    /// Reads so far (gets and scans).
+    reads: AtomicUsize,
 }
 
 impl FlakyEngine {
     /// Makes writes fail (`true`) or succeed again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.fail.store(failing, Ordering::SeqCst);
+    }
+
+    /// The reads (gets and scans) so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
     }
 
     /// The writes accepted since the last call, oldest first.
@@ -32,6 +40,7 @@ impl FlakyEngine {
 
 impl Engine for FlakyEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get(cf, key)
     }
 
@@ -42,6 +51,7 @@ impl Engine for FlakyEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
     ) -> Result<(), Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.scan(cf, start, end, visit)
     }
 
