@@ -102,7 +102,7 @@ impl RenewalStreams {
         let request = {
             let mut waiting = lock(&stream.waiting);
             if waiting.ended {
-                return Renewed::Answer(Err(Error::Unreachable("the renewal stream ended".into())));
+                return ended();
             }
             waiting.next += 1;
             let request = waiting.next;
@@ -112,11 +112,9 @@ impl RenewalStreams {
         let renewal = Renewal { request, lease: id };
         if stream.requests.send(renewal).await.is_err() {
             lock(&stream.waiting).answers.remove(&request);
-            return Renewed::Answer(Err(Error::Unreachable("the renewal stream ended".into())));
+            return ended();
         }
-        let renewed = rx.await.unwrap_or_else(|_| {
-            Renewed::Answer(Err(Error::Unreachable("the renewal stream ended".into())))
-        });
+        let renewed = rx.await.unwrap_or_else(|_| ended());
         if let Renewed::Unsupported = renewed {
             lock(&self.unsupported).insert(url.to_string());
         }
@@ -148,6 +146,11 @@ impl RenewalStreams {
         streams.insert(url.to_string(), Arc::clone(&stream));
         Ok(stream)
     }
+}
+
+/// A renewal's outcome on a stream that ended before it was answered.
+fn ended() -> Renewed {
+    Renewed::Answer(Err(Error::Unreachable("the renewal stream ended".into())))
 }
 
 /// Opens the stream with `requests` as its body and hands each answer to
