@@ -62,6 +62,8 @@
 //! - [`notify`]: systemd's readiness protocol (READY=1, STOPPING=1).
 //! - [`logging`]: etcd 3.5's log lines (zap's JSON) and `--log-outputs`.
 //! - [`error`]: the errors clients see, with etcd's messages.
+//! - `locks`: locking that outlives a panicking holder (every lock in
+//!   the crate guards whole-value operations).
 //! - [`metrics`]: Prometheus metrics with etcd's names, a registry per
 //!   member; [`http`] serves them at `/metrics`.
 
@@ -78,6 +80,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lease;
+mod locks;
 pub mod logging;
 pub mod machine;
 pub mod member;

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::locks::lock;
+
 pub use format::{go_duration, Record};
 
 /// Why logging could not be set up (etcd refuses to start then, too).
@@ -136,10 +138,6 @@ impl Output {
             }
         };
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Opens `--log-outputs` as etcd 3.5 reads it: a set of names (repeats

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_proto::cairnpb;
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
@@ -19,6 +19,7 @@ use cairn_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmT
 use prost::Message;
 
 use super::{Error, MemberChange};
+use crate::locks::{lock, read, write};
 use crate::mvcc::Store;
 use crate::storage::{try_scan, BatchOp, Cf, Scan};
 
@@ -32,11 +33,6 @@ const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Meta key of the cluster's downgrade job (`cairnpb.DowngradeInfo`), absent
 /// when none is enabled.
 const DOWNGRADE: &[u8] = b"downgrade";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single map operation.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn member_key(id: u64) -> Vec<u8> {
     let mut key = MEMBER_PREFIX.to_vec();
@@ -96,11 +92,11 @@ impl Tables {
 
     fn members_read(&self) -> RwLockReadGuard<'_, BTreeMap<u64, cairnpb::Member>> {
         // Every critical section changes the map in one operation.
-        self.members.read().unwrap_or_else(|e| e.into_inner())
+        read(&self.members)
     }
 
     fn members_write(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, cairnpb::Member>> {
-        self.members.write().unwrap_or_else(|e| e.into_inner())
+        write(&self.members)
     }
 
     /// Replaces the in-memory tables with what the store's engine holds (at

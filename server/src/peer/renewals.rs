@@ -18,17 +18,20 @@
 //! `Unimplemented`: that peer's renewals then go as calls, as before.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::{Renewal, RenewalAnswer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use super::{Error, PeerHandler};
 use crate::error::EtcdError;
+use crate::locks::lock;
+use crate::raft::Waiters;
 
 /// Renewals queued for one stream before a renewing caller waits for room.
 const QUEUED_RENEWALS: usize = 1024;
@@ -63,23 +66,26 @@ struct RenewalStream {
     requests: mpsc::Sender<Renewal>,
     /// The renewals waiting for an answer, shared with the task that reads
     /// the answers.
-    waiting: Arc<Mutex<Waiting>>,
+    waiting: Arc<Waiting>,
 }
 
 /// The renewals of one stream that wait for their answers.
 #[derive(Debug, Default)]
 struct Waiting {
-    /// The number the next renewal gets.
-    next: u64,
+    /// The number the last renewal got.
+    numbered: AtomicU64,
     /// Renewal number -> who waits for its answer.
-    answers: HashMap<u64, oneshot::Sender<Renewed>>,
-    /// Set once the stream ended: nothing waits on it any more, and a
-    /// renewal must not start to.
-    ended: bool,
+    answers: Waiters<Renewed>,
+    /// Set once the stream ended, before its waiters are failed: a renewal
+    /// that registers and then finds it set must not wait (nothing will
+    /// answer it).
+    ended: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl Waiting {
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
 }
 
 impl RenewalStreams {
@@ -98,20 +104,17 @@ impl RenewalStreams {
             Ok(stream) => stream,
             Err(e) => return Renewed::Answer(Err(e)),
         };
-        let (tx, rx) = oneshot::channel();
-        let request = {
-            let mut waiting = lock(&stream.waiting);
-            if waiting.ended {
-                return ended();
-            }
-            waiting.next += 1;
-            let request = waiting.next;
-            waiting.answers.insert(request, tx);
-            request
-        };
+        let waiting = &stream.waiting;
+        let request = waiting.numbered.fetch_add(1, Ordering::SeqCst) + 1;
+        let rx = waiting.answers.register(request);
+        // After registering: a stream that ended before could not fail us.
+        if waiting.ended() {
+            waiting.answers.cancel(request);
+            return ended();
+        }
         let renewal = Renewal { request, lease: id };
         if stream.requests.send(renewal).await.is_err() {
-            lock(&stream.waiting).answers.remove(&request);
+            waiting.answers.cancel(request);
             return ended();
         }
         let renewed = rx.await.unwrap_or_else(|_| ended());
@@ -130,12 +133,12 @@ impl RenewalStreams {
     ) -> Result<Arc<RenewalStream>, Error> {
         let mut streams = lock(&self.streams);
         if let Some(stream) = streams.get(url) {
-            if !lock(&stream.waiting).ended {
+            if !stream.waiting.ended() {
                 return Ok(Arc::clone(stream));
             }
         }
         let (requests, queued) = mpsc::channel(QUEUED_RENEWALS);
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let waiting = Arc::new(Waiting::default());
         let client = super::client::client(channel()?);
         tokio::spawn(read_answers(
             client,
@@ -158,7 +161,7 @@ fn ended() -> Renewed {
 async fn read_answers(
     mut client: PeerClient<Channel>,
     requests: ReceiverStream<Renewal>,
-    waiting: Arc<Mutex<Waiting>>,
+    waiting: Arc<Waiting>,
 ) {
     let end = match client.renewals(requests).await {
         Ok(response) => {
@@ -184,28 +187,21 @@ async fn read_answers(
 }
 
 /// Hands `answer` to whoever waits for it.
-fn deliver(waiting: &Mutex<Waiting>, answer: RenewalAnswer) {
-    let Some(waiter) = lock(waiting).answers.remove(&answer.request) else {
-        return;
-    };
+fn deliver(waiting: &Waiting, answer: RenewalAnswer) {
     let result = match answer.error {
         Some(wire) => Err(Error::from_wire(&wire, &answer.message)
             .unwrap_or_else(|| Error::Failed(answer.message.clone()))),
         None => Ok(answer.ttl),
     };
-    let _ = waiter.send(Renewed::Answer(result));
+    waiting
+        .answers
+        .answer(answer.request, Renewed::Answer(result));
 }
 
 /// Marks the stream ended and answers every waiter with `outcome()`.
-fn end_stream(waiting: &Mutex<Waiting>, outcome: impl Fn() -> Renewed) {
-    let waiters = {
-        let mut waiting = lock(waiting);
-        waiting.ended = true;
-        std::mem::take(&mut waiting.answers)
-    };
-    for (_, waiter) in waiters {
-        let _ = waiter.send(outcome());
-    }
+fn end_stream(waiting: &Waiting, outcome: impl Fn() -> Renewed) {
+    waiting.ended.store(true, Ordering::SeqCst);
+    waiting.answers.fail_all(outcome);
 }
 
 /// The leader's side of one stream: renews each lease as its renewal
@@ -372,7 +368,7 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Ok(30));
         assert_eq!(lock(&streams.streams).len(), 1);
         let stream = Arc::clone(&lock(&streams.streams)[&url]);
-        assert!(lock(&stream.waiting).answers.is_empty());
+        assert!(stream.waiting.answers.is_empty());
         // Phase 3: the leader's member is gone: the stream ends with its
         // refusal, and so does a new one.
         let gone = Arc::downgrade(&leader);
@@ -390,7 +386,7 @@ mod tests {
             answer(renew(&streams, &url, 1).await),
             Err(Error::Refused(EtcdError::Stopped))
         );
-        assert!(lock(&stream.waiting).ended);
+        assert!(stream.waiting.ended());
         assert_eq!(
             answer(renew(&streams, &url, 1).await),
             Err(Error::Refused(EtcdError::Stopped))
@@ -417,7 +413,7 @@ mod tests {
         // The ended stream is not reused: the next renewal opens another
         // (refused too: nobody listens any more).
         let first = Arc::clone(&lock(&streams.streams)[&url]);
-        assert!(lock(&first.waiting).ended);
+        assert!(first.waiting.ended());
         let renewed = renew(&streams, &url, 1).await;
         assert!(matches!(answer(renewed), Err(Error::Unreachable(_))));
         assert!(!Arc::ptr_eq(&first, &lock(&streams.streams)[&url]));

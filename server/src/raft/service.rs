@@ -13,8 +13,9 @@ use protobuf::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Input;
-use super::transport::{lock, MAX_PEER_MESSAGE};
+use super::transport::MAX_PEER_MESSAGE;
 use super::wire::Exchange;
+use crate::locks::lock;
 use crate::metrics::network::{NetworkMetrics, Transfer};
 
 /// Snapshot transfers a member keeps keys for at most.

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dialer::{DialError, Dialer};
 use super::node::Input;
-use super::transport::lock;
+use crate::locks::lock;
 use crate::metrics::network::NetworkMetrics;
 
 /// What a dialer sends first. Its first byte is neither a TLS handshake's

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::raft::eraftpb::Message;
@@ -37,6 +37,7 @@ use super::dialer::{DialError, Dialer};
 use super::node::{is_snapshot, Input, Transport};
 use super::stream::{self, StreamError};
 use super::wire::{Exchange, WireError};
+use crate::locks::lock;
 use crate::metrics::network::{NetworkMetrics, PeerMetrics, Transfer};
 
 /// Messages queued per peer before new ones are dropped.
@@ -84,12 +85,6 @@ impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peers").field("id", &self.id).finish()
     }
-}
-
-/// Locks `mutex`, whose holders only insert or take whole values: a panic
-/// cannot leave them half changed.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -4,7 +4,8 @@
 //! state machine, on whichever member the entry was proposed through)
 //! answers by id. An entry applied on a member where nobody waits answers
 //! nobody, and a proposer that gave up cancels, so the map holds only live
-//! waits. Generic over the outcome, which raft never looks into.
+//! waits. Generic over the outcome, which raft never looks into (the lease
+//! renewals a follower forwards on a stream wait in one too, by number).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
