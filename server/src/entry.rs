@@ -18,6 +18,7 @@
 //! nested as deep as the gRPC decoder allows into an entry no member could
 //! apply.
 
+use bytes::Buf;
 use cairn_proto::cairnpb::{self, raft_request::Request, RaftRequest};
 use cairn_proto::etcdserverpb::{
     AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
@@ -198,9 +199,12 @@ pub fn is_too_deep(error: &impl std::fmt::Display) -> bool {
 }
 
 /// Decodes an entry's data (not empty: an empty entry is a leader's no-op).
-pub fn decode(data: &[u8]) -> Result<Entry, Undecodable> {
+/// From a `Bytes` (as raft holds an entry), each byte field is copied once
+/// into its request; from a slice, prost copies it twice.
+pub fn decode(data: impl Buf + Clone) -> Result<Entry, Undecodable> {
+    let whole = data.clone();
     let undecodable = |e: prost::DecodeError| Undecodable {
-        id: ProposalId::decode(data).ok().map(|p| p.id),
+        id: ProposalId::decode(whole.clone()).ok().map(|p| p.id),
         too_deep: is_too_deep(&e),
         reason: e.to_string(),
     };
@@ -236,7 +240,7 @@ pub fn encode_with(
         request: Some(command.into_request()),
     }
     .encode_to_vec();
-    if let Err(e) = decode(&data) {
+    if let Err(e) = decode(data.as_slice()) {
         // Debug: a client can send these at will.
         tracing::debug!(error = %e, "refused a request whose raft entry would not decode");
         return Err(e.error());
@@ -316,7 +320,7 @@ mod tests {
         for command in commands {
             let data = encode(42, command.clone()).unwrap();
             assert_eq!(
-                decode(&data).unwrap(),
+                decode(data.as_slice()).unwrap(),
                 Entry {
                     id: 42,
                     auth: None,
@@ -324,7 +328,7 @@ mod tests {
                 }
             );
             let data = encode_with(42, Some(header.clone()), command.clone()).unwrap();
-            assert_eq!(decode(&data).unwrap().auth, Some(header.clone()));
+            assert_eq!(decode(data.as_slice()).unwrap().auth, Some(header.clone()));
         }
     }
 
@@ -336,7 +340,7 @@ mod tests {
         assert!(deepest >= 49, "prost decodes {deepest} levels");
         let data = encode(1, Command::Txn(nested_txn(deepest))).unwrap();
         assert_eq!(
-            decode(&data).unwrap().command,
+            decode(data.as_slice()).unwrap().command,
             Some(Command::Txn(nested_txn(deepest)))
         );
         // One level deeper is refused where the entry is built, with etcd's
@@ -366,7 +370,7 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(
-            decode(&old).unwrap().command,
+            decode(old.as_slice()).unwrap().command,
             Some(Command::Txn(nested_txn(deepest)))
         );
         // Anything deeper decodes to a deterministic error for proposal 7.
@@ -375,11 +379,11 @@ mod tests {
             txn: Some(nested_txn(deepest + 5)),
         }
         .encode_to_vec();
-        let err = decode(&older).unwrap_err();
+        let err = decode(older.as_slice()).unwrap_err();
         assert_eq!(err.id, Some(7));
         assert_eq!(err.error(), EtcdError::TooManyOps);
         // Garbage: no id, an internal error.
-        let err = decode(b"\xff\xff\xff").unwrap_err();
+        let err = decode(&b"\xff\xff\xff"[..]).unwrap_err();
         assert_eq!(err.id, None);
         assert_eq!(err.error(), EtcdError::Internal);
     }

@@ -379,7 +379,7 @@ fn member() -> (Arc<Machine>, u64) {
     for command in history {
         index += 1;
         machine
-            .apply_entry(index, &entry::encode(0, command).unwrap())
+            .apply_entry(index, &entry::encode(0, command).unwrap().into())
             .unwrap();
     }
     (machine, index)
@@ -398,7 +398,7 @@ fn check(wire: &Wire) -> Result<(), TestCaseError> {
     for _ in 0..3 {
         let (machine, last) = member();
         let waiter = machine.waiters().register(7);
-        let applied = machine.apply_entry(last + 1, &data);
+        let applied = machine.apply_entry(last + 1, &bytes::Bytes::copy_from_slice(&data));
         prop_assert!(
             applied.is_ok(),
             "an accepted entry failed to apply: {applied:?}"

@@ -139,13 +139,14 @@ fn check_put(view: &dyn ReadView, leases: &dyn Leases, req: &PutRequest) -> Resu
     Ok(())
 }
 
-/// Applies a Put.
+/// Applies a Put (taken whole: its value moves into the store's record
+/// instead of being copied).
 pub fn put(
     txn: &mut WriteTxn<'_>,
     leases: &mut dyn Leases,
-    req: &PutRequest,
+    req: PutRequest,
 ) -> Result<PutResponse, EtcdError> {
-    check_put(txn, leases, req)?;
+    check_put(txn, leases, &req)?;
     // The previous value is read only when the request uses it, as etcd
     // reads it: a plain put needs none (its creation revision and version
     // come from the key index), and reading it costs an engine read and an
@@ -156,11 +157,11 @@ pub fn put(
     } else {
         None
     };
-    let mut value = req.value.clone();
+    let mut value = req.value;
     let mut lease = req.lease;
     if let Some(prev) = &prev {
         if req.ignore_value {
-            value = prev.value.clone();
+            value.clone_from(&prev.value);
         }
         if req.ignore_lease {
             lease = prev.lease;

@@ -31,7 +31,7 @@ fn store() -> Store {
 
 fn do_put(s: &Store, req: PutRequest) -> Result<PutResponse, EtcdError> {
     let mut t = s.write();
-    let r = put(&mut t, &mut OddLeases, &req)?;
+    let r = put(&mut t, &mut OddLeases, req)?;
     t.commit(None).unwrap();
     Ok(r)
 }

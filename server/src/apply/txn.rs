@@ -161,7 +161,7 @@ fn execute(
     for op in branch(req, succeeded) {
         let response = match &op.request {
             Some(Request::RequestRange(r)) => Response::ResponseRange(range(w, r)?),
-            Some(Request::RequestPut(p)) => Response::ResponsePut(put(w, leases, p)?),
+            Some(Request::RequestPut(p)) => Response::ResponsePut(put(w, leases, p.clone())?),
             Some(Request::RequestDeleteRange(d)) => {
                 Response::ResponseDeleteRange(delete_range(w, leases, d)?)
             }

@@ -547,7 +547,7 @@ async fn failed_commits_leave_the_lessor_unchanged() {
     ] {
         let data = crate::entry::encode(0, command).unwrap();
         let index = machine.applied_index() + 1;
-        machine.apply_entry(index, &data).unwrap_err();
+        machine.apply_entry(index, &data.into()).unwrap_err();
     }
     assert_eq!(m.lease().lessor().table(), before);
 

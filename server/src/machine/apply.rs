@@ -27,9 +27,9 @@ impl Machine {
     /// decode (only an older version could have proposed one): every member
     /// applies it as the same error and goes on. `Err` only when the member
     /// cannot go on (the disk failed).
-    pub fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), Error> {
+    pub fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), Error> {
         match Applying::at(self, index) {
-            Some(applying) => applying.entry(data),
+            Some(applying) => applying.entry(data.clone()),
             None => Ok(()),
         }
     }
@@ -62,7 +62,7 @@ impl<'m> Applying<'m> {
 
     /// Applies the normal entry whose data is `data` (see
     /// [`Machine::apply_entry`]).
-    fn entry(&self, data: &[u8]) -> Result<(), Error> {
+    fn entry(&self, data: bytes::Bytes) -> Result<(), Error> {
         if data.is_empty() {
             return self.record_index();
         }
@@ -204,7 +204,7 @@ impl<'m> Applying<'m> {
         let index = self.index;
         let tables = &self.machine.tables;
         Ok(match command {
-            Command::Put(r) => self.write(|t, l| apply::put(t, l, &r))?.map(Applied::Put),
+            Command::Put(r) => self.write(|t, l| apply::put(t, l, r))?.map(Applied::Put),
             Command::DeleteRange(r) => self
                 .write(|t, l| apply::delete_range(t, l, &r))?
                 .map(Applied::DeleteRange),

@@ -47,8 +47,11 @@ fn apply(m: &Machine, auth: Option<AuthHeader>, command: Command) -> Outcome {
     let index = m.applied_index() + 1;
     let id = 1000 + index;
     let mut waiter = m.waiters().register(id);
-    m.apply_entry(index, &entry::encode_with(id, auth, command).unwrap())
-        .unwrap();
+    m.apply_entry(
+        index,
+        &entry::encode_with(id, auth, command).unwrap().into(),
+    )
+    .unwrap();
     let outcome = waiter.try_recv().unwrap();
     m.waiters().cancel(id);
     outcome

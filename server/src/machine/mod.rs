@@ -235,7 +235,7 @@ impl StateMachine for Machine {
         Machine::applied_index(self)
     }
 
-    fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), Error> {
+    fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), Error> {
         Machine::apply_entry(self, index, data)
     }
 

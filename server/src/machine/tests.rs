@@ -309,7 +309,7 @@ fn bootstrap_starts_a_new_cluster_table() {
 /// waiter got.
 fn apply(m: &Machine, index: u64, id: u64, command: Command) -> Option<Outcome> {
     let mut waiter = m.waiters().register(id);
-    m.apply_entry(index, &entry::encode(id, command).unwrap())
+    m.apply_entry(index, &entry::encode(id, command).unwrap().into())
         .unwrap();
     let outcome = waiter.try_recv().ok();
     m.waiters().cancel(id);
@@ -338,7 +338,7 @@ fn an_entry_applies_once() {
     assert_eq!(m.store().current_revision(), 2);
     assert_eq!(m.applied_index(), 2);
     // An empty entry (a new leader's no-op) only moves the applied index.
-    m.apply_entry(3, &[]).unwrap();
+    m.apply_entry(3, &bytes::Bytes::new()).unwrap();
     assert_eq!(m.applied_index(), 3);
     assert_eq!(m.store().current_revision(), 2);
 }
@@ -374,7 +374,8 @@ fn an_undecodable_entry_is_answered_with_an_error() {
     // Proposal id 5, then a Txn (field 5) whose bytes are no TxnRequest.
     let data = [0x08, 5, 0x2a, 2, 0xff, 0xff];
     let mut waiter = m.waiters().register(5);
-    m.apply_entry(2, &data).unwrap();
+    m.apply_entry(2, &bytes::Bytes::copy_from_slice(&data))
+        .unwrap();
     assert!(matches!(waiter.try_recv(), Ok(Err(EtcdError::Internal))));
     assert_eq!(m.applied_index(), 2);
 }

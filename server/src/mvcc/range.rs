@@ -1,8 +1,6 @@
 //! Reads at a revision: the key index says which records a range holds
 //! at that revision, storage gives them in one pass.
 
-use std::collections::HashMap;
-
 use cairn_proto::mvccpb::KeyValue;
 
 use super::index::KeyRange;
@@ -13,11 +11,12 @@ use super::Error;
 use crate::storage::{try_get_many, Cf, Engine};
 
 /// Reads `range` as of `view_rev` (the newest revision the reader may see),
-/// with `pending` records not yet on disk (a write transaction's own writes).
+/// with `pending` records not yet on disk (a write transaction's own writes,
+/// by revision).
 pub(super) fn range_at(
     state: &State,
     engine: &dyn Engine,
-    pending: &HashMap<Revision, KeyValue>,
+    pending: &dyn Fn(Revision) -> Option<KeyValue>,
     counts: Option<&PageCounts>,
     view_rev: i64,
     range: &KeyRange,
@@ -61,7 +60,7 @@ pub(super) fn range_at(
     // The records not pending are read in one pass, in revision order (a
     // page of keys is scattered over the history), then put back in key
     // order.
-    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending.get(r).cloned()).collect();
+    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending(*r)).collect();
     let mut stored: Vec<(Vec<u8>, usize)> = kvs
         .iter()
         .enumerate()

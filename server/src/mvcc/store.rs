@@ -2,7 +2,7 @@
 //! in-memory [`TreeIndex`] over them, and compaction. Writes go through a
 //! [`WriteTxn`] (`write_txn.rs`), which holds the store's write lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_proto::mvccpb::event::EventType;
@@ -258,7 +258,7 @@ impl Store {
         range_at(
             &state,
             self.engine.as_ref(),
-            &HashMap::new(),
+            &|_| None,
             Some(&state.page_counts),
             state.current_rev,
             range,

@@ -34,8 +34,6 @@ pub struct WriteTxn<'a> {
     main: i64,
     /// Records to write, in sub-revision order: (revision, tombstone, record).
     changes: Vec<(Revision, bool, KeyValue)>,
-    /// The put records of `changes` by revision, for reads inside the transaction.
-    pending: HashMap<Revision, KeyValue>,
     /// Where each touched key's history stood before the transaction
     /// (None = the key was absent), to roll back to.
     undo: HashMap<Vec<u8>, Option<KeyMark>>,
@@ -71,7 +69,6 @@ impl<'a> WriteTxn<'a> {
             state,
             main,
             changes: Vec::new(),
-            pending: HashMap::new(),
             undo: HashMap::new(),
             staged: WriteBatch::new(),
             committed: false,
@@ -106,6 +103,16 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// The put record of this transaction at `rev`, for its own reads (a
+    /// revision's sub is its change's position).
+    fn pending(&self, rev: Revision) -> Option<KeyValue> {
+        if rev.main != self.main {
+            return None;
+        }
+        let (_, tombstone, kv) = self.changes.get(usize::try_from(rev.sub).ok()?)?;
+        (!tombstone).then(|| kv.clone())
+    }
+
     fn next_rev(&self) -> Revision {
         Revision::new(self.main, self.changes.len() as i64)
     }
@@ -115,7 +122,7 @@ impl<'a> WriteTxn<'a> {
         range_at(
             &self.state,
             self.store.engine().as_ref(),
-            &self.pending,
+            &|rev| self.pending(rev),
             None,
             self.revision(),
             range,
@@ -151,7 +158,6 @@ impl<'a> WriteTxn<'a> {
         };
         self.remember(key);
         self.state.index.put(key, rev);
-        self.pending.insert(rev, kv.clone());
         self.changes.push((rev, false, kv));
     }
 
@@ -204,10 +210,11 @@ impl<'a> WriteTxn<'a> {
                     key: kv.key.clone(),
                     ..KeyValue::default()
                 }
+                .encode_to_vec()
             } else {
-                kv.clone()
+                kv.encode_to_vec()
             };
-            batch.put(Cf::Kv, rev.record_key(*tombstone), record.encode_to_vec());
+            batch.put(Cf::Kv, rev.record_key(*tombstone), record);
         }
         batch.ops.append(&mut self.staged.ops);
         if let Some(index) = applied_index {

@@ -35,7 +35,9 @@ pub trait StateMachine: Send + Sync + 'static {
     /// Applies the normal entry at `index` (`data` empty: the no-op a new
     /// leader appends, or a conf change raft refused). A request that fails
     /// still consumes its index; `Err` only when the member cannot go on.
-    fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// (`data` as raft holds it, so a large value is decoded out of it
+    /// without a copy of the whole entry first.)
+    fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), Self::Error>;
 
     /// Applies a membership change raft has already made at `index`.
     /// `context` is the proposal's context (empty for a change raft made by

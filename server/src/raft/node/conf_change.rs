@@ -23,7 +23,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                 // entry is not replayed.
                 tracing::warn!(error = %e, "conf change refused by raft");
                 self.machine
-                    .apply_entry(entry.index, &[])
+                    .apply_entry(entry.index, &bytes::Bytes::new())
                     .map_err(machine_failed)?;
                 return Ok(());
             }
@@ -31,7 +31,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         self.log.set_conf_state(&conf_state)?;
         let Some((kind, node)) = member_change(&change) else {
             self.machine
-                .apply_entry(entry.index, &[])
+                .apply_entry(entry.index, &bytes::Bytes::new())
                 .map_err(machine_failed)?;
             return Ok(());
         };

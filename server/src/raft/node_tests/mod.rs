@@ -84,7 +84,7 @@ impl StateMachine for Fake {
         self.state.lock().unwrap().index
     }
 
-    fn apply_entry(&self, index: u64, data: &[u8]) -> Result<(), FakeError> {
+    fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), FakeError> {
         let mut state = self.state.lock().unwrap();
         if index <= state.index {
             return Ok(());
