@@ -179,7 +179,7 @@ pub fn start<T: Transport, M: StateMachine>(
         leadership: leadership_tx,
         ending: ending_tx,
         config,
-        reads: ReadIndexQueue::new(config.heartbeat * 2),
+        reads: ReadIndexQueue::new(config.id, config.heartbeat * 2),
         last_leader: 0,
         removed: false,
         metrics,

@@ -5,6 +5,16 @@
 //! The queue knows nothing of raft: the node hands it reads, asks it which
 //! round contexts to give raft's `read_index`, tells it the read states
 //! raft returns, and the applied index. So it is tested without any raft.
+//!
+//! A round's context must be unique in the whole cluster, not only on this
+//! member: a follower's round is forwarded to the leader, whose raft keeps
+//! its pending rounds by context and silently drops one whose context is
+//! already pending. With a counter alone, every member counted 1, 2, 3…,
+//! and a follower's round that met a pending round of the leader (or of the
+//! other follower) with the same number waited for the retry: a tail of
+//! about `retry` on linearizable reads under load. So a context is the
+//! member's id, then its counter (etcd's request ids carry the member id
+//! too).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,7 +42,10 @@ pub(super) struct ReadIndexQueue {
     rounds: HashMap<u64, Round>,
     /// Rounds raft answered, waiting for the apply to reach their index.
     ready: Vec<(u64, Round)>,
-    /// Context of the next round (never 0, which no round has).
+    /// This member's id: the first half of every context it issues.
+    member: u64,
+    /// Counter of the next round (never 0, which no round has): the second
+    /// half of its context.
     next: u64,
     /// How long a round may go unanswered before it is issued again (a
     /// leader drops ReadIndex until it has committed an entry of its term;
@@ -41,12 +54,14 @@ pub(super) struct ReadIndexQueue {
 }
 
 impl ReadIndexQueue {
-    /// An empty queue re-issuing rounds unanswered for `retry`.
-    pub(super) fn new(retry: Duration) -> Self {
+    /// An empty queue of member `member`, re-issuing rounds unanswered for
+    /// `retry`.
+    pub(super) fn new(member: u64, retry: Duration) -> Self {
         Self {
             queued: Vec::new(),
             rounds: HashMap::new(),
             ready: Vec::new(),
+            member,
             next: 1,
             retry,
         }
@@ -72,7 +87,7 @@ impl ReadIndexQueue {
         for (ctx, round) in self.rounds.iter_mut() {
             if now.duration_since(round.issued) >= self.retry {
                 round.issued = now;
-                contexts.push(ctx.to_be_bytes().to_vec());
+                contexts.push(context(self.member, *ctx));
             }
         }
         if self.queued.is_empty() {
@@ -87,7 +102,7 @@ impl ReadIndexQueue {
                 issued: now,
             },
         );
-        contexts.push(ctx.to_be_bytes().to_vec());
+        contexts.push(context(self.member, ctx));
         contexts
     }
 
@@ -95,6 +110,12 @@ impl ReadIndexQueue {
     /// once `index` is applied. A context of no round in flight (answered
     /// twice, or failed meanwhile) is ignored.
     pub(super) fn read_state(&mut self, ctx: &[u8], index: u64) {
+        let Some((member, ctx)) = ctx.split_at_checked(8) else {
+            return;
+        };
+        if member != self.member.to_be_bytes() {
+            return;
+        }
         let ctx = <[u8; 8]>::try_from(ctx)
             .map(u64::from_be_bytes)
             .unwrap_or(0);
@@ -131,11 +152,20 @@ impl ReadIndexQueue {
     }
 }
 
+/// The context of round `counter` of member `member`: both, big-endian.
+fn context(member: u64, counter: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&member.to_be_bytes());
+    ctx.extend_from_slice(&counter.to_be_bytes());
+    ctx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const RETRY: Duration = Duration::from_millis(200);
+    const MEMBER: u64 = 0x8e9e05c52164694d;
 
     type Answer = oneshot::Receiver<Result<u64, RequestError>>;
 
@@ -157,7 +187,7 @@ mod tests {
 
     #[test]
     fn reads_arriving_together_share_one_round_and_are_all_answered() {
-        let mut queue = ReadIndexQueue::new(RETRY);
+        let mut queue = ReadIndexQueue::new(MEMBER, RETRY);
         let start = Instant::now();
 
         // Given twenty reads queued between two rounds of the loop.
@@ -183,7 +213,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_round_is_issued_again_after_the_retry() {
-        let mut queue = ReadIndexQueue::new(RETRY);
+        let mut queue = ReadIndexQueue::new(MEMBER, RETRY);
         let start = Instant::now();
 
         // Given a round raft has not answered (a new leader drops ReadIndex
@@ -204,7 +234,7 @@ mod tests {
 
     #[test]
     fn reads_queued_after_a_round_left_wait_for_the_next_one() {
-        let mut queue = ReadIndexQueue::new(RETRY);
+        let mut queue = ReadIndexQueue::new(MEMBER, RETRY);
         let now = Instant::now();
 
         // Given one round in flight, and reads queued after it left.
@@ -232,7 +262,7 @@ mod tests {
 
     #[test]
     fn without_a_leader_queued_reads_fail_at_once() {
-        let mut queue = ReadIndexQueue::new(RETRY);
+        let mut queue = ReadIndexQueue::new(MEMBER, RETRY);
 
         // Given reads queued while no leader is known.
         let mut reads = queue_reads(&mut queue, 2);
@@ -248,7 +278,7 @@ mod tests {
 
     #[test]
     fn failing_all_reaches_every_read_wherever_it_waits() {
-        let mut queue = ReadIndexQueue::new(RETRY);
+        let mut queue = ReadIndexQueue::new(MEMBER, RETRY);
         let now = Instant::now();
 
         // Given a read waiting for the apply, one in a round and one queued.
@@ -268,5 +298,37 @@ mod tests {
         // And nothing is left to answer later.
         queue.answer(u64::MAX);
         assert!(queue.issue(true, now + RETRY).is_empty());
+    }
+
+    #[test]
+    fn rounds_of_different_members_never_share_a_context() {
+        // Given three members, each issuing its first rounds.
+        let now = Instant::now();
+        let mut members: Vec<ReadIndexQueue> = [MEMBER, 2, 3]
+            .into_iter()
+            .map(|id| ReadIndexQueue::new(id, RETRY))
+            .collect();
+        let mut reads = Vec::new();
+        let mut contexts = Vec::new();
+        for _ in 0..3 {
+            for queue in &mut members {
+                reads.push(queue_reads(queue, 1));
+                contexts.extend(queue.issue(true, now));
+            }
+        }
+        // Then no two rounds anywhere have the same context (the leader's
+        // raft drops a round whose context is already pending).
+        let distinct: std::collections::HashSet<_> = contexts.iter().collect();
+        assert_eq!((contexts.len(), distinct.len()), (9, 9));
+        // And a member answers only its own rounds: another member's
+        // context with the same counter is not its round.
+        let (first, others) = members.split_first_mut().unwrap();
+        let theirs = &contexts[1];
+        first.read_state(theirs, 5);
+        first.answer(5);
+        assert_eq!(answers(&mut reads[0]), vec![None]);
+        others[0].read_state(theirs, 5);
+        others[0].answer(5);
+        assert_eq!(answers(&mut reads[1]), vec![Some(Ok(5))]);
     }
 }
