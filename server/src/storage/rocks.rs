@@ -100,6 +100,21 @@ impl RocksEngine {
         })
     }
 
+    /// `batch` as RocksDB's batch. Sized up front: grown as it fills,
+    /// RocksDB's batch copies what it holds at each step (for a large value,
+    /// most of a put's copies; perf: `basic_string::_M_mutate` under
+    /// `WriteBatch::Put`).
+    fn rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, Error> {
+        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(batch));
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put { cf, key, value } => wb.put_cf(self.handle(*cf)?, key, value),
+                BatchOp::Delete { cf, key } => wb.delete_cf(self.handle(*cf)?, key),
+            }
+        }
+        Ok(wb)
+    }
+
     fn handle(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, Error> {
         self.db
             .cf_handle(cf.name())
@@ -191,16 +206,7 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {
-        // Sized up front: grown as it fills, RocksDB's batch copies what it
-        // holds at each step (for a large value, most of a put's copies;
-        // perf: `basic_string::_M_mutate` under `WriteBatch::Put`).
-        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&batch));
-        for op in &batch.ops {
-            match op {
-                BatchOp::Put { cf, key, value } => wb.put_cf(self.handle(*cf)?, key, value),
-                BatchOp::Delete { cf, key } => wb.delete_cf(self.handle(*cf)?, key),
-            }
-        }
+        let wb = self.rocks_batch(&batch)?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(wb, &opts).map_err(engine_err)
@@ -239,15 +245,7 @@ mod tests {
         batch.put(Cf::Kv, vec![1; 300], vec![2; 200_000]);
         batch.delete(Cf::Raft, vec![3; 20]);
         batch.put(Cf::RaftState, b"k".to_vec(), Vec::new());
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                BatchOp::Put { cf, key, value } => {
-                    wb.put_cf(engine.handle(*cf).unwrap(), key, value)
-                }
-                BatchOp::Delete { cf, key } => wb.delete_cf(engine.handle(*cf).unwrap(), key),
-            }
-        }
+        let wb = engine.rocks_batch(&batch).unwrap();
         let reserved = batch_bytes(&batch);
         assert!(
             reserved >= wb.size_in_bytes(),
