@@ -57,6 +57,14 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Locks `m`, poisoned or not: what the tool keeps under its locks (the
+/// next request, the rate limit's schedule, a list of updates) is changed
+/// whole or not at all, so a task that panicked holding one left nothing
+/// half done.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the workload of `cli` and returns its reports: one for most
 /// workloads, two for `txn-mixed` (`txn-mixed-read`, `txn-mixed-write`),
 /// `watch` (`watch-create`, then `watch`: the events) and `watch-latency`

@@ -44,10 +44,7 @@ impl Limiter {
         let Some(interval) = self.interval else {
             return now;
         };
-        let mut next = match self.next.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut next = crate::lock(&self.next);
         let tat = next.map_or(now, |t| t.max(now));
         let start = now.max(tat.checked_sub(self.tolerance).unwrap_or(now));
         *next = Some(tat.max(start) + interval);

@@ -185,10 +185,7 @@ pub(crate) async fn kube(env: &Env, a: &KubeArgs) -> Result<Vec<Report>, Error> 
     };
 
     // 4. The watcher's events.
-    let updated = match shared.updated.lock() {
-        Ok(mut u) => std::mem::take(&mut *u),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-    };
+    let updated = std::mem::take(&mut *crate::lock(&shared.updated));
     let last = updated.iter().map(|&(r, _)| r).max().unwrap_or(0);
     // The receiver lives in the watcher task; if it already ended, its
     // result below says why.

@@ -17,7 +17,7 @@ use crate::conn::{client_tls, error_text, needs_new_token, Chan, Conn};
 use crate::limiter::Limiter;
 use crate::progress::Progress;
 use crate::report::{Clock, Recorder, Report, Stats};
-use crate::Error;
+use crate::{lock, Error};
 use cairn_proto::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
     WatchResponse,
@@ -267,12 +267,6 @@ impl<Make> Requests<Make> {
             }
         }
     }
-}
-
-/// Locks `m`; a client task that panicked holding it left nothing half done
-/// (a request is made whole or not at all).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A unary call's outcome as the report wants it.
