@@ -77,12 +77,12 @@ impl AuthStore {
         if self.enabled() {
             tokens.enable();
         }
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        *crate::locks::write(&self.tokens) = tokens;
     }
 
     /// The token provider.
     pub fn tokens(&self) -> Arc<dyn TokenProvider> {
-        Arc::clone(&self.tokens.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&crate::locks::read(&self.tokens))
     }
 
     /// Whether auth is enabled (one atomic load).
@@ -92,12 +92,12 @@ impl AuthStore {
 
     /// The current state.
     pub fn state(&self) -> Arc<AuthState> {
-        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&crate::locks::read(&self.state))
     }
 
     fn install(&self, state: AuthState) {
         let enabled = state.enabled();
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        *crate::locks::write(&self.state) = Arc::new(state);
         self.enabled.store(enabled, Ordering::Release);
     }
 

@@ -121,7 +121,7 @@ impl SimpleTokens {
 
     fn table(&self) -> std::sync::MutexGuard<'_, Tokens> {
         // Every critical section is a map operation.
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.tokens)
     }
 
     /// How many tokens are held (expired ones not yet swept included).

@@ -121,7 +121,7 @@ impl Lessor {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation leaves the state consistent before it can panic, so
         // a poisoned lock still guards usable data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     /// Tells the subscribers that leases were removed or the lessor demoted.

@@ -70,7 +70,7 @@ impl Quota {
     /// The database size for the quota check, read from the engine at most
     /// every [`DB_SIZE_REFRESH`].
     async fn db_size(&self) -> Result<u64, EtcdError> {
-        let cached = *self.db_size.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = *crate::locks::lock(&self.db_size);
         if let Some((at, size)) = cached {
             if at.elapsed() < DB_SIZE_REFRESH {
                 return Ok(size);
@@ -80,8 +80,7 @@ impl Quota {
         let size = tokio::task::spawn_blocking(move || store.engine().size())
             .await
             .map_err(blocking_failed)?;
-        *self.db_size.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), size.total));
+        *crate::locks::lock(&self.db_size) = Some((Instant::now(), size.total));
         Ok(size.total)
     }
 }

@@ -186,13 +186,13 @@ impl ClientRequests {
         let version = version.filter(|v| !v.is_empty()).unwrap_or("unknown");
         let i = usize::from(stream);
         {
-            let known = self.by_version.read().unwrap_or_else(|e| e.into_inner());
+            let known = crate::locks::read(&self.by_version);
             if let Some(counters) = known.get(version) {
                 counters[i].inc();
                 return;
             }
         }
-        let mut known = self.by_version.write().unwrap_or_else(|e| e.into_inner());
+        let mut known = crate::locks::write(&self.by_version);
         let version = if known.len() < MAX_CLIENT_VERSIONS {
             version
         } else {

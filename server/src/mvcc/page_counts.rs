@@ -18,7 +18,7 @@
 //! note, and notes "[`/pods/d\0`, `/pods0`) at 9 counts 1".
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use super::index::KeyRange;
 
@@ -81,7 +81,7 @@ impl PageCounts {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Note>> {
         // Whole notes are pushed and removed: a poisoned lock still holds
         // consistent ones.
-        self.notes.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::locks::lock(&self.notes)
     }
 }
 

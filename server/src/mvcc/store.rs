@@ -182,7 +182,7 @@ impl Store {
 
     fn leased_lock(&self) -> std::sync::MutexGuard<'_, Option<LeasedKeys>> {
         // Replaced or taken whole: a poisoned lock still holds a usable value.
-        self.leased.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.leased)
     }
 
     /// The live keys attached to a lease, with their lease ids, in key
@@ -212,11 +212,11 @@ impl Store {
     fn read(&self) -> RwLockReadGuard<'_, State> {
         // The state is only mutated through WriteTxn, which restores the index
         // on any early exit, so a poisoned lock still guards consistent data.
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        crate::locks::read(&self.state)
     }
 
     fn write_lock(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        crate::locks::write(&self.state)
     }
 
     /// The current revision.
@@ -429,7 +429,7 @@ impl Store {
     /// has forgotten those tombstones, so nothing else sees them.
     /// Returns how many records it deleted.
     fn delete_compacted(&self, rev: i64, available: &HashSet<Revision>) -> Result<u64, Error> {
-        let _serial = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = crate::locks::lock(&self.compaction);
         let mut deleted = 0;
         let end = Revision::new(rev + 1, 0).to_bytes();
         let mut start: Vec<u8> = Vec::new();

@@ -285,7 +285,7 @@ impl WatchHub {
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // Hub state changes are single map operations: a panic elsewhere
         // cannot leave it half-updated.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     /// A key for a new client stream (given back with

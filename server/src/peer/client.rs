@@ -50,7 +50,7 @@ impl PeerChannels {
 
     /// The channel to `url` (created on first use, lazily connected).
     fn get(&self, url: &str) -> Result<Channel, Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut channels = crate::locks::lock(&self.channels);
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }

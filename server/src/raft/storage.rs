@@ -302,11 +302,11 @@ impl RaftStorage {
     fn read(&self) -> RwLockReadGuard<'_, Bounds> {
         // Bounds are only assigned after a successful write, in one
         // statement that cannot panic: a poisoned lock still holds good bounds.
-        self.bounds.read().unwrap_or_else(|e| e.into_inner())
+        crate::locks::read(&self.bounds)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Bounds> {
-        self.bounds.write().unwrap_or_else(|e| e.into_inner())
+        crate::locks::write(&self.bounds)
     }
 
     fn cache(&self) -> MutexGuard<'_, EntryCache> {

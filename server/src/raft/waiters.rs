@@ -31,7 +31,7 @@ impl<T> Waiters<T> {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
         // Every critical section is a single map operation: a panic cannot
         // leave the map half changed.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.waiting)
     }
 
     /// Registers a waiter for proposal `id` (replacing any earlier one).

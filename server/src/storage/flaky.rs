@@ -34,7 +34,7 @@ impl FlakyEngine {
 
     /// The writes accepted since the last call, oldest first.
     pub fn take_writes(&self) -> Vec<(WriteBatch, bool)> {
-        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *crate::locks::lock(&self.writes))
     }
 }
 
@@ -61,10 +61,7 @@ impl Engine for FlakyEngine {
         }
         let record = (batch.clone(), sync);
         self.inner.write(batch, sync)?;
-        self.writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(record);
+        crate::locks::lock(&self.writes).push(record);
         Ok(())
     }
 

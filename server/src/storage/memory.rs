@@ -25,7 +25,7 @@ impl MemoryEngine {
         // A panic while holding the lock cannot leave a half-applied batch
         // (batches are applied on a copy-free loop that does not panic), so a
         // poisoned lock is still consistent.
-        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.tables)
     }
 }
 

@@ -153,7 +153,7 @@ fn work<T, E: From<Error>>(
     stop: &AtomicBool,
 ) {
     loop {
-        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let job = crate::locks::lock(jobs).recv();
         let Ok((chunk, done)) = job else { return };
         if stop.load(Ordering::Relaxed) {
             // Drained, not mapped: the reader may be waiting for room.

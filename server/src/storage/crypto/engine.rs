@@ -183,7 +183,7 @@ impl SealedEngine {
     pub(super) fn read_keys(&self) -> RwLockReadGuard<'_, KeyRing> {
         // The ring changes in single assignments; a poisoned lock still
         // holds a usable ring.
-        self.keys.read().unwrap_or_else(|e| e.into_inner())
+        crate::locks::read(&self.keys)
     }
 
     /// Lowers the number of seals per data key before a new one is made
@@ -347,7 +347,7 @@ impl Engine for SealedEngine {
     }
 
     fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<(), Error> {
-        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writes = crate::locks::lock(&self.writes);
         self.seal_batch(&mut batch, &mut writes)?;
         self.inner.write(batch, sync)
     }

@@ -92,7 +92,7 @@ impl SealedEngine {
     /// returns its id. Records sealed with older keys stay readable and are
     /// re-sealed by [`SealedEngine::reseal_step`].
     pub fn rotate(&self) -> Result<u32, Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _writes = crate::locks::lock(&self.writes);
         let id = self.key_ids().into_iter().max().unwrap_or(0) + 1;
         self.add_key(id)?;
         Ok(id)
@@ -102,12 +102,12 @@ impl SealedEngine {
     /// key by that id (a cluster agrees on ids; each member has its own key
     /// material under its own master key).
     pub fn activate(&self, id: u32) -> Result<(), Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _writes = crate::locks::lock(&self.writes);
         if self.read_keys().contains(id) {
             let mut batch = WriteBatch::new();
             batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
             self.inner.write(batch, true)?;
-            let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            let mut keys = crate::locks::write(&self.keys);
             return keys.set_active(id).map_err(storage_error);
         }
         self.add_key(id)
@@ -125,7 +125,7 @@ impl SealedEngine {
         );
         batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
         self.inner.write(batch, true)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = crate::locks::write(&self.keys);
         keys.insert(id, key).map_err(storage_error)?;
         keys.set_active(id).map_err(storage_error)?;
         tracing::info!(key_id = id, "new data key active");
@@ -135,7 +135,7 @@ impl SealedEngine {
     /// Re-seals up to `max` records still sealed with a non-active key;
     /// returns how many it re-sealed (0: none left).
     pub fn reseal_step(&self, max: usize) -> Result<usize, Error> {
-        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let writes = crate::locks::lock(&self.writes);
         let active = self.active_key();
         let mut stale: Vec<(Cf, Vec<u8>, Vec<u8>)> = Vec::new();
         for cf in SEALED_CFS {
@@ -175,7 +175,7 @@ impl SealedEngine {
     /// (call after [`SealedEngine::reseal_step`] returned 0). Returns the
     /// ids dropped.
     pub fn drop_unused_keys(&self) -> Result<Vec<u32>, Error> {
-        let _writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _writes = crate::locks::lock(&self.writes);
         let active = self.active_key();
         let mut used = BTreeSet::new();
         for cf in SEALED_CFS {
@@ -200,7 +200,7 @@ impl SealedEngine {
             batch.delete(Cf::Meta, seals_record(*id));
         }
         self.inner.write(batch, true)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = crate::locks::write(&self.keys);
         for id in &unused {
             keys.remove(*id).map_err(storage_error)?;
         }
