@@ -42,16 +42,8 @@ done
 case "$keys" in ''|*[!0-9]*|0) echo "catchup: --keys needs a positive number" >&2; exit 2 ;; esac
 case "$only" in ''|etcd|cairn) ;; *) echo "catchup: --only takes etcd or cairn" >&2; exit 2 ;; esac
 
-target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}
-first_exe() { local f; for f in "$@"; do [ -x "$f" ] && { echo "$f"; return 0; }; done; return 1; }
-cairn_bin=${CAIRN_BIN:-$(first_exe "$target_dir/release/cairn" "$target_dir/debug/cairn" || true)}
-bench_bin=${CAIRN_BENCH_BIN:-$(first_exe "$target_dir/release/cairn-bench" "$target_dir/debug/cairn-bench" || true)}
-[ -n "$cairn_bin" ] && [ -x "$cairn_bin" ] ||
-  { echo "catchup: no Cairn binary (cargo build --release -p cairn-server --bin cairn; or set CAIRN_BIN)" >&2; exit 1; }
-[ -n "$bench_bin" ] && [ -x "$bench_bin" ] ||
-  { echo "catchup: no cairn-bench binary (cargo build --release -p cairn-bench; or set CAIRN_BENCH_BIN)" >&2; exit 1; }
-export CAIRN_BIN=$cairn_bin
-case "$cairn_bin$bench_bin" in */debug/*) echo "catchup: WARNING: a DEBUG build: the figures mean nothing" >&2 ;; esac
+# shellcheck source=benches/bins.sh
+. "$here/bins.sh" catchup
 
 # etcd 3.5.1, etcdctl 3.5, ports, spawn/stop helpers
 # shellcheck source=tests/compat/lib.sh
