@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::storage::{Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
+use crate::storage::{Cf, Engine, Error, RecordVisitor, Scan, SizeInfo, WriteBatch};
 
 /// An engine and a guard dropped right after it.
 pub struct Tracked<E> {
@@ -73,6 +73,15 @@ impl<E: Engine> Engine for Tracked<E> {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
     ) -> Result<(), Error> {
         self.inner.scan(cf, start, end, visit)
+    }
+
+    fn scan_point_in_time(
+        &self,
+        cfs: &[Cf],
+        fixed: &mut dyn FnMut(),
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), Error> {
+        self.inner.scan_point_in_time(cfs, fixed, visit)
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {

@@ -225,7 +225,8 @@ impl Machine {
 }
 
 /// The raft thread's view: entries and conf changes in, snapshot data out.
-/// Each method but `apply_member_change` is the inherent one of the same
+/// Each method but `apply_member_change` and `snapshot` (which is
+/// [`Machine::consistent_snapshot`]) is the inherent one of the same
 /// name (callers without raft, such as a member applying locally, use those
 /// directly); membership changes come from raft only.
 impl StateMachine for Machine {
@@ -252,8 +253,8 @@ impl StateMachine for Machine {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, Error> {
-        self.snapshot_data()
+    fn snapshot(&self, fixed: &mut dyn FnMut(u64)) -> Result<Vec<u8>, Error> {
+        Ok(self.consistent_snapshot(fixed)?.1)
     }
 
     fn restore(&self, data: &[u8]) -> Result<(), Error> {

@@ -59,42 +59,58 @@ fn decode(data: &[u8]) -> Result<WriteBatch, Error> {
 impl Machine {
     /// The whole replicated state as snapshot data: every record of the
     /// `kv` and `lease` column families and of `meta` (except this member's
-    /// identity), as length-delimited `SnapshotRecord`s. Taken on the raft
-    /// thread, between two applies, so it is exactly the state at
+    /// identity), as length-delimited `SnapshotRecord`s. Taken while
+    /// nothing applies (on the raft thread, between two applies, or on a
+    /// store no one writes), so it is the state at
     /// [`Machine::applied_index`].
     pub fn snapshot_data(&self) -> Result<Vec<u8>, Error> {
+        self.encode_point_in_time(&mut || {})
+    }
+
+    /// [`Machine::snapshot_data`] from any thread, without holding writers
+    /// back while it reads: the store's write lock (every state change
+    /// commits under it) is held only until the engine has fixed its point
+    /// in time. `fixed` is told the applied index the data is of, at that
+    /// moment, before anything is read. Returns (applied index, data).
+    pub fn consistent_snapshot(&self, fixed: &mut dyn FnMut(u64)) -> Result<(u64, Vec<u8>), Error> {
+        let txn = self.store.write();
+        let index = txn.applied_index();
+        let mut txn = Some(txn);
+        let data = self.encode_point_in_time(&mut || {
+            drop(txn.take());
+            fixed(index);
+        })?;
+        Ok((index, data))
+    }
+
+    /// Encodes the replicated records as they stood when the engine
+    /// called `fixed`.
+    fn encode_point_in_time(&self, fixed: &mut dyn FnMut()) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        for cf in REPLICATED {
-            try_scan::<Error>(self.store.engine().as_ref(), cf, &[], None, |k, v| {
+        let mut failure = None;
+        self.store
+            .engine()
+            .scan_point_in_time(&REPLICATED, fixed, &mut |cf, k, v| {
                 if !replicated(cf, k) {
-                    return Ok(Scan::Continue);
+                    return Scan::Continue;
                 }
                 let record = SnapshotRecord {
                     cf: cf.name().to_string(),
                     key: k.to_vec(),
                     value: v.to_vec(),
                 };
-                record
-                    .encode_length_delimited(&mut out)
-                    .map_err(|e| Error::Corrupt {
-                        what: "snapshot record",
-                        reason: e.to_string(),
-                    })?;
-                Ok(Scan::Continue)
+                match record.encode_length_delimited(&mut out) {
+                    Ok(()) => Scan::Continue,
+                    Err(e) => {
+                        failure = Some(Error::Corrupt {
+                            what: "snapshot record",
+                            reason: e.to_string(),
+                        });
+                        Scan::Stop
+                    }
+                }
             })?;
-        }
-        Ok(out)
-    }
-
-    /// [`Machine::snapshot_data`] from any thread: holds the store's write
-    /// lock (every state change commits under it) while reading, so the
-    /// copy is of one applied index. Returns (applied index, data).
-    pub fn consistent_snapshot(&self) -> Result<(u64, Vec<u8>), Error> {
-        let txn = self.store.write();
-        let index = txn.applied_index();
-        let data = self.snapshot_data()?;
-        drop(txn);
-        Ok((index, data))
+        failure.map_or(Ok(out), Err)
     }
 
     /// Replaces the whole replicated state with snapshot `data` in one

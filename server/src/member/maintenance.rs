@@ -302,7 +302,7 @@ impl MaintenanceApi {
     /// [`Self::snapshot_file`], untimed.
     async fn snapshot_bytes(&self) -> Result<Vec<u8>, EtcdError> {
         let machine = Arc::clone(self.proposer.machine());
-        let data = tokio::task::spawn_blocking(move || machine.consistent_snapshot())
+        let data = tokio::task::spawn_blocking(move || machine.consistent_snapshot(&mut |_| {}))
             .await
             .map_err(|_| EtcdError::Internal)?
             .map_err(|e| {

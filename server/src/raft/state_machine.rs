@@ -20,8 +20,8 @@ pub enum MemberChange {
 
 /// The replicated state machine, as the raft thread sees it.
 ///
-/// Every method is called on the raft thread only, between two Readys, so
-/// `snapshot` sees exactly the state at `applied_index`. Applying must be
+/// Every method but `snapshot` is called on the raft thread only, between
+/// two Readys. Applying must be
 /// idempotent by index: an entry at or below the applied index is skipped
 /// (a crash between installing a snapshot and its log replays entries).
 pub trait StateMachine: Send + Sync + 'static {
@@ -50,9 +50,12 @@ pub trait StateMachine: Send + Sync + 'static {
         context: &[u8],
     ) -> Result<(), Self::Error>;
 
-    /// The whole replicated state at [`StateMachine::applied_index`], as
-    /// snapshot data for a member that is behind.
-    fn snapshot(&self) -> Result<Vec<u8>, Self::Error>;
+    /// The whole replicated state, as snapshot data for a member that is
+    /// behind. Called on a thread of its own, while the raft thread waits
+    /// only until `fixed` is called: with the applied index the data is
+    /// of, once the state to read is fixed (later applies do not change
+    /// it) and before reading it.
+    fn snapshot(&self, fixed: &mut dyn FnMut(u64)) -> Result<Vec<u8>, Self::Error>;
 
     /// Replaces the whole state with snapshot `data` (from
     /// [`StateMachine::snapshot`] on another member).

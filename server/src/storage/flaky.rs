@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{Cf, Engine, Error, MemoryEngine, Scan, SizeInfo, WriteBatch};
+use super::{Cf, Engine, Error, MemoryEngine, RecordVisitor, Scan, SizeInfo, WriteBatch};
 
 /// A [`MemoryEngine`] whose writes fail while `fail` is set.
 #[derive(Debug, Default)]
@@ -53,6 +53,16 @@ impl Engine for FlakyEngine {
     ) -> Result<(), Error> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.scan(cf, start, end, visit)
+    }
+
+    fn scan_point_in_time(
+        &self,
+        cfs: &[Cf],
+        fixed: &mut dyn FnMut(),
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.scan_point_in_time(cfs, fixed, visit)
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
+use super::{BatchOp, Cf, Engine, Error, RecordVisitor, Scan, SizeInfo, WriteBatch};
 
 type Tables = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
 
@@ -59,6 +59,30 @@ impl Engine for MemoryEngine {
             }
             if visit(key, value) == Scan::Stop {
                 break;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_point_in_time(
+        &self,
+        cfs: &[Cf],
+        fixed: &mut dyn FnMut(),
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), Error> {
+        // A copy taken under the lock is the point in time.
+        let copy: Tables = self
+            .lock()
+            .iter()
+            .filter(|((cf, _), _)| cfs.contains(cf))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fixed();
+        for &cf in cfs {
+            for ((_, key), value) in copy.iter().filter(|((c, _), _)| *c == cf) {
+                if visit(cf, key, value) == Scan::Stop {
+                    return Ok(());
+                }
             }
         }
         Ok(())

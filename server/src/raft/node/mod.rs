@@ -37,6 +37,7 @@ mod conf_change;
 mod handle;
 mod read_index;
 mod ready;
+mod snapshot_build;
 mod snapshots;
 mod status;
 
@@ -160,6 +161,7 @@ pub fn start<T: Transport, M: StateMachine>(
     let storage = NodeStorage {
         log: Arc::clone(&log),
         machine: Arc::clone(&machine),
+        build: Default::default(),
     };
     let raw = RawNode::new(&raft_config, storage, &super::log::logger())?;
     let (status_tx, status_rx) = watch::channel(RaftStatus {

@@ -1,5 +1,6 @@
 //! Snapshots and the log's length: raft's `Storage` for the node (the log
-//! from [`RaftStorage`], snapshots from the state machine), installing a
+//! from [`RaftStorage`], snapshots from the state machine, built in
+//! `snapshot_build`), installing a
 //! leader's snapshot, and compacting the log every `--snapshot-count`
 //! applied entries.
 
@@ -8,16 +9,19 @@ use std::sync::Arc;
 use ::raft::eraftpb::{Entry, Snapshot};
 use ::raft::{GetEntriesContext, RaftState, Storage};
 
+use super::snapshot_build::SnapshotBuild;
 use super::{machine_failed, Node, Transport};
 use crate::raft::{Error, RaftStorage, StateMachine};
 
 /// raft's `Storage`: the log from [`RaftStorage`], snapshots from the state
-/// machine (taken on the raft thread, so exactly at the applied index).
+/// machine (built beside the raft thread, see [`SnapshotBuild`]).
 pub(super) struct NodeStorage<M> {
     /// The log, hard state and conf state.
     pub(super) log: Arc<RaftStorage>,
     /// Where snapshot data comes from.
     pub(super) machine: Arc<M>,
+    /// The snapshot being built for a member that is behind.
+    pub(super) build: SnapshotBuild,
 }
 
 impl<M: StateMachine> Storage for NodeStorage<M> {
@@ -48,28 +52,13 @@ impl<M: StateMachine> Storage for NodeStorage<M> {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
-        let applied = self.machine.applied_index();
-        if applied < request_index {
-            return Err(::raft::Error::Store(
+        // Any other error would be fatal to raft-rs: a build that failed
+        // is logged, and raft asks again.
+        self.build
+            .request(request_index, &self.log, &self.machine)
+            .ok_or(::raft::Error::Store(
                 ::raft::StorageError::SnapshotTemporarilyUnavailable,
-            ));
-        }
-        let data = self.machine.snapshot().map_err(|e| {
-            tracing::error!(error = %e, "cannot take a snapshot of the state machine");
-            ::raft::Error::Store(::raft::StorageError::SnapshotTemporarilyUnavailable)
-        })?;
-        let mut snapshot = Snapshot::default();
-        let meta = snapshot.mut_metadata();
-        meta.index = applied;
-        meta.term = self.log.term(applied)?;
-        meta.set_conf_state(self.log.initial_state()?.conf_state);
-        snapshot.data = data.into();
-        tracing::info!(
-            index = applied,
-            bytes = snapshot.data.len(),
-            "snapshot taken for a member that is behind"
-        );
-        Ok(snapshot)
+            ))
     }
 }
 

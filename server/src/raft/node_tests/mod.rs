@@ -119,8 +119,9 @@ impl StateMachine for Fake {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, FakeError> {
+    fn snapshot(&self, fixed: &mut dyn FnMut(u64)) -> Result<Vec<u8>, FakeError> {
         let state = self.state.lock().unwrap();
+        fixed(state.index);
         let mut out = state.index.to_be_bytes().to_vec();
         for (_, d) in state.entries.iter().filter(|(_, d)| !d.is_empty()) {
             out.push(u8::try_from(d.len()).map_err(|_| FakeError("entry too long"))?);

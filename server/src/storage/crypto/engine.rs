@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
-use crate::storage::{BatchOp, Cf, Engine, Error, Scan, SizeInfo, WriteBatch};
+use crate::storage::{BatchOp, Cf, Engine, Error, RecordVisitor, Scan, SizeInfo, WriteBatch};
 
 /// The column families whose values are sealed.
 pub const SEALED_CFS: [Cf; 5] = [Cf::Kv, Cf::Lease, Cf::Raft, Cf::Auth, Cf::RaftState];
@@ -325,6 +325,28 @@ impl Engine for SealedEngine {
                 }
             },
         )?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn scan_point_in_time(
+        &self,
+        cfs: &[Cf],
+        fixed: &mut dyn FnMut(),
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), Error> {
+        let mut failure = None;
+        self.inner.scan_point_in_time(cfs, fixed, &mut |cf, k, v| {
+            if !is_sealed(cf) {
+                return visit(cf, k, v);
+            }
+            match self.open_value(cf, k, v) {
+                Ok(plain) => visit(cf, k, &plain),
+                Err(e) => {
+                    failure = Some(e);
+                    Scan::Stop
+                }
+            }
+        })?;
         failure.map_or(Ok(()), Err)
     }
 
