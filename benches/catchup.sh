@@ -62,7 +62,9 @@ hwm_mib() { awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$1/status" 2>/dev/
 status() {
   ETCDCTL_API=3 "$ctl35" --endpoints="$1" --dial-timeout=1s --command-timeout=2s endpoint status -w json \
     2>/dev/null | python3 -c 'import json, sys
-s = json.load(sys.stdin)[0]["Status"]
+found = json.load(sys.stdin)
+if not found: sys.exit(0)  # not serving yet: the caller asks again
+s = found[0]["Status"]
 print({"revision": s["header"]["revision"], "member_id": s["header"]["member_id"]}.get(sys.argv[1], s.get(sys.argv[1])))' "$2"
 }
 

@@ -395,20 +395,28 @@ async fn send_snapshot(dialer: &Dialer, url: &str, mut msg: Message) -> Result<(
         .await?
         .into_inner();
     let key = exchange.finish(&agreed.public_key, agreed.transfer)?;
-    let data = std::mem::take(&mut msg.mut_snapshot().data).to_vec();
+    // The whole state, held once: taken out of the message without a copy
+    // (raft handed the snapshot over, so its bytes have no other owner),
+    // sealed in place, and copied into a chunk only as the stream asks.
+    let data = Vec::from(std::mem::take(&mut msg.mut_snapshot().data));
     let sealed = key.seal(data)?;
-    let header = msg.write_to_bytes()?;
-    let mut chunks = vec![SnapshotChunk {
-        message: header,
+    let header = SnapshotChunk {
+        message: msg.write_to_bytes()?,
         data: Vec::new(),
         transfer: agreed.transfer,
-    }];
-    chunks.extend(sealed.chunks(SNAPSHOT_CHUNK).map(|c| SnapshotChunk {
-        message: Vec::new(),
-        data: c.to_vec(),
-        transfer: 0,
-    }));
-    raft.snapshot(tokio_stream::iter(chunks)).await?;
+    };
+    let count = sealed.len().div_ceil(SNAPSHOT_CHUNK);
+    let chunks = (0..count).map(move |i| {
+        let start = i * SNAPSHOT_CHUNK;
+        let end = sealed.len().min(start + SNAPSHOT_CHUNK);
+        SnapshotChunk {
+            message: Vec::new(),
+            data: sealed.get(start..end).unwrap_or_default().to_vec(),
+            transfer: 0,
+        }
+    });
+    raft.snapshot(tokio_stream::iter(std::iter::once(header).chain(chunks)))
+        .await?;
     Ok(())
 }
 

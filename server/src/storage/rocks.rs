@@ -103,13 +103,15 @@ impl RocksEngine {
     /// `batch` as RocksDB's batch. Sized up front: grown as it fills,
     /// RocksDB's batch copies what it holds at each step (for a large value,
     /// most of a put's copies; perf: `basic_string::_M_mutate` under
-    /// `WriteBatch::Put`).
-    fn rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, Error> {
-        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(batch));
-        for op in &batch.ops {
+    /// `WriteBatch::Put`). Each operation is dropped once copied, so a
+    /// batch of the whole state (a snapshot's install) is not held twice
+    /// before RocksDB's memtable takes a third copy.
+    fn rocks_batch(&self, batch: WriteBatch) -> Result<rocksdb::WriteBatch, Error> {
+        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch_bytes(&batch));
+        for op in batch.ops {
             match op {
-                BatchOp::Put { cf, key, value } => wb.put_cf(self.handle(*cf)?, key, value),
-                BatchOp::Delete { cf, key } => wb.delete_cf(self.handle(*cf)?, key),
+                BatchOp::Put { cf, key, value } => wb.put_cf(self.handle(cf)?, key, value),
+                BatchOp::Delete { cf, key } => wb.delete_cf(self.handle(cf)?, key),
             }
         }
         Ok(wb)
@@ -237,7 +239,7 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {
-        let wb = self.rocks_batch(&batch)?;
+        let wb = self.rocks_batch(batch)?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(wb, &opts).map_err(engine_err)
@@ -276,8 +278,8 @@ mod tests {
         batch.put(Cf::Kv, vec![1; 300], vec![2; 200_000]);
         batch.delete(Cf::Raft, vec![3; 20]);
         batch.put(Cf::RaftState, b"k".to_vec(), Vec::new());
-        let wb = engine.rocks_batch(&batch).unwrap();
         let reserved = batch_bytes(&batch);
+        let wb = engine.rocks_batch(batch).unwrap();
         assert!(
             reserved >= wb.size_in_bytes(),
             "{reserved} < {}",
