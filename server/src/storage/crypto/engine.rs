@@ -41,6 +41,11 @@ const SEALS_PREFIX: &[u8] = b"enc/seals/";
 /// survives a crash rounded up, never down.
 const SEAL_RESERVATION: u64 = 1 << 20;
 
+/// Sealed values in one batch from which it is sealed on several threads:
+/// far above any client request's, so only a batch of a whole state (a
+/// snapshot's install, a restore) pays for starting them.
+const PARALLEL_SEALS: u64 = 4096;
+
 /// The `meta` key of data key `id`'s wrapped bytes.
 pub(super) fn key_record(id: u32) -> Vec<u8> {
     let mut k = KEY_PREFIX.to_vec();
@@ -248,12 +253,44 @@ impl SealedEngine {
             self.add_key(next)?;
         }
         let keys = self.read_keys();
-        for op in &mut batch.ops {
-            if let BatchOp::Put { cf, key, value } = op {
-                if is_sealed(*cf) {
-                    *value = keys.seal(cf.name(), key, value).map_err(storage_error)?;
+        let seal_all = |ops: &mut [BatchOp]| -> Result<(), Error> {
+            for op in ops {
+                if let BatchOp::Put { cf, key, value } = op {
+                    if is_sealed(*cf) {
+                        *value = keys.seal(cf.name(), key, value).map_err(storage_error)?;
+                    }
                 }
             }
+            Ok(())
+        };
+        // Asked only for a large batch: the count of usable cores reads
+        // the cgroup's files, a cost no client write should pay.
+        let threads = if needed < PARALLEL_SEALS {
+            1
+        } else {
+            crate::storage::parallel::default_threads()
+        };
+        if threads < 2 {
+            seal_all(&mut batch.ops)?;
+        } else {
+            // A whole state in one batch (a snapshot's install, a restore):
+            // sealed on every core, each thread its own slice, in place.
+            let per_thread = batch.ops.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let mut workers = Vec::with_capacity(threads);
+                for part in batch.ops.chunks_mut(per_thread) {
+                    let worker = std::thread::Builder::new()
+                        .name("seal".into())
+                        .spawn_scoped(scope, move || seal_all(part))
+                        .map_err(|e| Error::Sealing(format!("cannot start a thread: {e}")))?;
+                    workers.push(worker);
+                }
+                workers.into_iter().try_for_each(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Sealing("a sealing thread panicked".into())))
+                })
+            })?;
         }
         let active = keys.active_id();
         let used = keys.record_seals(active).unwrap_or(0);
@@ -398,6 +435,41 @@ mod tests {
         let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         let sealed = SealedEngine::open(inner, master(1)).unwrap();
         crate::storage::conformance::check(&sealed);
+    }
+
+    #[test]
+    fn a_batch_of_a_whole_state_is_sealed_on_several_threads_alike() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = SealedEngine::open(Arc::clone(&inner), master(1)).unwrap();
+        let n = PARALLEL_SEALS as usize + 7;
+        let mut b = WriteBatch::new();
+        for i in 0..n {
+            b.put(Cf::Kv, format!("r{i:05}"), format!("value {i}"));
+            b.put(Cf::Meta, format!("m{i:05}"), format!("meta {i}"));
+        }
+        sealed.write(b, false).unwrap();
+        for i in [0, n / 2, n - 1] {
+            let key = format!("r{i:05}");
+            let raw = inner.get(Cf::Kv, key.as_bytes()).unwrap().unwrap();
+            assert!(!raw.windows(5).any(|w| w == b"value"));
+            assert_eq!(
+                sealed.get(Cf::Kv, key.as_bytes()).unwrap(),
+                Some(format!("value {i}").into_bytes())
+            );
+            let meta = format!("m{i:05}");
+            assert_eq!(
+                inner.get(Cf::Meta, meta.as_bytes()).unwrap(),
+                Some(format!("meta {i}").into_bytes())
+            );
+        }
+        let mut count = 0;
+        sealed
+            .scan(Cf::Kv, b"", None, &mut |_, _| {
+                count += 1;
+                Scan::Continue
+            })
+            .unwrap();
+        assert_eq!(count, n);
     }
 
     #[test]
