@@ -70,19 +70,23 @@ impl Engine for MemoryEngine {
         fixed: &mut dyn FnMut(),
         visit: &mut RecordVisitor<'_>,
     ) -> Result<(), Error> {
-        // A copy taken under the lock is the point in time.
-        let copy: Tables = self
-            .lock()
-            .iter()
-            .filter(|((cf, _), _)| cfs.contains(cf))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // A copy taken under one hold of the lock, in visiting order, is
+        // the point in time.
+        let copy: Vec<(Cf, Vec<u8>, Vec<u8>)> = {
+            let tables = self.lock();
+            cfs.iter()
+                .flat_map(|&cf| {
+                    tables
+                        .range((cf, Vec::new())..)
+                        .take_while(move |((c, _), _)| *c == cf)
+                        .map(move |((_, k), v)| (cf, k.clone(), v.clone()))
+                })
+                .collect()
+        };
         fixed();
-        for &cf in cfs {
-            for ((_, key), value) in copy.iter().filter(|((c, _), _)| *c == cf) {
-                if visit(cf, key, value) == Scan::Stop {
-                    return Ok(());
-                }
+        for (cf, key, value) in &copy {
+            if visit(*cf, key, value) == Scan::Stop {
+                break;
             }
         }
         Ok(())

@@ -148,6 +148,31 @@ fn batch_bytes(batch: &WriteBatch) -> usize {
     })
 }
 
+/// Hands `visit` the records from where `iter` stands up to `end`
+/// (exclusive; `None` = to the end); [`Scan::Stop`] if the visitor stopped
+/// it. The raw iterator lends each record's bytes: no copy per record (the
+/// start-up rebuild of the key index and a snapshot read every record).
+fn visit_until(
+    mut iter: rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    end: Option<&[u8]>,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
+) -> Result<Scan, Error> {
+    let mut answer = Scan::Continue;
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        if end.is_some_and(|end| key >= end) {
+            break;
+        }
+        answer = visit(key, value);
+        if answer == Scan::Stop {
+            break;
+        }
+        iter.next();
+    }
+    // An iterator that ends on an error (I/O, a checksum) says so here.
+    iter.status().map_err(engine_err)?;
+    Ok(answer)
+}
+
 fn dir_size(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -190,21 +215,9 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
     ) -> Result<(), Error> {
-        // The raw iterator lends each record's bytes: no copy per record
-        // (the start-up rebuild of the key index reads every record).
         let mut iter = self.db.raw_iterator_cf(self.handle(cf)?);
         iter.seek(start);
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            if end.is_some_and(|end| key >= end) {
-                break;
-            }
-            if visit(key, value) == Scan::Stop {
-                break;
-            }
-            iter.next();
-        }
-        // An iterator that ends on an error (I/O, a checksum) says so here.
-        iter.status().map_err(engine_err)
+        visit_until(iter, end, visit).map(|_| ())
     }
 
     fn scan_point_in_time(
@@ -227,13 +240,9 @@ impl Engine for RocksEngine {
             opts.fill_cache(false);
             let mut iter = snapshot.raw_iterator_cf_opt(handle, opts);
             iter.seek_to_first();
-            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-                if visit(cf, key, value) == Scan::Stop {
-                    return iter.status().map_err(engine_err);
-                }
-                iter.next();
+            if visit_until(iter, None, &mut |k, v| visit(cf, k, v))? == Scan::Stop {
+                break;
             }
-            iter.status().map_err(engine_err)?;
         }
         Ok(())
     }

@@ -372,18 +372,17 @@ impl Engine for SealedEngine {
         visit: &mut RecordVisitor<'_>,
     ) -> Result<(), Error> {
         let mut failure = None;
-        self.inner.scan_point_in_time(cfs, fixed, &mut |cf, k, v| {
-            if !is_sealed(cf) {
-                return visit(cf, k, v);
-            }
-            match self.open_value(cf, k, v) {
+        self.inner.scan_point_in_time(
+            cfs,
+            fixed,
+            &mut |cf, k, v| match self.open_raw(cf, k, v) {
                 Ok(plain) => visit(cf, k, &plain),
                 Err(e) => {
                     failure = Some(e);
                     Scan::Stop
                 }
-            }
-        })?;
+            },
+        )?;
         failure.map_or(Ok(()), Err)
     }
 
