@@ -123,6 +123,21 @@ impl RocksEngine {
             .ok_or_else(|| Error::Engine(format!("column family {} is missing", cf.name())))
     }
 
+    /// True while RocksDB flushes or compacts, or has compactions queued:
+    /// a benchmark that reads waits for this to clear, so that the
+    /// background's CPU and the table layout it is changing do not land in
+    /// its figures.
+    pub fn background_busy(&self) -> bool {
+        [
+            "rocksdb.num-running-flushes",
+            "rocksdb.num-running-compactions",
+            "rocksdb.compaction-pending",
+            "rocksdb.mem-table-flush-pending",
+        ]
+        .iter()
+        .any(|name| self.property_sum(name) > 0)
+    }
+
     fn property_sum(&self, name: &str) -> u64 {
         Cf::ALL
             .iter()
