@@ -211,6 +211,17 @@ impl Engine for RocksEngine {
         keys: &[Vec<u8>],
         visit: &mut dyn FnMut(usize, Option<&[u8]>) -> Scan,
     ) -> Result<(), Error> {
+        // One key (a single-key range, the commonest read): RocksDB's Get,
+        // which skips MultiGet's batching (1.3 of 3.4 us per read from the
+        // block cache, `examples/point_reads.rs`). Pinned, not copied.
+        if let [key] = keys {
+            let value = self
+                .db
+                .get_pinned_cf(self.handle(cf)?, key)
+                .map_err(engine_err)?;
+            visit(0, value.as_deref());
+            return Ok(());
+        }
         // Sorted keys are looked up in one pass; each value is pinned in
         // the block cache (or memtable), lent to the visitor, not copied.
         let sorted = keys.is_sorted();
