@@ -208,8 +208,8 @@ impl TreeIndex {
         at: i64,
     ) -> impl Iterator<Item = (&'a [u8], KeyAt)> + 'a {
         // One key: one search down the tree. A range bounded by the key on
-        // both sides searches for each bound (a third of a single-key
-        // read's index cost, `examples/point_reads.rs`).
+        // both sides searches for each bound (10-34% more of a single-key
+        // read's index time, `examples/point_reads.rs`).
         let (one, many) = match range {
             KeyRange::Single(key) => (self.keys.get_key_value(key.as_slice()), None),
             KeyRange::Range { .. } => (None, range.bounds().map(|b| self.keys.range::<[u8], _>(b))),
