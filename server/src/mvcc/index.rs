@@ -50,24 +50,20 @@ impl KeyRange {
             }
         }
     }
+}
 
-    /// The map bounds, or `None` when the range is empty (end <= start).
-    fn bounds(&self) -> Option<KeyBounds<'_>> {
-        match self {
-            KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
-            KeyRange::Range { start, end: None } => {
-                Some((Bound::Included(start), Bound::Unbounded))
-            }
-            KeyRange::Range {
-                start,
-                end: Some(end),
-            } if end > start => Some((Bound::Included(start), Bound::Excluded(end))),
-            KeyRange::Range { .. } => None,
-        }
+/// The map bounds of `[start, end)` (`end == None`: every key from
+/// `start` on), or `None` when the range is empty (end <= start). A single
+/// key is looked up, not ranged over (`TreeIndex::range`).
+fn range_bounds<'a>(start: &'a [u8], end: Option<&'a [u8]>) -> Option<KeyBounds<'a>> {
+    match end {
+        None => Some((Bound::Included(start), Bound::Unbounded)),
+        Some(end) if end > start => Some((Bound::Included(start), Bound::Excluded(end))),
+        Some(_) => None,
     }
 }
 
-/// Lower and upper bound of a non-empty [`KeyRange`] over the index.
+/// Lower and upper bound of a non-empty `[start, end)` over the index.
 type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A record as the rebuild of the index needs it (start-up).
@@ -212,7 +208,10 @@ impl TreeIndex {
         // read's index time, `examples/point_reads.rs`).
         let (one, many) = match range {
             KeyRange::Single(key) => (self.keys.get_key_value(key.as_slice()), None),
-            KeyRange::Range { .. } => (None, range.bounds().map(|b| self.keys.range::<[u8], _>(b))),
+            KeyRange::Range { start, end } => {
+                let bounds = range_bounds(start, end.as_deref());
+                (None, bounds.map(|b| self.keys.range::<[u8], _>(b)))
+            }
         };
         one.into_iter()
             .chain(many.into_iter().flatten())
