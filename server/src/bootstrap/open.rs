@@ -13,7 +13,7 @@ use super::released::{track, Released};
 use super::Error;
 use crate::config::{ClusterState, Config};
 use crate::lease::{Lessor, TokioClock};
-use crate::machine::Machine;
+use crate::machine::{install, Machine};
 use crate::mvcc::Store;
 use crate::raft::RaftStorage;
 use crate::storage::crypto::{KeyHandle, MasterKey};
@@ -184,6 +184,13 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
     let (members, cluster_id) = initial_member_records(config)?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    // Before anything reads the store: a state half replaced by a snapshot
+    // install that a crash cut short is finished from its staged data.
+    let install_file = config.data_dir.join(install::FILE_NAME);
+    let master = keys.as_ref().map(|k| k.master());
+    phase("interrupted install", || {
+        install::finish_interrupted(engine.as_ref(), &install_file, master)
+    })?;
     // Raft's log goes through the same engine; the store's commits need
     // not be synced, since raft's log is the durable copy and a restart
     // replays it from the applied index.
@@ -193,8 +200,11 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     let lessor = phase("leases", || {
         Lessor::recover(config.lessor_config(), Arc::new(TokioClock), &store)
     })?;
-    let machine =
-        Arc::new(phase("member table", || Machine::open(store, Arc::new(lessor)))?.with_keys(keys));
+    let machine = Arc::new(
+        phase("member table", || Machine::open(store, Arc::new(lessor)))?
+            .with_keys(keys)
+            .with_install_file(install_file),
+    );
     let log = Arc::new(phase("raft log", || {
         RaftStorage::open(Arc::clone(&engine))
     })?);

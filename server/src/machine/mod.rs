@@ -17,9 +17,12 @@
 //! - `apply`: one entry or conf change, applied at its index.
 //! - `tables`: [`Tables`], the member table, alarms, downgrade job and
 //!   cluster id.
-//! - `snapshot`: snapshot data out, snapshot data installed.
+//! - `snapshot`: snapshot data out, and in.
+//! - `install`: snapshot data installed in bounded batches, staged so that
+//!   a crash half-way is finished at the next start.
 
 mod apply;
+pub mod install;
 mod snapshot;
 mod tables;
 
@@ -28,6 +31,7 @@ mod auth_tests;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb;
@@ -60,6 +64,14 @@ pub enum Error {
     /// The auth record could not be read or written.
     #[error(transparent)]
     Auth(#[from] crate::auth::store::Error),
+    /// Snapshot data could not be staged, or staged data read back.
+    #[error("staged snapshot install {path}: {reason}")]
+    Staging {
+        /// The staged file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An entry or snapshot record could not be decoded.
     #[error("corrupt {what}: {reason}")]
     Corrupt {
@@ -137,6 +149,11 @@ pub struct Machine {
     /// RotateDataKey activates the replicated key id through them. None when
     /// the store is not sealed.
     keys: Option<KeyHandle>,
+    /// Where a snapshot's data is staged while it is installed, so that an
+    /// install cut short is finished at the next start (see `install`).
+    /// None where there is no next start to finish it (a store in memory,
+    /// a new data directory being restored into).
+    install_file: Option<PathBuf>,
     /// etcd's apply duration and lease counters (set once at start; none
     /// in unit tests).
     metrics: std::sync::OnceLock<ApplyMetrics>,
@@ -170,6 +187,7 @@ impl Machine {
             lessor,
             waiters: Waiters::default(),
             keys: None,
+            install_file: None,
             metrics: std::sync::OnceLock::new(),
         }
     }
@@ -184,6 +202,13 @@ impl Machine {
     /// engine is the sealed engine `keys` belongs to).
     pub fn with_keys(mut self, keys: Option<KeyHandle>) -> Self {
         self.keys = keys;
+        self
+    }
+
+    /// The same machine, staging snapshot data at `path` while it installs
+    /// it ([`install::FILE_NAME`] in the data directory).
+    pub fn with_install_file(mut self, path: PathBuf) -> Self {
+        self.install_file = Some(path);
         self
     }
 

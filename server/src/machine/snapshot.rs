@@ -3,59 +3,34 @@
 //! Snapshot data is every record of the `kv`, `lease`, `meta` and `auth`
 //! column families as length-delimited `cairnpb.SnapshotRecord`s, except the
 //! `meta` records that are this member's own (its id, its wrapped data
-//! keys): those never travel and are never replaced.
+//! keys, the marker of an install under way): those never travel and are
+//! never replaced. Installing is `install`'s.
 
 use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::SnapshotRecord;
 use prost::Message;
 
+use super::install::{self, BATCH_BYTES};
 use super::{Error, Machine};
 use crate::storage::{Cf, Scan, WriteBatch};
 
 /// Meta keys that belong to this member only and never travel in a snapshot.
-const LOCAL_META: [&[u8]; 1] = [b"member_id"];
+const LOCAL_META: [&[u8]; 2] = [b"member_id", install::MARKER];
 
 /// The column families a snapshot carries.
-const REPLICATED: [Cf; 4] = [Cf::Kv, Cf::Lease, Cf::Meta, Cf::Auth];
+pub(super) const REPLICATED: [Cf; 4] = [Cf::Kv, Cf::Lease, Cf::Meta, Cf::Auth];
 
-/// Meta records that are this member's own: its id and its encryption
-/// keys (wrapped by its own master key), never sent in a snapshot nor
-/// replaced by one.
+/// Meta records that are this member's own: its id, its encryption keys
+/// (wrapped by its own master key) and the marker of an install under
+/// way, never sent in a snapshot nor replaced by one.
 fn is_local_meta(key: &[u8]) -> bool {
     LOCAL_META.contains(&key) || key.starts_with(b"enc/")
 }
 
 /// Whether record `key` of `cf` travels in a snapshot.
-fn replicated(cf: Cf, key: &[u8]) -> bool {
+pub(super) fn replicated(cf: Cf, key: &[u8]) -> bool {
     !(cf == Cf::Meta && is_local_meta(key))
-}
-
-/// Decodes snapshot `data` into the puts that write its records.
-fn decode(data: &[u8]) -> Result<WriteBatch, Error> {
-    let mut records = WriteBatch::new();
-    let mut buf = data;
-    while !buf.is_empty() {
-        let record =
-            SnapshotRecord::decode_length_delimited(&mut buf).map_err(|e| Error::Corrupt {
-                what: "snapshot record",
-                reason: e.to_string(),
-            })?;
-        let cf = match record.cf.as_str() {
-            "kv" => Cf::Kv,
-            "lease" => Cf::Lease,
-            "meta" => Cf::Meta,
-            "auth" => Cf::Auth,
-            other => {
-                return Err(Error::Corrupt {
-                    what: "snapshot record",
-                    reason: format!("unknown column family {other:?}"),
-                })
-            }
-        };
-        records.put(cf, record.key, record.value);
-    }
-    Ok(records)
 }
 
 impl Machine {
@@ -115,36 +90,38 @@ impl Machine {
         failure.map_or(Ok(out), Err)
     }
 
-    /// Replaces the whole replicated state with snapshot `data` in one
-    /// synced write, then reloads the store, the lessor and the tables.
+    /// Replaces the whole replicated state with snapshot `data`, then
+    /// reloads the store, the lessor and the tables. Bad data is refused
+    /// before anything changes; the state is written in batches (see
+    /// `install`), staged first where a crash half-way must be finished at
+    /// the next start (a member with an install file).
     pub fn restore(&self, data: &[u8]) -> Result<(), Error> {
         let started = Instant::now();
-        let records = decode(data)?;
-        let record_count = records.len();
-        let engine = self.store.engine();
-        let mut batch = WriteBatch::new();
-        for cf in REPLICATED {
-            // Keys only: nothing to unseal.
-            engine.scan_raw(cf, &[], None, &mut |k, _| {
-                if replicated(cf, k) {
-                    batch.delete(cf, k.to_vec());
-                }
-                Scan::Continue
-            })?;
+        let records = install::check(data)?;
+        let checked = started.elapsed();
+        let mut last = WriteBatch::new();
+        if let Some(path) = &self.install_file {
+            let master = self.keys.as_ref().map(|k| k.master());
+            let marker = install::stage(path, data, master)?;
+            self.store.engine().write(marker, true)?;
+            last.delete(Cf::Meta, install::MARKER);
         }
-        let decoded = started.elapsed();
-        // After the deletions: a later op on the same key wins.
-        batch.ops.extend(records.ops);
-        self.store.replace(batch)?;
+        let staged = started.elapsed();
+        self.store
+            .replace_with(|engine| install::write_state(engine, data, BATCH_BYTES, last))?;
+        if let Some(path) = &self.install_file {
+            install::remove_staged(path);
+        }
         let replaced = started.elapsed();
         self.lessor.reload(&self.store)?;
         self.tables.load()?;
-        self.auth.load(engine.as_ref())?;
+        self.auth.load(self.store.engine().as_ref())?;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
-            records = record_count,
-            decode_ms = ms(decoded),
-            write_and_index_ms = ms(replaced - decoded),
+            records,
+            check_ms = ms(checked),
+            stage_ms = ms(staged - checked),
+            write_and_index_ms = ms(replaced - staged),
             reload_ms = ms(started.elapsed() - replaced),
             "snapshot installed in the state machine"
         );

@@ -472,11 +472,16 @@ fn a_snapshot_moves_the_replicated_state_and_nothing_local() {
     assert_eq!(data, data_at_3);
     assert_eq!(from.applied_index(), 4);
 
-    let to = machine();
+    // Staged as a member stages it: nothing of the staging is left after.
+    let dir = tempfile::tempdir().unwrap();
+    let staged = dir.path().join(super::install::FILE_NAME);
+    let to = machine().with_install_file(staged.clone());
     apply(&to, 2, 1, put("old"));
     put_meta(&to, b"member_id", b"two");
     put_meta(&to, b"enc/mine", b"to's key");
     to.restore(&data).unwrap();
+    assert!(!staged.exists());
+    assert_eq!(meta(&to, super::install::MARKER), None);
     for m in [&to, &reopened(&to)] {
         assert_eq!(m.applied_index(), 3);
         assert_eq!(m.store().hash_kv(0).unwrap(), hash_at_3);

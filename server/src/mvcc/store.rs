@@ -155,19 +155,20 @@ impl Store {
     /// unsynced and catches up from the new history (or learns that it was
     /// compacted away), since the commits in between were never notified.
     pub fn reload(&self) -> Result<(), Error> {
-        self.replace(WriteBatch::new())
+        self.replace_with(|_| Ok::<(), Error>(()))
     }
 
-    /// Writes `batch` (synced), which replaces records wholesale (a raft
-    /// snapshot being installed), then reloads as [`Store::reload`] does,
-    /// all under the write lock: a read holding the read lock never sees
-    /// the new records through the old index (a record it names could be
-    /// gone).
-    pub fn replace(&self, batch: WriteBatch) -> Result<(), Error> {
+    /// Runs `write`, which replaces records wholesale (a raft snapshot
+    /// being installed, in several writes), then reloads as
+    /// [`Store::reload`] does, all under the write lock: a read holding the
+    /// read lock sees neither a state half replaced nor the new records
+    /// through the old index (a record it names could be gone).
+    pub fn replace_with<E: From<Error>>(
+        &self,
+        write: impl FnOnce(&dyn Engine) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut state = self.write_lock();
-        if !batch.is_empty() {
-            self.engine.write(batch, true)?;
-        }
+        write(self.engine.as_ref())?;
         let Loaded {
             state: fresh,
             unfinished,
@@ -177,7 +178,7 @@ impl Store {
         *self.leased_lock() = Some(leased);
         self.hub.unsync_all();
         drop(state);
-        self.finish_compaction(unfinished)
+        Ok(self.finish_compaction(unfinished)?)
     }
 
     fn leased_lock(&self) -> std::sync::MutexGuard<'_, Option<LeasedKeys>> {

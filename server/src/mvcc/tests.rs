@@ -8,6 +8,7 @@ use cairn_proto::mvccpb::KeyValue;
 use proptest::prelude::*;
 
 use super::*;
+use crate::storage::flaky::dump;
 use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, Scan, WriteBatch};
 
 fn kv(key: &str, value: &str, create: i64, modr: i64, version: i64) -> KeyValue {
@@ -521,19 +522,7 @@ proptest! {
     }
 }
 
-/// Every record of `cf` in `engine`.
-fn dump(engine: &dyn Engine, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    engine
-        .scan(cf, &[], None, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            Scan::Continue
-        })
-        .unwrap();
-    out
-}
-
-/// A raft snapshot replaces the records wholesale ([`Store::replace`]):
+/// A raft snapshot replaces the records wholesale ([`Store::replace_with`]):
 /// a range read in progress must never find a record its index names gone.
 /// Two readers list 50 keys while the records flip 100 times between two
 /// histories of those keys (the second one compacted, so few records are
@@ -578,20 +567,30 @@ fn reads_racing_a_snapshot_install_never_miss_a_record() {
         }
         for i in 0..100 {
             let (kv, meta) = &histories[(i + 1) % 2];
-            let mut batch = WriteBatch::new();
-            for (k, _) in dump(store.engine().as_ref(), Cf::Kv) {
-                batch.delete(Cf::Kv, k);
-            }
-            for (k, _) in dump(store.engine().as_ref(), Cf::Meta) {
-                batch.delete(Cf::Meta, k);
-            }
-            for (k, v) in kv {
-                batch.put(Cf::Kv, k.clone(), v.clone());
-            }
-            for (k, v) in meta {
-                batch.put(Cf::Meta, k.clone(), v.clone());
-            }
-            store.replace(batch).unwrap();
+            // One write per record, as an install in batches does: the
+            // lock, not one atomic write, is what readers rely on.
+            store
+                .replace_with(|engine| {
+                    let one = |f: &dyn Fn(&mut WriteBatch)| {
+                        let mut batch = WriteBatch::new();
+                        f(&mut batch);
+                        engine.write(batch, false)
+                    };
+                    for (k, _) in dump(engine, Cf::Kv) {
+                        one(&|b| b.delete(Cf::Kv, k.clone()))?;
+                    }
+                    for (k, _) in dump(engine, Cf::Meta) {
+                        one(&|b| b.delete(Cf::Meta, k.clone()))?;
+                    }
+                    for (k, v) in kv {
+                        one(&|b| b.put(Cf::Kv, k.clone(), v.clone()))?;
+                    }
+                    for (k, v) in meta {
+                        one(&|b| b.put(Cf::Meta, k.clone(), v.clone()))?;
+                    }
+                    Ok::<(), crate::mvcc::Error>(())
+                })
+                .unwrap();
         }
         done.store(true, Ordering::Relaxed);
     });

@@ -8,6 +8,18 @@ use std::sync::Mutex;
 
 use super::{Cf, Engine, Error, MemoryEngine, RecordVisitor, Scan, SizeInfo, WriteBatch};
 
+/// Every record of `cf` in `engine`, in key order (as [`Engine::scan`]
+/// gives them).
+pub fn dump(engine: &dyn Engine, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let scanned = engine.scan(cf, &[], None, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        Scan::Continue
+    });
+    assert!(scanned.is_ok(), "scan of {cf:?}: {scanned:?}");
+    out
+}
+
 /// A [`MemoryEngine`] whose writes fail while `fail` is set.
 #[derive(Debug, Default)]
 pub struct FlakyEngine {

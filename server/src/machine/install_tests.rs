@@ -1,0 +1,222 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::storage::flaky::{dump, FlakyEngine};
+use crate::storage::MemoryEngine;
+
+/// Snapshot data of `records` (cf name, key, value).
+fn data(records: &[(&str, &[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (cf, key, value) in records {
+        SnapshotRecord {
+            cf: cf.to_string(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+        .encode_length_delimited(&mut out)
+        .unwrap();
+    }
+    out
+}
+
+fn put(engine: &dyn Engine, cf: Cf, key: &[u8], value: &[u8]) {
+    let mut batch = WriteBatch::new();
+    batch.put(cf, key, value);
+    engine.write(batch, false).unwrap();
+}
+
+/// An old state: records the snapshot has, replaces and lacks, and this
+/// member's own `meta` records.
+fn old_state(engine: &dyn Engine) {
+    for i in 0..40u8 {
+        put(engine, Cf::Kv, &[b'k', i], b"old");
+    }
+    put(engine, Cf::Lease, b"l-old", b"lease");
+    put(engine, Cf::Auth, b"auth", b"old auth");
+    put(engine, Cf::Meta, b"applied", b"old");
+    put(engine, Cf::Meta, b"member_id", b"mine");
+    put(engine, Cf::Meta, b"enc/1", b"my key");
+}
+
+/// The new state: kv keys overlapping the old ones and past them.
+fn new_state() -> Vec<u8> {
+    let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (20..70u8)
+        .map(|i| ("kv".into(), vec![b'k', i], format!("new {i}").into_bytes()))
+        .collect();
+    records.push(("lease".into(), b"l-new".to_vec(), b"lease".to_vec()));
+    records.push(("meta".into(), b"applied".to_vec(), b"new".to_vec()));
+    records.push(("auth".into(), b"auth".to_vec(), b"new auth".to_vec()));
+    let borrowed: Vec<(&str, &[u8], &[u8])> = records
+        .iter()
+        .map(|(cf, k, v)| (cf.as_str(), &k[..], &v[..]))
+        .collect();
+    data(&borrowed)
+}
+
+/// What an engine holds after [`new_state`] was installed over [`old_state`].
+fn check_new_state(engine: &dyn Engine) {
+    let kv = dump(engine, Cf::Kv);
+    let expected: Vec<_> = (20..70u8)
+        .map(|i| (vec![b'k', i], format!("new {i}").into_bytes()))
+        .collect();
+    assert_eq!(kv, expected);
+    assert_eq!(
+        dump(engine, Cf::Lease),
+        vec![(b"l-new".to_vec(), b"lease".to_vec())]
+    );
+    assert_eq!(
+        dump(engine, Cf::Auth),
+        vec![(b"auth".to_vec(), b"new auth".to_vec())]
+    );
+    assert_eq!(
+        dump(engine, Cf::Meta),
+        vec![
+            (b"applied".to_vec(), b"new".to_vec()),
+            (b"enc/1".to_vec(), b"my key".to_vec()),
+            (b"member_id".to_vec(), b"mine".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn a_state_written_in_small_batches_is_the_whole_state() {
+    // batch_bytes 1: every record its own write; and all in one.
+    for (batch_bytes, writes_at_least) in [(1, 50), (BATCH_BYTES, 1)] {
+        let engine = FlakyEngine::default();
+        old_state(&engine);
+        engine.take_writes();
+        let mut last = WriteBatch::new();
+        last.delete(Cf::Meta, MARKER);
+        write_state(&engine, &new_state(), batch_bytes, last).unwrap();
+        check_new_state(&engine);
+        let writes = engine.take_writes();
+        assert!(writes.len() >= writes_at_least, "{} writes", writes.len());
+        // Only the last write is synced, and it carries the marker's end.
+        let synced: Vec<bool> = writes.iter().map(|(_, sync)| *sync).collect();
+        assert_eq!(synced.iter().filter(|s| **s).count(), 1);
+        assert_eq!(synced.last(), Some(&true));
+        let (last, _) = writes.last().unwrap();
+        assert!(matches!(
+            last.ops.last(),
+            Some(crate::storage::BatchOp::Delete { cf: Cf::Meta, key }) if key == MARKER
+        ));
+    }
+}
+
+#[test]
+fn bad_data_is_found_by_the_check() {
+    let good = new_state();
+    assert_eq!(check(&good).unwrap(), 53);
+    assert_eq!(check(&[]).unwrap(), 0);
+    let unknown_cf = data(&[("kv", b"a", b"1"), ("raft", b"k", b"")]);
+    let truncated = &good[..good.len() - 3];
+    for bad in [&[0xff][..], &unknown_cf, truncated] {
+        assert!(matches!(check(bad), Err(Error::Corrupt { .. })));
+    }
+}
+
+#[test]
+fn staged_data_reads_back_sealed_or_plain_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let key = MasterKey::from_bytes([7; 32]);
+    let other = MasterKey::from_bytes([8; 32]);
+    // Three chunks, the last one short; and nothing at all.
+    let big: Vec<u8> = (0..2 * CHUNK_BYTES + 5).map(|i| i as u8).collect();
+    for data in [big, Vec::new()] {
+        for master in [Some(&key), None] {
+            let marker = stage(&path, &data, master).unwrap();
+            let value = marker_value(&marker);
+            assert_eq!(read_staged(&path, &value, master).unwrap(), data);
+            let on_disk = std::fs::read(&path).unwrap();
+            if master.is_some() && !data.is_empty() {
+                // Sealed: none of the data's bytes in the clear.
+                assert!(!on_disk.windows(64).any(|w| w == &data[1000..1064]));
+                assert!(read_staged(&path, &value, Some(&other)).is_err());
+                assert!(read_staged(&path, &value, None).is_err());
+            } else if master.is_none() {
+                assert!(read_staged(&path, &value, Some(&key)).is_err());
+            }
+            // A marker that says otherwise, a short file, a longer file.
+            let mut wrong = value.clone();
+            wrong[15] ^= 1;
+            assert!(read_staged(&path, &wrong, master).is_err());
+            assert!(read_staged(&path, &value[..8], master).is_err());
+            std::fs::write(&path, &on_disk[..on_disk.len() - 1]).unwrap();
+            assert!(read_staged(&path, &value, master).is_err());
+            let mut longer = on_disk.clone();
+            longer.push(0);
+            std::fs::write(&path, &longer).unwrap();
+            assert!(read_staged(&path, &value, master).is_err());
+            // A chunk's byte flipped fails its seal (sealed) or the check.
+            if master.is_some() && !data.is_empty() {
+                let mut flipped = on_disk.clone();
+                let at = flipped.len() - 20;
+                flipped[at] ^= 1;
+                std::fs::write(&path, &flipped).unwrap();
+                assert!(read_staged(&path, &value, master).is_err());
+            }
+        }
+    }
+}
+
+/// The value a marker batch puts.
+fn marker_value(batch: &WriteBatch) -> Vec<u8> {
+    match batch.ops.as_slice() {
+        [crate::storage::BatchOp::Put {
+            cf: Cf::Meta,
+            key,
+            value,
+        }] if key == MARKER => value.clone(),
+        other => panic!("not a marker: {other:?}"),
+    }
+}
+
+#[test]
+fn an_install_cut_short_is_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let master = MasterKey::from_bytes([3; 32]);
+    let new = new_state();
+    // Phase 1: staged, marked, then the writes fail half-way.
+    let engine = FlakyEngine::default();
+    old_state(&engine);
+    let marker = stage(&path, &new, Some(&master)).unwrap();
+    engine.write(marker, true).unwrap();
+    let mut deletes = WriteBatch::new();
+    for i in 0..30u8 {
+        deletes.delete(Cf::Kv, vec![b'k', i]);
+    }
+    engine.write(deletes, false).unwrap();
+    put(&engine, Cf::Kv, b"k\x14", b"new 20");
+    engine.set_failing(true);
+    assert!(write_state(&engine, &new, 1, WriteBatch::new()).is_err());
+    engine.set_failing(false);
+    // Phase 2: the next start finishes it and removes the file.
+    assert!(finish_interrupted(&engine, &path, Some(&master)).unwrap());
+    check_new_state(&engine);
+    assert_eq!(engine.get(Cf::Meta, MARKER).unwrap(), None);
+    assert!(!path.exists());
+    // Phase 3: the start after that has nothing to do.
+    assert!(!finish_interrupted(&engine, &path, Some(&master)).unwrap());
+    check_new_state(&engine);
+}
+
+#[test]
+fn a_staged_file_without_a_marker_is_removed_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let engine = MemoryEngine::new();
+    old_state(&engine);
+    let before = dump(&engine, Cf::Kv);
+    // Staged, but the crash came before the marker.
+    stage(&path, &new_state(), None).unwrap();
+    assert!(!finish_interrupted(&engine, &path, None).unwrap());
+    assert!(!path.exists());
+    assert_eq!(dump(&engine, Cf::Kv), before);
+    // A marker whose file is gone stops the start with an error.
+    put(&engine, Cf::Meta, MARKER, &[0; 16]);
+    let err = finish_interrupted(&engine, &path, None).unwrap_err();
+    assert!(matches!(err, Error::Staging { .. }), "{err}");
+    assert_eq!(dump(&engine, Cf::Kv), before);
+}
