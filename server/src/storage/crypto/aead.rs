@@ -71,14 +71,57 @@ pub(super) fn aead_key(bytes: &[u8; KEY_LEN]) -> Result<LessSafeKey, SealError> 
         .map_err(|_| SealError::Crypto("invalid key length"))
 }
 
+/// Nonces drawn from the operating system per call, in each thread.
+const POOLED_NONCES: usize = 64;
+
+/// Random bytes from the operating system, handed out a nonce at a time.
+struct NoncePool {
+    /// [`POOLED_NONCES`] nonces' worth of random bytes.
+    bytes: [u8; NONCE_LEN * POOLED_NONCES],
+    /// Where the next nonce starts; `bytes.len()` when all are used.
+    next: usize,
+}
+
+thread_local! {
+    /// One system call per [`POOLED_NONCES`] seals instead of one per seal
+    /// (~6% of a member's CPU while it installed a million sealed values).
+    /// Each nonce is as random as before, and used once; the pool is the
+    /// thread's own, and nonces are stored in the clear anyway.
+    static NONCES: std::cell::RefCell<NoncePool> = const {
+        std::cell::RefCell::new(NoncePool {
+            bytes: [0; NONCE_LEN * POOLED_NONCES],
+            next: NONCE_LEN * POOLED_NONCES,
+        })
+    };
+}
+
 /// A fresh random nonce from the operating system (see the module
-/// documentation of [`super`] for why random).
+/// documentation of [`super`] for why random), from this thread's pool.
 fn random_nonce() -> Result<[u8; NONCE_LEN], SealError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| SealError::Rng)?;
-    Ok(nonce)
+    let from_pool = NONCES.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.next + NONCE_LEN > pool.bytes.len() {
+            SystemRandom::new()
+                .fill(&mut pool.bytes)
+                .map_err(|_| SealError::Rng)?;
+            pool.next = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&pool.bytes[pool.next..pool.next + NONCE_LEN]);
+        pool.next += NONCE_LEN;
+        Ok(nonce)
+    });
+    match from_pool {
+        Ok(nonce) => nonce,
+        // The thread is exiting and its pool is gone: one call for one.
+        Err(_) => {
+            let mut nonce = [0u8; NONCE_LEN];
+            SystemRandom::new()
+                .fill(&mut nonce)
+                .map_err(|_| SealError::Rng)?;
+            Ok(nonce)
+        }
+    }
 }
 
 /// Seals `plaintext` with `key` (data key `id`) for `record_key` in `cf`:
@@ -231,6 +274,28 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::new(1, DataKey::generate().unwrap())
+    }
+
+    #[test]
+    fn nonces_never_repeat_across_pool_refills_and_threads() {
+        let draw = || {
+            (0..POOLED_NONCES * 3 + 1)
+                .map(|_| random_nonce().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let mut all = draw();
+        all.extend(std::thread::spawn(draw).join().unwrap());
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count);
+        // And a record's nonce is one of them: two seals of one value differ.
+        let ring = ring();
+        let (a, b) = (
+            ring.seal("kv", b"k", b"v").unwrap(),
+            ring.seal("kv", b"k", b"v").unwrap(),
+        );
+        assert_ne!(a[KEY_ID_LEN..HEADER_LEN], b[KEY_ID_LEN..HEADER_LEN]);
     }
 
     #[test]

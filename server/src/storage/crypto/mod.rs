@@ -40,7 +40,8 @@
 //! # Nonces: random, with a per-key limit
 //!
 //! Every seal draws a fresh random 96-bit nonce from the operating system
-//! ([`ring::rand::SystemRandom`]). A counter nonce would have to be persisted
+//! ([`ring::rand::SystemRandom`]; drawn 64 at a time into a pool of the
+//! thread's own, each used once). A counter nonce would have to be persisted
 //! and must *never* go backwards, yet several ordinary events roll it back: a
 //! crash between sealing and persisting the counter, a restore of a database
 //! backup or a Raft snapshot, a member rebuilt from another's data. A single
