@@ -58,6 +58,14 @@ pub enum Error {
         .0.display()
     )]
     InUse(PathBuf),
+    /// A snapshot install was cut short in the data directory: its state
+    /// is half old, half new until the member finishes it.
+    #[error(
+        "the data directory {} holds a snapshot install cut short; start the member \
+         once to finish it (it does so before serving), then stop it and try again",
+        .0.display()
+    )]
+    InstallUnfinished(PathBuf),
     /// The master key file cannot be used.
     #[error(transparent)]
     KeyFile(#[from] crate::storage::crypto::KeyFileError),
@@ -347,6 +355,9 @@ pub fn open_stopped(data_dir: &Path, key_file: Option<&Path>) -> Result<StoppedM
     let raw = RocksEngine::open_existing(&path)?
         .ok_or_else(|| not_cairn("it holds no Cairn database (db/)"))?;
     let raw: Arc<dyn Engine> = Arc::new(raw);
+    if crate::machine::install::unfinished(raw.as_ref())? {
+        return Err(Error::InstallUnfinished(data_dir.to_path_buf()));
+    }
     let engine: Arc<dyn Engine> = if cfg!(feature = "bench-plaintext") {
         Arc::clone(&raw)
     } else {
@@ -580,6 +591,19 @@ mod tests {
         // records do not.
         let report = defrag(&dir, None).unwrap();
         assert!(report.after.total > 0);
+        // A snapshot install cut short: refused until the member finishes it.
+        {
+            let raw = RocksEngine::open(&dir.join("db")).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Meta, crate::machine::install::MARKER, [0; 16]);
+            raw.write(batch, true).unwrap();
+        }
+        match defrag(&dir, None) {
+            Err(e @ Error::InstallUnfinished(_)) => {
+                assert!(e.to_string().contains("start the member once"), "{e}")
+            }
+            other => panic!("expected InstallUnfinished, got {other:?}"),
+        }
         // Not a data directory: missing, or without a database (and none
         // is created there).
         let missing = root.path().join("nope");

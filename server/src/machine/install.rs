@@ -63,7 +63,7 @@ const CHUNK_BYTES: usize = 4 << 20;
 const MAGIC: &[u8; 8] = b"CAIRNSTG";
 /// `meta` key of the marker of an install under way (listed with the
 /// member's own records in `snapshot`: it never travels).
-pub(super) const MARKER: &[u8] = b"install";
+pub const MARKER: &[u8] = b"install";
 /// The staged file, in the data directory.
 pub const FILE_NAME: &str = "install.staged";
 /// The file key's id in its wrapping's associated data.
@@ -305,6 +305,12 @@ pub(super) fn remove_staged(path: &Path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged install")
         }
     }
+}
+
+/// Whether `engine` holds an install cut short (its marker): what an
+/// offline tool must refuse, since the state is half old and half new.
+pub fn unfinished(engine: &dyn Engine) -> Result<bool, crate::storage::Error> {
+    Ok(engine.get(Cf::Meta, MARKER)?.is_some())
 }
 
 /// At start, before the store is opened: finishes an install that a crash
