@@ -186,10 +186,21 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     // Before anything reads the store: a state half replaced by a snapshot
     // install that a crash cut short is finished from its staged data.
+    // Staged under the master key of the time: the one this start
+    // replaces, if it replaces one.
     let install_file = config.data_dir.join(install::FILE_NAME);
-    let master = keys.as_ref().map(|k| k.master());
+    let previous = match (&keys, &config.previous_encryption_key_file) {
+        (Some(_), Some(file)) => Some(MasterKey::load(file)?),
+        _ => None,
+    };
+    let masters: Vec<&MasterKey> = keys
+        .as_ref()
+        .map(|k| k.master())
+        .into_iter()
+        .chain(previous.as_ref())
+        .collect();
     phase("interrupted install", || {
-        install::finish_interrupted(engine.as_ref(), &install_file, master)
+        install::finish_interrupted(engine.as_ref(), &install_file, &masters)
     })?;
     // Raft's log goes through the same engine; the store's commits need
     // not be synced, since raft's log is the durable copy and a restart

@@ -112,8 +112,43 @@ fn records(data: &[u8]) -> impl Iterator<Item = Result<(Cf, Vec<u8>, Vec<u8>), E
 
 /// Checks that every record of `data` decodes, before anything is
 /// replaced; returns how many there are.
-pub(super) fn check(data: &[u8]) -> Result<usize, Error> {
+fn check(data: &[u8]) -> Result<usize, Error> {
     records(data).try_fold(0, |n, r| r.map(|_| n + 1))
+}
+
+/// Checks `data` and, given `staging` (the file, and the master key if
+/// the member seals), stages it there: both at once, the check on a thread
+/// of its own (it is CPU; the staging mostly waits for the disk's sync).
+/// Returns the number of records and the batch that puts the marker. Data
+/// that fails the check leaves no staged file.
+pub(super) fn check_and_stage(
+    data: &[u8],
+    staging: Option<(&Path, Option<&MasterKey>)>,
+) -> Result<(usize, Option<WriteBatch>), Error> {
+    let Some((path, master)) = staging else {
+        return Ok((check(data)?, None));
+    };
+    let (checked, staged) = std::thread::scope(|scope| {
+        let checking = std::thread::Builder::new()
+            .name("install-check".into())
+            .spawn_scoped(scope, || check(data));
+        let staged = stage(path, data, master);
+        let checked = match checking {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(corrupt("the check's thread panicked"))),
+            // No thread to spare: one after the other.
+            Err(_) => check(data),
+        };
+        (checked, staged)
+    });
+    match checked {
+        Ok(records) => Ok((records, Some(staged?))),
+        Err(e) => {
+            remove_staged(path);
+            Err(e)
+        }
+    }
 }
 
 /// Replaces every replicated record of `engine` with those of `data`
@@ -133,6 +168,11 @@ pub(super) fn write_state(
     let mut bytes = 0;
     for record in records(data) {
         let (cf, key, value) = record?;
+        // This member's own records are never replaced by a snapshot's
+        // (which never carries them; a crafted file might).
+        if !replicated(cf, &key) {
+            continue;
+        }
         bytes += key.len() + value.len() + OP_BYTES;
         batch.put(cf, key, value);
         if bytes >= batch_bytes {
@@ -184,11 +224,7 @@ fn marker(chunks: u64, len: u64) -> Vec<u8> {
 /// Writes `data` to the staged file at `path` (sealed under a fresh key
 /// wrapped by `master`, if any) and syncs it and its directory; returns
 /// the batch that puts the marker.
-pub(super) fn stage(
-    path: &Path,
-    data: &[u8],
-    master: Option<&MasterKey>,
-) -> Result<WriteBatch, Error> {
+fn stage(path: &Path, data: &[u8], master: Option<&MasterKey>) -> Result<WriteBatch, Error> {
     let fail = |e: &dyn std::fmt::Display| staging(path, e);
     let ring = match master {
         Some(master) => {
@@ -239,7 +275,7 @@ pub(super) fn stage(
 }
 
 /// Reads back the data staged at `path`, as `marker` describes it.
-fn read_staged(path: &Path, marker: &[u8], master: Option<&MasterKey>) -> Result<Vec<u8>, Error> {
+fn read_staged(path: &Path, marker: &[u8], masters: &[&MasterKey]) -> Result<Vec<u8>, Error> {
     let fail = |e: &dyn std::fmt::Display| staging(path, e);
     let field = |at: usize| {
         marker
@@ -262,16 +298,18 @@ fn read_staged(path: &Path, marker: &[u8], master: Option<&MasterKey>) -> Result
     if read(MAGIC.len())? != MAGIC {
         return Err(fail(&"not a staged install"));
     }
-    let ring = match (read(1)?[0], master) {
-        (1, Some(master)) => {
-            let key = master
-                .unwrap(&read(WRAPPED_LEN)?, FILE_KEY_ID)
-                .map_err(|e| fail(&e))?;
+    let ring = match (read(1)?[0], masters.is_empty()) {
+        (1, false) => {
+            let wrapped = read(WRAPPED_LEN)?;
+            let key = masters
+                .iter()
+                .find_map(|master| master.unwrap(&wrapped, FILE_KEY_ID).ok())
+                .ok_or_else(|| fail(&"no master key given opens it"))?;
             Some(KeyRing::new(FILE_KEY_ID, key))
         }
-        (0, None) => None,
-        (1, None) => return Err(fail(&"sealed, and this member seals nothing")),
-        (0, Some(_)) => return Err(fail(&"not sealed, and this member seals")),
+        (0, true) => None,
+        (1, true) => return Err(fail(&"sealed, and this member seals nothing")),
+        (0, false) => return Err(fail(&"not sealed, and this member seals")),
         _ => return Err(fail(&"not a staged install")),
     };
     let mut data = Vec::with_capacity(usize::try_from(len).map_err(|e| fail(&e))?);
@@ -315,19 +353,21 @@ pub fn unfinished(engine: &dyn Engine) -> Result<bool, crate::storage::Error> {
 
 /// At start, before the store is opened: finishes an install that a crash
 /// cut short (a marker in `meta`), from the data staged at `path`, opened
-/// with `master`; otherwise removes a staged file left over. True when an
-/// install was finished.
+/// with the first of `masters` that can (the member's master key, then the
+/// one it replaces at this start, if any; none where nothing is sealed);
+/// otherwise removes a staged file left over. True when an install was
+/// finished.
 pub fn finish_interrupted(
     engine: &dyn Engine,
     path: &Path,
-    master: Option<&MasterKey>,
+    masters: &[&MasterKey],
 ) -> Result<bool, Error> {
     let Some(marker) = engine.get(Cf::Meta, MARKER)? else {
         remove_staged(path);
         return Ok(false);
     };
     tracing::warn!(path = %path.display(), "finishing a snapshot install cut short");
-    let data = read_staged(path, &marker, master)?;
+    let data = read_staged(path, &marker, masters)?;
     check(&data)?;
     let mut last = WriteBatch::new();
     last.delete(Cf::Meta, MARKER);

@@ -46,6 +46,11 @@ fn new_state() -> Vec<u8> {
     records.push(("lease".into(), b"l-new".to_vec(), b"lease".to_vec()));
     records.push(("meta".into(), b"applied".to_vec(), b"new".to_vec()));
     records.push(("auth".into(), b"auth".to_vec(), b"new auth".to_vec()));
+    // Another member's own records, which a snapshot never carries: a
+    // crafted one that does changes none of this member's.
+    records.push(("meta".into(), b"member_id".to_vec(), b"theirs".to_vec()));
+    records.push(("meta".into(), b"enc/1".to_vec(), b"their key".to_vec()));
+    records.push(("meta".into(), MARKER.to_vec(), vec![0; 16]));
     let borrowed: Vec<(&str, &[u8], &[u8])> = records
         .iter()
         .map(|(cf, k, v)| (cf.as_str(), &k[..], &v[..]))
@@ -106,13 +111,28 @@ fn a_state_written_in_small_batches_is_the_whole_state() {
 #[test]
 fn bad_data_is_found_by_the_check() {
     let good = new_state();
-    assert_eq!(check(&good).unwrap(), 53);
+    assert_eq!(check(&good).unwrap(), 56);
     assert_eq!(check(&[]).unwrap(), 0);
     let unknown_cf = data(&[("kv", b"a", b"1"), ("raft", b"k", b"")]);
     let truncated = &good[..good.len() - 3];
     for bad in [&[0xff][..], &unknown_cf, truncated] {
         assert!(matches!(check(bad), Err(Error::Corrupt { .. })));
     }
+    // Checked while staged: bad data leaves no file; good data a file and
+    // the marker to put.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    for bad in [&[0xff][..], &unknown_cf, truncated] {
+        let refused = check_and_stage(bad, Some((&path, None)));
+        assert!(matches!(refused, Err(Error::Corrupt { .. })));
+        assert!(!path.exists());
+    }
+    let (records, marker) = check_and_stage(&good, Some((&path, None))).unwrap();
+    assert_eq!(records, 56);
+    let value = marker_value(&marker.unwrap());
+    assert_eq!(read_staged(&path, &value, &[]).unwrap(), good);
+    let (records, marker) = check_and_stage(&good, None).unwrap();
+    assert_eq!((records, marker.is_none()), (56, true));
 }
 
 #[test]
@@ -127,37 +147,44 @@ fn staged_data_reads_back_sealed_or_plain_and_nothing_else() {
         for master in [Some(&key), None] {
             let marker = stage(&path, &data, master).unwrap();
             let value = marker_value(&marker);
-            assert_eq!(read_staged(&path, &value, master).unwrap(), data);
+            assert_eq!(read_staged(&path, &value, &keys(master)).unwrap(), data);
             let on_disk = std::fs::read(&path).unwrap();
             if master.is_some() && !data.is_empty() {
                 // Sealed: none of the data's bytes in the clear.
                 assert!(!on_disk.windows(64).any(|w| w == &data[1000..1064]));
-                assert!(read_staged(&path, &value, Some(&other)).is_err());
-                assert!(read_staged(&path, &value, None).is_err());
+                assert!(read_staged(&path, &value, &[&other]).is_err());
+                // The master key replaced at this start still opens it.
+                assert_eq!(read_staged(&path, &value, &[&other, &key]).unwrap(), data);
+                assert!(read_staged(&path, &value, &[]).is_err());
             } else if master.is_none() {
-                assert!(read_staged(&path, &value, Some(&key)).is_err());
+                assert!(read_staged(&path, &value, &[&key]).is_err());
             }
             // A marker that says otherwise, a short file, a longer file.
             let mut wrong = value.clone();
             wrong[15] ^= 1;
-            assert!(read_staged(&path, &wrong, master).is_err());
-            assert!(read_staged(&path, &value[..8], master).is_err());
+            assert!(read_staged(&path, &wrong, &keys(master)).is_err());
+            assert!(read_staged(&path, &value[..8], &keys(master)).is_err());
             std::fs::write(&path, &on_disk[..on_disk.len() - 1]).unwrap();
-            assert!(read_staged(&path, &value, master).is_err());
+            assert!(read_staged(&path, &value, &keys(master)).is_err());
             let mut longer = on_disk.clone();
             longer.push(0);
             std::fs::write(&path, &longer).unwrap();
-            assert!(read_staged(&path, &value, master).is_err());
+            assert!(read_staged(&path, &value, &keys(master)).is_err());
             // A chunk's byte flipped fails its seal (sealed) or the check.
             if master.is_some() && !data.is_empty() {
                 let mut flipped = on_disk.clone();
                 let at = flipped.len() - 20;
                 flipped[at] ^= 1;
                 std::fs::write(&path, &flipped).unwrap();
-                assert!(read_staged(&path, &value, master).is_err());
+                assert!(read_staged(&path, &value, &keys(master)).is_err());
             }
         }
     }
+}
+
+/// The master keys of a member that seals with `master`, if any.
+fn keys(master: Option<&MasterKey>) -> Vec<&MasterKey> {
+    master.into_iter().collect()
 }
 
 /// The value a marker batch puts.
@@ -193,12 +220,12 @@ fn an_install_cut_short_is_finished_at_the_next_start() {
     assert!(write_state(&engine, &new, 1, WriteBatch::new()).is_err());
     engine.set_failing(false);
     // Phase 2: the next start finishes it and removes the file.
-    assert!(finish_interrupted(&engine, &path, Some(&master)).unwrap());
+    assert!(finish_interrupted(&engine, &path, &[&master]).unwrap());
     check_new_state(&engine);
     assert_eq!(engine.get(Cf::Meta, MARKER).unwrap(), None);
     assert!(!path.exists());
     // Phase 3: the start after that has nothing to do.
-    assert!(!finish_interrupted(&engine, &path, Some(&master)).unwrap());
+    assert!(!finish_interrupted(&engine, &path, &[&master]).unwrap());
     check_new_state(&engine);
 }
 
@@ -211,12 +238,12 @@ fn a_staged_file_without_a_marker_is_removed_and_changes_nothing() {
     let before = dump(&engine, Cf::Kv);
     // Staged, but the crash came before the marker.
     stage(&path, &new_state(), None).unwrap();
-    assert!(!finish_interrupted(&engine, &path, None).unwrap());
+    assert!(!finish_interrupted(&engine, &path, &[]).unwrap());
     assert!(!path.exists());
     assert_eq!(dump(&engine, Cf::Kv), before);
     // A marker whose file is gone stops the start with an error.
     put(&engine, Cf::Meta, MARKER, &[0; 16]);
-    let err = finish_interrupted(&engine, &path, None).unwrap_err();
+    let err = finish_interrupted(&engine, &path, &[]).unwrap_err();
     assert!(matches!(err, Error::Staging { .. }), "{err}");
     assert_eq!(dump(&engine, Cf::Kv), before);
 }

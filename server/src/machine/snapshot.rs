@@ -97,12 +97,11 @@ impl Machine {
     /// the next start (a member with an install file).
     pub fn restore(&self, data: &[u8]) -> Result<(), Error> {
         let started = Instant::now();
-        let records = install::check(data)?;
-        let checked = started.elapsed();
+        let master = self.keys.as_ref().map(|k| k.master());
+        let staging = self.install_file.as_deref().map(|path| (path, master));
+        let (records, marker) = install::check_and_stage(data, staging)?;
         let mut last = WriteBatch::new();
-        if let Some(path) = &self.install_file {
-            let master = self.keys.as_ref().map(|k| k.master());
-            let marker = install::stage(path, data, master)?;
+        if let Some(marker) = marker {
             self.store.engine().write(marker, true)?;
             last.delete(Cf::Meta, install::MARKER);
         }
@@ -119,8 +118,7 @@ impl Machine {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             records,
-            check_ms = ms(checked),
-            stage_ms = ms(staged - checked),
+            check_and_stage_ms = ms(staged),
             write_and_index_ms = ms(replaced - staged),
             reload_ms = ms(started.elapsed() - replaced),
             "snapshot installed in the state machine"
