@@ -40,7 +40,7 @@ use cairn_bbolt::{Db, Entry, Item, Writer};
 use cairn_proto::cairnpb::SnapshotRecord;
 use prost::Message;
 
-use crate::storage::crypto::{DataKey, KeyRing, MasterKey, WRAPPED_LEN};
+use crate::storage::crypto::{KeyRing, MasterKey, WRAPPED_LEN};
 
 /// The bucket of Cairn's own entries, and its keys.
 const CAIRN: &[u8] = b"cairn";
@@ -113,11 +113,7 @@ fn record(cf: &str, key: &[u8], value: &[u8], out: &mut Vec<u8>) {
 pub fn encode_file(index: u64, data: &[u8], master: Option<&MasterKey>) -> Result<Vec<u8>, Error> {
     let seal = |e: &dyn std::fmt::Display| Error::Seal(e.to_string());
     let sealing = match master {
-        Some(master) => {
-            let key = DataKey::generate().map_err(|e| seal(&e))?;
-            let wrapped = master.wrap(&key, FILE_KEY_ID).map_err(|e| seal(&e))?;
-            Some((KeyRing::new(FILE_KEY_ID, key), wrapped))
-        }
+        Some(master) => Some(KeyRing::fresh_wrapped(master, FILE_KEY_ID).map_err(|e| seal(&e))?),
         None => None,
     };
     let mut kv = Vec::new();
@@ -198,10 +194,7 @@ pub fn decode_file(file: &[u8], master: Option<&MasterKey>) -> Result<Decoded, E
         None => None,
         Some(wrapped) => {
             let master = master.ok_or(Error::WrongKey)?;
-            let key = master
-                .unwrap(wrapped, FILE_KEY_ID)
-                .map_err(|_| Error::WrongKey)?;
-            Some(KeyRing::new(FILE_KEY_ID, key))
+            Some(KeyRing::unwrapped(master, wrapped, FILE_KEY_ID).map_err(|_| Error::WrongKey)?)
         }
     };
     let open = |cf: &str, k: &[u8], v: &[u8]| match &ring {
@@ -261,10 +254,8 @@ fn decode_legacy(body: &[u8], master: Option<&MasterKey>) -> Result<Decoded, Err
         return Err(Error::Invalid("sealed state too short"));
     }
     let (wrapped, sealed) = rest.split_at(WRAPPED_LEN);
-    let key = master
-        .unwrap(wrapped, FILE_KEY_ID)
-        .map_err(|_| Error::WrongKey)?;
-    let data = KeyRing::new(FILE_KEY_ID, key)
+    let data = KeyRing::unwrapped(master, wrapped, FILE_KEY_ID)
+        .map_err(|_| Error::WrongKey)?
         .open(STATE_CF, &index.to_be_bytes(), sealed)
         .map_err(|_| Error::Invalid("sealed state fails authentication"))?;
     Ok(Decoded {

@@ -47,7 +47,7 @@ use prost::Message;
 
 use super::snapshot::{replicated, REPLICATED};
 use super::Error;
-use crate::storage::crypto::{DataKey, KeyRing, MasterKey, WRAPPED_LEN};
+use crate::storage::crypto::{KeyRing, MasterKey, WRAPPED_LEN};
 use crate::storage::{Cf, Engine, Scan, WriteBatch};
 
 /// Bytes of records (keys, values and [`OP_BYTES`] each) per write of an
@@ -227,11 +227,7 @@ fn marker(chunks: u64, len: u64) -> Vec<u8> {
 fn stage(path: &Path, data: &[u8], master: Option<&MasterKey>) -> Result<WriteBatch, Error> {
     let fail = |e: &dyn std::fmt::Display| staging(path, e);
     let ring = match master {
-        Some(master) => {
-            let key = DataKey::generate().map_err(|e| fail(&e))?;
-            let wrapped = master.wrap(&key, FILE_KEY_ID).map_err(|e| fail(&e))?;
-            Some((KeyRing::new(FILE_KEY_ID, key), wrapped))
-        }
+        Some(master) => Some(KeyRing::fresh_wrapped(master, FILE_KEY_ID).map_err(|e| fail(&e))?),
         None => None,
     };
     let file = File::create(path).map_err(|e| fail(&e))?;
@@ -301,11 +297,11 @@ fn read_staged(path: &Path, marker: &[u8], masters: &[&MasterKey]) -> Result<Vec
     let ring = match (read(1)?[0], masters.is_empty()) {
         (1, false) => {
             let wrapped = read(WRAPPED_LEN)?;
-            let key = masters
+            let ring = masters
                 .iter()
-                .find_map(|master| master.unwrap(&wrapped, FILE_KEY_ID).ok())
+                .find_map(|master| KeyRing::unwrapped(master, &wrapped, FILE_KEY_ID).ok())
                 .ok_or_else(|| fail(&"no master key given opens it"))?;
-            Some(KeyRing::new(FILE_KEY_ID, key))
+            Some(ring)
         }
         (0, true) => None,
         (1, true) => return Err(fail(&"sealed, and this member seals nothing")),

@@ -150,11 +150,8 @@ fn the_earlier_format_still_reads() {
     let (data, _) = state();
     let plain = decode_file(&legacy(5, &data), None).unwrap();
     assert_eq!((plain.index, plain.data.as_slice()), (5, data.as_slice()));
-    let key = DataKey::generate().unwrap();
-    let wrapped = master.wrap(&key, FILE_KEY_ID).unwrap();
-    let sealed = KeyRing::new(FILE_KEY_ID, key)
-        .seal(STATE_CF, &5u64.to_be_bytes(), &data)
-        .unwrap();
+    let (ring, wrapped) = KeyRing::fresh_wrapped(&master, FILE_KEY_ID).unwrap();
+    let sealed = ring.seal(STATE_CF, &5u64.to_be_bytes(), &data).unwrap();
     let state = [LEGACY_SEALED, &wrapped, &sealed].concat();
     let decoded = decode_file(&legacy(5, &state), Some(&master)).unwrap();
     assert_eq!(decoded.data, data);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::aead;
-use super::{DataKey, SealError};
+use super::{DataKey, MasterKey, SealError};
 
 /// Seals allowed under one data key: NIST SP 800-38D's bound for AES-GCM with
 /// random 96-bit nonces (see the documentation of [`super`]).
@@ -56,6 +56,22 @@ impl KeyRing {
             active: active_id,
             limit: SEAL_LIMIT,
         }
+    }
+
+    /// A ring of one fresh random key under `id`, and that key wrapped by
+    /// `master`: what a file sealed apart from the engine (a `snapshot
+    /// save` file, a staged install) carries, to be opened again with
+    /// [`KeyRing::unwrapped`].
+    pub fn fresh_wrapped(master: &MasterKey, id: u32) -> Result<(KeyRing, Vec<u8>), SealError> {
+        let key = DataKey::generate()?;
+        let wrapped = master.wrap(&key, id)?;
+        Ok((KeyRing::new(id, key), wrapped))
+    }
+
+    /// The ring of the key that [`KeyRing::fresh_wrapped`] wrapped by
+    /// `master` under `id`; an error if `master` does not open it.
+    pub fn unwrapped(master: &MasterKey, wrapped: &[u8], id: u32) -> Result<KeyRing, SealError> {
+        Ok(KeyRing::new(id, master.unwrap(wrapped, id)?))
     }
 
     /// The same ring with a lower seal limit per key (capped at
