@@ -114,15 +114,8 @@ pub fn snapshot_status(file: &[u8], master: Option<&MasterKey>) -> Result<Snapsh
     while !buf.is_empty() {
         let record = SnapshotRecord::decode_length_delimited(&mut buf)
             .map_err(|e| Error::Records(format!("snapshot record: {e}")))?;
-        let cf = match record.cf.as_str() {
-            "kv" => Cf::Kv,
-            "lease" => Cf::Lease,
-            "meta" => Cf::Meta,
-            "auth" => Cf::Auth,
-            other => {
-                return Err(Error::Records(format!("unknown column family {other:?}")));
-            }
-        };
+        let cf = crate::machine::snapshot_cf(&record.cf)
+            .ok_or_else(|| Error::Records(format!("unknown column family {:?}", record.cf)))?;
         if cf == Cf::Kv {
             total_key += 1;
         }

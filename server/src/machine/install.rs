@@ -45,7 +45,7 @@ use std::path::Path;
 use cairn_proto::cairnpb::SnapshotRecord;
 use prost::Message;
 
-use super::snapshot::{replicated, REPLICATED};
+use super::snapshot::{replicated, snapshot_cf, REPLICATED};
 use super::Error;
 use crate::storage::crypto::{KeyRing, MasterKey, WRAPPED_LEN};
 use crate::storage::{Cf, Engine, Scan, WriteBatch};
@@ -97,15 +97,9 @@ fn records(data: &[u8]) -> impl Iterator<Item = Result<(Cf, Vec<u8>, Vec<u8>), E
         if record.is_err() {
             buf = &[];
         }
-        Some(record.and_then(|r| {
-            let cf = match r.cf.as_str() {
-                "kv" => Cf::Kv,
-                "lease" => Cf::Lease,
-                "meta" => Cf::Meta,
-                "auth" => Cf::Auth,
-                other => return Err(corrupt(format!("unknown column family {other:?}"))),
-            };
-            Ok((cf, r.key, r.value))
+        Some(record.and_then(|r| match snapshot_cf(&r.cf) {
+            Some(cf) => Ok((cf, r.key, r.value)),
+            None => Err(corrupt(format!("unknown column family {:?}", r.cf))),
         }))
     })
 }

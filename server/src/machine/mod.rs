@@ -50,6 +50,7 @@ use crate::raft::{StateMachine, Waiters};
 use crate::storage::crypto::KeyHandle;
 
 use apply::Applying;
+pub use snapshot::snapshot_cf;
 pub use tables::Tables;
 
 /// Errors that stop a member: the state machine cannot go on deterministically.

@@ -28,6 +28,12 @@ fn is_local_meta(key: &[u8]) -> bool {
     LOCAL_META.contains(&key) || key.starts_with(b"enc/")
 }
 
+/// The column family a snapshot record names (`SnapshotRecord.cf`), if
+/// it is one a snapshot carries.
+pub fn snapshot_cf(name: &str) -> Option<Cf> {
+    REPLICATED.into_iter().find(|cf| cf.name() == name)
+}
+
 /// Whether record `key` of `cf` travels in a snapshot.
 pub(super) fn replicated(cf: Cf, key: &[u8]) -> bool {
     !(cf == Cf::Meta && is_local_meta(key))

@@ -518,3 +518,19 @@ fn corrupt_snapshot_data_is_refused_before_anything_changes() {
         assert_eq!(m.store().current_revision(), 2);
     }
 }
+
+#[test]
+fn a_snapshot_record_names_only_the_families_a_snapshot_carries() {
+    for (name, cf) in [
+        ("kv", Some(Cf::Kv)),
+        ("lease", Some(Cf::Lease)),
+        ("meta", Some(Cf::Meta)),
+        ("auth", Some(Cf::Auth)),
+        ("raft", None),
+        ("raft_state", None),
+        ("", None),
+        ("KV", None),
+    ] {
+        assert_eq!(super::snapshot_cf(name), cf, "{name:?}");
+    }
+}
