@@ -47,7 +47,7 @@ use prost::Message;
 
 use super::snapshot::{replicated, snapshot_cf, REPLICATED};
 use super::Error;
-use crate::storage::crypto::{KeyRing, MasterKey, WRAPPED_LEN};
+use crate::storage::crypto::{KeyRing, MasterKey, OVERHEAD, WRAPPED_LEN};
 use crate::storage::{Cf, Engine, Scan, WriteBatch};
 
 /// Bytes of records (keys, values and [`OP_BYTES`] each) per write of an
@@ -277,6 +277,12 @@ fn read_staged(path: &Path, marker: &[u8], masters: &[&MasterKey]) -> Result<Vec
         return Err(fail(&"the install marker is not 16 bytes"));
     };
     let file = File::open(path).map_err(|e| fail(&e))?;
+    // Lengths read from the disk bound nothing until checked: the data is
+    // never longer than its file, a chunk never longer than a sealed one.
+    let file_len = file.metadata().map_err(|e| fail(&e))?.len();
+    if len > file_len {
+        return Err(fail(&"the marker names more data than the file holds"));
+    }
     let mut input = BufReader::new(file);
     let mut read = |n: usize| -> Result<Vec<u8>, Error> {
         let mut buf = vec![0; n];
@@ -305,6 +311,9 @@ fn read_staged(path: &Path, marker: &[u8], masters: &[&MasterKey]) -> Result<Vec
     let mut data = Vec::with_capacity(usize::try_from(len).map_err(|e| fail(&e))?);
     for n in 0..chunks {
         let size = u32::from_be_bytes(read(4)?.try_into().map_err(|_| fail(&"a chunk's length"))?);
+        if size as usize > CHUNK_BYTES + OVERHEAD {
+            return Err(fail(&"a chunk longer than any staged one"));
+        }
         let chunk = read(size as usize)?;
         match &ring {
             Some(ring) => data.extend_from_slice(

@@ -163,6 +163,22 @@ fn staged_data_reads_back_sealed_or_plain_and_nothing_else() {
             let mut wrong = value.clone();
             wrong[15] ^= 1;
             assert!(read_staged(&path, &wrong, &keys(master)).is_err());
+            // Lengths from a damaged disk are refused before anything is
+            // allocated for them: a marker naming more than the file holds,
+            // a chunk length past any staged chunk's.
+            let mut huge = value.clone();
+            huge[8..].copy_from_slice(&u64::MAX.to_be_bytes());
+            let err = read_staged(&path, &huge, &keys(master)).unwrap_err();
+            assert!(err.to_string().contains("more data than the file"), "{err}");
+            if !data.is_empty() {
+                let at = MAGIC.len() + 1 + if master.is_some() { WRAPPED_LEN } else { 0 };
+                let mut long_chunk = on_disk.clone();
+                long_chunk[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+                std::fs::write(&path, &long_chunk).unwrap();
+                let err = read_staged(&path, &value, &keys(master)).unwrap_err();
+                assert!(err.to_string().contains("longer than any staged"), "{err}");
+                std::fs::write(&path, &on_disk).unwrap();
+            }
             assert!(read_staged(&path, &value[..8], &keys(master)).is_err());
             std::fs::write(&path, &on_disk[..on_disk.len() - 1]).unwrap();
             assert!(read_staged(&path, &value, &keys(master)).is_err());
