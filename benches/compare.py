@@ -700,42 +700,71 @@ SCALE_FIGURES = (
 )
 
 
+def scale_rounds(d):
+    """benches/restart.sh's figures in d/scale, one {server: {figure: value}}
+    per round (d/scale/rN/scale.tsv; a results directory of one round written
+    before rounds existed has d/scale/scale.tsv), with each round's derived
+    figures (load rate, flatness) computed within the round."""
+    base = os.path.join(d, "scale")
+    paths = [os.path.join(base, "scale.tsv")]
+    if os.path.isdir(base):
+        rdirs = [n for n in os.listdir(base) if n[:1] == "r" and n[1:].isdigit()]
+        paths += [os.path.join(base, n, "scale.tsv") for n in sorted(rdirs, key=lambda n: int(n[1:]))]
+    rounds = []
+    for path in paths:
+        figs = {}
+        for r in read_tsv(path):
+            if len(r) >= 3:
+                try:
+                    figs.setdefault(r[0], {})[r[1]] = float(r[2])
+                except ValueError:
+                    figs.setdefault(r[0], {})[r[1]] = None
+        for f in figs.values():
+            if f.get("load_s") and f.get("load_puts"):
+                f["load_rate"] = f["load_puts"] / f["load_s"]
+            for what in ("put", "range"):
+                a, b = f.get(f"{what}_rps_all"), f.get(f"{what}_rps_small")
+                f[f"{what}_flat"] = a / b if a and b else None
+        if figs:
+            rounds.append(figs)
+    return rounds
+
+
 def scale_tables(d):
     """The text and markdown lines of benches/restart.sh's figures in d/scale
-    (none without them): etcd 3.5.1 and Cairn, single members, with the
-    ratio (>= 1.00: Cairn at least as good)."""
-    path = os.path.join(d, "scale", "scale.tsv")
-    figs = {}
-    for r in read_tsv(path):
-        if len(r) >= 3:
-            try:
-                figs.setdefault(r[0], {})[r[1]] = float(r[2])
-            except ValueError:
-                figs.setdefault(r[0], {})[r[1]] = None
-    if not figs:
+    (none without them): etcd 3.5.1 and Cairn, single members, each figure
+    the median of the rounds (and each round's, with more than one), with
+    the ratio of the medians (>= 1.00: Cairn at least as good)."""
+    rounds = scale_rounds(d)
+    if not rounds:
         return [], []
-    for f in figs.values():
-        if f.get("load_s") and f.get("load_puts"):
-            f["load_rate"] = f["load_puts"] / f["load_s"]
-        for what in ("put", "range"):
-            a, b = f.get(f"{what}_rps_all"), f.get(f"{what}_rps_small")
-            f[f"{what}_flat"] = a / b if a and b else None
-    any_f = next(iter(figs.values()))
+    any_f = next(iter(rounds[0].values()))
     keys = int(any_f.get("keys") or 0)
     names = {"keys": f"{keys:,}", "over": f"{keys // 10:,}", "small": f"{int(any_f.get('small_keys') or 0):,}"}
+    several = len(rounds) > 1
     header = ["figure", "etcd 3.5.1", "Cairn", "ratio"]
+    if several:
+        header += ["etcd 3.5.1 by round", "Cairn by round"]
     body = []
     for key, label, fmt, better in SCALE_FIGURES:
-        e, c = figs.get("etcd", {}).get(key), figs.get("cairn", {}).get(key)
+        by_round = {kind: [r.get(kind, {}).get(key) for r in rounds] for kind in ("etcd", "cairn")}
+        e, c = median(by_round["etcd"]), median(by_round["cairn"])
         if e is None and c is None:
             continue
         r = (c / e if better == "high" else e / c) if e and c else None
-        body.append([label.format(**names), fmt.format(e) if e is not None else "—",
-                     fmt.format(c) if c is not None else "—", "—" if r is None else f"{r:.2f}"])
+        row = [label.format(**names), fmt.format(e) if e is not None else "—",
+               fmt.format(c) if c is not None else "—", "—" if r is None else f"{r:.2f}"]
+        if several:
+            row += [" / ".join("—" if v is None else fmt.format(v) for v in by_round[kind])
+                    for kind in ("etcd", "cairn")]
+        body.append(row)
     behind = [b[0] for b in body if b[3] != "—" and float(b[3]) < 1.0]
+    how = (f"{len(rounds)} rounds, the order alternating, every figure the median of the rounds"
+           if several else "one round")
     intro = (f"At scale: a single member of each server, loaded with {names['keys']} keys (256-byte "
-             "values) by benches/restart.sh (see its header); ratio >= 1.00: Cairn at least as good")
-    txt = ["", intro + ":", "", text_table([("etcd 3.5.1 vs Cairn", 1, 3)], header, body)]
+             f"values) by benches/restart.sh (see its header; {how}); ratio >= 1.00: Cairn at least as good")
+    groups = [("etcd 3.5.1 vs Cairn", 1, 3)] + ([("by round", 4, 2)] if several else [])
+    txt = ["", intro + ":", "", text_table(groups, header, body)]
     md = ["", intro + ":", "", md_table(header, body), "",
           "Where Cairn is behind at scale: " + ("; ".join(behind) if behind else "nowhere") + "."]
     return txt, md

@@ -26,7 +26,8 @@
 #            --scale       then the scale runs of benches/restart.sh (single members of etcd
 #                          3.5.1 and Cairn, --scale-keys keys, default 1,000,000: load rate,
 #                          restart after kill -9, RSS and data size, put/range at 10,000 keys
-#                          and at all of them); their table joins the report
+#                          and at all of them; with --rounds N, N times); their table joins
+#                          the report (medians of the rounds)
 #            --publish     (full mode) copy the plot to docs/benchmarks.svg and put the
 #                          table into docs/benchmarks.md between its table markers
 #            --keep        keep the members' data directories and logs
@@ -489,11 +490,17 @@ done
 # the scale runs: single members, one server at a time (benches/restart.sh)
 if [ "$scale" = 1 ]; then
   [ -n "$scale_keys" ] || scale_keys=$([ "$quick" = 1 ] && echo 2000 || echo 1000000)
-  log "scale: benches/restart.sh with $scale_keys keys"
-  scale_args=(--keys "$scale_keys" --out "$out/scale")
+  scale_args=(--keys "$scale_keys")
   [ "$quick" = 0 ] || scale_args+=(--restarts 1 --flat-total 200)
-  CAIRN_BIN=$cairn_bin CAIRN_BENCH_BIN=$bench_bin bash "$here/restart.sh" "${scale_args[@]}" "${keep_arg[@]}" ||
-    { failures=$((failures + 1)); log "the scale runs failed"; }
+  # as many rounds as the three-member runs, each in its own directory, the
+  # server that goes first alternating as there
+  for round in $(seq 1 "$rounds"); do
+    first=$([ $((round % 2)) = 1 ] && echo etcd || echo cairn)
+    log "scale round $round/$rounds: benches/restart.sh with $scale_keys keys, $first first"
+    CAIRN_BIN=$cairn_bin CAIRN_BENCH_BIN=$bench_bin bash "$here/restart.sh" "${scale_args[@]}" \
+      --first "$first" --out "$out/scale/r$round" "${keep_arg[@]}" ||
+      { failures=$((failures + 1)); log "scale round $round failed"; }
+  done
 fi
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 #   options: --keys N      keys to load (default 1000000)
 #            --restarts R  restarts per server (default 2: after the load, then at rest)
 #            --only KIND   etcd or cairn (default both, etcd first)
+#            --first KIND  with both, which runs first (default etcd; compare.sh alternates)
 #            --out DIR     results directory (default benches/results/restart-<UTC timestamp>)
 #            --flat-total T  requests of each put/range run (default 50000; 0: no such runs)
 #            --keep        keep the data directories and logs
@@ -35,13 +36,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-keys=1000000 restarts=2 only= out= keep_arg=() flat_total=50000 small=10000
+keys=1000000 restarts=2 only= first=etcd out= keep_arg=() flat_total=50000 small=10000
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --keys) shift; keys=${1:?--keys needs a number} ;;
     --restarts) shift; restarts=${1:?--restarts needs a number} ;;
     --only) shift; only=${1:?--only needs etcd or cairn} ;;
+    --first) shift; first=${1:?--first needs etcd or cairn} ;;
     --out) shift; out=${1:?--out needs a directory} ;;
     --flat-total) shift; flat_total=${1:?--flat-total needs a number} ;;
     --keep) keep_arg=(--keep) ;;
@@ -55,6 +57,8 @@ case "$restarts" in ''|*[!0-9]*|0) echo "restart: --restarts needs a positive nu
 case "$flat_total" in ''|*[!0-9]*) echo "restart: --flat-total needs a number" >&2; exit 2 ;; esac
 [ "$small" -lt "$keys" ] || small=$((keys / 10 > 0 ? keys / 10 : 1))
 case "$only" in ''|etcd|cairn) ;; *) echo "restart: --only takes etcd or cairn" >&2; exit 2 ;; esac
+case "$first" in etcd) order=(etcd cairn) ;; cairn) order=(cairn etcd) ;;
+  *) echo "restart: --first takes etcd or cairn" >&2; exit 2 ;; esac
 
 # shellcheck source=benches/bins.sh
 . "$here/bins.sh" restart
@@ -196,7 +200,7 @@ measure() {
 }
 
 restart_s=()
-for kind in etcd cairn; do
+for kind in "${order[@]}"; do
   [ -z "$only" ] || [ "$only" = "$kind" ] || continue
   measure "$kind"
 done
