@@ -91,6 +91,9 @@ pub(super) struct OpenedEngine {
     pub engine: Arc<dyn Engine>,
     /// The handle key rotation uses; none when nothing is sealed.
     pub keys: Option<KeyHandle>,
+    /// The master key this start replaces (`--previous-encryption-key-file`,
+    /// loaded once): an install staged under it must still be read.
+    pub previous: Option<MasterKey>,
     /// Resolves once RocksDB is closed again.
     pub released: Released,
 }
@@ -108,18 +111,24 @@ pub(super) fn open_engine(config: &Config, db_dir: &Path) -> Result<OpenedEngine
         return Ok(OpenedEngine {
             engine: raw,
             keys: None,
+            previous: None,
             released,
         });
     }
-    if let Some(previous) = &config.previous_encryption_key_file {
-        let old = MasterKey::load(previous)?;
-        SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
-    }
+    let previous = match &config.previous_encryption_key_file {
+        Some(file) => {
+            let old = MasterKey::load(file)?;
+            SealedEngine::rewrap(raw.as_ref(), &old, &master)?;
+            Some(old)
+        }
+        None => None,
+    };
     let sealed = Arc::new(phase("data keys", || SealedEngine::open(raw, master))?);
     let keys = KeyHandle::new(Arc::clone(&sealed));
     Ok(OpenedEngine {
         engine: sealed,
         keys: Some(keys),
+        previous,
         released,
     })
 }
@@ -179,6 +188,7 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     let OpenedEngine {
         engine,
         keys,
+        previous,
         released,
     } = open_engine(config, &db_dir)?;
     let member_id = load_member_id(engine.as_ref(), config, joined)?;
@@ -189,10 +199,6 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
     // Staged under the master key of the time: the one this start
     // replaces, if it replaces one.
     let install_file = config.data_dir.join(install::FILE_NAME);
-    let previous = match (&keys, &config.previous_encryption_key_file) {
-        (Some(_), Some(file)) => Some(MasterKey::load(file)?),
-        _ => None,
-    };
     let masters: Vec<&MasterKey> = keys
         .as_ref()
         .map(|k| k.master())
