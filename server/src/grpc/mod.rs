@@ -9,6 +9,7 @@ mod auth;
 mod authority;
 pub mod caller;
 mod cluster;
+mod coalesce;
 mod election;
 mod kv;
 mod lease;
@@ -138,9 +139,12 @@ pub async fn serve(
         ElectionServer::new(ElectionService::new(concurrency::LocalClient::new(&member))),
         max_message
     );
-    // Plain or TLS by the listener's URLs (TCP_NODELAY set on each).
-    let incoming = cairn_tls::server::TlsIncoming::new(listener, security, "client")
-        .map(|accepted| accepted.map(authority::FixAuthority::new));
+    // Plain or TLS by the listener's URLs (TCP_NODELAY set on each); small
+    // responses leave together (see `coalesce`).
+    let incoming =
+        cairn_tls::server::TlsIncoming::new(listener, security, "client").map(|accepted| {
+            accepted.map(|io| coalesce::CoalesceWrites::new(authority::FixAuthority::new(io)))
+        });
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
         .add_service(health)
