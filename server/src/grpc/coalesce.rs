@@ -30,6 +30,11 @@ use tonic::transport::server::Connected;
 /// few of h2's 16 KiB frames, so a large response is not copied twice.
 const GATHER_BYTES: usize = 64 * 1024;
 
+/// The most a connection keeps allocated between flushes (h2's own write
+/// buffer is as large): a connection that once sent a large response and
+/// then idles (a watch) does not hold [`GATHER_BYTES`] for its life.
+const KEEP_BYTES: usize = 16 * 1024;
+
 /// A connection that writes what it is given when flushed (or when it has
 /// gathered [`GATHER_BYTES`]), in as few system calls as the socket takes.
 pub struct CoalesceWrites<IO> {
@@ -62,7 +67,11 @@ impl<IO: AsyncWrite + Unpin> CoalesceWrites<IO> {
             }
             self.written += n;
         }
-        self.pending.clear();
+        if self.pending.capacity() > KEEP_BYTES {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -181,6 +190,10 @@ mod tests {
         assert_eq!(io.io.bytes, want);
         io.flush().await.unwrap();
         assert_eq!(io.io.writes, 1, "an empty flush writes nothing");
+        assert!(
+            io.pending.capacity() >= 3000,
+            "a small gathering keeps its room"
+        );
     }
 
     #[tokio::test]
@@ -203,6 +216,10 @@ mod tests {
         assert_eq!(
             io.io.writes, 3,
             "the 100 bytes, then the large write as it is"
+        );
+        assert!(
+            io.pending.capacity() <= KEEP_BYTES,
+            "a large gathering is let go"
         );
         io.shutdown().await.unwrap();
         let mut want = vec![1; GATHER_BYTES - 10];
