@@ -37,6 +37,11 @@ const KEEP_BYTES: usize = 16 * 1024;
 
 /// A connection that writes what it is given when flushed (or when it has
 /// gathered [`GATHER_BYTES`]), in as few system calls as the socket takes.
+///
+/// Not tokio's `BufWriter`, which gathers the same way: it says it does
+/// vectored writes (so h2 would keep its 256-byte threshold and flush after
+/// every response, as before), and it allocates its whole buffer for the
+/// connection's life, where this one keeps at most [`KEEP_BYTES`].
 pub struct CoalesceWrites<IO> {
     /// The connection.
     io: IO,
