@@ -284,7 +284,8 @@ impl Proposer {
     }
 
     /// Waits until this member may serve a linearizable read: one ReadIndex
-    /// round (raft batches the reads queued meanwhile into one).
+    /// round, shared with every read that arrived while the round before it
+    /// was in flight (see `raft::node::read_rounds`).
     pub async fn barrier(&self) -> Result<(), EtcdError> {
         let replication = &self.replication;
         if replication.raft.status().is_learner {

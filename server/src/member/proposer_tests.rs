@@ -244,11 +244,14 @@ async fn reads_fail_as_etcd_does_when_raft_cannot_serve_them() {
         let proposer = Arc::clone(&proposer);
         tokio::spawn(async move { proposer.barrier().await })
     };
-    let Input::Read { done: _held } = raft.next().await else {
+    let Input::Read { done: held } = raft.next().await else {
         panic!("expected a read");
     };
     assert_eq!(read.await.unwrap(), Err(EtcdError::Timeout));
     assert!(started.elapsed() >= REQUEST_TIMEOUT);
+    // (raft fails a round it cannot serve sooner or later: a leader change
+    // does, and a round in flight holds the next reads back)
+    held.call(Err(RequestError::LeaderChanged));
 
     // Phase 2: a round that fails (the leader changed) fails the read.
     let read = {
@@ -258,7 +261,7 @@ async fn reads_fail_as_etcd_does_when_raft_cannot_serve_them() {
     let Input::Read { done } = raft.next().await else {
         panic!("expected a read");
     };
-    done.send(Err(RequestError::LeaderChanged)).unwrap();
+    done.call(Err(RequestError::LeaderChanged));
     assert_eq!(read.await.unwrap(), Err(EtcdError::LeaderChanged));
 
     // Phase 3: a learner refuses linearizable reads without asking raft.
@@ -350,6 +353,6 @@ async fn a_lone_voter_serves_linearizable_reads_without_a_readindex_round() {
     let Input::Read { done } = raft.next().await else {
         panic!("expected a read");
     };
-    done.send(Ok(7)).unwrap();
+    done.call(Ok(7));
     assert_eq!(read.await.unwrap(), Ok(()));
 }

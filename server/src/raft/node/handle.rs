@@ -2,10 +2,12 @@
 //! channel, and the [`RaftStatus`] it publishes after every round.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use ::raft::eraftpb::{ConfChangeV2, Message};
 use tokio::sync::{oneshot, watch};
 
+use super::read_rounds::ReadRounds;
 use super::RaftStatus;
 use crate::raft::RequestError;
 
@@ -33,11 +35,11 @@ pub enum Input {
         /// Ok once proposed.
         done: oneshot::Sender<Result<(), RequestError>>,
     },
-    /// A linearizable read: answered with the read index once this member
-    /// has applied up to it.
+    /// A round of linearizable reads (see [`super::read_rounds`]): answered
+    /// with the read index once this member has applied up to it.
     Read {
         /// The read index, or why there is none.
-        done: oneshot::Sender<Result<u64, RequestError>>,
+        done: ReadDone,
     },
     /// A message from a peer.
     Step(Message),
@@ -77,48 +79,78 @@ impl Taken {
                 let _ = tx.send(result);
             }
             (Taken::OnRefusal(refusal), Ok(())) => refusal.disarm(),
-            (Taken::OnRefusal(refusal), Err(e)) => refusal.refuse(e),
+            (Taken::OnRefusal(refusal), Err(e)) => refusal.call(e),
         }
     }
 }
 
-/// What to do if raft refuses a proposal: called on the raft thread with
-/// the reason, or with [`RequestError::Stopped`] if the input is dropped
-/// unhandled (the thread stopped before it got to it).
-pub struct Refusal(Option<Box<dyn FnOnce(RequestError) + Send>>);
+/// A call the raft thread makes at most once. Dropped uncalled (the thread
+/// stopped before it got to the input that carries it), it is made with
+/// [`WhenStopped::stopped`], so whoever waits on it is never left waiting.
+pub struct Callback<A: WhenStopped>(Option<Box<dyn FnOnce(A) + Send>>);
 
-impl Refusal {
-    /// Calls `on_refusal` if the proposal is refused.
-    pub fn new(on_refusal: impl FnOnce(RequestError) + Send + 'static) -> Self {
-        Self(Some(Box::new(on_refusal)))
+/// What a [`Callback`] dropped uncalled is called with.
+pub trait WhenStopped {
+    /// The raft thread stopped.
+    fn stopped() -> Self;
+}
+
+impl WhenStopped for RequestError {
+    fn stopped() -> Self {
+        RequestError::Stopped
+    }
+}
+
+impl<T> WhenStopped for Result<T, RequestError> {
+    fn stopped() -> Self {
+        Err(RequestError::Stopped)
+    }
+}
+
+impl<A: WhenStopped> Callback<A> {
+    /// A callback that calls `f`.
+    pub fn new(f: impl FnOnce(A) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
     }
 
-    fn refuse(mut self, e: RequestError) {
+    /// Makes the call.
+    pub fn call(mut self, value: A) {
         if let Some(f) = self.0.take() {
-            f(e);
+            f(value);
         }
     }
 
+    /// Drops the callback without making the call.
     fn disarm(mut self) {
         self.0 = None;
     }
 }
 
-impl Drop for Refusal {
+impl<A: WhenStopped> Drop for Callback<A> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            f(RequestError::Stopped);
+            f(A::stopped());
         }
     }
 }
 
-impl std::fmt::Debug for Refusal {
+impl<A: WhenStopped> std::fmt::Debug for Callback<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Refusal")
+        f.debug_struct("Callback")
             .field("armed", &self.0.is_some())
             .finish()
     }
 }
+
+/// What to do if raft refuses a proposal: called on the raft thread with
+/// the reason, or with [`RequestError::Stopped`] if the input is dropped
+/// unhandled. Not called when raft takes the proposal.
+pub type Refusal = Callback<RequestError>;
+
+/// Where a linearizable read's round is answered: with the read index once
+/// this member has applied up to it, or why there is none (called on the
+/// raft thread; with [`RequestError::Stopped`] if dropped unhandled).
+pub type ReadDone = Callback<Result<u64, RequestError>>;
 
 /// Whether the raft loop has ended on its own, and how.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,6 +179,8 @@ pub struct RaftHandle {
     /// every round: a waiter on the status was woken once per request (the
     /// binary's main thread was, for every put).
     ending: watch::Receiver<Ending>,
+    /// Linearizable reads, joined into rounds before they reach the thread.
+    reads: Arc<ReadRounds>,
 }
 
 impl RaftHandle {
@@ -159,6 +193,7 @@ impl RaftHandle {
         ending: watch::Receiver<Ending>,
     ) -> Self {
         Self {
+            reads: ReadRounds::new(inputs.clone()),
             inputs,
             status,
             leadership,
@@ -254,10 +289,6 @@ impl RaftHandle {
                 return Ok(status.commit);
             }
         }
-        let (done, rx) = oneshot::channel();
-        if !self.send(Input::Read { done }) {
-            return Err(RequestError::Stopped);
-        }
-        rx.await.map_err(|_| RequestError::Stopped)?
+        self.reads.read_index().await
     }
 }

@@ -22,8 +22,9 @@
 //! Proposals are answered through the state machine's waiters (keyed by the
 //! proposal id inside the entry), never through a queue here, so a proposal
 //! forwarded by a follower and applied anywhere wakes the right client.
-//! ReadIndex requests are batched: one `read_index` round serves every read
-//! queued since the last round.
+//! ReadIndex requests are batched twice: the reads that arrive while a round
+//! is in flight join the next one before they reach the thread, and one
+//! `read_index` round serves every round queued since the last.
 //!
 //! - `handle`: [`Input`] and [`RaftHandle`], how the member reaches the thread.
 //! - `status`: [`RaftStatus`], published after every round.
@@ -31,11 +32,14 @@
 //! - `snapshots`: raft's `Storage` with snapshots from the state machine,
 //!   installing a leader's snapshot (step 2), compacting the log.
 //! - `conf_change`: applying a committed conf change.
+//! - `read_rounds`: linearizable reads joined into rounds before they reach
+//!   the thread (one round in flight per member, as etcd).
 //! - `read_index`: the ReadIndex batches.
 
 mod conf_change;
 mod handle;
 mod read_index;
+mod read_rounds;
 mod ready;
 mod snapshot_build;
 mod snapshots;
@@ -50,7 +54,7 @@ use ::raft::eraftpb::{Message, MessageType};
 use ::raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
-pub use handle::{Ending, Input, RaftHandle, Refusal, Taken};
+pub use handle::{Callback, Ending, Input, RaftHandle, ReadDone, Refusal, Taken, WhenStopped};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};

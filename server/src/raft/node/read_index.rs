@@ -19,12 +19,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use crate::raft::RequestError;
 
 /// Where a read's answer goes: the read index, or why there is none.
-pub(super) type Reader = oneshot::Sender<Result<u64, RequestError>>;
+pub(super) type Reader = super::ReadDone;
 
 /// A batch of linearizable reads waiting for one ReadIndex round.
 struct Round {
@@ -79,7 +77,7 @@ impl ReadIndexQueue {
     pub(super) fn issue(&mut self, has_leader: bool, now: Instant) -> Vec<Vec<u8>> {
         if !has_leader {
             for reader in self.queued.drain(..) {
-                let _ = reader.send(Err(RequestError::NoLeader));
+                reader.call(Err(RequestError::NoLeader));
             }
             return Vec::new();
         }
@@ -132,7 +130,7 @@ impl ReadIndexQueue {
         self.ready = waiting;
         for (index, round) in done {
             for reader in round.readers {
-                let _ = reader.send(Ok(index));
+                reader.call(Ok(index));
             }
         }
     }
@@ -143,11 +141,11 @@ impl ReadIndexQueue {
         let ready = self.ready.drain(..).map(|(_, r)| r);
         for round in rounds.chain(ready) {
             for reader in round.readers {
-                let _ = reader.send(Err(error));
+                reader.call(Err(error));
             }
         }
         for reader in self.queued.drain(..) {
-            let _ = reader.send(Err(error));
+            reader.call(Err(error));
         }
     }
 }
@@ -162,6 +160,8 @@ fn context(member: u64, counter: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
 
     const RETRY: Duration = Duration::from_millis(200);
@@ -174,7 +174,9 @@ mod tests {
         (0..n)
             .map(|_| {
                 let (tx, rx) = oneshot::channel();
-                queue.push(tx);
+                queue.push(super::super::ReadDone::new(move |answer| {
+                    let _ = tx.send(answer);
+                }));
                 rx
             })
             .collect()
