@@ -9,8 +9,12 @@
 # restarted R-1 more times. Also reported: the data directory's size at rest (after
 # the kill), the member's RSS just before the kill and once it answers again, and
 # whether throughput stays flat as the store grows: put (random keys, 1,000 clients
-# over 100 connections) and linearizable range (a random one of the keys) once the
-# first 10,000 keys are in, and again once all N are (--flat-total requests each).
+# over 100 connections) and linearizable range (a random one of the keys) with
+# 10,000 keys in a fresh server, and again once all N are in (--flat-total requests
+# each). The 10,000-key runs come first, on servers of their own, in the order
+# A B B A (each kind's figure the mean of its two): a server that ran right after
+# the other's 1,000,000-key phase ran slower, and with both orders in one round
+# no kind is favoured by its place.
 # `benches/compare.sh --scale` runs this script and puts its table in its report.
 #
 # Usage (from anywhere):
@@ -133,13 +137,16 @@ flat() {
   log "$kind: with $n keys: put $flat_put/s, linearizable range $flat_range/s"
 }
 
-measure() {
-  local kind=$1 dir="$work/$1" data t0 t1 load_s sizes=() rss_loaded rss_ready r
+# fresh KIND DIR LOG : a fresh single-member server of KIND with its data under DIR
+# (written out first: `sync`, so no server starts while the last one's writes drain)
+fresh() {
+  local kind=$1 dir=$2
+  log_file=$3
+  sync
   pick_port; client=127.0.0.1:$port
   pick_port; peer=127.0.0.1:$port
   mkdir -p "$dir"
   data="$dir/m1.data"
-  log_file="$out/$kind.log"
   : >"$log_file"
   key_file="$dir/master.key"
   head -c 32 /dev/urandom | base64 >"$key_file"
@@ -147,11 +154,34 @@ measure() {
   start "$kind" "$data" "$log_file"
   server_pids=("$pid") server_logs=("$log_file")
   wait_healthy "$kind" "$client" 1
-  # the first $small keys (one sequential pass), and the runs at that size
+}
+
+# mean A B : the mean of two rates ("failed" if either failed, "-" if either was not run)
+mean() {
+  case "$1 $2" in *failed*) echo failed ;; -*|*-) echo - ;; *) echo $((($1 + $2 + 1) / 2)) ;; esac
+}
+
+# small KIND I : the I-th run of KIND at $small keys (one sequential pass, then the
+# put and range runs), on a fresh server; the rates in small_put[KIND], small_range[KIND]
+declare -A small_put=() small_range=()
+small() {
+  local kind=$1 i=$2
+  fresh "$kind" "$work/$kind-small$i" "$out/$kind.small$i.log"
   "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
-    put --total "$small" --key-space-size "$small" --sequential-keys --val-size 256 >"$out/$kind.small.json"
-  flat "$kind" small "$small"
-  local put_small=$flat_put range_small=$flat_range
+    put --total "$small" --key-space-size "$small" --sequential-keys --val-size 256 >"$out/$kind.small$i.json"
+  flat "$kind" "small$i" "$small"
+  small_put[$kind]+="$flat_put " small_range[$kind]+="$flat_range "
+  stop_servers
+  [ "$keep" = 1 ] || rm -rf "$work/$kind-small$i"
+}
+
+measure() {
+  local kind=$1 t0 t1 load_s sizes=() rss_loaded rss_ready r put_small range_small
+  # shellcheck disable=SC2086  # two rates, one word each
+  put_small=$(mean ${small_put[$kind]:-- -}) range_small=$(mean ${small_range[$kind]:-- -})
+  figure "$kind" put_rps_small "$put_small"
+  figure "$kind" range_rps_small "$range_small"
+  fresh "$kind" "$work/$kind" "$out/$kind.log"
   log "$kind: loading $keys keys"
   t0=$(now)
   "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
@@ -196,12 +226,22 @@ measure() {
     "$((rss_loaded / 1024))" "$((rss_ready / 1024))" "$((sizes[0] / 1024))" "$put_small" "$flat_put" \
     "$range_small" "$flat_range" >>"$out/table.txt"
   restart_s=()
-  [ "$keep" = 1 ] || rm -rf "$dir"
+  [ "$keep" = 1 ] || rm -rf "$work/$kind"
 }
 
 restart_s=()
+kinds=()
 for kind in "${order[@]}"; do
   [ -z "$only" ] || [ "$only" = "$kind" ] || continue
+  kinds+=("$kind")
+done
+if [ "$flat_total" -gt 0 ]; then
+  # A B B A (A A with --only)
+  small "${kinds[0]}" 1
+  small "${kinds[-1]}" $(( ${#kinds[@]} == 1 ? 2 : 1 ))
+  [ "${#kinds[@]}" = 1 ] || { small "${kinds[1]}" 2; small "${kinds[0]}" 2; }
+fi
+for kind in "${kinds[@]}"; do
   measure "$kind"
 done
 if [ -f "$out/cairn.log" ]; then
