@@ -46,10 +46,7 @@ pub mod wire;
 
 pub use dialer::{DialError, Dialer};
 pub use error::{Error, RequestError};
-pub use node::{
-    Callback, Ending, Input, NodeConfig, RaftHandle, RaftStatus, ReadDone, Refusal, Taken,
-    WhenStopped,
-};
+pub use node::{Ending, Input, NodeConfig, RaftHandle, RaftStatus, Refusal, Taken};
 pub use service::RaftService;
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;

@@ -54,7 +54,7 @@ use ::raft::eraftpb::{Message, MessageType};
 use ::raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
-pub use handle::{Callback, Ending, Input, RaftHandle, ReadDone, Refusal, Taken, WhenStopped};
+pub use handle::{Ending, Input, RaftHandle, Refusal, Taken};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::raft::RequestError;
 
 /// Where a read's answer goes: the read index, or why there is none.
-pub(super) type Reader = super::ReadDone;
+pub(super) type Reader = super::handle::ReadDone;
 
 /// A batch of linearizable reads waiting for one ReadIndex round.
 struct Round {
@@ -174,7 +174,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let (tx, rx) = oneshot::channel();
-                queue.push(super::super::ReadDone::new(move |answer| {
+                queue.push(Reader::new(move |answer| {
                     let _ = tx.send(answer);
                 }));
                 rx
