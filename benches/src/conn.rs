@@ -172,7 +172,13 @@ impl Conn {
                 target = target.connect_timeout(dial_timeout);
             }
             let connected = match (over_tls, tls) {
-                (false, _) => target.connect().await,
+                // The connector gathers a connection's small writes into
+                // one system call (`cairn_tls::coalesce`), TLS or not.
+                (false, _) => {
+                    target
+                        .connect_with_connector(Connector::new(None, None))
+                        .await
+                }
                 (true, Some(tls)) => {
                     target
                         .connect_with_connector(Connector::new(None, Some(tls.clone())))

@@ -166,7 +166,9 @@ impl Client {
                 let (_, parsed) = parse_endpoint(plain)?;
                 parsed.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
             } else {
-                parsed.connect_lazy()
+                // The same connector without TLS: its connections gather
+                // small writes (`cairn_tls::coalesce`).
+                parsed.connect_with_connector_lazy(Connector::new(None, None))
             };
             members.push(Member { uri, channel });
         }

@@ -18,7 +18,10 @@
 //!   none for self-signed peers).
 //! - [`server`]: a listener's connections, TLS or plain (both on one port
 //!   when a URL is given with both schemes), and the caller's identity.
-//! - [`client`]: a connector for tonic channels to `https://` URLs.
+//! - [`client`]: a connector for tonic channels to `http://` and
+//!   `https://` URLs.
+//! - [`coalesce`]: a connection's small writes gathered into one system
+//!   call, on both sides of every gRPC connection.
 //! - [`auto`]: self-signed certificates for `--auto-tls`/`--peer-auto-tls`.
 //! - [`pki`]: a small certificate authority for tests and the dev cluster
 //!   (the `cairn-certs` tool).
@@ -30,6 +33,7 @@
 
 pub mod auto;
 pub mod client;
+pub mod coalesce;
 mod error;
 pub mod files;
 pub mod pki;

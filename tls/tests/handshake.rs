@@ -95,6 +95,7 @@ async fn talk(url: &str, tls: Option<ClientTls>) -> Result<String, String> {
     // Clients speak first (an HTTP/2 preface): the server tells plain from
     // TLS by the first byte.
     stream.write_all(b"PRI").await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
         .await

@@ -138,7 +138,7 @@ impl Env {
                 .keep_alive_timeout(Duration::from_secs(1))
                 .keep_alive_while_idle(true);
             let channel = match (over_tls, &self.tls) {
-                (false, _) => endpoint.connect_lazy(),
+                (false, _) => endpoint.connect_with_connector_lazy(Connector::new(None, None)),
                 (true, Some(tls)) => {
                     endpoint.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
                 }

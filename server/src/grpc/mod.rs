@@ -9,7 +9,6 @@ mod auth;
 mod authority;
 pub mod caller;
 mod cluster;
-mod coalesce;
 mod election;
 mod kv;
 mod lease;
@@ -140,10 +139,12 @@ pub async fn serve(
         max_message
     );
     // Plain or TLS by the listener's URLs (TCP_NODELAY set on each); small
-    // responses leave together (see `coalesce`).
+    // responses leave together (see `cairn_tls::coalesce`).
     let incoming =
         cairn_tls::server::TlsIncoming::new(listener, security, "client").map(|accepted| {
-            accepted.map(|io| coalesce::CoalesceWrites::new(authority::FixAuthority::new(io)))
+            accepted.map(|io| {
+                cairn_tls::coalesce::CoalesceWrites::new(authority::FixAuthority::new(io))
+            })
         });
     let mut routes = tonic::service::RoutesBuilder::default();
     routes

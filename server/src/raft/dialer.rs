@@ -110,7 +110,8 @@ impl Dialer {
         };
         let connecting = connector.oneshot(endpoint.uri().clone());
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(io)) => Ok(io.into_inner()),
+            // The stream's writer sends a batch per write itself.
+            Ok(Ok(io)) => Ok(io.into_inner().into_inner()),
             Ok(Err(e)) => Err(failed(e.to_string())),
             Err(_) => Err(failed(format!("no connection within {CONNECT_TIMEOUT:?}"))),
         }

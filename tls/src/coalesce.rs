@@ -1,4 +1,7 @@
-//! A client connection whose small writes are gathered into one system call.
+//! A connection whose small writes are gathered into one system call: the
+//! server's accepted client connections, and every connection made by
+//! [`crate::client::Connector`] (the Rust client, the benchmark, the harness,
+//! and a member's gRPC calls to its peers).
 //!
 //! h2 (under tonic and hyper) keeps one frame's payload aside, without
 //! copying it into its write buffer, when the payload is at least its
@@ -18,6 +21,11 @@
 //! written all it had, or needs room), so a frame kept aside and the buffer
 //! before it also leave in one call. The cost is a copy of the bytes that
 //! leave, which is far cheaper than the system calls and segments it saves.
+//!
+//! The client side has the same pattern: h2 copies a request's DATA frame
+//! into its buffer only below the threshold (a put of a 256-byte value is a
+//! ~280-byte frame), and requests issued together (a burst of clients
+//! answered by one gathered write) left one `writev` each.
 
 use std::io;
 use std::pin::Pin;
@@ -52,13 +60,22 @@ pub struct CoalesceWrites<IO> {
 }
 
 impl<IO> CoalesceWrites<IO> {
-    /// Wraps an accepted connection.
+    /// Wraps a connection.
     pub fn new(io: IO) -> Self {
         Self {
             io,
             pending: Vec::new(),
             written: 0,
         }
+    }
+}
+
+impl<IO> CoalesceWrites<IO> {
+    /// The connection itself, for a writer that gathers its own writes (a
+    /// raft stream). Bytes written and not yet flushed are dropped with the
+    /// wrapper: call it on a connection not written to.
+    pub fn into_inner(self) -> IO {
+        self.io
     }
 }
 
