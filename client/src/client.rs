@@ -154,22 +154,22 @@ impl Client {
         let mut members = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.into();
-            let (uri, parsed) = parse_endpoint(endpoint.clone())?;
-            let channel = if uri.starts_with("https://") {
-                let Some(tls) = &tls else {
+            let (uri, _) = parse_endpoint(endpoint.clone())?;
+            // tonic gets the http:// form; the connector does the TLS, and
+            // gathers a connection's small writes either way
+            // (`cairn_tls::coalesce`).
+            let (plain, over_tls) = cairn_tls::client::tonic_url(&uri);
+            let connector = match (over_tls, &tls) {
+                (false, _) => Connector::new(None, None),
+                (true, Some(tls)) => Connector::new(None, Some(tls.clone())),
+                (true, None) => {
                     return Err(Error::InvalidEndpoint(format!(
                         "{endpoint:?}: an https:// endpoint needs TLS options (a CA file)"
-                    )));
-                };
-                // tonic gets the http:// form; the connector does the TLS.
-                let (plain, _) = cairn_tls::client::tonic_url(&uri);
-                let (_, parsed) = parse_endpoint(plain)?;
-                parsed.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
-            } else {
-                // The same connector without TLS: its connections gather
-                // small writes (`cairn_tls::coalesce`).
-                parsed.connect_with_connector_lazy(Connector::new(None, None))
+                    )))
+                }
             };
+            let (_, parsed) = parse_endpoint(plain)?;
+            let channel = parsed.connect_with_connector_lazy(connector);
             members.push(Member { uri, channel });
         }
         Self::from_members(members)

@@ -137,13 +137,12 @@ impl Env {
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(1))
                 .keep_alive_while_idle(true);
-            let channel = match (over_tls, &self.tls) {
-                (false, _) => endpoint.connect_with_connector_lazy(Connector::new(None, None)),
-                (true, Some(tls)) => {
-                    endpoint.connect_with_connector_lazy(Connector::new(None, Some(tls.clone())))
-                }
+            let tls = match (over_tls, &self.tls) {
+                (false, _) => None,
+                (true, Some(tls)) => Some(tls.clone()),
                 (true, None) => bail!("{url}: an https:// endpoint without the clients' TLS"),
             };
+            let channel = endpoint.connect_with_connector_lazy(Connector::new(None, tls));
             channels.push((url.clone(), channel));
         }
         let client = Client::from_channels(channels)?.with_require_leader(true);
