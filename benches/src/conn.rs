@@ -171,20 +171,14 @@ impl Conn {
             if !dial_timeout.is_zero() {
                 target = target.connect_timeout(dial_timeout);
             }
-            let tls = match (over_tls, tls) {
-                (false, _) => None,
-                (true, Some(tls)) => Some(tls.clone()),
-                (true, None) => {
-                    return Err(Error::new(format!(
-                        "{uri}: an https:// endpoint needs --cacert (or --insecure-skip-tls-verify)"
-                    )))
-                }
-            };
             // TLS or not, the connector gathers a connection's small writes
             // into one system call (`cairn_tls::coalesce`).
-            let connected = target
-                .connect_with_connector(Connector::new(None, tls))
-                .await;
+            let Some(connector) = Connector::for_url(None, over_tls, tls) else {
+                return Err(Error::new(format!(
+                    "{uri}: an https:// endpoint needs --cacert (or --insecure-skip-tls-verify)"
+                )));
+            };
+            let connected = target.connect_with_connector(connector).await;
             let channel = connected
                 .map_err(|e| Error::new(format!("dial error: {uri}: {}", with_sources(&e))))?;
             channels.push(channel);

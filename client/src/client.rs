@@ -100,16 +100,18 @@ pub struct EndpointStatus {
 }
 
 /// Turns an endpoint string into a URI, taking one without a scheme
-/// (`"127.0.0.1:2379"`) as `http://`.
-fn parse_endpoint(endpoint: String) -> Result<(String, Endpoint), Error> {
+/// (`"127.0.0.1:2379"`) as `http://`; with the endpoint tonic dials (the
+/// `http://` form: the connector does any TLS) and whether it is `https://`.
+fn parse_endpoint(endpoint: String) -> Result<(String, Endpoint, bool), Error> {
     let uri = if endpoint.contains("://") {
         endpoint.clone()
     } else {
         format!("http://{endpoint}")
     };
-    let parsed = Endpoint::from_shared(uri.clone())
+    let (plain, https) = cairn_tls::client::tonic_url(&uri);
+    let parsed = Endpoint::from_shared(plain)
         .map_err(|e| Error::InvalidEndpoint(format!("{endpoint:?}: {e}")))?;
-    Ok((uri, parsed.connect_timeout(CONNECT_TIMEOUT)))
+    Ok((uri, parsed.connect_timeout(CONNECT_TIMEOUT), https))
 }
 
 impl Client {
@@ -154,21 +156,14 @@ impl Client {
         let mut members = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.into();
-            let (uri, _) = parse_endpoint(endpoint.clone())?;
-            // tonic gets the http:// form; the connector does the TLS, and
-            // gathers a connection's small writes either way
-            // (`cairn_tls::coalesce`).
-            let (plain, over_tls) = cairn_tls::client::tonic_url(&uri);
-            let connector = match (over_tls, &tls) {
-                (false, _) => Connector::new(None, None),
-                (true, Some(tls)) => Connector::new(None, Some(tls.clone())),
-                (true, None) => {
-                    return Err(Error::InvalidEndpoint(format!(
-                        "{endpoint:?}: an https:// endpoint needs TLS options (a CA file)"
-                    )))
-                }
+            let (uri, parsed, https) = parse_endpoint(endpoint.clone())?;
+            // The connector does the TLS, and gathers a connection's small
+            // writes either way (`cairn_tls::coalesce`).
+            let Some(connector) = Connector::for_url(None, https, tls.as_ref()) else {
+                return Err(Error::InvalidEndpoint(format!(
+                    "{endpoint:?}: an https:// endpoint needs TLS options (a CA file)"
+                )));
             };
-            let (_, parsed) = parse_endpoint(plain)?;
             let channel = parsed.connect_with_connector_lazy(connector);
             members.push(Member { uri, channel });
         }

@@ -198,6 +198,17 @@ impl Connector {
         http.enforce_http(false);
         Connector { http, tls }
     }
+
+    /// The connector for a URL [`tonic_url`] found to be `https://` or
+    /// not: TLS with `tls` for `https://`, none for `http://`. None for an
+    /// `https://` URL without TLS settings (the caller says which it lacks).
+    pub fn for_url(local: Option<IpAddr>, https: bool, tls: Option<&ClientTls>) -> Option<Self> {
+        match (https, tls) {
+            (false, _) => Some(Self::new(local, None)),
+            (true, Some(tls)) => Some(Self::new(local, Some(tls.clone()))),
+            (true, None) => None,
+        }
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -233,6 +244,24 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tower_service::Service;
+
+    #[test]
+    fn a_url_gets_tls_by_its_scheme() {
+        let options = ClientOptions {
+            insecure_skip_verify: true,
+            ..ClientOptions::default()
+        };
+        let tls = ClientTls::new(&options, &Policy::default()).unwrap();
+        let with = |https, tls| Connector::for_url(None, https, tls).map(|c| c.tls.is_some());
+        assert_eq!(with(false, None), Some(false));
+        assert_eq!(
+            with(false, Some(&tls)),
+            Some(false),
+            "http:// never does TLS"
+        );
+        assert_eq!(with(true, Some(&tls)), Some(true));
+        assert_eq!(with(true, None), None, "https:// without TLS settings");
+    }
 
     #[tokio::test]
     async fn a_connection_gathers_small_writes_until_flushed() {

@@ -137,12 +137,10 @@ impl Env {
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(1))
                 .keep_alive_while_idle(true);
-            let tls = match (over_tls, &self.tls) {
-                (false, _) => None,
-                (true, Some(tls)) => Some(tls.clone()),
-                (true, None) => bail!("{url}: an https:// endpoint without the clients' TLS"),
+            let Some(connector) = Connector::for_url(None, over_tls, self.tls.as_ref()) else {
+                bail!("{url}: an https:// endpoint without the clients' TLS");
             };
-            let channel = endpoint.connect_with_connector_lazy(Connector::new(None, tls));
+            let channel = endpoint.connect_with_connector_lazy(connector);
             channels.push((url.clone(), channel));
         }
         let client = Client::from_channels(channels)?.with_require_leader(true);

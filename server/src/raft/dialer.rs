@@ -65,15 +65,11 @@ impl Dialer {
     /// form and the connector does the TLS (see `cairn_tls::client`).
     fn endpoint(&self, url: &str) -> Result<(Endpoint, Connector), DialError> {
         let (plain, https) = cairn_tls::client::tonic_url(url);
-        let tls = match (https, &self.tls) {
-            (false, _) => None,
-            (true, Some(tls)) => Some(tls.clone()),
-            (true, None) => {
-                return Err(DialError::BadUrl {
-                    url: url.to_string(),
-                    reason: "an https:// peer, but peer TLS is not configured (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)".into(),
-                })
-            }
+        let Some(connector) = Connector::for_url(self.source, https, self.tls.as_ref()) else {
+            return Err(DialError::BadUrl {
+                url: url.to_string(),
+                reason: "an https:// peer, but peer TLS is not configured (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)".into(),
+            });
         };
         let endpoint = Endpoint::from_shared(plain)
             .map_err(|e| DialError::BadUrl {
@@ -84,7 +80,7 @@ impl Dialer {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        Ok((endpoint, Connector::new(self.source, tls)))
+        Ok((endpoint, connector))
     }
 
     /// A channel to a peer URL, connected now.
