@@ -144,7 +144,11 @@ fn key_index(c: &mut Criterion) {
     let mut group = c.benchmark_group("key index");
     let mut index = TreeIndex::new();
     for i in 0..100_000i64 {
-        index.put(format!("key{i:08}").as_bytes(), Revision::new(i + 2, 0));
+        index.put(
+            format!("key{i:08}").as_bytes(),
+            Revision::new(i + 2, 0),
+            i + 1,
+        );
     }
     group.throughput(Throughput::Elements(1));
     let mut i = 0i64;
@@ -158,10 +162,11 @@ fn key_index(c: &mut Criterion) {
     group.bench_function("put (new revision of an existing key)", |b| {
         b.iter(|| {
             rev += 1;
-            index.put(
+            black_box(index.put(
                 format!("key{:08}", rev % 100_000).as_bytes(),
                 Revision::new(rev, 0),
-            );
+                rev - 1,
+            ));
         })
     });
     group.finish();

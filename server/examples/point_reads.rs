@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     // opened empty, so key i was put at revision i + 2).
     let mut index = TreeIndex::new();
     for i in 0..keys {
-        index.put(&key(i), Revision::new(i as i64 + 2, 0));
+        index.put(&key(i), Revision::new(i as i64 + 2, 0), i as i64 + 1);
     }
     let loaded = started.elapsed();
     // Reads timed while RocksDB compacts would share the cores with it.

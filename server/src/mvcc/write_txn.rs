@@ -139,7 +139,12 @@ impl<'a> WriteTxn<'a> {
     /// Puts `key`; creation revision and version follow from its history.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) {
         let rev = self.next_rev();
-        let (create_revision, version) = match self.state.index.get(key, self.revision()) {
+        let view = self.revision();
+        let (before, mark) = self.state.index.put(key, rev, view);
+        if !self.undo.contains_key(key) {
+            self.undo.insert(key.to_vec(), mark);
+        }
+        let (create_revision, version) = match before {
             Some(at) => (at.created.main, at.version + 1),
             None => {
                 self.ops.live_keys += 1;
@@ -156,8 +161,6 @@ impl<'a> WriteTxn<'a> {
             value,
             lease,
         };
-        self.remember(key);
-        self.state.index.put(key, rev);
         self.changes.push((rev, false, kv));
     }
 
