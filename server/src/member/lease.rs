@@ -128,17 +128,17 @@ impl LeaseApi {
     /// The leader's peer URL when this member is a follower (None when this
     /// member leads); NoLeader when there is none.
     fn leader_url(&self) -> Result<Option<String>, EtcdError> {
-        let status = self.proposer.raft_status();
-        if status.is_leader {
+        let (is_leader, leader) = self.proposer.with_raft_status(|s| (s.is_leader, s.leader));
+        if is_leader {
             return Ok(None);
         }
-        if status.leader == 0 {
+        if leader == 0 {
             return Err(EtcdError::NoLeader);
         }
         self.proposer
             .machine()
             .tables()
-            .member(status.leader)
+            .member(leader)
             .and_then(|m| m.peer_urls.first().cloned())
             .map(Some)
             .ok_or(EtcdError::NoLeader)
@@ -162,7 +162,7 @@ impl LeaseApi {
 
     /// Renews lease `id` on this member, which must be the leader.
     pub async fn renew_here(&self, id: i64) -> Result<i64, EtcdError> {
-        if !self.proposer.raft_status().is_leader {
+        if !self.proposer.is_leader() {
             return Err(EtcdError::NotLeader);
         }
         self.wait_expired_lease_revoked(id).await?;

@@ -155,7 +155,7 @@ impl MaintenanceApi {
     /// (same compacted revision, different hash). Members that are behind,
     /// unreachable or compacted differently are skipped this round.
     pub async fn check_corruption(&self) -> Result<(), EtcdError> {
-        if !self.proposer.raft_status().is_leader {
+        if !self.proposer.is_leader() {
             return Ok(());
         }
         // Peers hash at the revision the leader hashed, not at the one its

@@ -382,7 +382,7 @@ impl crate::peer::PeerHandler for Apis {
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
-        if !self.proposer.raft_status().is_leader {
+        if !self.proposer.is_leader() {
             return Err(EtcdError::NotLeader);
         }
         self.lease.time_to_live_here(req)

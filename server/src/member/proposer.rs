@@ -119,9 +119,19 @@ impl Proposer {
         self.replication.raft.status()
     }
 
+    /// Reads the raft status in place (see [`crate::raft::RaftHandle::with_status`]).
+    pub fn with_raft_status<R>(&self, read: impl FnOnce(&RaftStatus) -> R) -> R {
+        self.replication.raft.with_status(read)
+    }
+
+    /// Whether this member leads.
+    pub fn is_leader(&self) -> bool {
+        self.with_raft_status(|s| s.is_leader)
+    }
+
     /// A complete response header at `revision` (0 = the current revision).
     pub fn header(&self, revision: i64) -> ResponseHeader {
-        let raft_term = self.replication.raft.status().term;
+        let raft_term = self.with_raft_status(|s| s.term);
         ResponseHeader {
             cluster_id: self.cluster_id(),
             member_id: self.identity.member_id,
@@ -210,11 +220,13 @@ impl Proposer {
         let id = self.next_proposal_id();
         let data = entry::encode_with(id, auth, command)?;
         let replication = &self.replication;
-        let status = replication.raft.status();
-        if status.is_learner {
+        let (is_learner, commit, applied, leader) = replication
+            .raft
+            .with_status(|s| (s.is_learner, s.commit, s.applied, s.leader));
+        if is_learner {
             return Err(EtcdError::NotSupportedForLearner);
         }
-        if status.commit > status.applied + MAX_APPLY_LAG {
+        if commit > applied + MAX_APPLY_LAG {
             return Err(EtcdError::TooManyRequests);
         }
         let (waiter, _registered) = Registered::new(&self.machine, id);
@@ -234,7 +246,7 @@ impl Proposer {
             })
         };
         replication.raft.offer(data, leader_only, refusal);
-        let outcome = wait_applied(replication, waiter, status.leader, leadership).await;
+        let outcome = wait_applied(replication, waiter, leader, leadership).await;
         // etcd counts a proposal raft refused, or that raft took and that
         // timed out, or whose caller left, as failed; an error of the
         // request is no failed proposal (nor is a stop).
@@ -288,7 +300,7 @@ impl Proposer {
     /// was in flight (see `raft::node::read_rounds`).
     pub async fn barrier(&self) -> Result<(), EtcdError> {
         let replication = &self.replication;
-        if replication.raft.status().is_learner {
+        if replication.raft.with_status(|s| s.is_learner) {
             return Err(EtcdError::NotSupportedForLearner);
         }
         // Deliberately wrong (cairn-jepsen's proof that it can fail): serve
