@@ -9,6 +9,7 @@ mod auth;
 mod authority;
 pub mod caller;
 mod cluster;
+mod dispatch;
 mod election;
 mod kv;
 mod lease;
@@ -31,7 +32,6 @@ use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tonic::service::interceptor::InterceptedService;
 
 pub use admin::AdminService;
 pub use auth::AuthService;
@@ -44,7 +44,7 @@ pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
 use crate::concurrency;
-use crate::member::{Apis, Proposer};
+use crate::member::Apis;
 
 /// Extra bytes gRPC accepts beyond `--max-request-bytes`, so that an oversized
 /// request reaches the member and gets etcd's "request is too large" instead
@@ -100,9 +100,6 @@ pub async fn serve(
         .limits()
         .max_request_bytes
         .saturating_add(GRPC_OVERHEAD_BYTES);
-    let require_leader = RequireLeader {
-        proposer: Arc::clone(member.proposer()),
-    };
     let kv = etcd_service!(
         KvServer::new(KvService::new(Arc::clone(member.kv()))),
         max_message
@@ -146,28 +143,23 @@ pub async fn serve(
                 cairn_tls::coalesce::CoalesceWrites::new(authority::FixAuthority::new(io))
             })
         });
-    let mut routes = tonic::service::RoutesBuilder::default();
-    routes
-        .add_service(health)
-        .add_service(InterceptedService::new(kv, require_leader.clone()))
-        .add_service(InterceptedService::new(lease, require_leader.clone()))
-        .add_service(InterceptedService::new(maintenance, require_leader.clone()))
-        .add_service(InterceptedService::new(cluster, require_leader.clone()))
-        .add_service(InterceptedService::new(watch, require_leader.clone()))
-        .add_service(InterceptedService::new(auth, require_leader.clone()))
-        .add_service(InterceptedService::new(lock, require_leader.clone()))
-        .add_service(InterceptedService::new(election, require_leader))
-        .add_service(cairn_proto::cairnpb::admin_server::AdminServer::new(
-            AdminService::new(Arc::clone(member.maintenance())),
-        ));
-    // The HTTP routes share the port (routed by path), as in etcd.
-    let routes = tonic::service::Routes::from(
-        routes
-            .routes()
-            .into_axum_router()
-            .merge(crate::http::router(Arc::clone(&member)))
-            .fallback(crate::http::not_found),
-    );
+    let dispatch = dispatch::Dispatch::new(dispatch::Services {
+        proposer: Arc::clone(member.proposer()),
+        health,
+        kv,
+        lease,
+        maintenance,
+        cluster,
+        watch,
+        auth,
+        lock,
+        election,
+        admin: cairn_proto::cairnpb::admin_server::AdminServer::new(AdminService::new(Arc::clone(
+            member.maintenance(),
+        ))),
+        // The HTTP routes share the port (routed by path), as in etcd.
+        http: crate::http::router(Arc::clone(&member)).fallback(crate::http::not_found),
+    });
     tonic::transport::Server::builder()
         // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then
         // advertises no SETTINGS_MAX_CONCURRENT_STREAMS at all.
@@ -186,8 +178,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             transport_statuses::<tonic::body::Body>,
         ))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(dispatch, incoming, shutdown)
         .await
 }
 
@@ -232,27 +223,4 @@ async fn require_admin<T>(
             .await?;
     }
     Ok(())
-}
-
-/// etcd's `hasleader` check: a request carrying the gRPC metadata
-/// `hasleader: true` (clientv3's `WithRequireLeader`, sent by etcdctl watch
-/// and kube-apiserver) is refused with "etcdserver: no leader" while this
-/// member knows no leader, instead of waiting for one.
-#[derive(Clone)]
-struct RequireLeader {
-    /// Whose raft status is checked.
-    proposer: Arc<Proposer>,
-}
-
-impl tonic::service::Interceptor for RequireLeader {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let wants_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        if wants_leader && self.proposer.raft_status().leader == 0 {
-            return Err(crate::error::EtcdError::NoLeader.into());
-        }
-        Ok(request)
-    }
 }
