@@ -57,6 +57,32 @@ pub(super) fn range_at(
             counts.note_next(range, last[0], rev, after_last + 1);
         }
     }
+    // One record (a single key's read, the commonest): read alone, without
+    // the batch's bookkeeping below (four allocations fewer a read).
+    if let [r] = revs[..] {
+        let kv = match pending(r) {
+            Some(kv) => kv,
+            None => {
+                // Lent by the engine and opened in place, as a batch's are.
+                let mut read = None;
+                try_get_many::<Error>(
+                    engine,
+                    Cf::Kv,
+                    std::slice::from_ref(&r.record_key(false)),
+                    |_, bytes| {
+                        read = Some(decode_kv(r, bytes.ok_or_else(|| missing(r))?)?);
+                        Ok(())
+                    },
+                )?;
+                read.ok_or_else(|| missing(r))?
+            }
+        };
+        return Ok(RangeResult {
+            kvs: vec![kv],
+            count,
+            rev: view_rev,
+        });
+    }
     // The records not pending are read in one pass, in revision order (a
     // page of keys is scattered over the history), then put back in key
     // order.
@@ -144,6 +170,42 @@ mod tests {
             let seen = txn.range(&KeyRange::new(b"a", b"z"), page).unwrap();
             assert_eq!(seen.kvs, vec![kv("a", 3, 3), kv("b", 5, 5), kv("c", 4, 4)]);
             assert_eq!(seen.count, 4);
+        }
+    }
+
+    #[test]
+    fn a_single_key_is_read_from_storage_or_from_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let engines: [Arc<dyn Engine>; 2] = [
+            Arc::new(MemoryEngine::new()),
+            Arc::new(RocksEngine::open(dir.path()).unwrap()),
+        ];
+        for engine in engines {
+            let store = Store::open(Arc::clone(&engine), true).unwrap();
+            let mut txn = store.write();
+            txn.put(b"a", b"a".to_vec(), 0);
+            txn.commit(None).unwrap();
+            let one = KeyRange::new(b"a", b"");
+            let read = store.range(&one, RangeOptions::default()).unwrap();
+            assert_eq!((read.kvs, read.count), (vec![kv("a", 2, 2)], 1));
+            // A transaction's own write, not yet on disk.
+            let mut txn = store.write();
+            txn.put(b"a", b"b".to_vec(), 0);
+            let own = txn.range(&one, RangeOptions::default()).unwrap();
+            let want = KeyValue {
+                value: b"b".to_vec(),
+                version: 2,
+                ..kv("a", 2, 3)
+            };
+            assert_eq!(own.kvs, vec![want]);
+            drop(txn);
+            // A record the index points to but storage lost: corrupt, not
+            // an empty answer.
+            let mut batch = crate::storage::WriteBatch::default();
+            batch.delete(Cf::Kv, Revision::new(2, 0).record_key(false));
+            engine.write(batch, false).unwrap();
+            let lost = store.range(&one, RangeOptions::default());
+            assert!(matches!(lost, Err(Error::Corrupt { .. })), "{lost:?}");
         }
     }
 }
