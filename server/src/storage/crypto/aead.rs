@@ -242,16 +242,50 @@ fn wrap_aad(key_id: u32) -> [u8; WRAP_AAD_PREFIX.len() + KEY_ID_LEN] {
 
 /// The associated data of a sealed record: `b"cairn record" | key id (u32 BE)
 /// | len(cf) (u64 BE) | cf | len(record key) (u64 BE) | record key`.
-fn record_aad(key_id: u32, cf: &str, record_key: &[u8]) -> Vec<u8> {
-    let mut aad =
-        Vec::with_capacity(RECORD_AAD_PREFIX.len() + KEY_ID_LEN + 16 + cf.len() + record_key.len());
-    aad.extend_from_slice(RECORD_AAD_PREFIX);
-    aad.extend_from_slice(&key_id.to_be_bytes());
-    aad.extend_from_slice(&(cf.len() as u64).to_be_bytes());
-    aad.extend_from_slice(cf.as_bytes());
-    aad.extend_from_slice(&(record_key.len() as u64).to_be_bytes());
-    aad.extend_from_slice(record_key);
-    aad
+fn record_aad(key_id: u32, cf: &str, record_key: &[u8]) -> RecordAad {
+    let parts: [&[u8]; 6] = [
+        RECORD_AAD_PREFIX,
+        &key_id.to_be_bytes(),
+        &(cf.len() as u64).to_be_bytes(),
+        cf.as_bytes(),
+        &(record_key.len() as u64).to_be_bytes(),
+        record_key,
+    ];
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut stack = [0u8; RECORD_AAD_STACK];
+    match stack.get_mut(..len) {
+        // A revision's record in any family: on the stack, no allocation
+        // for each record sealed or opened.
+        Some(mut rest) => {
+            for part in parts {
+                let (head, tail) = rest.split_at_mut(part.len());
+                head.copy_from_slice(part);
+                rest = tail;
+            }
+            RecordAad::Stack(stack, len)
+        }
+        None => RecordAad::Heap(parts.concat()),
+    }
+}
+
+/// Room for a record's associated data without an allocation: the prefix,
+/// the key id, two lengths, a family's name and a record key of up to 70
+/// bytes or more (78 in `kv`, where a revision's is 17 or 18).
+const RECORD_AAD_STACK: usize = 112;
+
+/// A record's associated data, on the stack when it fits.
+enum RecordAad {
+    Stack([u8; RECORD_AAD_STACK], usize),
+    Heap(Vec<u8>),
+}
+
+impl AsRef<[u8]> for RecordAad {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Stack(bytes, len) => bytes.get(..*len).unwrap_or(bytes),
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 /// A record key for an error message: hex of at most its first 32 bytes,
@@ -300,15 +334,27 @@ mod tests {
 
     #[test]
     fn record_aad_is_unambiguous() {
-        assert_ne!(record_aad(1, "a", b"bc"), record_aad(1, "ab", b"c"));
-        assert_ne!(record_aad(1, "", b"ab"), record_aad(1, "ab", b""));
-        assert_ne!(record_aad(1, "a", b"b"), record_aad(2, "a", b"b"));
+        let aad = |id, cf, key: &[u8]| record_aad(id, cf, key).as_ref().to_vec();
+        assert_ne!(aad(1, "a", b"bc"), aad(1, "ab", b"c"));
+        assert_ne!(aad(1, "", b"ab"), aad(1, "ab", b""));
+        assert_ne!(aad(1, "a", b"b"), aad(2, "a", b"b"));
         // Crafted so that dropping the cf length prefix would make these equal:
         // "a" | len 9 | (0 0 0 0 0 0 0 1 'z')  vs  ("a" 0 0 0 0 0 0 0 9) | len 1 | 'z'.
         assert_ne!(
-            record_aad(1, "a", b"\0\0\0\0\0\0\0\x01z"),
-            record_aad(1, "a\0\0\0\0\0\0\0\x09", b"z")
+            aad(1, "a", b"\0\0\0\0\0\0\0\x01z"),
+            aad(1, "a\0\0\0\0\0\0\0\x09", b"z")
         );
+        // The same layout on the stack and, for a long key, on the heap.
+        for key_len in [0, 17, 78, 79, 200] {
+            let key = vec![7u8; key_len];
+            let mut want = b"cairn record".to_vec();
+            want.extend_from_slice(&3u32.to_be_bytes());
+            want.extend_from_slice(&2u64.to_be_bytes());
+            want.extend_from_slice(b"kv");
+            want.extend_from_slice(&(key_len as u64).to_be_bytes());
+            want.extend_from_slice(&key);
+            assert_eq!(aad(3, "kv", &key), want, "key of {key_len} bytes");
+        }
         let ring = ring();
         let sealed = ring.seal("a", b"bc", b"value").unwrap();
         assert!(ring.open("ab", b"c", &sealed).is_err());
