@@ -99,35 +99,40 @@ impl tower::Service<http::Request<Body>> for Dispatch {
 
     fn call(&mut self, request: http::Request<Body>) -> Answer {
         let s = &self.services;
-        let name = service_name(request.uri().path());
-        let etcd_api = matches!(
-            name,
-            kv_server::SERVICE_NAME
-                | watch_server::SERVICE_NAME
-                | lease_server::SERVICE_NAME
-                | cluster_server::SERVICE_NAME
-                | maintenance_server::SERVICE_NAME
-                | auth_server::SERVICE_NAME
-                | lock_server::SERVICE_NAME
-                | election_server::SERVICE_NAME
-        );
-        if etcd_api && wants_leader(&request) && s.proposer.with_raft_status(|r| r.leader) == 0 {
-            let refused = tonic::Status::from(EtcdError::NoLeader).into_http();
-            return Box::pin(std::future::ready(Ok(refused)));
-        }
-        match name {
-            kv_server::SERVICE_NAME => answer(s.kv.clone(), request),
-            watch_server::SERVICE_NAME => answer(s.watch.clone(), request),
-            lease_server::SERVICE_NAME => answer(s.lease.clone(), request),
-            cluster_server::SERVICE_NAME => answer(s.cluster.clone(), request),
-            maintenance_server::SERVICE_NAME => answer(s.maintenance.clone(), request),
-            auth_server::SERVICE_NAME => answer(s.auth.clone(), request),
-            lock_server::SERVICE_NAME => answer(s.lock.clone(), request),
-            election_server::SERVICE_NAME => answer(s.election.clone(), request),
+        match service_name(request.uri().path()) {
+            kv_server::SERVICE_NAME => s.etcd(s.kv.clone(), request),
+            watch_server::SERVICE_NAME => s.etcd(s.watch.clone(), request),
+            lease_server::SERVICE_NAME => s.etcd(s.lease.clone(), request),
+            cluster_server::SERVICE_NAME => s.etcd(s.cluster.clone(), request),
+            maintenance_server::SERVICE_NAME => s.etcd(s.maintenance.clone(), request),
+            auth_server::SERVICE_NAME => s.etcd(s.auth.clone(), request),
+            lock_server::SERVICE_NAME => s.etcd(s.lock.clone(), request),
+            election_server::SERVICE_NAME => s.etcd(s.election.clone(), request),
             admin_server::SERVICE_NAME => answer(s.admin.clone(), request),
             tonic_health::pb::health_server::SERVICE_NAME => answer(s.health.clone(), request),
             _ => answer(s.http.clone(), request),
         }
+    }
+}
+
+impl Services {
+    /// `request` to one of the etcd API's services: refused while this
+    /// member knows no leader if it asks for one (`hasleader`), else
+    /// answered by `service`.
+    fn etcd<S, B>(&self, service: S, request: http::Request<Body>) -> Answer
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        if wants_leader(&request) && self.proposer.with_raft_status(|r| r.leader) == 0 {
+            let refused = tonic::Status::from(EtcdError::NoLeader).into_http();
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
+        answer(service, request)
     }
 }
 
