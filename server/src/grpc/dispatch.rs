@@ -100,14 +100,16 @@ impl tower::Service<http::Request<Body>> for Dispatch {
     fn call(&mut self, request: http::Request<Body>) -> Answer {
         let s = &self.services;
         match service_name(request.uri().path()) {
-            kv_server::SERVICE_NAME => s.etcd(s.kv.clone(), request),
-            watch_server::SERVICE_NAME => s.etcd(s.watch.clone(), request),
-            lease_server::SERVICE_NAME => s.etcd(s.lease.clone(), request),
-            cluster_server::SERVICE_NAME => s.etcd(s.cluster.clone(), request),
-            maintenance_server::SERVICE_NAME => s.etcd(s.maintenance.clone(), request),
-            auth_server::SERVICE_NAME => s.etcd(s.auth.clone(), request),
-            lock_server::SERVICE_NAME => s.etcd(s.lock.clone(), request),
-            election_server::SERVICE_NAME => s.etcd(s.election.clone(), request),
+            kv_server::SERVICE_NAME => s.etcd(request, |r| answer(s.kv.clone(), r)),
+            watch_server::SERVICE_NAME => s.etcd(request, |r| answer(s.watch.clone(), r)),
+            lease_server::SERVICE_NAME => s.etcd(request, |r| answer(s.lease.clone(), r)),
+            cluster_server::SERVICE_NAME => s.etcd(request, |r| answer(s.cluster.clone(), r)),
+            maintenance_server::SERVICE_NAME => {
+                s.etcd(request, |r| answer(s.maintenance.clone(), r))
+            }
+            auth_server::SERVICE_NAME => s.etcd(request, |r| answer(s.auth.clone(), r)),
+            lock_server::SERVICE_NAME => s.etcd(request, |r| answer(s.lock.clone(), r)),
+            election_server::SERVICE_NAME => s.etcd(request, |r| answer(s.election.clone(), r)),
             admin_server::SERVICE_NAME => answer(s.admin.clone(), request),
             tonic_health::pb::health_server::SERVICE_NAME => answer(s.health.clone(), request),
             _ => answer(s.http.clone(), request),
@@ -118,21 +120,17 @@ impl tower::Service<http::Request<Body>> for Dispatch {
 impl Services {
     /// `request` to one of the etcd API's services: refused while this
     /// member knows no leader if it asks for one (`hasleader`), else
-    /// answered by `service`.
-    fn etcd<S, B>(&self, service: S, request: http::Request<Body>) -> Answer
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-            + Send
-            + 'static,
-        S::Future: Send,
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<tonic::codegen::StdError>,
-    {
+    /// answered by `route`.
+    fn etcd(
+        &self,
+        request: http::Request<Body>,
+        route: impl FnOnce(http::Request<Body>) -> Answer,
+    ) -> Answer {
         if wants_leader(&request) && self.proposer.with_raft_status(|r| r.leader) == 0 {
             let refused = tonic::Status::from(EtcdError::NoLeader).into_http();
             return Box::pin(std::future::ready(Ok(refused)));
         }
-        answer(service, request)
+        route(request)
     }
 }
 
