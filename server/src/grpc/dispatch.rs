@@ -10,6 +10,9 @@
 //! per serializable range (counted with a uprobe on malloc, 2026-12-05).
 //! A match on the service's name does the same routing with none.
 //!
+//! The KV service's calls (all unary) go to [`super::unary`], which
+//! answers them without tonic's codec; the other services' calls to tonic.
+//!
 //! The router also makes etcd's `hasleader` check on the etcd API's
 //! services: a request carrying the gRPC metadata `hasleader: true`
 //! (clientv3's `WithRequireLeader`, sent by etcdctl watch and
@@ -26,7 +29,7 @@ use std::task::{Context, Poll};
 use cairn_proto::cairnpb::admin_server::{self, AdminServer};
 use cairn_proto::etcdserverpb::auth_server::{self, AuthServer};
 use cairn_proto::etcdserverpb::cluster_server::{self, ClusterServer};
-use cairn_proto::etcdserverpb::kv_server::{self, KvServer};
+use cairn_proto::etcdserverpb::kv_server::{self, Kv as _, KvServer};
 use cairn_proto::etcdserverpb::lease_server::{self, LeaseServer};
 use cairn_proto::etcdserverpb::maintenance_server::{self, MaintenanceServer};
 use cairn_proto::etcdserverpb::watch_server::{self, WatchServer};
@@ -35,6 +38,7 @@ use cairn_proto::v3lockpb::lock_server::{self, LockServer};
 use tonic::body::Body;
 use tower::ServiceExt;
 
+use super::unary;
 use super::{
     AdminService, AuthService, ClusterService, ElectionService, HealthService, KvService,
     LeaseService, LockService, MaintenanceService, WatchService,
@@ -43,7 +47,8 @@ use crate::error::EtcdError;
 use crate::member::Proposer;
 
 /// What a routed call answers.
-type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+pub(super) type Answer =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 /// The services of the client port, by name (see the module doc).
 #[derive(Clone)]
@@ -58,6 +63,12 @@ pub(super) struct Services {
     pub proposer: Arc<Proposer>,
     pub health: HealthService,
     pub kv: KvServer<KvService>,
+    /// The KV service itself, whose calls [`unary`] answers (`kv` is
+    /// the same service in tonic's server, for what `unary` leaves).
+    pub kv_unary: KvService,
+    /// The largest request message the etcd API's services decode (the
+    /// limit `kv` was given).
+    pub max_message: usize,
     pub lease: LeaseServer<LeaseService>,
     pub maintenance: MaintenanceServer<MaintenanceService>,
     pub cluster: ClusterServer<ClusterService>,
@@ -80,6 +91,13 @@ impl Dispatch {
     }
 }
 
+/// The method name of a gRPC path (`/SERVICE/METHOD`), or "".
+fn method_name(path: &str) -> &str {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, method)| method)
+}
+
 /// The service name of a gRPC path (`/NAME/METHOD`), or "".
 fn service_name(path: &str) -> &str {
     path.strip_prefix('/')
@@ -100,7 +118,7 @@ impl tower::Service<http::Request<Body>> for Dispatch {
     fn call(&mut self, request: http::Request<Body>) -> Answer {
         let s = &self.services;
         match service_name(request.uri().path()) {
-            kv_server::SERVICE_NAME => s.etcd(request, |r| answer(s.kv.clone(), r)),
+            kv_server::SERVICE_NAME => s.etcd(request, |r| s.kv(r)),
             watch_server::SERVICE_NAME => s.etcd(request, |r| answer(s.watch.clone(), r)),
             lease_server::SERVICE_NAME => s.etcd(request, |r| answer(s.lease.clone(), r)),
             cluster_server::SERVICE_NAME => s.etcd(request, |r| answer(s.cluster.clone(), r)),
@@ -134,6 +152,30 @@ impl Services {
     }
 }
 
+impl Services {
+    /// A call of the KV service, whose methods are all unary: answered by
+    /// [`unary`] (tonic answers what it does not expect, and any method
+    /// KV does not have).
+    fn kv(&self, request: http::Request<Body>) -> Answer {
+        let (kv, max) = (self.kv_unary.clone(), self.max_message);
+        let server = self.kv.clone();
+        let tonic = move |r| answer(server, r);
+        match method_name(request.uri().path()) {
+            "Range" => unary::answer(request, max, |r| async move { kv.range(r).await }, tonic),
+            "Put" => unary::answer(request, max, |r| async move { kv.put(r).await }, tonic),
+            "DeleteRange" => unary::answer(
+                request,
+                max,
+                |r| async move { kv.delete_range(r).await },
+                tonic,
+            ),
+            "Txn" => unary::answer(request, max, |r| async move { kv.txn(r).await }, tonic),
+            "Compact" => unary::answer(request, max, |r| async move { kv.compact(r).await }, tonic),
+            _ => tonic(request),
+        }
+    }
+}
+
 /// Whether `request` carries etcd's `hasleader: true`.
 fn wants_leader(request: &http::Request<Body>) -> bool {
     request
@@ -157,7 +199,20 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::service_name;
+    use super::{method_name, service_name};
+
+    #[test]
+    fn a_path_names_its_method_by_its_second_segment() {
+        for (path, name) in [
+            ("/etcdserverpb.KV/Range", "Range"),
+            ("/etcdserverpb.KV/", ""),
+            ("/etcdserverpb.KV", ""),
+            ("/health", ""),
+            ("", ""),
+        ] {
+            assert_eq!(method_name(path), name, "{path}");
+        }
+    }
 
     #[test]
     fn a_path_names_its_service_by_its_first_segment() {

@@ -16,6 +16,7 @@ mod lease;
 mod lock;
 mod maintenance;
 pub mod status;
+mod unary;
 pub mod validate;
 mod watch;
 
@@ -147,6 +148,8 @@ pub async fn serve(
         proposer: Arc::clone(member.proposer()),
         health,
         kv,
+        kv_unary: KvService::new(Arc::clone(member.kv())),
+        max_message,
         lease,
         maintenance,
         cluster,
