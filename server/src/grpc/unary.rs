@@ -69,6 +69,9 @@ pub(super) async fn read<M: prost::Message + Default>(
                 return Read::Other(replay(parts, read, None, body));
             }
             Some(Ok(frame)) => match frame.into_data() {
+                // An empty DATA frame (clients end a stream with one) adds
+                // nothing to gather.
+                Ok(data) if data.is_empty() => {}
                 Ok(data) => {
                     let read = read.push(data);
                     if declared(read).is_some_and(|n| n > max || read.len() > PREFIX + n) {
