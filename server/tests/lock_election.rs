@@ -324,3 +324,29 @@ async fn an_election_is_observed_across_a_leader_change() {
     .unwrap();
     cluster.stop_all().await;
 }
+
+/// A call that waits (a Lock someone else holds) ends at its `grpc-timeout`
+/// (clientv3 sends one with every deadline, etcdctl's 5 s by default), with
+/// tonic's answer, and the member serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ends_at_its_grpc_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = common::start(dir.path()).await;
+    let ch = channel(member.client_urls()[0].clone()).await;
+    let (a, b) = (grant(&ch, 60).await, grant(&ch, 60).await);
+    let mut locks = LockClient::new(ch.clone());
+    let lock = |lease| LockRequest {
+        name: b"t".to_vec(),
+        lease,
+    };
+    locks.lock(lock(a)).await.unwrap();
+    let mut waiting = tonic::Request::new(lock(b));
+    waiting.set_timeout(Duration::from_millis(200));
+    let err = locks.lock(waiting).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Cancelled, "Timeout expired")
+    );
+    assert!(key_exists(&ch, format!("t/{a:x}").as_bytes()).await);
+    member.stop().await.unwrap();
+}

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use cairn_proto::cairnpb::admin_server::{self, AdminServer};
 use cairn_proto::etcdserverpb::auth_server::{self, AuthServer};
@@ -116,6 +117,24 @@ impl tower::Service<http::Request<Body>> for Dispatch {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Answer {
+        let Some(timeout) = grpc_timeout(request.headers()) else {
+            return self.route(request);
+        };
+        // Past the client's deadline, tonic's answer (its server kept
+        // `grpc-timeout` before [`super::connections`] did).
+        let answer = self.route(request);
+        Box::pin(async move {
+            let late = || Ok(tonic::Status::cancelled("Timeout expired").into_http());
+            tokio::time::timeout(timeout, answer)
+                .await
+                .unwrap_or_else(|_| late())
+        })
+    }
+}
+
+impl Dispatch {
+    /// `request` to its service (see the module doc).
+    fn route(&self, request: http::Request<Body>) -> Answer {
         let s = &self.services;
         match service_name(request.uri().path()) {
             kv_server::SERVICE_NAME => s.etcd(request, |r| s.kv(r)),
@@ -197,9 +216,33 @@ where
     Box::pin(async move { Ok(service.oneshot(request).await?.map(Body::new)) })
 }
 
+/// A request's `grpc-timeout` (gRPC's "TimeoutValue TimeoutUnit": at most
+/// 8 digits and one of H M S m u n); none when absent or malformed, as
+/// tonic reads it.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit = text.len().checked_sub(1)?;
+    let (value, unit) = (text.get(..unit)?, text.get(unit..)?);
+    if value.len() > 8 {
+        return None;
+    }
+    let value: u64 = value.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 3600),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{method_name, service_name};
+    use std::time::Duration;
+
+    use super::{grpc_timeout, method_name, service_name};
 
     #[test]
     fn a_path_names_its_method_by_its_second_segment() {
@@ -226,5 +269,28 @@ mod tests {
         ] {
             assert_eq!(service_name(path), name, "{path}");
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_read_as_tonic_reads_them() {
+        for (header, expected) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("100m", Some(Duration::from_millis(100))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("123456789S", None),
+            ("5s", None),
+            ("S", None),
+            ("", None),
+            ("-1S", None),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(header));
+            assert_eq!(grpc_timeout(&headers), expected, "{header:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }

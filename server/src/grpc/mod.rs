@@ -9,6 +9,7 @@ mod auth;
 mod authority;
 pub mod caller;
 mod cluster;
+mod connections;
 mod dispatch;
 mod election;
 mod kv;
@@ -33,6 +34,7 @@ use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
+use tower::Layer as _;
 
 pub use admin::AdminService;
 pub use auth::AuthService;
@@ -88,6 +90,9 @@ macro_rules! etcd_service {
 /// then finishes in-flight requests and returns. Each client connection
 /// may open at most `max_concurrent_streams` HTTP/2 streams at once
 /// (`--max-concurrent-streams`; `u32::MAX`, etcd's default, is no limit).
+/// Never fails (a connection that cannot be accepted is skipped, as tonic's
+/// server skipped it); the `Result` is the type every server of a member
+/// returns.
 pub async fn serve(
     member: Arc<Apis>,
     listener: TcpListener,
@@ -163,26 +168,25 @@ pub async fn serve(
         // The HTTP routes share the port (routed by path), as in etcd.
         http: crate::http::router(Arc::clone(&member)).fallback(crate::http::not_found),
     });
-    tonic::transport::Server::builder()
+    // grpc_server_* by method and code; outermost, so that it sees the
+    // codes as clients do (after the rewrite below).
+    let metered =
+        crate::metrics::layer::GrpcMetricsLayer::new(member.metrics().map(|m| Arc::clone(&m.grpc)))
+            .layer(
+                // Requests tonic itself refuses (too large, undecodable) are
+                // answered with grpc-go's codes, as etcd answers them.
+                tower::util::MapResponse::new(dispatch, transport_statuses::<tonic::body::Body>),
+            );
+    connections::serve(
+        metered,
+        incoming,
         // etcd's default, math.MaxUint32, is grpc-go's "no limit": h2 then
         // advertises no SETTINGS_MAX_CONCURRENT_STREAMS at all.
-        .max_concurrent_streams(
-            (max_concurrent_streams != u32::MAX).then_some(max_concurrent_streams),
-        )
-        // HTTP/1.1 for the HTTP routes (curl, load balancers' probes).
-        .accept_http1(true)
-        // grpc_server_* by method and code; outermost, so that it sees the
-        // codes as clients do (after the rewrite below).
-        .layer(crate::metrics::layer::GrpcMetricsLayer::new(
-            member.metrics().map(|m| Arc::clone(&m.grpc)),
-        ))
-        // Requests tonic itself refuses (too large, undecodable) are answered
-        // with grpc-go's codes, as etcd answers them.
-        .layer(tower::util::MapResponseLayer::new(
-            transport_statuses::<tonic::body::Body>,
-        ))
-        .serve_with_incoming_shutdown(dispatch, incoming, shutdown)
-        .await
+        (max_concurrent_streams != u32::MAX).then_some(max_concurrent_streams),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 /// Rewrites a trailers-only error response that tonic made itself (the
