@@ -48,6 +48,8 @@ pub(super) async fn serve<S, B, I, IO, E>(
     IO: AsyncRead + AsyncWrite + Connected<ConnectInfo = ConnInfo> + Unpin + Send + 'static,
     E: std::fmt::Display,
 {
+    // tonic's settings; hyper's defaults for the rest (its limit of 1,024
+    // streams reset for local errors kept, which tonic's server turned off).
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -81,7 +83,7 @@ pub(super) async fn serve<S, B, I, IO, E>(
                 }
                 service.clone().oneshot(request)
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), call);
+            let connection = builder.serve_connection(TokioIo::new(io), call);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
                 if let Err(e) = connection.await {

@@ -92,18 +92,12 @@ impl Dispatch {
     }
 }
 
-/// The method name of a gRPC path (`/SERVICE/METHOD`), or "".
-fn method_name(path: &str) -> &str {
+/// The service and method names of a gRPC path (`/SERVICE/METHOD`), or
+/// ("", "").
+fn grpc_path(path: &str) -> (&str, &str) {
     path.strip_prefix('/')
         .and_then(|p| p.split_once('/'))
-        .map_or("", |(_, method)| method)
-}
-
-/// The service name of a gRPC path (`/NAME/METHOD`), or "".
-fn service_name(path: &str) -> &str {
-    path.strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .map_or("", |(name, _)| name)
+        .unwrap_or(("", ""))
 }
 
 impl tower::Service<http::Request<Body>> for Dispatch {
@@ -124,10 +118,9 @@ impl tower::Service<http::Request<Body>> for Dispatch {
         // `grpc-timeout` before [`super::connections`] did).
         let answer = self.route(request);
         Box::pin(async move {
-            let late = || Ok(tonic::Status::cancelled("Timeout expired").into_http());
             tokio::time::timeout(timeout, answer)
                 .await
-                .unwrap_or_else(|_| late())
+                .unwrap_or_else(|_| Ok(tonic::Status::cancelled("Timeout expired").into_http()))
         })
     }
 }
@@ -136,7 +129,7 @@ impl Dispatch {
     /// `request` to its service (see the module doc).
     fn route(&self, request: http::Request<Body>) -> Answer {
         let s = &self.services;
-        match service_name(request.uri().path()) {
+        match grpc_path(request.uri().path()).0 {
             kv_server::SERVICE_NAME => s.etcd(request, |r| s.kv(r)),
             watch_server::SERVICE_NAME => s.etcd(request, |r| answer(s.watch.clone(), r)),
             lease_server::SERVICE_NAME => s.etcd(request, |r| answer(s.lease.clone(), r)),
@@ -169,9 +162,7 @@ impl Services {
         }
         route(request)
     }
-}
 
-impl Services {
     /// A call of the KV service, whose methods are all unary: answered by
     /// [`unary`] (tonic answers what it does not expect, and any method
     /// KV does not have).
@@ -179,7 +170,7 @@ impl Services {
         let (kv, max) = (self.kv_unary.clone(), self.max_message);
         let server = self.kv.clone();
         let tonic = move |r| answer(server, r);
-        match method_name(request.uri().path()) {
+        match grpc_path(request.uri().path()).1 {
             "Range" => unary::answer(request, max, |r| async move { kv.range(r).await }, tonic),
             "Put" => unary::answer(request, max, |r| async move { kv.put(r).await }, tonic),
             "DeleteRange" => unary::answer(
@@ -242,32 +233,23 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 mod tests {
     use std::time::Duration;
 
-    use super::{grpc_timeout, method_name, service_name};
+    use super::{grpc_path, grpc_timeout};
 
     #[test]
-    fn a_path_names_its_method_by_its_second_segment() {
-        for (path, name) in [
-            ("/etcdserverpb.KV/Range", "Range"),
-            ("/etcdserverpb.KV/", ""),
-            ("/etcdserverpb.KV", ""),
-            ("/health", ""),
-            ("", ""),
+    fn a_path_names_its_service_and_method_by_its_segments() {
+        for (path, names) in [
+            ("/etcdserverpb.KV/Range", ("etcdserverpb.KV", "Range")),
+            (
+                "/grpc.health.v1.Health/Check",
+                ("grpc.health.v1.Health", "Check"),
+            ),
+            ("/etcdserverpb.KV/", ("etcdserverpb.KV", "")),
+            ("/etcdserverpb.KV", ("", "")),
+            ("/v3/kv/range", ("v3", "kv/range")),
+            ("/health", ("", "")),
+            ("", ("", "")),
         ] {
-            assert_eq!(method_name(path), name, "{path}");
-        }
-    }
-
-    #[test]
-    fn a_path_names_its_service_by_its_first_segment() {
-        for (path, name) in [
-            ("/etcdserverpb.KV/Range", "etcdserverpb.KV"),
-            ("/grpc.health.v1.Health/Check", "grpc.health.v1.Health"),
-            ("/etcdserverpb.KV", ""),
-            ("/v3/kv/range", "v3"),
-            ("/health", ""),
-            ("", ""),
-        ] {
-            assert_eq!(service_name(path), name, "{path}");
+            assert_eq!(grpc_path(path), names, "{path}");
         }
     }
 
