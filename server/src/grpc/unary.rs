@@ -31,7 +31,7 @@ use super::dispatch::Answer;
 const PREFIX: usize = 5;
 
 /// What reading a unary request's body came to.
-pub(super) enum Read<M> {
+enum Read<M> {
     /// The one message, decoded, with the request's head.
     Message(http::request::Parts, M),
     /// Anything else: the request as it arrived (what was read of its body
@@ -41,22 +41,22 @@ pub(super) enum Read<M> {
 
 /// Reads `request`'s body as one uncompressed message of at most `max`
 /// bytes and decodes it as `M`.
-pub(super) async fn read<M: prost::Message + Default>(
-    request: http::Request<Body>,
-    max: usize,
-) -> Read<M> {
-    let (parts, mut body) = request.into_parts();
-    let compressed = parts
-        .headers
+async fn read<M: prost::Message + Default>(request: http::Request<Body>, max: usize) -> Read<M> {
+    let compressed = request
+        .headers()
         .get("grpc-encoding")
         .is_some_and(|e| e.as_bytes() != b"identity");
+    if compressed {
+        return Read::Other(request);
+    }
+    let (parts, mut body) = request.into_parts();
     // One DATA frame usually holds the whole message: kept as it came;
     // gathered in one buffer only when the message spans frames.
     let mut read = Gathered::default();
     // A frame that is not the shape expected (trailers, an error), kept
     // for tonic.
     let mut unexpected = None;
-    while !compressed && unexpected.is_none() {
+    while unexpected.is_none() {
         match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             None => {
                 let read = read.bytes();
@@ -154,7 +154,7 @@ fn declared(read: &[u8]) -> Option<usize> {
 /// `answer` to a unary call: its message as one DATA frame and
 /// `grpc-status: 0` in the trailers; an error as tonic writes it (a
 /// trailers-only response).
-pub(super) fn write<M: prost::Message>(
+fn write<M: prost::Message>(
     answer: Result<tonic::Response<M>, tonic::Status>,
 ) -> http::Response<Body> {
     let (metadata, message, extensions) = match answer {
