@@ -227,6 +227,15 @@ impl Tables {
         self.members_read().get(&id).cloned()
     }
 
+    /// The first peer URL of member `id`: what a follower forwards to its
+    /// leader by, once per forwarded call (a copy of one URL, not of the
+    /// whole member).
+    pub fn first_peer_url(&self, id: u64) -> Option<String> {
+        self.members_read()
+            .get(&id)
+            .and_then(|m| m.peer_urls.first().cloned())
+    }
+
     /// The raised alarms.
     pub fn alarms(&self) -> Vec<AlarmMember> {
         lock(&self.alarms)

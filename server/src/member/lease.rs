@@ -138,8 +138,7 @@ impl LeaseApi {
         self.proposer
             .machine()
             .tables()
-            .member(leader)
-            .and_then(|m| m.peer_urls.first().cloned())
+            .first_peer_url(leader)
             .map(Some)
             .ok_or(EtcdError::NoLeader)
     }
