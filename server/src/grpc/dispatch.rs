@@ -11,7 +11,8 @@
 //! A match on the service's name does the same routing with none.
 //!
 //! The KV service's calls (all unary) go to [`super::unary`], which
-//! answers them without tonic's codec; the other services' calls to tonic.
+//! answers them without tonic's codec, and the Lease service's keep-alive
+//! streams to [`super::keep_alive`]; the other calls to tonic.
 //!
 //! The router also makes etcd's `hasleader` check on the etcd API's
 //! services: a request carrying the gRPC metadata `hasleader: true`
@@ -39,7 +40,7 @@ use cairn_proto::v3lockpb::lock_server::{self, LockServer};
 use tonic::body::Body;
 use tower::ServiceExt;
 
-use super::unary;
+use super::{keep_alive, unary};
 use super::{
     AdminService, AuthService, ClusterService, ElectionService, HealthService, KvService,
     LeaseService, LockService, MaintenanceService, WatchService,
@@ -71,6 +72,9 @@ pub(super) struct Services {
     /// limit `kv` was given).
     pub max_message: usize,
     pub lease: LeaseServer<LeaseService>,
+    /// The Lease service itself, whose keep-alive streams [`keep_alive`]
+    /// answers (`lease` is the same service in tonic's server).
+    pub lease_streams: LeaseService,
     pub maintenance: MaintenanceServer<MaintenanceService>,
     pub cluster: ClusterServer<ClusterService>,
     pub watch: WatchServer<WatchService>,
@@ -132,7 +136,7 @@ impl Dispatch {
         match grpc_path(request.uri().path()).0 {
             kv_server::SERVICE_NAME => s.etcd(request, |r| s.kv(r)),
             watch_server::SERVICE_NAME => s.etcd(request, |r| answer(s.watch.clone(), r)),
-            lease_server::SERVICE_NAME => s.etcd(request, |r| answer(s.lease.clone(), r)),
+            lease_server::SERVICE_NAME => s.etcd(request, |r| s.lease(r)),
             cluster_server::SERVICE_NAME => s.etcd(request, |r| answer(s.cluster.clone(), r)),
             maintenance_server::SERVICE_NAME => {
                 s.etcd(request, |r| answer(s.maintenance.clone(), r))
@@ -183,6 +187,17 @@ impl Services {
             "Compact" => unary::answer(request, max, |r| async move { kv.compact(r).await }, tonic),
             _ => tonic(request),
         }
+    }
+
+    /// A call of the Lease service: an uncompressed keep-alive stream
+    /// answered by [`keep_alive`], anything else by tonic.
+    fn lease(&self, request: http::Request<Body>) -> Answer {
+        let keep_alive = grpc_path(request.uri().path()).1 == "LeaseKeepAlive";
+        if !keep_alive || unary::compressed(request.headers()) {
+            return answer(self.lease.clone(), request);
+        }
+        let response = keep_alive::answer(request, &self.lease_streams, self.max_message);
+        Box::pin(std::future::ready(Ok(response)))
     }
 }
 

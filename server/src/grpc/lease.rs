@@ -54,6 +54,11 @@ impl LeaseService {
         ReceiverStream::new(rx)
     }
 
+    /// The API the requests are served by.
+    pub(super) fn api(&self) -> &Arc<LeaseApi> {
+        &self.lease
+    }
+
     /// Completes a header that apply filled with the revision only.
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
@@ -92,28 +97,42 @@ async fn keep_alive(
                 return;
             }
         };
-        // The header is taken before the renewal, as etcd does: a client
-        // never sees a successful keep-alive at a revision after the one that
-        // revoked the lease.
-        let header = lease.proposer().header(0);
-        let ttl = match lease.renew(req.id, &caller).await {
-            Ok(ttl) => ttl,
-            Err(EtcdError::LeaseNotFound) => 0,
+        let resp = match renewal(&lease, req.id, &caller).await {
+            Ok(resp) => resp,
             Err(e) => {
                 let _ = responses.send(Err(e.into())).await;
                 return;
             }
-        };
-        let resp = LeaseKeepAliveResponse {
-            header: Some(header),
-            id: req.id,
-            ttl,
         };
         if responses.send(Ok(resp)).await.is_err() {
             // The client is gone.
             return;
         }
     }
+}
+
+/// The answer to one keep-alive request for lease `id`: its TTL, or 0 for
+/// a lease that does not exist (or has expired), as etcd answers it; any
+/// other error ends the stream.
+pub(super) async fn renewal(
+    lease: &LeaseApi,
+    id: i64,
+    caller: &Caller,
+) -> Result<LeaseKeepAliveResponse, EtcdError> {
+    // The header is taken before the renewal, as etcd does: a client never
+    // sees a successful keep-alive at a revision after the one that revoked
+    // the lease.
+    let header = lease.proposer().header(0);
+    let ttl = match lease.renew(id, caller).await {
+        Ok(ttl) => ttl,
+        Err(EtcdError::LeaseNotFound) => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(LeaseKeepAliveResponse {
+        header: Some(header),
+        id,
+        ttl,
+    })
 }
 
 #[tonic::async_trait]

@@ -12,11 +12,14 @@ mod cluster;
 mod connections;
 mod dispatch;
 mod election;
+mod keep_alive;
 mod kv;
 mod lease;
 mod lock;
 mod maintenance;
 pub mod status;
+#[cfg(test)]
+mod test_body;
 mod unary;
 pub mod validate;
 mod watch;
@@ -156,6 +159,7 @@ pub async fn serve(
         kv_unary: KvService::new(Arc::clone(member.kv())),
         max_message,
         lease,
+        lease_streams: LeaseService::new(Arc::clone(member.lease())),
         maintenance,
         cluster,
         watch,

@@ -28,7 +28,7 @@ use tonic::body::Body;
 use super::dispatch::Answer;
 
 /// The gRPC length prefix: a compression flag and a big-endian length.
-const PREFIX: usize = 5;
+pub(super) const PREFIX: usize = 5;
 
 /// What reading a unary request's body came to.
 enum Read<M> {
@@ -42,11 +42,7 @@ enum Read<M> {
 /// Reads `request`'s body as one uncompressed message of at most `max`
 /// bytes and decodes it as `M`.
 async fn read<M: prost::Message + Default>(request: http::Request<Body>, max: usize) -> Read<M> {
-    let compressed = request
-        .headers()
-        .get("grpc-encoding")
-        .is_some_and(|e| e.as_bytes() != b"identity");
-    if compressed {
+    if compressed(request.headers()) {
         return Read::Other(request);
     }
     let (parts, mut body) = request.into_parts();
@@ -84,6 +80,13 @@ async fn read<M: prost::Message + Default>(request: http::Request<Body>, max: us
         }
     }
     Read::Other(replay(parts, read.bytes(), unexpected, body))
+}
+
+/// Whether a request's messages are compressed (its `grpc-encoding`).
+pub(super) fn compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-encoding")
+        .is_some_and(|e| e.as_bytes() != b"identity")
 }
 
 /// The request tonic answers: `read`, then `unexpected`, then the rest of
@@ -146,7 +149,7 @@ impl Gathered {
 }
 
 /// The length `read`'s prefix declares, once it is complete.
-fn declared(read: &[u8]) -> Option<usize> {
+pub(super) fn declared(read: &[u8]) -> Option<usize> {
     let prefix: [u8; 4] = read.get(1..PREFIX)?.try_into().ok()?;
     usize::try_from(u32::from_be_bytes(prefix)).ok()
 }
@@ -161,22 +164,13 @@ fn write<M: prost::Message>(
         Ok(response) => response.into_parts(),
         Err(status) => return status.into_http(),
     };
-    let len = message.encoded_len();
-    let Ok(prefix_len) = u32::try_from(len) else {
-        // tonic's refusal of the same answer.
-        let text = format!("Cannot return body with more than 4GB of data but got {len} bytes");
-        return tonic::Status::resource_exhausted(text).into_http();
+    let data = match encode(&message) {
+        Ok(data) => data,
+        Err(status) => return status.into_http(),
     };
-    let mut data = BytesMut::with_capacity(PREFIX + len);
-    data.put_u8(0);
-    data.put_u32(prefix_len);
-    // Cannot fail: the buffer holds `len` bytes more.
-    let _ = message.encode(&mut data);
-    let mut ok = HeaderMap::with_capacity(1);
-    ok.insert("grpc-status", HeaderValue::from_static("0"));
     let mut response = http::Response::new(Body::new(Replay {
-        read: data.freeze(),
-        unexpected: Some(Ok(Frame::trailers(ok))),
+        read: data,
+        unexpected: Some(Ok(Frame::trailers(ok()))),
         rest: Body::empty(),
     }));
     *response.headers_mut() = metadata.into_headers();
@@ -188,16 +182,39 @@ fn write<M: prost::Message>(
     response
 }
 
+/// `message` with gRPC's prefix (uncompressed), as tonic's encoder writes
+/// it; tonic's refusal of a message it cannot prefix.
+pub(super) fn encode<M: prost::Message>(message: &M) -> Result<Bytes, tonic::Status> {
+    let len = message.encoded_len();
+    let Ok(prefix_len) = u32::try_from(len) else {
+        let text = format!("Cannot return body with more than 4GB of data but got {len} bytes");
+        return Err(tonic::Status::resource_exhausted(text));
+    };
+    let mut data = BytesMut::with_capacity(PREFIX + len);
+    data.put_u8(0);
+    data.put_u32(prefix_len);
+    // Cannot fail: the buffer holds `len` bytes more.
+    let _ = message.encode(&mut data);
+    Ok(data.freeze())
+}
+
+/// The trailers of a call that succeeded.
+pub(super) fn ok() -> HeaderMap {
+    let mut ok = HeaderMap::with_capacity(1);
+    ok.insert("grpc-status", HeaderValue::from_static("0"));
+    ok
+}
+
 /// A body of what is at hand (DATA, then one other frame or an error),
 /// then the rest: a request put back together for tonic, or an answer (its
 /// message, then the trailers, then nothing).
-struct Replay {
+pub(super) struct Replay {
     /// DATA in one piece (its frames' borders do not matter).
-    read: Bytes,
+    pub read: Bytes,
     /// The frame or error after it, if any.
-    unexpected: Option<Result<Frame<Bytes>, tonic::Status>>,
+    pub unexpected: Option<Result<Frame<Bytes>, tonic::Status>>,
     /// What follows.
-    rest: Body,
+    pub rest: Body,
 }
 
 impl http_body::Body for Replay {
@@ -251,34 +268,17 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use cairn_proto::etcdserverpb::{PutRequest, PutResponse};
     use prost::Message as _;
 
     use super::*;
+    use crate::grpc::test_body::{drain, framed, next, Scripted};
 
     /// A request's headers.
     type Headers = &'static [(&'static str, &'static str)];
 
-    /// A request body of the given frames, in order.
-    struct Scripted(VecDeque<Result<Frame<Bytes>, tonic::Status>>);
-
-    impl http_body::Body for Scripted {
-        type Data = Bytes;
-        type Error = tonic::Status;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-            Poll::Ready(self.0.pop_front())
-        }
-    }
-
     fn request(headers: Headers, frames: Vec<Frame<Bytes>>) -> http::Request<Body> {
-        let mut request =
-            http::Request::new(Body::new(Scripted(frames.into_iter().map(Ok).collect())));
+        let mut request = http::Request::new(Scripted::ended(frames.into_iter().map(Ok)));
         for (name, value) in headers {
             request
                 .headers_mut()
@@ -287,37 +287,12 @@ mod tests {
         request
     }
 
-    /// `message` with gRPC's prefix (flag `flag`).
-    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
-        let mut framed = vec![flag];
-        framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-        framed.extend_from_slice(message);
-        framed
-    }
-
     fn put() -> PutRequest {
         PutRequest {
             key: b"k".to_vec(),
             value: vec![b'v'; 300],
             ..Default::default()
         }
-    }
-
-    /// `body`'s next frame.
-    async fn next(body: &mut Body) -> Option<Result<Frame<Bytes>, tonic::Status>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
-    }
-
-    /// Every frame of `body`: DATA joined, then the trailers, if any.
-    async fn drain(mut body: Body) -> (Vec<u8>, Option<HeaderMap>) {
-        let (mut data, mut trailers) = (Vec::new(), None);
-        while let Some(frame) = next(&mut body).await {
-            match frame.unwrap().into_data() {
-                Ok(bytes) => data.extend_from_slice(&bytes),
-                Err(frame) => trailers = frame.into_trailers().ok(),
-            }
-        }
-        (data, trailers)
     }
 
     #[tokio::test]
@@ -400,11 +375,10 @@ mod tests {
             (bytes.clone(), Some(trailers))
         );
 
-        let frames = VecDeque::from([
+        let request = http::Request::new(Scripted::ended([
             Ok(Frame::data(Bytes::from(bytes.clone()))),
             Err(tonic::Status::cancelled("gone")),
-        ]);
-        let request = http::Request::new(Body::new(Scripted(frames)));
+        ]));
         let Read::Other(replayed) = read::<PutRequest>(request, 1024).await else {
             panic!("a request that failed read as one message");
         };
