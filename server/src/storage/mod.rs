@@ -262,7 +262,9 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(), Error>;
 
     /// Applies `batch` atomically; with `sync`, it is on stable storage before
-    /// this returns.
+    /// this returns, and so is every write before it. Without, it may reach
+    /// the disk only with a later synced write or the engine's close: a
+    /// crash keeps a prefix of the writes, in the order they were made.
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error>;
 
     /// Size on disk and in use.
