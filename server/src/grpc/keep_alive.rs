@@ -43,6 +43,9 @@ use crate::error::EtcdError;
 /// One renewal in flight: the answer to one request.
 type Renewal = Pin<Box<dyn Future<Output = Result<LeaseKeepAliveResponse, EtcdError>> + Send>>;
 
+/// Completes once the member stops.
+type Stopped = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The response to a LeaseKeepAlive call whose requests are not compressed
 /// (see the module doc), served by `service` with requests of at most `max`
 /// bytes.
@@ -84,18 +87,13 @@ struct KeepAlives<F> {
     renewal: Option<Renewal>,
     /// Completes once the member stops: the stream then ends with
     /// "etcdserver: server stopped", so that the client renews elsewhere.
-    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopped: Stopped,
     /// Whether the trailers were written: nothing follows them.
     ended: bool,
 }
 
 impl<F: FnMut(i64) -> Renewal> KeepAlives<F> {
-    fn new(
-        body: Body,
-        max: usize,
-        renew: F,
-        stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Self {
+    fn new(body: Body, max: usize, renew: F, stopped: Stopped) -> Self {
         Self {
             requests: Requests::Framed {
                 read: BytesMut::new(),
