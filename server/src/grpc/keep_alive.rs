@@ -1,6 +1,8 @@
-//! LeaseKeepAlive streams answered without tonic's streaming machinery:
-//! the response body itself reads the next request, renews, and yields the
-//! answer, one request at a time, with no task, channel or codec of its own.
+//! LeaseKeepAlive streams: [`KeepAlives`], the one loop that answers a
+//! stream's keep-alive requests (a gRPC stream's, or the JSON gateway's),
+//! one request at a time, as the stream is read, with no task or channel of
+//! its own; and the gRPC stream's response body, which reads, renews and
+//! answers without tonic's streaming machinery.
 //!
 //! Why: clientv3's `KeepAliveOnce` (and etcd's benchmark, which calls it for
 //! every renewal) opens a stream for each keep-alive: one request, one
@@ -37,8 +39,10 @@ use tonic::codec::Streaming;
 use tonic::Status;
 
 use super::unary::{self, Replay, PREFIX};
-use super::{caller, lease, status, LeaseService};
+use super::{caller, status, LeaseService};
+use crate::auth::Caller;
 use crate::error::EtcdError;
+use crate::member::LeaseApi;
 
 /// One renewal in flight: the answer to one request.
 type Renewal = Pin<Box<dyn Future<Output = Result<LeaseKeepAliveResponse, EtcdError>> + Send>>;
@@ -57,16 +61,9 @@ pub(super) fn answer(
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers);
     let request = tonic::Request::from_parts(metadata, parts.extensions, ());
-    let api = Arc::clone(service.api());
-    let caller = caller::of(&request, api.proposer());
-    let mut stopping = api.proposer().stopping();
-    let stopped = Box::pin(async move { drop(stopping.wait_for(|stop| *stop).await) });
-    let shared = Arc::new((api, caller));
-    let renew = move |id| -> Renewal {
-        let shared = Arc::clone(&shared);
-        Box::pin(async move { lease::renewal(&shared.0, id, &shared.1).await })
-    };
-    let mut response = http::Response::new(Body::new(KeepAlives::new(body, max, renew, stopped)));
+    let caller = caller::of(&request, service.api().proposer());
+    let answers = keep_alives(service.api(), Requests::new(body, max), caller);
+    let mut response = http::Response::new(Body::new(Answers::new(answers)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
@@ -74,36 +71,137 @@ pub(super) fn answer(
     response
 }
 
-/// A keep-alive stream's response body (see the module doc): answers, in
-/// the order of their requests, then the trailers: `grpc-status: 0` once the
-/// client closes its side, else the error that ended the stream.
-struct KeepAlives<F> {
+/// The answers to `requests`, the keep-alive requests of one stream, for
+/// `caller` on the member whose Lease API is `api`.
+pub(super) fn keep_alives<S>(
+    api: &Arc<LeaseApi>,
+    requests: S,
+    caller: Caller,
+) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Unpin + Send + 'static
+where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+{
+    let mut stopping = api.proposer().stopping();
+    let stopped = Box::pin(async move { drop(stopping.wait_for(|stop| *stop).await) });
+    let shared = Arc::new((Arc::clone(api), caller));
+    let renew = move |id| -> Renewal {
+        let shared = Arc::clone(&shared);
+        Box::pin(async move { renewal(&shared.0, id, &shared.1).await })
+    };
+    KeepAlives::new(requests, renew, stopped)
+}
+
+/// The answer to one keep-alive request for lease `id`: its TTL, or 0 for
+/// a lease that does not exist (or has expired), as etcd answers it; any
+/// other error ends the stream.
+async fn renewal(
+    lease: &LeaseApi,
+    id: i64,
+    caller: &Caller,
+) -> Result<LeaseKeepAliveResponse, EtcdError> {
+    // The header is taken before the renewal, as etcd does: a client never
+    // sees a successful keep-alive at a revision after the one that revoked
+    // the lease.
+    let header = lease.proposer().header(0);
+    let ttl = match lease.renew(id, caller).await {
+        Ok(ttl) => ttl,
+        Err(EtcdError::LeaseNotFound) => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(LeaseKeepAliveResponse {
+        header: Some(header),
+        id,
+        ttl,
+    })
+}
+
+/// The answers to one stream's keep-alive requests, in order, each renewal
+/// started once the previous answer is taken (as etcd's server sends each
+/// before it reads the next request), until the client closes its side
+/// (the stream ends), or a request fails, or the member stops (the stream
+/// ends with that error: "etcdserver: server stopped" tells the client to
+/// renew elsewhere).
+struct KeepAlives<S, F> {
     /// Where the requests come from.
-    requests: Requests,
+    requests: S,
     /// Starts the renewal of a lease (by its id).
     renew: F,
-    /// The renewal in flight: the next request is read once it answers, as
-    /// etcd serves a stream's requests one after another.
+    /// The renewal in flight.
     renewal: Option<Renewal>,
-    /// Completes once the member stops: the stream then ends with
-    /// "etcdserver: server stopped", so that the client renews elsewhere.
+    /// Completes once the member stops.
     stopped: Stopped,
+    /// Whether the stream has ended: nothing follows.
+    ended: bool,
+}
+
+impl<S, F> KeepAlives<S, F> {
+    fn new(requests: S, renew: F, stopped: Stopped) -> Self {
+        Self {
+            requests,
+            renew,
+            renewal: None,
+            stopped,
+            ended: false,
+        }
+    }
+}
+
+impl<S, F> Stream for KeepAlives<S, F>
+where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
+    F: FnMut(i64) -> Renewal + Unpin,
+{
+    type Item = Result<LeaseKeepAliveResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(renewal) = &mut this.renewal {
+                let answer = ready!(renewal.as_mut().poll(cx));
+                this.renewal = None;
+                this.ended = answer.is_err();
+                return Poll::Ready(Some(answer.map_err(Status::from)));
+            }
+            if this.stopped.as_mut().poll(cx).is_ready() {
+                this.ended = true;
+                return Poll::Ready(Some(Err(EtcdError::Stopped.into())));
+            }
+            match ready!(Pin::new(&mut this.requests).poll_next(cx)) {
+                Some(Ok(req)) => this.renewal = Some((this.renew)(req.id)),
+                // The client closed its side.
+                None => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                // An undecodable or oversized message ends the stream with
+                // that error (etcd's INTERNAL / RESOURCE_EXHAUSTED), not OK.
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "lease keep-alive stream failed");
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(status::from_transport(e))));
+                }
+            }
+        }
+    }
+}
+
+/// A gRPC stream's response body: each answer as a message, then the
+/// trailers: `grpc-status: 0` once the answers end, else the error that
+/// ended them (as tonic's server writes a stream of answers).
+struct Answers<A> {
+    /// The answers.
+    answers: A,
     /// Whether the trailers were written: nothing follows them.
     ended: bool,
 }
 
-impl<F: FnMut(i64) -> Renewal> KeepAlives<F> {
-    fn new(body: Body, max: usize, renew: F, stopped: Stopped) -> Self {
+impl<A> Answers<A> {
+    fn new(answers: A) -> Self {
         Self {
-            requests: Requests::Framed {
-                read: BytesMut::new(),
-                body,
-                max,
-                finished: false,
-            },
-            renew,
-            renewal: None,
-            stopped,
+            answers,
             ended: false,
         }
     }
@@ -117,7 +215,10 @@ impl<F: FnMut(i64) -> Renewal> KeepAlives<F> {
     }
 }
 
-impl<F: FnMut(i64) -> Renewal + Send + Unpin> http_body::Body for KeepAlives<F> {
+impl<A> http_body::Body for Answers<A>
+where
+    A: Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Unpin,
+{
     type Data = Bytes;
     type Error = Status;
 
@@ -129,33 +230,15 @@ impl<F: FnMut(i64) -> Renewal + Send + Unpin> http_body::Body for KeepAlives<F> 
         if this.ended {
             return Poll::Ready(None);
         }
-        loop {
-            if let Some(renewal) = &mut this.renewal {
-                let answer = ready!(renewal.as_mut().poll(cx));
-                this.renewal = None;
-                let frame = answer
-                    .map_err(Status::from)
-                    .and_then(|resp| unary::encode(&resp));
-                return Poll::Ready(Some(match frame {
-                    Ok(data) => Ok(Frame::data(data)),
-                    Err(status) => this.end(status),
-                }));
-            }
-            if this.stopped.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Some(this.end(EtcdError::Stopped.into())));
-            }
-            match ready!(this.requests.poll_next(cx)) {
-                Some(Ok(req)) => this.renewal = Some((this.renew)(req.id)),
-                // The client closed its side.
-                None => return Poll::Ready(Some(this.end(Status::ok("")))),
-                // An undecodable or oversized message ends the stream with
-                // that error (etcd's INTERNAL / RESOURCE_EXHAUSTED), not OK.
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "lease keep-alive stream failed");
-                    return Poll::Ready(Some(this.end(status::from_transport(e))));
-                }
-            }
-        }
+        let frame = match ready!(Pin::new(&mut this.answers).poll_next(cx)) {
+            Some(Ok(answer)) => match unary::encode(&answer) {
+                Ok(data) => Ok(Frame::data(data)),
+                Err(status) => this.end(status),
+            },
+            Some(Err(status)) => this.end(status),
+            None => this.end(Status::ok("")),
+        };
+        Poll::Ready(Some(frame))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -189,13 +272,43 @@ enum Next {
 }
 
 impl Requests {
+    /// The requests of `body`, of at most `max` bytes each.
+    fn new(body: Body, max: usize) -> Self {
+        Requests::Framed {
+            read: BytesMut::new(),
+            body,
+            max,
+            finished: false,
+        }
+    }
+
+    /// Hands what is left of the body to tonic's decoder: what was read
+    /// and not taken, then `unexpected`, then the rest, as they arrived.
+    fn hand_to_tonic(&mut self, unexpected: Option<Result<Frame<Bytes>, Status>>) {
+        let Requests::Framed {
+            read, body, max, ..
+        } = self
+        else {
+            return;
+        };
+        let replay = Replay {
+            read: std::mem::take(read).freeze(),
+            unexpected,
+            rest: std::mem::replace(body, Body::empty()),
+        };
+        let decoder = tonic_prost::ProstDecoder::<LeaseKeepAliveRequest>::default();
+        *self = Requests::Tonic(Streaming::new_request(decoder, replay, None, Some(*max)));
+    }
+}
+
+impl Stream for Requests {
+    type Item = Result<LeaseKeepAliveRequest, Status>;
+
     /// The next request, or `None` once the client has closed its side.
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<LeaseKeepAliveRequest, Status>>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
         loop {
-            let unexpected = match self {
+            let unexpected = match this {
                 Requests::Tonic(decoder) => return Pin::new(decoder).poll_next(cx),
                 Requests::Framed {
                     read,
@@ -224,26 +337,8 @@ impl Requests {
                     Next::Unexpected => None,
                 },
             };
-            self.hand_to_tonic(unexpected);
+            this.hand_to_tonic(unexpected);
         }
-    }
-
-    /// Hands what is left of the body to tonic's decoder: what was read
-    /// and not taken, then `unexpected`, then the rest, as they arrived.
-    fn hand_to_tonic(&mut self, unexpected: Option<Result<Frame<Bytes>, Status>>) {
-        let Requests::Framed {
-            read, body, max, ..
-        } = self
-        else {
-            return;
-        };
-        let replay = Replay {
-            read: std::mem::take(read).freeze(),
-            unexpected,
-            rest: std::mem::replace(body, Body::empty()),
-        };
-        let decoder = tonic_prost::ProstDecoder::<LeaseKeepAliveRequest>::default();
-        *self = Requests::Tonic(Streaming::new_request(decoder, replay, None, Some(*max)));
     }
 }
 

@@ -14,7 +14,7 @@ use tonic::body::Body;
 use tonic::codec::Streaming;
 use tonic::Status;
 
-use super::{KeepAlives, Renewal};
+use super::{Answers, KeepAlives, Renewal, Requests, Stopped};
 use crate::error::EtcdError;
 use crate::grpc::status::from_transport;
 use crate::grpc::test_body::{drain, framed, next, Scripted};
@@ -37,26 +37,37 @@ fn renew(id: i64) -> Renewal {
         if id < 0 {
             return Err(EtcdError::NotLeader);
         }
-        Ok(LeaseKeepAliveResponse {
-            header: None,
-            id,
-            ttl: id * 10,
-        })
+        Ok(renewed(id))
     })
+}
+
+/// What `renew` answers for lease `id`.
+fn renewed(id: i64) -> LeaseKeepAliveResponse {
+    LeaseKeepAliveResponse {
+        header: None,
+        id,
+        ttl: id * 10,
+    }
 }
 
 fn data(bytes: &[u8]) -> Item {
     Ok(Frame::data(Bytes::copy_from_slice(bytes)))
 }
 
+/// A gRPC stream's response body over `requests`, its renewals made by
+/// `renew`, ended when `stopped` completes.
+fn grpc_body(
+    requests: Body,
+    renew: impl FnMut(i64) -> Renewal + Send + Unpin + 'static,
+    stopped: Stopped,
+) -> Body {
+    let answers = KeepAlives::new(Requests::new(requests, MAX), renew, stopped);
+    Body::new(Answers::new(answers))
+}
+
 /// A stream's body over `requests`, for a member that does not stop.
 fn stream(requests: Body) -> Body {
-    Body::new(KeepAlives::new(
-        requests,
-        MAX,
-        renew,
-        Box::pin(std::future::pending()),
-    ))
+    grpc_body(requests, renew, Box::pin(std::future::pending()))
 }
 
 /// What a stream's body yields: the answers' (id, TTL), then how it ended.
@@ -122,14 +133,13 @@ async fn a_renewal_that_fails_ends_the_stream_with_its_error() {
 #[tokio::test]
 async fn a_stream_waits_for_the_next_request_and_ends_when_the_member_stops() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut body = Body::new(KeepAlives::new(
+    let mut body = grpc_body(
         Scripted::open([data(&request(7))]),
-        MAX,
         renew,
         Box::pin(async move { drop(stopped.await) }),
-    ));
+    );
     let first = next(&mut body).await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(first, Bytes::from(framed(0, &renew_answer(7))));
+    assert_eq!(first, Bytes::from(framed(0, &renewed(7).encode_to_vec())));
     // Nothing more from the client: the body waits.
     let poll = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
     assert!(poll.await.is_pending());
@@ -146,16 +156,6 @@ async fn a_stream_waits_for_the_next_request_and_ends_when_the_member_stops() {
         "{status:?}"
     );
     assert!(next(&mut body).await.is_none());
-}
-
-/// The answer `renew` gives for `id`, encoded.
-fn renew_answer(id: i64) -> Vec<u8> {
-    LeaseKeepAliveResponse {
-        header: None,
-        id,
-        ttl: id * 10,
-    }
-    .encode_to_vec()
 }
 
 #[tokio::test]
@@ -230,14 +230,33 @@ async fn a_cancelled_renewal_is_dropped_with_its_stream() {
             unreachable!()
         })
     };
-    let mut body = Body::new(KeepAlives::new(
+    let mut body = grpc_body(
         Scripted::open([data(&request(1))]),
-        MAX,
         renew,
         Box::pin(std::future::pending()),
-    ));
+    );
     let poll = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
     assert!(poll.await.is_pending());
     drop(body);
     assert!(is_dropped.await.is_err(), "the renewal was dropped");
+}
+
+#[tokio::test]
+async fn the_gateways_stream_gets_the_same_answers_and_ends_when_its_requests_do() {
+    let requests = tokio_stream::iter([1, 2, -1, 3].map(|id| Ok(LeaseKeepAliveRequest { id })));
+    let answers = KeepAlives::new(requests, renew, Box::pin(std::future::pending()));
+    let answers: Vec<_> = answers.collect().await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0].as_ref().unwrap(), &renewed(1));
+    assert_eq!(answers[1].as_ref().unwrap(), &renewed(2));
+    assert!(same(
+        answers[2].as_ref().unwrap_err(),
+        &Status::from(EtcdError::NotLeader)
+    ));
+
+    let requests = tokio_stream::iter([Ok(LeaseKeepAliveRequest { id: 4 })]);
+    let answers = KeepAlives::new(requests, renew, Box::pin(std::future::pending()));
+    let answers: Vec<_> = answers.collect().await;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].as_ref().unwrap(), &renewed(4));
 }

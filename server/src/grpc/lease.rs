@@ -11,20 +11,14 @@ use cairn_proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::caller;
+use super::{caller, keep_alive};
 use crate::auth::Caller;
 use crate::error::EtcdError;
 use crate::member::LeaseApi;
-
-/// Keep-alive responses buffered per stream before the sender waits for the
-/// client to read.
-const KEEP_ALIVE_BUFFER: usize = 16;
 
 /// The Lease service of one member.
 #[derive(Debug, Clone)]
@@ -39,19 +33,18 @@ impl LeaseService {
         Self { lease }
     }
 
-    /// Serves one keep-alive stream (a gRPC stream, or the JSON
-    /// gateway's) from a task of its own.
+    /// The answers to one keep-alive stream's requests (a gRPC stream's
+    /// whose requests are compressed, or the JSON gateway's; see
+    /// [`super::keep_alive`]).
     pub fn keep_alives<S>(
         &self,
         requests: S,
         caller: Caller,
-    ) -> ReceiverStream<Result<LeaseKeepAliveResponse, Status>>
+    ) -> impl Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Unpin + Send + 'static
     where
         S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive(Arc::clone(&self.lease), requests, tx, caller));
-        ReceiverStream::new(rx)
+        keep_alive::keep_alives(&self.lease, requests, caller)
     }
 
     /// The API the requests are served by.
@@ -64,75 +57,6 @@ impl LeaseService {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = Some(self.lease.proposer().header(revision));
     }
-}
-
-/// Answers the keep-alive requests of one stream, in order, until the client
-/// closes its side (or goes away), or the member stops (the stream then ends
-/// with "etcdserver: server stopped", so the client renews elsewhere).
-async fn keep_alive(
-    lease: Arc<LeaseApi>,
-    mut requests: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
-    responses: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-    caller: Caller,
-) {
-    let mut stopping = lease.proposer().stopping();
-    loop {
-        let next = tokio::select! {
-            _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
-                let _ = responses.send(Err(EtcdError::Stopped.into())).await;
-                return;
-            }
-            next = requests.next() => next,
-        };
-        let req = match next {
-            Some(Ok(req)) => req,
-            None => return,
-            Some(Err(status)) => {
-                // An undecodable or oversized message ends the stream with
-                // that error (etcd's INTERNAL / RESOURCE_EXHAUSTED), not OK.
-                tracing::debug!(error = %status, "lease keep-alive stream failed");
-                let _ = responses
-                    .send(Err(super::status::from_transport(status)))
-                    .await;
-                return;
-            }
-        };
-        let resp = match renewal(&lease, req.id, &caller).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                let _ = responses.send(Err(e.into())).await;
-                return;
-            }
-        };
-        if responses.send(Ok(resp)).await.is_err() {
-            // The client is gone.
-            return;
-        }
-    }
-}
-
-/// The answer to one keep-alive request for lease `id`: its TTL, or 0 for
-/// a lease that does not exist (or has expired), as etcd answers it; any
-/// other error ends the stream.
-pub(super) async fn renewal(
-    lease: &LeaseApi,
-    id: i64,
-    caller: &Caller,
-) -> Result<LeaseKeepAliveResponse, EtcdError> {
-    // The header is taken before the renewal, as etcd does: a client never
-    // sees a successful keep-alive at a revision after the one that revoked
-    // the lease.
-    let header = lease.proposer().header(0);
-    let ttl = match lease.renew(id, caller).await {
-        Ok(ttl) => ttl,
-        Err(EtcdError::LeaseNotFound) => 0,
-        Err(e) => return Err(e),
-    };
-    Ok(LeaseKeepAliveResponse {
-        header: Some(header),
-        id,
-        ttl,
-    })
 }
 
 #[tonic::async_trait]
