@@ -358,7 +358,9 @@ async fn removing_the_leader_stops_it_and_the_others_go_on() {
             }
         })
     };
-    let r = c.member_remove(leader_id).await.unwrap();
+    let r = common::cluster::reconfig(|| c.member_remove(leader_id))
+        .await
+        .unwrap();
     assert_eq!(r.members.len(), 2);
     // Phase 2: the removed member says so (its raft loop stopped; the binary
     // exits on this) instead of its raft thread panicking. Its loop ends
@@ -407,7 +409,9 @@ async fn add_and_promote(cluster: &mut Cluster) -> u64 {
     initial.push(format!("{}={peer}", config.name));
     config.initial_cluster = initial.join(",");
     let client = cluster.client_all().await;
-    let added = client.member_add(vec![peer], true).await.unwrap();
+    let added = common::cluster::reconfig(|| client.member_add(vec![peer.clone()], true))
+        .await
+        .unwrap();
     let id = added.member.unwrap().id;
     let handle = common::cluster::start_member(config.clone()).await;
     cluster.slots.push(common::cluster::Slot {

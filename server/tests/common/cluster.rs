@@ -305,6 +305,34 @@ impl Cluster {
     }
 }
 
+/// Runs a membership change, again while `--strict-reconfig-check`
+/// refuses it for a view that catches up by itself: the leader has not
+/// heard from every member within an election timeout (under load on a
+/// small machine it may not have, and etcd refuses then too), or a member
+/// has not published its name yet. Clients retry these; any other answer
+/// is returned. Fails after 30 s.
+pub async fn reconfig<T, F>(mut change: impl FnMut() -> F) -> Result<T, cairn_client::Error>
+where
+    F: std::future::Future<Output = Result<T, cairn_client::Error>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match change().await {
+            Err(e)
+                if e.to_string().contains("unhealthy cluster")
+                    || e.to_string().contains("not enough started members") =>
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "membership change refused for 30 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Runs futures concurrently (no extra dependency for join_all).
 pub async fn futures_join_all<F: std::future::Future + Send + 'static>(
     futures: impl IntoIterator<Item = F>,
