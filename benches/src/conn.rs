@@ -1,8 +1,9 @@
 //! Connections: etcd's benchmark opens `--conns` clients, each over the
 //! whole `--endpoints` list, and gives client i the connection i % conns.
 //! etcd's clientv3 (3.4 and later) balances a connection's calls round-robin
-//! over the endpoints; [`Conn`] does the same: one HTTP/2 channel per
-//! endpoint, and each call (or stream) takes the next one.
+//! over the endpoints; [`Conn`] does the same: one HTTP/2 connection per
+//! endpoint ([`H2Channel`]: calls straight onto it, without tonic's
+//! `Channel`), and each call (or stream) takes the next one.
 //!
 //! TLS (`--cacert`, `--cert`, `--key`) follows clientv3's rule: an
 //! `https://` endpoint needs it, an endpoint without a scheme uses it when it
@@ -24,18 +25,18 @@ use cairn_proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
 use cairn_tls::client::{tonic_url, ClientTls, Connector};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
+use crate::h2chan::H2Channel;
 use crate::Error;
 
 /// A channel whose calls carry the connection's auth token, if it has one.
-pub type Chan = InterceptedService<Channel, TokenInterceptor>;
+pub type Chan = InterceptedService<H2Channel, TokenInterceptor>;
 
 /// One benchmark connection: a channel to every endpoint, used in turn.
 #[derive(Debug)]
 pub struct Conn {
-    /// One channel per endpoint.
-    channels: Vec<Channel>,
+    /// One connection per endpoint.
+    channels: Vec<H2Channel>,
     /// The next channel's index (round-robin).
     next: AtomicUsize,
     /// `--user`'s credentials and the token they got, if given.
@@ -163,14 +164,11 @@ impl Conn {
         let mut channels = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             let uri = endpoint_uri(endpoint, tls.is_some());
-            // tonic is given the http:// form; the connector does the TLS.
+            // The connector does the TLS; the URL names the host and port.
             let (plain, over_tls) = tonic_url(&uri);
-            let mut target = Endpoint::from_shared(plain)
-                .map_err(|e| Error::new(format!("bad endpoint {endpoint:?}: {e}")))?
-                .tcp_nodelay(true);
-            if !dial_timeout.is_zero() {
-                target = target.connect_timeout(dial_timeout);
-            }
+            let target: http::Uri = plain
+                .parse()
+                .map_err(|e| Error::new(format!("bad endpoint {endpoint:?}: {e}")))?;
             // TLS or not, the connector gathers a connection's small writes
             // into one system call (`cairn_tls::coalesce`).
             let Some(connector) = Connector::for_url(None, over_tls, tls) else {
@@ -178,9 +176,9 @@ impl Conn {
                     "{uri}: an https:// endpoint needs --cacert (or --insecure-skip-tls-verify)"
                 )));
             };
-            let connected = target.connect_with_connector(connector).await;
-            let channel = connected
-                .map_err(|e| Error::new(format!("dial error: {uri}: {}", with_sources(&e))))?;
+            let channel = H2Channel::connect(&target, over_tls, connector, dial_timeout)
+                .await
+                .map_err(|e| Error::new(format!("dial error: {uri}: {}", with_sources(&*e))))?;
             channels.push(channel);
         }
         let conn = Conn {

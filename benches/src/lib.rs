@@ -14,6 +14,8 @@
 //! - [`conn`]: `--conns` connections, each round-robin over the endpoints
 //!   (over TLS with `--cacert`/`--cert`/`--key`);
 //!   client i uses connection i % conns.
+//! - [`h2chan`]: the calls' transport, HTTP/2 without tonic's `Channel`
+//!   (the tool shares the cores with what it measures).
 //! - [`limiter`]: the shared `--rate` token bucket.
 //! - [`report`]: etcd's report (summary, 11-bucket histogram, percentiles,
 //!   error distribution, `--sample` series) and the one-line JSON form.
@@ -26,6 +28,7 @@
 
 pub mod cli;
 pub mod conn;
+pub mod h2chan;
 pub mod keys;
 pub mod limiter;
 pub mod progress;
