@@ -279,6 +279,35 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         tracing::info!("raft loop stopped");
     }
 
+    /// A follower's ReadIndex request, on the leader: queued with this
+    /// member's own reads, so that the requests arriving while a round is
+    /// in flight share the next round (raft-rs would send a heartbeat round
+    /// for each). Answered as raft answers it (`MsgReadIndexResp` with the
+    /// round's index and the request's context) once the round is; a
+    /// request whose round fails (the leader changed) is dropped, and the
+    /// follower re-sends it after its retry, as when raft drops one.
+    ///
+    /// Linearizable as raft's own answer is: the request joins a round
+    /// issued after it arrived, whose index is the commit index when the
+    /// round left, confirmed by a quorum after that.
+    fn join_forwarded_read(&mut self, mut request: Message) {
+        let transport = Arc::clone(&self.transport);
+        let (leader, term, follower) = (self.raw.raft.id, self.raw.raft.term, request.from);
+        let context = request.take_entries();
+        self.reads.push(handle::ReadDone::new(move |answer| {
+            if let Ok(index) = answer {
+                let mut response = Message::default();
+                response.set_msg_type(MessageType::MsgReadIndexResp);
+                response.from = leader;
+                response.to = follower;
+                response.term = term;
+                response.index = index;
+                response.set_entries(context);
+                transport.send(vec![response]);
+            }
+        }));
+    }
+
     /// Logs the start-up replay of committed entries once it is applied.
     fn note_replay(&mut self) {
         if let Some((from, commit, started)) = self.replay {
@@ -325,7 +354,12 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             Input::Read { done } => self.reads.push(done),
             Input::Step(msg) => {
                 self.heard.insert(msg.from, Instant::now());
-                if let Err(e) = self.raw.step(msg) {
+                if msg.get_msg_type() == MessageType::MsgReadIndex
+                    && self.raw.raft.state == StateRole::Leader
+                    && msg.from != self.raw.raft.id
+                {
+                    self.join_forwarded_read(msg);
+                } else if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(error = %e, "raft message ignored");
                 }
             }

@@ -2,6 +2,14 @@
 //! shares one `read_index` round of raft, answered once this member has
 //! applied up to the index raft returns.
 //!
+//! One round at a time: reads queued while a round is in flight wait for
+//! it to be answered and go in the next one (etcd's
+//! `linearizableReadLoop` keeps one request in flight the same way). A
+//! member's own reads already come one round at a time
+//! (`super::read_rounds`); on the leader the queue also holds the
+//! followers' forwarded requests (`Node::join_forwarded_read`), which raft
+//! would otherwise answer with a heartbeat round each.
+//!
 //! The queue knows nothing of raft: the node hands it reads, asks it which
 //! round contexts to give raft's `read_index`, tells it the read states
 //! raft returns, and the applied index. So it is tested without any raft.
@@ -70,10 +78,10 @@ impl ReadIndexQueue {
         self.queued.push(reader);
     }
 
-    /// The round contexts to give raft's `read_index` now: the rounds
-    /// unanswered for `retry`, and one new round for every read queued
-    /// since the last. Without a leader, the queued reads fail at once
-    /// (`NoLeader`) and nothing is issued.
+    /// The round contexts to give raft's `read_index` now: the round
+    /// unanswered for `retry`, or, when no round is in flight, one new
+    /// round for every read queued since the last. Without a leader, the
+    /// queued reads fail at once (`NoLeader`) and nothing is issued.
     pub(super) fn issue(&mut self, has_leader: bool, now: Instant) -> Vec<Vec<u8>> {
         if !has_leader {
             for reader in self.queued.drain(..) {
@@ -88,7 +96,7 @@ impl ReadIndexQueue {
                 contexts.push(context(self.member, *ctx));
             }
         }
-        if self.queued.is_empty() {
+        if self.queued.is_empty() || !self.rounds.is_empty() {
             return contexts;
         }
         let ctx = self.next;
@@ -243,17 +251,19 @@ mod tests {
         let mut early = queue_reads(&mut queue, 2);
         let first = queue.issue(true, now);
         let mut late = queue_reads(&mut queue, 2);
-        let second = queue.issue(true, now);
 
-        // Then they are a round of their own.
-        assert_eq!((first.len(), second.len()), (1, 1));
-        assert_ne!(first, second);
+        // Then no round leaves for them while the first is in flight.
+        assert!(queue.issue(true, now).is_empty());
 
-        // When only the first round is answered, then only its reads are.
+        // When the first round is answered, then only its reads are, and
+        // the late ones leave as a round of their own.
         queue.read_state(&first[0], 5);
         queue.answer(5);
         assert_eq!(answers(&mut early), vec![Some(Ok(5)); 2]);
         assert_eq!(answers(&mut late), vec![None, None]);
+        let second = queue.issue(true, now);
+        assert_eq!((first.len(), second.len()), (1, 1));
+        assert_ne!(first, second);
 
         // A read state for a context no round has changes nothing.
         queue.read_state(&first[0], 9);
@@ -310,12 +320,14 @@ mod tests {
             .into_iter()
             .map(|id| ReadIndexQueue::new(id, RETRY))
             .collect();
-        let mut reads = Vec::new();
         let mut contexts = Vec::new();
         for _ in 0..3 {
             for queue in &mut members {
-                reads.push(queue_reads(queue, 1));
-                contexts.extend(queue.issue(true, now));
+                let _read = queue_reads(queue, 1);
+                let issued = queue.issue(true, now);
+                queue.read_state(&issued[0], 1);
+                queue.answer(1);
+                contexts.extend(issued);
             }
         }
         // Then no two rounds anywhere have the same context (the leader's
@@ -325,12 +337,15 @@ mod tests {
         // And a member answers only its own rounds: another member's
         // context with the same counter is not its round.
         let (first, others) = members.split_first_mut().unwrap();
-        let theirs = &contexts[1];
-        first.read_state(theirs, 5);
+        let mut mine = queue_reads(first, 1);
+        let mut their_reads = queue_reads(&mut others[0], 1);
+        first.issue(true, now);
+        let theirs = others[0].issue(true, now);
+        first.read_state(&theirs[0], 5);
         first.answer(5);
-        assert_eq!(answers(&mut reads[0]), vec![None]);
-        others[0].read_state(theirs, 5);
+        assert_eq!(answers(&mut mine), vec![None]);
+        others[0].read_state(&theirs[0], 5);
         others[0].answer(5);
-        assert_eq!(answers(&mut reads[1]), vec![Some(Ok(5))]);
+        assert_eq!(answers(&mut their_reads), vec![Some(Ok(5))]);
     }
 }

@@ -6,8 +6,9 @@
 //! only once applied, snapshots taken from and installed into the state
 //! machine (for a member cut off while the log was compacted, and for a
 //! lone follower fed by a scripted leader, in `scripted_leader`),
-//! leader-only proposals refused by a follower, and the log kept for
-//! followers (`log_retention`).
+//! leader-only proposals refused by a follower, the log kept for
+//! followers (`log_retention`), and a leader's rounds shared by its
+//! followers' ReadIndex requests (`forwarded_reads`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, Sender};
@@ -25,6 +26,7 @@ use super::{Ending, Input, MemberChange, NodeConfig, RaftHandle, RaftStorage, Re
 use super::{StateMachine, Waiters};
 use crate::storage::MemoryEngine;
 
+mod forwarded_reads;
 mod log_retention;
 mod scripted_leader;
 
