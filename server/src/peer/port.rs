@@ -274,7 +274,7 @@ mod tests {
 
         // Then a raft stream delivers its messages in order...
         let dialer = Dialer::default();
-        let mut writer = tokio::time::timeout(DEADLINE, stream::open(&dialer, &url))
+        let (mut writer, _) = tokio::time::timeout(DEADLINE, stream::open(&dialer, &url))
             .await
             .expect("the stream opens in time")
             .expect("the port accepts raft streams");

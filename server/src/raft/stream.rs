@@ -24,14 +24,19 @@
 //! sent here (they go on their own gRPC call, sealed, in chunks, so a large
 //! one never sits in front of heartbeats).
 
+use std::io;
+use std::pin::Pin;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use ::raft::eraftpb::Message;
 use bytes::{Buf, BytesMut};
+use cairn_tls::client::ClientStream;
 use protobuf::Message as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::dialer::{DialError, Dialer};
 use super::node::Input;
@@ -80,6 +85,99 @@ pub enum StreamError {
     Stopped,
 }
 
+/// What a stream's writer writes: a message, or frames encoded already
+/// (the rest of a batch the raft thread began writing itself, see
+/// `super::transport`).
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message, encoded as a frame when written.
+    Message(Message),
+    /// Whole or partial frames, written as they are.
+    Encoded(Vec<u8>),
+}
+
+/// Appends `messages` to `buf` as frames; the bytes of raft messages
+/// encoded (without the length prefixes). A message that does not encode
+/// is logged and left out (raft retransmits).
+pub fn encode_frames(buf: &mut Vec<u8>, messages: impl IntoIterator<Item = Message>) -> u64 {
+    let mut encoded = 0;
+    for msg in messages {
+        let start = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        if let Err(e) = msg.write_to_vec(buf) {
+            tracing::error!(error = %e, "cannot encode a raft message");
+            buf.truncate(start);
+            continue;
+        }
+        let len = buf.len() - start - 4;
+        let Ok(prefix) = u32::try_from(len) else {
+            tracing::error!(bytes = len, "a raft message too large to send");
+            buf.truncate(start);
+            continue;
+        };
+        buf[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
+        encoded += len as u64;
+    }
+    encoded
+}
+
+/// Any connection a stream is written on (TLS, or [`SharedTcp`]).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A plain TCP connection that the peer's task and the raft thread both
+/// write to, never at once (`super::transport` decides whose turn it is):
+/// tokio's `try_write` needs only a shared reference, and so does this
+/// task's side of it.
+#[derive(Debug)]
+pub struct SharedTcp(pub Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing is buffered here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The connection closes when the last of its owners drops it.
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The sending end of a raft stream.
 pub struct StreamWriter<S> {
     /// The connection.
@@ -89,13 +187,23 @@ pub struct StreamWriter<S> {
     buf: Vec<u8>,
 }
 
-/// Dials `url` and opens a raft stream on the connection.
+/// Dials `url` and opens a raft stream on the connection; on a plain TCP
+/// connection, the connection too, for the raft thread to write to.
 pub async fn open(
     dialer: &Dialer,
     url: &str,
-) -> Result<StreamWriter<cairn_tls::client::ClientStream>, StreamError> {
-    let io = dialer.connect_stream(url).await?;
-    StreamWriter::start(io).await
+) -> Result<(StreamWriter<Box<dyn Io>>, Option<Arc<TcpStream>>), StreamError> {
+    match dialer.connect_stream(url).await? {
+        ClientStream::Plain(tcp) => {
+            let tcp = Arc::new(tcp);
+            let io: Box<dyn Io> = Box::new(SharedTcp(Arc::clone(&tcp)));
+            Ok((StreamWriter::start(io).await?, Some(tcp)))
+        }
+        tls => {
+            let io: Box<dyn Io> = Box::new(tls);
+            Ok((StreamWriter::start(io).await?, None))
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> StreamWriter<S> {
@@ -124,24 +232,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamWriter<S> {
         &mut self,
         messages: impl IntoIterator<Item = Message>,
     ) -> Result<u64, StreamError> {
+        self.send_outgoing(messages.into_iter().map(Outgoing::Message))
+            .await
+    }
+
+    /// Writes `items` as one batch; the bytes of the messages among them
+    /// encoded here (frames encoded already were counted where they were).
+    pub async fn send_outgoing(
+        &mut self,
+        items: impl IntoIterator<Item = Outgoing>,
+    ) -> Result<u64, StreamError> {
         self.buf.clear();
         let mut sent = 0;
-        for msg in messages {
-            let start = self.buf.len();
-            self.buf.extend_from_slice(&[0; 4]);
-            if let Err(e) = msg.write_to_vec(&mut self.buf) {
-                tracing::error!(error = %e, "cannot encode a raft message");
-                self.buf.truncate(start);
-                continue;
+        for item in items {
+            match item {
+                Outgoing::Message(msg) => sent += encode_frames(&mut self.buf, [msg]),
+                Outgoing::Encoded(bytes) => self.buf.extend_from_slice(&bytes),
             }
-            let len = self.buf.len() - start - 4;
-            let Ok(prefix) = u32::try_from(len) else {
-                tracing::error!(bytes = len, "a raft message too large to send");
-                self.buf.truncate(start);
-                continue;
-            };
-            self.buf[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
-            sent += len as u64;
         }
         if self.buf.is_empty() {
             return Ok(0);

@@ -6,7 +6,17 @@
 //! The raft thread only ever `try_send`s into the queue: when it is full
 //! (the peer is slow or gone) the message is dropped and raft is told the
 //! peer is unreachable; raft retransmits, so a stuck peer never blocks the
-//! leader. A broken stream is reopened with exponential backoff. Snapshots
+//! leader. A broken stream is reopened with exponential backoff.
+//!
+//! While a peer's task is idle on a plain TCP stream (nothing queued,
+//! nothing being written), the raft thread writes its messages to the
+//! connection itself, without blocking (tokio's `try_write`): one hand-off
+//! between threads fewer on each message's way, the one that costs most on
+//! the lone writer's path (a tokio worker woken to write a few hundred
+//! bytes). What such a write leaves over, and everything sent while the
+//! task is busy, goes through the queue as before, so the order of the
+//! stream is the order raft sent in ([`Link`]). TLS streams are written by
+//! their task alone. Snapshots
 //! go on their own gRPC `Snapshot` call, sealed, in 1 MiB chunks, so a
 //! large one never sits in front of heartbeats. Every peer task and
 //! snapshot transfer is owned by [`Peers`] (a `JoinSet`): [`Peers::stop`]
@@ -35,7 +45,7 @@ use tonic::Status;
 
 use super::dialer::{DialError, Dialer};
 use super::node::{is_snapshot, Input, Transport};
-use super::stream::{self, StreamError};
+use super::stream::{self, encode_frames, Outgoing, StreamError};
 use super::wire::{Exchange, WireError};
 use crate::locks::lock;
 use crate::metrics::network::{NetworkMetrics, PeerMetrics, Transfer};
@@ -52,15 +62,82 @@ pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// The most entry bytes the raft thread writes to a peer itself: larger
+/// batches are encoded and written by the peer's task, off the raft
+/// thread, which has the next entries to persist (a write of a few hundred
+/// bytes is what the hand-off costs most on).
+const DIRECT_MAX: usize = 64 * 1024;
+
+/// The entry bytes of `messages`, about what encoding them copies.
+fn payload(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .flat_map(|m| m.get_entries())
+        .map(|e| e.data.len() + e.context.len())
+        .sum()
+}
+
 /// Finds a member's peer URL (from the replicated member table).
 pub type Resolver = Arc<dyn Fn(u64) -> Option<String> + Send + Sync>;
+
+/// What a peer's task is given to write.
+#[derive(Debug)]
+enum Queued {
+    /// A message.
+    Message(Message),
+    /// The unwritten rest of frames the raft thread began writing on
+    /// connection `conn` itself; meaningless on any other connection.
+    Rest { conn: u64, bytes: Vec<u8> },
+}
+
+impl Queued {
+    /// What to write of this on connection `conn`.
+    fn on(self, conn: u64) -> Option<Outgoing> {
+        match self {
+            Queued::Message(msg) => Some(Outgoing::Message(msg)),
+            Queued::Rest { conn: began, bytes } => {
+                (began == conn).then_some(Outgoing::Encoded(bytes))
+            }
+        }
+    }
+}
+
+/// One peer's way out: its task's queue, and whose turn it is to write.
+struct Link {
+    /// The task's queue.
+    queue: mpsc::Sender<Queued>,
+    /// Whether the raft thread may write to the connection itself.
+    turn: Mutex<Turn>,
+    /// etcd_network_peer_sent_bytes_total of this peer, for what the raft
+    /// thread writes itself (none in unit tests).
+    sent_bytes: Option<prometheus::IntCounter>,
+}
+
+/// Whose turn it is to write to a peer's connection. The raft thread writes
+/// only while `busy` is false and there is a `tcp`; it sets `busy` whenever
+/// it queues something, and the task clears it, under this lock, only when
+/// it has written everything and its queue is empty. So the two never
+/// write at once, and nothing queued is overtaken.
+#[derive(Default)]
+struct Turn {
+    /// The stream's connection when it is plain TCP; none while the task
+    /// (re)connects, or on TLS.
+    tcp: Option<Arc<tokio::net::TcpStream>>,
+    /// Which connection `tcp` is (a [`Queued::Rest`] belongs to one).
+    conn: u64,
+    /// The task has something to write.
+    busy: bool,
+}
 
 /// The sending side: a queue and a task per peer.
 pub struct Peers {
     /// This member's id (messages to itself are never sent).
     id: u64,
-    /// Peer id -> its queue.
-    queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Peer id -> its link.
+    links: Mutex<HashMap<u64, Arc<Link>>>,
+    /// The raft thread's buffer for the frames it writes itself (kept for
+    /// its allocation).
+    frames: Mutex<Vec<u8>>,
     /// Where peers are.
     resolve: Resolver,
     /// Reports to the raft thread (unreachable peers, snapshot outcomes).
@@ -98,7 +175,8 @@ impl Peers {
         Self {
             id,
             dialer,
-            queues: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            frames: Mutex::new(Vec::new()),
             resolve,
             inputs: Mutex::new(inputs),
             runtime: tokio::runtime::Handle::current(),
@@ -154,27 +232,75 @@ impl Peers {
         true
     }
 
-    fn queue(&self, to: u64) -> mpsc::Sender<Message> {
-        let mut queues = lock(&self.queues);
-        if let Some(q) = queues.get(&to) {
-            if !q.is_closed() {
-                return q.clone();
+    fn link(&self, to: u64) -> Arc<Link> {
+        let mut links = lock(&self.links);
+        if let Some(link) = links.get(&to) {
+            if !link.queue.is_closed() {
+                return Arc::clone(link);
             }
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let metrics = self.metrics.as_ref().map(|m| m.peer(to));
+        let link = Arc::new(Link {
+            queue: tx,
+            turn: Mutex::new(Turn::default()),
+            sent_bytes: metrics.as_ref().map(|m| m.sent_bytes.clone()),
+        });
         // Refused once stopping: `rx` is dropped with the task, so the
         // caller's `try_send` fails and raft hears the peer is unreachable.
         self.spawn(run_peer(
             self.dialer.clone(),
             to,
             Arc::clone(&self.resolve),
-            rx,
+            (Arc::clone(&link), rx),
             lock(&self.inputs).clone(),
             self.stop.subscribe(),
-            self.metrics.as_ref().map(|m| m.peer(to)),
+            metrics,
         ));
-        queues.insert(to, tx.clone());
-        tx
+        links.insert(to, Arc::clone(&link));
+        link
+    }
+
+    /// Sends `messages` (all to `to`, in raft's order): written here when
+    /// it is this thread's turn ([`Turn`]), queued for the peer's task
+    /// otherwise.
+    fn send_to(&self, to: u64, messages: Vec<Message>) {
+        let link = self.link(to);
+        let mut turn = lock(&link.turn);
+        let queued = match (&turn.tcp, turn.busy) {
+            (Some(tcp), false) if payload(&messages) <= DIRECT_MAX => {
+                let mut frames = lock(&self.frames);
+                frames.clear();
+                let bytes = encode_frames(&mut frames, messages);
+                if let Some(sent) = &link.sent_bytes {
+                    sent.inc_by(bytes);
+                }
+                // A broken connection writes nothing: the task finds it broken
+                // too when it writes the rest, and reconnects.
+                let written = tcp.try_write(&frames).unwrap_or_default();
+                if written == frames.len() {
+                    return;
+                }
+                // Not busy, so the queue is empty: the rest goes first, and
+                // only a closed queue (the task gone, and the connection with
+                // it) refuses it.
+                frames.drain(..written);
+                vec![Queued::Rest {
+                    conn: turn.conn,
+                    bytes: std::mem::take(&mut *frames),
+                }]
+            }
+            _ => messages.into_iter().map(Queued::Message).collect(),
+        };
+        turn.busy = true;
+        for item in queued {
+            if link.queue.try_send(item).is_err() {
+                if let Some(m) = &self.metrics {
+                    m.send_failed(to);
+                }
+                self.report(Input::Unreachable(to));
+            }
+        }
     }
 
     fn send_snapshot(&self, msg: Message) {
@@ -216,6 +342,9 @@ impl Peers {
 
 impl Transport for Peers {
     fn send(&self, messages: Vec<Message>) {
+        // Each peer's messages together, in raft's order (a member has a
+        // few peers: a list beats a map).
+        let mut by_peer: Vec<(u64, Vec<Message>)> = Vec::new();
         for msg in messages {
             let to = msg.to;
             if to == self.id || to == 0 {
@@ -225,12 +354,13 @@ impl Transport for Peers {
                 self.send_snapshot(msg);
                 continue;
             }
-            if self.queue(to).try_send(msg).is_err() {
-                if let Some(m) = &self.metrics {
-                    m.send_failed(to);
-                }
-                self.report(Input::Unreachable(to));
+            match by_peer.iter_mut().find(|(peer, _)| *peer == to) {
+                Some((_, batch)) => batch.push(msg),
+                None => by_peer.push((to, vec![msg])),
             }
+        }
+        for (to, batch) in by_peer {
+            self.send_to(to, batch);
         }
     }
 }
@@ -247,17 +377,19 @@ async fn run_peer(
     dialer: Dialer,
     to: u64,
     resolve: Resolver,
-    queue: mpsc::Receiver<Message>,
+    (link, queue): (Arc<Link>, mpsc::Receiver<Queued>),
     inputs: Sender<Input>,
     stop: watch::Receiver<bool>,
     metrics: Option<PeerMetrics>,
 ) {
     let m = metrics.as_ref();
     tokio::select! {
-        () = stream_to_peer(&dialer, to, &resolve, queue, &inputs, m) => {}
+        () = stream_to_peer(&dialer, to, &resolve, (Arc::clone(&link), queue), &inputs, m) => {}
         () = probe(&dialer, to, &resolve, m) => {}
         () = stopped(stop) => {}
     }
+    // The connection closes with the task, not with the last `Link`.
+    lock(&link.turn).tcp = None;
     if let Some(m) = m {
         m.active.set(0);
     }
@@ -297,24 +429,32 @@ async fn probe(dialer: &Dialer, to: u64, resolve: &Resolver, metrics: Option<&Pe
 }
 
 /// [`run_peer`]'s loop: one raft stream at a time, each batch of the
-/// queue written as one write.
+/// queue written as one write; the raft thread's turn ([`Turn`]) whenever
+/// the queue is empty on a plain TCP stream.
 async fn stream_to_peer(
     dialer: &Dialer,
     to: u64,
     resolve: &Resolver,
-    mut queue: mpsc::Receiver<Message>,
+    (link, mut queue): (Arc<Link>, mpsc::Receiver<Queued>),
     inputs: &Sender<Input>,
     metrics: Option<&PeerMetrics>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut batch = Vec::with_capacity(8);
+    let mut conn = 0;
     loop {
         let opened = match resolve(to) {
             Some(url) => stream::open(dialer, &url).await.map_err(SendError::from),
             None => Err(SendError::NoUrl),
         };
         let mut writer = match opened {
-            Ok(w) => w,
+            Ok((writer, tcp)) => {
+                conn += 1;
+                let mut turn = lock(&link.turn);
+                turn.tcp = tcp;
+                turn.conn = conn;
+                writer
+            }
             Err(e) => {
                 tracing::debug!(peer = format!("{to:x}"), error = %e, "peer unreachable");
                 let _ = inputs.send(Input::Unreachable(to));
@@ -334,16 +474,24 @@ async fn stream_to_peer(
             m.active.set(1);
         }
         loop {
+            {
+                let mut turn = lock(&link.turn);
+                if queue.is_empty() {
+                    turn.busy = false;
+                }
+            }
             if queue.recv_many(&mut batch, BATCH_MESSAGES).await == 0 {
                 return;
             }
-            match writer.send(batch.drain(..)).await {
+            let items = batch.drain(..).filter_map(|item| item.on(conn));
+            match writer.send_outgoing(items).await {
                 Ok(bytes) => {
                     if let Some(m) = metrics {
                         m.sent_bytes.inc_by(bytes);
                     }
                 }
                 Err(e) => {
+                    lock(&link.turn).tcp = None;
                     tracing::debug!(peer = format!("{to:x}"), error = %e, "raft stream broke");
                     let _ = inputs.send(Input::Unreachable(to));
                     if let Some(m) = metrics {
