@@ -262,7 +262,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         .set(i64::try_from(config.quota_backend_bytes).unwrap_or(i64::MAX));
 
     // Raft: the node's input channel first, so the transport can report to it.
-    let (inputs, inputs_rx) = std::sync::mpsc::channel();
+    let (inputs, inputs_rx) = crate::raft::inbox().map_err(crate::raft::Error::Thread)?;
     let resolve =
         crate::bootstrap::join::resolver(&config, joined.peers, Arc::downgrade(&opened.machine))?;
     let peers = Arc::new(

@@ -162,6 +162,17 @@ impl ServerStream {
     pub fn info(&self) -> &ConnInfo {
         &self.info
     }
+
+    /// The TCP connection, if this is a plain one (itself otherwise).
+    pub fn into_plain(self) -> Result<TcpStream, Self> {
+        match self.io {
+            Io::Plain(tcp) => Ok(tcp),
+            io => Err(ServerStream {
+                io,
+                info: self.info,
+            }),
+        }
+    }
 }
 
 impl Connected for ServerStream {

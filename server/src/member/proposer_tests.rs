@@ -5,7 +5,7 @@
 //! clock is paused: timeouts pass when the runtime has nothing else to
 //! do, never by sleeping.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::{Proposer, Replication};
 use crate::entry::Command;
 use crate::error::EtcdError;
 use crate::lease::LessorConfig;
-use crate::raft::{Input, RaftHandle, RaftStatus, RequestError};
+use crate::raft::{inbox, InboxReceiver, Input, RaftHandle, RaftStatus, RequestError};
 use crate::storage::MemoryEngine;
 
 /// How long a proposal may wait once another member leads.
@@ -30,7 +30,7 @@ const GRACE: Duration = Duration::from_secs(1);
 /// `inputs`, and the test publishes the status and leadership.
 struct ScriptedRaft {
     /// What the proposer sent raft.
-    inputs: Receiver<Input>,
+    inputs: InboxReceiver,
     /// The status the proposer reads.
     status: watch::Sender<RaftStatus>,
     /// (leader, term), which a waiting proposal watches.
@@ -60,7 +60,7 @@ impl ScriptedRaft {
 /// which this member leads at term 2.
 fn scripted() -> (Arc<Proposer>, ScriptedRaft) {
     let machine = machine_on(Arc::new(MemoryEngine::new()), LessorConfig::default());
-    let (inputs, inputs_rx) = std::sync::mpsc::channel();
+    let (inputs, inputs_rx) = inbox().unwrap();
     let me = IDENTITY.member_id;
     let (status, status_rx) = watch::channel(RaftStatus {
         id: me,

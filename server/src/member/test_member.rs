@@ -139,7 +139,7 @@ fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestM
         log,
         Arc::clone(&machine),
         Arc::new(NoPeers),
-        std::sync::mpsc::channel(),
+        crate::raft::inbox().unwrap(),
         None,
     )
     .unwrap();

@@ -7,7 +7,9 @@
 //! [`crate::raft::stream::PREFACE`], anything else is handed to tonic with
 //! those bytes put back in front (an HTTP/2 client's preface starts with
 //! `PRI`). Every connection's task belongs to [`serve`]'s future: aborting
-//! it ends them all.
+//! it ends them all. A raft stream on plain TCP, once accepted, is handed
+//! to the raft thread, which reads it itself and closes it when it stops
+//! (`crate::raft::node::InboxReceiver`).
 
 use std::future::Future;
 use std::io;
@@ -87,7 +89,14 @@ async fn accept(
                     let raft = Arc::clone(&raft);
                     let remote = conn.info().remote_addr;
                     streams.spawn(async move {
-                        if let Err(e) = raft.serve(conn).await {
+                        // A plain stream is read by the raft thread itself
+                        // once accepted (it then lives as long as that
+                        // thread does); a TLS one by this task.
+                        let served = match conn.into_plain() {
+                            Ok(tcp) => raft.serve_plain(tcp).await,
+                            Err(conn) => raft.serve(conn).await,
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(remote_addr = ?remote, error = %e, "a raft stream ended");
                         }
                     });
@@ -207,7 +216,6 @@ impl AsyncWrite for Rewound {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{Receiver, TryRecvError};
     use std::time::Instant;
 
     use ::raft::eraftpb::{Message, MessageType};
@@ -218,6 +226,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::raft::node::{inbox, InboxReceiver};
     use crate::raft::{stream, Dialer, Input, RaftService};
 
     /// How long any phase may take before the test fails.
@@ -232,20 +241,26 @@ mod tests {
         msg
     }
 
-    /// The next message the raft thread would get, polled until [`DEADLINE`].
-    async fn next_step(inputs: &Receiver<Input>) -> Message {
+    /// The next `n` messages the raft thread gets, as its loop gets them
+    /// (a plain stream handed over, then read by the thread), polled until
+    /// [`DEADLINE`].
+    async fn steps(raft: &mut InboxReceiver, n: usize) -> Vec<Message> {
         let deadline = Instant::now() + DEADLINE;
-        loop {
-            match inputs.try_recv() {
-                Ok(Input::Step(msg)) => return msg,
-                Ok(other) => panic!("unexpected input {other:?}"),
-                Err(TryRecvError::Disconnected) => panic!("the inputs' channel closed"),
-                Err(TryRecvError::Empty) if Instant::now() > deadline => {
-                    panic!("no message within {DEADLINE:?}")
+        let (mut round, mut steps) = (Vec::new(), Vec::new());
+        while steps.len() < n {
+            assert!(Instant::now() < deadline, "no message within {DEADLINE:?}");
+            raft.recv_round(Duration::ZERO, 64, &mut round)
+                .expect("the inputs' channel is open");
+            for input in round.drain(..) {
+                match input {
+                    Input::Step(msg) => steps.push(msg),
+                    Input::Stream(stream) => raft.add_stream(stream),
+                    other => panic!("unexpected input {other:?}"),
                 }
-                Err(TryRecvError::Empty) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        steps
     }
 
     #[tokio::test]
@@ -253,7 +268,7 @@ mod tests {
         // Given a peer port serving raft's gRPC calls and raft streams.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (inputs, raft) = std::sync::mpsc::channel();
+        let (inputs, mut raft) = inbox().unwrap();
         let grpc = tonic::transport::Server::builder()
             .add_service(RaftService::new(inputs.clone()).into_server());
         let port = tokio::spawn(serve(
@@ -280,9 +295,8 @@ mod tests {
             .expect("the port accepts raft streams");
         writer.send([heartbeat(1), heartbeat(2)]).await.unwrap();
         writer.send([heartbeat(3)]).await.unwrap();
-        for term in 1..=3 {
-            assert_eq!(next_step(&raft).await, heartbeat(term));
-        }
+        let expected: Vec<Message> = (1..=3).map(heartbeat).collect();
+        assert_eq!(steps(&mut raft, 3).await, expected);
 
         // ...and a gRPC call on the same port is answered beside it.
         let channel = dialer.connect(&url).await.unwrap();
@@ -293,7 +307,7 @@ mod tests {
 
         // And the stream still works after it.
         writer.send([heartbeat(4)]).await.unwrap();
-        assert_eq!(next_step(&raft).await, heartbeat(4));
+        assert_eq!(steps(&mut raft, 1).await, vec![heartbeat(4)]);
         port.abort();
     }
 }

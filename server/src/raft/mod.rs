@@ -46,7 +46,9 @@ pub mod wire;
 
 pub use dialer::{DialError, Dialer};
 pub use error::{Error, RequestError};
-pub use node::{Ending, Input, NodeConfig, RaftHandle, RaftStatus, Refusal, Taken};
+pub use node::{
+    inbox, Ending, Inbox, InboxReceiver, Input, NodeConfig, RaftHandle, RaftStatus, Refusal, Taken,
+};
 pub use service::RaftService;
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;

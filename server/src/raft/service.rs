@@ -3,7 +3,6 @@
 //! themselves come on raft streams (`super::stream`).
 
 use std::collections::HashMap;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use ::raft::eraftpb::Message;
@@ -12,7 +11,7 @@ use cairn_proto::cairnpb::{Done, SnapshotChunk, SnapshotKeyRequest, SnapshotKeyR
 use protobuf::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::node::Input;
+use super::node::{Inbox, Input};
 use super::transport::MAX_PEER_MESSAGE;
 use super::wire::Exchange;
 use crate::locks::lock;
@@ -24,7 +23,7 @@ const MAX_PENDING_TRANSFERS: usize = 64;
 /// The receiving side of raft's traffic.
 pub struct RaftService {
     /// The raft thread's inputs.
-    inputs: Mutex<Sender<Input>>,
+    inputs: Mutex<Inbox>,
     /// Keys of snapshot transfers agreed but not yet received, by id.
     transfers: Mutex<HashMap<u64, super::wire::TransferKey>>,
     /// The next transfer id.
@@ -35,7 +34,7 @@ pub struct RaftService {
 
 impl RaftService {
     /// A service feeding `inputs`.
-    pub fn new(inputs: Sender<Input>) -> Self {
+    pub fn new(inputs: Inbox) -> Self {
         Self {
             inputs: Mutex::new(inputs),
             transfers: Mutex::new(HashMap::new()),

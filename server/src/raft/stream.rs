@@ -26,7 +26,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -39,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::dialer::{DialError, Dialer};
-use super::node::Input;
+use super::node::{Inbox, Input};
 use crate::locks::lock;
 use crate::metrics::network::NetworkMetrics;
 
@@ -272,14 +271,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamWriter<S> {
 /// raft thread.
 pub struct StreamReceiver {
     /// The raft thread's inputs.
-    inputs: Mutex<Sender<Input>>,
+    inputs: Mutex<Inbox>,
     /// Bytes and failures received (none in unit tests).
     metrics: Option<Arc<NetworkMetrics>>,
 }
 
 impl StreamReceiver {
     /// A receiver feeding `inputs`.
-    pub fn new(inputs: Sender<Input>) -> Self {
+    pub fn new(inputs: Inbox) -> Self {
         Self {
             inputs: Mutex::new(inputs),
             metrics: None,
@@ -301,43 +300,106 @@ impl StreamReceiver {
         io.write_all(&[ACCEPTED]).await?;
         io.flush().await?;
         let inputs = lock(&self.inputs).clone();
-        // The sender's counter, looked up once it is known (every message
-        // of a stream comes from the same member).
-        let mut received: Option<(u64, prometheus::IntCounter)> = None;
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut frames = Frames::new(self.metrics.clone());
         loop {
-            while let Some(frame) = next_frame(&mut buf)? {
-                let msg = match Message::parse_from_bytes(&frame) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        self.failed(received.as_ref().map_or(0, |(from, _)| *from));
-                        return Err(e.into());
-                    }
-                };
-                if let Some(m) = &self.metrics {
-                    if received.as_ref().is_none_or(|(from, _)| *from != msg.from) {
-                        received = Some((msg.from, m.received_from(msg.from)));
-                    }
-                    if let Some((_, counter)) = &received {
-                        counter.inc_by(frame.len() as u64);
-                    }
-                }
+            frames.decode(|msg| {
                 inputs
                     .send(Input::Step(msg))
-                    .map_err(|_| StreamError::Stopped)?;
-            }
-            if io.read_buf(&mut buf).await? == 0 {
-                return match buf.is_empty() {
-                    true => Ok(()),
-                    false => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
-                };
+                    .map_err(|_| StreamError::Stopped)
+            })?;
+            if io.read_buf(&mut frames.buf).await? == 0 {
+                return frames.closed();
             }
         }
     }
 
-    fn failed(&self, from: u64) {
-        if let Some(m) = &self.metrics {
-            m.receive_failed(from);
+    /// Serves one stream on plain TCP whose [`PREFACE`] has been read:
+    /// accepts it, then hands the connection to the raft thread, which
+    /// reads its messages itself (`super::node::inbox`).
+    pub async fn serve_plain(&self, mut tcp: TcpStream) -> Result<(), StreamError> {
+        tcp.write_all(&[ACCEPTED]).await?;
+        tcp.flush().await?;
+        let stream = Inbound {
+            tcp: tcp.into_std()?,
+            frames: Frames::new(self.metrics.clone()),
+        };
+        lock(&self.inputs)
+            .send(Input::Stream(stream))
+            .map_err(|_| StreamError::Stopped)
+    }
+}
+
+/// A raft stream on plain TCP, read by the raft thread itself.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The connection (non-blocking).
+    pub tcp: std::net::TcpStream,
+    /// What has arrived on it.
+    pub frames: Frames,
+}
+
+/// The messages arriving on one stream: the bytes read and not yet decoded,
+/// and the counters of what was received.
+#[derive(Debug)]
+pub struct Frames {
+    /// Bytes read, up to a partial frame.
+    pub buf: BytesMut,
+    /// etcd_network_peer_received_* (none in unit tests).
+    metrics: Option<Arc<NetworkMetrics>>,
+    /// The sender's counter, looked up once it is known (every message of
+    /// a stream comes from the same member).
+    received: Option<(u64, prometheus::IntCounter)>,
+}
+
+impl Frames {
+    /// Nothing received yet.
+    pub fn new(metrics: Option<Arc<NetworkMetrics>>) -> Self {
+        Frames {
+            buf: BytesMut::with_capacity(64 * 1024),
+            metrics,
+            received: None,
+        }
+    }
+
+    /// Hands every whole message in [`Frames::buf`] to `each`, in order; a
+    /// frame that is not a message ends the stream.
+    pub fn decode(
+        &mut self,
+        mut each: impl FnMut(Message) -> Result<(), StreamError>,
+    ) -> Result<(), StreamError> {
+        while let Some(frame) = next_frame(&mut self.buf)? {
+            let msg = match Message::parse_from_bytes(&frame) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    if let Some(m) = &self.metrics {
+                        m.receive_failed(self.received.as_ref().map_or(0, |(from, _)| *from));
+                    }
+                    return Err(e.into());
+                }
+            };
+            if let Some(m) = &self.metrics {
+                if self
+                    .received
+                    .as_ref()
+                    .is_none_or(|(from, _)| *from != msg.from)
+                {
+                    self.received = Some((msg.from, m.received_from(msg.from)));
+                }
+                if let Some((_, counter)) = &self.received {
+                    counter.inc_by(frame.len() as u64);
+                }
+            }
+            each(msg)?;
+        }
+        Ok(())
+    }
+
+    /// How the stream ended when the peer closed it: well between frames,
+    /// cut short within one.
+    pub fn closed(&self) -> Result<(), StreamError> {
+        match self.buf.is_empty() {
+            true => Ok(()),
+            false => Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
         }
     }
 }
@@ -387,10 +449,10 @@ mod tests {
     async fn pipe() -> (
         StreamWriter<tokio::io::DuplexStream>,
         tokio::task::JoinHandle<Result<(), StreamError>>,
-        std::sync::mpsc::Receiver<Input>,
+        crate::raft::node::InboxReceiver,
     ) {
         let (dialer, listener) = tokio::io::duplex(1024);
-        let (inputs, raft) = std::sync::mpsc::channel();
+        let (inputs, raft) = crate::raft::node::inbox().unwrap();
         let receiving = tokio::spawn(async move {
             let mut listener = listener;
             let mut preface = [0; PREFACE.len()];
@@ -402,7 +464,7 @@ mod tests {
         (writer, receiving, raft)
     }
 
-    fn stepped(raft: &std::sync::mpsc::Receiver<Input>) -> Vec<Message> {
+    fn stepped(raft: &crate::raft::node::InboxReceiver) -> Vec<Message> {
         raft.try_iter()
             .map(|input| match input {
                 Input::Step(msg) => msg,

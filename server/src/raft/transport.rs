@@ -30,7 +30,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use super::dialer::{DialError, Dialer};
-use super::node::{is_snapshot, Input, Transport};
+use super::node::{is_snapshot, Inbox, Input, Transport};
 use super::stream::{self, encode_frames, Outgoing, StreamError};
 use super::wire::{Exchange, WireError};
 use crate::locks::lock;
@@ -141,7 +140,7 @@ pub struct Peers {
     /// Where peers are.
     resolve: Resolver,
     /// Reports to the raft thread (unreachable peers, snapshot outcomes).
-    inputs: Mutex<Sender<Input>>,
+    inputs: Mutex<Inbox>,
     /// The runtime the peer tasks run on (the raft thread is not a tokio thread).
     runtime: tokio::runtime::Handle,
     /// How the peer tasks connect.
@@ -171,7 +170,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 impl Peers {
     /// Peers of member `id`; must be created inside a tokio runtime.
-    pub fn new(id: u64, resolve: Resolver, inputs: Sender<Input>, dialer: Dialer) -> Self {
+    pub fn new(id: u64, resolve: Resolver, inputs: Inbox, dialer: Dialer) -> Self {
         Self {
             id,
             dialer,
@@ -378,7 +377,7 @@ async fn run_peer(
     to: u64,
     resolve: Resolver,
     (link, queue): (Arc<Link>, mpsc::Receiver<Queued>),
-    inputs: Sender<Input>,
+    inputs: Inbox,
     stop: watch::Receiver<bool>,
     metrics: Option<PeerMetrics>,
 ) {
@@ -436,7 +435,7 @@ async fn stream_to_peer(
     to: u64,
     resolve: &Resolver,
     (link, mut queue): (Arc<Link>, mpsc::Receiver<Queued>),
-    inputs: &Sender<Input>,
+    inputs: &Inbox,
     metrics: Option<&PeerMetrics>,
 ) {
     let mut backoff = BACKOFF_MIN;

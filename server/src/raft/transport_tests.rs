@@ -4,6 +4,8 @@
 //! thread's own writes: made while the task is idle, never out of order.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
+
+use crate::raft::node::{inbox, InboxReceiver};
 use std::time::{Duration, Instant};
 
 use ::raft::eraftpb::{MessageType, Snapshot};
@@ -15,7 +17,7 @@ use super::*;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// The next report the raft thread would get, polled until [`DEADLINE`].
-async fn next_report(inputs: &Receiver<Input>) -> Input {
+async fn next_report(inputs: &InboxReceiver) -> Input {
     let deadline = Instant::now() + DEADLINE;
     loop {
         match inputs.try_recv() {
@@ -62,7 +64,7 @@ async fn peer_tasks_and_transfers_end_and_are_joined_on_stop() {
         }
     });
     let resolve: Resolver = Arc::new(move |id| (id == 3).then(|| url.clone()));
-    let (inputs, reports) = std::sync::mpsc::channel();
+    let (inputs, reports) = inbox().unwrap();
     let peers = Peers::new(1, resolve, inputs, Dialer::default());
 
     // When raft sends to 2, then 2's task starts and, unable to connect,
@@ -179,7 +181,7 @@ async fn the_raft_thread_writes_while_the_task_is_idle_and_never_out_of_order() 
     // empty queue).
     let (url, received, resume) = blocking_peer();
     let resolve: Resolver = Arc::new(move |id| (id == 2).then(|| url.clone()));
-    let (inputs, _reports) = std::sync::mpsc::channel();
+    let (inputs, _reports) = inbox().unwrap();
     let peers = Peers::new(1, resolve, inputs, Dialer::default());
     let link = peers.link(2);
     until("the stream is open and idle", || {

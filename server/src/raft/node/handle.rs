@@ -1,14 +1,14 @@
 //! How the rest of the member reaches the raft thread: [`Input`]s on one
 //! channel, and the [`RaftStatus`] it publishes after every round.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use ::raft::eraftpb::{ConfChangeV2, Message};
 use tokio::sync::{oneshot, watch};
 
 use super::read_rounds::ReadRounds;
-use super::RaftStatus;
+use super::{Inbox, RaftStatus};
+use crate::raft::stream::Inbound;
 use crate::raft::RequestError;
 
 /// Something for the raft thread to do.
@@ -43,6 +43,9 @@ pub enum Input {
     },
     /// A message from a peer.
     Step(Message),
+    /// A peer's raft stream on plain TCP, for the thread to read itself
+    /// (see [`super::inbox`]).
+    Stream(Inbound),
     /// The transport could not reach a peer.
     Unreachable(u64),
     /// How sending a snapshot to a peer ended.
@@ -169,7 +172,7 @@ pub enum Ending {
 #[derive(Debug, Clone)]
 pub struct RaftHandle {
     /// Inputs to the thread.
-    inputs: Sender<Input>,
+    inputs: Inbox,
     /// The latest status.
     status: watch::Receiver<RaftStatus>,
     /// (leader, term), changed only when either changes.
@@ -187,7 +190,7 @@ impl RaftHandle {
     /// A handle on whatever reads `inputs` and publishes `status` and
     /// `leadership` (the raft thread [`super::start`] starts).
     pub(crate) fn new(
-        inputs: Sender<Input>,
+        inputs: Inbox,
         status: watch::Receiver<RaftStatus>,
         leadership: watch::Receiver<(u64, u64)>,
         ending: watch::Receiver<Ending>,
@@ -235,7 +238,7 @@ impl RaftHandle {
     }
 
     /// A sender of inputs (for the transport).
-    pub fn inputs(&self) -> Sender<Input> {
+    pub fn inputs(&self) -> Inbox {
         self.inputs.clone()
     }
 

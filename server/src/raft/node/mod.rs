@@ -38,6 +38,7 @@
 
 mod conf_change;
 mod handle;
+mod inbox;
 mod read_index;
 mod read_rounds;
 mod ready;
@@ -46,7 +47,6 @@ mod snapshots;
 mod status;
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,7 @@ use ::raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
 pub use handle::{Ending, Input, RaftHandle, Refusal, Taken};
+pub use inbox::{inbox, Inbox, InboxReceiver};
 pub use status::RaftStatus;
 
 use super::{Error, RaftStorage, RequestError, StateMachine};
@@ -96,8 +97,8 @@ struct Node<T: Transport, M: StateMachine> {
     machine: Arc<M>,
     /// Where messages go; never blocks.
     transport: Arc<T>,
-    /// Everything the thread is asked to do.
-    inputs: Receiver<Input>,
+    /// Everything the thread is asked to do, and the raft streams it reads.
+    inputs: InboxReceiver,
     /// The status, published after every round.
     status: watch::Sender<RaftStatus>,
     /// (leader, term), changed only when either changes: waiters watch
@@ -142,7 +143,7 @@ pub fn start<T: Transport, M: StateMachine>(
     log: Arc<RaftStorage>,
     machine: Arc<M>,
     transport: Arc<T>,
-    channel: (Sender<Input>, Receiver<Input>),
+    channel: (Inbox, InboxReceiver),
     metrics: Option<RaftMetrics>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>), Error> {
     let state = log.initial_state()?;
@@ -221,21 +222,20 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
     fn run(mut self) {
         let tick = self.config.heartbeat;
         let mut next_tick = Instant::now() + tick;
+        let mut round = Vec::new();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut stop = false;
-            match self.inputs.recv_timeout(wait) {
-                Ok(input) => {
-                    stop |= self.handle(input);
-                    for _ in 0..MAX_INPUTS_PER_ROUND {
-                        match self.inputs.try_recv() {
-                            Ok(input) => stop |= self.handle(input),
-                            Err(_) => break,
-                        }
+            match self
+                .inputs
+                .recv_round(wait, MAX_INPUTS_PER_ROUND, &mut round)
+            {
+                Ok(()) => {
+                    for input in round.drain(..) {
+                        stop |= self.handle(input);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
+                Err(_) => stop = true,
             }
             if stop {
                 break;
@@ -363,6 +363,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
                     tracing::debug!(error = %e, "raft message ignored");
                 }
             }
+            Input::Stream(stream) => self.inputs.add_stream(stream),
             Input::Unreachable(id) => self.raw.report_unreachable(id),
             Input::SnapshotSent { to, failed } => {
                 let status = if failed {

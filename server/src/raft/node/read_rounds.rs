@@ -21,12 +21,12 @@
 //! weakly: a round pending in the raft thread does not keep the thread's
 //! input channel open.
 
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
 
 use super::handle::{Input, ReadDone};
+use super::Inbox;
 use crate::locks;
 use crate::raft::RequestError;
 
@@ -36,7 +36,7 @@ pub(super) struct ReadRounds {
     /// Whether a round is in flight, and the one reads join meanwhile.
     state: Mutex<RoundState>,
     /// The raft thread's inputs.
-    inputs: Sender<Input>,
+    inputs: Inbox,
 }
 
 /// See [`ReadRounds::state`].
@@ -54,7 +54,7 @@ type Round = Arc<watch::Sender<Option<Result<u64, RequestError>>>>;
 
 impl ReadRounds {
     /// No round yet; rounds are sent on `inputs`.
-    pub(super) fn new(inputs: Sender<Input>) -> Arc<Self> {
+    pub(super) fn new(inputs: Inbox) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(RoundState::default()),
             inputs,
@@ -118,12 +118,14 @@ fn answer(rounds: &Weak<ReadRounds>, round: &Round, result: Result<u64, RequestE
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{self, Receiver, TryRecvError};
+    use std::sync::mpsc::TryRecvError;
+
+    use crate::raft::node::{inbox, InboxReceiver};
 
     use super::*;
 
     /// The next round sent to the raft thread, if any.
-    fn sent(inputs: &Receiver<Input>) -> Option<ReadDone> {
+    fn sent(inputs: &InboxReceiver) -> Option<ReadDone> {
         match inputs.try_recv() {
             Ok(Input::Read { done }) => Some(done),
             Ok(other) => panic!("expected a read round, got {other:?}"),
@@ -149,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_arriving_during_a_round_share_the_next_one() {
-        let (tx, inputs) = mpsc::channel();
+        let (tx, inputs) = inbox().unwrap();
         let rounds = ReadRounds::new(tx);
 
         // Given one read, whose round is sent at once.
@@ -185,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_round_fails_its_reads_and_the_next_round_still_leaves() {
-        let (tx, inputs) = mpsc::channel();
+        let (tx, inputs) = inbox().unwrap();
         let rounds = ReadRounds::new(tx);
 
         // Given a round in flight, and a read waiting for the next.
@@ -213,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn without_the_raft_thread_reads_fail_at_once() {
         // Given a raft thread that is gone.
-        let (tx, inputs) = mpsc::channel();
+        let (tx, inputs) = inbox().unwrap();
         drop(inputs);
         let rounds = ReadRounds::new(tx);
 
@@ -225,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_round_pending_in_the_thread_does_not_keep_the_rounds_alive() {
-        let (tx, inputs) = mpsc::channel();
+        let (tx, inputs) = inbox().unwrap();
         let rounds = ReadRounds::new(tx);
         let read = start_reads(&rounds, 1).await;
         let round = sent(&inputs).expect("a round");

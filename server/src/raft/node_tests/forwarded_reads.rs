@@ -16,14 +16,14 @@ struct Played {
 /// elected and stays leader under check-quorum); every other message goes
 /// to the test.
 fn play(net: &Arc<Network>, id: u64) -> Played {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = node::inbox().unwrap();
     let (out, messages) = std::sync::mpsc::channel();
     net.inputs.lock().unwrap().insert(id, tx);
     // Weak: the network holds this member's inbox, so a strong reference
     // here would keep both alive after the test.
     let net = Arc::downgrade(net);
     std::thread::spawn(move || {
-        while let Ok(input) = rx.recv() {
+        while let Ok(input) = rx.recv_timeout(Duration::MAX) {
             let Input::Step(msg) = input else { continue };
             let mut reply = Message::default();
             (reply.from, reply.to, reply.term) = (id, msg.from, msg.term);

@@ -11,7 +11,7 @@
 //! followers' ReadIndex requests (`forwarded_reads`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use ::raft::eraftpb::{
 };
 use ::raft::Storage as _;
 
-use super::node::{self, is_snapshot, Transport};
+use super::node::{self, is_snapshot, Inbox, InboxReceiver, Transport};
 use super::{Ending, Input, MemberChange, NodeConfig, RaftHandle, RaftStorage, RequestError};
 use super::{StateMachine, Waiters};
 use crate::storage::MemoryEngine;
@@ -160,7 +160,7 @@ impl StateMachine for Fake {
 /// The in-process network: every node's inputs, and the members cut off.
 #[derive(Default)]
 struct Network {
-    inputs: Mutex<HashMap<u64, Sender<Input>>>,
+    inputs: Mutex<HashMap<u64, Inbox>>,
     cut: Mutex<HashSet<u64>>,
 }
 
@@ -238,7 +238,7 @@ fn start_with(id: u64, voters: &[u64], net: &Arc<Network>, snapshot_count: u64) 
     log.apply_snapshot(&meta).unwrap();
     let fake = Arc::new(Fake::default());
     fake.state.lock().unwrap().index = 1;
-    let channel = std::sync::mpsc::channel();
+    let channel = node::inbox().unwrap();
     net.inputs.lock().unwrap().insert(id, channel.0.clone());
     let config = NodeConfig {
         id,

@@ -5,15 +5,15 @@ use super::*;
 
 /// Member `id`'s inbox on `net`: the test plays that member, reading what
 /// the node under test sends it.
-fn inbox(net: &Network, id: u64) -> Receiver<Input> {
-    let (tx, rx) = std::sync::mpsc::channel();
+fn inbox(net: &Network, id: u64) -> InboxReceiver {
+    let (tx, rx) = node::inbox().unwrap();
     net.inputs.lock().unwrap().insert(id, tx);
     rx
 }
 
 /// The next message of type `kind` in `inbox` (others are skipped),
 /// polled for up to 10 s.
-async fn next_message(inbox: &Receiver<Input>, kind: MessageType) -> Message {
+async fn next_message(inbox: &InboxReceiver, kind: MessageType) -> Message {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match inbox.try_recv() {

@@ -1,0 +1,410 @@
+//! The raft thread's inbox: the [`Input`]s the rest of the member sends,
+//! and the peers' raft streams on plain TCP, which the thread reads itself.
+//!
+//! Why the thread reads those streams itself: a message read by a task
+//! crossed two hand-offs between threads on its way to raft (a tokio worker
+//! woken by the socket, then the raft thread woken by the worker); read
+//! here, it crosses one (the raft thread woken by the socket). So the
+//! thread waits on both at once: a mio `Poll` holds the streams and a
+//! `Waker`, which a sender sets off when it finds the thread asleep
+//! ([`Inbox::send`]). A TLS stream is read by its task, which sends each
+//! message as an [`Input::Step`] (`crate::raft::stream::StreamReceiver`).
+//!
+//! The wake-up protocol: before it sleeps, the thread raises `asleep` and
+//! looks at the channel once more; a sender pushes its input first and then
+//! takes `asleep` down, waking the thread if it was up. Either the thread's
+//! last look finds the input, or the sender finds the flag up and wakes it
+//! (both sides `SeqCst`).
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::Input;
+use crate::raft::stream::{Frames, Inbound, StreamError};
+use crate::raft::RequestError;
+
+/// The waker's token (streams count up from 0).
+const WAKER: Token = Token(usize::MAX);
+/// The most bytes read from one stream per round, so that a burst on one
+/// (a follower catching up) does not hold up the rest of the round.
+const READ_PER_ROUND: usize = 1024 * 1024;
+/// How long a busy thread goes without looking at its streams at most.
+const POLL_WHEN_BUSY: Duration = Duration::from_micros(200);
+/// One read's size.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The sending end: whoever gives the raft thread work holds a clone.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    /// The inputs.
+    tx: Sender<Input>,
+    /// How the thread is woken when it sleeps.
+    wake: Arc<Wake>,
+}
+
+/// How a sender wakes the raft thread.
+#[derive(Debug)]
+struct Wake {
+    /// Sets off the thread's poll.
+    waker: Waker,
+    /// The thread is asleep (or about to be): the next sender wakes it.
+    asleep: AtomicBool,
+}
+
+impl Inbox {
+    /// Queues `input` for the raft thread ([`RequestError::Stopped`], and
+    /// `input` dropped, once the thread is gone).
+    pub fn send(&self, input: Input) -> Result<(), RequestError> {
+        self.tx.send(input).map_err(|_| RequestError::Stopped)?;
+        if self.wake.asleep.swap(false, Ordering::SeqCst) {
+            // A wake that fails (an eventfd write) leaves the thread to its
+            // next tick.
+            if let Err(e) = self.wake.waker.wake() {
+                tracing::warn!(error = %e, "cannot wake the raft thread");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stream the raft thread reads.
+struct Reading {
+    /// The connection, registered with the poll.
+    tcp: mio::net::TcpStream,
+    /// What has arrived on it.
+    frames: Frames,
+}
+
+/// The raft thread's end.
+pub struct InboxReceiver {
+    /// The inputs.
+    rx: Receiver<Input>,
+    /// Shared with the senders.
+    wake: Arc<Wake>,
+    /// The streams' readiness and the waker.
+    poll: Poll,
+    /// `poll`'s buffer.
+    events: Events,
+    /// The streams this thread reads, by token.
+    streams: HashMap<Token, Reading>,
+    /// The next stream's token.
+    next: usize,
+    /// Streams that may have bytes to read: readable since they were last
+    /// read to the end.
+    readable: Vec<Token>,
+    /// One read's buffer (kept for its allocation).
+    chunk: Vec<u8>,
+    /// When the streams were last polled.
+    polled: Instant,
+}
+
+impl std::fmt::Debug for InboxReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxReceiver")
+            .field("streams", &self.streams.len())
+            .finish()
+    }
+}
+
+/// A new inbox: its senders' end and the raft thread's.
+pub fn inbox() -> io::Result<(Inbox, InboxReceiver)> {
+    let poll = Poll::new()?;
+    let wake = Arc::new(Wake {
+        waker: Waker::new(poll.registry(), WAKER)?,
+        asleep: AtomicBool::new(false),
+    });
+    let (tx, rx) = mpsc::channel();
+    let receiver = InboxReceiver {
+        rx,
+        wake: Arc::clone(&wake),
+        poll,
+        events: Events::with_capacity(64),
+        streams: HashMap::new(),
+        next: 0,
+        readable: Vec::new(),
+        chunk: vec![0; READ_CHUNK],
+        polled: Instant::now(),
+    };
+    Ok((Inbox { tx, wake }, receiver))
+}
+
+impl InboxReceiver {
+    /// One round's inputs, at most `max` of them from the channel, in
+    /// `out`: what has arrived, or else whatever arrives first within
+    /// `wait` (nothing, if nothing does). An error once every [`Inbox`] is
+    /// gone and the channel is empty.
+    pub fn recv_round(
+        &mut self,
+        wait: Duration,
+        max: usize,
+        out: &mut Vec<Input>,
+    ) -> Result<(), RecvTimeoutError> {
+        self.take_queued(max, out)?;
+        // A round with inputs looks at the streams too once they have gone
+        // unpolled for a while, so that a thread kept busy by its channel
+        // still reads them (a poll every round of a busy thread is a
+        // system call per round for nothing).
+        if out.is_empty() || self.polled.elapsed() >= POLL_WHEN_BUSY {
+            self.poll(Duration::ZERO);
+        }
+        self.read_streams(out);
+        if !out.is_empty() || !self.readable.is_empty() {
+            return Ok(());
+        }
+        self.wake.asleep.store(true, Ordering::SeqCst);
+        self.take_queued(max, out)?;
+        if out.is_empty() {
+            self.poll(wait);
+        }
+        self.wake.asleep.store(false, Ordering::SeqCst);
+        self.take_queued(max, out)?;
+        self.read_streams(out);
+        Ok(())
+    }
+
+    /// Reads `stream` from now on; it is closed when this receiver is
+    /// dropped (the raft thread stops) or the peer closes it.
+    pub fn add_stream(&mut self, stream: Inbound) {
+        let token = Token(self.next);
+        self.next += 1;
+        let mut tcp = mio::net::TcpStream::from_std(stream.tcp);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut tcp, token, Interest::READABLE)
+        {
+            // Dropped: the peer finds it closed and dials again.
+            tracing::warn!(error = %e, "cannot read a raft stream");
+            return;
+        }
+        let frames = stream.frames;
+        self.streams.insert(token, Reading { tcp, frames });
+        // Bytes may have arrived before it was registered.
+        self.readable.push(token);
+    }
+
+    /// A queued input, if one is there (for tests and the thread's end).
+    pub fn try_recv(&self) -> Result<Input, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// The queued inputs.
+    pub fn try_iter(&self) -> mpsc::TryIter<'_, Input> {
+        self.rx.try_iter()
+    }
+
+    /// The next queued input, waiting up to `wait` for it.
+    pub fn recv_timeout(&self, wait: Duration) -> Result<Input, RecvTimeoutError> {
+        self.rx.recv_timeout(wait)
+    }
+
+    fn take_queued(&self, max: usize, out: &mut Vec<Input>) -> Result<(), RecvTimeoutError> {
+        for _ in 0..max {
+            match self.rx.try_recv() {
+                Ok(input) => out.push(input),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if out.is_empty() => {
+                    return Err(RecvTimeoutError::Disconnected)
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for a stream to turn readable or the waker.
+    fn poll(&mut self, wait: Duration) {
+        self.polled = Instant::now();
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::warn!(error = %e, "the raft thread's poll failed");
+            }
+            return;
+        }
+        for event in &self.events {
+            let token = event.token();
+            if token != WAKER && !self.readable.contains(&token) {
+                self.readable.push(token);
+            }
+        }
+    }
+
+    /// Reads the readable streams: their messages go to `out`; a stream
+    /// that closes or fails is dropped (its peer reconnects).
+    fn read_streams(&mut self, out: &mut Vec<Input>) {
+        for token in std::mem::take(&mut self.readable) {
+            let Some(stream) = self.streams.get_mut(&token) else {
+                continue;
+            };
+            match read(stream, &mut self.chunk, out) {
+                Ok(Some(true)) => self.readable.push(token),
+                Ok(Some(false)) => {}
+                ended => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "a raft stream ended");
+                    }
+                    if let Some(mut stream) = self.streams.remove(&token) {
+                        let _ = self.poll.registry().deregister(&mut stream.tcp);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads what `stream` has, up to [`READ_PER_ROUND`]: its messages go to
+/// `out`. Whether it may have more (`Some(true)`), has none for now
+/// (`Some(false)`), or was closed by the peer (`None`).
+fn read(
+    stream: &mut Reading,
+    chunk: &mut [u8],
+    out: &mut Vec<Input>,
+) -> Result<Option<bool>, StreamError> {
+    let mut read = 0;
+    while read < READ_PER_ROUND {
+        match stream.tcp.read(chunk) {
+            Ok(0) => return stream.frames.closed().map(|()| None),
+            Ok(n) => {
+                read += n;
+                stream
+                    .frames
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
+                stream.frames.decode(|msg| {
+                    out.push(Input::Step(msg));
+                    Ok(())
+                })?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Instant;
+
+    use ::raft::eraftpb::{Entry, Message, MessageType};
+
+    use super::*;
+    use crate::raft::stream::encode_frames;
+
+    /// How long any phase may take before the test fails.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn append(index: u64, bytes: usize) -> Message {
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgAppend);
+        (msg.from, msg.to, msg.index) = (2, 1, index);
+        msg.set_entries(
+            vec![Entry {
+                index: index + 1,
+                data: vec![index as u8; bytes].into(),
+                ..Default::default()
+            }]
+            .into(),
+        );
+        msg
+    }
+
+    #[test]
+    fn a_sender_wakes_the_sleeping_thread() {
+        let (inbox, mut receiver) = inbox().unwrap();
+        let (answers, answered) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut round = Vec::new();
+            // Each round sleeps for a minute unless woken.
+            while receiver
+                .recv_round(Duration::from_secs(60), 16, &mut round)
+                .is_ok()
+            {
+                for input in round.drain(..) {
+                    if let Input::TransferLeader(n) = input {
+                        answers.send(n).unwrap();
+                    }
+                }
+            }
+        });
+        // Every input wakes it, whether it is asleep or about to be.
+        for n in 0..200 {
+            inbox.send(Input::TransferLeader(n)).unwrap();
+            assert_eq!(
+                answered.recv_timeout(DEADLINE),
+                Ok(n),
+                "woken for input {n}"
+            );
+        }
+        // And the senders' end gone ends it.
+        drop(inbox);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_thread_reads_a_handed_over_stream_until_its_peer_closes_it() {
+        // Given a plain TCP stream handed over to the thread.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let (inbox, mut receiver) = inbox().unwrap();
+        let stream = Inbound {
+            tcp: accepted,
+            frames: Frames::new(None),
+        };
+        inbox.send(Input::Stream(stream)).unwrap();
+
+        // When the peer writes messages, one cut between two writes and one
+        // larger than a round reads.
+        let sent: Vec<Message> = vec![append(1, 100), append(2, 3 * READ_PER_ROUND), append(3, 10)];
+        let mut frames = Vec::new();
+        encode_frames(&mut frames, sent.clone());
+        let writer = std::thread::spawn(move || {
+            peer.write_all(&frames[..50]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            peer.write_all(&frames[50..]).unwrap();
+            peer
+        });
+
+        // Then the thread gets them in order, as steps.
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        let mut round = Vec::new();
+        while got.len() < sent.len() {
+            assert!(
+                Instant::now() < deadline,
+                "not every message within {DEADLINE:?}"
+            );
+            receiver
+                .recv_round(Duration::from_millis(100), 16, &mut round)
+                .unwrap();
+            for input in round.drain(..) {
+                match input {
+                    Input::Stream(stream) => receiver.add_stream(stream),
+                    Input::Step(msg) => got.push(msg),
+                    other => panic!("unexpected input {other:?}"),
+                }
+            }
+        }
+        assert!(got == sent, "in order");
+
+        // And when the peer closes it, the thread lets it go.
+        drop(writer.join().unwrap());
+        while !receiver.streams.is_empty() {
+            assert!(Instant::now() < deadline, "the stream is still read");
+            receiver
+                .recv_round(Duration::from_millis(100), 16, &mut round)
+                .unwrap();
+            assert!(round.is_empty());
+        }
+    }
+}
