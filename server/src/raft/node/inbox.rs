@@ -189,7 +189,8 @@ impl InboxReceiver {
         self.readable.push(token);
     }
 
-    /// A queued input, if one is there (for tests and the thread's end).
+    /// A queued input, if one is there: the channel alone, without the
+    /// streams (what a test that plays a member reads).
     pub fn try_recv(&self) -> Result<Input, TryRecvError> {
         self.rx.try_recv()
     }
