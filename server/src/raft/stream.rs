@@ -333,9 +333,9 @@ impl StreamReceiver {
 #[derive(Debug)]
 pub struct Inbound {
     /// The connection (non-blocking).
-    pub tcp: std::net::TcpStream,
+    pub(crate) tcp: std::net::TcpStream,
     /// What has arrived on it.
-    pub frames: Frames,
+    pub(crate) frames: Frames,
 }
 
 /// The messages arriving on one stream: the bytes read and not yet decoded,
@@ -343,7 +343,7 @@ pub struct Inbound {
 #[derive(Debug)]
 pub struct Frames {
     /// Bytes read, up to a partial frame.
-    pub buf: BytesMut,
+    pub(crate) buf: BytesMut,
     /// etcd_network_peer_received_* (none in unit tests).
     metrics: Option<Arc<NetworkMetrics>>,
     /// The sender's counter, looked up once it is known (every message of
@@ -353,7 +353,7 @@ pub struct Frames {
 
 impl Frames {
     /// Nothing received yet.
-    pub fn new(metrics: Option<Arc<NetworkMetrics>>) -> Self {
+    pub(crate) fn new(metrics: Option<Arc<NetworkMetrics>>) -> Self {
         Frames {
             buf: BytesMut::with_capacity(64 * 1024),
             metrics,
@@ -363,7 +363,7 @@ impl Frames {
 
     /// Hands every whole message in [`Frames::buf`] to `each`, in order; a
     /// frame that is not a message ends the stream.
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         mut each: impl FnMut(Message) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
@@ -396,7 +396,7 @@ impl Frames {
 
     /// How the stream ended when the peer closed it: well between frames,
     /// cut short within one.
-    pub fn closed(&self) -> Result<(), StreamError> {
+    pub(crate) fn closed(&self) -> Result<(), StreamError> {
         match self.buf.is_empty() {
             true => Ok(()),
             false => Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
