@@ -27,6 +27,8 @@
 //! `read_index` round serves every round queued since the last.
 //!
 //! - `handle`: [`Input`] and [`RaftHandle`], how the member reaches the thread.
+//! - `inbox`: the thread's channel and the peers' plain raft streams it
+//!   reads itself, one wait for both.
 //! - `status`: [`RaftStatus`], published after every round.
 //! - `ready`: one Ready, steps 1 to 7.
 //! - `snapshots`: raft's `Storage` with snapshots from the state machine,
