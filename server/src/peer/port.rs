@@ -227,6 +227,7 @@ mod tests {
 
     use super::*;
     use crate::raft::node::{inbox, InboxReceiver};
+    use crate::raft::stream::tests::messages;
     use crate::raft::{stream, Dialer, Input, RaftService};
 
     /// How long any phase may take before the test fails.
@@ -293,8 +294,11 @@ mod tests {
             .await
             .expect("the stream opens in time")
             .expect("the port accepts raft streams");
-        writer.send([heartbeat(1), heartbeat(2)]).await.unwrap();
-        writer.send([heartbeat(3)]).await.unwrap();
+        writer
+            .send(messages(&[heartbeat(1), heartbeat(2)]))
+            .await
+            .unwrap();
+        writer.send(messages(&[heartbeat(3)])).await.unwrap();
         let expected: Vec<Message> = (1..=3).map(heartbeat).collect();
         assert_eq!(steps(&mut raft, 3).await, expected);
 
@@ -306,7 +310,7 @@ mod tests {
         assert!(answered.is_ok(), "{answered:?}");
 
         // And the stream still works after it.
-        writer.send([heartbeat(4)]).await.unwrap();
+        writer.send(messages(&[heartbeat(4)])).await.unwrap();
         assert_eq!(steps(&mut raft, 1).await, vec![heartbeat(4)]);
         port.abort();
     }

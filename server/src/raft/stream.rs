@@ -224,20 +224,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamWriter<S> {
         })
     }
 
-    /// Writes `messages` as one batch; the bytes of raft messages written
-    /// (without the length prefixes). A message that does not encode is
-    /// logged and left out (raft retransmits).
-    pub async fn send(
-        &mut self,
-        messages: impl IntoIterator<Item = Message>,
-    ) -> Result<u64, StreamError> {
-        self.send_outgoing(messages.into_iter().map(Outgoing::Message))
-            .await
-    }
-
     /// Writes `items` as one batch; the bytes of the messages among them
-    /// encoded here (frames encoded already were counted where they were).
-    pub async fn send_outgoing(
+    /// (without the length prefixes; frames encoded already were counted
+    /// where they were). A message that does not encode is logged and left
+    /// out (raft retransmits).
+    pub async fn send(
         &mut self,
         items: impl IntoIterator<Item = Outgoing>,
     ) -> Result<u64, StreamError> {
@@ -425,7 +416,7 @@ fn next_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, StreamError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use ::raft::eraftpb::{Entry, MessageType};
 
     use super::*;
@@ -442,6 +433,11 @@ mod tests {
             ..Default::default()
         }]));
         msg
+    }
+
+    /// `sent` as what a writer writes.
+    pub(crate) fn messages(sent: &[Message]) -> Vec<Outgoing> {
+        sent.iter().cloned().map(Outgoing::Message).collect()
     }
 
     /// A stream from a writer to a receiver over an in-memory pipe: the
@@ -480,7 +476,7 @@ mod tests {
         let sent: Vec<Message> = (0..20)
             .map(|i| append(i, &vec![i as u8; 300 * i as usize]))
             .collect();
-        let bytes = writer.send(sent[..7].to_vec()).await.unwrap();
+        let bytes = writer.send(messages(&sent[..7])).await.unwrap();
         assert_eq!(
             bytes,
             sent[..7]
@@ -488,8 +484,8 @@ mod tests {
                 .map(|m| m.compute_size() as u64)
                 .sum::<u64>()
         );
-        writer.send(sent[7..].to_vec()).await.unwrap();
-        writer.send(Vec::new()).await.unwrap();
+        writer.send(messages(&sent[7..])).await.unwrap();
+        writer.send(messages(&[])).await.unwrap();
         drop(writer);
         receiving.await.unwrap().unwrap();
         assert_eq!(stepped(&raft), sent);
@@ -500,7 +496,7 @@ mod tests {
         // A frame cut short by the peer closing: an error, and the whole
         // messages before it were delivered.
         let (mut writer, receiving, raft) = pipe().await;
-        writer.send(vec![append(1, b"whole")]).await.unwrap();
+        writer.send(messages(&[append(1, b"whole")])).await.unwrap();
         let mut io = writer.io;
         io.write_all(&[0, 0, 0, 50, 1, 2, 3]).await.unwrap();
         drop(io);

@@ -483,7 +483,7 @@ async fn stream_to_peer(
                 return;
             }
             let items = batch.drain(..).filter_map(|item| item.on(conn));
-            match writer.send_outgoing(items).await {
+            match writer.send(items).await {
                 Ok(bytes) => {
                     if let Some(m) = metrics {
                         m.sent_bytes.inc_by(bytes);
