@@ -42,10 +42,25 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The sending end: whoever gives the raft thread work holds a clone.
 #[derive(Clone, Debug)]
 pub struct Inbox {
-    /// The inputs.
+    /// The inputs. Declared before `senders`, so that the last sender's
+    /// channel is closed before its drop wakes the thread.
     tx: Sender<Input>,
-    /// How the thread is woken when it sleeps.
+    /// How the thread is woken when it sleeps, and when the last sender
+    /// goes.
+    senders: Arc<Senders>,
+}
+
+/// What every [`Inbox`] shares: the last one gone wakes the thread, which
+/// finds the channel closed and ends, instead of sleeping on until its tick.
+#[derive(Debug)]
+struct Senders {
     wake: Arc<Wake>,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.wake.wake();
+    }
 }
 
 /// How a sender wakes the raft thread.
@@ -57,17 +72,24 @@ struct Wake {
     asleep: AtomicBool,
 }
 
+impl Wake {
+    /// Sets the poll off. A wake that fails (an eventfd write) leaves the
+    /// thread to its next tick.
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "cannot wake the raft thread");
+        }
+    }
+}
+
 impl Inbox {
     /// Queues `input` for the raft thread ([`RequestError::Stopped`], and
     /// `input` dropped, once the thread is gone).
     pub fn send(&self, input: Input) -> Result<(), RequestError> {
         self.tx.send(input).map_err(|_| RequestError::Stopped)?;
-        if self.wake.asleep.swap(false, Ordering::SeqCst) {
-            // A wake that fails (an eventfd write) leaves the thread to its
-            // next tick.
-            if let Err(e) = self.wake.waker.wake() {
-                tracing::warn!(error = %e, "cannot wake the raft thread");
-            }
+        let wake = &self.senders.wake;
+        if wake.asleep.swap(false, Ordering::SeqCst) {
+            wake.wake();
         }
         Ok(())
     }
@@ -131,7 +153,8 @@ pub fn inbox() -> io::Result<(Inbox, InboxReceiver)> {
         chunk: vec![0; READ_CHUNK],
         polled: Instant::now(),
     };
-    Ok((Inbox { tx, wake }, receiver))
+    let senders = Arc::new(Senders { wake });
+    Ok((Inbox { tx, senders }, receiver))
 }
 
 impl InboxReceiver {
@@ -146,17 +169,27 @@ impl InboxReceiver {
         out: &mut Vec<Input>,
     ) -> Result<(), RecvTimeoutError> {
         self.take_queued(max, out)?;
-        // A round with inputs looks at the streams too once they have gone
-        // unpolled for a while, so that a thread kept busy by its channel
-        // still reads them (a poll every round of a busy thread is a
-        // system call per round for nothing).
-        if out.is_empty() || self.polled.elapsed() >= POLL_WHEN_BUSY {
-            self.poll(Duration::ZERO);
-        }
-        self.read_streams(out);
-        if !out.is_empty() || !self.readable.is_empty() {
+        if !out.is_empty() {
+            // A round with inputs looks at the streams too once they have
+            // gone unpolled for a while, so that a thread kept busy by its
+            // channel still reads them (a poll every round of a busy thread
+            // is a system call per round for nothing).
+            if self.polled.elapsed() >= POLL_WHEN_BUSY {
+                self.poll(Duration::ZERO);
+            }
+            self.read_streams(out);
             return Ok(());
         }
+        if !self.readable.is_empty() {
+            // A stream left with more to read: read on before any wait.
+            self.read_streams(out);
+            if !out.is_empty() || !self.readable.is_empty() {
+                return Ok(());
+            }
+        }
+        // Nothing queued: wait. The wait's poll returns at once if a stream
+        // is readable, so no look at the streams comes before it (an empty
+        // channel was two polls before it slept, one of them for nothing).
         self.wake.asleep.store(true, Ordering::SeqCst);
         self.take_queued(max, out)?;
         if out.is_empty() {
@@ -262,6 +295,13 @@ impl InboxReceiver {
 /// Reads what `stream` has, up to [`READ_PER_ROUND`]: its messages go to
 /// `out`. Whether it may have more (`Some(true)`), has none for now
 /// (`Some(false)`), or was closed by the peer (`None`).
+///
+/// A read that fills less than `chunk` took all the socket had, so the
+/// stream is not read again until the poll reports it: epoll reports
+/// every arrival on an edge-triggered socket (epoll and kqueue, as tokio
+/// relies on too). One more read to see it would block was a failing
+/// system call per wake-up: two per put on each follower, four on the
+/// leader.
 fn read(
     stream: &mut Reading,
     chunk: &mut [u8],
@@ -281,6 +321,9 @@ fn read(
                     out.push(Input::Step(msg));
                     Ok(())
                 })?;
+                if n < chunk.len() {
+                    return Ok(Some(false));
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(false)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -345,8 +388,14 @@ mod tests {
                 "woken for input {n}"
             );
         }
-        // And the senders' end gone ends it.
+        // And the senders' end gone wakes it to end (each round would
+        // otherwise sleep a minute first).
         drop(inbox);
+        assert_eq!(
+            answered.recv_timeout(DEADLINE),
+            Err(RecvTimeoutError::Disconnected),
+            "the thread (and its end of `answers`) gone"
+        );
         thread.join().unwrap();
     }
 
