@@ -101,6 +101,9 @@ struct Reading {
     tcp: mio::net::TcpStream,
     /// What has arrived on it.
     frames: Frames,
+    /// The poll reported the peer's close (or an error): the stream is read
+    /// to its end, since no later event will come to say there is more.
+    ending: bool,
 }
 
 /// The raft thread's end.
@@ -217,7 +220,12 @@ impl InboxReceiver {
             return;
         }
         let frames = stream.frames;
-        self.streams.insert(token, Reading { tcp, frames });
+        let reading = Reading {
+            tcp,
+            frames,
+            ending: false,
+        };
+        self.streams.insert(token, reading);
         // Bytes may have arrived before it was registered.
         self.readable.push(token);
     }
@@ -263,7 +271,15 @@ impl InboxReceiver {
         }
         for event in &self.events {
             let token = event.token();
-            if token != WAKER && !self.readable.contains(&token) {
+            if token == WAKER {
+                continue;
+            }
+            if event.is_read_closed() || event.is_error() {
+                if let Some(stream) = self.streams.get_mut(&token) {
+                    stream.ending = true;
+                }
+            }
+            if !self.readable.contains(&token) {
                 self.readable.push(token);
             }
         }
@@ -301,7 +317,9 @@ impl InboxReceiver {
 /// every arrival on an edge-triggered socket (epoll and kqueue, as tokio
 /// relies on too). One more read to see it would block was a failing
 /// system call per wake-up: two per put on each follower, four on the
-/// leader.
+/// leader. The exception is a stream whose close the poll has reported:
+/// its last bytes and its close may have come as one event, so it is read
+/// until the read that finds the end.
 fn read(
     stream: &mut Reading,
     chunk: &mut [u8],
@@ -321,7 +339,7 @@ fn read(
                     out.push(Input::Step(msg));
                     Ok(())
                 })?;
-                if n < chunk.len() {
+                if n < chunk.len() && !stream.ending {
                     return Ok(Some(false));
                 }
             }
@@ -456,5 +474,61 @@ mod tests {
                 .unwrap();
             assert!(round.is_empty());
         }
+    }
+
+    #[test]
+    fn a_last_message_that_comes_with_its_close_is_read_and_the_stream_let_go() {
+        // Given a handed-over stream the thread has registered and read.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let (inbox, mut receiver) = inbox().unwrap();
+        let stream = Inbound {
+            tcp: accepted,
+            frames: Frames::new(None),
+        };
+        inbox.send(Input::Stream(stream)).unwrap();
+        let mut round = Vec::new();
+        receiver.recv_round(Duration::ZERO, 16, &mut round).unwrap();
+        for input in round.drain(..) {
+            match input {
+                Input::Stream(stream) => receiver.add_stream(stream),
+                other => panic!("unexpected input {other:?}"),
+            }
+        }
+        receiver.recv_round(Duration::ZERO, 16, &mut round).unwrap();
+        assert!(round.is_empty());
+
+        // When the peer sends a message and closes the stream while the
+        // thread is not polling (on loopback both are queued before `drop`
+        // returns, so one poll reports them together).
+        let sent = append(1, 100);
+        let mut frames = Vec::new();
+        encode_frames(&mut frames, vec![sent.clone()]);
+        peer.write_all(&frames).unwrap();
+        drop(peer);
+
+        // Then the thread gets the message and lets the stream go, although
+        // its read of the message did not fill the buffer.
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        while !receiver.streams.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the stream is still read, {} messages in",
+                got.len()
+            );
+            receiver
+                .recv_round(Duration::from_millis(100), 16, &mut round)
+                .unwrap();
+            for input in round.drain(..) {
+                match input {
+                    Input::Step(msg) => got.push(msg),
+                    other => panic!("unexpected input {other:?}"),
+                }
+            }
+        }
+        assert!(got == vec![sent]);
     }
 }
