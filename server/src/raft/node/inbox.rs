@@ -54,6 +54,7 @@ pub struct Inbox {
 /// finds the channel closed and ends, instead of sleeping on until its tick.
 #[derive(Debug)]
 struct Senders {
+    /// Shared with the receiver, which raises `asleep` in it.
     wake: Arc<Wake>,
 }
 
