@@ -420,6 +420,23 @@ mod tests {
         msg
     }
 
+    /// A plain TCP stream handed over to the thread (queued as
+    /// `Input::Stream`, not yet registered), and the peer's end of it. The
+    /// inbox is returned so the thread's channel stays open.
+    fn handed_over() -> (std::net::TcpStream, Inbox, InboxReceiver) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let (inbox, receiver) = inbox().unwrap();
+        let stream = Inbound {
+            tcp: accepted,
+            frames: Frames::new(None),
+        };
+        inbox.send(Input::Stream(stream)).unwrap();
+        (peer, inbox, receiver)
+    }
+
     #[test]
     fn a_sender_wakes_the_sleeping_thread() {
         let (inbox, mut receiver) = inbox().unwrap();
@@ -461,16 +478,7 @@ mod tests {
     #[test]
     fn the_thread_reads_a_handed_over_stream_until_its_peer_closes_it() {
         // Given a plain TCP stream handed over to the thread.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let (inbox, mut receiver) = inbox().unwrap();
-        let stream = Inbound {
-            tcp: accepted,
-            frames: Frames::new(None),
-        };
-        inbox.send(Input::Stream(stream)).unwrap();
+        let (mut peer, _inbox, mut receiver) = handed_over();
 
         // When the peer writes messages, one cut between two writes and one
         // larger than a round reads.
@@ -546,16 +554,7 @@ mod tests {
     #[test]
     fn a_last_message_that_comes_with_its_close_is_read_and_the_stream_let_go() {
         // Given a handed-over stream the thread has registered and read.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        accepted.set_nonblocking(true).unwrap();
-        let (inbox, mut receiver) = inbox().unwrap();
-        let stream = Inbound {
-            tcp: accepted,
-            frames: Frames::new(None),
-        };
-        inbox.send(Input::Stream(stream)).unwrap();
+        let (mut peer, _inbox, mut receiver) = handed_over();
         let mut round = Vec::new();
         receiver.recv_round(Duration::ZERO, 16, &mut round).unwrap();
         for input in round.drain(..) {
