@@ -209,12 +209,9 @@ impl InboxReceiver {
                 return Ok(());
             }
         }
-        // Nothing queued: wait. The wait's poll returns at once if a stream
-        // is readable, so no look at the streams comes before it (an empty
-        // channel was two polls before it slept, one of them for nothing).
-        // Inputs have been coming close together: give the threads that
-        // send them the core a few times before sleeping (see the module
-        // doc).
+        // Nothing queued. If inputs have been coming close together, give
+        // the threads that send them the core a few times before sleeping
+        // (see the module doc).
         if self.busy {
             for _ in 0..BUSY_YIELDS {
                 std::thread::yield_now();
@@ -228,6 +225,10 @@ impl InboxReceiver {
                 }
             }
         }
+        // Then wait. The wait's poll returns at once if a stream is
+        // readable, so a thread that did not yield makes no zero-wait poll
+        // before it (an empty channel was two polls before it slept, one of
+        // them for nothing).
         self.wake.asleep.store(true, Ordering::SeqCst);
         self.take_queued(max, out)?;
         if out.is_empty() {
