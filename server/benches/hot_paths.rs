@@ -195,9 +195,10 @@ fn raft_log(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-                    RaftStorage::open(engine).unwrap()
+                    let dir = tempfile::tempdir().unwrap();
+                    (RaftStorage::open(engine, dir.path()).unwrap(), dir)
                 },
-                |log| {
+                |(log, dir)| {
                     let entries: Vec<Entry> = (1..=batch)
                         .map(|index| Entry {
                             index,
@@ -207,7 +208,8 @@ fn raft_log(c: &mut Criterion) {
                         })
                         .collect();
                     log.append(&entries, None, false).unwrap();
-                    log
+                    // Dropped outside the timing: the log, then its directory.
+                    (log, dir)
                 },
                 BatchSize::SmallInput,
             )

@@ -416,7 +416,14 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
     } else {
         config.advertise_client_urls.clone()
     };
-    crate::tasks::start_member_tasks(&mut tasks, &member, &config, advertised, health);
+    crate::tasks::start_member_tasks(
+        &mut tasks,
+        &member,
+        &opened.log,
+        &config,
+        advertised,
+        health,
+    );
     Ok(Handle {
         member,
         client_urls,

@@ -98,6 +98,12 @@ pub(super) struct OpenedEngine {
     pub released: Released,
 }
 
+/// Where a member keeps its raft log: beside RocksDB's `db`, in files of
+/// its own (`crate::raft::RaftStorage`).
+pub(crate) fn log_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("raft-log")
+}
+
 /// Opens the data directory's engine: RocksDB under the sealing layer
 /// (master key rotation first, when a previous key file is given), the
 /// handle on its keys that key rotation uses (none when nothing is sealed),
@@ -223,7 +229,7 @@ pub(super) fn open(config: &Config, joined: Option<u64>) -> Result<Opened, Error
             .with_install_file(install_file),
     );
     let log = Arc::new(phase("raft log", || {
-        RaftStorage::open(Arc::clone(&engine))
+        RaftStorage::open(Arc::clone(&engine), &log_dir(&config.data_dir))
     })?);
     let state = ::raft::Storage::initial_state(log.as_ref()).map_err(crate::raft::Error::from)?;
     let fresh = state.hard_state.term == 0

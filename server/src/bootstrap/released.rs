@@ -9,6 +9,7 @@
 //! [`Released::wait`] can await (mini-redis's drop-guard pattern), where
 //! `stop` used to poll reference counts.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -86,6 +87,28 @@ impl<E: Engine> Engine for Tracked<E> {
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error> {
         self.inner.write(batch, sync)
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        self.inner.sync()
+    }
+
+    fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
+        self.inner.seal_raw(cf, key, value)
+    }
+
+    fn scan_raw(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
+    ) -> Result<(), Error> {
+        self.inner.scan_raw(cf, start, end, visit)
+    }
+
+    fn open_raw<'a>(&self, cf: Cf, key: &[u8], raw: &'a [u8]) -> Result<Cow<'a, [u8]>, Error> {
+        self.inner.open_raw(cf, key, raw)
     }
 
     fn size(&self) -> SizeInfo {

@@ -35,7 +35,7 @@ pub fn restore_snapshot(file: &[u8], config: &Config) -> Result<i64, Error> {
 /// the restored revision.
 pub fn restore_state(data: &[u8], config: &Config) -> Result<i64, Error> {
     let db_dir = config.data_dir.join("db");
-    if db_dir.exists() {
+    if db_dir.exists() || super::open::log_dir(&config.data_dir).exists() {
         return Err(Error::Restore(format!(
             "data directory {} already exists",
             config.data_dir.display()
@@ -52,7 +52,7 @@ pub fn restore_state(data: &[u8], config: &Config) -> Result<i64, Error> {
     let lessor = Arc::new(Lessor::new(config.lessor_config(), Arc::new(TokioClock)));
     let machine = Machine::new(Arc::clone(&store), lessor).with_keys(keys);
     machine.restore(data)?;
-    let log = RaftStorage::open(Arc::clone(&engine))?;
+    let log = RaftStorage::open(Arc::clone(&engine), &super::open::log_dir(&config.data_dir))?;
     new_cluster(&machine, &log, cluster_id, &members)?;
     Ok(store.current_revision())
 }

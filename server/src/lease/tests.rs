@@ -17,7 +17,7 @@ use tokio::time::advance;
 use super::*;
 use crate::entry::Command;
 use crate::error::EtcdError;
-use crate::member::test_member::{member_on, TestMember, REQUEST_TIMEOUT};
+use crate::member::test_member::{member_on, Disk, TestMember, REQUEST_TIMEOUT};
 use crate::member::Apis;
 use crate::mvcc::Revision;
 use crate::storage::{Cf, Engine, MemoryEngine, Scan};
@@ -26,7 +26,7 @@ use crate::storage::flaky::FlakyEngine;
 
 /// A lone voter on a new in-memory engine, lessor promoted now.
 fn member() -> TestMember {
-    member_on(Arc::new(MemoryEngine::new()), LessorConfig::default())
+    member_on(&Disk::new(), LessorConfig::default())
 }
 
 async fn grant(m: &Apis, id: i64, ttl: i64) -> Result<i64, EtcdError> {
@@ -269,7 +269,8 @@ async fn attach_detach_and_reattach() {
 #[tokio::test(start_paused = true)]
 async fn revoke_deletes_a_thousand_keys_in_one_revision() {
     let engine = Arc::new(MemoryEngine::new());
-    let m = member_on(engine.clone(), LessorConfig::default());
+    let disk = Disk::on(engine.clone());
+    let m = member_on(&disk, LessorConfig::default());
     grant(&m, 5, 60).await.unwrap();
     put(&m, "other", 0).await.unwrap();
     for i in 0..1000 {
@@ -389,11 +390,12 @@ async fn an_expired_lease_whose_revoke_never_comes_times_out_and_is_retried() {
 #[tokio::test(start_paused = true)]
 async fn checkpoint_then_restart_resumes_remaining_ttl() {
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+    let disk = Disk::on(engine.clone());
     let config = LessorConfig {
         checkpoint_interval: Some(Duration::from_secs(10)),
         ..LessorConfig::default()
     };
-    let m = member_on(Arc::clone(&engine), config);
+    let m = member_on(&disk, config);
     grant(&m, 1, 100).await.unwrap();
     put(&m, "a", 1).await.unwrap();
     advance(Duration::from_millis(9_999)).await;
@@ -411,7 +413,7 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
 
     // Restart: the lease resumes from 80 s (+1 s extension), not 100 s, and
     // keeps its key; checkpoints took no revision.
-    let m = member_on(Arc::clone(&engine), config);
+    let m = member_on(&disk, config);
     assert_eq!(m.proposer().header(0).revision, rev);
     assert_eq!(ttl_now(&m, 1), Some(81));
     assert_eq!(keys_of(&m, 1).await, ["a"]);
@@ -427,7 +429,7 @@ async fn checkpoint_then_restart_resumes_remaining_ttl() {
     assert_eq!(remaining_ttl(&m, 1), Some(0));
     assert_eq!(ttl_now(&m, 1), Some(100));
     drop(m);
-    let m = member_on(engine, config);
+    let m = member_on(&disk, config);
     assert_eq!(ttl_now(&m, 1), Some(101));
 }
 
@@ -437,7 +439,7 @@ async fn no_checkpoints_when_turned_off_or_when_the_lease_is_short() {
         checkpoint_interval: None,
         ..LessorConfig::default()
     };
-    let m = member_on(Arc::new(MemoryEngine::new()), off);
+    let m = member_on(&Disk::new(), off);
     grant(&m, 1, 100).await.unwrap();
     advance(Duration::from_secs(301)).await;
     assert!(leader_only(&m).due_checkpoints(10).is_empty());
@@ -453,7 +455,8 @@ async fn no_checkpoints_when_turned_off_or_when_the_lease_is_short() {
 #[tokio::test(start_paused = true)]
 async fn restart_extends_expiries_instead_of_expiring_everything() {
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-    let m = member_on(Arc::clone(&engine), LessorConfig::default());
+    let disk = Disk::on(engine.clone());
+    let m = member_on(&disk, LessorConfig::default());
     for id in 1..=3 {
         grant(&m, id, 10).await.unwrap();
         put(&m, &format!("k{id}"), id).await.unwrap();
@@ -462,7 +465,7 @@ async fn restart_extends_expiries_instead_of_expiring_everything() {
     // expired on start.
     drop(m);
     advance(Duration::from_secs(60)).await;
-    let m = member_on(engine, LessorConfig::default());
+    let m = member_on(&disk, LessorConfig::default());
     assert!(leader_only(&m).expired(10).is_empty());
     for id in 1..=3 {
         assert_eq!(ttl_now(&m, id), Some(11), "TTL + one election timeout");
@@ -515,7 +518,8 @@ async fn promotion_spreads_piled_up_expiries() {
 #[tokio::test(start_paused = true)]
 async fn failed_commits_leave_the_lessor_unchanged() {
     let engine = Arc::new(FlakyEngine::default());
-    let m = member_on(engine.clone(), LessorConfig::default());
+    let disk = Disk::on(engine.clone());
+    let m = member_on(&disk, LessorConfig::default());
     grant(&m, 1, 60).await.unwrap();
     put(&m, "a", 1).await.unwrap();
     let before = m.lease().lessor().table();
@@ -581,7 +585,8 @@ async fn leases_are_listed_soonest_expiry_first() {
 #[tokio::test(start_paused = true)]
 async fn recovery_rebuilds_attached_keys_from_the_key_records() {
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-    let m = member_on(Arc::clone(&engine), LessorConfig::default());
+    let disk = Disk::on(engine.clone());
+    let m = member_on(&disk, LessorConfig::default());
     grant(&m, 1, 60).await.unwrap();
     grant(&m, 2, 60).await.unwrap();
     // More keys than one recovery chunk.
@@ -593,7 +598,7 @@ async fn recovery_rebuilds_attached_keys_from_the_key_records() {
     put(&m, "k0000", 0).await.unwrap();
     let want = m.lease().lessor().table();
     drop(m);
-    let m = member_on(engine, LessorConfig::default());
+    let m = member_on(&disk, LessorConfig::default());
     assert_eq!(m.lease().lessor().table(), want);
     assert_eq!(m.lease().lessor().keys(1).unwrap().len(), 1249);
     let keys: BTreeSet<Vec<u8>> = m.lease().lessor().keys(2).unwrap().into_iter().collect();

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use tracing::field::{Field, Visit};
+use tracing_log::NormalizeEvent;
 
 /// The tracing target whose events etcd tags `"logger":"raft"` (raft-rs's
 /// records, bridged by [`crate::raft::log`]).
@@ -32,7 +33,10 @@ pub struct Record {
 impl Record {
     /// The record of `event`, stamped `now`.
     pub fn of(event: &tracing::Event<'_>, now: chrono::DateTime<chrono::Local>) -> Self {
-        let meta = event.metadata();
+        // A record of the `log` crate (raft-engine's) carries its caller
+        // in fields of its own; the normalized metadata has it in place.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut visitor = Fields::default();
         event.record(&mut visitor);
         Record {
@@ -163,6 +167,10 @@ struct Fields {
 
 impl Fields {
     fn push(&mut self, field: &Field, value: serde_json::Value) {
+        // The `log` crate's caller and target, already in the metadata.
+        if field.name().starts_with("log.") {
+            return;
+        }
         // etcd's field names are kebab-case (`local-member-id`); Rust
         // identifiers cannot be, so `local_member_id` is written as etcd's.
         self.fields.push((field.name().replace('_', "-"), value));

@@ -330,6 +330,29 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_the_log_crate_has_its_caller_and_no_fields_of_its_own() {
+        // raft-engine logs through the `log` crate.
+        let lines = capture(|| {
+            tracing_log::format_trace(
+                &log::Record::builder()
+                    .level(log::Level::Warn)
+                    .target("raft_engine::purge")
+                    .file(Some("/registry/raft-engine-0.4.2/src/purge.rs"))
+                    .line(Some(101))
+                    .args(format_args!("Unable to purge expired files: locked"))
+                    .build(),
+            )
+            .unwrap();
+        });
+        let line = &lines[0];
+        assert_eq!(line["caller"], "purge.rs:101");
+        assert_eq!(line["level"], "warn");
+        assert_eq!(line["msg"], "Unable to purge expired files: locked");
+        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["caller", "level", "msg", "ts"], "(sorted)");
+    }
+
+    #[test]
     fn levels_filter_and_name_as_zap_does() {
         let lines = capture(|| {
             tracing::trace!("t");

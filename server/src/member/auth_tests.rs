@@ -3,7 +3,6 @@
 //! renewal on use, void after AuthDisable), and etcd's answers to callers
 //! without or with bad credentials.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
@@ -11,11 +10,10 @@ use cairn_proto::etcdserverpb::{
 };
 use tokio::time::advance;
 
-use super::test_member::member_on;
+use super::test_member::{member_on, Disk};
 use crate::auth::Caller;
 use crate::error::EtcdError;
 use crate::lease::LessorConfig;
-use crate::storage::MemoryEngine;
 
 fn get() -> RangeRequest {
     RangeRequest {
@@ -26,7 +24,7 @@ fn get() -> RangeRequest {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_expire_unused_renew_on_use_and_die_with_auth_disable() {
-    let m = member_on(Arc::new(MemoryEngine::new()), LessorConfig::default());
+    let m = member_on(&Disk::new(), LessorConfig::default());
     let auth = m.auth();
     auth.user_add(
         AuthUserAddRequest {

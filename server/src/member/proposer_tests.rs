@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::test_member::{follower_on, machine_on, member_on, IDENTITY, REQUEST_TIMEOUT};
+use super::test_member::{follower_on, machine_on, member_on, Disk, IDENTITY, REQUEST_TIMEOUT};
 use super::{Proposer, Replication};
 use crate::entry::Command;
 use crate::error::EtcdError;
@@ -277,7 +277,7 @@ async fn reads_fail_as_etcd_does_when_raft_cannot_serve_them() {
 async fn a_follower_refuses_leader_only_proposals_as_etcd_does() {
     // Given a member of {me, 2, 3} that never reaches 2 and 3: a real raft
     // node that follows and knows no leader.
-    let member = follower_on(Arc::new(MemoryEngine::new()), &[2, 3]);
+    let member = follower_on(&Disk::new(), &[2, 3]);
     let proposer = member.proposer();
     assert!(!proposer.raft_status().is_leader);
 
@@ -305,7 +305,7 @@ async fn a_follower_refuses_leader_only_proposals_as_etcd_does() {
 #[tokio::test(start_paused = true)]
 async fn read_index_requests_arriving_together_are_all_answered() {
     // Given a lone voter with a write applied.
-    let member = member_on(Arc::new(MemoryEngine::new()), LessorConfig::default());
+    let member = member_on(&Disk::new(), LessorConfig::default());
     let proposer = Arc::clone(member.proposer());
     proposer.propose(put()).await.unwrap();
     let applied = proposer.raft_status().applied;

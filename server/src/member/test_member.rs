@@ -42,6 +42,34 @@ pub struct TestMember {
     /// runtime waits on the raft thread, which it cannot see. Tests move
     /// the clock with `advance` only.
     _hold_clock: std::sync::mpsc::Sender<()>,
+    /// Its data directory, kept while the member runs.
+    _disk: Disk,
+}
+
+/// A member's data directory for tests: its engine and its raft log's
+/// directory (temporary, removed with the last clone). A member restarted
+/// on the same `Disk` finds what it left.
+#[derive(Clone)]
+pub struct Disk {
+    /// The engine (a memory engine unless a test gives another).
+    pub engine: Arc<dyn Engine>,
+    /// The raft log's directory.
+    log_dir: Arc<tempfile::TempDir>,
+}
+
+impl Disk {
+    /// A fresh directory on a memory engine.
+    pub fn new() -> Self {
+        Self::on(Arc::new(crate::storage::MemoryEngine::new()))
+    }
+
+    /// A fresh raft log directory beside `engine`.
+    pub fn on(engine: Arc<dyn Engine>) -> Self {
+        Self {
+            engine,
+            log_dir: Arc::new(tempfile::tempdir().unwrap()),
+        }
+    }
 }
 
 impl std::ops::Deref for TestMember {
@@ -92,10 +120,10 @@ pub fn machine_on(engine: Arc<dyn Engine>, config: LessorConfig) -> Arc<Machine>
     Arc::new(Machine::new(store, Arc::new(lessor)))
 }
 
-/// A lone voter on `engine`, recovering what it holds; its lessor (with
+/// A lone voter on `disk`, recovering what it holds; its lessor (with
 /// `config`) promoted now.
-pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
-    let member = start(engine, config, &[]);
+pub fn member_on(disk: &Disk, config: LessorConfig) -> TestMember {
+    let member = start(disk, config, &[]);
     assert!(member.raft.status().is_leader, "a lone voter leads at once");
     member
 }
@@ -103,15 +131,15 @@ pub fn member_on(engine: Arc<dyn Engine>, config: LessorConfig) -> TestMember {
 /// A member of a new cluster of itself and the voters `others`, which it
 /// never reaches: a follower that knows no leader (a lone member of a
 /// partition).
-pub fn follower_on(engine: Arc<dyn Engine>, others: &[u64]) -> TestMember {
-    start(engine, LessorConfig::default(), others)
+pub fn follower_on(disk: &Disk, others: &[u64]) -> TestMember {
+    start(disk, LessorConfig::default(), others)
 }
 
-/// A member on `engine` whose raft node's peers are `others` (none: a
-/// lone voter), bootstrapped if `engine` holds no raft configuration yet.
-fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestMember {
-    let machine = machine_on(Arc::clone(&engine), config);
-    let log = Arc::new(RaftStorage::open(engine).unwrap());
+/// A member on `disk` whose raft node's peers are `others` (none: a
+/// lone voter), bootstrapped if `disk` holds no raft configuration yet.
+fn start(disk: &Disk, config: LessorConfig, others: &[u64]) -> TestMember {
+    let machine = machine_on(Arc::clone(&disk.engine), config);
+    let log = Arc::new(RaftStorage::open(Arc::clone(&disk.engine), disk.log_dir.path()).unwrap());
     if ::raft::Storage::initial_state(log.as_ref())
         .unwrap()
         .conf_state
@@ -166,6 +194,7 @@ fn start(engine: Arc<dyn Engine>, config: LessorConfig, others: &[u64]) -> TestM
         raft,
         thread: Some(thread),
         _hold_clock: hold,
+        _disk: disk.clone(),
     }
 }
 

@@ -72,6 +72,9 @@ pub enum Error {
     /// The engine failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
+    /// The raft log's files failed (raft-engine's message).
+    #[error("raft log files: {0}")]
+    LogFiles(String),
     /// raft itself refused (bad configuration, or a storage error it saw).
     #[error("raft: {0}")]
     Raft(#[from] ::raft::Error),

@@ -1,19 +1,21 @@
-//! Record layout of the `raft` and `raft_state` column families.
+//! Record layout of the raft log: its state records (key-values of the
+//! log's files, and of the `raft_state` column family before them) and the
+//! entry keys (the keys of the `raft` column family before the files, and
+//! the associated data each entry is sealed with in them).
 //!
-//! | family       | key                       | value                                     |
-//! |--------------|---------------------------|-------------------------------------------|
-//! | `raft`       | `e` + index (8 bytes, BE) | `eraftpb.Entry` (rust-protobuf)           |
-//! | `raft_state` | `s/hard_state`            | `eraftpb.HardState`                       |
-//! | `raft_state` | `s/conf_state`            | `eraftpb.ConfState`                       |
-//! | `raft_state` | `s/snapshot`              | `eraftpb.SnapshotMetadata` (last applied) |
-//! | `raft_state` | `s/truncated`             | index, term (8 bytes BE each)             |
+//! | where                    | key                       | value                                     |
+//! |--------------------------|---------------------------|-------------------------------------------|
+//! | entries                  | `e` + index (8 bytes, BE) | `eraftpb.Entry` (rust-protobuf)           |
+//! | state                    | `s/hard_state`            | `eraftpb.HardState`                       |
+//! | state                    | `s/conf_state`            | `eraftpb.ConfState`                       |
+//! | state                    | `s/snapshot`              | `eraftpb.SnapshotMetadata` (last applied) |
+//! | state                    | `s/truncated`             | index, term (8 bytes BE each)             |
 //!
-//! Big-endian indexes make the engine's key order the log order, so a range
-//! of entries is one scan, and the files RocksDB flushes from `raft` cover
-//! ranges no other file covers. `s/truncated` is the last entry removed from
-//! the log (by compaction or a snapshot): the log starts right after it.
-//! Databases written before `raft_state` existed hold the `s/` records in
-//! `raft`; `RaftStorage::open` moves them.
+//! Big-endian indexes made RocksDB's key order the log order. `s/truncated`
+//! is the last entry removed from the log (by compaction or a snapshot):
+//! the log starts right after it. Databases written before `raft_state`
+//! existed hold the `s/` records in `raft`; `LogFiles::open` moves them
+//! with the rest.
 
 use protobuf::Message;
 

@@ -1,16 +1,16 @@
 //! Raft replication (tikv's `raft` crate, `RawNode`).
 //!
 //! The raft thread ([`node`]) owns the `RawNode` and runs the Ready loop;
-//! [`RaftStorage`] keeps the log, hard state and conf state on the
-//! [`crate::storage::Engine`] (column families `raft`, the entries, and
-//! `raft_state`, the rest), so they go through the
-//! same engine (and the same encryption at rest) as everything else;
+//! [`RaftStorage`] keeps the log, hard state and conf state in files of
+//! their own (`log_files`: tikv's raft-engine), the entries sealed by the
+//! [`crate::storage::Engine`]'s encryption at rest like everything else;
 //! [`transport`] carries raft messages (on raft streams) and snapshots (on
 //! tonic) between members. The state machine is behind [`StateMachine`] (implemented by
 //! the server's `Machine`): this module hands it entry bytes and indexes
 //! and knows nothing of what they mean, nor of the errors clients see.
 //!
-//! - `keys`: the record layout of the `raft` column family and its codecs.
+//! - `keys`: the record layout of the log and its codecs.
+//! - `log_files`: `LogFiles`, the log's files, and why apart from RocksDB.
 //! - `error`: this module's errors and their mapping into `raft::Error`.
 //! - `state_machine`: [`StateMachine`], what the node needs of the state.
 //! - `waiters`: [`Waiters`], proposal id -> the proposer's channel.
@@ -31,6 +31,7 @@ mod entry_cache;
 mod error;
 mod keys;
 pub mod log;
+mod log_files;
 pub mod node;
 #[cfg(test)]
 mod node_tests;
@@ -52,6 +53,19 @@ pub use node::{
 pub use service::RaftService;
 pub use state_machine::{MemberChange, StateMachine};
 pub use storage::RaftStorage;
+
+/// A raft log in a fresh temporary directory, its entries sealed by
+/// `engine`; the directory goes when the returned guard does (keep it past
+/// the log).
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) fn log_in_temp_dir(
+    engine: std::sync::Arc<dyn crate::storage::Engine>,
+) -> (RaftStorage, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = RaftStorage::open(engine, dir.path()).expect("a new raft log");
+    (log, dir)
+}
 pub use stream::StreamReceiver;
 pub use transport::{Peers, Resolver};
 pub use waiters::Waiters;

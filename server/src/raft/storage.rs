@@ -1,5 +1,7 @@
-//! [`RaftStorage`]: raft's log and state on the [`Engine`].
+//! [`RaftStorage`]: raft's log and state, in the log's own files
+//! ([`LogFiles`]).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ::raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -8,12 +10,14 @@ use protobuf::Message;
 
 use super::entry_cache::{EntryCache, CACHE_BYTES};
 use super::keys::{self, LogId};
+use super::log_files::{LogFiles, LogWrite};
 use super::Error;
-use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
+use crate::storage::crypto::SealedElsewhere;
+use crate::storage::Engine;
 
-/// The raft log, hard state and conf state of one member, in column
-/// families `raft` (the entries) and `raft_state` (the rest) of an
-/// [`Engine`] (record layout in `keys`).
+/// The raft log, hard state and conf state of one member, in the log's
+/// own files ([`LogFiles`]; records as `keys` lays them out), their
+/// entries sealed by the member's [`Engine`].
 ///
 /// Behaves as raft-rs's `MemStorage` (the tests run the same cases against
 /// both), with three deliberate differences: what `MemStorage` answers with a
@@ -25,12 +29,11 @@ use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 /// requested index.
 ///
 /// Writers take `&self` (raft's `RawNode` hands out only `&Storage`) and hold
-/// the bounds' write lock across the engine write, so readers never see
+/// the bounds' write lock across the files' write, so readers never see
 /// bounds that disagree with the disk, and a failed write changes nothing.
 pub struct RaftStorage {
-    /// Where the records live; the same engine as the MVCC store, so every
-    /// byte of the member goes through one WAL (and one encryption layer).
-    engine: Arc<dyn Engine>,
+    /// Where the records live.
+    files: LogFiles,
     /// The log's bounds, cached so `first_index`/`last_index` (called by raft
     /// on every step) never touch the disk.
     bounds: RwLock<Bounds>,
@@ -72,17 +75,19 @@ impl Bounds {
 }
 
 impl RaftStorage {
-    /// Opens the raft state stored in `engine` (an empty log on a new engine).
+    /// Opens the raft log in `dir` (an empty log in a new directory), whose
+    /// entries `engine` seals and which moves the log of a data directory
+    /// from before out of `engine` (see [`LogFiles`]).
     ///
-    /// Scans the entry keys once to find the last index, and fails on a hole
-    /// in the log (a missing entry is corruption, not something to skip).
-    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, Error> {
-        move_state_out_of_the_log(engine.as_ref())?;
-        let truncated = match engine.get(Cf::RaftState, keys::TRUNCATED)? {
+    /// Fails when the entries held do not continue the compaction point
+    /// (a missing entry is corruption, not something to skip).
+    pub fn open(engine: Arc<dyn Engine>, dir: &std::path::Path) -> Result<Self, Error> {
+        let files = LogFiles::open(dir, engine)?;
+        let truncated = match files.state(keys::TRUNCATED) {
             Some(v) => LogId::decode(keys::TRUNCATED, &v)?,
             None => LogId::default(),
         };
-        let snapshot = match engine.get(Cf::RaftState, keys::SNAPSHOT)? {
+        let snapshot = match files.state(keys::SNAPSHOT) {
             Some(v) => {
                 let meta: SnapshotMetadata = keys::decode(keys::SNAPSHOT, &v)?;
                 LogId {
@@ -92,27 +97,27 @@ impl RaftStorage {
             }
             None => LogId::default(),
         };
-        let mut last_index = truncated.index;
-        let start = keys::entry_key(truncated.index + 1);
-        try_scan::<Error>(
-            engine.as_ref(),
-            Cf::Raft,
-            &start,
-            Some(keys::ENTRIES_END),
-            |k, _| {
-                let index = keys::entry_index(k)?;
-                if index != last_index + 1 {
+        let last_index = match files.span() {
+            // The compaction point is written in the same write as the
+            // compaction, so the entries held continue it; none held (or
+            // none past it, after a snapshot) and the log is empty.
+            Some((first, last)) if last > truncated.index => {
+                if first > truncated.index + 1 {
                     return Err(keys::corrupt(
-                        k,
-                        format!("log has a hole: entry {} is missing", last_index + 1),
+                        &keys::entry_key(truncated.index + 1),
+                        format!(
+                            "log has a hole: entries {} to {} are missing",
+                            truncated.index + 1,
+                            first - 1
+                        ),
                     ));
                 }
-                last_index = index;
-                Ok(Scan::Continue)
-            },
-        )?;
+                last
+            }
+            _ => truncated.index,
+        };
         Ok(Self {
-            engine,
+            files,
             bounds: RwLock::new(Bounds {
                 truncated,
                 snapshot,
@@ -142,8 +147,7 @@ impl RaftStorage {
         sync: bool,
     ) -> Result<(), Error> {
         let mut bounds = self.write();
-        let mut batch = WriteBatch::new();
-        let mut written = 0usize;
+        let mut write = LogWrite::default();
         let mut last_index = bounds.last_index;
         if let Some(first) = entries.first() {
             if first.index < bounds.first_index() {
@@ -165,25 +169,20 @@ impl RaftStorage {
                         got: entry.index,
                     });
                 }
-                let record = keys::encode("entry", entry)?;
-                written += record.len();
-                batch.put(Cf::Raft, keys::entry_key(entry.index), record);
                 last_index = entry.index;
             }
-            for stale in last_index + 1..=bounds.last_index {
-                batch.delete(Cf::Raft, keys::entry_key(stale));
-            }
+            // The files replace every held entry from the first one's index
+            // on: the conflicting suffix goes in the same write.
+            write.append(&self.files, entries)?;
         }
         if let Some(hs) = hard_state {
-            let record = keys::encode("hard state", hs)?;
-            written += record.len();
-            batch.put(Cf::RaftState, keys::HARD_STATE, record);
-        }
-        if batch.is_empty() {
-            return Ok(());
+            write.put_state(keys::HARD_STATE, keys::encode("hard state", hs)?)?;
         }
         let start = std::time::Instant::now();
-        self.engine.write(batch, sync)?;
+        let written = self.files.write(&mut write, sync)?;
+        if written == 0 {
+            return Ok(());
+        }
         if let Some(m) = self.metrics.get() {
             // A synced append is the WAL's fsync: its whole duration, as
             // etcd times `fsync` after writing.
@@ -202,8 +201,10 @@ impl RaftStorage {
     /// Compacting at or below `first_index()` does nothing; `to` may be at
     /// most `last_index() + 1` (which empties the log).
     ///
-    /// Not synced: after a crash the compaction is either whole or absent,
-    /// and an absent one only keeps entries longer.
+    /// Syncs the state machine's engine first: the entries removed are ones
+    /// a restart no longer replays (the caller compacts only applied
+    /// ones). The compaction itself is not synced: after a crash it is
+    /// either whole or absent, and an absent one only keeps entries longer.
     pub fn compact(&self, to: u64) -> Result<(), Error> {
         let mut bounds = self.write();
         if to <= bounds.first_index() {
@@ -219,15 +220,14 @@ impl RaftStorage {
             index: to - 1,
             term: self.term_at(&bounds, to - 1)?,
         };
-        let mut batch = WriteBatch::new();
-        for index in bounds.first_index()..to {
-            batch.delete(Cf::Raft, keys::entry_key(index));
-        }
-        batch.put(Cf::RaftState, keys::TRUNCATED, truncated.encode());
-        self.engine.write(batch, false)?;
+        self.files.sync_state()?;
+        let mut write = LogWrite::default();
+        write.compact(to);
+        write.put_state(keys::TRUNCATED, truncated.encode())?;
+        self.files.write(&mut write, false)?;
         bounds.truncated = truncated;
         self.cache().compact(to);
-        Ok(())
+        self.files.purge()
     }
 
     /// The first index of the newest entries that hold more than `bytes`
@@ -242,7 +242,8 @@ impl RaftStorage {
     /// the conf state becomes the snapshot's and the hard state commits
     /// `meta.index` (its term raised to the snapshot's if lower), as
     /// `MemStorage::apply_snapshot`. The snapshot's data is the state
-    /// machine's business, not this log's.
+    /// machine's business, not this log's: it is synced first (see
+    /// [`LogFiles`]).
     pub fn apply_snapshot(&self, meta: &SnapshotMetadata) -> Result<(), Error> {
         let mut bounds = self.write();
         if bounds.first_index() > meta.index {
@@ -255,27 +256,17 @@ impl RaftStorage {
             index: meta.index,
             term: meta.term,
         };
-        let mut batch = WriteBatch::new();
-        for index in bounds.first_index()..=bounds.last_index {
-            batch.delete(Cf::Raft, keys::entry_key(index));
-        }
-        batch.put(
-            Cf::RaftState,
-            keys::SNAPSHOT,
-            keys::encode("snapshot", meta)?,
-        );
-        batch.put(Cf::RaftState, keys::TRUNCATED, position.encode());
-        batch.put(
-            Cf::RaftState,
-            keys::HARD_STATE,
-            keys::encode("hard state", &hard_state)?,
-        );
-        batch.put(
-            Cf::RaftState,
+        self.files.sync_state()?;
+        let mut write = LogWrite::default();
+        write.clean();
+        write.put_state(keys::SNAPSHOT, keys::encode("snapshot", meta)?)?;
+        write.put_state(keys::TRUNCATED, position.encode())?;
+        write.put_state(keys::HARD_STATE, keys::encode("hard state", &hard_state)?)?;
+        write.put_state(
             keys::CONF_STATE,
             keys::encode("conf state", meta.get_conf_state())?,
-        );
-        self.engine.write(batch, true)?;
+        )?;
+        self.files.write(&mut write, true)?;
         self.cache().clear();
         *bounds = Bounds {
             truncated: position,
@@ -289,13 +280,9 @@ impl RaftStorage {
     /// bootstrap a new cluster.
     pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), Error> {
         let _bounds = self.write();
-        let mut batch = WriteBatch::new();
-        batch.put(
-            Cf::RaftState,
-            keys::CONF_STATE,
-            keys::encode("conf state", conf_state)?,
-        );
-        self.engine.write(batch, true)?;
+        let mut write = LogWrite::default();
+        write.put_state(keys::CONF_STATE, keys::encode("conf state", conf_state)?)?;
+        self.files.write(&mut write, true)?;
         Ok(())
     }
 
@@ -322,7 +309,7 @@ impl RaftStorage {
 
     /// Reads a raft message record, `M::default()` when absent.
     fn record<M: Message + Default>(&self, key: &[u8]) -> Result<M, Error> {
-        match self.engine.get(Cf::RaftState, key)? {
+        match self.files.state(key) {
             Some(v) => keys::decode(key, &v),
             None => Ok(M::default()),
         }
@@ -332,25 +319,10 @@ impl RaftStorage {
         self.record(keys::HARD_STATE)
     }
 
-    /// The entry at `index`, which the bounds say is in the log.
-    fn stored_entry(&self, index: u64) -> Result<Entry, Error> {
-        let key = keys::entry_key(index);
-        let value = self
-            .engine
-            .get(Cf::Raft, &key)?
-            .ok_or_else(|| keys::corrupt(&key, "entry missing from the log".into()))?;
-        let entry: Entry = keys::decode(&key, &value)?;
-        if entry.index != index {
-            return Err(keys::corrupt(
-                &key,
-                format!("holds the entry of index {}", entry.index),
-            ));
-        }
-        Ok(entry)
-    }
-
     fn stored_term(&self, index: u64) -> Result<u64, Error> {
-        Ok(self.stored_entry(index)?.term)
+        self.files.term(index)?.ok_or_else(|| {
+            keys::corrupt(&keys::entry_key(index), "entry missing from the log".into())
+        })
     }
 
     fn term_at(&self, bounds: &Bounds, index: u64) -> Result<u64, Error> {
@@ -394,43 +366,7 @@ impl RaftStorage {
         if let Some(cached) = self.cache().entries(low, high, limit) {
             return Ok(cached);
         }
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        let mut limited = false;
-        let (start, end) = (keys::entry_key(low), keys::entry_key(high));
-        try_scan::<Error>(
-            self.engine.as_ref(),
-            Cf::Raft,
-            &start,
-            Some(&end),
-            |k, v| {
-                let expected = low + out.len() as u64;
-                let index = keys::entry_index(k)?;
-                let entry: Entry = keys::decode(k, v)?;
-                if index != expected || entry.index != index {
-                    return Err(keys::corrupt(
-                        k,
-                        format!("expected entry {expected}, found {}", entry.index),
-                    ));
-                }
-                size = size.saturating_add(u64::from(entry.compute_size()));
-                if !out.is_empty() && size > limit {
-                    limited = true;
-                    return Ok(Scan::Stop);
-                }
-                out.push(entry);
-                Ok(Scan::Continue)
-            },
-        )?;
-        let wanted = high - low;
-        if !limited && (out.len() as u64) < wanted {
-            let missing = low + out.len() as u64;
-            return Err(keys::corrupt(
-                &keys::entry_key(missing),
-                "entry missing from the log".into(),
-            ));
-        }
-        Ok(out)
+        self.files.entries(low, high, limit)
     }
 
     fn build_snapshot(&self, request_index: u64) -> Result<Snapshot, Error> {
@@ -459,6 +395,36 @@ impl RaftStorage {
         meta.term = term;
         meta.set_conf_state(conf_state);
         Ok(snapshot)
+    }
+}
+
+/// Key rotation reaches the entries through this: they are sealed with the
+/// engine's data keys but live in the log's files.
+impl SealedElsewhere for RaftStorage {
+    fn reseal(&self, active: u32) -> Result<usize, crate::storage::Error> {
+        let bounds = self.write();
+        let resealed = (|| {
+            let Some(from) = self.files.sealed_with(active)?.1 else {
+                return Ok(0);
+            };
+            // Rewritten from the first such entry to the end: an append
+            // replaces every held entry from its first index on.
+            let entries = self.files.entries(from, bounds.last_index + 1, u64::MAX)?;
+            let mut write = LogWrite::default();
+            write.append(&self.files, &entries)?;
+            self.files.write(&mut write, true)?;
+            Ok::<_, Error>(entries.len())
+        })();
+        resealed.map_err(|e| crate::storage::Error::Engine(e.to_string()))
+    }
+
+    fn key_ids(&self) -> Result<BTreeSet<u32>, crate::storage::Error> {
+        // Under the bounds' lock, which every append seals under.
+        let _bounds = self.read();
+        self.files
+            .sealed_with(0)
+            .map(|(ids, _)| ids)
+            .map_err(|e| crate::storage::Error::Engine(e.to_string()))
     }
 }
 
@@ -497,23 +463,4 @@ impl Storage for RaftStorage {
     fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
         Ok(self.build_snapshot(request_index)?)
     }
-}
-
-/// Moves raft's state records out of the entries' family, where databases
-/// written before [`Cf::RaftState`] hold them, in one synced write: a crash
-/// leaves them all in one family or all in the other, and the next open
-/// finishes. Nothing to do (one read per record) once moved.
-fn move_state_out_of_the_log(engine: &dyn Engine) -> Result<(), Error> {
-    let mut batch = WriteBatch::new();
-    for key in keys::STATE_KEYS {
-        if let Some(value) = engine.get(Cf::Raft, key)? {
-            batch.put(Cf::RaftState, key, value);
-            batch.delete(Cf::Raft, key);
-        }
-    }
-    if !batch.is_empty() {
-        engine.write(batch, true)?;
-        tracing::info!("raft state moved to column family raft_state");
-    }
-    Ok(())
 }

@@ -31,6 +31,8 @@ pub struct FlakyEngine {
     writes: Mutex<Vec<(WriteBatch, bool)>>,
     /// Reads so far (gets and scans).
     reads: AtomicUsize,
+    /// Syncs so far (`Engine::sync`).
+    syncs: AtomicUsize,
 }
 
 impl FlakyEngine {
@@ -42,6 +44,11 @@ impl FlakyEngine {
     /// The reads (gets and scans) so far.
     pub fn reads(&self) -> usize {
         self.reads.load(Ordering::SeqCst)
+    }
+
+    /// The syncs so far.
+    pub fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
     }
 
     /// The writes accepted since the last call, oldest first.
@@ -85,6 +92,14 @@ impl Engine for FlakyEngine {
         self.inner.write(batch, sync)?;
         crate::locks::lock(&self.writes).push(record);
         Ok(())
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::Engine("injected failure".into()));
+        }
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync()
     }
 
     fn size(&self) -> SizeInfo {

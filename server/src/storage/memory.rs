@@ -92,6 +92,10 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    fn sync(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     fn write(&self, batch: WriteBatch, _sync: bool) -> Result<(), Error> {
         let mut tables = self.lock();
         for op in batch.ops {

@@ -1,10 +1,12 @@
 //! The storage-engine boundary.
 //!
-//! Every byte the server persists goes through [`Engine`]: the MVCC store's
-//! revision records, its metadata, leases, and the raft log. Keeping the
-//! boundary this small is deliberate: the encryption-at-rest layer wraps an
-//! `Engine` and seals every value in one place, and tests run the whole store on
-//! [`MemoryEngine`] without touching the disk.
+//! Every byte of the state machine goes through [`Engine`]: the MVCC store's
+//! revision records, its metadata, leases, auth. Keeping the boundary this
+//! small is deliberate: the encryption-at-rest layer wraps an `Engine` and
+//! seals every value in one place, and tests run the whole store on
+//! [`MemoryEngine`] without touching the disk. The raft log lives in files of
+//! its own (`crate::raft::RaftStorage`), its entries sealed by the same layer
+//! ([`Engine::seal_raw`]).
 //!
 //! Writes are atomic batches ([`WriteBatch`]): the MVCC store puts the records
 //! of one transaction and the applied index that produced them in the same
@@ -62,21 +64,19 @@ pub enum Cf {
     Meta,
     /// Leases: lease id -> encoded lease record (TTL, checkpointed remaining TTL).
     Lease,
-    /// The raft log's entries (prefix + index, big-endian) and nothing else
-    /// (see `crate::raft::storage`): every file RocksDB flushes from it then
-    /// holds a key range no other file holds, and moves down the levels
-    /// without being rewritten.
+    /// Where the raft log's entries (prefix + index, big-endian) lived
+    /// before the log moved to files of its own: empty once
+    /// `RaftStorage::open` has moved them. Its name is also the associated
+    /// data the entries are sealed with in those files.
     Raft,
     /// The auth store (users with their password hashes, roles, the enabled
     /// flag and revision) as one record under one opaque key: sealed at
     /// rest like user data, and no user or role name in a record key.
     Auth,
-    /// Raft's own state, rewritten on every round of the raft loop: hard
-    /// state, conf state, snapshot metadata, compaction point. Apart from
-    /// the entries because, in their family, every flushed file would span
-    /// from the entries to these keys, overlap every other, and be compacted
-    /// (a rewrite of the whole log) instead of moved. Absent from databases
-    /// written before it: created on open, filled by `RaftStorage::open`.
+    /// Where raft's own state (hard state, conf state, snapshot metadata,
+    /// compaction point) lived before the log moved to files of its own:
+    /// empty once `RaftStorage::open` has moved it. Absent from databases
+    /// written before it: created on open.
     RaftState,
 }
 
@@ -266,6 +266,20 @@ pub trait Engine: Send + Sync + 'static {
     /// the disk only with a later synced write or the engine's close: a
     /// crash keeps a prefix of the writes, in the order they were made.
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error>;
+
+    /// Puts every write made so far on stable storage, as a synced write
+    /// would: what the raft log lets go of must be durable in the state
+    /// first, since the log no longer replays it.
+    fn sync(&self) -> Result<(), Error>;
+
+    /// `value` sealed as [`Engine::write`] would store it under `key` in
+    /// `cf`, for a record kept outside the engine (the raft log's files):
+    /// [`Engine::open_raw`] opens it. The same bytes where nothing is
+    /// sealed.
+    fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let _ = (cf, key);
+        Ok(value)
+    }
 
     /// Size on disk and in use.
     fn size(&self) -> SizeInfo;

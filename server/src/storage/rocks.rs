@@ -47,8 +47,12 @@ fn is_lock_error(message: &str) -> bool {
         && (message.contains("While lock file") || message.contains("lock hold by"))
 }
 
-/// Memtable memory shared by all column families.
-const DB_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// Memtable memory shared by all column families. Each flush syncs a table
+/// file of about this size, and the raft log's own fsyncs wait behind it on
+/// the same disk: 32 MiB (when the raft log's entries shared it) made the
+/// 100 KiB puts' p99 50-60 ms once the `kv` family had it alone, 16 MiB
+/// 32-38 ms (docs/benchmarks.md, "The raft log in files of its own").
+const DB_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.
@@ -92,18 +96,18 @@ impl RocksEngine {
         // Fail loudly on checksum mismatches instead of returning bad data.
         opts.set_paranoid_checks(true);
         // One memtable budget for all column families (RocksDB's default is
-        // 64 MiB per family, ×2 while one flushes): every write lands in two
-        // families (the raft log and the kv records), so a write burst grew
-        // a member by ~60 MiB of memtables (docs/benchmarks.md).
+        // 64 MiB per family, ×2 while one flushes): a write burst grew a
+        // member by ~60 MiB of memtables (docs/benchmarks.md).
         opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
-        // An unsynced write stays in RocksDB's WAL buffer until the next
-        // synced write (each raft append), a memtable switch, a full buffer
-        // or the close, instead of a `write` system call of its own: every
-        // applied entry was one (3.2 per put from 1,000 clients over three
-        // members, docs/benchmarks.md). Nothing is lost that a crash did not
-        // already risk: a crash keeps a prefix of the writes in their order,
-        // as a power failure did before (the unsynced tail is the state
-        // machine's, replayed from the synced raft log).
+        // An unsynced write stays in RocksDB's WAL buffer until a synced
+        // write, a `sync` (before the raft log lets go of entries), a
+        // memtable switch, a full buffer or the close, instead of a `write`
+        // system call of its own: every applied entry was one (3.2 per put
+        // from 1,000 clients over three members, docs/benchmarks.md).
+        // Nothing is lost that a crash did not already risk: a crash keeps
+        // a prefix of the writes in their order, as a power failure did
+        // before (the unsynced tail is the state machine's, replayed from
+        // the raft log's files).
         opts.set_manual_wal_flush(true);
         let cfs = Cf::ALL
             .iter()
@@ -305,6 +309,12 @@ impl Engine for RocksEngine {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(wb, &opts).map_err(engine_err)
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        // The WAL buffer written out and the WAL synced: every write so far
+        // (see `open_with`'s manual WAL flush).
+        self.db.flush_wal(true).map_err(engine_err)
     }
 
     fn size(&self) -> SizeInfo {

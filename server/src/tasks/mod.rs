@@ -28,6 +28,8 @@ use tokio::task::JoinSet;
 
 use crate::config::{AutoCompaction, Config};
 use crate::member::Apis;
+use crate::raft::RaftStorage;
+use crate::storage::crypto::SealedElsewhere;
 
 /// A task's view of the shutdown signal. Cheap to clone; every clone sees
 /// the same one signal.
@@ -107,10 +109,12 @@ impl Tasks {
 }
 
 /// Starts a running member's background tasks on `tasks`: `client_urls`
-/// are the URLs it publishes, `health` the gRPC health service it keeps.
+/// are the URLs it publishes, `health` the gRPC health service it keeps,
+/// `log` its raft log (whose entries key rotation re-seals).
 pub fn start_member_tasks(
     tasks: &mut Tasks,
     member: &Arc<Apis>,
+    log: &Arc<RaftStorage>,
     config: &Config,
     client_urls: Vec<String>,
     health: tonic_health::server::HealthReporter,
@@ -126,7 +130,9 @@ pub fn start_member_tasks(
     tasks.spawn(|shutdown| publish::publish(m, name, client_urls, timeout, shutdown));
     if let Some(keys) = member.proposer().machine().keys().cloned() {
         let resealed = member.metrics().map(|m| m.cairn.resealed.clone());
-        tasks.spawn(|shutdown| reseal::reseal(keys, resealed, shutdown));
+        let log: Arc<dyn SealedElsewhere> = Arc::<RaftStorage>::clone(log);
+        let log = Arc::downgrade(&log);
+        tasks.spawn(|shutdown| reseal::reseal(keys, log, resealed, shutdown));
     }
     if config.auto_compaction != AutoCompaction::Off {
         let (kv, mode) = (Arc::clone(member.kv()), config.auto_compaction);

@@ -1,11 +1,12 @@
 //! Re-sealing after a data key rotation.
 
+use std::sync::Weak;
 use std::time::Duration;
 
 use prometheus::IntCounter;
 
 use super::Shutdown;
-use crate::storage::crypto::KeyHandle;
+use crate::storage::crypto::{KeyHandle, SealedElsewhere};
 
 /// Records re-sealed per round: with [`RESEAL_PAUSE`], bounds the
 /// background re-sealing after a key rotation to ~2,000 records a second.
@@ -17,15 +18,27 @@ const RESEAL_PAUSE: Duration = Duration::from_millis(100);
 /// drops the keys nothing needs any more. Survives a crash at any point:
 /// it starts over from whatever is still sealed with an old key.
 /// Each record re-sealed is counted in `resealed`
-/// (cairn_encryption_resealed_records_total).
-pub async fn reseal(keys: KeyHandle, resealed: Option<IntCounter>, mut shutdown: Shutdown) {
+/// (cairn_encryption_resealed_records_total). `log` is the raft log, whose
+/// entries are sealed with the same keys (held weakly: the member's stop
+/// closes it, not this task).
+pub async fn reseal(
+    keys: KeyHandle,
+    log: Weak<dyn SealedElsewhere>,
+    resealed: Option<IntCounter>,
+    mut shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             () = shutdown.recv() => return,
             () = tokio::time::sleep(RESEAL_PAUSE) => {}
         }
+        let Some(log) = log.upgrade() else {
+            return;
+        };
         let keys = keys.clone();
-        let round = tokio::task::spawn_blocking(move || keys.reseal_round(RESEAL_BATCH)).await;
+        let round =
+            tokio::task::spawn_blocking(move || keys.reseal_round(RESEAL_BATCH, log.as_ref()))
+                .await;
         match round {
             Ok(Ok(count)) => {
                 if let Some(c) = &resealed {

@@ -205,14 +205,47 @@ pub fn start<T: Transport, M: StateMachine>(
     }
     // The first status describes the configuration before the thread runs.
     node.publish_status();
+    let failure = Failure {
+        status: node.status.clone(),
+        leadership: node.leadership.clone(),
+        ending: node.ending.clone(),
+    };
     let thread = std::thread::Builder::new()
         .name("cairn-raft".into())
-        .spawn(move || node.run())
+        .spawn(move || {
+            // A panic (raft-rs's invariants; raft-engine's on a failed
+            // fsync, after which nothing written can be trusted) ends the
+            // loop as a failure does: never alive and broken.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.run())).is_err() {
+                tracing::error!("the raft thread panicked; this member stops serving");
+                failure.publish();
+            }
+        })
         .map_err(Error::Thread)?;
     Ok((
         RaftHandle::new(inputs_tx, status_rx, leadership_rx, ending_rx),
         thread,
     ))
+}
+
+/// What a failed loop tells the rest of the member.
+struct Failure {
+    status: watch::Sender<RaftStatus>,
+    leadership: watch::Sender<(u64, u64)>,
+    ending: watch::Sender<Ending>,
+}
+
+impl Failure {
+    fn publish(self) {
+        // Nothing here leads or follows any more: Status, hasleader checks
+        // and reads must not see the last role it had.
+        self.status.send_modify(|s| {
+            s.leader = 0;
+            s.is_leader = false;
+        });
+        self.leadership.send_modify(|(leader, _)| *leader = 0);
+        self.ending.send_replace(Ending::Failed);
+    }
 }
 
 /// Inputs handled per round at most, so ticks keep coming under load.
@@ -253,14 +286,12 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             }
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft loop failed; this member stops serving");
-                // Nothing here leads or follows any more: Status, hasleader
-                // checks and reads must not see the last role it had.
-                self.status.send_modify(|s| {
-                    s.leader = 0;
-                    s.is_leader = false;
-                });
-                self.leadership.send_modify(|(leader, _)| *leader = 0);
-                self.ending.send_replace(Ending::Failed);
+                Failure {
+                    status: self.status.clone(),
+                    leadership: self.leadership.clone(),
+                    ending: self.ending.clone(),
+                }
+                .publish();
                 break;
             }
             if self.removed {

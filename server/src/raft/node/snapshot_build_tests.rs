@@ -67,8 +67,9 @@ impl StateMachine for Gated {
 
 /// A log of entries 1..=9, 1..=4 in term 1 and the rest in term 2, all
 /// committed, voters 1, 2 and 3; a machine that applied 5.
-fn setup() -> (RaftStorage, Arc<Gated>, Sender<bool>) {
-    let log = RaftStorage::open(Arc::new(MemoryEngine::new())).unwrap();
+/// (The log's directory goes with the last element.)
+fn setup() -> (RaftStorage, Arc<Gated>, Sender<bool>, tempfile::TempDir) {
+    let (log, dir) = crate::raft::log_in_temp_dir(Arc::new(MemoryEngine::new()));
     let entries: Vec<Entry> = (1..=9)
         .map(|index| Entry {
             index,
@@ -93,7 +94,7 @@ fn setup() -> (RaftStorage, Arc<Gated>, Sender<bool>) {
         builds: AtomicUsize::new(0),
         gate: Mutex::new(gate),
     });
-    (log, machine, open)
+    (log, machine, open, dir)
 }
 
 /// Calls `f` until it gives something (the builder thread is scheduled
@@ -138,7 +139,7 @@ fn until_started(
 
 #[test]
 fn a_snapshot_is_built_beside_the_raft_thread_at_the_index_it_started_from() {
-    let (log, machine, open) = setup();
+    let (log, machine, open, _dir) = setup();
     let build = SnapshotBuild::default();
 
     // When raft first asks, it is told to ask again, and a build starts
@@ -175,7 +176,7 @@ fn a_snapshot_is_built_beside_the_raft_thread_at_the_index_it_started_from() {
 
 #[test]
 fn a_build_older_than_raft_asks_for_or_failed_is_thrown_away() {
-    let (log, machine, open) = setup();
+    let (log, machine, open, _dir) = setup();
     let build = SnapshotBuild::default();
 
     // Given a build finished at index 5,
@@ -198,7 +199,7 @@ fn a_build_older_than_raft_asks_for_or_failed_is_thrown_away() {
 
 #[test]
 fn a_node_that_stops_waits_for_its_build() {
-    let (log, machine, open) = setup();
+    let (log, machine, open, _dir) = setup();
     let build = SnapshotBuild::default();
     assert!(build.request(0, &log, &machine).is_none());
     // The gate opens only after the drop has begun; the drop returns once

@@ -91,16 +91,18 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
 
     /// Compacts the log by count, as etcd does: once `snapshot_count`
     /// entries were applied past the last compaction, keeping
-    /// `catch_up_entries` for slow followers. And by size: entries older
-    /// than the newest [`CATCH_UP_BYTES`] go as soon as they are applied
-    /// and, on a leader, every follower has them.
+    /// `catch_up_entries` for slow followers. And by size: once the log
+    /// holds twice [`CATCH_UP_BYTES`], the entries older than the newest
+    /// [`CATCH_UP_BYTES`] go if they are applied and, on a leader, every
+    /// follower has them.
     ///
     /// Why by size: 5,000 catch-up entries of 100 KiB puts are half a
-    /// gigabyte of log, which RocksDB flushes to table files and compacts,
-    /// a second pass of every value. Deleted while still in the memtable,
-    /// an entry is dropped by the flush instead. Small entries never meet
-    /// the size rule (a [`CATCH_UP_SCAN`] of them holds less than
-    /// [`CATCH_UP_BYTES`]), so for them the log is etcd's.
+    /// gigabyte of log files, read back at every restart. Why twice: each
+    /// compaction first syncs the state machine's engine (the log may let
+    /// go only of what the state holds durably), so they come one per
+    /// [`CATCH_UP_BYTES`] of entries, not one per round. Small entries
+    /// never meet the size rule (a [`CATCH_UP_SCAN`] of them holds less
+    /// than [`CATCH_UP_BYTES`]), so for them the log is etcd's.
     pub(super) fn maybe_compact_log(&mut self) -> Result<(), Error> {
         // Never past what raft itself has applied.
         let applied = self
@@ -114,12 +116,19 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             } else {
                 0
             };
-        let by_size = self
+        let twice = self
             .log
-            .newest_start(CATCH_UP_BYTES, CATCH_UP_SCAN)
-            .unwrap_or(0)
-            .min(applied)
-            .min(self.needed_by_followers());
+            .newest_start(2 * CATCH_UP_BYTES, CATCH_UP_SCAN)
+            .unwrap_or(0);
+        let by_size = if twice > first {
+            self.log
+                .newest_start(CATCH_UP_BYTES, CATCH_UP_SCAN)
+                .unwrap_or(0)
+                .min(applied)
+                .min(self.needed_by_followers())
+        } else {
+            0
+        };
         let to = by_count.max(by_size);
         if to > first {
             self.log.compact(to)?;
@@ -149,11 +158,8 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
 }
 
 /// Bytes of the newest entries the log keeps past the count rule: what a
-/// follower slightly behind a newly elected leader may need. Small next to
-/// RocksDB's memtables (32 MiB for all families), so the entries it lets go
-/// die there. Measured on 100 KiB puts (docs/benchmarks.md): 0 B, 1 MiB,
-/// 4 MiB and 16 MiB wrote 16, 48, 127 and 302 MB of `raft` table files for
-/// 300 MB of values.
+/// follower slightly behind a newly elected leader may need. Twice this
+/// must fit in the entry cache, which measures the log's newest bytes.
 const CATCH_UP_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Most newest entries looked at to find [`CATCH_UP_BYTES`] of them, so a

@@ -87,6 +87,7 @@ impl StateMachine for Fake {
     }
 
     fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), FakeError> {
+        assert!(!data.ends_with(PANIC), "told to panic");
         let mut state = self.state.lock().unwrap();
         if index <= state.index {
             return Ok(());
@@ -206,6 +207,8 @@ struct TestNode {
     /// Its raft log, to check what a snapshot did to it.
     log: Arc<RaftStorage>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the log's files are, removed after the node stops.
+    _log_dir: tempfile::TempDir,
 }
 
 impl Drop for TestNode {
@@ -228,7 +231,8 @@ fn start(id: u64, voters: &[u64], net: &Arc<Network>) -> TestNode {
 
 /// [`start`], compacting the log by count every `snapshot_count` entries.
 fn start_with(id: u64, voters: &[u64], net: &Arc<Network>, snapshot_count: u64) -> TestNode {
-    let log = Arc::new(RaftStorage::open(Arc::new(MemoryEngine::new())).unwrap());
+    let (log, log_dir) = crate::raft::log_in_temp_dir(Arc::new(MemoryEngine::new()));
+    let log = Arc::new(log);
     let mut meta = SnapshotMetadata {
         index: 1,
         term: 1,
@@ -265,6 +269,7 @@ fn start_with(id: u64, voters: &[u64], net: &Arc<Network>, snapshot_count: u64) 
         fake,
         log,
         thread: Some(thread),
+        _log_dir: log_dir,
     }
 }
 
@@ -469,6 +474,24 @@ async fn stopping_fails_waiters_and_reads() {
         Err(RequestError::Stopped)
     );
     assert_eq!(one.handle.read_index().await, Err(RequestError::Stopped));
+}
+
+/// The tail of a proposal that makes [`Fake`] panic as it applies it.
+const PANIC: &[u8] = b"panic!";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_raft_thread_fails_the_loop_as_an_error_does() {
+    let mut cluster = Cluster::start(1).await;
+    let one = &mut cluster.nodes[0];
+    propose(one, 1, b"x").await;
+    one.handle.propose(proposal(2, PANIC)).await.unwrap();
+    until("the loop failed", || {
+        *one.handle.ending().borrow() == Ending::Failed
+    })
+    .await;
+    let status = one.handle.status();
+    assert!(!status.is_leader && status.leader == 0, "{status:?}");
+    one.thread.take().unwrap().join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,9 @@
 //! real member's log starts. Where `MemStorage` panics (a caller bug),
 //! `RaftStorage` must return an error, and the case ends there.
 //!
-//! What `MemStorage` has no counterpart for (one synced batch per append,
-//! failed and corrupt writes, restarts, the column families, the entry
-//! cache) is tested against the engine in `on_engine`.
+//! What `MemStorage` has no counterpart for (restarts, the state machine
+//! synced before the log lets go, sealing, the move out of the engine, the
+//! entry cache) is tested on the files in `on_files`.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -23,9 +23,9 @@ use protobuf::Message;
 
 use super::{Error, RaftStorage};
 use crate::storage::flaky::FlakyEngine;
-use crate::storage::{Cf, Engine, MemoryEngine, RocksEngine, Scan, WriteBatch};
+use crate::storage::{Cf, Engine, MemoryEngine, WriteBatch};
 
-mod on_engine;
+mod on_files;
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry {
@@ -178,8 +178,23 @@ fn run_ours(s: &RaftStorage, steps: &[Step]) -> Vec<Outcome> {
     out
 }
 
-fn new_storage() -> RaftStorage {
-    RaftStorage::open(Arc::new(MemoryEngine::new())).unwrap()
+/// A log on a memory engine, in a temporary directory removed after it.
+struct TempLog {
+    log: RaftStorage,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TempLog {
+    type Target = RaftStorage;
+
+    fn deref(&self) -> &RaftStorage {
+        &self.log
+    }
+}
+
+fn new_storage() -> TempLog {
+    let (log, _dir) = crate::raft::log_in_temp_dir(Arc::new(MemoryEngine::new()));
+    TempLog { log, _dir }
 }
 
 /// The log of raft-rs's tests: entries 3..=last (term = index) after a

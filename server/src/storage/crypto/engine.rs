@@ -21,6 +21,7 @@
 //! replaces a data key before it reaches its seal limit.
 
 use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{storage_error, DataKey, KeyRing, MasterKey, SealError};
@@ -77,6 +78,10 @@ pub struct SealedEngine {
     /// never one a write has just replaced or deleted. Also guards the
     /// persisted seal reservation: (key id, seals reserved on disk).
     pub(super) writes: Mutex<(u32, u64)>,
+    /// How many times a data key was made active: a key drop that looked
+    /// at records sealed outside the engine gives up if this moved
+    /// meanwhile (see `drop_unused_keys`).
+    pub(super) activations: AtomicU64,
 }
 
 impl std::fmt::Debug for SealedEngine {
@@ -157,6 +162,7 @@ impl SealedEngine {
             master,
             keys: RwLock::new(ring),
             writes: Mutex::new((active, reserved)),
+            activations: AtomicU64::new(0),
         })
     }
 
@@ -408,6 +414,31 @@ impl Engine for SealedEngine {
         let mut writes = crate::locks::lock(&self.writes);
         self.seal_batch(&mut batch, &mut writes)?;
         self.inner.write(batch, sync)
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        self.inner.sync()
+    }
+
+    fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
+        if !is_sealed(cf) {
+            return Ok(value);
+        }
+        let mut writes = crate::locks::lock(&self.writes);
+        let mut batch = WriteBatch::new();
+        batch.put(cf, key.to_vec(), value);
+        self.seal_batch(&mut batch, &mut writes)?;
+        let mut ops = batch.ops.into_iter();
+        let Some(BatchOp::Put { value: sealed, .. }) = ops.next() else {
+            return Err(Error::Sealing("a sealed record went missing".into()));
+        };
+        // What sealing added: the active key's seal reservation, stored
+        // before the sealed record can reach a disk.
+        let reservation = WriteBatch { ops: ops.collect() };
+        if !reservation.is_empty() {
+            self.inner.write(reservation, true)?;
+        }
+        Ok(sealed)
     }
 
     fn size(&self) -> SizeInfo {

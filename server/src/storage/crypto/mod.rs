@@ -96,7 +96,7 @@ pub use engine::{SealedEngine, SEALED_CFS};
 pub use key_file::KeyFileError;
 pub use key_ring::{KeyRing, SEAL_LIMIT};
 pub use keys::{DataKey, MasterKey};
-pub use rotation::KeyHandle;
+pub use rotation::{KeyHandle, SealedElsewhere};
 
 /// Errors of sealing, opening, wrapping and unwrapping, and of the key ring.
 #[derive(Debug, thiserror::Error)]

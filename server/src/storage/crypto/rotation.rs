@@ -18,11 +18,25 @@
 //! with the master key).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::engine::{key_record, seals_record, ACTIVE, FINGERPRINT, SEALED_CFS};
 use super::{storage_error, DataKey, KeyRing, MasterKey, SealedEngine};
 use crate::storage::{Cf, Engine, Error, Scan, WriteBatch};
+
+/// Records sealed with an engine's keys ([`crate::storage::Engine::seal_raw`])
+/// but kept outside it: the raft log's files.
+pub trait SealedElsewhere: Send + Sync {
+    /// Re-seals with key `active` every record sealed with another, durably;
+    /// how many.
+    fn reseal(&self, active: u32) -> Result<usize, Error>;
+
+    /// The ids of the keys the records are sealed with. Taken while no
+    /// record is being sealed, so that a key made active after it returns
+    /// is the only one a record can be sealed with before the next call.
+    fn key_ids(&self) -> Result<BTreeSet<u32>, Error>;
+}
 
 /// A handle on a sealed engine's keys, for the code that rotates them: given
 /// out by whoever opened the engine, cheap to clone. Held as
@@ -55,13 +69,21 @@ impl KeyHandle {
     /// held; otherwise re-seals up to `max` records still sealed with an old
     /// key, and once none is left drops the keys no record needs. Returns
     /// how many records it re-sealed.
-    pub fn reseal_round(&self, max: usize) -> Result<usize, Error> {
+    /// `elsewhere` holds the records sealed with these keys outside the
+    /// engine (the raft log's files): re-sealed in the same rounds (all at
+    /// once: there are few), and their keys kept while they need them.
+    pub fn reseal_round(
+        &self,
+        max: usize,
+        elsewhere: &dyn SealedElsewhere,
+    ) -> Result<usize, Error> {
         if self.engine.key_ids().len() <= 1 {
             return Ok(0);
         }
-        let resealed = self.engine.reseal_step(max)?;
+        let resealed =
+            self.engine.reseal_step(max)? + elsewhere.reseal(self.engine.active_key())?;
         if resealed == 0 {
-            self.engine.drop_unused_keys()?;
+            self.engine.drop_unused_keys(elsewhere)?;
         }
         Ok(resealed)
     }
@@ -108,6 +130,7 @@ impl SealedEngine {
             batch.put(Cf::Meta, ACTIVE, id.to_be_bytes());
             self.inner.write(batch, true)?;
             let mut keys = crate::locks::write(&self.keys);
+            self.activations.fetch_add(1, Ordering::SeqCst);
             return keys.set_active(id).map_err(storage_error);
         }
         self.add_key(id)
@@ -127,6 +150,7 @@ impl SealedEngine {
         self.inner.write(batch, true)?;
         let mut keys = crate::locks::write(&self.keys);
         keys.insert(id, key).map_err(storage_error)?;
+        self.activations.fetch_add(1, Ordering::SeqCst);
         keys.set_active(id).map_err(storage_error)?;
         tracing::info!(key_id = id, "new data key active");
         Ok(())
@@ -174,10 +198,19 @@ impl SealedEngine {
     /// Deletes every data key but the active one, once no record needs it
     /// (call after [`SealedEngine::reseal_step`] returned 0). Returns the
     /// ids dropped.
-    pub fn drop_unused_keys(&self) -> Result<Vec<u32>, Error> {
+    ///
+    /// A record sealed outside the engine (`elsewhere`) keeps its key: the
+    /// ids it reports are taken before the engine's lock (its sealing takes
+    /// that lock), so a key made active in between could have sealed a
+    /// record it did not report; the drop then waits for the next round.
+    pub fn drop_unused_keys(&self, elsewhere: &dyn SealedElsewhere) -> Result<Vec<u32>, Error> {
+        let activations = self.activations.load(Ordering::SeqCst);
+        let mut used = elsewhere.key_ids()?;
         let _writes = crate::locks::lock(&self.writes);
+        if self.activations.load(Ordering::SeqCst) != activations {
+            return Ok(Vec::new());
+        }
         let active = self.active_key();
-        let mut used = BTreeSet::new();
         for cf in SEALED_CFS {
             self.inner.scan(cf, &[], None, &mut |_, v| {
                 if let Some(id) = KeyRing::key_id_of(v) {
@@ -240,6 +273,65 @@ mod tests {
     use super::*;
     use crate::storage::MemoryEngine;
 
+    /// Nothing sealed outside the engine.
+    struct Nothing;
+
+    impl SealedElsewhere for Nothing {
+        fn reseal(&self, _active: u32) -> Result<usize, Error> {
+            Ok(0)
+        }
+
+        fn key_ids(&self) -> Result<BTreeSet<u32>, Error> {
+            Ok(BTreeSet::new())
+        }
+    }
+
+    /// Records outside the engine sealed with `ids`; `meanwhile` runs while
+    /// they are reported (a rotation racing the drop).
+    struct Outside<F: Fn() + Send + Sync> {
+        ids: Vec<u32>,
+        meanwhile: F,
+    }
+
+    impl<F: Fn() + Send + Sync> SealedElsewhere for Outside<F> {
+        fn reseal(&self, _active: u32) -> Result<usize, Error> {
+            Ok(0)
+        }
+
+        fn key_ids(&self) -> Result<BTreeSet<u32>, Error> {
+            (self.meanwhile)();
+            Ok(self.ids.iter().copied().collect())
+        }
+    }
+
+    #[test]
+    fn a_key_sealing_records_outside_the_engine_is_kept_and_a_racing_rotation_defers_the_drop() {
+        let inner: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let sealed = Arc::new(SealedEngine::open(inner, master(1)).unwrap());
+        sealed.activate(2).unwrap();
+        // Key 1 still seals a record outside: kept.
+        let outside = Outside {
+            ids: vec![1],
+            meanwhile: || {},
+        };
+        assert_eq!(
+            sealed.drop_unused_keys(&outside).unwrap(),
+            Vec::<u32>::new()
+        );
+        assert_eq!(sealed.key_ids(), vec![1, 2]);
+        // Key 3 made active while the outside records are reported: key 2
+        // may have sealed one it did not report, so nothing is dropped...
+        let racing = Outside {
+            ids: vec![],
+            meanwhile: || sealed.activate(3).unwrap(),
+        };
+        assert_eq!(sealed.drop_unused_keys(&racing).unwrap(), Vec::<u32>::new());
+        assert_eq!(sealed.key_ids(), vec![1, 2, 3]);
+        // ...until a round with no rotation in it.
+        assert_eq!(sealed.drop_unused_keys(&Nothing).unwrap(), vec![1, 2]);
+        assert_eq!(sealed.key_ids(), vec![3]);
+    }
+
     fn master(byte: u8) -> MasterKey {
         MasterKey::from_bytes([byte; 32])
     }
@@ -265,13 +357,16 @@ mod tests {
         let raw = inner.get(Cf::Lease, b"l").unwrap().unwrap();
         assert_eq!(KeyRing::key_id_of(&raw), Some(2));
         // Old ones are re-sealed in bounded steps; the old key goes last.
-        assert_eq!(sealed.drop_unused_keys().unwrap(), Vec::<u32>::new());
+        assert_eq!(
+            sealed.drop_unused_keys(&Nothing).unwrap(),
+            Vec::<u32>::new()
+        );
         let mut steps = 0;
         while sealed.reseal_step(64).unwrap() > 0 {
             steps += 1;
         }
         assert_eq!(steps, 8);
-        assert_eq!(sealed.drop_unused_keys().unwrap(), vec![1]);
+        assert_eq!(sealed.drop_unused_keys(&Nothing).unwrap(), vec![1]);
         assert_eq!(sealed.key_ids(), vec![2]);
         for i in 0u32..500 {
             let v = sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap();
@@ -294,7 +389,7 @@ mod tests {
         }
         sealed.write(b, false).unwrap();
         // One key: a round does nothing.
-        keys.reseal_round(4).unwrap();
+        keys.reseal_round(4, &Nothing).unwrap();
         assert_eq!(keys.key_ids(), vec![1]);
         assert_eq!(keys.next_key_id(), 2);
         keys.activate(2).unwrap();
@@ -304,7 +399,7 @@ mod tests {
         assert_eq!(keys.key_ids(), vec![1, 2]);
         // Rounds of 4: three to re-seal 10 records, one to drop key 1.
         for _ in 0..4 {
-            keys.reseal_round(4).unwrap();
+            keys.reseal_round(4, &Nothing).unwrap();
         }
         assert_eq!(keys.key_ids(), vec![2]);
         assert_eq!(keys.master().fingerprint(), master(1).fingerprint());

@@ -1,0 +1,407 @@
+//! [`LogFiles`]: the raft log's entries and raft's own state in append-only
+//! files of their own (tikv's raft-engine), apart from the state
+//! machine's RocksDB.
+//!
+//! Why not RocksDB, where they lived before: there each entry went through
+//! RocksDB's WAL and memtable beside the same value's `kv` record, and the
+//! entries still kept at a flush were written to table files too; and
+//! RocksDB's WAL grows with every append, so each synced append also
+//! wrote the file's inode (docs/benchmarks.md, "The raft log in files of
+//! its own"). raft-engine appends to files whose space it has allocated,
+//! and a value goes through it once.
+//!
+//! # Records
+//!
+//! One raft group ([`GROUP`]). An entry is stored as an `eraftpb.Entry`
+//! with its index and term in the clear (raft-engine indexes entries by
+//! index; a term check needs no unseal) and, as its `data`, the whole
+//! entry raft handed over, encoded and sealed by the engine as a record of
+//! family `raft` under `keys::entry_key(index)`: the associated data the
+//! entries had in RocksDB, so a sealed entry is bound to its index.
+//! raft's state is four key-values, `keys::STATE_KEYS`, in the layouts of
+//! `keys`, plain: they hold indexes, terms and member ids, no user data
+//! (raft-engine checksums every batch).
+//!
+//! # Durability across the two stores
+//!
+//! 1. An entry is synced here before raft hands it to be applied, so the
+//!    state machine is never ahead of what this log can replay... except
+//!    after a snapshot's install (3).
+//! 2. The log lets go of entries only once the state machine's writes are
+//!    synced (`Engine::sync`): the entries a restart would replay from its
+//!    applied index are still here.
+//! 3. A snapshot's install syncs the state first, then resets this log in
+//!    one synced write; a crash between leaves the state ahead of the log,
+//!    which replay tolerates (applying is idempotent by index).
+//! 4. A data directory from before: [`LogFiles::open`] copies the log and
+//!    state out of RocksDB's `raft` and `raft_state` families in one synced
+//!    write here, then deletes them there in one synced write; a crash
+//!    between leaves both, and the next open finishes the delete.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use ::raft::eraftpb::Entry;
+use protobuf::Message;
+
+use super::keys;
+use super::Error;
+use crate::storage::crypto::KeyRing;
+use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
+
+/// The one raft group of a member.
+const GROUP: u64 = 1;
+
+/// Size of a log file: etcd's WAL segment is 64 MB; smaller files let the
+/// space of a compacted log go sooner.
+const FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Log files kept before raft-engine removes (or recycles) the ones that
+/// hold only compacted entries: bounds what a restart reads back.
+const PURGE_BYTES: u64 = 4 * FILE_BYTES;
+
+/// Entries read from the files per call when a range is read: the size
+/// limit is raft's, on the entries as raft gave them, so it is applied
+/// after opening, a bounded chunk at a time.
+const READ_CHUNK: u64 = 64;
+
+/// raft-engine's entry type: the stored `Entry` (see the module doc).
+struct StoredEntry;
+
+impl raft_engine::MessageExt for StoredEntry {
+    type Entry = Entry;
+
+    fn index(entry: &Entry) -> u64 {
+        entry.index
+    }
+}
+
+/// The raft log's files, and the engine that seals their entries.
+pub(super) struct LogFiles {
+    /// raft-engine, on the member's `raft-log` directory.
+    files: raft_engine::Engine,
+    /// The state machine's engine: it seals and opens the entries (the
+    /// member's keys live there) and is synced before the log lets go of
+    /// entries.
+    engine: Arc<dyn Engine>,
+}
+
+fn files_err(e: raft_engine::Error) -> Error {
+    Error::LogFiles(e.to_string())
+}
+
+impl LogFiles {
+    /// Opens (creating if needed) the log files in `dir`; moves the log of
+    /// a data directory from before out of `engine` (module doc, 4).
+    pub(super) fn open(dir: &Path, engine: Arc<dyn Engine>) -> Result<Self, Error> {
+        let config = raft_engine::Config {
+            dir: dir.to_string_lossy().into_owned(),
+            // Sealed entries do not compress.
+            batch_compression_threshold: raft_engine::ReadableSize(0),
+            target_file_size: raft_engine::ReadableSize(FILE_BYTES),
+            purge_threshold: raft_engine::ReadableSize(PURGE_BYTES),
+            ..Default::default()
+        };
+        let files = raft_engine::Engine::open(config).map_err(files_err)?;
+        let log = Self { files, engine };
+        log.move_out_of_the_engine()?;
+        Ok(log)
+    }
+
+    /// The first and last index of the entries held, if any.
+    pub(super) fn span(&self) -> Option<(u64, u64)> {
+        Some((
+            self.files.first_index(GROUP)?,
+            self.files.last_index(GROUP)?,
+        ))
+    }
+
+    /// The state record `key` (raw bytes), if written.
+    pub(super) fn state(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.files.get(GROUP, key)
+    }
+
+    /// The ids of the data keys the held entries are sealed with, and the
+    /// first index sealed with another key than `active`.
+    pub(super) fn sealed_with(&self, active: u32) -> Result<(BTreeSet<u32>, Option<u64>), Error> {
+        let mut ids = BTreeSet::new();
+        let mut first_other = None;
+        let Some((first, last)) = self.span() else {
+            return Ok((ids, first_other));
+        };
+        let mut stored = Vec::new();
+        for start in (first..=last).step_by(READ_CHUNK as usize) {
+            stored.clear();
+            let end = (start + READ_CHUNK).min(last + 1);
+            self.files
+                .fetch_entries_to::<StoredEntry>(GROUP, start, end, None, &mut stored)
+                .map_err(files_err)?;
+            for s in &stored {
+                let Some(id) = KeyRing::key_id_of(&s.data) else {
+                    continue;
+                };
+                ids.insert(id);
+                if id != active && first_other.is_none() {
+                    first_other = Some(s.index);
+                }
+            }
+        }
+        Ok((ids, first_other))
+    }
+
+    /// The term of the entry at `index`, without opening it.
+    pub(super) fn term(&self, index: u64) -> Result<Option<u64>, Error> {
+        Ok(self.stored(index)?.map(|e| e.term))
+    }
+
+    /// The entries `low..high`, opened: the first always, then while their
+    /// sizes (as raft counts them) stay within `limit`. Fewer than asked
+    /// only by the limit; a missing entry is an error.
+    pub(super) fn entries(&self, low: u64, high: u64, limit: u64) -> Result<Vec<Entry>, Error> {
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        let mut next = low;
+        let mut stored = Vec::new();
+        while next < high {
+            let end = high.min(next + READ_CHUNK);
+            stored.clear();
+            self.files
+                .fetch_entries_to::<StoredEntry>(GROUP, next, end, None, &mut stored)
+                .map_err(files_err)?;
+            if stored.len() as u64 != end - next {
+                return Err(keys::corrupt(
+                    &keys::entry_key(next + stored.len() as u64),
+                    "entry missing from the log".into(),
+                ));
+            }
+            for s in &stored {
+                let entry = self.open_entry(s)?;
+                size = size.saturating_add(u64::from(entry.compute_size()));
+                if !out.is_empty() && size > limit {
+                    return Ok(out);
+                }
+                out.push(entry);
+            }
+            next = end;
+        }
+        Ok(out)
+    }
+
+    /// Writes `write` (synced when `sync`); the bytes written.
+    pub(super) fn write(&self, write: &mut LogWrite, sync: bool) -> Result<usize, Error> {
+        if write.batch.is_empty() {
+            return Ok(0);
+        }
+        self.files.write(&mut write.batch, sync).map_err(files_err)
+    }
+
+    /// Removes (or keeps for reuse) the files that hold only compacted
+    /// entries, once there are more than [`PURGE_BYTES`] of them.
+    pub(super) fn purge(&self) -> Result<(), Error> {
+        self.files.purge_expired_files().map_err(files_err)?;
+        Ok(())
+    }
+
+    /// Syncs the state machine's engine (module doc, 2 and 3).
+    pub(super) fn sync_state(&self) -> Result<(), Error> {
+        Ok(self.engine.sync()?)
+    }
+
+    /// `entry` as stored: index and term, the whole entry sealed.
+    fn seal_entry(&self, entry: &Entry) -> Result<Entry, Error> {
+        let key = keys::entry_key(entry.index);
+        let plain = keys::encode("entry", entry)?;
+        let sealed = self.engine.seal_raw(Cf::Raft, &key, plain)?;
+        Ok(Entry {
+            index: entry.index,
+            term: entry.term,
+            data: sealed.into(),
+            ..Default::default()
+        })
+    }
+
+    fn open_entry(&self, stored: &Entry) -> Result<Entry, Error> {
+        let key = keys::entry_key(stored.index);
+        let plain = self.engine.open_raw(Cf::Raft, &key, &stored.data)?;
+        let entry: Entry = keys::decode(&key, &plain)?;
+        if entry.index != stored.index || entry.term != stored.term {
+            return Err(keys::corrupt(
+                &key,
+                format!(
+                    "holds the entry of index {} term {}",
+                    entry.index, entry.term
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+
+    fn stored(&self, index: u64) -> Result<Option<Entry>, Error> {
+        self.files
+            .get_entry::<StoredEntry>(GROUP, index)
+            .map_err(files_err)
+    }
+
+    /// Module doc, 4: the log and state of a data directory from before,
+    /// copied here (unless a cut-short move already did), then deleted
+    /// from the engine.
+    fn move_out_of_the_engine(&self) -> Result<(), Error> {
+        let mut legacy = WriteBatch::new();
+        let mut state = Vec::new();
+        for cf in [Cf::RaftState, Cf::Raft] {
+            for key in keys::STATE_KEYS {
+                if let Some(value) = self.engine.get(cf, key)? {
+                    legacy.delete(cf, key.to_vec());
+                    if !state.iter().any(|(k, _)| *k == key) {
+                        state.push((key, value));
+                    }
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        try_scan::<Error>(
+            self.engine.as_ref(),
+            Cf::Raft,
+            &keys::entry_key(0),
+            Some(keys::ENTRIES_END),
+            |k, v| {
+                legacy.delete(Cf::Raft, k.to_vec());
+                let entry: Entry = keys::decode(k, v)?;
+                if entry.index != keys::entry_index(k)? {
+                    return Err(keys::corrupt(k, format!("holds entry {}", entry.index)));
+                }
+                entries.push(entry);
+                Ok(Scan::Continue)
+            },
+        )?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        let moved_before = self.state(keys::HARD_STATE).is_some() || self.span().is_some();
+        if !moved_before {
+            let mut write = LogWrite::default();
+            write.append(self, &entries)?;
+            for (key, value) in state {
+                write.put_state(key, value)?;
+            }
+            self.write(&mut write, true)?;
+            tracing::info!(
+                entries = entries.len(),
+                "raft log moved out of RocksDB into its own files"
+            );
+        }
+        self.engine.write(legacy, true)?;
+        Ok(())
+    }
+}
+
+/// One atomic write to the log files.
+#[derive(Default)]
+pub(super) struct LogWrite {
+    batch: raft_engine::LogBatch,
+}
+
+impl LogWrite {
+    /// Appends `entries` (consecutive; the caller checked where they go):
+    /// any held entry from the first one's index on is replaced.
+    pub(super) fn append(&mut self, log: &LogFiles, entries: &[Entry]) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let sealed = entries
+            .iter()
+            .map(|e| log.seal_entry(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.batch
+            .add_entries::<StoredEntry>(GROUP, &sealed)
+            .map_err(files_err)
+    }
+
+    /// Sets the state record `key`.
+    pub(super) fn put_state(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), Error> {
+        self.batch
+            .put(GROUP, key.to_vec(), value)
+            .map_err(files_err)
+    }
+
+    /// Removes the entries before `to`.
+    pub(super) fn compact(&mut self, to: u64) {
+        self.batch
+            .add_command(GROUP, raft_engine::Command::Compact { index: to });
+    }
+
+    /// Removes every entry and state record (a snapshot's install puts the
+    /// state back in the same write).
+    pub(super) fn clean(&mut self) {
+        self.batch.add_command(GROUP, raft_engine::Command::Clean);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    /// Stores `stored` as it is, unsealed and unchecked.
+    fn store_raw(log: &LogFiles, stored: Entry) {
+        let mut write = LogWrite::default();
+        write
+            .batch
+            .add_entries::<StoredEntry>(GROUP, &[stored])
+            .unwrap();
+        log.write(&mut write, true).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), Arc::new(MemoryEngine::new())).unwrap();
+        let entry = |index, term| Entry {
+            index,
+            term,
+            data: b"data".to_vec().into(),
+            ..Default::default()
+        };
+        let mut write = LogWrite::default();
+        write.append(&log, &[entry(1, 1)]).unwrap();
+        log.write(&mut write, true).unwrap();
+        assert_eq!(log.entries(1, 2, u64::MAX).unwrap(), [entry(1, 1)]);
+
+        // Garbage where the sealed entry should be: its term (in the clear)
+        // still answers, the entry does not.
+        store_raw(
+            &log,
+            Entry {
+                index: 2,
+                term: 1,
+                data: b"\xff\xff\xff".to_vec().into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(log.term(2).unwrap(), Some(1));
+        let err = log.entries(1, 3, u64::MAX).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+        // The entry of index 4 stored as index 3.
+        let plain = keys::encode("entry", &entry(4, 1)).unwrap();
+        store_raw(
+            &log,
+            Entry {
+                index: 3,
+                term: 1,
+                data: plain.into(),
+                ..Default::default()
+            },
+        );
+        let err = log.entries(3, 4, u64::MAX).unwrap_err();
+        assert!(
+            err.to_string().contains("holds the entry of index 4"),
+            "{err}"
+        );
+        // Past the end: raft-engine's own error.
+        assert!(log.entries(3, 9, u64::MAX).is_err());
+        assert_eq!(log.term(9).unwrap(), None);
+    }
+}
