@@ -38,7 +38,7 @@
 //!    write here, then deletes them there in one synced write; a crash
 //!    between leaves both, and the next open finishes the delete.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -95,8 +95,16 @@ impl LogFiles {
     /// Opens (creating if needed) the log files in `dir`; moves the log of
     /// a data directory from before out of `engine` (module doc, 4).
     pub(super) fn open(dir: &Path, engine: Arc<dyn Engine>) -> Result<Self, Error> {
+        // raft-engine takes its directory as a string: a path that is not
+        // UTF-8 is refused rather than mangled into another directory.
+        let Some(dir) = dir.to_str() else {
+            return Err(Error::LogFiles(format!(
+                "the raft log's directory {} is not UTF-8",
+                dir.display()
+            )));
+        };
         let config = raft_engine::Config {
-            dir: dir.to_string_lossy().into_owned(),
+            dir: dir.to_owned(),
             // Sealed entries do not compress.
             batch_compression_threshold: raft_engine::ReadableSize(0),
             target_file_size: raft_engine::ReadableSize(FILE_BYTES),
@@ -122,13 +130,12 @@ impl LogFiles {
         self.files.get(GROUP, key)
     }
 
-    /// The ids of the data keys the held entries are sealed with, and the
-    /// first index sealed with another key than `active`.
-    pub(super) fn sealed_with(&self, active: u32) -> Result<(BTreeSet<u32>, Option<u64>), Error> {
-        let mut ids = BTreeSet::new();
-        let mut first_other = None;
+    /// The ids of the data keys the held entries are sealed with, each with
+    /// the first index it sealed.
+    pub(super) fn sealed_with(&self) -> Result<BTreeMap<u32, u64>, Error> {
+        let mut ids = BTreeMap::new();
         let Some((first, last)) = self.span() else {
-            return Ok((ids, first_other));
+            return Ok(ids);
         };
         let mut stored = Vec::new();
         for start in (first..=last).step_by(READ_CHUNK as usize) {
@@ -138,16 +145,12 @@ impl LogFiles {
                 .fetch_entries_to::<StoredEntry>(GROUP, start, end, None, &mut stored)
                 .map_err(files_err)?;
             for s in &stored {
-                let Some(id) = KeyRing::key_id_of(&s.data) else {
-                    continue;
-                };
-                ids.insert(id);
-                if id != active && first_other.is_none() {
-                    first_other = Some(s.index);
+                if let Some(id) = KeyRing::key_id_of(&s.data) {
+                    ids.entry(id).or_insert(s.index);
                 }
             }
         }
-        Ok((ids, first_other))
+        Ok(ids)
     }
 
     /// The term of the entry at `index`, without opening it.
@@ -352,6 +355,18 @@ mod tests {
             .add_entries::<StoredEntry>(GROUP, &[stored])
             .unwrap();
         log.write(&mut write, true).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_is_not_utf8_is_refused_not_mangled() {
+        use std::os::unix::ffi::OsStrExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join(std::ffi::OsStr::from_bytes(b"log\xff"));
+        let err = LogFiles::open(&dir, Arc::new(MemoryEngine::new()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is not UTF-8"), "{err}");
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -404,7 +404,9 @@ impl SealedElsewhere for RaftStorage {
     fn reseal(&self, active: u32) -> Result<usize, crate::storage::Error> {
         let bounds = self.write();
         let resealed = (|| {
-            let Some(from) = self.files.sealed_with(active)?.1 else {
+            let sealed_with = self.files.sealed_with()?;
+            let other = sealed_with.iter().filter(|(id, _)| **id != active);
+            let Some(from) = other.map(|(_, first)| *first).min() else {
                 return Ok(0);
             };
             // Rewritten from the first such entry to the end: an append
@@ -422,8 +424,8 @@ impl SealedElsewhere for RaftStorage {
         // Under the bounds' lock, which every append seals under.
         let _bounds = self.read();
         self.files
-            .sealed_with(0)
-            .map(|(ids, _)| ids)
+            .sealed_with()
+            .map(|ids| ids.into_keys().collect())
             .map_err(|e| crate::storage::Error::Engine(e.to_string()))
     }
 }
