@@ -134,21 +134,13 @@ impl LogFiles {
     /// the first index it sealed.
     pub(super) fn sealed_with(&self) -> Result<BTreeMap<u32, u64>, Error> {
         let mut ids = BTreeMap::new();
-        let Some((first, last)) = self.span() else {
-            return Ok(ids);
-        };
-        let mut stored = Vec::new();
-        for start in (first..=last).step_by(READ_CHUNK as usize) {
-            stored.clear();
-            let end = (start + READ_CHUNK).min(last + 1);
-            self.files
-                .fetch_entries_to::<StoredEntry>(GROUP, start, end, None, &mut stored)
-                .map_err(files_err)?;
-            for s in &stored {
+        if let Some((first, last)) = self.span() {
+            self.each_stored(first, last + 1, |s| {
                 if let Some(id) = KeyRing::key_id_of(&s.data) {
                     ids.entry(id).or_insert(s.index);
                 }
-            }
+                Ok(true)
+            })?;
         }
         Ok(ids)
     }
@@ -164,8 +156,29 @@ impl LogFiles {
     pub(super) fn entries(&self, low: u64, high: u64, limit: u64) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
         let mut size = 0u64;
-        let mut next = low;
+        self.each_stored(low, high, |s| {
+            let entry = self.open_entry(s)?;
+            size = size.saturating_add(u64::from(entry.compute_size()));
+            if !out.is_empty() && size > limit {
+                return Ok(false);
+            }
+            out.push(entry);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Hands `visit` the stored entries `low..high` in order, read
+    /// [`READ_CHUNK`] at a time, until it answers `false`; a missing entry
+    /// is an error.
+    fn each_stored(
+        &self,
+        low: u64,
+        high: u64,
+        mut visit: impl FnMut(&Entry) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
         let mut stored = Vec::new();
+        let mut next = low;
         while next < high {
             let end = high.min(next + READ_CHUNK);
             stored.clear();
@@ -179,16 +192,13 @@ impl LogFiles {
                 ));
             }
             for s in &stored {
-                let entry = self.open_entry(s)?;
-                size = size.saturating_add(u64::from(entry.compute_size()));
-                if !out.is_empty() && size > limit {
-                    return Ok(out);
+                if !visit(s)? {
+                    return Ok(());
                 }
-                out.push(entry);
             }
             next = end;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes `write` (synced when `sync`); the bytes written.
