@@ -93,6 +93,18 @@ impl<E: Engine> Engine for Tracked<E> {
         self.inner.sync()
     }
 
+    fn write_replayed(&self, batch: WriteBatch) -> Result<(), Error> {
+        self.inner.write_replayed(batch)
+    }
+
+    fn get_persisted(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.get_persisted(cf, key)
+    }
+
+    fn persist(&self) -> Result<(), Error> {
+        self.inner.persist()
+    }
+
     fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
         self.inner.seal_raw(cf, key, value)
     }

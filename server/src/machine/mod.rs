@@ -262,6 +262,10 @@ impl StateMachine for Machine {
         Machine::applied_index(self)
     }
 
+    fn durable_applied_index(&self) -> Result<u64, Error> {
+        Ok(self.store.durable_applied_index()?)
+    }
+
     fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), Error> {
         Machine::apply_entry(self, index, data)
     }

@@ -204,6 +204,9 @@ impl Tables {
             });
         }
         txn.commit(Some(index))?;
+        // Persisted now: no entry replays a new cluster's first state, and
+        // the raft log is reset to it next.
+        self.store.engine().persist()?;
         let mut table = self.members_write();
         table.clear();
         for m in members {

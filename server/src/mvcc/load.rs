@@ -70,7 +70,12 @@ pub(super) struct Loaded {
 }
 
 fn read_i64(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, Error> {
-    match engine.get(Cf::Meta, key)? {
+    meta_i64(key, engine.get(Cf::Meta, key)?)
+}
+
+/// The number a `meta` record under `key` holds (big-endian i64), if any.
+pub(super) fn meta_i64(key: &[u8], value: Option<Vec<u8>>) -> Result<Option<i64>, Error> {
+    match value {
         None => Ok(None),
         Some(v) => {
             let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::Corrupt {

@@ -84,8 +84,10 @@ pub struct Store {
     state: RwLock<State>,
     /// Serialises the physical phase of compactions (they run without `state`).
     compaction: Mutex<()>,
-    /// Whether commits wait for stable storage. On for a single member, whose
-    /// store is the only copy; raft may turn it off once its log is the durable copy.
+    /// Whether commits wait for stable storage: on where the store is the
+    /// only copy (an offline restore, tests). Off under raft, whose log is
+    /// the durable copy: commits are then replayed writes
+    /// ([`Store::write_state`]).
     pub(super) sync_writes: bool,
     /// Watchers, notified by every commit.
     pub(super) hub: WatchHub,
@@ -233,6 +235,27 @@ impl Store {
     /// The applied index recorded with the latest commit.
     pub fn applied_index(&self) -> u64 {
         self.read().applied_index
+    }
+
+    /// The applied index a crash now would leave the store at, where a
+    /// restart goes on from: the raft log must keep every entry after it.
+    pub fn durable_applied_index(&self) -> Result<u64, Error> {
+        let persisted = self.engine.get_persisted(Cf::Meta, META_APPLIED_INDEX)?;
+        let index = load::meta_i64(META_APPLIED_INDEX, persisted)?.unwrap_or(0);
+        Ok(u64::try_from(index).unwrap_or(0))
+    }
+
+    /// Writes a batch of the replicated state (an applied entry's records,
+    /// a compaction's deletions and markers): synced when commits wait for
+    /// stable storage, else replayed ([`Engine::write_replayed`]), all
+    /// alike, so that what a crash keeps of them is a prefix.
+    pub(super) fn write_state(&self, batch: WriteBatch) -> Result<(), Error> {
+        if self.sync_writes {
+            self.engine.write(batch, true)?;
+        } else {
+            self.engine.write_replayed(batch)?;
+        }
+        Ok(())
     }
 
     /// The engine underneath (for size figures and defragmentation).
@@ -406,7 +429,7 @@ impl Store {
         }
         let mut batch = WriteBatch::new();
         batch.put(Cf::Meta, META_SCHEDULED_COMPACT, rev.to_be_bytes());
-        self.engine.write(batch, self.sync_writes)?;
+        self.write_state(batch)?;
         let pause = std::time::Instant::now();
         let available = state.index.compact(rev);
         state.compact_rev = rev;
@@ -457,7 +480,7 @@ impl Store {
                 for key in obsolete {
                     batch.delete(Cf::Kv, key);
                 }
-                self.engine.write(batch, false)?;
+                self.write_state(batch)?;
             }
             if let Some(m) = self.metrics.get() {
                 m.db_compaction_pause_ms
@@ -470,7 +493,7 @@ impl Store {
         }
         let mut batch = WriteBatch::new();
         batch.put(Cf::Meta, META_FINISHED_COMPACT, rev.to_be_bytes());
-        self.engine.write(batch, self.sync_writes)?;
+        self.write_state(batch)?;
         tracing::debug!(revision = rev, "compaction finished");
         Ok(deleted)
     }

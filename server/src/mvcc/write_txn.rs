@@ -225,7 +225,7 @@ impl<'a> WriteTxn<'a> {
         }
         if !batch.is_empty() {
             let start = std::time::Instant::now();
-            self.store.engine().write(batch, self.store.sync_writes)?;
+            self.store.write_state(batch)?;
             if let Some(m) = self.store.metrics.get() {
                 m.commit.observe(crate::metrics::since(start));
             }

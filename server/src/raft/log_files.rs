@@ -27,9 +27,12 @@
 //! 1. An entry is synced here before raft hands it to be applied, so the
 //!    state machine is never ahead of what this log can replay... except
 //!    after a snapshot's install (3).
-//! 2. The log lets go of entries only once the state machine's writes are
-//!    synced (`Engine::sync`): the entries a restart would replay from its
-//!    applied index are still here.
+//! 2. The log lets go of entries only up to the state machine's durable
+//!    applied index (`StateMachine::durable_applied_index`: its applies
+//!    skip RocksDB's WAL, `Engine::write_replayed`, and are durable once
+//!    RocksDB flushes them), and after its other writes are synced
+//!    (`Engine::sync`): the entries a restart after a crash replays from
+//!    the applied index it finds are still here.
 //! 3. A snapshot's install syncs the state first, then resets this log in
 //!    one synced write; a crash between leaves the state ahead of the log,
 //!    which replay tolerates (applying is idempotent by index).

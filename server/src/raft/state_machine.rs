@@ -32,6 +32,15 @@ pub trait StateMachine: Send + Sync + 'static {
     /// The index of the last applied entry.
     fn applied_index(&self) -> u64;
 
+    /// The index of the last applied entry whose effects a crash now
+    /// would keep: a restart replays the log from the entry after it, so
+    /// the log keeps that entry and every later one. At most
+    /// [`StateMachine::applied_index`]; the default, equal to it, is for a
+    /// state machine that makes each apply durable as it goes.
+    fn durable_applied_index(&self) -> Result<u64, Self::Error> {
+        Ok(self.applied_index())
+    }
+
     /// Applies the normal entry at `index` (`data` empty: the no-op a new
     /// leader appends, or a conf change raft refused). A request that fails
     /// still consumes its index; `Err` only when the member cannot go on.

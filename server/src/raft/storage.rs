@@ -202,9 +202,11 @@ impl RaftStorage {
     /// most `last_index() + 1` (which empties the log).
     ///
     /// Syncs the state machine's engine first: the entries removed are ones
-    /// a restart no longer replays (the caller compacts only applied
-    /// ones). The compaction itself is not synced: after a crash it is
-    /// either whole or absent, and an absent one only keeps entries longer.
+    /// a restart no longer replays (the caller compacts only entries whose
+    /// applies are durable, `StateMachine::durable_applied_index`; the
+    /// sync covers its other writes). The compaction itself is not synced:
+    /// after a crash it is either whole or absent, and an absent one only
+    /// keeps entries longer.
     pub fn compact(&self, to: u64) -> Result<(), Error> {
         let mut bounds = self.write();
         if to <= bounds.first_index() {

@@ -1,7 +1,8 @@
-//! Test support: an engine whose writes fail on demand, to prove that a failed
-//! commit changes nothing above the storage layer, which records the
-//! writes it accepted, to check what went into one batch, and which counts
-//! its reads, to check what a request reads.
+//! Test support: a crash's image of a database, and an engine whose
+//! writes fail on demand, to prove that a failed commit changes nothing
+//! above the storage layer, which records the writes it accepted, to check
+//! what went into one batch, and which counts its reads, to check what a
+//! request reads.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -18,6 +19,16 @@ pub fn dump(engine: &dyn Engine, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
     });
     assert!(scanned.is_ok(), "scan of {cf:?}: {scanned:?}");
     out
+}
+
+/// A copy of the files of the database in `from` as they are on disk now
+/// (RocksDB's directory is flat): what a crash of the process would leave.
+pub fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in std::fs::read_dir(from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
 }
 
 /// A [`MemoryEngine`] whose writes fail while `fail` is set.

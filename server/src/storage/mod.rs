@@ -262,15 +262,45 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(), Error>;
 
     /// Applies `batch` atomically; with `sync`, it is on stable storage before
-    /// this returns, and so is every write before it. Without, it may reach
-    /// the disk only with a later synced write or the engine's close: a
-    /// crash keeps a prefix of the writes, in the order they were made.
+    /// this returns, and so is every such write before it. Without, it may
+    /// reach the disk only with a later synced write or the engine's close:
+    /// a crash keeps a prefix of these writes, in the order they were made.
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), Error>;
 
-    /// Puts every write made so far on stable storage, as a synced write
-    /// would: what the raft log lets go of must be durable in the state
-    /// first, since the log no longer replays it.
+    /// Puts every [`Engine::write`] made so far on stable storage, as a
+    /// synced write would (not the [`Engine::write_replayed`] ones: see
+    /// [`Engine::persist`]).
     fn sync(&self) -> Result<(), Error>;
+
+    /// Applies `batch` atomically, for records that something else replays
+    /// after a crash (the state machine's applied entries: the raft log).
+    /// Such writes reach stable storage only when the engine persists its
+    /// memory: by itself as its memory fills, at [`Engine::persist`] or at
+    /// the close. A crash keeps them up to the last such point, a prefix
+    /// in the order they were made, and [`Engine::get_persisted`] tells
+    /// how far. They skip the engine's own log (RocksDB's WAL), whose pass
+    /// over every applied value was a third of what a member wrote
+    /// (docs/benchmarks.md, "Applied records without RocksDB's WAL").
+    ///
+    /// A [`Engine::write`] that a crash keeps must not depend on one of
+    /// these that it may lose: whatever reads the replayed records and
+    /// writes from them (a compaction, a re-seal) writes replayed too.
+    fn write_replayed(&self, batch: WriteBatch) -> Result<(), Error> {
+        self.write(batch, false)
+    }
+
+    /// [`Engine::get`] of what a crash now would keep: without the
+    /// [`Engine::write_replayed`] writes not yet persisted.
+    fn get_persisted(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.get(cf, key)
+    }
+
+    /// Puts every write made so far on stable storage, the replayed ones
+    /// included (for RocksDB a flush of every memtable to table files):
+    /// for rare events, such as a bootstrap or dropping an old data key.
+    fn persist(&self) -> Result<(), Error> {
+        self.sync()
+    }
 
     /// `value` sealed as [`Engine::write`] would store it under `key` in
     /// `cf`, for a record kept outside the engine (the raft log's files):
@@ -441,5 +471,27 @@ pub(crate) mod conformance {
             })
             .unwrap();
         assert_eq!(visits, 1);
+
+        // A replayed write reads as any other (sealed the same, where the
+        // engine seals); once persisted, a read of what a crash keeps has
+        // it too.
+        let mut replayed = WriteBatch::new();
+        replayed.put(Cf::Kv, b"r".to_vec(), b"replayed".to_vec());
+        replayed.put(Cf::Meta, b"r".to_vec(), b"7".to_vec());
+        engine.write_replayed(replayed).unwrap();
+        assert_eq!(
+            engine.get(Cf::Kv, b"r").unwrap(),
+            Some(b"replayed".to_vec())
+        );
+        engine.persist().unwrap();
+        assert_eq!(
+            engine.get_persisted(Cf::Kv, b"r").unwrap(),
+            Some(b"replayed".to_vec())
+        );
+        assert_eq!(
+            engine.get_persisted(Cf::Meta, b"r").unwrap(),
+            Some(b"7".to_vec())
+        );
+        assert_eq!(engine.get_persisted(Cf::Meta, b"none").unwrap(), None);
     }
 }

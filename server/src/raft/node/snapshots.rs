@@ -98,11 +98,17 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
     ///
     /// Why by size: 5,000 catch-up entries of 100 KiB puts are half a
     /// gigabyte of log files, read back at every restart. Why twice: each
-    /// compaction first syncs the state machine's engine (the log may let
-    /// go only of what the state holds durably), so they come one per
-    /// [`CATCH_UP_BYTES`] of entries, not one per round. Small entries
+    /// compaction first syncs the state machine's engine, so they come one
+    /// per [`CATCH_UP_BYTES`] of entries, not one per round. Small entries
     /// never meet the size rule (a [`CATCH_UP_SCAN`] of them holds less
     /// than [`CATCH_UP_BYTES`]), so for them the log is etcd's.
+    ///
+    /// Either rule stops at the state machine's durable applied index
+    /// ([`StateMachine::durable_applied_index`]): its applies skip its
+    /// engine's log, so the entries after that index are what a restart
+    /// after a crash replays. It moves when the engine flushes its
+    /// memory (for RocksDB, every 16 MiB of memtables), so the log holds
+    /// about that much more.
     pub(super) fn maybe_compact_log(&mut self) -> Result<(), Error> {
         // Never past what raft itself has applied.
         let applied = self
@@ -129,7 +135,16 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         } else {
             0
         };
-        let to = by_count.max(by_size);
+        let wanted = by_count.max(by_size);
+        if wanted <= first {
+            return Ok(());
+        }
+        // Read only now: most rounds want nothing.
+        let durable = self
+            .machine
+            .durable_applied_index()
+            .map_err(machine_failed)?;
+        let to = wanted.min(durable);
         if to > first {
             self.log.compact(to)?;
             tracing::debug!(to, "raft log compacted");

@@ -1,7 +1,8 @@
 //! How long the log keeps entries: by count as etcd does (a member cut off
 //! past the kept entries catches up by snapshot), and by size: large
 //! entries go once they are older than the newest 4 MiB and, on the
-//! leader, every follower has them.
+//! leader, every follower has them; by either rule, only entries whose
+//! effects the state machine has made durable.
 
 use super::*;
 
@@ -106,4 +107,47 @@ async fn a_member_cut_off_during_compaction_catches_up_by_snapshot() {
     .await;
     assert!(behind.fake.state().restores >= 1);
     assert_eq!(behind.fake.data(), leader.fake.data());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_keeps_what_the_state_machine_has_not_made_durable() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader();
+
+    // Phase 1: the leader's state machine makes nothing durable past
+    // where it is now. The count rule compacts the others' logs; the
+    // leader's keeps every entry after that point.
+    let pinned = leader.fake.applied_index();
+    *leader.fake.durable.lock().unwrap() = Some(pinned);
+    for id in 0..(SNAPSHOT_COUNT + CATCH_UP) * 3 {
+        propose(leader, 100 + id, b"small").await;
+    }
+    let last = leader.log.last_index().unwrap();
+    for node in &cluster.nodes {
+        until("every member applied the entries", || {
+            node.fake.applied_index() >= last
+        })
+        .await;
+    }
+    for (at, node) in cluster.nodes.iter().enumerate() {
+        if at != cluster.leader {
+            until("a follower compacted by count", || {
+                span(node).0 > pinned + 1
+            })
+            .await;
+        }
+    }
+    let (first, _) = span(leader);
+    assert!(
+        first <= pinned,
+        "the leader's log starts at {first}, after {pinned}"
+    );
+
+    // Phase 2: durable up to the end. The next round compacts it.
+    *leader.fake.durable.lock().unwrap() = None;
+    propose(leader, 1_000, b"after").await;
+    until("the leader compacted by count", || {
+        span(leader).0 > pinned + 1
+    })
+    .await;
 }

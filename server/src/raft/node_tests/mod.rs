@@ -57,6 +57,9 @@ struct Fake {
     state: Mutex<Applied>,
     /// Proposers, keyed by the first 8 bytes of their entry.
     waiters: Waiters<u64>,
+    /// When set, the applied index the fake says a crash would keep (a
+    /// state machine whose applies reach the disk later); else all.
+    durable: Mutex<Option<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,15 @@ impl StateMachine for Fake {
 
     fn applied_index(&self) -> u64 {
         self.state.lock().unwrap().index
+    }
+
+    fn durable_applied_index(&self) -> Result<u64, FakeError> {
+        let applied = self.applied_index();
+        Ok(self
+            .durable
+            .lock()
+            .unwrap()
+            .map_or(applied, |d| d.min(applied)))
     }
 
     fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), FakeError> {

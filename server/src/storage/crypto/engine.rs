@@ -234,9 +234,15 @@ impl SealedEngine {
             .map_err(storage_error)
     }
 
-    /// Seals the puts of `batch` in place; adds the seal reservation record
-    /// when the active key's count passes what is persisted.
-    fn seal_batch(&self, batch: &mut WriteBatch, reserved: &mut (u32, u64)) -> Result<(), Error> {
+    /// Seals the puts of `batch` in place; returns the seal reservation
+    /// record to store, when the active key's count passes what is
+    /// persisted (empty otherwise). The caller stores it no later than
+    /// the sealed records can reach a disk.
+    fn seal_batch(
+        &self,
+        batch: &mut WriteBatch,
+        reserved: &mut (u32, u64),
+    ) -> Result<WriteBatch, Error> {
         // A data key that has sealed half its limit is replaced before it
         // can run out (random nonces: the limit keeps collisions unlikely).
         let (active, used, limit) = {
@@ -300,12 +306,24 @@ impl SealedEngine {
         }
         let active = keys.active_id();
         let used = keys.record_seals(active).unwrap_or(0);
+        let mut reservation = WriteBatch::new();
         if reserved.0 != active || used >= reserved.1 {
             let ahead = used + SEAL_RESERVATION;
-            batch.put(Cf::Meta, seals_record(active), ahead.to_be_bytes());
+            reservation.put(Cf::Meta, seals_record(active), ahead.to_be_bytes());
             *reserved = (active, ahead);
         }
-        Ok(())
+        Ok(reservation)
+    }
+
+    /// Stores `reservation` (from [`SealedEngine::seal_batch`]) on its
+    /// own, synced, for sealed records that do not go with it in one write
+    /// of this engine's log: a crash keeps the count rounded up, never
+    /// down, whatever it keeps of them.
+    fn store_reservation(&self, reservation: WriteBatch) -> Result<(), Error> {
+        if reservation.is_empty() {
+            return Ok(());
+        }
+        self.inner.write(reservation, true)
     }
 }
 
@@ -412,12 +430,35 @@ impl Engine for SealedEngine {
 
     fn write(&self, mut batch: WriteBatch, sync: bool) -> Result<(), Error> {
         let mut writes = crate::locks::lock(&self.writes);
-        self.seal_batch(&mut batch, &mut writes)?;
+        let reservation = self.seal_batch(&mut batch, &mut writes)?;
+        // In the same atomic write as the records it covers.
+        batch.ops.extend(reservation.ops);
         self.inner.write(batch, sync)
     }
 
     fn sync(&self) -> Result<(), Error> {
         self.inner.sync()
+    }
+
+    fn write_replayed(&self, mut batch: WriteBatch) -> Result<(), Error> {
+        let mut writes = crate::locks::lock(&self.writes);
+        let reservation = self.seal_batch(&mut batch, &mut writes)?;
+        // Not in the replayed write: a crash may lose that one while
+        // records sealed later under the same reservation (the raft log's
+        // entries) are kept.
+        self.store_reservation(reservation)?;
+        self.inner.write_replayed(batch)
+    }
+
+    fn get_persisted(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self.inner.get_persisted(cf, key)? {
+            Some(v) if is_sealed(cf) => Ok(Some(self.open_value(cf, key, &v)?)),
+            other => Ok(other),
+        }
+    }
+
+    fn persist(&self) -> Result<(), Error> {
+        self.inner.persist()
     }
 
     fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
@@ -427,17 +468,12 @@ impl Engine for SealedEngine {
         let mut writes = crate::locks::lock(&self.writes);
         let mut batch = WriteBatch::new();
         batch.put(cf, key.to_vec(), value);
-        self.seal_batch(&mut batch, &mut writes)?;
-        let mut ops = batch.ops.into_iter();
-        let Some(BatchOp::Put { value: sealed, .. }) = ops.next() else {
+        let reservation = self.seal_batch(&mut batch, &mut writes)?;
+        let Some(BatchOp::Put { value: sealed, .. }) = batch.ops.pop() else {
             return Err(Error::Sealing("a sealed record went missing".into()));
         };
-        // What sealing added: the active key's seal reservation, stored
-        // before the sealed record can reach a disk.
-        let reservation = WriteBatch { ops: ops.collect() };
-        if !reservation.is_empty() {
-            self.inner.write(reservation, true)?;
-        }
+        // Before the sealed record can reach a disk.
+        self.store_reservation(reservation)?;
         Ok(sealed)
     }
 
@@ -566,5 +602,38 @@ mod tests {
         for i in 0u32..50 {
             assert_eq!(sealed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap(), b"v");
         }
+    }
+
+    #[test]
+    fn a_replayed_write_leaves_its_seal_reservation_to_a_synced_write_of_its_own() {
+        let inner = Arc::new(crate::storage::flaky::FlakyEngine::default());
+        let sealed = SealedEngine::open(Arc::clone(&inner) as Arc<dyn Engine>, master(1)).unwrap();
+        inner.take_writes();
+        let mut b = WriteBatch::new();
+        b.put(Cf::Kv, b"r1".to_vec(), b"secret value".to_vec());
+        sealed.write_replayed(b).unwrap();
+        let writes = inner.take_writes();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        let (reservation, synced) = &writes[0];
+        assert!(synced, "the reservation first, synced");
+        assert!(matches!(
+            &reservation.ops[..],
+            [BatchOp::Put { cf: Cf::Meta, key, .. }] if key.starts_with(SEALS_PREFIX)
+        ));
+        let (records, _) = &writes[1];
+        assert!(matches!(
+            &records.ops[..],
+            [BatchOp::Put { cf: Cf::Kv, .. }]
+        ));
+        assert_eq!(sealed.get(Cf::Kv, b"r1").unwrap().unwrap(), b"secret value");
+        assert_eq!(
+            sealed.get_persisted(Cf::Kv, b"r1").unwrap().unwrap(),
+            b"secret value"
+        );
+        // Under the same reservation: no second one.
+        let mut b = WriteBatch::new();
+        b.put(Cf::Kv, b"r2".to_vec(), b"v".to_vec());
+        sealed.write_replayed(b).unwrap();
+        assert_eq!(inner.take_writes().len(), 1);
     }
 }

@@ -188,8 +188,11 @@ impl SealedEngine {
         }
         let count = stale.len();
         if count > 0 {
-            // Written raw: already sealed.
-            self.inner.write(batch, false)?;
+            // Written raw: already sealed. Replayed, as the applies whose
+            // records it rewrites: a crash that kept a re-sealed record
+            // but lost its apply would give the replayed entry another
+            // revision (`Engine::write_replayed`).
+            self.inner.write_replayed(batch)?;
         }
         drop(writes);
         Ok(count)
@@ -203,6 +206,8 @@ impl SealedEngine {
     /// ids it reports are taken before the engine's lock (its sealing takes
     /// that lock), so a key made active in between could have sealed a
     /// record it did not report; the drop then waits for the next round.
+    /// The re-sealed records are persisted before a key goes: a crash
+    /// could otherwise keep a record as it was, under the dropped key.
     pub fn drop_unused_keys(&self, elsewhere: &dyn SealedElsewhere) -> Result<Vec<u32>, Error> {
         let activations = self.activations.load(Ordering::SeqCst);
         let mut used = elsewhere.key_ids()?;
@@ -210,6 +215,7 @@ impl SealedEngine {
         if self.activations.load(Ordering::SeqCst) != activations {
             return Ok(Vec::new());
         }
+        self.inner.persist()?;
         let active = self.active_key();
         for cf in SEALED_CFS {
             self.inner.scan(cf, &[], None, &mut |_, v| {
@@ -376,6 +382,38 @@ mod tests {
         drop(sealed);
         let reopened = SealedEngine::open(inner, master(1)).unwrap();
         assert_eq!((reopened.key_ids(), reopened.active_key()), (vec![2], 2));
+    }
+
+    #[test]
+    fn a_crash_after_the_old_key_went_keeps_every_record_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let inner: Arc<dyn Engine> = Arc::new(crate::storage::RocksEngine::open(&path).unwrap());
+        let sealed = SealedEngine::open(Arc::clone(&inner), master(1)).unwrap();
+        let mut b = WriteBatch::new();
+        for i in 0u32..100 {
+            b.put(
+                Cf::Kv,
+                i.to_be_bytes().to_vec(),
+                format!("v{i}").into_bytes(),
+            );
+        }
+        sealed.write_replayed(b).unwrap();
+        // In the table files, sealed with key 1.
+        sealed.persist().unwrap();
+        assert_eq!(sealed.rotate().unwrap(), 2);
+        while sealed.reseal_step(64).unwrap() > 0 {}
+        assert_eq!(sealed.drop_unused_keys(&Nothing).unwrap(), vec![1]);
+
+        let image = dir.path().join("image");
+        crate::storage::flaky::crash_image(&path, &image);
+        let crashed: Arc<dyn Engine> = Arc::new(crate::storage::RocksEngine::open(&image).unwrap());
+        let crashed = SealedEngine::open(crashed, master(1)).unwrap();
+        assert_eq!(crashed.key_ids(), vec![2]);
+        for i in 0u32..100 {
+            let v = crashed.get(Cf::Kv, &i.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(v, format!("v{i}").into_bytes());
+        }
     }
 
     #[test]
