@@ -121,6 +121,9 @@ impl RocksEngine {
         // the writes' order: the replayed writes (no WAL) that a crash
         // keeps are then a prefix of them across families (an applied
         // entry's records and its applied index, always together).
+        // RocksDB's own flushes (a full budget, a manual compaction) take
+        // every family; a manual flush takes the families it is given, so
+        // `persist` gives them all and nothing flushes one alone.
         opts.set_atomic_flush(true);
         let cfs = Cf::ALL
             .iter()
