@@ -227,6 +227,19 @@ impl SealedEngine {
         self.read_keys().ids()
     }
 
+    /// A point read's answer as stored, opened where `cf` is sealed.
+    fn open_found(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        found: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        match found {
+            Some(v) if is_sealed(cf) => Ok(Some(self.open_value(cf, key, &v)?)),
+            other => Ok(other),
+        }
+    }
+
     /// Opens a value read from the sealed column family `cf`.
     fn open_value(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<Vec<u8>, Error> {
         self.read_keys()
@@ -329,10 +342,7 @@ impl SealedEngine {
 
 impl Engine for SealedEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        match self.inner.get(cf, key)? {
-            Some(v) if is_sealed(cf) => Ok(Some(self.open_value(cf, key, &v)?)),
-            other => Ok(other),
-        }
+        self.open_found(cf, key, self.inner.get(cf, key)?)
     }
 
     fn get_many(
@@ -451,10 +461,7 @@ impl Engine for SealedEngine {
     }
 
     fn get_persisted(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        match self.inner.get_persisted(cf, key)? {
-            Some(v) if is_sealed(cf) => Ok(Some(self.open_value(cf, key, &v)?)),
-            other => Ok(other),
-        }
+        self.open_found(cf, key, self.inner.get_persisted(cf, key)?)
     }
 
     fn persist(&self) -> Result<(), Error> {

@@ -206,8 +206,9 @@ impl SealedEngine {
     /// ids it reports are taken before the engine's lock (its sealing takes
     /// that lock), so a key made active in between could have sealed a
     /// record it did not report; the drop then waits for the next round.
-    /// The re-sealed records are persisted before a key goes: a crash
-    /// could otherwise keep a record as it was, under the dropped key.
+    /// The re-sealed records are persisted before a key goes (and only
+    /// then: a persist flushes every memtable): a crash could otherwise
+    /// keep a record as it was, under the dropped key.
     pub fn drop_unused_keys(&self, elsewhere: &dyn SealedElsewhere) -> Result<Vec<u32>, Error> {
         let activations = self.activations.load(Ordering::SeqCst);
         let mut used = elsewhere.key_ids()?;
@@ -215,7 +216,6 @@ impl SealedEngine {
         if self.activations.load(Ordering::SeqCst) != activations {
             return Ok(Vec::new());
         }
-        self.inner.persist()?;
         let active = self.active_key();
         for cf in SEALED_CFS {
             self.inner.scan(cf, &[], None, &mut |_, v| {
@@ -233,6 +233,8 @@ impl SealedEngine {
         if unused.is_empty() {
             return Ok(unused);
         }
+        // Under the writes' lock: nothing was sealed since the scan.
+        self.inner.persist()?;
         let mut batch = WriteBatch::new();
         for id in &unused {
             batch.delete(Cf::Meta, key_record(*id));
