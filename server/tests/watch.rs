@@ -476,3 +476,73 @@ async fn closed_streams_and_cancelled_watchers_leave_nothing_behind() {
     }
     member.stop().await.unwrap();
 }
+
+/// A watch "from now" is due every commit after the revision its created
+/// response names — also one that lands while that response waits for room
+/// towards a client that is slow to read (etcd starts it at the header's
+/// revision + 1). The stream's queue of responses is filled by creates that
+/// nobody reads, so the next create waits with its header taken while a put
+/// commits.
+#[tokio::test]
+async fn a_watch_from_now_is_due_what_commits_after_its_header() {
+    use cairn_server::auth::Caller;
+    use cairn_server::grpc::WatchService;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let member = common::start(dir.path()).await;
+    let c = common::client(&member).await;
+    c.put(Put::new("k", "before")).await.unwrap();
+    let service = WatchService::new(Arc::clone(member.member().kv()), Duration::from_secs(3600));
+    let creates = 64;
+    let (req_tx, req_rx) = mpsc::channel(creates);
+    let mut responses = service.open(ReceiverStream::new(req_rx), false, Caller::Anonymous);
+    for _ in 0..creates {
+        let req = create(WatchCreateRequest {
+            key: b"k".to_vec(),
+            ..WatchCreateRequest::default()
+        });
+        req_tx.send(Ok(req)).await.unwrap();
+    }
+    // Until the queue towards the client is full (then the stream is
+    // blocked in a create, after its header).
+    common::eventually(20, "a full response queue", async || {
+        tokio::task::yield_now().await;
+        let queue = responses.as_ref();
+        queue.len() == queue.max_capacity()
+    })
+    .await;
+    let put = c.put(Put::new("k", "during")).await.unwrap();
+    let put_rev = put.header.unwrap().revision;
+
+    use tokio_stream::StreamExt;
+    let mut created_before = Vec::new();
+    let mut due = std::collections::HashSet::new();
+    let mut seen = 0;
+    while seen < creates || !due.is_empty() {
+        let resp = tokio::time::timeout(Duration::from_secs(20), responses.next())
+            .await
+            .expect("a response in time")
+            .expect("the stream open")
+            .expect("no error");
+        if resp.created {
+            seen += 1;
+            let header = resp.header.unwrap().revision;
+            if header < put_rev {
+                created_before.push(resp.watch_id);
+                due.insert(resp.watch_id);
+            }
+        } else {
+            let revisions: Vec<i64> = resp
+                .events
+                .iter()
+                .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                .collect();
+            assert_eq!(revisions, vec![put_rev], "watch {}", resp.watch_id);
+            assert!(due.remove(&resp.watch_id), "watch {}", resp.watch_id);
+        }
+    }
+    // The put landed while creates were still queued: some were created
+    // before it, one of them while its response waited, and some after.
+    assert!(!created_before.is_empty() && created_before.len() < creates);
+}

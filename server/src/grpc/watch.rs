@@ -3,8 +3,10 @@
 //! The task reads the client's requests (create, cancel, progress) and sends
 //! responses in one ordered sequence: a watcher's `created` response is sent
 //! before the watcher is registered with the hub, so its events can only come
-//! after it; a cancel removes the watcher from the hub first, and messages for
-//! watchers no longer active on this stream are dropped. A slow client only
+//! after it, and a watch "from now" starts just after the revision that
+//! response names, however long the response waits for the client; a cancel
+//! removes the watcher from the hub first, and messages for watchers no
+//! longer active on this stream are dropped. A slow client only
 //! slows its own stream: while this task waits on the client, the hub's buffer
 //! for the stream fills and its watchers fall back to catching up from history.
 
@@ -360,9 +362,20 @@ impl WatchStream {
         } else {
             req.watch_id
         };
+        // The created response's revision R is read once, and a watch "from
+        // now" starts at R + 1, as etcd pins it: a commit that lands while
+        // the response waits for room towards the client comes after R, so
+        // the watcher, registered later, is due it and catches up from
+        // history. Had the start been read at registration, such a commit
+        // would fall between what the header promised and where the watcher
+        // started (jepsen's watch checker saw that gap).
+        let current = self.kv.proposer().store().current_revision();
+        if req.start_revision == 0 {
+            req.start_revision = current + 1;
+        }
         // Created first, then registered: its events can only follow it.
         self.send(WatchResponse {
-            header: self.header(0),
+            header: self.header(current),
             watch_id,
             created: true,
             ..WatchResponse::default()
