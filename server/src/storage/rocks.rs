@@ -61,8 +61,11 @@ fn is_lock_error(message: &str) -> bool {
 /// file of about this size, and the raft log's own fsyncs wait behind it on
 /// the same disk: 32 MiB (when the raft log's entries shared it) made the
 /// 100 KiB puts' p99 50-60 ms once the `kv` family had it alone, 16 MiB
-/// 32-38 ms (docs/benchmarks.md, "The raft log in files of its own").
-const DB_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// 32-38 ms (docs/benchmarks.md, "The raft log in files of its own"); with
+/// the applied records out of RocksDB's WAL, 16 MiB 65-100 ms and 8 MiB
+/// 42-53, the other write rows level; 4 MiB halved the throughput of
+/// small puts from 1,000 clients ("Smaller memtable flushes").
+const DB_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.

@@ -107,7 +107,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
     /// ([`StateMachine::durable_applied_index`]): its applies skip its
     /// engine's log, so the entries after that index are what a restart
     /// after a crash replays. It moves when the engine flushes its
-    /// memory (for RocksDB, every 16 MiB of memtables), so the log holds
+    /// memory (for RocksDB, every 8 MiB of memtables), so the log holds
     /// about that much more.
     pub(super) fn maybe_compact_log(&mut self) -> Result<(), Error> {
         // Never past what raft itself has applied.
