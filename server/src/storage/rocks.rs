@@ -63,8 +63,9 @@ fn is_lock_error(message: &str) -> bool {
 /// 100 KiB puts' p99 50-60 ms once the `kv` family had it alone, 16 MiB
 /// 32-38 ms (docs/benchmarks.md, "The raft log in files of its own"); with
 /// the applied records out of RocksDB's WAL, 16 MiB 65-100 ms and 8 MiB
-/// 42-60, the other write rows level; 4 MiB cost a third of the throughput of
-/// small puts from 1,000 clients ("Smaller memtable flushes").
+/// 42-60, for 6-8% of the large values' throughput, the small values' rows
+/// level; 4 MiB cost a third of the throughput of small puts from 1,000
+/// clients ("Smaller memtable flushes").
 const DB_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 impl RocksEngine {
