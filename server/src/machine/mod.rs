@@ -266,6 +266,10 @@ impl StateMachine for Machine {
         Ok(self.store.durable_applied_index()?)
     }
 
+    fn persist(&self) -> Result<(), Error> {
+        Ok(self.store.persist()?)
+    }
+
     fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), Error> {
         Machine::apply_entry(self, index, data)
     }

@@ -245,6 +245,12 @@ impl Store {
         Ok(u64::try_from(index).unwrap_or(0))
     }
 
+    /// Makes every write so far durable, the replayed ones included
+    /// ([`Engine::persist`]).
+    pub fn persist(&self) -> Result<(), Error> {
+        Ok(self.engine.persist()?)
+    }
+
     /// Writes a batch of the replicated state (an applied entry's records,
     /// a compaction's deletions and markers): synced when commits wait for
     /// stable storage, else replayed ([`Engine::write_replayed`]), all

@@ -20,8 +20,8 @@ pub enum MemberChange {
 
 /// The replicated state machine, as the raft thread sees it.
 ///
-/// Every method but `snapshot` is called on the raft thread only, between
-/// two Readys. Applying must be
+/// Every method but `snapshot` and `persist` is called on the raft thread
+/// only, between two Readys. Applying must be
 /// idempotent by index: an entry at or below the applied index is skipped
 /// (a crash between installing a snapshot and its log replays entries).
 pub trait StateMachine: Send + Sync + 'static {
@@ -39,6 +39,16 @@ pub trait StateMachine: Send + Sync + 'static {
     /// state machine that makes each apply durable as it goes.
     fn durable_applied_index(&self) -> Result<u64, Self::Error> {
         Ok(self.applied_index())
+    }
+
+    /// Makes every apply so far durable: a crash after it replays none of
+    /// them. Called once, on a thread of its own, when a start has applied
+    /// the entries the log held past [`StateMachine::durable_applied_index`]
+    /// (what a crash before it lost), so that a second crash soon after
+    /// does not replay them all again. The default, for a state machine
+    /// that makes each apply durable as it goes, does nothing.
+    fn persist(&self) -> Result<(), Self::Error> {
+        Ok(())
     }
 
     /// Applies the normal entry at `index` (`data` empty: the no-op a new

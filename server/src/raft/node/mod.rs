@@ -129,6 +129,10 @@ struct Node<T: Transport, M: StateMachine> {
     /// machine was behind, and when the node started: the replay of those entries is logged
     /// ("start-up phase") once applied, for the restart time's breakdown.
     replay: Option<(u64, u64, Instant)>,
+    /// The state machine's persist once that replay is applied, on a
+    /// thread of its own (a flush of what the replay wrote, which the
+    /// loop need not wait for); joined when the loop ends.
+    persisting: Option<std::thread::JoinHandle<()>>,
     /// The term in which this member, leading, is known to have committed
     /// an entry of its own (0: none yet). True once, it stays true for the
     /// whole term, so the status need not read the committed entry's term
@@ -196,6 +200,7 @@ pub fn start<T: Transport, M: StateMachine>(
         heard: HashMap::new(),
         replay: (state.hard_state.commit > applied)
             .then(|| (applied, state.hard_state.commit, Instant::now())),
+        persisting: None,
         committed_in_term: 0,
     };
     // A lone voter elects itself at once instead of after a timeout.
@@ -309,6 +314,10 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         self.status.send_modify(|s| s.reads_alone = false);
         self.reads.fail_all(RequestError::Stopped);
         self.machine.stopped();
+        if let Some(persisting) = self.persisting.take() {
+            // Its panic was logged where it happened; nothing is left to do.
+            let _ = persisting.join();
+        }
         tracing::info!("raft loop stopped");
     }
 
@@ -341,21 +350,48 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         }));
     }
 
-    /// Logs the start-up replay of committed entries once it is applied.
+    /// Logs the start-up replay of committed entries once it is applied,
+    /// and has the state machine persist what the replay wrote, so that a
+    /// second crash does not replay those entries again.
     fn note_replay(&mut self) {
-        if let Some((from, commit, started)) = self.replay {
-            let applied = self.machine.applied_index();
-            if applied >= commit {
-                let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let entries = commit - from;
-                tracing::info!(
-                    phase = "raft log replay",
-                    took_ms,
-                    entries,
-                    "start-up phase"
-                );
-                self.replay = None;
+        let Some((from, commit, started)) = self.replay else {
+            return;
+        };
+        if self.machine.applied_index() < commit {
+            return;
+        }
+        self.replay = None;
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let entries = commit - from;
+        tracing::info!(
+            phase = "raft log replay",
+            took_ms,
+            entries,
+            "start-up phase"
+        );
+        let machine = Arc::clone(&self.machine);
+        let persist = move || {
+            let started = Instant::now();
+            match machine.persist() {
+                Ok(()) => {
+                    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    tracing::info!(
+                        phase = "replayed state persisted",
+                        took_ms,
+                        "start-up phase"
+                    );
+                }
+                // Not fatal: the entries stay in the log until the state
+                // machine's next flush, and a crash replays them again.
+                Err(e) => tracing::warn!(error = %e, "persisting the replayed state failed"),
             }
+        };
+        match std::thread::Builder::new()
+            .name("cairn-persist".into())
+            .spawn(persist)
+        {
+            Ok(thread) => self.persisting = Some(thread),
+            Err(e) => tracing::warn!(error = %e, "no thread to persist the replayed state"),
         }
     }
 

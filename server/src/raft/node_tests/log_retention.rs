@@ -151,3 +151,37 @@ async fn the_log_keeps_what_the_state_machine_has_not_made_durable() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_replays_the_log_persists_what_it_replayed() {
+    // Phase 1: a lone voter applies a few entries as it goes: nothing
+    // was replayed, so nothing is persisted.
+    let net = Arc::new(Network::default());
+    let mut node = start(1, &[1], &net);
+    until("it leads", || node.handle.status().is_leader).await;
+    for id in 0..5 {
+        propose(&node, 100 + id, b"v").await;
+    }
+    let last = node.log.last_index().unwrap();
+    assert_eq!(node.fake.state().persists, 0);
+
+    // Phase 2: it restarts over the same log with a state machine that
+    // lost every apply (a crash before any flush). The start replays
+    // them, then persists once.
+    node.handle.send(Input::Stop);
+    node.thread.take().unwrap().join().unwrap();
+    let log = Arc::clone(&node.log);
+    let log_dir = std::mem::replace(&mut node._log_dir, tempfile::tempdir().unwrap());
+    drop(node);
+    let node = run(1, &net, SNAPSHOT_COUNT, log, log_dir);
+    until("the log replayed", || node.fake.applied_index() >= last).await;
+    assert_eq!(node.fake.data().len(), 5);
+    until("the replayed state persisted", || {
+        node.fake.state().persists == 1
+    })
+    .await;
+
+    // Phase 3: entries applied after the replay are not persisted again.
+    propose(&node, 200, b"after").await;
+    assert_eq!(node.fake.state().persists, 1);
+}

@@ -45,6 +45,8 @@ struct Applied {
     restores: usize,
     /// Whether the loop said it stopped.
     stopped: bool,
+    /// Times the node asked it to persist.
+    persists: usize,
 }
 
 /// Bytes of each entry's data the fake keeps.
@@ -96,6 +98,11 @@ impl StateMachine for Fake {
             .lock()
             .unwrap()
             .map_or(applied, |d| d.min(applied)))
+    }
+
+    fn persist(&self) -> Result<(), FakeError> {
+        self.state.lock().unwrap().persists += 1;
+        Ok(())
     }
 
     fn apply_entry(&self, index: u64, data: &bytes::Bytes) -> Result<(), FakeError> {
@@ -252,6 +259,18 @@ fn start_with(id: u64, voters: &[u64], net: &Arc<Network>, snapshot_count: u64) 
     };
     meta.mut_conf_state().voters = voters.to_vec();
     log.apply_snapshot(&meta).unwrap();
+    run(id, net, snapshot_count, log, log_dir)
+}
+
+/// Runs node `id` over `log`, with a state machine at the bootstrap
+/// snapshot's index 1 (a restart over a longer log replays the rest).
+fn run(
+    id: u64,
+    net: &Arc<Network>,
+    snapshot_count: u64,
+    log: Arc<RaftStorage>,
+    log_dir: tempfile::TempDir,
+) -> TestNode {
     let fake = Arc::new(Fake::default());
     fake.state.lock().unwrap().index = 1;
     let channel = node::inbox().unwrap();
