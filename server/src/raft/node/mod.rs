@@ -315,7 +315,8 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
         self.reads.fail_all(RequestError::Stopped);
         self.machine.stopped();
         if let Some(persisting) = self.persisting.take() {
-            // Its panic was logged where it happened; nothing is left to do.
+            // A panic there went to std's panic hook (stderr) as it
+            // happened, and only cost the persist: nothing is left to do.
             let _ = persisting.join();
         }
         tracing::info!("raft loop stopped");
