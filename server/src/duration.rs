@@ -1,6 +1,20 @@
-//! Durations as etcd's flags take them: Go's `time.ParseDuration` syntax.
+//! Durations as etcd's flags take them (Go's `time.ParseDuration` syntax),
+//! and as the logs give them (whole milliseconds).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// `d` in whole milliseconds, as the logs' `took_ms` fields and etcd's
+/// millisecond figures take it (saturating: a `u128` of milliseconds does
+/// not fit a log field).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The whole milliseconds since `started`: how long a start-up phase or a
+/// step took, for its log line.
+pub fn millis_since(started: Instant) -> u64 {
+    millis(started.elapsed())
+}
 
 /// Parses a Go duration: a sequence of decimal numbers, each with an optional
 /// fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), such as

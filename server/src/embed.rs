@@ -365,7 +365,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Handle, 
         if raft.status().is_leader {
             member.lease().lessor().leader_only().promote();
         }
-        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let took_ms = crate::duration::millis_since(started);
         tracing::info!(phase = "election", took_ms, "start-up phase");
     }
 

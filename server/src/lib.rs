@@ -12,7 +12,8 @@
 //! - [`auth`]: authentication and RBAC: the replicated auth store (one
 //!   sealed record), tokens, passwords (bcrypt) and the permission check of
 //!   each request kind.
-//! - [`duration`]: Go's duration syntax, as etcd's flags take it.
+//! - [`duration`]: Go's duration syntax, as etcd's flags take it; whole
+//!   milliseconds for the logs' `took_ms` fields.
 //! - [`concurrency`]: etcd's mutex and election recipes over the member's own
 //!   KV, Lease and Watch, behind the Lock and Election services.
 //! - [`member`]: one member's internal API (etcd's `EtcdServer`), one API

@@ -54,7 +54,7 @@ pub(super) fn load_member_id(
 pub(super) fn phase<T>(name: &'static str, run: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let out = run();
-    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let took_ms = crate::duration::millis_since(started);
     tracing::info!(phase = name, took_ms, "start-up phase");
     out
 }

@@ -51,7 +51,7 @@ impl IdGenerator {
     pub fn now(member_id: u64) -> Self {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, crate::duration::millis);
         Self::new(member_id, millis)
     }
 

@@ -6,7 +6,7 @@
 //! keys, the marker of an install under way): those never travel and are
 //! never replaced. Installing is `install`'s.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cairn_proto::cairnpb::SnapshotRecord;
 use prost::Message;
@@ -121,7 +121,7 @@ impl Machine {
         self.lessor.reload(&self.store)?;
         self.tables.load()?;
         self.auth.load(self.store.engine().as_ref())?;
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::duration::millis;
         tracing::info!(
             records,
             check_and_stage_ms = ms(staged),

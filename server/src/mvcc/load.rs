@@ -125,7 +125,7 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
         });
         Ok(())
     })?;
-    let read_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let read_ms = crate::duration::millis_since(started);
     let record_count = records.len();
     // Sorted by key (parts on their own threads), then built in one go: a
     // search of the map per record, in revision order, was most of the
@@ -155,7 +155,7 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
         read_ms,
         keys = index.len(),
         leased_keys = leased.len(),
-        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        took_ms = crate::duration::millis_since(started),
         "key index rebuilt from the records"
     );
     Ok(Loaded {

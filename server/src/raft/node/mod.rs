@@ -362,7 +362,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             return;
         }
         self.replay = None;
-        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let took_ms = crate::duration::millis_since(started);
         let entries = commit - from;
         tracing::info!(
             phase = "raft log replay",
@@ -375,7 +375,7 @@ impl<T: Transport, M: StateMachine> Node<T, M> {
             let started = Instant::now();
             match machine.persist() {
                 Ok(()) => {
-                    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let took_ms = crate::duration::millis_since(started);
                     tracing::info!(
                         phase = "replayed state persisted",
                         took_ms,
