@@ -56,13 +56,25 @@ use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 /// The one raft group of a member.
 const GROUP: u64 = 1;
 
-/// Size of a log file: etcd's WAL segment is 64 MB; smaller files let the
-/// space of a compacted log go sooner.
-const FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Size of a log file. etcd's WAL segment is 64 MB; smaller files let the
+/// space of a compacted log go sooner, and with [`PURGE_BYTES`] at 16 of
+/// them keep the live entries out of raft-engine's rewrites: a purge copies
+/// a group's entries that sit in files before its rewrite watermark (70% of
+/// the way from the oldest file to the active one) into its rewrite queue,
+/// synced, when fewer than 32 are there. With 16 MiB files and four of them
+/// to a purge, the watermark was the file just before the active one, which
+/// held part of the live tail (the 4 MiB kept for followers, or what
+/// RocksDB has not flushed: up to two 8 MiB memtables), and 1 MiB puts had
+/// the raft thread rewrite 12% more bytes than it appended. Now the files
+/// past the watermark hold at least 32 MiB, twice that tail
+/// (docs/benchmarks.md, "Large values on one disk").
+const FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Log files kept before raft-engine removes (or recycles) the ones that
-/// hold only compacted entries: bounds what a restart reads back.
-const PURGE_BYTES: u64 = 4 * FILE_BYTES;
+/// hold only compacted entries: bounds what a restart reads back (128 MiB
+/// of files open in 43 ms with a cold page cache) and the log's disk use
+/// (etcd keeps five 64 MB WAL files).
+const PURGE_BYTES: u64 = 16 * FILE_BYTES;
 
 /// Entries read from the files per call when a range is read: the size
 /// limit is raft's, on the entries as raft gave them, so it is applied
@@ -380,6 +392,63 @@ mod tests {
             .unwrap();
         assert!(err.to_string().contains("is not UTF-8"), "{err}");
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    /// The bytes of the files with names ending in `suffix` in `dir`.
+    fn bytes_of(dir: &Path, suffix: &str) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap())
+            .filter(|f| f.file_name().to_string_lossy().ends_with(suffix))
+            .map(|f| f.metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn the_live_tail_of_large_entries_is_purged_around_not_rewritten() {
+        // 1 MiB entries (etcd's largest request) appended one at a time and
+        // purged after each write, as the raft thread does. The log is
+        // compacted as a member compacts it under such puts: to the newest
+        // 4 MiB kept for followers, but only as far as RocksDB has flushed,
+        // which it does every 8 MiB of memtables and may be one flush
+        // behind. So the live tail grows from 4 to 16 entries and drops back.
+        // The files of the compacted entries go; the live ones are never
+        // copied into the rewrite queue (with 16 MiB files they were: the
+        // raft thread rewrote 12% of the bytes it appended).
+        const ENTRY_BYTES: u64 = 1024 * 1024;
+        const KEPT: u64 = 4;
+        const FLUSH_EVERY: u64 = 8;
+        const FLUSHES_BEHIND: u64 = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), Arc::new(MemoryEngine::new())).unwrap();
+        let rewrite_files_at_start = bytes_of(dir.path(), ".rewrite");
+        let appended = 2 * PURGE_BYTES / ENTRY_BYTES;
+        let mut longest_tail = 0;
+        for index in 1..=appended {
+            let entry = Entry {
+                index,
+                term: 1,
+                data: vec![index as u8; ENTRY_BYTES as usize].into(),
+                ..Default::default()
+            };
+            let mut write = LogWrite::default();
+            write.append(&log, &[entry]).unwrap();
+            let flushed = (index / FLUSH_EVERY).saturating_sub(FLUSHES_BEHIND) * FLUSH_EVERY;
+            let to = flushed.min(index.saturating_sub(KEPT));
+            if to > log.span().map_or(0, |(first, _)| first) {
+                write.compact(to);
+            }
+            log.write(&mut write, false).unwrap();
+            log.purge().unwrap();
+            let (first, last) = log.span().unwrap();
+            longest_tail = longest_tail.max(last + 1 - first);
+        }
+        assert_eq!(longest_tail, (FLUSHES_BEHIND + 1) * FLUSH_EVERY);
+        assert_eq!(bytes_of(dir.path(), ".rewrite"), rewrite_files_at_start);
+        // The compacted entries' files went (or wait to be reused:
+        // raft-engine keeps purged files to recycle).
+        let on_disk = bytes_of(dir.path(), ".raftlog");
+        assert!(on_disk <= 2 * PURGE_BYTES, "{on_disk} bytes of log files");
     }
 
     #[test]
