@@ -19,8 +19,12 @@ fn main() {
     }
 }
 
-/// The files whose change means a new HEAD commit (in a worktree too):
-/// HEAD, the branch it names, and the packed refs.
+/// The paths whose change means a new HEAD commit (in a worktree too):
+/// HEAD, the directory of the branch it names (a commit rewrites the
+/// branch's file there, or creates it when the branch was packed), and the
+/// packed refs. Only paths that exist: cargo runs a build script again on
+/// every build while a path it watches is missing, and a checkout whose
+/// refs were never packed has no `packed-refs`.
 fn git_paths() -> Vec<String> {
     let git = |args: &[&str]| -> Option<String> {
         let out = std::process::Command::new("git").args(args).output().ok()?;
@@ -30,9 +34,12 @@ fn git_paths() -> Vec<String> {
     };
     let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        refs.push(branch);
+        if let Some((dir, _)) = branch.rsplit_once('/') {
+            refs.push(dir.to_string());
+        }
     }
     refs.iter()
         .filter_map(|r| git(&["rev-parse", "--git-path", r]))
+        .filter(|path| std::path::Path::new(path).exists())
         .collect()
 }
