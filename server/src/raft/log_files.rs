@@ -66,14 +66,17 @@ const GROUP: u64 = 1;
 /// held part of the live tail (the 4 MiB kept for followers, or what
 /// RocksDB has not flushed: up to two 8 MiB memtables), and 1 MiB puts had
 /// the raft thread rewrite 12% more bytes than it appended. Now the files
-/// past the watermark hold at least 32 MiB, twice that tail
-/// (docs/benchmarks.md, "Large values on one disk").
-const FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// past the watermark hold at least 16 MiB, that whole tail
+/// (docs/benchmarks.md, "Large values on one disk"). A larger threshold
+/// would widen the margin at the price of disk: raft-engine keeps up to
+/// 1.5 times the threshold in purged files for reuse (a reused file's
+/// extents are written already, so a synced append changes no metadata).
+const FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Log files kept before raft-engine removes (or recycles) the ones that
-/// hold only compacted entries: bounds what a restart reads back (128 MiB
-/// of files open in 43 ms with a cold page cache) and the log's disk use
-/// (etcd keeps five 64 MB WAL files).
+/// hold only compacted entries: bounds what a restart reads back, and with
+/// the files kept for reuse the log's disk (at most ~160 MiB; etcd keeps
+/// five 64 MB WAL files).
 const PURGE_BYTES: u64 = 16 * FILE_BYTES;
 
 /// Entries read from the files per call when a range is read: the size
