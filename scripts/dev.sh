@@ -79,6 +79,8 @@ deps() {
     has_libclang || missing+=(libclang1-14)
     ls /usr/lib/llvm-*/lib/clang/*/include/stdbool.h >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
     command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    # tikv-jemalloc-sys builds jemalloc with its configure script and make.
+    command -v make >/dev/null 2>&1 || missing+=(make)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing build dependencies: ${missing[*]}" >&2
         apt_install "${missing[@]}"

@@ -17,6 +17,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use flags::Flags;
 
+/// jemalloc for the Rust side with sized deallocation; the C++ side (RocksDB)
+/// reaches the same jemalloc through `malloc`, which the unprefixed build
+/// provides for the whole process.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn",
