@@ -697,6 +697,9 @@ SCALE_FIGURES = (
     ("range_rps_small", "linearizable range, random key, {small} keys (req/s)", "{:,.0f}", "high"),
     ("range_rps_all", "linearizable range, random key, {keys} keys (req/s)", "{:,.0f}", "high"),
     ("range_flat", "range: rate with {keys} keys / rate with {small}", "{:.2f}", "high"),
+    ("range_rps_all_first", "linearizable range among the first {small} keys, {keys} keys in (req/s)",
+     "{:,.0f}", "high"),
+    ("range_loaded_flat", "range with {keys} keys in: among all / among the first {small}", "{:.2f}", "high"),
 )
 
 
@@ -725,6 +728,8 @@ def scale_rounds(d):
             for what in ("put", "range"):
                 a, b = f.get(f"{what}_rps_all"), f.get(f"{what}_rps_small")
                 f[f"{what}_flat"] = a / b if a and b else None
+            a, b = f.get("range_rps_all"), f.get("range_rps_all_first")
+            f["range_loaded_flat"] = a / b if a and b else None
         if figs:
             rounds.append(figs)
     return rounds

@@ -11,7 +11,9 @@
 # whether throughput stays flat as the store grows: put (random keys, 1,000 clients
 # over 100 connections) and linearizable range (a random one of the keys) with
 # 10,000 keys in a fresh server, and again once all N are in (--flat-total requests
-# each). The 10,000-key runs come first, on servers of their own, in the order
+# each), and then the range among the first 10,000 keys of the loaded server
+# (the same keys as the 10,000-key run reads, on a server holding N). The
+# 10,000-key runs come first, on servers of their own, in the order
 # A B B A (each kind's figure the mean of its two): a server that ran right after
 # the other's 1,000,000-key phase ran slower, and with both orders in one round
 # no kind is favoured by its place.
@@ -135,6 +137,16 @@ flat() {
   figure "$kind" "put_rps_$at" "$flat_put"
   figure "$kind" "range_rps_$at" "$flat_range"
   log "$kind: with $n keys: put $flat_put/s, linearizable range $flat_range/s"
+  [ "$at" = all ] || return 0
+  # The same loaded server read among its first $small keys only: the range's
+  # loss at N keys split into what the keys read cost and what the loaded
+  # server costs whichever keys it reads.
+  "$bench_bin" --endpoints "$client" --conns 100 --clients 1000 --json \
+    range --key-space-size "$small" --consistency l --total "$flat_total" >"$out/$kind.range-all-first.json"
+  local first
+  first=$(rate_of "$out/$kind.range-all-first.json")
+  figure "$kind" range_rps_all_first "$first"
+  log "$kind: with $n keys: linearizable range among the first $small $first/s"
 }
 
 # fresh KIND DIR LOG : a fresh single-member server of KIND with its data under DIR
@@ -254,6 +266,7 @@ fi
   echo "rss_mib: RSS after the load, before kill -9; rss2_mib: RSS once the last restart answered;"
   echo "data_mib: data directory at rest after the first kill -9;"
   echo "put_small, range_small: requests/s with the first $small keys in; put_all, range_all: with all"
-  echo "           $keys (and the overwrites); random keys, 1,000 clients over 100 connections."
+  echo "           $keys (and the overwrites); random keys, 1,000 clients over 100 connections;"
+  echo "           scale.tsv's range_rps_all_first: the loaded server's range among its first $small."
 } >>"$out/table.txt"
 cat "$out/table.txt"
