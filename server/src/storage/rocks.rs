@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    ColumnFamilyDescriptor, FlushOptions, Options, ReadOptions, ReadTier, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, FlushOptions, Options, ReadOptions, ReadTier,
+    WriteOptions, DB,
 };
 
 use super::{BatchOp, Cf, Engine, Error, RecordVisitor, Scan, SizeInfo, WriteBatch};
@@ -68,6 +69,57 @@ fn is_lock_error(message: &str) -> bool {
 /// clients ("Smaller memtable flushes").
 const DB_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
+/// The most memory the `kv` family's block cache holds: the tables of a
+/// store of 1,000,000 keys of 256-byte values (~350 MB) fit, as etcd's
+/// mapped bbolt file keeps such a store's pages resident (its RSS after
+/// that load is ~940 MiB). With RocksDB's default (32 MiB) a read of a
+/// random key of such a store missed the cache: a `pread` of its 4 KiB
+/// block, a checksum and an eviction, ~25% more of the member's CPU per
+/// read than among 10,000 keys (docs/benchmarks.md, "A block cache the
+/// size of the data"). The cache holds only blocks that were written or
+/// read, so a small store's member stays small.
+const KV_BLOCK_CACHE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The smallest `kv` record kept in RocksDB's blob files instead of its
+/// tables: a flush would otherwise copy each large value into the block
+/// cache as it writes it (one block per value), for reads that large
+/// values rarely get: 1 MiB puts cost the members 30% more CPU and ran 8%
+/// slower with the cache filled by flushes, level with it with the values
+/// in blob files (docs/benchmarks.md, "A block cache the size of the
+/// data"). Kubernetes objects (a few KiB) stay in the tables.
+const KV_BLOB_MIN_BYTES: u64 = 64 * 1024;
+
+/// The options of column family `cf`. The `kv` family, which every read of
+/// a value reads, has a block cache of its own ([`KV_BLOCK_CACHE_BYTES`];
+/// RocksDB's HyperClock cache, whose lookups take no lock: its LRU cache of
+/// the same size read slower than the default under 1,000 clients) that
+/// each flush fills with the blocks it writes (`prepopulate_block_cache`),
+/// so a store's records are in it from their write on, where etcd's are in
+/// the page cache it reads through, rather than after a first read of each
+/// block. The revision keys arrive in order, so compactions mostly move
+/// files down without rewriting them, and a moved file's cached blocks stay
+/// valid. Records of [`KV_BLOB_MIN_BYTES`] and more go to blob files; a
+/// compaction that rewrites a table moves the live values it references out
+/// of any blob file (an age cutoff of 1.0), so a blob file whose records
+/// were compacted away goes as a table of them would.
+fn family_options(cf: Cf) -> Result<Options, Error> {
+    let mut opts = Options::default();
+    if cf != Cf::Kv {
+        return Ok(opts);
+    }
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_hyper_clock_cache(KV_BLOCK_CACHE_BYTES, 0));
+    opts.set_block_based_table_factory(&table);
+    opts.set_enable_blob_files(true);
+    opts.set_min_blob_size(KV_BLOB_MIN_BYTES);
+    opts.set_enable_blob_gc(true);
+    opts.set_blob_gc_age_cutoff(1.0);
+    // rust-rocksdb has no setter for it: RocksDB's options string, applied
+    // over the table options above (the cache set there is kept).
+    opts.get_options_from_string("block_based_table_factory={prepopulate_block_cache=kFlushOnly}")
+        .map_err(engine_err)
+}
+
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.
     pub fn open(path: &Path) -> Result<Self, Error> {
@@ -131,7 +183,8 @@ impl RocksEngine {
         opts.set_atomic_flush(true);
         let cfs = Cf::ALL
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+            .map(|cf| Ok(ColumnFamilyDescriptor::new(cf.name(), family_options(*cf)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let message = e.into_string();
             if is_lock_error(&message) {
@@ -533,6 +586,83 @@ mod tests {
         let reopened = RocksEngine::open(&path).unwrap();
         assert_eq!(reopened.get(Cf::Meta, b"applied").unwrap(), Some(vec![2]));
         assert!(reopened.get(Cf::Kv, b"k\x02").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_flush_fills_the_kv_familys_own_block_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RocksEngine::open(dir.path()).unwrap();
+        let property = |cf: Cf, name: &str| {
+            let handle = engine.db.cf_handle(cf.name()).unwrap();
+            engine
+                .db
+                .property_int_value_cf(&handle, name)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(
+            property(Cf::Kv, "rocksdb.block-cache-capacity"),
+            KV_BLOCK_CACHE_BYTES as u64
+        );
+        // The cache's own table is charged to it from the start.
+        let empty = property(Cf::Kv, "rocksdb.block-cache-usage");
+        let meta_empty = property(Cf::Meta, "rocksdb.block-cache-usage");
+        let mut b = WriteBatch::new();
+        for i in 0u32..1_000 {
+            b.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![7; 256]);
+            b.put(Cf::Meta, i.to_be_bytes().to_vec(), vec![7; 256]);
+        }
+        engine.write_replayed(b).unwrap();
+        engine.persist().unwrap();
+        // Nothing was read: the flush put the ~260 KB of blocks it wrote in
+        // the cache. The other families keep RocksDB's default cache,
+        // which a flush does not fill.
+        let cached = property(Cf::Kv, "rocksdb.block-cache-usage") - empty;
+        assert!(cached > 256_000, "{cached}");
+        assert_eq!(property(Cf::Meta, "rocksdb.block-cache-usage"), meta_empty);
+        assert_eq!(
+            engine.get(Cf::Kv, &7u32.to_be_bytes()).unwrap(),
+            Some(vec![7; 256])
+        );
+    }
+
+    #[test]
+    fn large_records_go_to_blob_files_not_the_block_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RocksEngine::open(dir.path()).unwrap();
+        let kv = engine.db.cf_handle(Cf::Kv.name()).unwrap();
+        let property = |name| engine.db.property_int_value_cf(&kv, name).unwrap().unwrap();
+        let large = KV_BLOB_MIN_BYTES as usize;
+        let empty = property("rocksdb.block-cache-usage");
+        let mut b = WriteBatch::new();
+        for i in 0u8..8 {
+            b.put(Cf::Kv, vec![b'l', i], vec![i; large]);
+        }
+        b.put(Cf::Kv, b"small".to_vec(), vec![1; 100]);
+        engine.write_replayed(b).unwrap();
+        engine.persist().unwrap();
+        assert!(property("rocksdb.total-blob-file-size") >= 8 * large as u64);
+        // The flush cached the table's block (the small record and the
+        // large ones' references), not the 512 KiB of values.
+        let cached = property("rocksdb.block-cache-usage") - empty;
+        assert!(cached > 0 && cached < large as u64, "{cached}");
+        for i in 0u8..8 {
+            assert_eq!(
+                engine.get(Cf::Kv, &[b'l', i]).unwrap(),
+                Some(vec![i; large])
+            );
+        }
+        // Deleted large records' space goes once a compaction rewrites the
+        // table that referenced them.
+        let mut b = WriteBatch::new();
+        for i in 0u8..8 {
+            b.delete(Cf::Kv, vec![b'l', i]);
+        }
+        engine.write_replayed(b).unwrap();
+        engine.persist().unwrap();
+        engine.defragment().unwrap();
+        assert_eq!(property("rocksdb.total-blob-file-size"), 0);
+        assert_eq!(engine.get(Cf::Kv, b"small").unwrap(), Some(vec![1; 100]));
     }
 
     #[test]
