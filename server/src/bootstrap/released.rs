@@ -105,6 +105,10 @@ impl<E: Engine> Engine for Tracked<E> {
         self.inner.persist()
     }
 
+    fn bulk_writes(&self, on: bool) -> Result<(), Error> {
+        self.inner.bulk_writes(on)
+    }
+
     fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
         self.inner.seal_raw(cf, key, value)
     }

@@ -155,6 +155,21 @@ pub(super) fn write_state(
     batch_bytes: usize,
     last: WriteBatch,
 ) -> Result<(), Error> {
+    engine.bulk_writes(true)?;
+    let written = write_batches(engine, data, batch_bytes, last);
+    // Back to caching what is written, after a failed install too.
+    let restored = engine.bulk_writes(false);
+    written?;
+    Ok(restored?)
+}
+
+/// [`write_state`]'s writes.
+fn write_batches(
+    engine: &dyn Engine,
+    data: &[u8],
+    batch_bytes: usize,
+    last: WriteBatch,
+) -> Result<(), Error> {
     for cf in REPLICATED {
         delete_all(engine, cf, batch_bytes)?;
     }

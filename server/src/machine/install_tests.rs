@@ -96,6 +96,8 @@ fn a_state_written_in_small_batches_is_the_whole_state() {
         check_new_state(&engine);
         let writes = engine.take_writes();
         assert!(writes.len() >= writes_at_least, "{} writes", writes.len());
+        // Every write of the install marked as bulk, and the mark off again.
+        assert_eq!(engine.bulk(), (false, writes.len()));
         // Only the last write is synced, and it carries the marker's end.
         let synced: Vec<bool> = writes.iter().map(|(_, sync)| *sync).collect();
         assert_eq!(synced.iter().filter(|s| **s).count(), 1);
@@ -234,6 +236,8 @@ fn an_install_cut_short_is_finished_at_the_next_start() {
     put(&engine, Cf::Kv, b"k\x14", b"new 20");
     engine.set_failing(true);
     assert!(write_state(&engine, &new, 1, WriteBatch::new()).is_err());
+    // A failed install turns the bulk mark off too.
+    assert!(!engine.bulk().0);
     engine.set_failing(false);
     // Phase 2: the next start finishes it and removes the file.
     assert!(finish_interrupted(&engine, &path, &[&master]).unwrap());

@@ -44,6 +44,10 @@ pub struct FlakyEngine {
     reads: AtomicUsize,
     /// Syncs so far (`Engine::sync`).
     syncs: AtomicUsize,
+    /// Whether `Engine::bulk_writes` is on now.
+    bulk: AtomicBool,
+    /// Accepted writes made while `bulk` was on.
+    bulk_writes: AtomicUsize,
 }
 
 impl FlakyEngine {
@@ -60,6 +64,15 @@ impl FlakyEngine {
     /// The syncs so far.
     pub fn syncs(&self) -> usize {
         self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Whether [`Engine::bulk_writes`] is on now, and how many accepted
+    /// writes were made while it was.
+    pub fn bulk(&self) -> (bool, usize) {
+        (
+            self.bulk.load(Ordering::SeqCst),
+            self.bulk_writes.load(Ordering::SeqCst),
+        )
     }
 
     /// The writes accepted since the last call, oldest first.
@@ -102,6 +115,14 @@ impl Engine for FlakyEngine {
         let record = (batch.clone(), sync);
         self.inner.write(batch, sync)?;
         crate::locks::lock(&self.writes).push(record);
+        if self.bulk.load(Ordering::SeqCst) {
+            self.bulk_writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn bulk_writes(&self, on: bool) -> Result<(), Error> {
+        self.bulk.store(on, Ordering::SeqCst);
         Ok(())
     }
 

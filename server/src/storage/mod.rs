@@ -302,6 +302,18 @@ pub trait Engine: Send + Sync + 'static {
         self.sync()
     }
 
+    /// Marks the writes that follow, up to `bulk_writes(false)`, as a whole
+    /// state written at once (a snapshot's install). Its records are not
+    /// the ones clients were reading, so an engine whose flushes fill a
+    /// cache (RocksDB's `kv` family) leaves the cache alone meanwhile: a
+    /// follower that installed a million keys held them all there beside
+    /// the snapshot (docs/benchmarks.md, "A catch-up that leaves the cache
+    /// alone").
+    fn bulk_writes(&self, on: bool) -> Result<(), Error> {
+        let _ = on;
+        Ok(())
+    }
+
     /// `value` sealed as [`Engine::write`] would store it under `key` in
     /// `cf`, for a record kept outside the engine (the raft log's files):
     /// [`Engine::open_raw`] opens it. The same bytes where nothing is

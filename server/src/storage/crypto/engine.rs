@@ -468,6 +468,10 @@ impl Engine for SealedEngine {
         self.inner.persist()
     }
 
+    fn bulk_writes(&self, on: bool) -> Result<(), Error> {
+        self.inner.bulk_writes(on)
+    }
+
     fn seal_raw(&self, cf: Cf, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, Error> {
         if !is_sealed(cf) {
             return Ok(value);
