@@ -19,8 +19,10 @@
 //! data directory ([`FILE_NAME`], sealed as the records are, under a fresh
 //! key wrapped by the master key) and synced; then a marker in `meta`
 //! ([`MARKER`], synced; a member's own record, never in a snapshot) says
-//! what the file holds. The last batch deletes the marker, in the same
-//! write as the state's last records. At start, before anything reads the
+//! what the file holds. The batches skip RocksDB's WAL (writes replayed
+//! from the staged file, as the applied entries are from the raft log);
+//! once the last is written the engine persists them all, and only then
+//! is the marker deleted (synced). At start, before anything reads the
 //! store, [`finish_interrupted`] sees a marker as an install cut short and
 //! does it again from the file; a file without a marker is a staging that
 //! never began, and goes. etcd keeps the same order: a received snapshot
@@ -146,9 +148,11 @@ pub(super) fn check_and_stage(
 }
 
 /// Replaces every replicated record of `engine` with those of `data`
-/// (checked already), in batches of about `batch_bytes`. `last` (the
-/// marker's deletion) joins the final batch, which is synced: every batch
-/// before it is durable with it.
+/// (checked already), in batches of about `batch_bytes`, written as
+/// [`Engine::write_replayed`] (the staged file is what a crash replays
+/// them from: not through RocksDB's WAL, which wrote the whole state once
+/// more), then persists them and only then writes `last` (the marker's
+/// deletion), synced.
 pub(super) fn write_state(
     engine: &dyn Engine,
     data: &[u8],
@@ -185,12 +189,17 @@ fn write_batches(
         bytes += key.len() + value.len() + OP_BYTES;
         batch.put(cf, key, value);
         if bytes >= batch_bytes {
-            engine.write(std::mem::take(&mut batch), false)?;
+            engine.write_replayed(std::mem::take(&mut batch))?;
             bytes = 0;
         }
     }
-    batch.ops.extend(last.ops);
-    engine.write(batch, true)?;
+    engine.write_replayed(batch)?;
+    // The state on disk before the marker goes: until then a crash
+    // finishes the install again from the staged file.
+    engine.persist()?;
+    if !last.is_empty() {
+        engine.write(last, true)?;
+    }
     Ok(())
 }
 
@@ -216,7 +225,7 @@ fn delete_all(engine: &dyn Engine, cf: Cf, batch_bytes: usize) -> Result<(), Err
             Scan::Continue
         })?;
         if !batch.is_empty() {
-            engine.write(batch, false)?;
+            engine.write_replayed(batch)?;
         }
         match next {
             Some(key) => from = key,

@@ -48,6 +48,8 @@ pub struct FlakyEngine {
     bulk: AtomicBool,
     /// Accepted writes made while `bulk` was on.
     bulk_writes: AtomicUsize,
+    /// Accepted writes made as `Engine::write_replayed`.
+    replayed: AtomicUsize,
 }
 
 impl FlakyEngine {
@@ -73,6 +75,11 @@ impl FlakyEngine {
             self.bulk.load(Ordering::SeqCst),
             self.bulk_writes.load(Ordering::SeqCst),
         )
+    }
+
+    /// How many accepted writes were [`Engine::write_replayed`] ones.
+    pub fn replayed(&self) -> usize {
+        self.replayed.load(Ordering::SeqCst)
     }
 
     /// The writes accepted since the last call, oldest first.
@@ -118,6 +125,12 @@ impl Engine for FlakyEngine {
         if self.bulk.load(Ordering::SeqCst) {
             self.bulk_writes.fetch_add(1, Ordering::SeqCst);
         }
+        Ok(())
+    }
+
+    fn write_replayed(&self, batch: WriteBatch) -> Result<(), Error> {
+        self.write(batch, false)?;
+        self.replayed.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
