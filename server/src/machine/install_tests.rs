@@ -253,6 +253,39 @@ fn an_install_cut_short_is_finished_at_the_next_start() {
 }
 
 #[test]
+fn a_crash_before_the_state_is_persisted_keeps_the_marker_on_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let db = dir.path().join("db");
+    let new = new_state();
+    // Phase 1: staged and marked (synced), then the install's batches
+    // written, which skip the WAL, and the crash before their persist.
+    let engine = crate::storage::RocksEngine::open(&db).unwrap();
+    old_state(&engine);
+    let marker = stage(&path, &new, None).unwrap();
+    engine.write(marker, true).unwrap();
+    for cf in REPLICATED {
+        delete_all(&engine, cf, 1).unwrap();
+    }
+    let mut batch = WriteBatch::new();
+    for record in records(&new) {
+        let (cf, key, value) = record.unwrap();
+        batch.put(cf, key, value);
+    }
+    engine.write_replayed(batch).unwrap();
+    let image = dir.path().join("crashed");
+    crate::storage::flaky::crash_image(&db, &image);
+    drop(engine);
+    // Phase 2: the crash's image still has the marker, and the start
+    // finishes the install from the staged file.
+    let crashed = crate::storage::RocksEngine::open(&image).unwrap();
+    assert!(unfinished(&crashed).unwrap());
+    assert!(finish_interrupted(&crashed, &path, &[]).unwrap());
+    check_new_state(&crashed);
+    assert!(!unfinished(&crashed).unwrap());
+}
+
+#[test]
 fn a_staged_file_without_a_marker_is_removed_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
