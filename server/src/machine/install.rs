@@ -174,6 +174,19 @@ fn write_batches(
     batch_bytes: usize,
     last: WriteBatch,
 ) -> Result<(), Error> {
+    replace_records(engine, data, batch_bytes)?;
+    // The state on disk before the marker goes: until then a crash
+    // finishes the install again from the staged file.
+    engine.persist()?;
+    if !last.is_empty() {
+        engine.write(last, true)?;
+    }
+    Ok(())
+}
+
+/// The old replicated records deleted and `data`'s written, as writes
+/// replayed (not yet persisted).
+fn replace_records(engine: &dyn Engine, data: &[u8], batch_bytes: usize) -> Result<(), Error> {
     for cf in REPLICATED {
         delete_all(engine, cf, batch_bytes)?;
     }
@@ -194,12 +207,6 @@ fn write_batches(
         }
     }
     engine.write_replayed(batch)?;
-    // The state on disk before the marker goes: until then a crash
-    // finishes the install again from the staged file.
-    engine.persist()?;
-    if !last.is_empty() {
-        engine.write(last, true)?;
-    }
     Ok(())
 }
 

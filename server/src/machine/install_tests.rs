@@ -264,15 +264,7 @@ fn a_crash_before_the_state_is_persisted_keeps_the_marker_on_rocksdb() {
     old_state(&engine);
     let marker = stage(&path, &new, None).unwrap();
     engine.write(marker, true).unwrap();
-    for cf in REPLICATED {
-        delete_all(&engine, cf, 1).unwrap();
-    }
-    let mut batch = WriteBatch::new();
-    for record in records(&new) {
-        let (cf, key, value) = record.unwrap();
-        batch.put(cf, key, value);
-    }
-    engine.write_replayed(batch).unwrap();
+    replace_records(&engine, &new, 1).unwrap();
     let image = dir.path().join("crashed");
     crate::storage::flaky::crash_image(&db, &image);
     drop(engine);

@@ -122,6 +122,19 @@ fn family_options(cf: Cf) -> Result<Options, Error> {
     .map_err(engine_err)
 }
 
+/// The read options of every scan. A scan is one pass of the member's own
+/// (its key index's rebuild at start and after an install, a snapshot's
+/// build, a compaction, a hash, a watcher's catch-up, an install's
+/// deletes): it leaves the block cache to the blocks flushes wrote and
+/// clients read. The rebuild's pass over a million keys put the whole
+/// store in the `kv` family's cache (docs/benchmarks.md, "A catch-up that
+/// leaves the cache alone").
+fn one_pass_reads() -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.fill_cache(false);
+    opts
+}
+
 /// How the `kv` family's flushes fill its block cache, outside
 /// [`Engine::bulk_writes`]: with every block they write.
 const KV_PREPOPULATE: &str = "kFlushOnly";
@@ -366,16 +379,9 @@ impl Engine for RocksEngine {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Scan,
     ) -> Result<(), Error> {
-        // Every scan is one pass of the member's own (its key index's
-        // rebuild at start and after an install, a compaction, a hash, a
-        // watcher's catch-up, an install's deletes): it leaves the block
-        // cache to the blocks flushes wrote and clients read. The rebuild's
-        // pass over a million keys put the whole store in the `kv`
-        // family's cache (docs/benchmarks.md, "A catch-up that leaves the
-        // cache alone").
-        let mut opts = ReadOptions::default();
-        opts.fill_cache(false);
-        let mut iter = self.db.raw_iterator_cf_opt(self.handle(cf)?, opts);
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.handle(cf)?, one_pass_reads());
         iter.seek(start);
         visit_until(iter, end, visit).map(|_| ())
     }
@@ -394,11 +400,7 @@ impl Engine for RocksEngine {
         let snapshot = self.db.snapshot();
         fixed();
         for (cf, handle) in handles {
-            let mut opts = ReadOptions::default();
-            // One pass over everything: keep the block cache for the
-            // reads that serve clients.
-            opts.fill_cache(false);
-            let mut iter = snapshot.raw_iterator_cf_opt(handle, opts);
+            let mut iter = snapshot.raw_iterator_cf_opt(handle, one_pass_reads());
             iter.seek_to_first();
             if visit_until(iter, None, &mut |k, v| visit(cf, k, v))? == Scan::Stop {
                 break;
@@ -621,18 +623,21 @@ mod tests {
         assert!(reopened.get(Cf::Kv, b"k\x02").unwrap().is_some());
     }
 
+    /// RocksDB's integer property `name` of family `cf`.
+    fn family_property(engine: &RocksEngine, cf: Cf, name: &str) -> u64 {
+        let handle = engine.db.cf_handle(cf.name()).unwrap();
+        engine
+            .db
+            .property_int_value_cf(&handle, name)
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn a_flush_fills_the_kv_familys_own_block_cache() {
         let dir = tempfile::tempdir().unwrap();
         let engine = RocksEngine::open(dir.path()).unwrap();
-        let property = |cf: Cf, name: &str| {
-            let handle = engine.db.cf_handle(cf.name()).unwrap();
-            engine
-                .db
-                .property_int_value_cf(&handle, name)
-                .unwrap()
-                .unwrap()
-        };
+        let property = |cf, name| family_property(&engine, cf, name);
         assert_eq!(
             property(Cf::Kv, "rocksdb.block-cache-capacity"),
             KV_BLOCK_CACHE_BYTES as u64
@@ -663,8 +668,7 @@ mod tests {
     fn bulk_writes_and_scans_leave_the_kv_familys_cache_alone() {
         let dir = tempfile::tempdir().unwrap();
         let engine = RocksEngine::open(dir.path()).unwrap();
-        let kv = engine.db.cf_handle(Cf::Kv.name()).unwrap();
-        let property = |name| engine.db.property_int_value_cf(&kv, name).unwrap().unwrap();
+        let property = |name| family_property(&engine, Cf::Kv, name);
         let usage = || property("rocksdb.block-cache-usage");
         let write = |from: u32| {
             let mut b = WriteBatch::new();
@@ -709,8 +713,7 @@ mod tests {
     fn large_records_go_to_blob_files_not_the_block_cache() {
         let dir = tempfile::tempdir().unwrap();
         let engine = RocksEngine::open(dir.path()).unwrap();
-        let kv = engine.db.cf_handle(Cf::Kv.name()).unwrap();
-        let property = |name| engine.db.property_int_value_cf(&kv, name).unwrap().unwrap();
+        let property = |name| family_property(&engine, Cf::Kv, name);
         let large = KV_BLOB_MIN_BYTES as usize;
         let empty = property("rocksdb.block-cache-usage");
         let mut b = WriteBatch::new();
