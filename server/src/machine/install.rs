@@ -49,6 +49,7 @@ use prost::Message;
 
 use super::snapshot::{replicated, snapshot_cf, REPLICATED};
 use super::Error;
+use crate::mvcc::IndexBuilder;
 use crate::storage::crypto::{KeyRing, MasterKey, OVERHEAD, WRAPPED_LEN};
 use crate::storage::{Cf, Engine, Scan, WriteBatch};
 
@@ -107,22 +108,47 @@ fn records(data: &[u8]) -> impl Iterator<Item = Result<(Cf, Vec<u8>, Vec<u8>), E
 }
 
 /// Checks that every record of `data` decodes, before anything is
-/// replaced; returns how many there are.
-fn check(data: &[u8]) -> Result<usize, Error> {
-    records(data).try_fold(0, |n, r| r.map(|_| n + 1))
+/// replaced (a `kv` record into what the key index needs, in revision
+/// order); returns how many there are and the `kv` records' index, to be
+/// built.
+fn check(data: &[u8]) -> Result<(usize, IndexBuilder), Error> {
+    let mut index = IndexBuilder::new();
+    let mut count = 0;
+    for record in records(data) {
+        let (cf, key, value) = record?;
+        if cf == Cf::Kv {
+            index.add(&key, &value)?;
+        }
+        count += 1;
+    }
+    Ok((count, index))
 }
 
-/// Checks `data` and, given `staging` (the file, and the master key if
-/// the member seals), stages it there: both at once, the check on a thread
-/// of its own (it is CPU; the staging mostly waits for the disk's sync).
-/// Returns the number of records and the batch that puts the marker. Data
-/// that fails the check leaves no staged file.
+/// What [`check_and_stage`] found: the data is whole, and what to write.
+pub(super) struct Checked {
+    /// How many records the data holds.
+    pub(super) records: usize,
+    /// Its `kv` records, handed over for the key index.
+    pub(super) index: IndexBuilder,
+    /// The batch that puts the marker, if the data was staged.
+    pub(super) marker: Option<WriteBatch>,
+}
+
+/// Checks `data` and, given `staging` (the file,
+/// and the master key if the member seals), stages it there: both at once,
+/// the check on a thread of its own (it is CPU; the staging mostly waits
+/// for the disk's sync). Data that fails the check leaves no staged file.
 pub(super) fn check_and_stage(
     data: &[u8],
     staging: Option<(&Path, Option<&MasterKey>)>,
-) -> Result<(usize, Option<WriteBatch>), Error> {
+) -> Result<Checked, Error> {
     let Some((path, master)) = staging else {
-        return Ok((check(data)?, None));
+        let (records, index) = check(data)?;
+        return Ok(Checked {
+            records,
+            index,
+            marker: None,
+        });
     };
     let (checked, staged) = std::thread::scope(|scope| {
         let checking = std::thread::Builder::new()
@@ -139,7 +165,11 @@ pub(super) fn check_and_stage(
         (checked, staged)
     });
     match checked {
-        Ok(records) => Ok((records, Some(staged?))),
+        Ok((records, index)) => Ok(Checked {
+            records,
+            index,
+            marker: Some(staged?),
+        }),
         Err(e) => {
             remove_staged(path);
             Err(e)
@@ -398,6 +428,7 @@ pub fn finish_interrupted(
     };
     tracing::warn!(path = %path.display(), "finishing a snapshot install cut short");
     let data = read_staged(path, &marker, masters)?;
+    // The store, opened after this, rebuilds its index from the records.
     check(&data)?;
     let mut last = WriteBatch::new();
     last.delete(Cf::Meta, MARKER);

@@ -19,6 +19,24 @@ fn data(records: &[(&str, &[u8], &[u8])]) -> Vec<u8> {
     out
 }
 
+/// The `kv` record (record key, encoded `KeyValue`) of the `i`th key's
+/// put of `value`, at revision `i + 2`.
+fn kv_record(i: u8, value: &str) -> (Vec<u8>, Vec<u8>) {
+    let rev = i64::from(i) + 2;
+    let kv = cairn_proto::mvccpb::KeyValue {
+        key: vec![b'k', i],
+        create_revision: rev,
+        mod_revision: rev,
+        version: 1,
+        value: value.as_bytes().to_vec(),
+        lease: 0,
+    };
+    (
+        crate::mvcc::Revision::new(rev, 0).record_key(false),
+        kv.encode_to_vec(),
+    )
+}
+
 fn put(engine: &dyn Engine, cf: Cf, key: &[u8], value: &[u8]) {
     let mut batch = WriteBatch::new();
     batch.put(cf, key, value);
@@ -29,7 +47,8 @@ fn put(engine: &dyn Engine, cf: Cf, key: &[u8], value: &[u8]) {
 /// member's own `meta` records.
 fn old_state(engine: &dyn Engine) {
     for i in 0..40u8 {
-        put(engine, Cf::Kv, &[b'k', i], b"old");
+        let (key, value) = kv_record(i, "old");
+        put(engine, Cf::Kv, &key, &value);
     }
     put(engine, Cf::Lease, b"l-old", b"lease");
     put(engine, Cf::Auth, b"auth", b"old auth");
@@ -41,7 +60,10 @@ fn old_state(engine: &dyn Engine) {
 /// The new state: kv keys overlapping the old ones and past them.
 fn new_state() -> Vec<u8> {
     let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = (20..70u8)
-        .map(|i| ("kv".into(), vec![b'k', i], format!("new {i}").into_bytes()))
+        .map(|i| {
+            let (key, value) = kv_record(i, &format!("new {i}"));
+            ("kv".into(), key, value)
+        })
         .collect();
     records.push(("lease".into(), b"l-new".to_vec(), b"lease".to_vec()));
     records.push(("meta".into(), b"applied".to_vec(), b"new".to_vec()));
@@ -62,7 +84,7 @@ fn new_state() -> Vec<u8> {
 fn check_new_state(engine: &dyn Engine) {
     let kv = dump(engine, Cf::Kv);
     let expected: Vec<_> = (20..70u8)
-        .map(|i| (vec![b'k', i], format!("new {i}").into_bytes()))
+        .map(|i| kv_record(i, &format!("new {i}")))
         .collect();
     assert_eq!(kv, expected);
     assert_eq!(
@@ -116,12 +138,26 @@ fn a_state_written_in_small_batches_is_the_whole_state() {
 #[test]
 fn bad_data_is_found_by_the_check() {
     let good = new_state();
-    assert_eq!(check(&good).unwrap(), 56);
-    assert_eq!(check(&[]).unwrap(), 0);
-    let unknown_cf = data(&[("kv", b"a", b"1"), ("raft", b"k", b"")]);
+    assert_eq!(check(&good).unwrap().0, 56);
+    assert_eq!(check(&[]).unwrap().0, 0);
+    let (k1, v1) = kv_record(1, "1");
+    let (k2, v2) = kv_record(2, "2");
+    let unknown_cf = data(&[("kv", &k1, &v1), ("raft", b"k", b"")]);
     let truncated = &good[..good.len() - 3];
     for bad in [&[0xff][..], &unknown_cf, truncated] {
         assert!(matches!(check(bad), Err(Error::Corrupt { .. })));
+    }
+    // `kv` records the key index could not be built from, in the order
+    // the engine keeps them: refused before anything is written.
+    for bad in [
+        data(&[("kv", &k2, &v2), ("kv", &k1, &v1)]),
+        data(&[("kv", b"a", b"1")]),
+        data(&[("kv", &k1, &[0xff])]),
+    ] {
+        assert!(matches!(
+            check(&bad),
+            Err(Error::Mvcc(crate::mvcc::Error::Corrupt { .. }))
+        ));
     }
     // Checked while staged: bad data leaves no file; good data a file and
     // the marker to put.
@@ -132,12 +168,12 @@ fn bad_data_is_found_by_the_check() {
         assert!(matches!(refused, Err(Error::Corrupt { .. })));
         assert!(!path.exists());
     }
-    let (records, marker) = check_and_stage(&good, Some((&path, None))).unwrap();
-    assert_eq!(records, 56);
-    let value = marker_value(&marker.unwrap());
+    let checked = check_and_stage(&good, Some((&path, None))).unwrap();
+    assert_eq!(checked.records, 56);
+    let value = marker_value(&checked.marker.unwrap());
     assert_eq!(read_staged(&path, &value, &[]).unwrap(), good);
-    let (records, marker) = check_and_stage(&good, None).unwrap();
-    assert_eq!((records, marker.is_none()), (56, true));
+    let checked = check_and_stage(&good, None).unwrap();
+    assert_eq!((checked.records, checked.marker.is_none()), (56, true));
 }
 
 #[test]
@@ -233,10 +269,11 @@ fn an_install_cut_short_is_finished_at_the_next_start() {
     engine.write(marker, true).unwrap();
     let mut deletes = WriteBatch::new();
     for i in 0..30u8 {
-        deletes.delete(Cf::Kv, vec![b'k', i]);
+        deletes.delete(Cf::Kv, kv_record(i, "").0);
     }
     engine.write(deletes, false).unwrap();
-    put(&engine, Cf::Kv, b"k\x14", b"new 20");
+    let (key, value) = kv_record(20, "new 20");
+    put(&engine, Cf::Kv, &key, &value);
     engine.set_failing(true);
     assert!(write_state(&engine, &new, 1, WriteBatch::new()).is_err());
     // A failed install turns the bulk mark off too.

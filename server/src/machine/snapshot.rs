@@ -105,15 +105,16 @@ impl Machine {
         let started = Instant::now();
         let master = self.keys.as_ref().map(|k| k.master());
         let staging = self.install_file.as_deref().map(|path| (path, master));
-        let (records, marker) = install::check_and_stage(data, staging)?;
+        let checked = install::check_and_stage(data, staging)?;
         let mut last = WriteBatch::new();
-        if let Some(marker) = marker {
+        if let Some(marker) = checked.marker {
             self.store.engine().write(marker, true)?;
             last.delete(Cf::Meta, install::MARKER);
         }
         let staged = started.elapsed();
-        self.store
-            .replace_with(|engine| install::write_state(engine, data, BATCH_BYTES, last))?;
+        self.store.replace_with_index(checked.index, |engine| {
+            install::write_state(engine, data, BATCH_BYTES, last)
+        })?;
         if let Some(path) = &self.install_file {
             install::remove_staged(path);
         }
@@ -123,7 +124,7 @@ impl Machine {
         self.auth.load(self.store.engine().as_ref())?;
         let ms = crate::duration::millis;
         tracing::info!(
-            records,
+            records = checked.records,
             check_and_stage_ms = ms(staged),
             write_and_index_ms = ms(replaced - staged),
             reload_ms = ms(started.elapsed() - replaced),

@@ -5,7 +5,9 @@
 //! revision order: the index, the current revision and, from the same pass,
 //! the keys attached to leases (the lessor's attached keys are rebuilt from
 //! them without reading any record again). Only what the index needs is
-//! decoded: a record's value is skipped, never copied.
+//! decoded: a record's value is skipped, never copied. A snapshot's
+//! install hands the records it writes to an [`IndexBuilder`] instead, and
+//! nothing is read back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -95,14 +97,107 @@ pub(super) fn record_revision(key: &[u8]) -> Result<(Revision, bool), Error> {
     })
 }
 
+/// The key index, the current revision and the leased keys, gathered from
+/// `kv` records handed over in revision order: by [`load`]'s pass over the
+/// engine, or by an install from the snapshot data it is about to write
+/// ([`IndexBuilder::add`]), so the store need not read back what it just
+/// wrote.
+#[derive(Default)]
+pub struct IndexBuilder {
+    /// What each record says of its key, in revision order.
+    records: Vec<RestoredRecord>,
+    /// Only keys whose latest record attaches them to a lease.
+    leases: HashMap<Vec<u8>, i64>,
+    /// The highest main revision seen (1 for an empty store).
+    current_rev: i64,
+    /// The last record [`IndexBuilder::add`] took: the engine keeps records
+    /// in key order, so data that is not cannot be indexed in its order.
+    last: Option<(Revision, bool)>,
+}
+
+impl IndexBuilder {
+    /// A builder that has seen no record.
+    pub fn new() -> Self {
+        Self {
+            current_rev: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the `kv` record stored under record key `key`, refusing one
+    /// that does not decode or does not come after the last one (the
+    /// engine would keep them in another order than the index was built
+    /// in).
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let (rev, tombstone) = record_revision(key)?;
+        if self.last.is_some_and(|last| last >= (rev, tombstone)) {
+            return Err(Error::Corrupt {
+                what: format!("record {rev}"),
+                reason: "records out of revision order".into(),
+            });
+        }
+        self.last = Some((rev, tombstone));
+        self.push(rev, tombstone, RecordMeta::decode_at(rev, value)?);
+        Ok(())
+    }
+
+    /// Takes a decoded record (records come in revision order).
+    fn push(&mut self, rev: Revision, tombstone: bool, meta: RecordMeta) {
+        if !tombstone && meta.lease != 0 {
+            self.leases.insert(meta.key.clone(), meta.lease);
+        } else if !self.leases.is_empty() {
+            self.leases.remove(&meta.key);
+        }
+        self.current_rev = self.current_rev.max(rev.main);
+        self.records.push(RestoredRecord {
+            key: meta.key,
+            rev,
+            tombstone,
+            created: meta.create_revision,
+            version: meta.version,
+        });
+    }
+
+    /// Builds the index on up to `threads` threads.
+    pub(super) fn build(self, threads: usize) -> BuiltIndex {
+        let started = std::time::Instant::now();
+        let records = self.records.len();
+        // Sorted by key (parts on their own threads), then built in one go: a
+        // search of the map per record, in revision order, was most of the
+        // rebuild.
+        let index = TreeIndex::from_sorted(sorted_by_key(self.records, threads));
+        let mut leased: Vec<(Vec<u8>, i64)> = self.leases.into_iter().collect();
+        leased.sort_unstable();
+        BuiltIndex {
+            index,
+            current_rev: self.current_rev,
+            leased,
+            records,
+            build_ms: crate::duration::millis_since(started),
+        }
+    }
+}
+
+/// What [`IndexBuilder::build`] made of the records: a store's state but
+/// for what its `meta` records say (compaction, applied index).
+pub(super) struct BuiltIndex {
+    /// Every key's history.
+    index: TreeIndex,
+    /// The highest main revision of the records.
+    current_rev: i64,
+    /// The live keys attached to a lease, with their lease, in key order.
+    leased: Vec<(Vec<u8>, i64)>,
+    /// How many records it was built from (for the log).
+    records: usize,
+    /// How long the build took (for the log).
+    build_ms: u64,
+}
+
 /// Reads the state stored in `engine`: one pass over every `kv` record.
 pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
     let started = std::time::Instant::now();
     let threads = default_threads();
-    let mut current_rev = 1;
-    let mut records = Vec::new();
-    // Only keys whose latest record attaches them to a lease.
-    let mut leases: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut builder = IndexBuilder::new();
     let decode = |key: &[u8], value: &[u8]| -> Result<(Revision, bool, RecordMeta), Error> {
         let (rev, tombstone) = record_revision(key)?;
         Ok((rev, tombstone, RecordMeta::decode_at(rev, value)?))
@@ -110,27 +205,26 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
     // Records are opened and decoded on worker threads and arrive here in
     // revision order.
     scan_map(engine, Cf::Kv, threads, decode, |(rev, tombstone, meta)| {
-        if !tombstone && meta.lease != 0 {
-            leases.insert(meta.key.clone(), meta.lease);
-        } else if !leases.is_empty() {
-            leases.remove(&meta.key);
-        }
-        current_rev = current_rev.max(rev.main);
-        records.push(RestoredRecord {
-            key: meta.key,
-            rev,
-            tombstone,
-            created: meta.create_revision,
-            version: meta.version,
-        });
+        builder.push(rev, tombstone, meta);
         Ok(())
     })?;
     let read_ms = crate::duration::millis_since(started);
-    let record_count = records.len();
-    // Sorted by key (parts on their own threads), then built in one go: a
-    // search of the map per record, in revision order, was most of the
-    // rebuild.
-    let mut index = TreeIndex::from_sorted(sorted_by_key(records, threads));
+    let built = builder.build(threads);
+    tracing::info!(records = built.records, threads, read_ms, "kv records read");
+    load_built(engine, built)
+}
+
+/// The state of `engine`, whose `kv` records `built` was built from, once
+/// what its `meta` records say is added: the compaction (applied to the
+/// index, and the one a crash left unfinished) and the applied index.
+pub(super) fn load_built(engine: &dyn Engine, built: BuiltIndex) -> Result<Loaded, Error> {
+    let BuiltIndex {
+        mut index,
+        mut current_rev,
+        leased,
+        records,
+        build_ms,
+    } = built;
     let scheduled = read_i64(engine, META_SCHEDULED_COMPACT)?.unwrap_or(-1);
     let finished = read_i64(engine, META_FINISHED_COMPACT)?.unwrap_or(-1);
     let applied_index = read_i64(engine, META_APPLIED_INDEX)?.unwrap_or(0) as u64;
@@ -147,15 +241,11 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
         }
     }
     let live_keys = index.range(&KeyRange::new(b"", b"\0"), current_rev).count() as i64;
-    let mut leased: Vec<(Vec<u8>, i64)> = leases.into_iter().collect();
-    leased.sort_unstable();
     tracing::info!(
-        records = record_count,
-        threads,
-        read_ms,
+        records,
+        build_ms,
         keys = index.len(),
         leased_keys = leased.len(),
-        took_ms = crate::duration::millis_since(started),
         "key index rebuilt from the records"
     );
     Ok(Loaded {
@@ -389,6 +479,91 @@ mod tests {
             }
         }
         assert!(TreeIndex::from_sorted(sorted_by_key(Vec::new(), 4)).is_empty());
+    }
+
+    /// An install hands the records it writes to an [`IndexBuilder`]:
+    /// the store it replaces then holds what opening the same records
+    /// would, at every revision, with the same leased keys; records out of
+    /// order or that do not decode are refused as they are handed over.
+    #[test]
+    fn an_index_built_from_handed_records_is_the_loaded_one() {
+        use crate::storage::flaky::dump;
+        use crate::storage::WriteBatch;
+        // Phase 1: a history with overwrites, deletes, leases and a
+        // compaction, on a store of its own.
+        let source: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let store = Arc::new(Store::open(Arc::clone(&source), true).unwrap());
+        for round in 0..3 {
+            for k in 0..20 {
+                put(
+                    &store,
+                    &format!("k{k:02}"),
+                    (k % 3 == round) as i64 * (k + 1),
+                );
+            }
+            delete(&store, &format!("k{:02}", round * 5));
+        }
+        store.compact(30).unwrap().run().unwrap();
+        let opened = Store::open(Arc::clone(&source), true).unwrap();
+
+        // Phase 2: the records handed over as an install writes them.
+        let (kv, meta) = (
+            dump(source.as_ref(), Cf::Kv),
+            dump(source.as_ref(), Cf::Meta),
+        );
+        let mut builder = IndexBuilder::new();
+        for (k, v) in &kv {
+            builder.add(k, v).unwrap();
+        }
+        let target = Store::open(Arc::new(MemoryEngine::new()), true).unwrap();
+        put(&target, "old", 7);
+        target
+            .replace_with_index(builder, |engine| {
+                let mut batch = WriteBatch::new();
+                for (k, _) in dump(engine, Cf::Kv) {
+                    batch.delete(Cf::Kv, k);
+                }
+                for (cf, records) in [(Cf::Kv, &kv), (Cf::Meta, &meta)] {
+                    for (k, v) in records {
+                        batch.put(cf, k.clone(), v.clone());
+                    }
+                }
+                engine.write(batch, false).map_err(Error::from)
+            })
+            .unwrap();
+
+        // Phase 3: the same store either way.
+        assert_eq!(target.current_revision(), opened.current_revision());
+        assert_eq!(target.compact_revision(), 30);
+        assert_eq!(target.live_keys(), opened.live_keys());
+        assert_eq!(target.leased_keys().unwrap(), opened.leased_keys().unwrap());
+        for rev in 30..=opened.current_revision() {
+            let options = RangeOptions {
+                rev,
+                ..Default::default()
+            };
+            let all = KeyRange::new(b"", b"\0");
+            assert_eq!(
+                target.range(&all, options).unwrap(),
+                opened.range(&all, options).unwrap(),
+                "at {rev}"
+            );
+        }
+
+        // Records out of order, repeated, or that do not decode.
+        let refused = |records: &[&(Vec<u8>, Vec<u8>)]| {
+            let mut builder = IndexBuilder::new();
+            records.iter().try_for_each(|(k, v)| builder.add(k, v))
+        };
+        assert!(refused(&[&kv[0], &kv[1]]).is_ok());
+        for bad in [
+            vec![&kv[1], &kv[0]],
+            vec![&kv[1], &kv[1]],
+            vec![&(b"k".to_vec(), kv[0].1.clone())],
+            vec![&(kv[0].0.clone(), vec![0xff])],
+        ] {
+            assert!(matches!(refused(&bad), Err(Error::Corrupt { .. })));
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::index::{KeyRange, TreeIndex};
-use super::load::{self, LeasedKeys, Loaded};
+use super::load::{self, IndexBuilder, LeasedKeys, Loaded};
 use super::page_counts::PageCounts;
 use super::range::range_at;
 use super::revision::{Revision, REV_BYTES_LEN};
@@ -19,6 +19,7 @@ use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, Wa
 use super::write_txn::WriteTxn;
 use super::Error;
 use crate::metrics::mvcc::StoreMetrics;
+use crate::storage::parallel::default_threads;
 use crate::storage::{try_scan, Cf, Engine, Scan, WriteBatch};
 
 /// Meta key: the last applied index whose effects are in the store.
@@ -169,13 +170,55 @@ impl Store {
         &self,
         write: impl FnOnce(&dyn Engine) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.replace(None, write)
+    }
+
+    /// [`Store::replace_with`] where `index` was handed the `kv` records
+    /// `write` writes (all of them, in order): the index is built from it
+    /// on a thread of its own while `write` runs, and the records are not
+    /// read back.
+    pub fn replace_with_index<E: From<Error>>(
+        &self,
+        index: IndexBuilder,
+        write: impl FnOnce(&dyn Engine) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.replace(Some(index), write)
+    }
+
+    fn replace<E: From<Error>>(
+        &self,
+        index: Option<IndexBuilder>,
+        write: impl FnOnce(&dyn Engine) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut state = self.write_lock();
-        write(self.engine.as_ref())?;
+        let engine = self.engine.as_ref();
         let Loaded {
             state: fresh,
             unfinished,
             leased,
-        } = load::load(self.engine.as_ref())?;
+        } = match index {
+            Some(index) => {
+                let threads = default_threads();
+                let (written, built) = std::thread::scope(|scope| {
+                    let building = std::thread::Builder::new()
+                        .name("index-build".into())
+                        .spawn_scoped(scope, move || index.build(threads));
+                    let written = write(engine);
+                    (written, building.map(|b| b.join()))
+                });
+                written?;
+                match built {
+                    Ok(Ok(built)) => load::load_built(engine, built)?,
+                    // No thread to spare (or a build that panicked, a
+                    // bug): the records read back instead.
+                    _ => load::load(engine)?,
+                }
+            }
+            None => {
+                write(engine)?;
+                load::load(engine)?
+            }
+        };
         *state = fresh;
         *self.leased_lock() = Some(leased);
         self.hub.unsync_all();
