@@ -134,10 +134,11 @@ pub(super) struct Checked {
     pub(super) marker: Option<WriteBatch>,
 }
 
-/// Checks `data` and, given `staging` (the file,
-/// and the master key if the member seals), stages it there: both at once,
-/// the check on a thread of its own (it is CPU; the staging mostly waits
-/// for the disk's sync). Data that fails the check leaves no staged file.
+/// Checks `data` (its `kv` records handed to the key index's builder) and,
+/// given `staging` (the file, and the master key if the member seals),
+/// stages it there: both at once, the check on a thread of its own (it is
+/// CPU; the staging mostly waits for the disk's sync). Data that fails the
+/// check leaves no staged file.
 pub(super) fn check_and_stage(
     data: &[u8],
     staging: Option<(&Path, Option<&MasterKey>)>,

@@ -124,6 +124,30 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<(Revision, bool, KeyValue),
     Ok((rev, tombstone, decode_kv(rev, value)?))
 }
 
+/// Runs `write` on `engine` while the key index is built from `index` on
+/// a thread of its own, then the state from the built index.
+fn write_beside_build<E: From<Error>>(
+    engine: &dyn Engine,
+    index: IndexBuilder,
+    write: impl FnOnce(&dyn Engine) -> Result<(), E>,
+) -> Result<Loaded, E> {
+    let threads = default_threads();
+    let (written, built) = std::thread::scope(|scope| {
+        let building = std::thread::Builder::new()
+            .name("index-build".into())
+            .spawn_scoped(scope, move || index.build(threads));
+        let written = write(engine);
+        (written, building.map(|b| b.join()))
+    });
+    written?;
+    Ok(match built {
+        Ok(Ok(built)) => load::load_built(engine, built)?,
+        // No thread to spare (or a build that panicked, a bug): the
+        // records read back instead.
+        _ => load::load(engine)?,
+    })
+}
+
 impl Store {
     /// Opens the store on `engine`: rebuilds the index from every stored
     /// record and finishes a compaction a crash interrupted.
@@ -197,23 +221,7 @@ impl Store {
             unfinished,
             leased,
         } = match index {
-            Some(index) => {
-                let threads = default_threads();
-                let (written, built) = std::thread::scope(|scope| {
-                    let building = std::thread::Builder::new()
-                        .name("index-build".into())
-                        .spawn_scoped(scope, move || index.build(threads));
-                    let written = write(engine);
-                    (written, building.map(|b| b.join()))
-                });
-                written?;
-                match built {
-                    Ok(Ok(built)) => load::load_built(engine, built)?,
-                    // No thread to spare (or a build that panicked, a
-                    // bug): the records read back instead.
-                    _ => load::load(engine)?,
-                }
-            }
+            Some(index) => write_beside_build(engine, index, write)?,
             None => {
                 write(engine)?;
                 load::load(engine)?
