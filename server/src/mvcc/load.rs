@@ -102,7 +102,6 @@ pub(super) fn record_revision(key: &[u8]) -> Result<(Revision, bool), Error> {
 /// engine, or by an install from the snapshot data it is about to write
 /// ([`IndexBuilder::add`]), so the store need not read back what it just
 /// wrote.
-#[derive(Default)]
 pub struct IndexBuilder {
     /// What each record says of its key, in revision order.
     records: Vec<RestoredRecord>,
@@ -115,12 +114,20 @@ pub struct IndexBuilder {
     last: Option<(Revision, bool)>,
 }
 
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl IndexBuilder {
     /// A builder that has seen no record.
     pub fn new() -> Self {
         Self {
+            records: Vec::new(),
+            leases: HashMap::new(),
             current_rev: 1,
-            ..Self::default()
+            last: None,
         }
     }
 
