@@ -97,6 +97,13 @@ pub(super) fn record_revision(key: &[u8]) -> Result<(Revision, bool), Error> {
     })
 }
 
+/// What a `kv` record stored under record key `key` says of its key: its
+/// revision, whether it is a tombstone, and its [`RecordMeta`].
+fn decode_record(key: &[u8], value: &[u8]) -> Result<(Revision, bool, RecordMeta), Error> {
+    let (rev, tombstone) = record_revision(key)?;
+    Ok((rev, tombstone, RecordMeta::decode_at(rev, value)?))
+}
+
 /// The key index, the current revision and the leased keys, gathered from
 /// `kv` records handed over in revision order: by [`load`]'s pass over the
 /// engine, or by an install from the snapshot data it is about to write
@@ -109,9 +116,6 @@ pub struct IndexBuilder {
     leases: HashMap<Vec<u8>, i64>,
     /// The highest main revision seen (1 for an empty store).
     current_rev: i64,
-    /// The last record [`IndexBuilder::add`] took: the engine keeps records
-    /// in key order, so data that is not cannot be indexed in its order.
-    last: Option<(Revision, bool)>,
 }
 
 impl Default for IndexBuilder {
@@ -127,7 +131,6 @@ impl IndexBuilder {
             records: Vec::new(),
             leases: HashMap::new(),
             current_rev: 1,
-            last: None,
         }
     }
 
@@ -136,15 +139,17 @@ impl IndexBuilder {
     /// engine would keep them in another order than the index was built
     /// in).
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        let (rev, tombstone) = record_revision(key)?;
-        if self.last.is_some_and(|last| last >= (rev, tombstone)) {
-            return Err(Error::Corrupt {
-                what: format!("record {rev}"),
-                reason: "records out of revision order".into(),
-            });
+        let (rev, tombstone, meta) = decode_record(key, value)?;
+        // (revision, tombstone) orders as the record keys' bytes do.
+        if let Some(last) = self.records.last() {
+            if (last.rev, last.tombstone) >= (rev, tombstone) {
+                return Err(Error::Corrupt {
+                    what: format!("record {rev}"),
+                    reason: "records out of revision order".into(),
+                });
+            }
         }
-        self.last = Some((rev, tombstone));
-        self.push(rev, tombstone, RecordMeta::decode_at(rev, value)?);
+        self.push(rev, tombstone, meta);
         Ok(())
     }
 
@@ -205,16 +210,18 @@ pub(super) fn load(engine: &dyn Engine) -> Result<Loaded, Error> {
     let started = std::time::Instant::now();
     let threads = default_threads();
     let mut builder = IndexBuilder::new();
-    let decode = |key: &[u8], value: &[u8]| -> Result<(Revision, bool, RecordMeta), Error> {
-        let (rev, tombstone) = record_revision(key)?;
-        Ok((rev, tombstone, RecordMeta::decode_at(rev, value)?))
-    };
     // Records are opened and decoded on worker threads and arrive here in
     // revision order.
-    scan_map(engine, Cf::Kv, threads, decode, |(rev, tombstone, meta)| {
-        builder.push(rev, tombstone, meta);
-        Ok(())
-    })?;
+    scan_map(
+        engine,
+        Cf::Kv,
+        threads,
+        decode_record,
+        |(rev, tombstone, meta)| {
+            builder.push(rev, tombstone, meta);
+            Ok(())
+        },
+    )?;
     let read_ms = crate::duration::millis_since(started);
     let built = builder.build(threads);
     tracing::info!(records = built.records, threads, read_ms, "kv records read");
