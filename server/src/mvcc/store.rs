@@ -115,12 +115,10 @@ pub(super) fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue, Error> 
     })
 }
 
-/// Decodes a `kv` record: its revision, whether it is a tombstone, its key-value.
-fn decode_record(key: &[u8], value: &[u8]) -> Result<(Revision, bool, KeyValue), Error> {
-    let (rev, tombstone) = Revision::from_record_key(key).ok_or_else(|| Error::Corrupt {
-        what: "record key".into(),
-        reason: format!("{} bytes is not a revision", key.len()),
-    })?;
+/// Decodes a `kv` record whole: its revision, whether it is a tombstone, its
+/// key-value (`load` decodes only what the key index needs of one).
+fn decode_kv_record(key: &[u8], value: &[u8]) -> Result<(Revision, bool, KeyValue), Error> {
+    let (rev, tombstone) = load::record_revision(key)?;
     Ok((rev, tombstone, decode_kv(rev, value)?))
 }
 
@@ -409,7 +407,7 @@ impl Store {
                 &start,
                 Some(&end),
                 |key, value| {
-                    let (rev, tombstone, mut kv) = decode_record(key, value)?;
+                    let (rev, tombstone, mut kv) = decode_kv_record(key, value)?;
                     if events.len() >= max_records && rev.main != last_rev {
                         to = last_rev;
                         return Ok(Scan::Stop);
