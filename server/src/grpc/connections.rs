@@ -17,7 +17,7 @@ use std::pin::pin;
 
 use cairn_tls::server::ConnInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,6 +25,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::transport::server::Connected;
 use tower::ServiceExt;
+
+use super::gather::{answer_gathered, GatheringExecutor};
 
 /// Serves every connection `incoming` yields with `service` until
 /// `shutdown` completes; then stops accepting, lets each connection finish
@@ -50,7 +52,8 @@ pub(super) async fn serve<S, B, I, IO, E>(
 {
     // tonic's settings; hyper's defaults for the rest (its limit of 1,024
     // streams reset for local errors kept, which tonic's server turned off).
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A connection's calls start in its own task (`super::gather`).
+    let mut builder = auto::Builder::new(GatheringExecutor);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -86,7 +89,7 @@ pub(super) async fn serve<S, B, I, IO, E>(
             let connection = builder.serve_connection(TokioIo::new(io), call);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                if let Err(e) = answer_gathered(connection).await {
                     tracing::debug!(error = %e, "a client connection failed");
                 }
             });

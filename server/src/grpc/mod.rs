@@ -12,6 +12,7 @@ mod cluster;
 mod connections;
 mod dispatch;
 mod election;
+mod gather;
 mod keep_alive;
 mod kv;
 mod lease;

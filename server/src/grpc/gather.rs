@@ -1,0 +1,256 @@
+//! A connection's calls started in the connection's own task, so that the
+//! answers to a burst of requests leave in one write.
+//!
+//! hyper gives each HTTP/2 stream's call to its executor as soon as it reads
+//! the stream's headers. With tokio's executor every call became a task of
+//! its own, and every call that finished woke the connection's task, which
+//! tokio runs next (its "LIFO slot"): each answer was framed and flushed
+//! alone before the next call ran, a `send` of its own (0.66 a response on a
+//! single member under reads from 1,000 clients, docs/benchmarks.md, "Calls
+//! answered where their connection reads them"), and the connection's task
+//! polled once more per call.
+//!
+//! [`GatheringExecutor`] instead hands a call to the connection being polled
+//! on this thread, if any ([`answer_gathered`] marks it); once the
+//! connection's poll has read all it could, each call it gathered is polled
+//! there once. A call that finishes (a read answered from memory) has put its
+//! answer in the connection's queue and woken it; the connection's next poll
+//! writes every such answer in one go. A call that must wait (a write for its
+//! commit, a linearizable read for its round) is spawned as before, from
+//! where it got to.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// A call hyper handed over, not yet polled.
+type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    /// The calls of the connection being polled on this thread (none: no
+    /// connection is, and a call is spawned at once).
+    static GATHERED: RefCell<Option<Vec<Call>>> = const { RefCell::new(None) };
+}
+
+/// hyper's executor for the client port's connections: a call is gathered by
+/// the connection that read it (see the module), anything else spawned.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct GatheringExecutor;
+
+impl<F> hyper::rt::Executor<F> for GatheringExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let gathering = GATHERED.with(|g| g.borrow().is_some());
+        if !gathering {
+            tokio::spawn(fut);
+            return;
+        }
+        GATHERED.with(|g| {
+            if let Some(calls) = g.borrow_mut().as_mut() {
+                calls.push(Box::pin(fut));
+            }
+        });
+    }
+}
+
+/// How many times one poll of a connection goes round (read, start the
+/// calls, write their answers) before it lets the thread's other tasks run.
+const ROUNDS_PER_POLL: usize = 16;
+
+/// Drives `connection` (served with [`GatheringExecutor`]) to its end,
+/// starting the calls each of its polls reads right after that poll.
+pub(super) async fn answer_gathered<C: Future>(connection: C) -> C::Output {
+    let mut connection = pin!(connection);
+    let mut calls: Vec<Call> = Vec::new();
+    let relay = Arc::new(Relay::default());
+    let relay_waker = Waker::from(Arc::clone(&relay));
+    std::future::poll_fn(|cx| {
+        relay.follow(cx.waker());
+        let mut relayed = Context::from_waker(&relay_waker);
+        for _ in 0..ROUNDS_PER_POLL {
+            let outer = GATHERED.with(|g| g.replace(Some(std::mem::take(&mut calls))));
+            let polled = connection.as_mut().poll(&mut relayed);
+            calls = GATHERED.with(|g| g.replace(outer)).unwrap_or_default();
+            if calls.is_empty() || polled.is_ready() {
+                calls.drain(..).for_each(start);
+                return polled;
+            }
+            // An answered call wakes the connection (its answer is queued):
+            // the connection is polled again here, which writes them all,
+            // instead of this task being scheduled once more.
+            relay.hold();
+            calls.drain(..).for_each(start);
+            if !relay.release() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// The waker a connection is polled with: it wakes the connection's task,
+/// except while the connection's calls are started (see [`answer_gathered`]),
+/// when it only notes that it was woken.
+#[derive(Default)]
+struct Relay {
+    /// The connection's task, as of its last poll.
+    task: Mutex<Option<Waker>>,
+    /// [`OPEN`], [`HELD`] or [`HELD_WOKEN`].
+    state: AtomicU8,
+}
+
+/// Wakes reach the task.
+const OPEN: u8 = 0;
+/// Wakes are held; none came yet.
+const HELD: u8 = 1;
+/// Wakes are held; one came.
+const HELD_WOKEN: u8 = 2;
+
+impl Relay {
+    fn follow(&self, task: &Waker) {
+        let mut current = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if !current.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *current = Some(task.clone());
+        }
+    }
+
+    fn hold(&self) {
+        self.state.store(HELD, Ordering::SeqCst);
+    }
+
+    /// Opens again; whether a wake came while held.
+    fn release(&self) -> bool {
+        self.state.swap(OPEN, Ordering::SeqCst) == HELD_WOKEN
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // A wake from another thread while held is noted too, and whoever
+        // releases re-polls the connection on seeing it; one that finds the
+        // relay open (or opened meanwhile) wakes the task.
+        match self
+            .state
+            .compare_exchange(HELD, HELD_WOKEN, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) | Err(HELD_WOKEN) => return,
+            Err(_) => {}
+        }
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// Polls `call` once here; spawns it if it must wait. Its first poll sees a
+/// waker that does nothing: a call that is not done is polled again at once
+/// by the task it becomes, which registers that task's waker.
+fn start(mut call: Call) {
+    let mut cx = Context::from_waker(Waker::noop());
+    match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(())) => {}
+        Ok(Poll::Pending) => {
+            tokio::spawn(call);
+        }
+        // As a spawned call's panic ends only its task: dropped, h2 resets
+        // its stream, the connection's other calls go on.
+        Err(_) => tracing::error!("a call panicked; its stream is reset"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use hyper::rt::Executor;
+
+    use super::*;
+
+    /// A future that is pending `n` times (waking itself), then done.
+    struct PendingFor(usize, Arc<AtomicUsize>);
+
+    impl Future for PendingFor {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            if self.0 == 0 {
+                return Poll::Ready(());
+            }
+            self.0 -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_read_by_a_connection_start_after_its_poll_and_waiting_ones_finish_in_tasks() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let done_at_once = Arc::new(AtomicUsize::new(0));
+        let waits = Arc::new(AtomicUsize::new(0));
+        // A "connection" whose one poll hands over two calls, then checks
+        // that neither has run yet.
+        let (ready, waiting) = (Arc::clone(&done_at_once), Arc::clone(&waits));
+        let seen = Arc::clone(&polls);
+        let connection = std::future::poll_fn(move |_| {
+            GatheringExecutor.execute(PendingFor(0, Arc::clone(&ready)));
+            GatheringExecutor.execute(PendingFor(3, Arc::clone(&waiting)));
+            assert_eq!(ready.load(Ordering::SeqCst), 0, "gathered, not run");
+            seen.fetch_add(1, Ordering::SeqCst);
+            Poll::Ready(7)
+        });
+        assert_eq!(answer_gathered(connection).await, 7);
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            done_at_once.load(Ordering::SeqCst),
+            1,
+            "done in its one poll"
+        );
+        // The waiting call went on in a task of its own until done.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while waits.load(Ordering::SeqCst) < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spawned call ran"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(waits.load(Ordering::SeqCst), 4);
+        // Outside a connection's poll, a call is spawned as it is.
+        let outside = Arc::new(AtomicUsize::new(0));
+        GatheringExecutor.execute(PendingFor(0, Arc::clone(&outside)));
+        while outside.load(Ordering::SeqCst) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the spawned call ran"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_panics_leaves_the_others_to_run() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let after = Arc::clone(&ran);
+        let connection = std::future::poll_fn(move |_| {
+            GatheringExecutor.execute(async { panic!("a broken call") });
+            GatheringExecutor.execute(PendingFor(0, Arc::clone(&after)));
+            Poll::Ready(())
+        });
+        answer_gathered(connection).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+}
