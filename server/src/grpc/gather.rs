@@ -5,10 +5,10 @@
 //! the stream's headers. With tokio's executor every call became a task of
 //! its own, and every call that finished woke the connection's task, which
 //! tokio runs next (its "LIFO slot"): each answer was framed and flushed
-//! alone before the next call ran, a `send` of its own (0.66 a response on a
-//! single member under reads from 1,000 clients, docs/benchmarks.md, "Calls
-//! answered where their connection reads them"), and the connection's task
-//! polled once more per call.
+//! alone before the next call ran, a `send` of its own (0.57–0.60 a
+//! response on a single member under reads from 1,000 clients,
+//! docs/benchmarks.md, "Calls answered where their connection reads
+//! them"), and the connection's task polled once more per call.
 //!
 //! [`GatheringExecutor`] instead hands a call to the connection being polled
 //! on this thread, if any ([`answer_gathered`] marks it); once the
@@ -46,16 +46,15 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        let gathering = GATHERED.with(|g| g.borrow().is_some());
-        if !gathering {
-            tokio::spawn(fut);
-            return;
-        }
+        let mut fut = Some(fut);
         GATHERED.with(|g| {
             if let Some(calls) = g.borrow_mut().as_mut() {
-                calls.push(Box::pin(fut));
+                calls.extend(fut.take().map(|call| Box::pin(call) as Call));
             }
         });
+        if let Some(fut) = fut {
+            tokio::spawn(fut);
+        }
     }
 }
 
