@@ -240,6 +240,60 @@ mod tests {
         }
     }
 
+    /// A task's waker that counts its wakes.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn answers_leave_in_the_poll_that_read_them_and_later_wakes_reach_the_task() {
+        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+        // Phase 1: the call the first poll reads answers at once and wakes
+        // its connection, as h2 does when an answer is queued: the
+        // connection is polled again within the same poll of the task (the
+        // answer's write), and the task is not scheduled once more.
+        let mut polls = 0;
+        let answering = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls > 1 {
+                return Poll::Ready(polls);
+            }
+            let connection = cx.waker().clone();
+            GatheringExecutor.execute(async move { connection.wake() });
+            Poll::Pending
+        });
+        let mut answering = pin!(answer_gathered(answering));
+        assert_eq!(answering.as_mut().poll(&mut cx), Poll::Ready(2));
+        assert_eq!(task.0.load(Ordering::SeqCst), 0, "not woken");
+        // Phase 2: a call that does not wake it leaves the connection
+        // waiting; a wake that comes later (its socket, a spawned call's
+        // answer) reaches the task.
+        let stored = Arc::new(Mutex::new(None::<Waker>));
+        let keep = Arc::clone(&stored);
+        let mut polls = 0;
+        let waiting = std::future::poll_fn(move |cx| {
+            polls += 1;
+            if polls > 1 {
+                return Poll::Ready(polls);
+            }
+            *keep.lock().unwrap() = Some(cx.waker().clone());
+            GatheringExecutor.execute(async {});
+            Poll::Pending
+        });
+        let mut waiting = pin!(answer_gathered(waiting));
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        stored.lock().unwrap().take().unwrap().wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the later wake arrived");
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
     #[tokio::test]
     async fn a_call_that_panics_leaves_the_others_to_run() {
         let ran = Arc::new(AtomicUsize::new(0));
