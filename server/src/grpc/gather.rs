@@ -14,8 +14,9 @@
 //! on this thread, if any ([`answer_gathered`] marks it); once the
 //! connection's poll has read all it could, each call it gathered is polled
 //! there once. A call that finishes (a read answered from memory) has put its
-//! answer in the connection's queue and woken it; the connection's next poll
-//! writes every such answer in one go. A call that must wait (a write for its
+//! answer in the connection's queue and woken it; the connection is then
+//! polled again at once, in the same poll of its task, and writes every such
+//! answer in one go. A call that must wait (a write for its
 //! commit, a linearizable read for its round) is spawned as before, from
 //! where it got to.
 
