@@ -25,8 +25,10 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
 
 /// A call hyper handed over, not yet polled.
 type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -71,7 +73,7 @@ pub(super) async fn answer_gathered<C: Future>(connection: C) -> C::Output {
     let relay = Arc::new(Relay::default());
     let relay_waker = Waker::from(Arc::clone(&relay));
     std::future::poll_fn(|cx| {
-        relay.follow(cx.waker());
+        relay.task.register(cx.waker());
         let mut relayed = Context::from_waker(&relay_waker);
         for _ in 0..ROUNDS_PER_POLL {
             let outer = GATHERED.with(|g| g.replace(Some(std::mem::take(&mut calls))));
@@ -101,8 +103,9 @@ pub(super) async fn answer_gathered<C: Future>(connection: C) -> C::Output {
 /// when it only notes that it was woken.
 #[derive(Default)]
 struct Relay {
-    /// The connection's task, as of its last poll.
-    task: Mutex<Option<Waker>>,
+    /// The connection's task, registered at each of its polls (a wake that
+    /// reaches it takes it: the task's next poll registers it again).
+    task: AtomicWaker,
     /// [`OPEN`], [`HELD`] or [`HELD_WOKEN`].
     state: AtomicU8,
 }
@@ -115,13 +118,6 @@ const HELD: u8 = 1;
 const HELD_WOKEN: u8 = 2;
 
 impl Relay {
-    fn follow(&self, task: &Waker) {
-        let mut current = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if !current.as_ref().is_some_and(|w| w.will_wake(task)) {
-            *current = Some(task.clone());
-        }
-    }
-
     fn hold(&self) {
         self.state.store(HELD, Ordering::SeqCst);
     }
@@ -148,10 +144,7 @@ impl Wake for Relay {
             Ok(_) | Err(HELD_WOKEN) => return,
             Err(_) => {}
         }
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = task.as_ref() {
-            task.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -175,6 +168,7 @@ fn start(mut call: Call) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
 
     use hyper::rt::Executor;
 
