@@ -137,6 +137,10 @@ pub struct Config {
     /// Database size past which writes are refused with NOSPACE
     /// (`--quota-backend-bytes`, default 2 GiB).
     pub quota_backend_bytes: u64,
+    /// The most memory the block cache of the records' RocksDB family holds
+    /// (`--experimental-kv-cache-bytes`, Cairn's; default 512 MiB, 0 = no
+    /// cache): the memory a large store is read at a small one's rate with.
+    pub kv_cache_bytes: u64,
     /// How often the leader compares members' HashKV and raises CORRUPT on
     /// a mismatch (`--experimental-corrupt-check-time`; zero = off, etcd's
     /// default).
@@ -273,6 +277,7 @@ impl Default for Config {
             snapshot_count: d::SNAPSHOT_COUNT,
             snapshot_catchup_entries: d::SNAPSHOT_CATCHUP_ENTRIES,
             quota_backend_bytes: d::QUOTA_BACKEND_BYTES,
+            kv_cache_bytes: d::KV_CACHE_BYTES,
             corrupt_check_time: std::time::Duration::ZERO,
             auto_compaction: AutoCompaction::Off,
             encryption_key_file: None,

@@ -26,6 +26,10 @@ pub const SNAPSHOT_COUNT: u64 = 10_000;
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// `--quota-backend-bytes` (2 GiB).
 pub const QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// `--experimental-kv-cache-bytes` (Cairn's; 512 MiB): the most memory the
+/// block cache of the records' family holds (why that size:
+/// [`crate::storage::DEFAULT_KV_CACHE_BYTES`]).
+pub const KV_CACHE_BYTES: u64 = crate::storage::DEFAULT_KV_CACHE_BYTES as u64;
 /// `--max-request-bytes` (1.5 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// `--max-txn-ops`.

@@ -110,7 +110,12 @@ pub(crate) fn log_dir(data_dir: &Path) -> std::path::PathBuf {
 /// and a [`Released`] that resolves once RocksDB is closed again.
 pub(super) fn open_engine(config: &Config, db_dir: &Path) -> Result<OpenedEngine, Error> {
     let master = phase("master key", || master_key(config))?;
-    let (rocks, released) = track(phase("rocksdb open", || RocksEngine::open(db_dir))?);
+    // A cache larger than the address space cannot be asked for: the most
+    // there is, then (RocksDB allocates only what its blocks take).
+    let kv_cache_bytes = usize::try_from(config.kv_cache_bytes).unwrap_or(usize::MAX);
+    let (rocks, released) = track(phase("rocksdb open", || {
+        RocksEngine::open_with_kv_cache(db_dir, kv_cache_bytes)
+    })?);
     let raw: Arc<dyn Engine> = Arc::new(rocks);
     if cfg!(feature = "bench-plaintext") {
         tracing::warn!("built with bench-plaintext: NOTHING IS ENCRYPTED (benchmark builds only)");

@@ -23,7 +23,7 @@ use std::borrow::Cow;
 
 pub use crypto::SealedEngine;
 pub use memory::MemoryEngine;
-pub use rocks::RocksEngine;
+pub use rocks::{RocksEngine, DEFAULT_KV_CACHE_BYTES};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

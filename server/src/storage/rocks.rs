@@ -21,6 +21,10 @@ pub struct RocksEngine {
     /// The options of [`Engine::get_persisted`]: RocksDB's persisted tier,
     /// which skips the memtables once a write has skipped the WAL.
     persisted_reads: ReadOptions,
+    /// How the `kv` family's flushes fill its block cache outside
+    /// [`Engine::bulk_writes`]: [`KV_PREPOPULATE`], or not at all when the
+    /// family has no cache (`--experimental-kv-cache-bytes 0`).
+    kv_prepopulate: &'static str,
 }
 
 impl Drop for RocksEngine {
@@ -77,8 +81,11 @@ const DB_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// block, a checksum and an eviction, ~25% more of the member's CPU per
 /// read than among 10,000 keys (docs/benchmarks.md, "A block cache the
 /// size of the data"). The cache holds only blocks that were written or
-/// read, so a small store's member stays small.
-const KV_BLOCK_CACHE_BYTES: usize = 512 * 1024 * 1024;
+/// read, so a small store's member stays small. An operator who would
+/// rather hold less memory than read a large store at the rate of a small
+/// one sets another size (`--experimental-kv-cache-bytes`, through
+/// [`RocksEngine::open_with_kv_cache`]); 0 is no cache at all.
+pub const DEFAULT_KV_CACHE_BYTES: usize = 512 * 1024 * 1024;
 
 /// The smallest `kv` record kept in RocksDB's blob files instead of its
 /// tables: a flush would otherwise copy each large value into the block
@@ -90,7 +97,8 @@ const KV_BLOCK_CACHE_BYTES: usize = 512 * 1024 * 1024;
 const KV_BLOB_MIN_BYTES: u64 = 64 * 1024;
 
 /// The options of column family `cf`. The `kv` family, which every read of
-/// a value reads, has a block cache of its own ([`KV_BLOCK_CACHE_BYTES`];
+/// a value reads, has a block cache of its own (`kv_cache_bytes`, by
+/// default [`DEFAULT_KV_CACHE_BYTES`]; none at all when 0;
 /// RocksDB's HyperClock cache, whose lookups take no lock: its LRU cache of
 /// the same size read slower than the default under 1,000 clients) that
 /// each flush fills with the blocks it writes (`prepopulate_block_cache`),
@@ -102,13 +110,17 @@ const KV_BLOB_MIN_BYTES: u64 = 64 * 1024;
 /// compaction that rewrites a table moves the live values it references out
 /// of any blob file (an age cutoff of 1.0), so a blob file whose records
 /// were compacted away goes as a table of them would.
-fn family_options(cf: Cf) -> Result<Options, Error> {
+fn family_options(cf: Cf, kv_cache_bytes: usize) -> Result<Options, Error> {
     let mut opts = Options::default();
     if cf != Cf::Kv {
         return Ok(opts);
     }
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_hyper_clock_cache(KV_BLOCK_CACHE_BYTES, 0));
+    if kv_cache_bytes == 0 {
+        table.disable_cache();
+    } else {
+        table.set_block_cache(&Cache::new_hyper_clock_cache(kv_cache_bytes, 0));
+    }
     opts.set_block_based_table_factory(&table);
     opts.set_enable_blob_files(true);
     opts.set_min_blob_size(KV_BLOB_MIN_BYTES);
@@ -117,9 +129,19 @@ fn family_options(cf: Cf) -> Result<Options, Error> {
     // Applied over the table options above (the cache set there is kept).
     opts.get_options_from_string(format!(
         "{TABLE_FACTORY}={}",
-        kv_prepopulate(KV_PREPOPULATE)
+        kv_prepopulate(kv_prepopulate_for(kv_cache_bytes))
     ))
     .map_err(engine_err)
+}
+
+/// How the `kv` family's flushes fill a cache of `kv_cache_bytes`: not at
+/// all when there is none.
+fn kv_prepopulate_for(kv_cache_bytes: usize) -> &'static str {
+    if kv_cache_bytes == 0 {
+        KV_PREPOPULATE_OFF
+    } else {
+        KV_PREPOPULATE
+    }
 }
 
 /// The read options of every scan. A scan is one pass of the member's own
@@ -139,6 +161,9 @@ fn one_pass_reads() -> ReadOptions {
 /// [`Engine::bulk_writes`]: with every block they write.
 const KV_PREPOPULATE: &str = "kFlushOnly";
 
+/// Flushes that leave the `kv` family's block cache alone.
+const KV_PREPOPULATE_OFF: &str = "kDisable";
+
 /// RocksDB's name of a family's table options in an options string.
 const TABLE_FACTORY: &str = "block_based_table_factory";
 
@@ -150,13 +175,21 @@ fn kv_prepopulate(value: &str) -> String {
 }
 
 impl RocksEngine {
-    /// Opens (creating if needed) the database in `path`.
+    /// Opens (creating if needed) the database in `path`, its `kv` family's
+    /// block cache of [`DEFAULT_KV_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with_kv_cache(path, DEFAULT_KV_CACHE_BYTES)
+    }
+
+    /// [`RocksEngine::open`] with a `kv` block cache of at most
+    /// `kv_cache_bytes` (0: none; every read of a record not in a memtable
+    /// then reads its block from the file).
+    pub fn open_with_kv_cache(path: &Path, kv_cache_bytes: usize) -> Result<Self, Error> {
         std::fs::create_dir_all(path).map_err(|source| Error::DataDir {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::open_with(path, true)
+        Self::open_with(path, true, kv_cache_bytes)
     }
 
     /// Opens the existing database in `path`, creating no directory or
@@ -179,10 +212,10 @@ impl RocksEngine {
         {
             return Ok(None);
         }
-        Self::open_with(path, false).map(Some)
+        Self::open_with(path, false, DEFAULT_KV_CACHE_BYTES).map(Some)
     }
 
-    fn open_with(path: &Path, create: bool) -> Result<Self, Error> {
+    fn open_with(path: &Path, create: bool, kv_cache_bytes: usize) -> Result<Self, Error> {
         let mut opts = Options::default();
         opts.create_if_missing(create);
         // Families added after a database was written are created empty
@@ -212,7 +245,10 @@ impl RocksEngine {
         opts.set_atomic_flush(true);
         let cfs = Cf::ALL
             .iter()
-            .map(|cf| Ok(ColumnFamilyDescriptor::new(cf.name(), family_options(*cf)?)))
+            .map(|cf| {
+                let opts = family_options(*cf, kv_cache_bytes)?;
+                Ok(ColumnFamilyDescriptor::new(cf.name(), opts))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let message = e.into_string();
@@ -231,6 +267,7 @@ impl RocksEngine {
                 opts.set_read_tier(ReadTier::Persisted);
                 opts
             },
+            kv_prepopulate: kv_prepopulate_for(kv_cache_bytes),
         })
     }
 
@@ -436,7 +473,11 @@ impl Engine for RocksEngine {
     }
 
     fn bulk_writes(&self, on: bool) -> Result<(), Error> {
-        let prepopulate = if on { "kDisable" } else { KV_PREPOPULATE };
+        let prepopulate = if on {
+            KV_PREPOPULATE_OFF
+        } else {
+            self.kv_prepopulate
+        };
         let value = kv_prepopulate(prepopulate);
         self.db
             .set_options_cf(self.handle(Cf::Kv)?, &[(TABLE_FACTORY, &value)])
@@ -640,7 +681,7 @@ mod tests {
         let property = |cf, name| family_property(&engine, cf, name);
         assert_eq!(
             property(Cf::Kv, "rocksdb.block-cache-capacity"),
-            KV_BLOCK_CACHE_BYTES as u64
+            DEFAULT_KV_CACHE_BYTES as u64
         );
         // The cache's own table is charged to it from the start.
         let empty = property(Cf::Kv, "rocksdb.block-cache-usage");
@@ -660,6 +701,50 @@ mod tests {
         assert_eq!(property(Cf::Meta, "rocksdb.block-cache-usage"), meta_empty);
         assert_eq!(
             engine.get(Cf::Kv, &7u32.to_be_bytes()).unwrap(),
+            Some(vec![7; 256])
+        );
+    }
+
+    #[test]
+    fn the_kv_familys_cache_has_the_size_asked_for_or_is_not_there() {
+        // Phase 1: a smaller cache than the default, filled by flushes as
+        // the default one is.
+        let dir = tempfile::tempdir().unwrap();
+        let small = RocksEngine::open_with_kv_cache(dir.path(), 64 << 20).unwrap();
+        let property = |engine: &RocksEngine, name| {
+            let handle = engine.handle(Cf::Kv).unwrap();
+            engine.db.property_int_value_cf(&handle, name).unwrap()
+        };
+        let write = |engine: &RocksEngine| {
+            let mut b = WriteBatch::new();
+            for i in 0u32..1_000 {
+                b.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![7; 256]);
+            }
+            engine.write_replayed(b).unwrap();
+            engine.persist().unwrap();
+        };
+        assert_eq!(
+            property(&small, "rocksdb.block-cache-capacity"),
+            Some(64 << 20)
+        );
+        let empty = property(&small, "rocksdb.block-cache-usage").unwrap();
+        write(&small);
+        let cached = property(&small, "rocksdb.block-cache-usage").unwrap() - empty;
+        assert!(cached > 256_000, "{cached}");
+        // Phase 2: no cache: nothing to size, the flushed records read
+        // from their file, and an install's bulk writes turned on and off.
+        let dir = tempfile::tempdir().unwrap();
+        let none = RocksEngine::open_with_kv_cache(dir.path(), 0).unwrap();
+        assert_eq!(property(&none, "rocksdb.block-cache-capacity"), None);
+        none.bulk_writes(true).unwrap();
+        none.bulk_writes(false).unwrap();
+        write(&none);
+        assert_eq!(
+            property(&none, "rocksdb.num-entries-active-mem-table"),
+            Some(0)
+        );
+        assert_eq!(
+            none.get(Cf::Kv, &7u32.to_be_bytes()).unwrap(),
             Some(vec![7; 256])
         );
     }
@@ -699,7 +784,7 @@ mod tests {
         assert!(after_flush - empty > 256_000, "{}", after_flush - empty);
         assert_eq!(
             property("rocksdb.block-cache-capacity"),
-            KV_BLOCK_CACHE_BYTES as u64
+            DEFAULT_KV_CACHE_BYTES as u64
         );
         // Phase 3: a client's read of a bulk-written record caches its block.
         assert_eq!(

@@ -257,6 +257,16 @@ mod tests {
     }
 
     #[test]
+    fn the_kv_cache_size_reaches_the_members_config() {
+        let given = flags_from_yaml("experimental-kv-cache-bytes: 67108864\n").unwrap();
+        assert_eq!(given.into_config().unwrap().kv_cache_bytes, 64 << 20);
+        let none = flags_from_yaml("experimental-kv-cache-bytes: 0\n").unwrap();
+        assert_eq!(none.into_config().unwrap().kv_cache_bytes, 0);
+        let left_out = flags_from_yaml("name: m1\n").unwrap();
+        assert_eq!(left_out.into_config().unwrap().kv_cache_bytes, 512 << 20);
+    }
+
+    #[test]
     fn bad_files_are_refused_naming_the_key() {
         let table = [
             ("data_dir: /x\n", "unknown key \"data_dir\""),
@@ -266,6 +276,10 @@ mod tests {
             ),
             ("config-file: other.yml\n", "unknown key \"config-file\""),
             ("heartbeat-interval: soon\n", "key \"heartbeat-interval\""),
+            (
+                "experimental-kv-cache-bytes: 64MiB\n",
+                "key \"experimental-kv-cache-bytes\"",
+            ),
             (
                 "experimental-watch-progress-notify-interval: 1x\n",
                 "invalid duration \"1x\"",

@@ -85,6 +85,11 @@ pub struct Flags {
     /// Raise an alarm (and refuse writes) when the backend size exceeds this many bytes.
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = defaults::QUOTA_BACKEND_BYTES)]
     pub quota_backend_bytes: u64,
+    /// The most memory (bytes) the block cache of the records' RocksDB
+    /// family holds (Cairn extension): reads of a store larger than it
+    /// read their blocks from the files. 0 = no cache.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_KV_CACHE_BYTES", default_value_t = defaults::KV_CACHE_BYTES)]
+    pub experimental_kv_cache_bytes: u64,
     /// How often the leader checks that members' data hashes agree (e.g.
     /// 5m); 0 turns the check off. A mismatch raises the CORRUPT alarm.
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0", value_parser = parse_duration_or_zero)]
@@ -238,6 +243,7 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             quota_backend_bytes: self.quota_backend_bytes,
+            kv_cache_bytes: self.experimental_kv_cache_bytes,
             corrupt_check_time: self.experimental_corrupt_check_time,
             auto_compaction: cairn_server::config::AutoCompaction::from_flags(
                 &self.auto_compaction_mode,
