@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use cairn_bench::Cli;
 use clap::Parser;
 
+/// jemalloc, as the `cairn` binary has: the tool runs beside the servers
+/// it measures, and what its allocations cost is taken from them.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
