@@ -139,7 +139,8 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     /// The most memory the block cache of the records' RocksDB family holds
     /// (`--experimental-kv-cache-bytes`, Cairn's; default 512 MiB, 0 = no
-    /// cache): the memory a large store is read at a small one's rate with.
+    /// cache): memory spent so that a large store's reads keep a small
+    /// one's rate; a member short of memory can spend less.
     pub kv_cache_bytes: u64,
     /// How often the leader compares members' HashKV and raises CORRUPT on
     /// a mismatch (`--experimental-corrupt-check-time`; zero = off, etcd's
