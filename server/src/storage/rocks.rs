@@ -664,6 +664,17 @@ mod tests {
         assert!(reopened.get(Cf::Kv, b"k\x02").unwrap().is_some());
     }
 
+    /// Writes 1,000 `kv` records of 256 bytes, keys `from` on, as applies
+    /// write them (replayed), and flushes them to a table file.
+    fn write_flushed_kv(engine: &RocksEngine, from: u32) {
+        let mut b = WriteBatch::new();
+        for i in from..from + 1_000 {
+            b.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![7; 256]);
+        }
+        engine.write_replayed(b).unwrap();
+        engine.persist().unwrap();
+    }
+
     /// RocksDB's integer property `name` of family `cf`.
     fn family_property(engine: &RocksEngine, cf: Cf, name: &str) -> u64 {
         let handle = engine.db.cf_handle(cf.name()).unwrap();
@@ -711,37 +722,28 @@ mod tests {
         // the default one is.
         let dir = tempfile::tempdir().unwrap();
         let small = RocksEngine::open_with_kv_cache(dir.path(), 64 << 20).unwrap();
-        let property = |engine: &RocksEngine, name| {
-            let handle = engine.handle(Cf::Kv).unwrap();
-            engine.db.property_int_value_cf(&handle, name).unwrap()
-        };
-        let write = |engine: &RocksEngine| {
-            let mut b = WriteBatch::new();
-            for i in 0u32..1_000 {
-                b.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![7; 256]);
-            }
-            engine.write_replayed(b).unwrap();
-            engine.persist().unwrap();
-        };
-        assert_eq!(
-            property(&small, "rocksdb.block-cache-capacity"),
-            Some(64 << 20)
-        );
-        let empty = property(&small, "rocksdb.block-cache-usage").unwrap();
-        write(&small);
-        let cached = property(&small, "rocksdb.block-cache-usage").unwrap() - empty;
+        let property = |name| family_property(&small, Cf::Kv, name);
+        assert_eq!(property("rocksdb.block-cache-capacity"), 64 << 20);
+        let empty = property("rocksdb.block-cache-usage");
+        write_flushed_kv(&small, 0);
+        let cached = property("rocksdb.block-cache-usage") - empty;
         assert!(cached > 256_000, "{cached}");
         // Phase 2: no cache: nothing to size, the flushed records read
         // from their file, and an install's bulk writes turned on and off.
         let dir = tempfile::tempdir().unwrap();
         let none = RocksEngine::open_with_kv_cache(dir.path(), 0).unwrap();
-        assert_eq!(property(&none, "rocksdb.block-cache-capacity"), None);
+        let handle = none.handle(Cf::Kv).unwrap();
+        let capacity = none
+            .db
+            .property_int_value_cf(&handle, "rocksdb.block-cache-capacity")
+            .unwrap();
+        assert_eq!(capacity, None);
         none.bulk_writes(true).unwrap();
         none.bulk_writes(false).unwrap();
-        write(&none);
+        write_flushed_kv(&none, 0);
         assert_eq!(
-            property(&none, "rocksdb.num-entries-active-mem-table"),
-            Some(0)
+            family_property(&none, Cf::Kv, "rocksdb.num-entries-active-mem-table"),
+            0
         );
         assert_eq!(
             none.get(Cf::Kv, &7u32.to_be_bytes()).unwrap(),
@@ -755,19 +757,11 @@ mod tests {
         let engine = RocksEngine::open(dir.path()).unwrap();
         let property = |name| family_property(&engine, Cf::Kv, name);
         let usage = || property("rocksdb.block-cache-usage");
-        let write = |from: u32| {
-            let mut b = WriteBatch::new();
-            for i in from..from + 1_000 {
-                b.put(Cf::Kv, i.to_be_bytes().to_vec(), vec![7; 256]);
-            }
-            engine.write_replayed(b).unwrap();
-            engine.persist().unwrap();
-        };
         let empty = usage();
         // Phase 1: an install's flush and a scan of what it wrote cache
         // nothing.
         engine.bulk_writes(true).unwrap();
-        write(0);
+        write_flushed_kv(&engine, 0);
         let mut scanned = 0;
         engine
             .scan(Cf::Kv, &[], None, &mut |_, _| {
@@ -779,7 +773,7 @@ mod tests {
         assert!(usage() - empty < 16_000, "{}", usage() - empty);
         // Phase 2: back to flushes that fill it, the same cache.
         engine.bulk_writes(false).unwrap();
-        write(1_000);
+        write_flushed_kv(&engine, 1_000);
         let after_flush = usage();
         assert!(after_flush - empty > 256_000, "{}", after_flush - empty);
         assert_eq!(
