@@ -48,7 +48,11 @@ impl<T> Waiters<T> {
 
     /// Answers proposal `id`'s waiter, if it waits here; true if it did.
     pub fn answer(&self, id: u64, outcome: T) -> bool {
-        match self.lock().remove(&id) {
+        // Sent after the lock is released (a guard in the `match` would be
+        // held through the send): the woken proposer drops its registration
+        // at once, which takes this lock, and found it held.
+        let waiter = self.lock().remove(&id);
+        match waiter {
             // The proposer may have gone; the entry is applied regardless.
             Some(tx) => tx.send(outcome).is_ok(),
             None => false,
