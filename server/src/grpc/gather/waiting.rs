@@ -2,12 +2,11 @@
 //! when they are woken (see the parent module).
 //!
 //! Why not `futures_util`'s `FuturesUnordered`: each time it has polled all
-//! of its futures once it wakes its task, to yield. A connection's lone
-//! call (one client's put) is polled once to register its waker and so
-//! woke the connection's task for nothing, an extra poll of that task and
-//! two more `futex` calls per put (measured: docs/benchmarks.md, "Answers
-//! of a committed batch written together"). Here a poll polls the calls
-//! woken since the last one, once each, and wakes nobody.
+//! of its futures once, it wakes its task, to yield. A connection's lone
+//! call (one client's put) is polled once to register its waker, and the
+//! connection's task would be scheduled again for nothing each time. Here
+//! a poll polls the calls woken since the last one, once each, and wakes
+//! nobody.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
