@@ -8,6 +8,7 @@
 //! a poll polls the calls woken since the last one, once each, and wakes
 //! nobody.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
 
@@ -20,8 +21,9 @@ use crate::locks::lock;
 /// A connection's waiting calls.
 #[derive(Default)]
 pub(super) struct WaitingCalls {
-    /// Each call, with the waker its polls get (it queues the call's key).
-    calls: Slab<(Call, Waker)>,
+    /// Each call, with its waker's state and the waker its polls get (it
+    /// queues the call's key).
+    calls: Slab<(Call, Arc<CallWaker>, Waker)>,
     /// The keys of the calls woken since the last poll, and the task.
     woken: Arc<Woken>,
     /// The keys a poll works through, kept to reuse its allocation.
@@ -31,9 +33,9 @@ pub(super) struct WaitingCalls {
 /// What a call's waker reaches.
 #[derive(Default)]
 struct Woken {
-    /// Keys of woken calls, in the order of their wakes (one woken twice,
-    /// or a key reused after its call finished, is polled once more: a
-    /// spurious poll, which a future allows).
+    /// Keys of woken calls, in the order of their wakes, each once until
+    /// it is polled (a key reused after its call finished may be polled
+    /// once more: a spurious poll, which a future allows).
     keys: Mutex<Vec<usize>>,
     /// The connection's task, registered at each poll.
     task: AtomicWaker,
@@ -43,6 +45,10 @@ struct Woken {
 struct CallWaker {
     woken: Arc<Woken>,
     key: usize,
+    /// Whether `key` is in the queue already: a call woken many times
+    /// between two polls (a watch stream's events) is queued and polled
+    /// once.
+    queued: AtomicBool,
 }
 
 impl Wake for CallWaker {
@@ -51,7 +57,9 @@ impl Wake for CallWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        lock(&self.woken.keys).push(self.key);
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.woken.keys).push(self.key);
+        }
         self.woken.task.wake();
     }
 }
@@ -61,11 +69,13 @@ impl WaitingCalls {
     pub(super) fn push(&mut self, call: Call) {
         let entry = self.calls.vacant_entry();
         let key = entry.key();
-        let waker = Waker::from(Arc::new(CallWaker {
+        let state = Arc::new(CallWaker {
             woken: Arc::clone(&self.woken),
             key,
-        }));
-        entry.insert((call, waker));
+            queued: AtomicBool::new(true),
+        });
+        let waker = Waker::from(Arc::clone(&state));
+        entry.insert((call, state, waker));
         lock(&self.woken.keys).push(key);
     }
 
@@ -75,9 +85,11 @@ impl WaitingCalls {
         self.woken.task.register(cx.waker());
         std::mem::swap(&mut self.polling, &mut *lock(&self.woken.keys));
         for key in self.polling.drain(..) {
-            let Some((call, waker)) = self.calls.get_mut(key) else {
+            let Some((call, state, waker)) = self.calls.get_mut(key) else {
                 continue;
             };
+            // Before the poll: a wake during it queues the call again.
+            state.queued.store(false, Ordering::Release);
             if poll_call(call, &mut Context::from_waker(waker)).is_ready() {
                 drop(self.calls.remove(key));
             }
@@ -92,14 +104,14 @@ impl WaitingCalls {
 
     /// The calls that still wait, for tasks of their own.
     pub(super) fn into_calls(self) -> impl Iterator<Item = Call> {
-        self.calls.into_iter().map(|(_, (call, _))| call)
+        self.calls.into_iter().map(|(_, (call, _, _))| call)
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::task::Poll;
 
     use super::super::tests::CountingWaker;
@@ -133,10 +145,11 @@ mod tests {
         // Phase 2: a poll with nothing woken polls nothing.
         waiting.poll(&cx);
         assert_eq!(polls.load(Ordering::SeqCst), 2);
-        // Phase 3: one call is woken: the task is, and the next poll polls
-        // that call alone, which finishes and is dropped.
+        // Phase 3: one call is woken, twice: the task is, and the next poll
+        // polls that call alone, once, which finishes and is dropped.
         finish.store(true, Ordering::SeqCst);
         let first = wakers.lock().unwrap().remove(0);
+        first.wake_by_ref();
         first.wake();
         assert_eq!(task.wakes(), 1);
         waiting.poll(&cx);
@@ -144,6 +157,31 @@ mod tests {
         assert_eq!(waiting.len(), 1);
         // Phase 4: the other one is left for a task of its own.
         assert_eq!(waiting.into_calls().count(), 1);
+    }
+
+    #[test]
+    fn a_call_woken_twice_between_polls_is_polled_once() {
+        let mut waiting = WaitingCalls::default();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let (counted, kept) = (Arc::clone(&polls), Arc::clone(&waker));
+        waiting.push(Box::pin(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            *kept.lock().unwrap() = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        let cx = Context::from_waker(Waker::noop());
+        waiting.poll(&cx);
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        let call = waker.lock().unwrap().take().unwrap();
+        call.wake_by_ref();
+        call.wake_by_ref();
+        waiting.poll(&cx);
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "polled once for two wakes");
+        // A wake after that poll queues it again.
+        call.wake();
+        waiting.poll(&cx);
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
     }
 
     #[test]
