@@ -16,14 +16,14 @@
 //! last look finds the input, or the sender finds the flag up and wakes it
 //! (both sides `SeqCst`).
 //!
-//! Before it sleeps, a thread whose last sleep an arrival cut short (within
-//! [`SHORT_SLEEP`]) yields the core a few times, looking at the channel and
-//! the streams after each: its inputs are coming close together, and the
-//! threads sending them (workers answering reads, on cores the members
-//! share) get to run instead of waking it. Measured under 1,000 clients'
-//! linearizable reads (docs/benchmarks.md): the raft threads slept twice
-//! as often without it as on std's channel, which backs off the same way.
-//! A thread whose inputs come far apart (a lone writer's) sleeps at once.
+//! Before it sleeps, a thread whose last sleeps arrivals cut short yields
+//! the core a few times, or spins a while, looking at the channel and the
+//! streams after each yield (the rules, and why, in `idle.rs`): under 1,000
+//! clients' linearizable reads the raft threads slept twice as often
+//! without the yields as on std's channel, which backs off the same way,
+//! and a lone writer's puts find the threads they wake awake
+//! (docs/benchmarks.md). A thread whose inputs come far apart sleeps at
+//! once.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::idle::Idle;
 use super::Input;
 use crate::raft::stream::{Frames, Inbound, StreamError};
 use crate::raft::RequestError;
@@ -45,11 +46,6 @@ const WAKER: Token = Token(usize::MAX);
 const READ_PER_ROUND: usize = 1024 * 1024;
 /// How long a busy thread goes without looking at its streams at most.
 const POLL_WHEN_BUSY: Duration = Duration::from_micros(200);
-/// A sleep that an arrival cut shorter than this marks the thread busy.
-const SHORT_SLEEP: Duration = Duration::from_micros(50);
-/// How many times a busy thread yields, looking for inputs after each,
-/// before it sleeps.
-const BUSY_YIELDS: usize = 4;
 /// One read's size.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -142,9 +138,9 @@ pub struct InboxReceiver {
     chunk: Vec<u8>,
     /// When the streams were last polled.
     polled: Instant,
-    /// An arrival ended the last sleep soon after it began: inputs come
-    /// close together, so the next wait yields a few times first.
-    busy: bool,
+    /// How soon arrivals ended the last sleeps: whether the next wait
+    /// yields or spins first.
+    idle: Idle,
 }
 
 impl std::fmt::Debug for InboxReceiver {
@@ -173,7 +169,7 @@ pub fn inbox() -> io::Result<(Inbox, InboxReceiver)> {
         readable: Vec::new(),
         chunk: vec![0; READ_CHUNK],
         polled: Instant::now(),
-        busy: false,
+        idle: Idle::default(),
     };
     let senders = Arc::new(Senders { wake });
     Ok((Inbox { tx, senders }, receiver))
@@ -209,21 +205,31 @@ impl InboxReceiver {
                 return Ok(());
             }
         }
-        // Nothing queued. If inputs have been coming close together, give
-        // the threads that send them the core a few times before sleeping
-        // (see the module doc).
-        if self.busy {
-            for _ in 0..BUSY_YIELDS {
-                std::thread::yield_now();
-                self.take_queued(max, out)?;
-                if out.is_empty() {
-                    self.poll(Duration::ZERO);
-                }
-                self.read_streams(out);
-                if !out.is_empty() || !self.readable.is_empty() {
-                    return Ok(());
-                }
+        // Nothing queued. If inputs have been coming close together or
+        // back to back, give the threads that send them the core, looking
+        // after each turn, before sleeping (see the module doc).
+        let before = self.idle.before_sleep();
+        let began = Instant::now();
+        let (mut yields, mut last_yield) = (0, Duration::ZERO);
+        while before.goes_on(yields, began.elapsed(), last_yield) {
+            let yielding = Instant::now();
+            std::thread::yield_now();
+            last_yield = yielding.elapsed();
+            yields += 1;
+            self.take_queued(max, out)?;
+            if out.is_empty() {
+                self.poll(Duration::ZERO);
             }
+            self.read_streams(out);
+            if !out.is_empty() || !self.readable.is_empty() {
+                if !before.spin.is_zero() {
+                    self.idle.spun(true);
+                }
+                return Ok(());
+            }
+        }
+        if !before.spin.is_zero() {
+            self.idle.spun(false);
         }
         // Then wait. The wait's poll returns at once if a stream is
         // readable, so a thread that did not yield makes no zero-wait poll
@@ -234,7 +240,7 @@ impl InboxReceiver {
         if out.is_empty() {
             let slept = Instant::now();
             let woken = self.poll(wait);
-            self.busy = woken && slept.elapsed() < SHORT_SLEEP;
+            self.idle.slept(woken, slept.elapsed());
         }
         self.wake.asleep.store(false, Ordering::SeqCst);
         self.take_queued(max, out)?;
@@ -527,14 +533,17 @@ mod tests {
     }
 
     #[test]
-    fn only_a_sleep_that_an_arrival_cut_short_marks_the_thread_busy() {
+    fn only_a_sleep_that_an_arrival_cut_short_keeps_the_thread_from_sleeping_at_once() {
         let (inbox, mut receiver) = inbox().unwrap();
         let mut round = Vec::new();
         // A wait that runs out (a tick due at once, or later) marks nothing.
         for wait in [Duration::ZERO, Duration::from_millis(1)] {
             receiver.recv_round(wait, 16, &mut round).unwrap();
             assert!(round.is_empty());
-            assert!(!receiver.busy, "busy after a wait of {wait:?} that ran out");
+            assert!(
+                receiver.idle.sleeps_at_once(),
+                "busy after a wait of {wait:?} that ran out"
+            );
         }
         // Nor does an arrival long after the sleep began.
         let sender = std::thread::spawn(move || {
@@ -548,7 +557,10 @@ mod tests {
             receiver.recv_round(DEADLINE, 16, &mut round).unwrap();
         }
         assert!(matches!(round.as_slice(), [Input::Campaign]));
-        assert!(!receiver.busy, "busy after a sleep of at least 5 ms");
+        assert!(
+            receiver.idle.sleeps_at_once(),
+            "busy after a sleep of at least 5 ms"
+        );
         drop(sender.join().unwrap());
     }
 

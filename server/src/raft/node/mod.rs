@@ -40,6 +40,7 @@
 
 mod conf_change;
 mod handle;
+mod idle;
 mod inbox;
 mod read_index;
 mod read_rounds;
