@@ -49,13 +49,13 @@
 use std::time::Duration;
 
 /// A sleep that an arrival cut shorter than this marks the thread busy.
-pub(super) const SHORT_SLEEP: Duration = Duration::from_micros(50);
+const SHORT_SLEEP: Duration = Duration::from_micros(50);
 /// How many times a busy thread yields, looking for inputs after each,
 /// before it sleeps.
-pub(super) const BUSY_YIELDS: usize = 4;
+const BUSY_YIELDS: usize = 4;
 /// How long a thread whose inputs come back to back spins before it
 /// sleeps; a sleep that an arrival ended within this counts as short.
-pub(super) const SPIN_FOR: Duration = Duration::from_micros(300);
+const SPIN_FOR: Duration = Duration::from_micros(300);
 /// How many short sleeps in a row make a thread spin.
 const SHORT_IN_A_ROW: u8 = 2;
 /// The most chances to spin skipped after spins that found nothing (a
@@ -63,7 +63,7 @@ const SHORT_IN_A_ROW: u8 = 2;
 const MAX_SKIPS: u8 = 64;
 /// A yield that took longer than this gave the core to another thread: the
 /// core is wanted, and a spinning thread stops and sleeps.
-pub(super) const CEDED: Duration = Duration::from_micros(10);
+const CEDED: Duration = Duration::from_micros(10);
 
 /// What the thread's last sleeps were like (see the module doc).
 #[derive(Debug, Default)]
@@ -91,6 +91,22 @@ pub(super) struct BeforeSleep {
 }
 
 impl BeforeSleep {
+    /// Sleep at once.
+    const SLEEP: Self = Self {
+        yields: 0,
+        spin: Duration::ZERO,
+    };
+    /// Yield a few times first (busy).
+    const YIELD: Self = Self {
+        yields: BUSY_YIELDS,
+        spin: Duration::ZERO,
+    };
+    /// Spin first (back to back).
+    const SPIN: Self = Self {
+        yields: 0,
+        spin: SPIN_FOR,
+    };
+
     /// Whether to yield and look once more, after `yields` of them,
     /// `spun` since the first, the last of them taking `last_yield`.
     pub fn goes_on(&self, yields: usize, spun: Duration, last_yield: Duration) -> bool {
@@ -102,26 +118,14 @@ impl Idle {
     /// What the thread does before its next sleep.
     pub fn before_sleep(&mut self) -> BeforeSleep {
         if self.busy {
-            BeforeSleep {
-                yields: BUSY_YIELDS,
-                spin: Duration::ZERO,
-            }
-        } else if self.short_sleeps >= SHORT_IN_A_ROW && self.skips > 0 {
+            BeforeSleep::YIELD
+        } else if self.short_sleeps < SHORT_IN_A_ROW {
+            BeforeSleep::SLEEP
+        } else if self.skips > 0 {
             self.skips -= 1;
-            BeforeSleep {
-                yields: 0,
-                spin: Duration::ZERO,
-            }
-        } else if self.short_sleeps >= SHORT_IN_A_ROW {
-            BeforeSleep {
-                yields: 0,
-                spin: SPIN_FOR,
-            }
+            BeforeSleep::SLEEP
         } else {
-            BeforeSleep {
-                yields: 0,
-                spin: Duration::ZERO,
-            }
+            BeforeSleep::SPIN
         }
     }
 
@@ -164,18 +168,9 @@ impl Idle {
 mod tests {
     use super::*;
 
-    const SLEEP: BeforeSleep = BeforeSleep {
-        yields: 0,
-        spin: Duration::ZERO,
-    };
-    const YIELD: BeforeSleep = BeforeSleep {
-        yields: BUSY_YIELDS,
-        spin: Duration::ZERO,
-    };
-    const SPIN: BeforeSleep = BeforeSleep {
-        yields: 0,
-        spin: SPIN_FOR,
-    };
+    const SLEEP: BeforeSleep = BeforeSleep::SLEEP;
+    const YIELD: BeforeSleep = BeforeSleep::YIELD;
+    const SPIN: BeforeSleep = BeforeSleep::SPIN;
 
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
