@@ -15,6 +15,7 @@
 
 mod lease;
 mod range;
+mod reply;
 mod txn;
 
 #[cfg(test)]
@@ -25,10 +26,11 @@ use cairn_proto::etcdserverpb::{
 };
 
 use crate::error::EtcdError;
-use crate::mvcc::{KeyRange, RangeOptions, RangeResult, Store, WriteTxn};
+use crate::mvcc::{KeyRange, RangeOptions, RangeResult, Records, Store, WriteTxn};
 
 pub use lease::{lease_checkpoint, lease_grant, lease_revoke};
-pub use range::range;
+pub use range::{range, range_reply};
+pub use reply::RangeReply;
 pub use txn::txn;
 
 /// Something ranges can be read from: the store itself (a read-only request) or
@@ -37,6 +39,21 @@ pub trait ReadView {
     /// Reads `range` with `opts`.
     fn read(&self, range: &KeyRange, opts: RangeOptions)
         -> Result<RangeResult, crate::mvcc::Error>;
+
+    /// [`ReadView::read`], each key-value in its stored form (an encoded
+    /// `mvccpb.KeyValue`).
+    fn read_records(
+        &self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<RangeResult<Records>, crate::mvcc::Error> {
+        let read = self.read(range, opts)?;
+        Ok(RangeResult {
+            kvs: Records::encode(&read.kvs),
+            count: read.count,
+            rev: read.rev,
+        })
+    }
 
     /// Counts one range of a request (etcd_mvcc_range_total): a Range, or
     /// the previous values a put or delete returns. Reads the apply makes
@@ -52,6 +69,14 @@ impl ReadView for Store {
         opts: RangeOptions,
     ) -> Result<RangeResult, crate::mvcc::Error> {
         self.range(range, opts)
+    }
+
+    fn read_records(
+        &self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<RangeResult<Records>, crate::mvcc::Error> {
+        self.range_records(range, opts)
     }
 
     fn note_range(&self) {

@@ -10,6 +10,8 @@ use cairn_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
 };
 
+use prost::Message;
+
 use super::*;
 use crate::mvcc::Store;
 use crate::storage::flaky::FlakyEngine;
@@ -159,6 +161,26 @@ fn range_table() {
             true,
             3,
         ),
+        (
+            "by key ascending with limit (no sort needed)",
+            all(|r| {
+                r.sort_order = SortOrder::Ascend as i32;
+                r.limit = 2;
+            }),
+            vec!["a", "b"],
+            true,
+            3,
+        ),
+        (
+            "by value with limit and no order: sorts the keys read",
+            all(|r| {
+                r.sort_target = SortTarget::Value as i32;
+                r.limit = 2;
+            }),
+            vec!["a", "b"],
+            true,
+            3,
+        ),
         ("count only", all(|r| r.count_only = true), vec![], false, 3),
         (
             "at revision 3",
@@ -191,6 +213,15 @@ fn range_table() {
     ];
     for (name, req, want, more, count) in cases {
         let resp = range(&s, &req).unwrap();
+        // What the gRPC port sends: the same bytes, whichever way it got
+        // its key-values.
+        let reply = range_reply(&s, &req).unwrap();
+        assert_eq!(reply.encode_to_vec(), resp.encode_to_vec(), "{name}: wire");
+        // A transaction's reads encode what they decode.
+        let txn = s.write();
+        let in_txn = range_reply(&txn, &req).unwrap();
+        drop(txn);
+        assert_eq!(in_txn, reply, "{name}: in a transaction");
         assert_eq!(keys(&resp), want, "{name}");
         assert_eq!(resp.more, more, "{name}: more");
         assert_eq!(resp.count, count, "{name}: count");
@@ -202,8 +233,18 @@ fn range_table() {
     }
     let ko = range(&s, &all(|r| r.keys_only = true)).unwrap();
     assert!(ko.kvs.iter().all(|kv| kv.value.is_empty()));
+    let ko_reply = range_reply(&s, &all(|r| r.keys_only = true)).unwrap();
+    assert_eq!(
+        ko_reply.encode_to_vec(),
+        ko.encode_to_vec(),
+        "keys only: wire"
+    );
     assert_eq!(
         range(&s, &all(|r| r.revision = 6)),
+        Err(EtcdError::FutureRev)
+    );
+    assert_eq!(
+        range_reply(&s, &all(|r| r.revision = 6)),
         Err(EtcdError::FutureRev)
     );
 }

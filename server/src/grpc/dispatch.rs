@@ -175,7 +175,12 @@ impl Services {
         let server = self.kv.clone();
         let tonic = move |r| answer(server, r);
         match grpc_path(request.uri().path()).1 {
-            "Range" => unary::answer(request, max, |r| async move { kv.range(r).await }, tonic),
+            "Range" => unary::answer(
+                request,
+                max,
+                |r| async move { kv.range_reply(r).await },
+                tonic,
+            ),
             "Put" => unary::answer(request, max, |r| async move { kv.put(r).await }, tonic),
             "DeleteRange" => unary::answer(
                 request,

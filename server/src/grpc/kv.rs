@@ -10,6 +10,7 @@ use cairn_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::{caller, validate};
+use crate::apply::RangeReply;
 use crate::member::KvApi;
 
 /// The KV service of one member.
@@ -23,6 +24,20 @@ impl KvService {
     /// A KV service over `kv`.
     pub fn new(kv: Arc<KvApi>) -> Self {
         Self { kv }
+    }
+
+    /// Range as the gRPC port answers it ([`KvApi::range_reply`]): what
+    /// [`Kv::range`] answers, encoded alike, its key-values never decoded.
+    pub(super) async fn range_reply(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeReply>, Status> {
+        let caller = caller::of(&request, self.kv.proposer());
+        let req = request.into_inner();
+        validate::range(&req)?;
+        let mut resp = self.kv.range_reply(req, &caller).await?;
+        self.fill(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     /// Completes a header that apply filled with the revision only.

@@ -13,7 +13,7 @@ use prost::Message;
 
 use super::quota::Quota;
 use super::{blocking_failed, unexpected, Limits, Proposer};
-use crate::apply;
+use crate::apply::{self, RangeReply, ReadView};
 use crate::auth::Caller;
 use crate::entry::Command;
 use crate::error::EtcdError;
@@ -60,6 +60,27 @@ impl KvApi {
         req: RangeRequest,
         caller: &Caller,
     ) -> Result<RangeResponse, EtcdError> {
+        self.read(req, caller, apply::range).await
+    }
+
+    /// [`KvApi::range`] as it goes on the wire: the key-values as stored,
+    /// not decoded (the gRPC port's answer; see [`apply::range_reply`]).
+    pub async fn range_reply(
+        &self,
+        req: RangeRequest,
+        caller: &Caller,
+    ) -> Result<RangeReply, EtcdError> {
+        self.read(req, caller, apply::range_reply).await
+    }
+
+    /// A Range answered by `answer` from the store, once the request may
+    /// read it.
+    async fn read<T: Send + 'static>(
+        &self,
+        req: RangeRequest,
+        caller: &Caller,
+        answer: fn(&dyn ReadView, &RangeRequest) -> Result<T, EtcdError>,
+    ) -> Result<T, EtcdError> {
         self.proposer.check_serving()?;
         if !req.serializable {
             self.proposer.barrier().await?;
@@ -75,11 +96,11 @@ impl KvApi {
             // to a blocking thread and back cost more than the read (35%
             // of a member's CPU under serializable gets of random keys
             // went to the blocking pool's wake-ups and context switches).
-            apply::range(self.proposer.store().as_ref(), &req)
+            answer(self.proposer.store().as_ref(), &req)
         } else {
             // A range may read and unseal many records: off the runtime.
             let store = Arc::clone(self.proposer.store());
-            tokio::task::spawn_blocking(move || apply::range(store.as_ref(), &req))
+            tokio::task::spawn_blocking(move || answer(store.as_ref(), &req))
                 .await
                 .map_err(blocking_failed)?
         };

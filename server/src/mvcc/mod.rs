@@ -31,6 +31,7 @@ mod watch_tests;
 pub use index::{KeyRange, TreeIndex};
 pub use key_index::{KeyAt, KeyIndex, KeyMark};
 pub use load::IndexBuilder;
+pub use range::Records;
 pub use revision::Revision;
 pub use store::{
     CompactionJob, RangeOptions, RangeResult, Store, META_APPLIED_INDEX, META_FINISHED_COMPACT,

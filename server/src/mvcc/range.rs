@@ -1,7 +1,11 @@
 //! Reads at a revision: the key index says which records a range holds
-//! at that revision, storage gives them in one pass.
+//! at that revision, storage gives them in one pass, decoded
+//! ([`range_at`]) or as stored ([`records_at`]).
+
+use std::ops::Range;
 
 use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
 
 use super::index::KeyRange;
 use super::page_counts::PageCounts;
@@ -22,6 +26,98 @@ pub(super) fn range_at(
     range: &KeyRange,
     opts: RangeOptions,
 ) -> Result<RangeResult, Error> {
+    let (revs, count) = plan(state, counts, view_rev, range, opts)?;
+    // One record (a single key's read, the commonest): read alone, without
+    // the batch's bookkeeping below (four allocations fewer a read).
+    if let [r] = revs[..] {
+        let kv = match pending(r) {
+            Some(kv) => kv,
+            None => {
+                // Lent by the engine and opened in place, as a batch's are.
+                let mut read = None;
+                try_get_many::<Error>(
+                    engine,
+                    Cf::Kv,
+                    std::slice::from_ref(&r.record_key(false)),
+                    |_, bytes| {
+                        read = Some(decode_kv(r, bytes.ok_or_else(|| missing(r))?)?);
+                        Ok(())
+                    },
+                )?;
+                read.ok_or_else(|| missing(r))?
+            }
+        };
+        return Ok(RangeResult {
+            kvs: vec![kv],
+            count,
+            rev: view_rev,
+        });
+    }
+    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending(*r)).collect();
+    let stored = kvs.iter().enumerate().filter(|(_, kv)| kv.is_none());
+    let stored: Vec<usize> = stored.map(|(place, _)| place).collect();
+    read_stored(engine, &revs, stored, |place, r, bytes| {
+        kvs[place] = Some(decode_kv(r, bytes)?);
+        Ok(())
+    })?;
+    let kvs = kvs
+        .into_iter()
+        .zip(&revs)
+        .map(|(kv, r)| kv.ok_or_else(|| missing(*r)))
+        .collect::<Result<_, _>>()?;
+    Ok(RangeResult {
+        kvs,
+        count,
+        rev: view_rev,
+    })
+}
+
+/// [`range_at`] of committed history (nothing pending), each record as
+/// stored: what a response can carry without decoding and encoding it.
+pub(super) fn records_at(
+    state: &State,
+    engine: &dyn Engine,
+    counts: Option<&PageCounts>,
+    range: &KeyRange,
+    opts: RangeOptions,
+) -> Result<RangeResult<Records>, Error> {
+    let view_rev = state.current_rev;
+    let (revs, count) = plan(state, counts, view_rev, range, opts)?;
+    let mut records = Records::with_places(revs.len());
+    let mut visit = |place, _, bytes: &[u8]| {
+        records.place(place, bytes);
+        Ok(())
+    };
+    if let [r] = revs[..] {
+        // One record (a single key's read): without the batch's
+        // bookkeeping, as in `range_at`.
+        let key = r.record_key(false);
+        try_get_many::<Error>(engine, Cf::Kv, std::slice::from_ref(&key), |_, bytes| {
+            visit(0, r, bytes.ok_or_else(|| missing(r))?)
+        })?;
+    } else {
+        read_stored(engine, &revs, 0..revs.len(), visit)?;
+    }
+    // A place the engine never visited is a record it does not have.
+    if let Some(place) = records.spans.iter().position(|s| *s == UNPLACED) {
+        return Err(missing(revs[place]));
+    }
+    Ok(RangeResult {
+        kvs: records,
+        count,
+        rev: view_rev,
+    })
+}
+
+/// The index's part of a read: which revisions `range` holds at its
+/// revision (at most `opts.limit`, in key order), and how many keys it has.
+fn plan(
+    state: &State,
+    counts: Option<&PageCounts>,
+    view_rev: i64,
+    range: &KeyRange,
+    opts: RangeOptions,
+) -> Result<(Vec<Revision>, usize), Error> {
     let rev = if opts.rev <= 0 { view_rev } else { opts.rev };
     if rev > view_rev {
         return Err(Error::FutureRev);
@@ -57,64 +153,125 @@ pub(super) fn range_at(
             counts.note_next(range, last[0], rev, after_last + 1);
         }
     }
-    // One record (a single key's read, the commonest): read alone, without
-    // the batch's bookkeeping below (four allocations fewer a read).
-    if let [r] = revs[..] {
-        let kv = match pending(r) {
-            Some(kv) => kv,
-            None => {
-                // Lent by the engine and opened in place, as a batch's are.
-                let mut read = None;
-                try_get_many::<Error>(
-                    engine,
-                    Cf::Kv,
-                    std::slice::from_ref(&r.record_key(false)),
-                    |_, bytes| {
-                        read = Some(decode_kv(r, bytes.ok_or_else(|| missing(r))?)?);
-                        Ok(())
-                    },
-                )?;
-                read.ok_or_else(|| missing(r))?
-            }
-        };
-        return Ok(RangeResult {
-            kvs: vec![kv],
-            count,
-            rev: view_rev,
-        });
-    }
-    // The records not pending are read in one pass, in revision order (a
-    // page of keys is scattered over the history), then put back in key
-    // order.
-    let mut kvs: Vec<Option<KeyValue>> = revs.iter().map(|r| pending(*r)).collect();
-    let mut stored: Vec<(Vec<u8>, usize)> = kvs
-        .iter()
-        .enumerate()
-        .filter(|(_, kv)| kv.is_none())
-        .map(|(i, _)| (revs[i].record_key(false), i))
+    Ok((revs, count))
+}
+
+/// Reads the records of `revs` at `places` in one pass, in revision order
+/// (a page of keys is scattered over the history), handing `visit` each
+/// one's place, revision and bytes (lent by the engine, opened in place).
+fn read_stored(
+    engine: &dyn Engine,
+    revs: &[Revision],
+    places: impl IntoIterator<Item = usize>,
+    mut visit: impl FnMut(usize, Revision, &[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut stored: Vec<(Vec<u8>, usize)> = places
+        .into_iter()
+        .filter_map(|place| Some((revs.get(place)?.record_key(false), place)))
         .collect();
     stored.sort_unstable();
     let (keys, places): (Vec<Vec<u8>>, Vec<usize>) = stored.into_iter().unzip();
     try_get_many::<Error>(engine, Cf::Kv, &keys, |n, bytes| {
-        // A position the engine made up leaves its record missing, below.
-        let Some(&place) = places.get(n) else {
+        // A position the engine made up leaves its record missing, for
+        // the caller to find.
+        let Some((&place, &r)) = places.get(n).and_then(|p| Some((p, revs.get(*p)?))) else {
             return Ok(());
         };
-        let r = revs[place];
-        let bytes = bytes.ok_or_else(|| missing(r))?;
-        kvs[place] = Some(decode_kv(r, bytes)?);
-        Ok(())
-    })?;
-    let kvs = kvs
-        .into_iter()
-        .zip(&revs)
-        .map(|(kv, r)| kv.ok_or_else(|| missing(*r)))
-        .collect::<Result<_, _>>()?;
-    Ok(RangeResult {
-        kvs,
-        count,
-        rev: view_rev,
+        visit(place, r, bytes.ok_or_else(|| missing(r))?)
     })
+}
+
+/// Key-values as they are stored, each an encoded `mvccpb.KeyValue`, in
+/// key order: what a Range's response splices in whole (a page of a list
+/// would otherwise decode 500 records into 1,000 buffers, then encode
+/// them again).
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// The records back to back, in the order storage gave them (by
+    /// revision): one buffer for all of them.
+    bytes: Vec<u8>,
+    /// Where each record is in `bytes`, in key order ([`UNPLACED`] until
+    /// placed).
+    spans: Vec<Range<usize>>,
+}
+
+/// The same records in the same order, however they are laid out.
+impl PartialEq for Records {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Records {}
+
+/// The span of a place no record has filled yet.
+const UNPLACED: Range<usize> = usize::MAX..usize::MAX;
+
+/// A page's buffer grows at most this much ahead of what it holds (a first
+/// record's size times the page's records is the guess).
+const RESERVE_AHEAD: usize = 16 << 20;
+
+impl Records {
+    /// `n` places, to be filled in any order.
+    fn with_places(n: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            spans: vec![UNPLACED; n],
+        }
+    }
+
+    /// Stores `record` at `place`.
+    fn place(&mut self, place: usize, record: &[u8]) {
+        if self.bytes.capacity() == 0 {
+            let guess = record.len().saturating_mul(self.spans.len());
+            self.bytes.reserve(guess.min(RESERVE_AHEAD));
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(record);
+        if let Some(span) = self.spans.get_mut(place) {
+            *span = start..self.bytes.len();
+        }
+    }
+
+    /// The stored form of each of `kvs`, in their order.
+    pub fn encode(kvs: &[KeyValue]) -> Self {
+        let mut records = Self::default();
+        for kv in kvs {
+            let start = records.bytes.len();
+            // Cannot fail: a `Vec` grows as needed.
+            let _ = kv.encode(&mut records.bytes);
+            records.spans.push(start..records.bytes.len());
+        }
+        records
+    }
+
+    /// Adds `record` after the others.
+    pub fn push(&mut self, record: &[u8]) {
+        self.spans.push(UNPLACED);
+        self.place(self.spans.len() - 1, record);
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// No records.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Keeps the first `n` records.
+    pub fn truncate(&mut self, n: usize) {
+        self.spans.truncate(n);
+    }
+
+    /// Each record, in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .map(|span| self.bytes.get(span.clone()).unwrap_or_default())
+    }
 }
 
 /// A record the key index points to that storage does not have.
@@ -144,17 +301,22 @@ mod tests {
         }
     }
 
+    /// The memory engine and RocksDB in `dir`: a range reads its records
+    /// with RocksDB's batched MultiGet, in revision order.
+    fn both_engines(dir: &std::path::Path) -> [Arc<dyn Engine>; 2] {
+        [
+            Arc::new(MemoryEngine::new()),
+            Arc::new(RocksEngine::open(dir).unwrap()),
+        ]
+    }
+
     #[test]
     fn a_range_gives_key_order_whatever_the_records_order() {
         // On both engines (RocksDB reads a range's records in one MultiGet, in
         // revision order): keys written out of key order, then a transaction
         // reading its own write beside them.
         let dir = tempfile::tempdir().unwrap();
-        let engines: [Arc<dyn Engine>; 2] = [
-            Arc::new(MemoryEngine::new()),
-            Arc::new(RocksEngine::open(dir.path()).unwrap()),
-        ];
-        for engine in engines {
+        for engine in both_engines(dir.path()) {
             let store = Store::open(engine, true).unwrap();
             for k in ["d", "a", "c"] {
                 let mut txn = store.write();
@@ -174,13 +336,54 @@ mod tests {
     }
 
     #[test]
+    fn records_are_the_stored_form_of_what_a_range_decodes() {
+        // On both engines, a page of keys written out of key order (so
+        // storage gives them in another order than the page's), a single
+        // key, an empty range and a count.
+        let dir = tempfile::tempdir().unwrap();
+        for engine in both_engines(dir.path()) {
+            let store = Store::open(Arc::clone(&engine), true).unwrap();
+            for k in ["d", "a", "c", "b", "a"] {
+                let mut txn = store.write();
+                txn.put(k.as_bytes(), k.repeat(300).into(), 0);
+                txn.commit(None).unwrap();
+            }
+            let page = |limit| RangeOptions {
+                limit,
+                ..Default::default()
+            };
+            let reads = [
+                (KeyRange::new(b"a", b"z"), page(3)),
+                (KeyRange::new(b"a", b"z"), page(0)),
+                (KeyRange::new(b"c", b""), page(0)),
+                (KeyRange::new(b"x", b"z"), page(0)),
+                (
+                    KeyRange::new(b"a", b"z"),
+                    RangeOptions {
+                        count_only: true,
+                        ..Default::default()
+                    },
+                ),
+            ];
+            for (range, opts) in reads {
+                let decoded = store.range(&range, opts).unwrap();
+                let stored = store.range_records(&range, opts).unwrap();
+                assert_eq!(stored.kvs, Records::encode(&decoded.kvs), "{opts:?}");
+                assert_eq!((stored.count, stored.rev), (decoded.count, decoded.rev));
+            }
+            // A record the index points to but storage lost: corrupt.
+            let mut batch = crate::storage::WriteBatch::default();
+            batch.delete(Cf::Kv, Revision::new(4, 0).record_key(false));
+            engine.write(batch, false).unwrap();
+            let lost = store.range_records(&KeyRange::new(b"a", b"z"), page(0));
+            assert!(matches!(lost, Err(Error::Corrupt { .. })), "{lost:?}");
+        }
+    }
+
+    #[test]
     fn a_single_key_is_read_from_storage_or_from_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let engines: [Arc<dyn Engine>; 2] = [
-            Arc::new(MemoryEngine::new()),
-            Arc::new(RocksEngine::open(dir.path()).unwrap()),
-        ];
-        for engine in engines {
+        for engine in both_engines(dir.path()) {
             let store = Store::open(Arc::clone(&engine), true).unwrap();
             let mut txn = store.write();
             txn.put(b"a", b"a".to_vec(), 0);

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::index::{KeyRange, TreeIndex};
 use super::load::{self, IndexBuilder, LeasedKeys, Loaded};
 use super::page_counts::PageCounts;
-use super::range::range_at;
+use super::range::{range_at, records_at, Records};
 use super::revision::{Revision, REV_BYTES_LEN};
 use super::watch::{StreamKey, SyncOutcome, WatchHub, WatchMessage, WatchSpec, WatcherKey};
 use super::write_txn::WriteTxn;
@@ -43,11 +43,12 @@ pub struct RangeOptions {
     pub count_only: bool,
 }
 
-/// The result of a range read.
+/// The result of a range read: its key-values decoded, or as stored
+/// ([`Records`]).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RangeResult {
+pub struct RangeResult<Kvs = Vec<KeyValue>> {
     /// Key-values in key order (empty with `count_only`).
-    pub kvs: Vec<KeyValue>,
+    pub kvs: Kvs,
     /// Number of keys in the range at the read revision, regardless of the limit.
     pub count: usize,
     /// The store's current revision when the read was served.
@@ -340,6 +341,23 @@ impl Store {
             &|_| None,
             Some(&state.page_counts),
             state.current_rev,
+            range,
+            opts,
+        )
+    }
+
+    /// [`Store::range`], each key-value as stored (an encoded
+    /// `mvccpb.KeyValue`), for a response to carry as it is.
+    pub fn range_records(
+        &self,
+        range: &KeyRange,
+        opts: RangeOptions,
+    ) -> Result<RangeResult<Records>, Error> {
+        let state = self.read();
+        records_at(
+            &state,
+            self.engine.as_ref(),
+            Some(&state.page_counts),
             range,
             opts,
         )
