@@ -84,20 +84,10 @@ pub(super) fn records_at(
     let view_rev = state.current_rev;
     let (revs, count) = plan(state, counts, view_rev, range, opts)?;
     let mut records = Records::with_places(revs.len());
-    let mut visit = |place, _, bytes: &[u8]| {
+    read_stored(engine, &revs, 0..revs.len(), |place, _, bytes| {
         records.place(place, bytes);
         Ok(())
-    };
-    if let [r] = revs[..] {
-        // One record (a single key's read): without the batch's
-        // bookkeeping, as in `range_at`.
-        let key = r.record_key(false);
-        try_get_many::<Error>(engine, Cf::Kv, std::slice::from_ref(&key), |_, bytes| {
-            visit(0, r, bytes.ok_or_else(|| missing(r))?)
-        })?;
-    } else {
-        read_stored(engine, &revs, 0..revs.len(), visit)?;
-    }
+    })?;
     // A place the engine never visited is a record it does not have.
     if let Some(place) = records.spans.iter().position(|s| *s == UNPLACED) {
         return Err(missing(revs[place]));
@@ -165,8 +155,23 @@ fn read_stored(
     places: impl IntoIterator<Item = usize>,
     mut visit: impl FnMut(usize, Revision, &[u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut stored: Vec<(Vec<u8>, usize)> = places
+    let mut places = places.into_iter();
+    let (first, second) = (places.next(), places.next());
+    if let (Some(place), None) = (first, second) {
+        // One record (a single key's read, the commonest): no batch to
+        // order, so none of its allocations.
+        let Some(&r) = revs.get(place) else {
+            return Ok(());
+        };
+        let key = r.record_key(false);
+        return try_get_many::<Error>(engine, Cf::Kv, std::slice::from_ref(&key), |_, bytes| {
+            visit(place, r, bytes.ok_or_else(|| missing(r))?)
+        });
+    }
+    let mut stored: Vec<(Vec<u8>, usize)> = first
         .into_iter()
+        .chain(second)
+        .chain(places)
         .filter_map(|place| Some((revs.get(place)?.record_key(false), place)))
         .collect();
     stored.sort_unstable();
@@ -207,7 +212,7 @@ impl Eq for Records {}
 /// The span of a place no record has filled yet.
 const UNPLACED: Range<usize> = usize::MAX..usize::MAX;
 
-/// A page's buffer grows at most this much ahead of what it holds (a first
+/// The most a page's buffer reserves before it holds anything (its first
 /// record's size times the page's records is the guess).
 const RESERVE_AHEAD: usize = 16 << 20;
 
