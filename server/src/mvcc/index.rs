@@ -170,7 +170,8 @@ impl TreeIndex {
 
     /// Start-up: inserts a record read from disk (records come in revision
     /// order). Takes the key decoded from the record: one lookup, and no
-    /// copy of a new key.
+    /// allocation for a new key (a short one is held in the node, a long
+    /// one moved).
     pub fn restore(
         &mut self,
         key: Vec<u8>,
