@@ -39,7 +39,21 @@
 
 use std::collections::HashSet;
 
+use smallvec::{smallvec, SmallVec};
+
 use super::revision::Revision;
+
+/// A generation's revisions: the first held in place (the same 24 bytes as a
+/// `Vec`, with smallvec's `union` feature), so a key put once costs no
+/// allocation and its read no pointer to chase; more move to the heap.
+type Revs = SmallVec<[Revision; 1]>;
+
+/// A key's generations: the first held in the `KeyIndex` itself, which the
+/// index keeps in its B-tree's nodes, so reading a key that was never
+/// deleted touches no memory but the node (a cache miss less per level of
+/// history among 1,000,000 keys; docs/benchmarks.md, "A key's history held
+/// in the index's nodes").
+type Generations = SmallVec<[Generation; 1]>;
 
 /// One life of a key: its revisions from creation to (possibly) deletion.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +66,7 @@ struct Generation {
     created: Revision,
     /// Every revision of this generation still known, oldest first; the last
     /// one is the tombstone if the generation ended.
-    revs: Vec<Revision>,
+    revs: Revs,
 }
 
 impl Generation {
@@ -78,7 +92,7 @@ pub struct KeyIndex {
     /// The latest revision that touched the key (put or tombstone).
     modified: Revision,
     /// Oldest first; never empty; the last is the current generation.
-    generations: Vec<Generation>,
+    generations: Generations,
 }
 
 /// Where a key's history stood before a write transaction changed it:
@@ -103,7 +117,7 @@ impl Default for KeyIndex {
     fn default() -> Self {
         Self {
             modified: Revision::default(),
-            generations: vec![Generation::default()],
+            generations: smallvec![Generation::default()],
         }
     }
 }
@@ -120,10 +134,10 @@ impl KeyIndex {
     pub fn restore(created: Revision, modified: Revision, version: i64) -> Self {
         Self {
             modified,
-            generations: vec![Generation {
+            generations: smallvec![Generation {
                 ver: version,
                 created,
-                revs: vec![modified],
+                revs: smallvec![modified],
             }],
         }
     }
@@ -453,5 +467,43 @@ mod tests {
             ki.get(10).map(|k| (k.created.main, k.version)),
             Some((3, 5))
         );
+    }
+
+    /// A key put once (or restored) holds its history in place; more puts
+    /// and generations move to the heap, and reads, rollbacks and
+    /// compactions see the same history either way.
+    #[test]
+    fn a_history_held_in_place_and_on_the_heap_reads_the_same() {
+        // The layout the index's nodes rely on (smallvec's `union` feature).
+        assert_eq!(size_of::<Revs>(), size_of::<Vec<Revision>>());
+        assert_eq!(size_of::<Generation>(), 48);
+
+        let once = KeyIndex::restore(r(1), r(1), 1);
+        let mut put = KeyIndex::new();
+        put.put(r(1));
+        for ki in [&once, &put] {
+            assert!(!ki.generations.spilled() && !ki.generations[0].revs.spilled());
+            assert_eq!(ki.get(1).map(|k| (k.modified, k.version)), Some((r(1), 1)));
+        }
+        assert_eq!(once, put);
+
+        // The worked example: three generations, the first two on the heap
+        // with their revisions.
+        let mut ki = example();
+        assert!(ki.generations.spilled() && ki.generations[0].revs.spilled());
+        let mark = ki.mark();
+        ki.put(r(8));
+        assert!(ki.generations[2].revs.spilled());
+        ki.rollback(mark);
+        assert_eq!(ki, example());
+        // Compacted down to the current generation's one revision: what is
+        // left reads as before, wherever it is held.
+        let mut available = HashSet::new();
+        ki.compact(7, &mut available);
+        assert_eq!(available, HashSet::from([r(7)]));
+        assert_eq!(ki.generations.len(), 1);
+        assert_eq!(ki.get(7).map(|k| (k.created, k.version)), Some((r(7), 1)));
+        assert_eq!(ki.get(6), None);
+        assert_eq!(ki.revisions_since(0), vec![r(7)]);
     }
 }
