@@ -273,6 +273,20 @@ impl KeyIndex {
             }
         }
         self.generations.drain(..gen_idx);
+        // A history trimmed back to what fits in place returns there (no
+        // allocation: the heap block is only freed). A key updated many
+        // times and then compacted, as an apiserver's compaction every five
+        // minutes leaves most keys, is read again without leaving the
+        // index's node. Longer histories stay where they are, so a key that
+        // keeps changing is not moved at every compaction.
+        for g in &mut self.generations {
+            if g.revs.spilled() && g.revs.len() <= g.revs.inline_size() {
+                g.revs.shrink_to_fit();
+            }
+        }
+        if self.generations.spilled() && self.generations.len() <= self.generations.inline_size() {
+            self.generations.shrink_to_fit();
+        }
     }
 }
 
@@ -499,13 +513,28 @@ mod tests {
         ki.rollback(mark);
         assert_eq!(ki, example());
         // Compacted down to the current generation's one revision: what is
-        // left reads as before, wherever it is held.
+        // left reads as before.
         let mut available = HashSet::new();
         ki.compact(7, &mut available);
         assert_eq!(available, HashSet::from([r(7)]));
         assert_eq!(ki.generations.len(), 1);
+        // ... and back in place: the compacted key reads from the node.
+        assert!(!ki.generations.spilled() && !ki.generations[0].revs.spilled());
         assert_eq!(ki.get(7).map(|k| (k.created, k.version)), Some((r(7), 1)));
         assert_eq!(ki.get(6), None);
         assert_eq!(ki.revisions_since(0), vec![r(7)]);
+
+        // A key put five times: compacted to three revisions it stays on the
+        // heap, to one it returns in place, its version still counted.
+        let mut busy = KeyIndex::new();
+        for main in 1..=5 {
+            busy.put(r(main));
+        }
+        busy.compact(3, &mut HashSet::new());
+        assert_eq!(busy.revisions_since(0), vec![r(3), r(4), r(5)]);
+        assert!(busy.generations[0].revs.spilled());
+        busy.compact(5, &mut HashSet::new());
+        assert!(!busy.generations[0].revs.spilled());
+        assert_eq!(busy.get(5).map(|k| (k.created, k.version)), Some((r(1), 5)));
     }
 }
