@@ -273,20 +273,22 @@ impl KeyIndex {
             }
         }
         self.generations.drain(..gen_idx);
-        // A history trimmed back to what fits in place returns there (no
-        // allocation: the heap block is only freed). A key updated many
-        // times and then compacted, as an apiserver's compaction every five
-        // minutes leaves most keys, is read again without leaving the
-        // index's node. Longer histories stay where they are, so a key that
-        // keeps changing is not moved at every compaction.
+        // A key updated many times and then compacted, as an apiserver's
+        // compaction every five minutes leaves most keys, is read again
+        // without leaving the index's node.
         for g in &mut self.generations {
-            if g.revs.spilled() && g.revs.len() <= g.revs.inline_size() {
-                g.revs.shrink_to_fit();
-            }
+            back_in_place(&mut g.revs);
         }
-        if self.generations.spilled() && self.generations.len() <= self.generations.inline_size() {
-            self.generations.shrink_to_fit();
-        }
+        back_in_place(&mut self.generations);
+    }
+}
+
+/// Moves `v` back into place if it is on the heap and now fits (no
+/// allocation: the heap block is only freed). A longer `v` stays where it
+/// is, so a key that keeps changing is not moved at every compaction.
+fn back_in_place<A: smallvec::Array>(v: &mut SmallVec<A>) {
+    if v.spilled() && v.len() <= v.inline_size() {
+        v.shrink_to_fit();
     }
 }
 
